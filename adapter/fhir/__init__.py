@@ -1,0 +1,1 @@
+"""The FHIR core: validation, OperationOutcome, search definitions. Knows no HTTP and no SQL."""

@@ -1,0 +1,204 @@
+"""Search index values extracted from a resource, by the R4 SearchParameter definitions.
+
+Plain-path expressions were compiled by the generator into element-name lists and are walked
+directly over the JSON; the few others (`.where(system='email')`, `.exists()`) go through
+fhirpathpy. The result is plain data, one list of rows per index kind; the store writes them.
+"""
+from __future__ import annotations
+
+import decimal
+import functools
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models
+
+from adapter.fhir.dates import MAX, MIN, date_range
+from adapter.fhir.definitions import CompiledPath, SearchParam, search_params
+
+__all__ = ["IndexRows", "extract", "normalize_string", "parse_reference"]
+
+
+@dataclass
+class IndexRows:
+    """Index rows of one resource: each a tuple starting with the parameter code."""
+
+    token: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    string: list[tuple[str, str]] = field(default_factory=list)
+    date: list[tuple[str, str, str]] = field(default_factory=list)
+    reference: list[tuple[str, str | None, str | None, str]] = field(default_factory=list)
+    quantity: list[tuple[str, float, str | None, str | None, str | None]] = field(default_factory=list)
+    uri: list[tuple[str, str]] = field(default_factory=list)
+    number: list[tuple[str, float]] = field(default_factory=list)
+
+
+def normalize_string(text: str) -> str:
+    """Case- and accent-insensitive form used by string search.
+
+    >>> normalize_string("Zoë  Müller")
+    'zoe  muller'
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def parse_reference(ref: str) -> tuple[str | None, str | None]:
+    """(type, id) of a literal reference, relative or absolute; (None, None) otherwise.
+
+    >>> parse_reference("http://example.org/fhir/Patient/p1/_history/2")
+    ('Patient', 'p1')
+    >>> parse_reference("urn:uuid:1234")
+    (None, None)
+    """
+    if ref.startswith(("#", "urn:")):
+        return None, None
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return parts[-2], parts[-1]
+    return None, None
+
+
+def _walk(node: Any, path: tuple[str, ...], where: tuple[int, str, str] | None = None,
+          depth: int = 0) -> Iterator[Any]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, path, where, depth)
+        return
+    if where and depth == where[0] and not (isinstance(node, dict) and node.get(where[1]) == where[2]):
+        return
+    if not path:
+        yield node
+        return
+    if not isinstance(node, dict):
+        return
+    name = path[0]
+    if name in node:
+        yield from _walk(node[name], path[1:], where, depth + 1)
+        return
+    # An untyped choice element (Observation.effective) matches effectiveDateTime, effectivePeriod...
+    for key, value in node.items():
+        if key.startswith(name) and key[len(name):len(name) + 1].isupper():
+            yield from _walk(value, path[1:], where, depth + 1)
+
+
+@functools.cache
+def _fhirpath(expression: str) -> Callable[[Any], list[Any]]:
+    return fhirpathpy.compile(expression, models["r4"])  # type: ignore[no-any-return]
+
+
+def _values(resource: dict[str, Any], param: SearchParam) -> Iterator[tuple[Any, str | None]]:
+    if param.paths is None:
+        for value in _fhirpath(param.expression)(_plain(resource)):
+            yield value, None
+        return
+    for compiled in param.paths:
+        for value in _walk(resource, compiled.path, compiled.where):
+            yield value, compiled.resolve
+
+
+def _plain(node: Any) -> Any:
+    """fhirpathpy needs floats, not Decimals."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return float(node) if isinstance(node, decimal.Decimal) else node
+
+
+def _token(rows: IndexRows, code: str, value: Any) -> None:
+    if isinstance(value, bool):
+        rows.token.append((code, None, "true" if value else "false", None))
+    elif isinstance(value, str):
+        rows.token.append((code, None, value, None))
+    elif isinstance(value, dict):
+        if "coding" in value or ("text" in value and "code" not in value and "value" not in value):
+            for coding in value.get("coding") or []:
+                if isinstance(coding, dict):
+                    rows.token.append((code, coding.get("system"), coding.get("code"),
+                                       coding.get("display") or value.get("text")))
+            if value.get("text") and not value.get("coding"):
+                rows.token.append((code, None, None, value["text"]))
+        elif "value" in value and "code" not in value:  # Identifier, ContactPoint
+            text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
+            rows.token.append((code, value.get("system"), str(value["value"]), text))
+        elif "code" in value:  # Coding
+            rows.token.append((code, value.get("system"), value.get("code"), value.get("display")))
+
+
+_NAME_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "district",
+               "state", "postalCode", "country")
+
+
+def _string(rows: IndexRows, code: str, value: Any) -> None:
+    if isinstance(value, str):
+        rows.string.append((code, normalize_string(value)))
+    elif isinstance(value, dict):  # HumanName, Address
+        for part in _NAME_PARTS:
+            for text in _walk(value, (part,)):
+                if isinstance(text, str):
+                    rows.string.append((code, normalize_string(text)))
+
+
+def _date(rows: IndexRows, code: str, value: Any) -> None:
+    try:
+        if isinstance(value, str):
+            rows.date.append((code, *date_range(value)))
+        elif isinstance(value, dict) and ("start" in value or "end" in value):  # Period
+            low = date_range(value["start"])[0] if value.get("start") else MIN
+            high = date_range(value["end"])[1] if value.get("end") else MAX
+            rows.date.append((code, low, high))
+        elif isinstance(value, dict) and "event" in value:  # Timing
+            for event in value["event"]:
+                rows.date.append((code, *date_range(event)))
+    except ValueError:
+        pass  # validation has already rejected malformed dates; nothing to index
+
+
+def _reference(rows: IndexRows, code: str, value: Any, resolve: str | None) -> None:
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        if not isinstance(ref, str):
+            return
+    elif isinstance(value, str):  # canonical
+        ref = value
+    else:
+        return
+    rtype, rid = parse_reference(ref)
+    if resolve and rtype != resolve:
+        return
+    rows.reference.append((code, rtype, rid, ref))
+
+
+def _quantity(rows: IndexRows, code: str, value: Any) -> None:
+    if isinstance(value, dict) and isinstance(value.get("value"), (int, float, decimal.Decimal)):
+        rows.quantity.append((code, float(value["value"]), value.get("system"), value.get("code"),
+                              value.get("unit")))
+
+
+def extract(resource: dict[str, Any]) -> IndexRows:
+    """All index rows of a resource, for every search parameter of its type."""
+    rows = IndexRows()
+    for code, param in search_params(resource["resourceType"]).items():
+        for value, resolve in _values(resource, param):
+            kind = param.type
+            if kind == "token":
+                _token(rows, code, value)
+            elif kind == "string":
+                _string(rows, code, value)
+            elif kind == "date":
+                _date(rows, code, value)
+            elif kind == "reference":
+                _reference(rows, code, value, resolve)
+            elif kind == "quantity":
+                _quantity(rows, code, value)
+            elif kind == "uri" and isinstance(value, str):
+                rows.uri.append((code, value))
+            elif kind == "number" and isinstance(value, (int, float, decimal.Decimal)) \
+                    and not isinstance(value, bool):
+                rows.number.append((code, float(value)))
+    return rows

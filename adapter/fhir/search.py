@@ -1,0 +1,230 @@
+"""A FHIR search parsed into plain data (https://hl7.org/fhir/R4/search.html).
+
+The gateway hands query parameters in; the store turns the resulting `SearchRequest` into SQL.
+Neither Flask nor SQLAlchemy is imported here.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from adapter.fhir.dates import date_range
+from adapter.fhir.definitions import search_params
+from adapter.fhir.extract import parse_reference
+from adapter.fhir.outcomes import FhirError, Issue, bad_request
+
+__all__ = [
+    "Filter", "SortKey", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
+    "PREFIXES", "MODIFIERS", "RESULT_PARAMS", "DEFAULT_COUNT", "MAX_COUNT",
+]
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+MODIFIERS = {
+    "token": {"missing", "not", "text"},
+    "string": {"missing", "exact", "contains"},
+    "date": {"missing"},
+    "reference": {"missing"},  # plus :Type
+    "quantity": {"missing"},
+    "uri": {"missing", "below", "above"},
+    "number": {"missing"},
+}
+RESULT_PARAMS = ("_count", "_sort", "_total", "_cursor", "_format")
+SORTABLE = {"token", "string", "date", "uri", "number", "quantity"}
+DEFAULT_COUNT, MAX_COUNT = 20, 1000
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One search parameter occurrence; `values` are ORed, separate Filters are ANDed.
+
+    Each value is a tuple by parameter type: token (system, code) with system None for "any"
+    and "" for "no system"; string (text,); date (prefix, low, high); reference (type, id, url);
+    quantity (prefix, number, system, code); number (prefix, number); uri (text,);
+    missing (bool,).
+    """
+
+    code: str
+    type: str
+    modifier: str | None
+    values: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class SortKey:
+    code: str
+    type: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    resource_type: str
+    filters: tuple[Filter, ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = DEFAULT_COUNT
+    total: str = "accurate"  # none | estimate | accurate
+    cursor: tuple[Any, ...] | None = None
+    ignored: tuple[str, ...] = field(default=())  # unknown parameters left out (lenient)
+
+    def used_params(self) -> list[tuple[str, str]]:
+        """The parameters the search really applied, for the Bundle's self link."""
+        return [(k, v) for k, v in self._raw if k.split(":")[0] not in self.ignored]
+
+    _raw: tuple[tuple[str, str], ...] = ()
+
+
+def _split_values(raw: str) -> list[str]:
+    """Split on commas not escaped with a backslash (search.html#escaping)."""
+    out, current, i = [], "", 0
+    while i < len(raw):
+        if raw[i] == "\\" and i + 1 < len(raw) and raw[i + 1] in ",$|\\":
+            current += raw[i + 1]
+            i += 2
+            continue
+        if raw[i] == ",":
+            out.append(current)
+            current = ""
+        else:
+            current += raw[i]
+        i += 1
+    out.append(current)
+    return out
+
+
+def _prefix(raw: str) -> tuple[str, str]:
+    if raw[:2] in PREFIXES and len(raw) > 2 and not raw[2].isalpha():
+        return raw[:2], raw[2:]
+    return "eq", raw
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise bad_request(f"{name}: {text!r} is not a number", name) from None
+
+
+def _value(ptype: str, raw: str, name: str) -> tuple[Any, ...]:
+    if ptype == "token":
+        if "|" in raw:
+            system, code = raw.split("|", 1)
+            return system, code or None
+        return None, raw
+    if ptype in ("string", "uri"):
+        return (raw,)
+    if ptype == "date":
+        prefix, text = _prefix(raw)
+        try:
+            return (prefix, *date_range(text))
+        except ValueError:
+            raise bad_request(f"{name}: {text!r} is not a valid date (use YYYY, YYYY-MM, "
+                              "YYYY-MM-DD or a dateTime with a time zone)", name) from None
+    if ptype == "reference":
+        if raw.startswith(("http://", "https://")) or raw.count("/") != 1:
+            rtype, rid = parse_reference(raw) if "/" in raw else (None, raw)
+            return rtype, rid, raw
+        rtype, rid = raw.split("/")
+        return rtype, rid, raw
+    if ptype == "quantity":
+        prefix, text = _prefix(raw)
+        number, _, unit = text.partition("|")
+        system, _, code = unit.partition("|")
+        return prefix, _number(number, name), system or None, code or None
+    if ptype == "number":
+        prefix, text = _prefix(raw)
+        return prefix, _number(text, name)
+    raise bad_request(f"{name}: search parameters of type {ptype} are not supported", name)
+
+
+def _parse_count(raw: str) -> int:
+    if not raw.isdigit():
+        raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
+    return min(int(raw), MAX_COUNT)
+
+
+def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool = False) -> SearchRequest:
+    """Parse query parameters; unknown ones are ignored, or rejected under `strict` handling."""
+    known = search_params(resource_type)
+    filters: list[Filter] = []
+    sort: list[SortKey] = []
+    ignored: list[str] = []
+    count, total, cursor = DEFAULT_COUNT, "accurate", None
+    unknown: list[Issue] = []
+    for name, raw in params:
+        base, _, modifier = name.partition(":")
+        if base == "_count":
+            count = _parse_count(raw)
+        elif base == "_total":
+            if raw not in ("none", "estimate", "accurate"):
+                raise bad_request(f"_total: {raw!r} is not none, estimate or accurate", "_total")
+            total = raw
+        elif base == "_sort":
+            sort = list(_parse_sort(resource_type, raw))
+        elif base == "_cursor":
+            cursor = decode_cursor(raw)
+        elif base == "_format":
+            continue
+        elif base in known:
+            ptype = known[base].type
+            filters.append(_filter(base, ptype, modifier or None, raw, known[base].target))
+        else:
+            ignored.append(base)
+            unknown.append(Issue("not-supported", f"unknown search parameter {base!r} for "
+                                 f"{resource_type}", base))
+    if strict and unknown:
+        raise FhirError(400, unknown)
+    return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
+                         tuple(ignored), tuple(params))
+
+
+def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tuple[str, ...]) -> Filter:
+    name = f"{code}:{modifier}" if modifier else code
+    if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise bad_request(f"{name}: must be true or false", name)
+        return Filter(code, ptype, modifier, ((raw == "true",),))
+    if modifier and modifier not in MODIFIERS.get(ptype, ()):
+        if not (ptype == "reference" and modifier in targets):
+            raise bad_request(f"{name}: modifier {modifier!r} is not supported for {ptype} "
+                              "parameters", name, code="not-supported")
+    if raw == "":
+        raise bad_request(f"{name}: empty value", name)
+    values = []
+    for part in _split_values(raw):
+        value = _value(ptype, part, name)
+        if ptype == "reference" and modifier:  # subject:Patient=123
+            value = (modifier, value[1], f"{modifier}/{value[1]}")
+        values.append(value)
+    if ptype == "reference" and modifier in targets:
+        modifier = None
+    return Filter(code, ptype, modifier, tuple(values))
+
+
+def _parse_sort(resource_type: str, raw: str) -> list[SortKey]:
+    known = search_params(resource_type)
+    keys = []
+    for item in raw.split(","):
+        descending = item.startswith("-")
+        code = item.lstrip("-")
+        param = known.get(code)
+        if param is None or param.type not in SORTABLE:
+            raise bad_request(f"_sort: cannot sort {resource_type} by {code!r}", "_sort",
+                              code="not-supported")
+        keys.append(SortKey(code, param.type, descending))
+    return keys
+
+
+def encode_cursor(values: tuple[Any, ...]) -> str:
+    """An opaque keyset cursor: the sort values and id of the last entry of a page."""
+    return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> tuple[Any, ...]:
+    try:
+        return tuple(orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        raise bad_request("_cursor: not a cursor this server issued", "_cursor") from None

@@ -1,0 +1,150 @@
+"""Resource validation: R4B models + R4 required bindings + the official R4 JSON Schema.
+
+Three layers, each catching what the others miss:
+1. fhir.resources R4B models: datatypes, primitive regexes, cardinality, one value[x];
+2. required value-set bindings (fhir.resources accepts Observation.status "done");
+3. the official R4 4.0.1 JSON Schema (jsonschema-rs): R4B-only elements such as
+   PlanDefinition.subjectCanonical, datatype enums such as Quantity.comparator.
+Every problem becomes an `Issue` whose `expression` is the FHIRPath of the element.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema_rs
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from adapter.fhir.definitions import SERVED_TYPES, bindings, r4_schema
+from adapter.fhir.outcomes import Issue
+
+__all__ = ["validate", "expression"]
+
+
+def expression(resource_type: str, loc: tuple[Any, ...] | list[Any]) -> str:
+    """FHIRPath of an element from a location of names and list indices.
+
+    >>> expression("Observation", ("component", 0, "valueQuantity", "value"))
+    'Observation.component[0].valueQuantity.value'
+    """
+    out = resource_type
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
+    """All problems of one resource; an empty list means valid."""
+    if not isinstance(resource, dict):
+        return [Issue("structure", "a resource must be a JSON object")]
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        return [Issue("required", "resourceType is missing", "resourceType")]
+    if expected_type and rtype != expected_type:
+        return [Issue("invalid", f"resourceType {rtype!r} does not match the URL's type "
+                      f"{expected_type!r}", "resourceType")]
+    if rtype not in SERVED_TYPES:
+        return [Issue("not-supported", f"resource type {rtype!r} is not served here", "resourceType")]
+    issues = list(_model_issues(rtype, resource))
+    issues.extend(_binding_issues(rtype, resource))
+    seen = {i.expression for i in issues}
+    issues.extend(i for i in _schema_issues(rtype, resource) if i.expression not in seen)
+    return issues
+
+
+_CHOICE = re.compile(r"\['(\w+?)[A-Z]")
+
+
+def _model_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
+    try:
+        get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p != "resource_type")
+            msg = err["msg"].removeprefix("Value error, ")
+            code = "required" if "missing" in err["type"] else "structure" if \
+                err["type"] == "extra_forbidden" else "value"
+            if "missing" in err["type"]:
+                msg = f"{expression(rtype, loc)} is required"
+            elif err["type"] == "extra_forbidden":
+                msg = f"unknown element {loc[-1]!r}"
+            elif not loc and (m := _CHOICE.search(msg)):
+                loc = (f"{m.group(1)}[x]",)
+                msg = f"only one {m.group(1)}[x] element is allowed: {msg}"
+            input_ = err.get("input")
+            if code == "value" and isinstance(input_, (str, int, float)):
+                msg = f"{msg} (value {input_!r})"
+            yield Issue(code, msg, expression(rtype, loc))
+
+
+@functools.cache
+def _binding_paths(rtype: str) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    return [(tuple(path.split(".")[1:]), b) for path, b in bindings().items()
+            if path.split(".")[0] == rtype]
+
+
+def _walk(node: Any, path: tuple[str, ...], loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _walk(item, path, loc + (i,))
+    elif not path:
+        yield loc, node
+    elif isinstance(node, dict) and path[0] in node:
+        yield from _walk(node[path[0]], path[1:], loc + (path[0],))
+
+
+def _binding_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
+    for path, binding in _binding_paths(rtype):
+        for loc, value in _walk(resource, path, ()):
+            if isinstance(value, str):
+                if value not in binding["codes"]:
+                    yield Issue("code-invalid", f"{value!r} is not in the required value set "
+                                f"{binding['valueSet']} (allowed: {', '.join(binding['codes'])})",
+                                expression(rtype, loc))
+            elif isinstance(value, dict) and "code" not in value:  # CodeableConcept
+                codings = value.get("coding") or []
+                if not any(isinstance(c, dict) and c.get("system") in binding["systems"]
+                           and c.get("code") in binding["codes"] for c in codings):
+                    yield Issue("code-invalid", "no coding from the required value set "
+                                f"{binding['valueSet']} (system {binding['systems'][0]}, codes: "
+                                f"{', '.join(binding['codes'])})", expression(rtype, loc))
+
+
+@functools.cache
+def _schema_validator(rtype: str) -> Any:
+    schema = dict(r4_schema())
+    schema["allOf"] = [{"$ref": f"#/definitions/{rtype}"}]
+    return jsonschema_rs.Draft6Validator(schema)
+
+
+@functools.cache
+def _r4b_fields(rtype: str) -> frozenset[str]:
+    return frozenset(f.alias or name for name, f in get_fhir_model_class(rtype).model_fields.items())
+
+
+def _schema_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
+    validator = _schema_validator(rtype)
+    if validator.is_valid(resource):
+        return
+    for err in validator.iter_errors(resource):
+        loc = list(err.instance_path)
+        missing = getattr(err.kind, "property", None)
+        if isinstance(missing, str):
+            where = expression(rtype, loc + [missing])
+            yield Issue("required", f"{where} is required", where)
+            continue
+        unexpected = getattr(err.kind, "unexpected", None)
+        if unexpected:
+            for name in unexpected:
+                where = expression(rtype, loc + [name])
+                if not loc and name in _r4b_fields(rtype):
+                    yield Issue("structure", f"{where} exists only in FHIR R4B; this server "
+                                "speaks FHIR R4 4.0.1", where)
+                else:
+                    yield Issue("structure", f"unknown element {name!r}", where)
+            continue
+        yield Issue("value", f"does not conform to the R4 schema: {err.message[:300]}",
+                    expression(rtype, loc))

@@ -1,0 +1,1 @@
+"""HTTP gateway: Flask app factory and the FHIR REST interactions."""

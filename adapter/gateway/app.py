@@ -1,0 +1,66 @@
+"""The Flask app factory. Every error leaves through one handler as an OperationOutcome."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import orjson
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+from adapter.fhir.dates import now_instant
+from adapter.fhir.outcomes import FhirError, Issue, internal_error, method_not_allowed, too_large
+from adapter.gateway.capability import capability_statement
+from adapter.gateway.rest import blueprint, error_response
+from adapter.store import open_store
+
+__all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY"]
+
+DEFAULT_DB = "sqlite:///var/adapter.db"
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+log = logging.getLogger("adapter.gateway")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, FHIR_PATH, FHIR_BASE_URL.
+
+    Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY) and then
+    to the defaults: the SQLite file var/adapter.db and a 10 MB body limit.
+    """
+    app = Flask(__name__)
+    app.config.update(
+        DATABASE_URL=os.environ.get("FHIR_ADAPTER_DB", DEFAULT_DB),
+        MAX_CONTENT_LENGTH=int(os.environ.get("FHIR_ADAPTER_MAX_BODY", DEFAULT_MAX_BODY)),
+        FHIR_PATH="/fhir",
+    )
+    app.config.update(config or {})
+    app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"])
+    started = now_instant()
+    app.extensions["fhir_capabilities"] = functools.lru_cache(maxsize=8)(
+        lambda base: orjson.dumps(capability_statement(base, started)))
+    app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
+    _register_errors(app)
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(FhirError)
+    def fhir_error(error: FhirError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        if isinstance(error, MethodNotAllowed):
+            allowed = sorted(error.valid_methods or [])
+            return error_response(method_not_allowed("method not allowed here", allowed))
+        if isinstance(error, RequestEntityTooLarge):
+            return error_response(too_large(app.config["MAX_CONTENT_LENGTH"]))
+        code = {404: "not-found"}.get(error.code or 500, "processing")
+        return error_response(FhirError(error.code or 500, [Issue(code, error.description or str(error))]))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(internal_error())

@@ -1,0 +1,82 @@
+"""Searchset and history Bundles built around the stored JSON bytes.
+
+Each entry's resource is spliced in as a raw orjson Fragment: nothing is re-parsed or re-modelled
+on the read path, and decimals keep their digits.
+"""
+from __future__ import annotations
+
+import uuid
+from email.utils import format_datetime
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from adapter.fhir.dates import now_instant
+from adapter.fhir.outcomes import Issue, operation_outcome
+from adapter.store.repository import HistoryPage, SearchPage, StoredResource
+
+__all__ = ["searchset", "history_bundle", "http_date", "page_url"]
+
+
+def http_date(instant: str) -> str:
+    """An RFC 7231 date for Last-Modified from a FHIR instant.
+
+    >>> http_date("2026-11-25T13:24:38.870187Z")
+    'Wed, 25 Nov 2026 13:24:38 GMT'
+    """
+    moment = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    return format_datetime(moment, usegmt=True)
+
+
+def page_url(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    query = urlencode(params)
+    return f"{base}/{path}" + (f"?{query}" if query else "")
+
+
+def _bundle(kind: str, total: int | None, links: list[tuple[str, str]], entries: list[dict[str, Any]]) -> bytes:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"lastUpdated": now_instant()},
+        "type": kind,
+    }
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links]
+    if entries:
+        bundle["entry"] = entries
+    return orjson.dumps(bundle)
+
+
+def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
+              warnings: list[Issue]) -> bytes:
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"{base}/{e.resource_type}/{e.id}", "resource": orjson.Fragment(e.data),
+         "search": {"mode": "match"}}
+        for e in page.entries
+    ]
+    if warnings:
+        entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
+    links = [("self", self_url)] + ([("next", next_url)] if next_url else [])
+    return _bundle("searchset", page.total, links, entries)
+
+
+_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "200 OK"}
+
+
+def _history_entry(base: str, e: StoredResource) -> dict[str, Any]:
+    entry: dict[str, Any] = {"fullUrl": f"{base}/{e.resource_type}/{e.id}"}
+    if e.data is not None:
+        entry["resource"] = orjson.Fragment(e.data)
+    method = e.method
+    url = e.resource_type if method == "POST" else f"{e.resource_type}/{e.id}"
+    status = "201 Created" if method == "PUT" and e.created else _STATUS[method]
+    entry["request"] = {"method": method, "url": url}
+    entry["response"] = {"status": status, "etag": f'W/"{e.version_id}"',
+                         "lastModified": e.last_updated}
+    return entry
+
+
+def history_bundle(base: str, page: HistoryPage, self_url: str, next_url: str | None) -> bytes:
+    links = [("self", self_url)] + ([("next", next_url)] if next_url else [])
+    return _bundle("history", page.total, links, [_history_entry(base, e) for e in page.entries])

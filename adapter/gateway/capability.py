@@ -1,0 +1,54 @@
+"""The CapabilityStatement, generated from what the server really does
+(https://hl7.org/fhir/R4/capabilitystatement.html): the route table, the served types and the
+search parameters the store indexes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from adapter import __version__
+from adapter.fhir.dates import now_instant
+from adapter.fhir.definitions import SERVED_TYPES, search_params
+from adapter.gateway.interactions import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
+
+__all__ = ["capability_statement"]
+
+
+def _resource(rtype: str) -> dict[str, Any]:
+    return {
+        "type": rtype,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for p in search_params(rtype).values()
+        ],
+    }
+
+
+def capability_statement(base: str, started: str | None = None) -> dict[str, Any]:
+    """The server's CapabilityStatement; `started` (an instant) becomes its date."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": started or now_instant(),
+        "publisher": "UC-MSC CP FHIR adapter",
+        "kind": "instance",
+        "software": {"name": "ucmsc-fhir-adapter", "version": __version__},
+        "implementation": {"description": "UC-MSC cerebral palsy protocol FHIR R4 gateway",
+                           "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": [_resource(rtype) for rtype in SERVED_TYPES],
+            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+        }],
+    }

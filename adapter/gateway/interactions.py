@@ -1,0 +1,233 @@
+"""The FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html), free of any web framework.
+
+Each handler takes a `FhirRequest` and the repository and returns a `FhirResponse`; the Flask
+blueprint only converts HTTP to and from these. `ROUTES` lists every interaction once; the
+CapabilityStatement is generated from it.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.fhir import jsonio
+from adapter.fhir.dates import date_range
+from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, operation_outcome
+from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_search
+from adapter.fhir.validation import validate
+from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
+from adapter.store.repository import Repository, StoredResource
+
+__all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
+           "SYSTEM_INTERACTIONS", "check_type"]
+
+
+@dataclass(frozen=True)
+class FhirRequest:
+    base: str  # absolute service base, e.g. http://127.0.0.1:8080/fhir
+    resource_type: str | None = None
+    id: str | None = None
+    version: str | None = None
+    params: list[tuple[str, str]] = field(default_factory=list)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+    def prefer(self, name: str) -> str | None:
+        """A token of the Prefer header (RFC 7240), e.g. prefer("return") -> "minimal"."""
+        for part in re.split(r"[;,]", self.headers.get("Prefer", "")):
+            key, _, value = part.strip().partition("=")
+            if key.strip().lower() == name:
+                return value.strip().strip('"').lower()
+        return None
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_type(resource_type: str | None) -> str:
+    if resource_type not in SERVED_TYPES:
+        raise not_found(f"resource type {resource_type!r} is not served here; see /metadata")
+    return resource_type  # type: ignore[return-value]
+
+
+def _version_headers(stored: StoredResource, base: str, location: bool = False) -> dict[str, str]:
+    headers = {"ETag": f'W/"{stored.version_id}"', "Last-Modified": http_date(stored.last_updated)}
+    if location:
+        headers["Location"] = (f"{base}/{stored.resource_type}/{stored.id}/_history/"
+                               f"{stored.version_id}")
+    return headers
+
+
+def _parse_version(raw: str, what: str) -> int:
+    """A version id from a path or a (weak) ETag: `3`, `"3"`, `W/"3"`."""
+    text = raw.strip()
+    text = text[2:] if text.startswith("W/") else text
+    text = text.strip('"')
+    if not text.isdigit():
+        raise bad_request(f"{what}: {raw!r} is not a version id of this server", what)
+    return int(text)
+
+
+# -- read side ----------------------------------------------------------------------------------
+
+def read(req: FhirRequest, repo: Repository) -> FhirResponse:
+    stored = repo.read(check_type(req.resource_type), req.id or "")
+    headers = _version_headers(stored, req.base)
+    if req.headers.get("If-None-Match", "").strip() == headers["ETag"]:
+        return FhirResponse(304, None, headers)
+    return FhirResponse(200, stored.data, headers)
+
+
+def vread(req: FhirRequest, repo: Repository) -> FhirResponse:
+    rtype = check_type(req.resource_type)
+    version = _parse_version(req.version or "", "version")
+    stored = repo.vread(rtype, req.id or "", version)
+    return FhirResponse(200, stored.data, _version_headers(stored, req.base))
+
+
+def search(req: FhirRequest, repo: Repository) -> FhirResponse:
+    rtype = check_type(req.resource_type)
+    strict = req.prefer("handling") == "strict"
+    request = parse_search(rtype, req.params, strict=strict)
+    page = repo.search(request)
+    used = [(k, v) for k, v in request.used_params() if k != "_cursor"]
+    self_url = page_url(req.base, rtype, request.used_params())
+    next_url = None
+    if page.next_cursor is not None:
+        next_url = page_url(req.base, rtype, used + [("_cursor", encode_cursor(page.next_cursor))])
+    warnings = [Issue("not-supported", f"unknown search parameter {name!r} was ignored", name,
+                      severity="warning") for name in request.ignored]
+    return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings))
+
+
+def history(req: FhirRequest, repo: Repository) -> FhirResponse:
+    rtype = check_type(req.resource_type) if req.resource_type else None
+    since, count, cursor = None, DEFAULT_COUNT, None
+    kept: list[tuple[str, str]] = []
+    for name, value in req.params:
+        if name == "_since":
+            try:
+                since = date_range(value)[0]
+            except ValueError:
+                raise bad_request(f"_since: {value!r} is not an instant", "_since") from None
+        elif name == "_count":
+            count = _parse_count(value)
+        elif name == "_cursor":
+            decoded = decode_cursor(value)
+            if len(decoded) != 1 or not isinstance(decoded[0], int):
+                raise bad_request("_cursor: not a history cursor of this server", "_cursor")
+            cursor = decoded[0]
+            continue
+        else:
+            continue
+        kept.append((name, value))
+    page = repo.history(rtype, req.id, since, count, cursor)
+    path = "/".join(p for p in (rtype, req.id, "_history") if p)
+    self_url = page_url(req.base, path, req.params)
+    next_url = None
+    if page.next_cursor is not None:
+        next_url = page_url(req.base, path, kept + [("_cursor", encode_cursor((page.next_cursor,)))])
+    return FhirResponse(200, history_bundle(req.base, page, self_url, next_url))
+
+
+def _parse_count(raw: str) -> int:
+    if not raw.isdigit():
+        raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
+    return min(int(raw), 1000)
+
+
+# -- write side ---------------------------------------------------------------------------------
+
+def _resource_body(req: FhirRequest, rtype: str) -> dict[str, Any]:
+    if not req.body:
+        raise bad_request("the request has no body; send a FHIR resource", code="required")
+    resource = jsonio.parse(req.body)
+    if not isinstance(resource, dict):
+        raise bad_request("the body must be a JSON object (a FHIR resource)", code="structure")
+    if resource.get("resourceType") != rtype:
+        raise bad_request(f"resourceType {resource.get('resourceType')!r} does not match the "
+                          f"URL's type {rtype!r}", "resourceType")
+    return resource
+
+
+def _validated(resource: dict[str, Any]) -> dict[str, Any]:
+    issues = validate(resource)
+    if issues:
+        status = 400 if any(i.code in ("structure", "required") for i in issues) else 422
+        raise FhirError(status, issues)
+    return resource
+
+
+def _written(req: FhirRequest, stored: StoredResource, status: int) -> FhirResponse:
+    headers = _version_headers(stored, req.base, location=True)
+    wanted = req.prefer("return")
+    if wanted == "minimal":
+        return FhirResponse(status, None, headers)
+    if wanted == "operationoutcome":
+        verb = "created" if status == 201 else "updated"
+        outcome = operation_outcome([Issue(
+            "informational", f"{stored.resource_type}/{stored.id} {verb}, version "
+            f"{stored.version_id}", severity="information")])
+        return FhirResponse(status, jsonio.dumps(outcome), headers)
+    return FhirResponse(status, stored.data, headers)
+
+
+def create(req: FhirRequest, repo: Repository) -> FhirResponse:
+    rtype = check_type(req.resource_type)
+    resource = _resource_body(req, rtype)
+    # The server assigns the id (http.html#create): a client-supplied one is ignored.
+    resource.pop("id", None)
+    stored = repo.create(_validated(resource))
+    return _written(req, stored, 201)
+
+
+def update(req: FhirRequest, repo: Repository) -> FhirResponse:
+    rtype = check_type(req.resource_type)
+    resource = _resource_body(req, rtype)
+    if resource.get("id") != req.id:
+        raise bad_request(f"the body's id {resource.get('id')!r} does not match the URL's id "
+                          f"{req.id!r}", f"{rtype}.id")
+    if_match = req.headers.get("If-Match")
+    version = _parse_version(if_match, "If-Match") if if_match else None
+    stored = repo.update(_validated(resource), if_match=version)
+    return _written(req, stored, 201 if stored.created else 200)
+
+
+def delete(req: FhirRequest, repo: Repository) -> FhirResponse:
+    rtype = check_type(req.resource_type)
+    stored = repo.delete(rtype, req.id or "")
+    headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
+    return FhirResponse(204, None, headers)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # Flask rule under the service base
+    interaction: str  # CapabilityStatement interaction code
+    handler: Callable[[FhirRequest, Repository], FhirResponse]
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/_history", "history-system", history),
+    Route("GET", "/<resource_type>", "search-type", search),
+    Route("POST", "/<resource_type>/_search", "search-type", search),
+    Route("POST", "/<resource_type>", "create", create),
+    Route("GET", "/<resource_type>/_history", "history-type", history),
+    Route("GET", "/<resource_type>/<id>", "read", read),
+    Route("PUT", "/<resource_type>/<id>", "update", update),
+    Route("DELETE", "/<resource_type>/<id>", "delete", delete),
+    Route("GET", "/<resource_type>/<id>/_history", "history-instance", history),
+    Route("GET", "/<resource_type>/<id>/_history/<version>", "vread", vread),
+)
+# Interactions on every served type, in the order of the table above.
+TYPE_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    r.interaction for r in ROUTES if "<resource_type>" in r.path))
+SYSTEM_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    r.interaction for r in ROUTES if "<resource_type>" not in r.path))

@@ -1,0 +1,67 @@
+"""Content negotiation for FHIR JSON (https://hl7.org/fhir/R4/http.html#mime-type).
+
+Answers are JSON only: `application/fhir+json` unless the client asked for plain
+`application/json`. Anything else asked for (XML, Turtle, HTML...) is a 406; a request body of
+another type is a 415.
+"""
+from __future__ import annotations
+
+from adapter.fhir.outcomes import not_acceptable, unsupported_media_type
+
+__all__ = ["response_type", "check_body_type", "FHIR_JSON"]
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = {FHIR_JSON, "application/json", "application/json+fhir", "text/json"}
+_WILDCARDS = {"*/*", "application/*"}
+_FORMATS = {"json": FHIR_JSON, "application/json": "application/json",
+            "application/fhir+json": FHIR_JSON, "application/json+fhir": FHIR_JSON}
+
+
+def _media_types(header: str) -> list[tuple[str, float]]:
+    types = []
+    for part in header.split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        if not pieces[0]:
+            continue
+        quality = 1.0
+        for param in pieces[1:]:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        types.append((pieces[0].lower(), quality))
+    return types
+
+
+def response_type(accept: str | None, format_param: str | None) -> str:
+    """The media type to answer in, or a 406 FhirError.
+
+    >>> response_type("application/xml, application/json;q=0.5", None)
+    'application/json'
+    >>> response_type(None, "json")
+    'application/fhir+json'
+    """
+    if format_param:
+        chosen = _FORMATS.get(format_param.strip().lower())
+        if chosen is None:
+            raise not_acceptable(format_param)
+        return chosen
+    if not accept or not accept.strip():
+        return FHIR_JSON
+    for media, quality in sorted(_media_types(accept), key=lambda t: -t[1]):
+        if quality <= 0:
+            continue
+        if media in _WILDCARDS or media in (FHIR_JSON, "application/json+fhir"):
+            return FHIR_JSON
+        if media in _JSON_TYPES:
+            return "application/json"
+    raise not_acceptable(accept)
+
+
+def check_body_type(content_type: str | None) -> None:
+    """415 unless the body is FHIR JSON (charset and fhirVersion parameters allowed)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media not in _JSON_TYPES:
+        raise unsupported_media_type(content_type or "(none)")

@@ -1,0 +1,86 @@
+"""The one repository interface every store implements (SQLite now, PostgreSQL next).
+
+Resources are kept as the JSON bytes that are served; every write makes a new version, a delete
+makes a tombstone version, and old versions stay readable (https://hl7.org/fhir/R4/http.html).
+Errors are raised as `FhirError`s (404, 410, 409, 412) so callers need no store-specific handling.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.fhir.search import SearchRequest
+
+__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository"]
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: str  # FHIR instant, UTC
+    deleted: bool
+    data: bytes | None  # None for a tombstone
+    created: bool = False  # this write made the resource (201 rather than 200)
+    method: str = "PUT"  # POST | PUT | DELETE: how this version came to be
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    entries: list[StoredResource]
+    total: int | None
+    next_cursor: tuple[Any, ...] | None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    entries: list[StoredResource]
+    total: int
+    next_cursor: int | None
+
+
+class Repository(abc.ABC):
+    """Versioned FHIR resources with history and search."""
+
+    @abc.abstractmethod
+    def create(self, resource: dict[str, Any]) -> StoredResource:
+        """Store a new resource under a server-assigned id (version 1)."""
+
+    @abc.abstractmethod
+    def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
+        """Store a new version under the resource's own id, creating it if unknown.
+
+        `if_match` is the version the client last saw: 412 if the current one differs.
+        """
+
+    @abc.abstractmethod
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """Write a tombstone version; None if there was nothing to delete."""
+
+    @abc.abstractmethod
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        """The current version: 404 if unknown, 410 if deleted."""
+
+    @abc.abstractmethod
+    def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        """One version: 404 if unknown, 410 if it is a tombstone."""
+
+    @abc.abstractmethod
+    def history(self, resource_type: str | None = None, resource_id: str | None = None,
+                since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
+        """Versions, newest first, of one resource, one type, or the whole store."""
+
+    @abc.abstractmethod
+    def search(self, request: SearchRequest) -> SearchPage:
+        """Current, not-deleted resources matching every filter, in sort order, one page."""
+
+    @abc.abstractmethod
+    def load(self, resources: Iterable[dict[str, Any]], batch_size: int = 500) -> int:
+        """Bulk update-or-create of already validated resources; returns how many were written."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,194 @@
+"""A parsed `SearchRequest` as one SQLAlchemy Core query (bound parameters only).
+
+Each filter is an EXISTS over its index table; values of one filter are ORed, filters ANDed.
+Paging is by keyset: the sort keys and id of the last row of a page, so that following `next`
+visits every match exactly once (https://hl7.org/fhir/R4/search.html#sort).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement, Select, and_, case, exists, false, func, literal, not_, or_, select, true,
+)
+from sqlalchemy.sql.elements import ColumnElement as _Col
+
+from adapter.fhir.dates import MAX, MIN
+from adapter.fhir.extract import normalize_string
+from adapter.fhir.outcomes import bad_request
+from adapter.fhir.search import Filter, SearchRequest, SortKey
+from adapter.store.schema import INDEX_TABLES, resources
+
+__all__ = ["build_query", "count_query", "sort_columns"]
+
+
+def _date(t: Any, prefix: str, low: str, high: str) -> ColumnElement[bool]:
+    # https://hl7.org/fhir/R4/search.html#prefix: comparisons of the resource's range with the
+    # search value's range.
+    match prefix:
+        case "eq":
+            return and_(t.c.low >= low, t.c.high <= high)
+        case "ne":
+            return or_(t.c.low < low, t.c.high > high)
+        case "gt":
+            return t.c.high > high
+        case "lt":
+            return t.c.low < low
+        case "ge":
+            return t.c.high >= low
+        case "le":
+            return t.c.low <= high
+        case "sa":
+            return t.c.low > high
+        case "eb":
+            return t.c.high < low
+        case _:  # ap: the ranges overlap
+            return and_(t.c.low <= high, t.c.high >= low)
+
+
+def _number(column: Any, prefix: str, value: float) -> ColumnElement[bool]:
+    # Implicit precision of the search value (search.html#number): 100 means [99.5, 100.5).
+    text = repr(value)
+    decimals = len(text.split(".")[1]) if "." in text and "e" not in text else 0
+    half = 0.5 * 10 ** -decimals if not float(value).is_integer() else 0.5
+    match prefix:
+        case "eq" | "ap":
+            return and_(column >= value - half, column < value + half)
+        case "ne":
+            return or_(column < value - half, column >= value + half)
+        case "gt" | "sa":
+            return column > value
+        case "lt" | "eb":
+            return column < value
+        case "ge":
+            return column >= value
+        case _:
+            return column <= value
+
+
+def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bool]:
+    if f.type == "token":
+        system, code = value
+        if f.modifier == "text":
+            return func.lower(t.c.text).like(f"%{str(code).lower()}%")
+        parts = []
+        if code is not None:
+            parts.append(t.c.code == code)
+        if system == "":
+            parts.append(t.c.system.is_(None))
+        elif system is not None:
+            parts.append(t.c.system == system)
+        return and_(*parts) if parts else true()
+    if f.type == "string":
+        text = normalize_string(value[0])
+        if f.modifier == "exact":
+            return t.c.value == text  # the index keeps the case-folded form
+        if f.modifier == "contains":
+            return t.c.value.contains(text, autoescape=True)
+        return t.c.value.startswith(text, autoescape=True)
+    if f.type == "uri":
+        if f.modifier == "below":
+            return t.c.value.startswith(value[0], autoescape=True)
+        if f.modifier == "above":
+            return literal(value[0]).startswith(t.c.value)
+        return t.c.value == value[0]
+    if f.type == "date":
+        return _date(t, *value)
+    if f.type == "reference":
+        rtype, rid, url = value
+        if rid is None:
+            return t.c.url == url
+        clause = t.c.target_id == rid
+        return and_(clause, t.c.target_type == rtype) if rtype else clause
+    if f.type == "quantity":
+        prefix, number, system, code = value
+        parts = [_number(t.c.value, prefix, number)]
+        if code is not None:
+            parts.append(or_(t.c.code == code, and_(t.c.code.is_(None), t.c.unit == code))
+                         if system is None else t.c.code == code)
+        if system is not None:
+            parts.append(t.c.system == system)
+        return and_(*parts)
+    return _number(t.c.value, value[0], value[1])  # number
+
+
+def _filter_clause(f: Filter, rtype: str) -> ColumnElement[bool]:
+    t = INDEX_TABLES[f.type].alias()
+    owner = and_(t.c.res_type == rtype, t.c.res_id == resources.c.res_id, t.c.param == f.code)
+    if f.modifier == "missing":
+        present = exists().where(owner)
+        return not_(present) if f.values[0][0] else present
+    matches = or_(*(_value_clause(f, t, v) for v in f.values))
+    if f.modifier == "not":  # token:not also matches resources without any value
+        return not_(exists().where(and_(owner, matches)))
+    return exists().where(and_(owner, matches))
+
+
+def _base(request: SearchRequest) -> list[ColumnElement[bool]]:
+    rtype = request.resource_type
+    return [resources.c.res_type == rtype, resources.c.deleted == false(),
+            *(_filter_clause(f, rtype) for f in request.filters)]
+
+
+def sort_columns(request: SearchRequest) -> list[tuple[_Col[Any], bool]]:
+    """(expression, descending) per sort key; resources without a value sort last."""
+    columns = []
+    for key in request.sort:
+        columns.append((_sort_expr(key, request.resource_type), key.descending))
+    return columns
+
+
+def _sort_expr(key: SortKey, rtype: str) -> _Col[Any]:
+    if key.code == "_lastUpdated":
+        return resources.c.last_updated
+    if key.code == "_id":
+        return resources.c.res_id
+    t = INDEX_TABLES[key.type].alias()
+    if key.type == "token":
+        column = t.c.code
+    elif key.type == "date":
+        column = t.c.high if key.descending else t.c.low
+    else:
+        column = t.c.value
+    agg = func.max(column) if key.descending else func.min(column)
+    sub = select(agg).where(t.c.res_type == rtype, t.c.res_id == resources.c.res_id,
+                            t.c.param == key.code)
+    if key.type == "date":  # open period ends carry sentinels; they sort like missing values
+        sub = sub.where(column != (MAX if key.descending else MIN))
+    return sub.scalar_subquery()
+
+
+def _after(keys: list[tuple[_Col[Any], bool]], cursor: tuple[Any, ...]) -> ColumnElement[bool]:
+    """Rows strictly after the cursor in (keys..., id) order with NULLs last."""
+    *values, last_id = cursor
+    clause: ColumnElement[bool] = resources.c.res_id > last_id
+    for (column, desc), value in reversed(list(zip(keys, values))):
+        if value is None:
+            clause = and_(column.is_(None), clause)
+        else:
+            beyond = column < value if desc else column > value
+            clause = or_(beyond, column.is_(None), and_(column == value, clause))
+    return clause
+
+
+def build_query(request: SearchRequest) -> Select[Any]:
+    """One page (count + 1 rows, to know whether there is a next page)."""
+    keys = sort_columns(request)
+    conditions = _base(request)
+    if request.cursor is not None:
+        if len(request.cursor) != len(keys) + 1:
+            raise bad_request("_cursor does not belong to this search", "_cursor")
+        conditions.append(_after(keys, request.cursor))
+    order = []
+    for column, desc in keys:
+        order.append(case((column.is_(None), 1), else_=0))
+        order.append(column.desc() if desc else column.asc())
+    order.append(resources.c.res_id.asc())
+    labelled = [column.label(f"k{i}") for i, (column, _) in enumerate(keys)]
+    return (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
+                   resources.c.data, *labelled)
+            .where(*conditions).order_by(*order).limit(request.count + 1))
+
+
+def count_query(request: SearchRequest) -> Select[Any]:
+    return select(func.count()).select_from(resources).where(*_base(request))

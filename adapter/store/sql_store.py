@@ -1,0 +1,261 @@
+"""The repository on a SQL database through SQLAlchemy Core; SQLite (WAL) is the embedded default.
+
+One write path serves create, update and bulk load: a batch of resources is versioned, stored and
+indexed in one transaction, so a failure leaves nothing half-written. SQLite writes start with
+BEGIN IMMEDIATE, which serialises writers and makes the version check race-free.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from adapter.fhir.dates import now_instant
+from adapter.fhir.extract import extract
+from adapter.fhir.jsonio import dumps
+from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
+from adapter.fhir.search import SearchRequest
+from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
+from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, metadata, resources
+from adapter.store.search_sql import build_query, count_query
+
+__all__ = ["SqlStore"]
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        import pathlib
+        pathlib.Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, decides when to BEGIN
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class SqlStore(Repository):
+    """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
+
+    def __init__(self, url: str, create_schema: bool = True) -> None:
+        self.url = url
+        self.engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
+        if create_schema:
+            metadata.create_all(self.engine)
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(write=True)
+            try:
+                with conn.begin():
+                    yield conn
+            except IntegrityError as exc:  # a concurrent writer took the same version
+                raise conflict(f"concurrent update, try again: {exc.orig}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def create(self, resource: dict[str, Any]) -> StoredResource:
+        resource = {**resource, "id": str(uuid.uuid4())}
+        with self._write() as conn:
+            return self._write_batch(conn, [resource], method="POST")[0]
+
+    def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
+        with self._write() as conn:
+            return self._write_batch(conn, [resource], if_match=if_match)[0]
+
+    def load(self, items: Iterable[dict[str, Any]], batch_size: int = 500) -> int:
+        written, batch = 0, []
+        for resource in items:
+            batch.append(resource)
+            if len(batch) >= batch_size:
+                written += self._load_batch(batch)
+                batch = []
+        if batch:
+            written += self._load_batch(batch)
+        return written
+
+    def _load_batch(self, batch: list[dict[str, Any]]) -> int:
+        with self._write() as conn:
+            return len(self._write_batch(conn, batch))
+
+    def _current(self, conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        found = {}
+        for rtype, ids in _by_type(keys).items():
+            rows = conn.execute(
+                select(resources.c.res_id, resources.c.version_id, resources.c.deleted)
+                .where(resources.c.res_type == rtype, resources.c.res_id.in_(ids)))
+            for row in rows:
+                found[(rtype, row.res_id)] = row
+        return found
+
+    def _write_batch(self, conn: Connection, batch: list[dict[str, Any]], method: str = "PUT",
+                     if_match: int | None = None) -> list[StoredResource]:
+        now = now_instant()
+        current = self._current(conn, {(r["resourceType"], r["id"]) for r in batch})
+        versions = {key: row.version_id for key, row in current.items()}
+        live = {key for key, row in current.items() if not row.deleted}
+        stored, history_rows = [], []
+        # A batch may hold one resource twice: only its last version is current and indexed.
+        latest: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
+        for resource in batch:
+            key = (resource["resourceType"], resource["id"])
+            previous = versions.get(key)
+            if if_match is not None and previous != if_match:
+                raise precondition_failed(
+                    f"If-Match names version {if_match} but the current version of "
+                    f"{key[0]}/{key[1]} is {previous if previous is not None else 'none (no such resource)'}")
+            version = (previous or 0) + 1
+            meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}
+            body = {"resourceType": key[0], "id": key[1], "meta": meta,
+                    **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}}
+            data = dumps(body)
+            row = {"res_type": key[0], "res_id": key[1], "version_id": version,
+                   "last_updated": now, "deleted": False, "data": data}
+            history_rows.append({**row, "method": method})
+            latest[key] = (row, body)
+            stored.append(StoredResource(key[0], key[1], version, now, False, data,
+                                         created=key not in live, method=method))
+            versions[key] = version
+            live.add(key)
+        existing = [key for key in latest if key in current]
+        self._clear_index(conn, existing)
+        self._delete_current(conn, existing)
+        conn.execute(insert(resources), [row for row, _ in latest.values()])
+        conn.execute(insert(history), history_rows)
+        index_rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEX_TABLES}
+        for (rtype, rid), (_, body) in latest.items():
+            for kind, rows in vars(extract(body)).items():
+                columns = INDEX_COLUMNS[kind]
+                index_rows[kind].extend({"res_type": rtype, "res_id": rid, **dict(zip(columns, r))}
+                                        for r in rows)
+        for kind, rows in index_rows.items():
+            if rows:
+                conn.execute(insert(INDEX_TABLES[kind]), rows)
+        return stored
+
+    def _delete_current(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
+        for rtype, ids in _by_type(keys).items():
+            conn.execute(delete(resources).where(resources.c.res_type == rtype,
+                                                 resources.c.res_id.in_(ids)))
+
+    def _clear_index(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
+        for rtype, ids in _by_type(keys).items():
+            for table in INDEX_TABLES.values():
+                conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id.in_(ids)))
+
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        now = now_instant()
+        with self._write() as conn:
+            row = conn.execute(select(resources.c.version_id, resources.c.deleted).where(
+                resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
+            if row is None or row.deleted:
+                return None
+            version = row.version_id + 1
+            conn.execute(update(resources).where(
+                resources.c.res_type == resource_type, resources.c.res_id == resource_id,
+            ).values(version_id=version, last_updated=now, deleted=True, data=None))
+            conn.execute(insert(history).values(
+                res_type=resource_type, res_id=resource_id, version_id=version, last_updated=now,
+                deleted=True, method="DELETE", data=None))
+            self._clear_index(conn, [(resource_type, resource_id)])
+        return StoredResource(resource_type, resource_id, version, now, True, None, method="DELETE")
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(resources).where(
+                resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
+        if row is None:
+            raise not_found(f"{resource_type}/{resource_id} is not known")
+        if row.deleted:
+            raise gone(f"{resource_type}/{resource_id} was deleted", str(row.version_id))
+        return StoredResource(resource_type, resource_id, row.version_id, row.last_updated,
+                              False, row.data)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(history).where(
+                history.c.res_type == resource_type, history.c.res_id == resource_id,
+                history.c.version_id == version_id)).first()
+        if row is None:
+            raise not_found(f"{resource_type}/{resource_id} has no version {version_id}")
+        if row.deleted:
+            raise gone(f"version {version_id} of {resource_type}/{resource_id} is a deletion",
+                       str(version_id))
+        return StoredResource(resource_type, resource_id, version_id, row.last_updated, False,
+                              row.data, method=row.method)
+
+    def history(self, resource_type: str | None = None, resource_id: str | None = None,
+                since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
+        where = []
+        if resource_type:
+            where.append(history.c.res_type == resource_type)
+        if resource_id:
+            where.append(history.c.res_id == resource_id)
+        if since:
+            where.append(history.c.last_updated >= since)
+        with self._read() as conn:
+            if resource_id and not conn.execute(select(history.c.seq).where(*where[:2]).limit(1)).first():
+                raise not_found(f"{resource_type}/{resource_id} is not known")
+            total = conn.execute(select(func.count()).select_from(history).where(*where)).scalar_one()
+            page = where + ([history.c.seq < cursor] if cursor is not None else [])
+            rows = conn.execute(select(history).where(*page).order_by(history.c.seq.desc())
+                                .limit(count + 1)).all()
+        entries = [StoredResource(r.res_type, r.res_id, r.version_id, r.last_updated, r.deleted,
+                                  r.data, created=r.version_id == 1, method=r.method)
+                   for r in rows[:count]]
+        next_cursor = rows[count - 1].seq if len(rows) > count and count > 0 else None
+        return HistoryPage(entries, total, next_cursor)
+
+    def search(self, request: SearchRequest) -> SearchPage:
+        query = build_query(request)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+            total = None
+            if request.total != "none":
+                total = conn.execute(count_query(request)).scalar_one()
+        page = rows[:request.count]
+        entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
+                                  False, r.data) for r in page]
+        next_cursor = None
+        if len(rows) > request.count and page:
+            last = page[-1]
+            next_cursor = tuple(getattr(last, f"k{i}") for i in range(len(request.sort))) + (
+                last.res_id,)
+        return SearchPage(entries, total, next_cursor)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+
+def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    by_type: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, []).append(rid)
+    return by_type
