@@ -30,8 +30,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _integer(text: str) -> int | decimal.Decimal:
+    # orjson writes 64-bit integers only; larger ones travel as Decimal text fragments.
+    value = int(text)
+    return value if -(2 ** 63) <= value < 2 ** 63 else decimal.Decimal(text)
+
+
 _decoder = json.JSONDecoder(
-    parse_float=decimal.Decimal, parse_constant=_no_constant, object_pairs_hook=_unique_keys
+    parse_float=decimal.Decimal, parse_int=_integer, parse_constant=_no_constant,
+    object_pairs_hook=_unique_keys,
 )
 
 

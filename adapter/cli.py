@@ -1,0 +1,138 @@
+"""`fhir-adapter`: serve the gateway, set up the store, load FHIR files, run the demo."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import pathlib
+import shutil
+import socket
+import sys
+
+import click
+
+from adapter.gateway.app import DEFAULT_DB
+from adapter.loading import load_files
+from adapter.store import open_store
+
+DB_OPTION = click.option(
+    "--db", default=lambda: os.environ.get("FHIR_ADAPTER_DB", DEFAULT_DB), show_default=DEFAULT_DB,
+    help="Database URL (env FHIR_ADAPTER_DB). sqlite:///path is the embedded store.")
+DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+        except (socket.gaierror, ValueError):
+            return False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ucmsc-fhir-adapter")
+def main() -> None:
+    """FHIR R4 adapter for the UC-MSC cerebral palsy treatment protocol."""
+
+
+@main.command("init-db")
+@DB_OPTION
+def init_db(db: str) -> None:
+    """Create the store's tables (idempotent)."""
+    open_store(db).close()
+    click.echo(f"store ready: {db}")
+
+
+@main.command()
+@DB_OPTION
+@click.option("--batch-size", default=500, show_default=True, help="Resources per transaction.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=pathlib.Path))
+def load(db: str, batch_size: int, paths: tuple[pathlib.Path, ...]) -> None:
+    """Validate and load FHIR JSON, NDJSON or Bundle files (or folders of them).
+
+    Valid resources are loaded; each invalid one is reported with its file, place, element
+    and reason. Exits 1 when anything was rejected.
+    """
+    store = open_store(db)
+    try:
+        report = load_files(store, list(paths), batch_size=batch_size)
+    finally:
+        store.close()
+    for rejection in report.rejected:
+        click.echo(str(rejection), err=True)
+    click.echo(report.summary())
+    if report.rejected:
+        sys.exit(1)
+
+
+def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -> None:
+    if not _is_loopback(host) and not insecure_no_auth:
+        raise click.UsageError(
+            f"refusing to listen on {host}: the gateway has no authentication yet. Use a loopback "
+            "address, or pass --insecure-no-auth if you really mean to expose it.")
+    open_store(db).close()  # create tables once, before workers race to do it
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
+    if gunicorn is None:
+        raise click.ClickException("gunicorn is not installed")
+    os.environ["FHIR_ADAPTER_DB"] = db
+    args = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--no-control-socket", "--access-logfile", "-", "--log-level", "warning",
+            "adapter.gateway.app:create_app()"]
+    sys.stdout.flush()
+    os.execv(gunicorn, args)
+
+
+HOST = click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+PORT = click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+WORKERS = click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+INSECURE = click.option("--insecure-no-auth", is_flag=True,
+                        help="Allow a non-loopback address although there is no authentication.")
+
+
+@main.command()
+@HOST
+@PORT
+@DB_OPTION
+@WORKERS
+@INSECURE
+def serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -> None:
+    """Serve the FHIR R4 gateway at http://HOST:PORT/fhir with gunicorn."""
+    _serve(host, port, db, workers, insecure_no_auth)
+
+
+@main.command()
+@DB_OPTION
+@click.option("--no-serve", is_flag=True, help="Only load the demo data into the store.")
+@HOST
+@PORT
+@WORKERS
+def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
+    """Load the demo data into the store, then serve it (what `make run` does)."""
+    store = open_store(db)
+    try:
+        report = load_files(store, [DEMO_DIR])
+    finally:
+        store.close()
+    click.echo(f"demo data: {report.summary()} ({DEMO_DIR})")
+    for rejection in report.rejected:
+        click.echo(str(rejection), err=True)
+    if report.rejected:
+        sys.exit(1)
+    if no_serve:
+        return
+    base = f"http://{host}:{port}/fhir"
+    click.echo("\nServing the FHIR R4 gateway. Try:")
+    for path in ("metadata", "ResearchStudy/ucmsc-cp", "Patient",
+                 "Observation?subject=Patient/demo-child-01&code=http://loinc.org|96761-2&_sort=date",
+                 "Procedure?patient=demo-child-02&_sort=date", "Observation/demo-child-01-weight/_history"):
+        click.echo(f"  curl '{base}/{path}'")
+    click.echo("Stop with Ctrl-C.\n")
+    _serve(host, port, db, workers, False)
+
+
+if __name__ == "__main__":
+    main()

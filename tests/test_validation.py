@@ -1,0 +1,101 @@
+"""The validator: official examples pass; each kind of bad resource names its element."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapter.fhir.jsonio import parse
+from adapter.fhir.validation import validate
+from conftest import EXAMPLES, observation
+
+OFFICIAL = sorted(EXAMPLES.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
+def test_official_r4_examples_are_valid(path):
+    assert validate(parse(path.read_bytes())) == []
+
+
+def test_there_are_official_examples_of_every_served_type():
+    from adapter.fhir.definitions import SERVED_TYPES
+    types = {json.loads(p.read_text())["resourceType"] for p in OFFICIAL}
+    assert set(SERVED_TYPES) <= types
+
+
+BAD = [
+    # (resource, expected expression, expected issue code)
+    (observation(status="done"), "Observation.status", "code-invalid"),
+    ({**observation(), "code": None} | {"code": {"text": ""}}, "Observation.code.text", "value"),
+    ({k: v for k, v in observation().items() if k != "status"}, "Observation.status", "required"),
+    (observation(valueQuantity={"value": 1}, valueString="x"), "Observation.value[x]", "value"),
+    (observation(effectiveDateTime="2020-13-01"), "Observation.effectiveDateTime", "value"),
+    (observation(effectiveDateTime="2021-02-29"), "Observation.effectiveDateTime", "value"),
+    (observation(valueQuantity={"value": "6.30"}), "Observation.valueQuantity.value", "value"),
+    (observation(valueQuantity={"value": 1, "comparator": "~"}),
+     "Observation.valueQuantity.comparator", "value"),
+    (observation(colour="blue"), "Observation.colour", "structure"),
+    (observation(component=[{"code": {"text": "a"}, "valueQuantity": {"value": True}}]),
+     "Observation.component[0].valueQuantity.value", "value"),
+    ({"resourceType": "PlanDefinition", "status": "draft", "subjectCanonical": "http://x"},
+     "PlanDefinition.subjectCanonical", "structure"),
+    ({"resourceType": "ActivityDefinition", "status": "active", "subjectCanonical": "http://x"},
+     "ActivityDefinition.subjectCanonical", "structure"),
+    ({"resourceType": "Procedure", "status": "done", "subject": {"reference": "Patient/1"}},
+     "Procedure.status", "code-invalid"),
+    ({"resourceType": "CarePlan", "status": "active", "intent": "wish",
+      "subject": {"reference": "Patient/1"}}, "CarePlan.intent", "code-invalid"),
+    ({"resourceType": "Condition", "subject": {"reference": "Patient/1"},
+      "clinicalStatus": {"coding": [{"system": "http://example.org", "code": "active"}]}},
+     "Condition.clinicalStatus", "code-invalid"),
+    ({"resourceType": "AdverseEvent", "actuality": "actual", "subject": {"reference": "Patient/1"},
+      "severity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
+                               "code": "grade-3"}]}}, "AdverseEvent.severity", "code-invalid"),
+    ({"resourceType": "PlanDefinition", "status": "active",
+      "action": [{"relatedAction": [{"actionId": "a", "relationship": "later"}]}]},
+     "PlanDefinition.action[0].relatedAction[0].relationship", "code-invalid"),
+    ({"resourceType": "Patient", "id": "has space"}, "Patient.id", "value"),
+    ({"resourceType": "Patient", "birthDate": "14/03/2019"}, "Patient.birthDate", "value"),
+]
+
+
+@pytest.mark.parametrize("resource,where,code", BAD, ids=[b[1] for b in BAD])
+def test_bad_resources_are_reported_at_their_element(resource, where, code):
+    issues = validate(resource)
+    assert issues, "expected a problem"
+    matching = [i for i in issues if i.expression == where]
+    assert matching, [(i.expression, i.diagnostics) for i in issues]
+    assert matching[0].code == code
+    assert all(i.severity == "error" and i.diagnostics for i in issues)
+
+
+def test_binding_message_names_value_set_and_value():
+    [issue] = validate(observation(status="done"))
+    assert "'done'" in issue.diagnostics
+    assert "http://hl7.org/fhir/ValueSet/observation-status" in issue.diagnostics
+
+
+def test_r4b_only_element_is_named_as_such():
+    issues = validate({"resourceType": "PlanDefinition", "status": "draft",
+                       "subjectCanonical": "http://x"})
+    assert any("R4B" in i.diagnostics for i in issues)
+
+
+@pytest.mark.parametrize("resource,message", [
+    ([], "JSON object"),
+    ({"status": "final"}, "resourceType"),
+    ({"resourceType": "Encounter", "status": "planned"}, "not served"),
+])
+def test_not_a_served_resource(resource, message):
+    [issue] = validate(resource)
+    assert message in issue.diagnostics
+
+
+def test_expected_type_mismatch():
+    [issue] = validate(observation(), expected_type="Patient")
+    assert issue.expression == "resourceType"
+
+
+def test_decimals_from_the_parser_validate():
+    assert validate(parse(json.dumps(observation()).replace(
+        '"status"', '"valueQuantity": {"value": 6.30}, "status"'))) == []
