@@ -55,7 +55,7 @@ def client(app: Any) -> Any:
 def live(app: Any) -> Iterator[str]:
     """The gateway on a free loopback port, over real HTTP; yields the service base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/fhir"
     server.shutdown()

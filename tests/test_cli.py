@@ -1,0 +1,83 @@
+"""The fhir-adapter console script, run as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import DEMO, observation
+
+CLI = [str(pathlib.Path(sys.executable).parent / "fhir-adapter")]
+
+
+def run(*args, **kw):
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_help_lists_the_commands():
+    out = run("--help").stdout
+    for command in ("serve", "init-db", "load", "demo"):
+        assert command in out
+
+
+def test_init_db_then_load_reports_rejections(tmp_path, db_url):
+    assert run("init-db", "--db", db_url).returncode == 0
+    good = tmp_path / "good.ndjson"
+    good.write_text("\n".join(json.dumps(observation(id=f"o{i}")) for i in range(3)) + "\n")
+    bad = tmp_path / "bundle.json"
+    bad.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": observation(id="ok")}, {"resource": observation(id="bad", status="done")}]}))
+    broken = tmp_path / "broken.ndjson"
+    broken.write_text(json.dumps(observation(id="b1")) + "\n{oops\n")
+    result = run("load", "--db", db_url, str(good), str(bad), str(broken))
+    assert result.returncode == 1
+    assert "7 read, 5 loaded, 2 rejected" in result.stdout
+    assert f"{bad} entry[1]: Observation.status: 'done'" in result.stderr
+    assert f"{broken} line 2" in result.stderr
+
+
+def test_demo_no_serve_loads_the_demo_data(db_url):
+    result = run("demo", "--db", db_url, "--no-serve")
+    assert result.returncode == 0, result.stderr
+    assert "38 read, 38 loaded, 0 rejected" in result.stdout
+
+
+def test_serve_refuses_a_public_address_without_the_flag(db_url):
+    result = run("serve", "--host", "0.0.0.0", "--db", db_url)
+    assert result.returncode != 0
+    assert "--insecure-no-auth" in result.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_gunicorn_workers(db_url, tmp_path):
+    run("demo", "--db", db_url, "--no-serve")
+    port = _free_port()
+    proc = subprocess.Popen(CLI + ["serve", "--port", str(port), "--db", db_url, "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    try:
+        base = f"http://127.0.0.1:{port}/fhir"
+        for _ in range(100):
+            try:
+                r = requests.get(f"{base}/Patient/demo-child-01", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["id"] == "demo-child-01"
+        assert requests.get(f"{base}/metadata", timeout=5).json()["fhirVersion"] == "4.0.1"
+        assert not (tmp_path / ".gunicorn").exists()  # no control socket under the home directory
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
