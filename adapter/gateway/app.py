@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 from typing import Any
@@ -11,6 +12,8 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from adapter.fhir.dates import now_instant
+from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.validation import validate
 from adapter.fhir.outcomes import FhirError, Issue, internal_error, method_not_allowed, too_large
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
@@ -42,7 +45,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         lambda base: orjson.dumps(capability_statement(base, started)))
     app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
     _register_errors(app)
+    _warm_up()
     return app
+
+
+def _warm_up() -> None:
+    """Load the validator's models and schemas now, then exempt them from garbage collection.
+
+    They are hundreds of thousands of long-lived objects; left in the collected generations,
+    every full collection walks them all and a read request pays for it.
+    """
+    for rtype in SERVED_TYPES:
+        validate({"resourceType": rtype})
+    gc.collect()
+    gc.freeze()
 
 
 def _register_errors(app: Flask) -> None:

@@ -6,8 +6,7 @@ on the read path, and decimals keep their digits.
 from __future__ import annotations
 
 import uuid
-from email.utils import format_datetime
-from datetime import datetime
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,13 +20,18 @@ __all__ = ["searchset", "history_bundle", "http_date", "page_url"]
 
 
 def http_date(instant: str) -> str:
-    """An RFC 7231 date for Last-Modified from a FHIR instant.
+    """An RFC 7231 date for Last-Modified from a stored instant (always UTC, `...Z`).
 
     >>> http_date("2026-11-25T13:24:38.870187Z")
     'Wed, 25 Nov 2026 13:24:38 GMT'
     """
-    moment = datetime.fromisoformat(instant.replace("Z", "+00:00"))
-    return format_datetime(moment, usegmt=True)
+    day = date(int(instant[0:4]), int(instant[5:7]), int(instant[8:10]))
+    return (f"{_DAYS[day.weekday()]}, {instant[8:10]} {_MONTHS[day.month - 1]} {instant[0:4]} "
+            f"{instant[11:19]} GMT")
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def page_url(base: str, path: str, params: list[tuple[str, str]]) -> str:

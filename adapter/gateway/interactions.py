@@ -26,13 +26,19 @@ __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS"
 
 @dataclass(frozen=True)
 class FhirRequest:
-    base: str  # absolute service base, e.g. http://127.0.0.1:8080/fhir
+    # The absolute service base (e.g. http://127.0.0.1:8080/fhir): a str, or a function that
+    # works it out, since reads never need it.
+    base_url: str | Callable[[], str]
     resource_type: str | None = None
     id: str | None = None
     version: str | None = None
     params: list[tuple[str, str]] = field(default_factory=list)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+
+    @property
+    def base(self) -> str:
+        return self.base_url if isinstance(self.base_url, str) else self.base_url()
 
     def prefer(self, name: str) -> str | None:
         """A token of the Prefer header (RFC 7240), e.g. prefer("return") -> "minimal"."""
@@ -56,10 +62,10 @@ def check_type(resource_type: str | None) -> str:
     return resource_type  # type: ignore[return-value]
 
 
-def _version_headers(stored: StoredResource, base: str, location: bool = False) -> dict[str, str]:
+def _version_headers(stored: StoredResource, location_base: str | None = None) -> dict[str, str]:
     headers = {"ETag": f'W/"{stored.version_id}"', "Last-Modified": http_date(stored.last_updated)}
-    if location:
-        headers["Location"] = (f"{base}/{stored.resource_type}/{stored.id}/_history/"
+    if location_base:
+        headers["Location"] = (f"{location_base}/{stored.resource_type}/{stored.id}/_history/"
                                f"{stored.version_id}")
     return headers
 
@@ -78,7 +84,7 @@ def _parse_version(raw: str, what: str) -> int:
 
 def read(req: FhirRequest, repo: Repository) -> FhirResponse:
     stored = repo.read(check_type(req.resource_type), req.id or "")
-    headers = _version_headers(stored, req.base)
+    headers = _version_headers(stored)
     if req.headers.get("If-None-Match", "").strip() == headers["ETag"]:
         return FhirResponse(304, None, headers)
     return FhirResponse(200, stored.data, headers)
@@ -88,7 +94,7 @@ def vread(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
     version = _parse_version(req.version or "", "version")
     stored = repo.vread(rtype, req.id or "", version)
-    return FhirResponse(200, stored.data, _version_headers(stored, req.base))
+    return FhirResponse(200, stored.data, _version_headers(stored))
 
 
 def search(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -165,7 +171,7 @@ def _validated(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def _written(req: FhirRequest, stored: StoredResource, status: int) -> FhirResponse:
-    headers = _version_headers(stored, req.base, location=True)
+    headers = _version_headers(stored, location_base=req.base)
     wanted = req.prefer("return")
     if wanted == "minimal":
         return FhirResponse(status, None, headers)

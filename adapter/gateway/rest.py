@@ -4,9 +4,10 @@ It knows no SQL and no FHIR rules; those live in the interactions, the FHIR core
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Request, Response, current_app, request
 
 from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import FhirError, unsupported_media_type
@@ -16,44 +17,63 @@ from adapter.gateway.negotiation import check_body_type, response_type
 __all__ = ["blueprint", "service_base"]
 
 blueprint = Blueprint("fhir", __name__)
+_CONTENT_TYPES = {media: f"{media}; charset=utf-8" for media in ("application/fhir+json", "application/json")}
 
 
 def service_base() -> str:
+    """The absolute base of the FHIR service, for links and Location headers.
+
+    Built from the WSGI environ directly: werkzeug's request.host_url re-parses and
+    IRI-decodes the URL, which cost more than the whole database read.
+    """
     configured = current_app.config.get("FHIR_BASE_URL")
     if configured:
         return str(configured).rstrip("/")
-    return request.host_url.rstrip("/") + (blueprint_prefix() or "")
+    environ = request.environ
+    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+    return _base(environ["wsgi.url_scheme"], host, environ.get("SCRIPT_NAME", ""),
+                 current_app.config["FHIR_PATH"])
 
 
-def blueprint_prefix() -> str:
-    return str(current_app.config.get("FHIR_PATH", "/fhir"))
+@functools.lru_cache(maxsize=64)
+def _base(scheme: str, host: str, script: str, path: str) -> str:
+    return f"{scheme}://{host}{script}{path}"
 
 
-def _params(route: Route) -> list[tuple[str, str]]:
-    params = list(request.args.items(multi=True))
-    if route.path.endswith("/_search"):
-        media = (request.content_type or "").split(";")[0].strip().lower()
-        if request.content_length and media != "application/x-www-form-urlencoded":
-            raise unsupported_media_type(request.content_type or "(none)")
-        params.extend(request.form.items(multi=True))
+def _params(http: Request, form: bool) -> list[tuple[str, str]]:
+    params = list(http.args.items(multi=True)) if http.environ.get("QUERY_STRING") else []
+    if form:
+        media = (http.content_type or "").split(";")[0].strip().lower()
+        if http.content_length and media != "application/x-www-form-urlencoded":
+            raise unsupported_media_type(http.content_type or "(none)")
+        params.extend(http.form.items(multi=True))
     return params
 
 
 def _view(route: Route) -> Any:
+    form = route.path.endswith("/_search")
+    reads_body = route.method in ("POST", "PUT") and not form
+
     def view(**path: str) -> Response:
-        media = response_type(request.headers.get("Accept"), request.args.get("_format"))
+        http = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        # The query string is parsed only when there is one: reads by id usually have none.
+        params = _params(http, form)
+        media = response_type(http.environ.get("HTTP_ACCEPT"),
+                              next((v for k, v in params if k == "_format"), None))
         body = None
-        if request.method in ("POST", "PUT") and not route.path.endswith("/_search"):
-            check_body_type(request.content_type)
-            body = request.get_data(cache=False)
+        if reads_body:
+            check_body_type(http.content_type)
+            body = http.get_data(cache=False)
         req = FhirRequest(
-            base=service_base(), resource_type=path.get("resource_type"), id=path.get("id"),
-            version=path.get("version"), params=_params(route), headers=request.headers,
+            base_url=service_base, resource_type=path.get("resource_type"), id=path.get("id"),
+            version=path.get("version"), params=params, headers=http.headers,
             body=body,
         )
         result = route.handler(req, current_app.extensions["fhir_store"])
-        return Response(result.body, result.status, result.headers,
-                        content_type=f"{media}; charset=utf-8" if result.body is not None else None)
+        headers = list(result.headers.items())
+        if result.body is not None:
+            headers.append(("Content-Type", _CONTENT_TYPES[media]))
+        return Response(result.body, result.status, headers)
 
     view.__name__ = f"{route.interaction}_{route.method.lower()}_{len(route.path)}"
     return view

@@ -6,6 +6,8 @@ BEGIN IMMEDIATE, which serialises writers and makes the version check race-free.
 """
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,10 @@ from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, metadata,
 from adapter.store.search_sql import build_query, count_query
 
 __all__ = ["SqlStore"]
+
+# The same statement SQLAlchemy would build from schema.resources, kept as text for the read path.
+_READ_SQL = ("SELECT version_id, last_updated, deleted, data FROM resources "
+             "WHERE res_type = ? AND res_id = ?")
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -58,6 +64,24 @@ class SqlStore(Repository):
         self.engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
         if create_schema:
             metadata.create_all(self.engine)
+        self._local = threading.local()
+        self._sqlite_path = make_url(url).database if url.startswith("sqlite") else None
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """The read path's own SQLite connection, one per thread, outside the pool.
+
+        Reading a resource by id is the hottest request an EHR makes; a plain prepared
+        statement on a kept connection costs a few microseconds where a pooled SQLAlchemy
+        round trip (checkout, BEGIN, SELECT, ROLLBACK) costs over a hundred.
+        """
+        if not self._sqlite_path or self._sqlite_path == ":memory:":
+            return None
+        conn = getattr(self._local, "reader", None)
+        if conn is None:
+            conn = sqlite3.connect(self._sqlite_path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            self._local.reader = conn
+        return conn
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -187,15 +211,21 @@ class SqlStore(Repository):
     # -- reads --------------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(resources).where(
-                resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
+        reader = self._reader()
+        if reader is not None:
+            row = reader.execute(_READ_SQL, (resource_type, resource_id)).fetchone()
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(
+                    resources.c.version_id, resources.c.last_updated, resources.c.deleted,
+                    resources.c.data).where(resources.c.res_type == resource_type,
+                                            resources.c.res_id == resource_id)).first()
         if row is None:
             raise not_found(f"{resource_type}/{resource_id} is not known")
-        if row.deleted:
-            raise gone(f"{resource_type}/{resource_id} was deleted", str(row.version_id))
-        return StoredResource(resource_type, resource_id, row.version_id, row.last_updated,
-                              False, row.data)
+        version_id, last_updated, deleted, data = row
+        if deleted:
+            raise gone(f"{resource_type}/{resource_id} was deleted", str(version_id))
+        return StoredResource(resource_type, resource_id, version_id, last_updated, False, data)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         with self.engine.connect() as conn:
@@ -250,6 +280,10 @@ class SqlStore(Repository):
         return SearchPage(entries, total, next_cursor)
 
     def close(self) -> None:
+        reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            reader.close()
+            self._local.reader = None
         self.engine.dispose()
 
 
