@@ -50,8 +50,10 @@ Index("ix_history_type_seq", history.c.res_type, history.c.seq)
 
 def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:  # type: ignore[type-arg]
     table = Table(name, metadata, *_key(), Column("param", String(64), nullable=False), *columns)
-    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup))
-    Index(f"ix_{name}_owner", table.c.res_type, table.c.res_id)
+    # res_id last: an EXISTS probe for one resource is a single seek on the whole key.
+    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup),
+          table.c.res_id)
+    Index(f"ix_{name}_owner", table.c.res_type, table.c.res_id, table.c.param)
     return table
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement, Select, and_, case, false, func, literal, not_, or_, select, true,
+    ColumnElement, Select, and_, case, exists, false, func, literal, not_, or_, select, true,
 )
 from sqlalchemy.sql.elements import ColumnElement as _Col
 
@@ -19,7 +19,7 @@ from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import Filter, SearchRequest, SortKey
 from adapter.store.schema import INDEX_TABLES, resources
 
-__all__ = ["build_query", "count_query", "sort_columns"]
+__all__ = ["build_queries", "sort_columns"]
 
 
 def _date(t: Any, prefix: str, low: str, high: str) -> ColumnElement[bool]:
@@ -112,23 +112,42 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
     return _number(t.c.value, value[0], value[1])  # number
 
 
-def _filter_clause(f: Filter, rtype: str) -> ColumnElement[bool]:
-    # Uncorrelated IN-subqueries: the database evaluates each once through the index table's
-    # lookup index, instead of probing it once per candidate resource.
-    t = INDEX_TABLES[f.type].alias()
+# How selective a filter usually is: the most selective one drives the query.
+_SELECTIVITY = {"_id": 0, "identifier": 1, "patient": 2, "subject": 2}
+_TYPE_SELECTIVITY = {"reference": 3, "string": 4, "date": 5, "quantity": 6, "number": 6,
+                     "uri": 7, "token": 8}
+
+
+def _driving_filter(filters: tuple[Filter, ...]) -> Filter | None:
+    candidates = [f for f in filters if f.modifier not in ("missing", "not")]
+    return min(candidates, default=None, key=lambda f: _SELECTIVITY.get(
+        f.code, _TYPE_SELECTIVITY.get(f.type, 9)))
+
+
+def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
+    """One filter. The driving filter is an uncorrelated IN-subquery, evaluated once through its
+    index table's lookup index; the others are EXISTS probes per candidate resource, so a
+    selective filter (one patient) is never intersected with a broad one (a common code) by
+    materialising the broad one."""
+    # No alias: each subquery has its own FROM, and aliasing copies every column (slow).
+    t = INDEX_TABLES[f.type]
     owner = [t.c.res_type == rtype, t.c.param == f.code]
+    probe = [*owner, t.c.res_id == resources.c.res_id]
     if f.modifier == "missing":
-        present = resources.c.res_id.in_(select(t.c.res_id).where(*owner))
+        present = exists().where(*probe)
         return not_(present) if f.values[0][0] else present
     matches = or_(*(_value_clause(f, t, v) for v in f.values))
-    matching = resources.c.res_id.in_(select(t.c.res_id).where(*owner, matches))
+    if driving:
+        return resources.c.res_id.in_(select(t.c.res_id).where(*owner, matches))
+    matching = exists().where(*probe, matches)
     return not_(matching) if f.modifier == "not" else matching  # :not also matches no value
 
 
 def _base(request: SearchRequest) -> list[ColumnElement[bool]]:
     rtype = request.resource_type
+    driving = _driving_filter(request.filters)
     return [resources.c.res_type == rtype, resources.c.deleted == false(),
-            *(_filter_clause(f, rtype) for f in request.filters)]
+            *(_filter_clause(f, rtype, f is driving) for f in request.filters)]
 
 
 def sort_columns(request: SearchRequest) -> list[tuple[_Col[Any], bool]]:
@@ -144,7 +163,7 @@ def _sort_expr(key: SortKey, rtype: str) -> _Col[Any]:
         return resources.c.last_updated
     if key.code == "_id":
         return resources.c.res_id
-    t = INDEX_TABLES[key.type].alias()
+    t = INDEX_TABLES[key.type]
     if key.type == "token":
         column = t.c.code
     elif key.type == "date":
@@ -172,10 +191,11 @@ def _after(keys: list[tuple[_Col[Any], bool]], cursor: tuple[Any, ...]) -> Colum
     return clause
 
 
-def build_query(request: SearchRequest) -> Select[Any]:
-    """One page (count + 1 rows, to know whether there is a next page)."""
+def build_queries(request: SearchRequest) -> tuple[Select[Any], Select[Any]]:
+    """The page query (count + 1 rows, to know whether there is a next page) and the count."""
     keys = sort_columns(request)
-    conditions = _base(request)
+    base = _base(request)
+    conditions = list(base)
     if request.cursor is not None:
         if len(request.cursor) != len(keys) + 1:
             raise bad_request("_cursor does not belong to this search", "_cursor")
@@ -186,10 +206,7 @@ def build_query(request: SearchRequest) -> Select[Any]:
         order.append(column.desc() if desc else column.asc())
     order.append(resources.c.res_id.asc())
     labelled = [column.label(f"k{i}") for i, (column, _) in enumerate(keys)]
-    return (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
+    page = (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
                    resources.c.data, *labelled)
             .where(*conditions).order_by(*order).limit(request.count + 1))
-
-
-def count_query(request: SearchRequest) -> Select[Any]:
-    return select(func.count()).select_from(resources).where(*_base(request))
+    return page, select(func.count()).select_from(resources).where(*base)

@@ -24,7 +24,7 @@ from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, metadata, resources
-from adapter.store.search_sql import build_query, count_query
+from adapter.store.search_sql import build_queries
 
 __all__ = ["SqlStore"]
 
@@ -263,12 +263,12 @@ class SqlStore(Repository):
         return HistoryPage(entries, total, next_cursor)
 
     def search(self, request: SearchRequest) -> SearchPage:
-        query = build_query(request)
+        query, count = build_queries(request)
         with self._read() as conn:
             rows = conn.execute(query).all()
             total = None
             if request.total != "none":
-                total = conn.execute(count_query(request)).scalar_one()
+                total = conn.execute(count).scalar_one()
         page = rows[:request.count]
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
