@@ -24,7 +24,7 @@ __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS"
            "SYSTEM_INTERACTIONS", "check_type"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built once per request: slots, not frozen, keep that cheap
 class FhirRequest:
     # The absolute service base (e.g. http://127.0.0.1:8080/fhir): a str, or a function that
     # works it out, since reads never need it.
@@ -49,7 +49,7 @@ class FhirRequest:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class FhirResponse:
     status: int
     body: bytes | None = None
