@@ -1,6 +1,6 @@
 """Read-path benchmark: the gateway against bare Flask serving the same bytes, in one run.
 
-Usage: python -m bench.read [--duration 10] [--connections 8] [--observations 2000]
+Usage: python -m bench.read [--duration 12] [--rounds 3] [--connections 8] [--observations 2000]
 
 Both apps run under the same gunicorn settings (2 sync workers, no access log). The load comes
 from wrk when it is installed (Debian package `wrk`), otherwise from a Python generator with
@@ -83,7 +83,7 @@ _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 def wrk_load(url: str, duration: float, connections: int) -> Result:
     out = subprocess.run(
-        ["wrk", "--latency", "-t", "2", "-c", str(connections), "-d", f"{duration:.0f}s", url],
+        ["wrk", "--latency", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration))}s", url],
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {m.group(1): float(m.group(2)) * _UNITS[m.group(3)] for m in _WRK_LATENCY.finditer(out)}
@@ -93,7 +93,9 @@ def wrk_load(url: str, duration: float, connections: int) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=12.0,
+                        help="seconds of load per request kind and server, split into rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--observations", type=int, default=2000)
     parser.add_argument("--python-load", action="store_true", help="use the Python generator even if wrk exists")
@@ -103,20 +105,22 @@ def main() -> None:
         workdir = pathlib.Path(tmp)
         db_url = f"sqlite:///{workdir / 'bench.db'}"
         _prepare_store(db_url, args.observations)
-        results: dict[tuple[str, str], Result] = {}
+        runs: dict[tuple[str, str], list[Result]] = {}
         with _gunicorn("adapter.gateway.app:create_app()", _free_port(),
                        {"FHIR_ADAPTER_DB": db_url}, workdir) as gateway:
-            read_bytes = requests.get(gateway + READ_PATH, timeout=5).content
-            search_bytes = requests.get(gateway + SEARCH_PATH, timeout=5).content
-            (workdir / "read.json").write_bytes(read_bytes)
-            (workdir / "search.json").write_bytes(search_bytes)
-            for name, path in (("read-by-id", READ_PATH), ("search", SEARCH_PATH)):
-                results[("gateway", name)] = load(gateway + path, args.duration, args.connections)
-        with _gunicorn("bench.bare_app:app", _free_port(), {"BENCH_BYTES_DIR": tmp}, workdir) as bare:
-            for name, path in (("read-by-id", READ_PATH), ("search", SEARCH_PATH)):
-                results[("bare", name)] = load(bare + path, args.duration, args.connections)
+            (workdir / "read.json").write_bytes(requests.get(gateway + READ_PATH, timeout=5).content)
+            (workdir / "search.json").write_bytes(requests.get(gateway + SEARCH_PATH, timeout=5).content)
+            with _gunicorn("bench.bare_app:app", _free_port(), {"BENCH_BYTES_DIR": tmp}, workdir) as bare:
+                # Interleaved rounds, so that drift in the machine's speed hits both alike.
+                for _ in range(args.rounds):
+                    for name, path in (("read-by-id", READ_PATH), ("search", SEARCH_PATH)):
+                        for server, base in (("bare", bare), ("gateway", gateway)):
+                            runs.setdefault((server, name), []).append(
+                                load(base + path, args.duration / args.rounds, args.connections))
+        results = {key: sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for key, rs in runs.items()}
     print(f"load generator: {load.__name__.replace('_load', '')}, {args.connections} connections, "
-          f"{args.duration:.0f} s each; gunicorn 2 sync workers; {os.cpu_count()} cores")
+          f"median of {args.rounds} interleaved rounds of {args.duration / args.rounds:.0f} s; "
+          f"gunicorn 2 sync workers each; {os.cpu_count()} cores; {args.observations} observations")
     print(f"{'request':<12}{'server':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'vs bare':>10}")
     for name in ("read-by-id", "search"):
         bare = results[("bare", name)]
