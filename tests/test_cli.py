@@ -9,10 +9,9 @@ import subprocess
 import sys
 import time
 
-import pytest
 import requests
 
-from conftest import DEMO, observation
+from conftest import observation
 
 CLI = [str(pathlib.Path(sys.executable).parent / "fhir-adapter")]
 

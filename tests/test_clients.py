@@ -1,8 +1,6 @@
 """Real FHIR clients against the live gateway: the Python fhirclient and fhirpy."""
 from __future__ import annotations
 
-import decimal
-import json
 
 import pytest
 from fhirclient import client as smart_client

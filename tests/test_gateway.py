@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import observation, table_counts
+from conftest import observation
 from r4schema import assert_r4
 
 FHIR_JSON = "application/fhir+json"
@@ -88,7 +88,7 @@ def test_update_create_update_vread_history_delete(http, live):
 
 
 def test_type_and_system_history_page_to_the_end(http, live):
-    for i in range(5):
+    for _ in range(5):
         post(http, live, observation())
     http.put(f"{live}/Patient/p1", data='{"resourceType":"Patient","id":"p1"}',
              headers={"Content-Type": FHIR_JSON})

@@ -181,10 +181,10 @@ def _expand(valueset, codesystems):
             pairs.extend((system, c["code"]) for c in include["concept"])
             continue
 
-        def walk(concepts):
+        def walk(concepts, system=system):
             for c in concepts:
                 pairs.append((system, c["code"]))
-                walk(c.get("concept", []))
+                walk(c.get("concept", []), system)
 
         walk(codesystems[system].get("concept", []))
     return pairs

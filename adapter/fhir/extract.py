@@ -17,7 +17,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from adapter.fhir.dates import MAX, MIN, date_range
-from adapter.fhir.definitions import CompiledPath, SearchParam, search_params
+from adapter.fhir.definitions import SearchParam, search_params
 
 __all__ = ["IndexRows", "extract", "normalize_string", "parse_reference"]
 

@@ -19,7 +19,7 @@ from adapter.fhir.outcomes import FhirError, Issue, bad_request
 
 __all__ = [
     "Filter", "SortKey", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
-    "PREFIXES", "MODIFIERS", "RESULT_PARAMS", "DEFAULT_COUNT", "MAX_COUNT",
+    "parse_count", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT",
 ]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -32,7 +32,6 @@ MODIFIERS = {
     "uri": {"missing", "below", "above"},
     "number": {"missing"},
 }
-RESULT_PARAMS = ("_count", "_sort", "_total", "_cursor", "_format")
 SORTABLE = {"token", "string", "date", "uri", "number", "quantity"}
 DEFAULT_COUNT, MAX_COUNT = 20, 1000
 
@@ -140,7 +139,8 @@ def _value(ptype: str, raw: str, name: str) -> tuple[Any, ...]:
     raise bad_request(f"{name}: search parameters of type {ptype} are not supported", name)
 
 
-def _parse_count(raw: str) -> int:
+def parse_count(raw: str) -> int:
+    """`_count`: a non-negative integer, capped at MAX_COUNT."""
     if not raw.isdigit():
         raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
     return min(int(raw), MAX_COUNT)
@@ -157,7 +157,7 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     for name, raw in params:
         base, _, modifier = name.partition(":")
         if base == "_count":
-            count = _parse_count(raw)
+            count = parse_count(raw)
         elif base == "_total":
             if raw not in ("none", "estimate", "accurate"):
                 raise bad_request(f"_total: {raw!r} is not none, estimate or accurate", "_total")

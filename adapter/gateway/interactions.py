@@ -15,7 +15,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.dates import date_range
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, operation_outcome
-from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_search
+from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count, parse_search
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
 from adapter.store.repository import Repository, StoredResource
@@ -123,7 +123,7 @@ def history(req: FhirRequest, repo: Repository) -> FhirResponse:
             except ValueError:
                 raise bad_request(f"_since: {value!r} is not an instant", "_since") from None
         elif name == "_count":
-            count = _parse_count(value)
+            count = parse_count(value)
         elif name == "_cursor":
             decoded = decode_cursor(value)
             if len(decoded) != 1 or not isinstance(decoded[0], int):
@@ -140,12 +140,6 @@ def history(req: FhirRequest, repo: Repository) -> FhirResponse:
     if page.next_cursor is not None:
         next_url = page_url(req.base, path, kept + [("_cursor", encode_cursor((page.next_cursor,)))])
     return FhirResponse(200, history_bundle(req.base, page, self_url, next_url))
-
-
-def _parse_count(raw: str) -> int:
-    if not raw.isdigit():
-        raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
-    return min(int(raw), 1000)
 
 
 # -- write side ---------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def _after(keys: list[tuple[_Col[Any], bool]], cursor: tuple[Any, ...]) -> Colum
     """Rows strictly after the cursor in (keys..., id) order with NULLs last."""
     *values, last_id = cursor
     clause: ColumnElement[bool] = resources.c.res_id > last_id
-    for (column, desc), value in reversed(list(zip(keys, values))):
+    for (column, desc), value in reversed(list(zip(keys, values, strict=True))):
         if value is None:
             clause = and_(column.is_(None), clause)
         else:

@@ -174,7 +174,7 @@ class SqlStore(Repository):
         for (rtype, rid), (_, body) in latest.items():
             for kind, rows in vars(extract(body)).items():
                 columns = INDEX_COLUMNS[kind]
-                index_rows[kind].extend({"res_type": rtype, "res_id": rid, **dict(zip(columns, r))}
+                index_rows[kind].extend({"res_type": rtype, "res_id": rid, **dict(zip(columns, r, strict=True))}
                                         for r in rows)
         for kind, rows in index_rows.items():
             if rows:
