@@ -13,10 +13,13 @@ import click
 from adapter.gateway.app import DEFAULT_DB
 from adapter.loading import load_files
 from adapter.store import open_store
+from adapter.store.engines import make_engine
+from adapter.store.migrate import upgrade
 
 DB_OPTION = click.option(
     "--db", default=lambda: os.environ.get("FHIR_ADAPTER_DB", DEFAULT_DB), show_default=DEFAULT_DB,
-    help="Database URL (env FHIR_ADAPTER_DB). sqlite:///path is the embedded store.")
+    help="Database URL (env FHIR_ADAPTER_DB): sqlite:///PATH (embedded) or "
+         "postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME.")
 DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 
 
@@ -39,12 +42,30 @@ def main() -> None:
     """FHIR R4 adapter for the UC-MSC cerebral palsy treatment protocol."""
 
 
+def _migrate(db: str) -> None:
+    engine = make_engine(db)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"store ready: {db} (schema {after}, already the newest)")
+    else:
+        click.echo(f"store ready: {db} (schema {before or 'none'} -> {after})")
+
+
 @main.command("init-db")
 @DB_OPTION
 def init_db(db: str) -> None:
-    """Create the store's tables (idempotent)."""
-    open_store(db).close()
-    click.echo(f"store ready: {db}")
+    """Create the store's schema, or bring it up to date (safe to run again)."""
+    _migrate(db)
+
+
+@main.command("upgrade-db")
+@DB_OPTION
+def upgrade_db(db: str) -> None:
+    """Apply the schema migrations a store has not had yet (run before starting a new release)."""
+    _migrate(db)
 
 
 @main.command()
@@ -74,7 +95,7 @@ def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) 
         raise click.UsageError(
             f"refusing to listen on {host}: the gateway has no authentication yet. Use a loopback "
             "address, or pass --insecure-no-auth if you really mean to expose it.")
-    open_store(db).close()  # create tables once, before workers race to do it
+    _migrate(db)  # once, before the workers start
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
     if gunicorn is None:
         raise click.ClickException("gunicorn is not installed")

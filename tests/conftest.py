@@ -1,11 +1,16 @@
 """Shared fixtures: a fresh store per test, the gateway app, and a live HTTP server."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import pathlib
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import requests
 from sqlalchemy import func, select
@@ -20,9 +25,51 @@ EXAMPLES = ROOT / "fixtures" / "r4-examples"
 DEMO = ROOT / "fixtures" / "demo"
 
 
-@pytest.fixture
-def db_url(tmp_path: pathlib.Path) -> str:
-    return f"sqlite:///{tmp_path / 'adapter.db'}"
+# PostgreSQL half of the suite: the server named here, one fresh schema per test.
+PG_URL = os.environ.get("FHIR_ADAPTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+# CI sets FHIR_ADAPTER_REQUIRE_PG=1: there an unreachable server fails the run, not skips it.
+REQUIRE_PG = os.environ.get("FHIR_ADAPTER_REQUIRE_PG") == "1"
+
+
+@functools.cache
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used for tests, or None when it can."""
+    try:
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {PG_URL} is not reachable ({str(exc).strip().splitlines()[0]}); " \
+               "set FHIR_ADAPTER_TEST_PG to a server where the test user may create schemas"
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A database URL whose search_path is a new, empty schema, dropped afterwards."""
+    reason = postgres_unavailable()
+    if reason:
+        if REQUIRE_PG:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    conninfo = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[str]:
+    """Each test that touches a store runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'adapter.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,34 +1,46 @@
 """Tables of the SQL stores (SQLAlchemy Core), the same for SQLite and PostgreSQL.
 
-`resources` holds the current version of each resource, `resource_history` every version
-(with a store-wide sequence that orders history); one index table per search-parameter type
-holds the rows extracted from the current version.
+`resources` holds the current version of each resource (PostgreSQL adds a generated JSONB copy,
+`content`, see the migrations), `resource_history` every version, ordered by a store-wide
+sequence; one index table per search-parameter type holds the rows extracted from the current
+version. The migrations in adapter/store/migrations/ create exactly this; a test checks that
+they never drift apart.
 """
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint, String,
-    Table, Text,
-    UniqueConstraint,
+    BigInteger, Boolean, Column, Float, Index, Integer, LargeBinary, MetaData,
+    PrimaryKeyConstraint, String, Table, Text, UniqueConstraint,
 )
+from sqlalchemy.types import TypeEngine
 
-__all__ = ["metadata", "resources", "history", "INDEX_TABLES", "SCHEMA_VERSION"]
+__all__ = ["metadata", "resources", "history", "INDEX_TABLES", "INDEX_COLUMNS", "key_text"]
 
-SCHEMA_VERSION = 1
 metadata = MetaData()
 
 
+def key_text(length: int | None = None) -> TypeEngine[str]:
+    """Text compared and sorted byte by byte: ids, codes, fixed-width timestamps.
+
+    PostgreSQL gets the "C" collation, so that ordering, keyset paging and LIKE prefixes use
+    the indexes and agree with SQLite whatever the database's default collation.
+    """
+    base = String(length) if length else Text()
+    return base.with_variant(String(length, collation="C") if length else Text(collation="C"),
+                             "postgresql")
+
+
 def _key() -> list[Column]:  # type: ignore[type-arg]
-    return [Column("res_type", String(64), nullable=False),
-            Column("res_id", String(64), nullable=False)]
+    return [Column("res_type", key_text(64), nullable=False),
+            Column("res_id", key_text(64), nullable=False)]
 
 
 resources = Table(
     "resources", metadata,
     *_key(),
     Column("version_id", Integer, nullable=False),
-    Column("last_updated", String(32), nullable=False),
-    Column("deleted", Boolean, nullable=False, default=False),
+    Column("last_updated", key_text(32), nullable=False),
+    Column("deleted", Boolean, nullable=False),
     Column("data", LargeBinary),
     PrimaryKeyConstraint("res_type", "res_id", name="pk_resources"),
 )
@@ -36,10 +48,11 @@ Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_update
 
 history = Table(
     "resource_history", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     *_key(),
     Column("version_id", Integer, nullable=False),
-    Column("last_updated", String(32), nullable=False),
+    Column("last_updated", key_text(32), nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("method", String(8), nullable=False),
     Column("data", LargeBinary),
@@ -49,7 +62,7 @@ Index("ix_history_type_seq", history.c.res_type, history.c.seq)
 
 
 def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:  # type: ignore[type-arg]
-    table = Table(name, metadata, *_key(), Column("param", String(64), nullable=False), *columns)
+    table = Table(name, metadata, *_key(), Column("param", key_text(64), nullable=False), *columns)
     # res_id last: an EXISTS probe for one resource is a single seek on the whole key.
     Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup),
           table.c.res_id)
@@ -58,17 +71,17 @@ def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
 
 
 INDEX_TABLES: dict[str, Table] = {
-    "token": _index_table("idx_token", Column("system", Text), Column("code", Text),
+    "token": _index_table("idx_token", Column("system", key_text()), Column("code", key_text()),
                           Column("text", Text), lookup=("code", "system")),
-    "string": _index_table("idx_string", Column("value", Text), lookup=("value",)),
-    "date": _index_table("idx_date", Column("low", String(26)), Column("high", String(26)),
+    "string": _index_table("idx_string", Column("value", key_text()), lookup=("value",)),
+    "date": _index_table("idx_date", Column("low", key_text(26)), Column("high", key_text(26)),
                          lookup=("low", "high")),
-    "reference": _index_table("idx_reference", Column("target_type", String(64)),
-                              Column("target_id", String(64)), Column("url", Text),
+    "reference": _index_table("idx_reference", Column("target_type", key_text(64)),
+                              Column("target_id", key_text(64)), Column("url", key_text()),
                               lookup=("target_id", "target_type")),
-    "quantity": _index_table("idx_quantity", Column("value", Float), Column("system", Text),
-                             Column("code", Text), Column("unit", Text), lookup=("value",)),
-    "uri": _index_table("idx_uri", Column("value", Text), lookup=("value",)),
+    "quantity": _index_table("idx_quantity", Column("value", Float), Column("system", key_text()),
+                             Column("code", key_text()), Column("unit", Text), lookup=("value",)),
+    "uri": _index_table("idx_uri", Column("value", key_text()), lookup=("value",)),
     "number": _index_table("idx_number", Column("value", Float), lookup=("value",)),
 }
 # The column names of each index table in the order extract.IndexRows tuples carry them.

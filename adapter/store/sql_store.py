@@ -1,8 +1,9 @@
-"""The repository on a SQL database through SQLAlchemy Core; SQLite (WAL) is the embedded default.
+"""The repository on a SQL database through SQLAlchemy Core: SQLite (WAL), the embedded
+default, and PostgreSQL, the production store.
 
 One write path serves create, update and bulk load: a batch of resources is versioned, stored and
-indexed in one transaction, so a failure leaves nothing half-written. SQLite writes start with
-BEGIN IMMEDIATE, which serialises writers and makes the version check race-free.
+indexed in one transaction, so a failure leaves nothing half-written. Writers of the same
+resource are serialised (engines.py) before the version check, so no version is lost or doubled.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from adapter.fhir.dates import now_instant
@@ -23,7 +24,9 @@ from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
-from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, metadata, resources
+from adapter.store.engines import is_postgresql, lock_resources, make_engine, normalize_url
+from adapter.store.migrate import upgrade
+from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.search_sql import build_queries
 
 __all__ = ["SqlStore"]
@@ -33,39 +36,21 @@ _READ_SQL = ("SELECT version_id, last_updated, deleted, data FROM resources "
              "WHERE res_type = ? AND res_id = ?")
 
 
-def _sqlite_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.database and parsed.database != ":memory:":
-        import pathlib
-        pathlib.Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, decides when to BEGIN
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
 class SqlStore(Repository):
     """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
 
-    def __init__(self, url: str, create_schema: bool = True) -> None:
-        self.url = url
-        self.engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
-        if create_schema:
-            metadata.create_all(self.engine)
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
+        if migrate:
+            upgrade(self.engine)
+        self._pg = is_postgresql(self.engine)
+        # Single statements need no transaction; several that must agree need one snapshot.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._snapshot = self.engine.execution_options(isolation_level="REPEATABLE READ") \
+            if self._pg else self.engine  # an SQLite transaction is already one snapshot
         self._local = threading.local()
-        self._sqlite_path = make_url(url).database if url.startswith("sqlite") else None
+        self._sqlite_path = None if self._pg else make_url(self.url).database
 
     def _reader(self) -> sqlite3.Connection | None:
         """The read path's own SQLite connection, one per thread, outside the pool.
@@ -97,7 +82,7 @@ class SqlStore(Repository):
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
+        with self._snapshot.connect() as conn, conn.begin():
             yield conn
 
     # -- writes -------------------------------------------------------------------------------
@@ -139,7 +124,9 @@ class SqlStore(Repository):
     def _write_batch(self, conn: Connection, batch: list[dict[str, Any]], method: str = "PUT",
                      if_match: int | None = None) -> list[StoredResource]:
         now = now_instant()
-        current = self._current(conn, {(r["resourceType"], r["id"]) for r in batch})
+        keys = {(r["resourceType"], r["id"]) for r in batch}
+        lock_resources(conn, keys)
+        current = self._current(conn, keys)
         versions = {key: row.version_id for key, row in current.items()}
         live = {key for key, row in current.items() if not row.deleted}
         stored, history_rows = [], []
@@ -194,6 +181,7 @@ class SqlStore(Repository):
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         now = now_instant()
         with self._write() as conn:
+            lock_resources(conn, [(resource_type, resource_id)])
             row = conn.execute(select(resources.c.version_id, resources.c.deleted).where(
                 resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
             if row is None or row.deleted:
@@ -215,7 +203,7 @@ class SqlStore(Repository):
         if reader is not None:
             row = reader.execute(_READ_SQL, (resource_type, resource_id)).fetchone()
         else:
-            with self.engine.connect() as conn:
+            with self._autocommit.connect() as conn:
                 row = conn.execute(select(
                     resources.c.version_id, resources.c.last_updated, resources.c.deleted,
                     resources.c.data).where(resources.c.res_type == resource_type,
@@ -228,7 +216,7 @@ class SqlStore(Repository):
         return StoredResource(resource_type, resource_id, version_id, last_updated, False, data)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
-        with self.engine.connect() as conn:
+        with self._autocommit.connect() as conn:
             row = conn.execute(select(history).where(
                 history.c.res_type == resource_type, history.c.res_id == resource_id,
                 history.c.version_id == version_id)).first()

@@ -1,0 +1,84 @@
+"""Database engines and the per-dialect parts of writing safely.
+
+SQLite: one file in WAL mode; a write transaction starts with BEGIN IMMEDIATE, which takes the
+database's single write lock, so version checks cannot race.
+PostgreSQL (psycopg 3): many writers at once; a write first takes a transaction-scoped advisory
+lock per resource it touches, in one fixed order, so two writers of the same resource queue up
+(version checks cannot race, creates of the same new id included) and never deadlock.
+"""
+from __future__ import annotations
+
+import hashlib
+import pathlib
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, create_engine, event, text
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
+from sqlalchemy.engine import Engine, make_url
+
+__all__ = ["normalize_url", "make_engine", "lock_resources", "is_postgresql"]
+
+
+def normalize_url(url: str) -> str:
+    """SQLAlchemy URL for a database URL as users write it.
+
+    >>> normalize_url("postgresql://root@127.0.0.1:5432/test")
+    'postgresql+psycopg://root@127.0.0.1:5432/test'
+    >>> normalize_url("sqlite:///var/adapter.db")
+    'sqlite:///var/adapter.db'
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def is_postgresql(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20)
+    if not url.startswith("sqlite"):
+        raise ValueError(f"unsupported database URL {url.split(':')[0]!r}: use sqlite:///PATH "
+                         "or postgresql://USER@HOST:PORT/DBNAME")
+    database = make_url(url).database
+    if database and database != ":memory:":
+        pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, decides when to BEGIN
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
+
+    return engine
+
+
+def _lock_key(resource_type: str, resource_id: str) -> int:
+    digest = hashlib.blake2b(f"{resource_type}/{resource_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+_LOCK_SQL = text(
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT unnest(:keys) AS k ORDER BY 1) AS ordered"
+).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
+
+
+def lock_resources(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+    """Serialise writers of the same resources (PostgreSQL; SQLite's write lock already does)."""
+    if is_postgresql(conn):
+        conn.execute(_LOCK_SQL, {"keys": sorted({_lock_key(t, i) for t, i in keys})})
