@@ -135,7 +135,35 @@ def compile_part(part, rtype):
     return None
 
 
-def search_parameters(bundle):
+def _target(prop):
+    ref = prop.get("items", prop).get("$ref", "")
+    return ref.rsplit("/", 1)[-1] or None
+
+
+def expand_choices(defs, rtype, compiled):
+    """Concrete element paths for a compiled path: `effective` becomes effectiveDateTime,
+    effectivePeriod, ... as the R4 schema names them, so extraction needs no guessing."""
+    if compiled is None:
+        return [None]
+    paths = [([], rtype)]
+    for name in compiled["path"]:
+        following = []
+        for done, defname in paths:
+            props = defs.get(defname, {}).get("properties", {}) if defname else {}
+            if name in props:
+                following.append((done + [name], _target(props[name])))
+                continue
+            variants = sorted(p for p in props if p.startswith(name) and p[len(name):len(name) + 1].isupper())
+            if variants:
+                following.extend((done + [v], _target(props[v])) for v in variants)
+            else:
+                following.append((done + [name], None))
+        paths = following
+    where = compiled.get("where")
+    return [{**compiled, "path": path, "where": where} for path, _ in paths]
+
+
+def search_parameters(bundle, defs):
     by_type = {t: [] for t in SERVED_TYPES}
     for entry in bundle["entry"]:
         sp = entry["resource"]
@@ -154,7 +182,7 @@ def search_parameters(bundle):
             ]
             if not parts:
                 continue
-            compiled = [compile_part(p, rtype) for p in parts]
+            compiled = [c for p in parts for c in expand_choices(defs, rtype, compile_part(p, rtype))]
             by_type[rtype].append({
                 "code": sp["code"],
                 "type": sp["type"],
@@ -239,7 +267,8 @@ def main():
     schema = json.loads((src / "fhir.schema.json").read_text())
     subset = schema_subset(schema)
     write("r4-schema.json", subset)
-    write("search-parameters.json", search_parameters(json.loads((src / "search-parameters.json").read_text())))
+    write("search-parameters.json", search_parameters(
+        json.loads((src / "search-parameters.json").read_text()), schema["definitions"]))
     examples = pathlib.Path(args.examples) if args.examples else _examples_package()
     write("bindings.json", bindings(examples, json.loads((src / "valuesets.json").read_text())))
 

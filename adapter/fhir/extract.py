@@ -76,14 +76,10 @@ def _walk(node: Any, path: tuple[str, ...], where: tuple[int, str, str] | None =
         return
     if not isinstance(node, dict):
         return
-    name = path[0]
-    if name in node:
-        yield from _walk(node[name], path[1:], where, depth + 1)
-        return
-    # An untyped choice element (Observation.effective) matches effectiveDateTime, effectivePeriod...
-    for key, value in node.items():
-        if key.startswith(name) and key[len(name):len(name) + 1].isupper():
-            yield from _walk(value, path[1:], where, depth + 1)
+    # Choice elements were expanded by the generator (effective -> effectiveDateTime, ...).
+    value = node.get(path[0])
+    if value is not None:
+        yield from _walk(value, path[1:], where, depth + 1)
 
 
 @functools.cache
@@ -97,8 +93,9 @@ def _values(resource: dict[str, Any], param: SearchParam) -> Iterator[tuple[Any,
             yield value, None
         return
     for compiled in param.paths:
-        for value in _walk(resource, compiled.path, compiled.where):
-            yield value, compiled.resolve
+        if compiled.path[0] in resource:  # most parameters' elements are absent: skip cheaply
+            for value in _walk(resource, compiled.path, compiled.where):
+                yield value, compiled.resolve
 
 
 def _plain(node: Any) -> Any:

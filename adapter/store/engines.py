@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, create_engine, event, text
+from sqlalchemy import Connection, Table, Text, any_, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["normalize_url", "make_engine", "lock_resources", "is_postgresql"]
+__all__ = ["normalize_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of"]
 
 
 def normalize_url(url: str) -> str:
@@ -68,6 +68,14 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`: one parameter, one cached plan,
+    whatever the batch size."""
+    if is_postgresql(conn):
+        return column == any_(bindparam(None, values, type_=ARRAY(Text())))
+    return column.in_(values)
+
+
 def _lock_key(resource_type: str, resource_id: str) -> int:
     digest = hashlib.blake2b(f"{resource_type}/{resource_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -82,3 +90,23 @@ def lock_resources(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
     """Serialise writers of the same resources (PostgreSQL; SQLite's write lock already does)."""
     if is_postgresql(conn):
         conn.execute(_LOCK_SQL, {"keys": sorted({_lock_key(t, i) for t, i in keys})})
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
+                rows: Sequence[Sequence[Any]]) -> None:
+    """Insert many rows at once through the database's fast path, inside the current transaction.
+
+    PostgreSQL: COPY FROM STDIN (one stream, instead of one INSERT per row); SQLite: the
+    driver's executemany with a prepared statement.
+    """
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if is_postgresql(conn):
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))

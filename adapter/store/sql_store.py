@@ -7,6 +7,7 @@ resource are serialised (engines.py) before the version check, so no version is 
 """
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 import uuid
@@ -24,13 +25,17 @@ from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
-from adapter.store.engines import is_postgresql, lock_resources, make_engine, normalize_url
+from adapter.store.engines import (
+    bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
+)
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.search_sql import build_queries
 
 __all__ = ["SqlStore"]
 
+_CURRENT_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted", "data")
+_HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
 # The same statement SQLAlchemy would build from schema.resources, kept as text for the read path.
 _READ_SQL = ("SELECT version_id, last_updated, deleted, data FROM resources "
              "WHERE res_type = ? AND res_id = ?")
@@ -97,15 +102,38 @@ class SqlStore(Repository):
             return self._write_batch(conn, [resource], if_match=if_match)[0]
 
     def load(self, items: Iterable[dict[str, Any]], batch_size: int = 500) -> int:
-        written, batch = 0, []
-        for resource in items:
-            batch.append(resource)
-            if len(batch) >= batch_size:
-                written += self._load_batch(batch)
-                batch = []
-        if batch:
-            written += self._load_batch(batch)
-        return written
+        """Batches are written by a second thread while this one reads and validates the next,
+        so the database's work overlaps ours; each batch is its own transaction."""
+        batches: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
+        outcome: dict[str, Any] = {"written": 0}
+
+        def writer() -> None:
+            while (batch := batches.get()) is not None:
+                if "error" not in outcome:
+                    try:
+                        outcome["written"] += self._load_batch(batch)
+                    except BaseException as exc:  # handed to the caller below
+                        outcome["error"] = exc
+
+        thread = threading.Thread(target=writer, name="store-load", daemon=True)
+        thread.start()
+        try:
+            batch: list[dict[str, Any]] = []
+            for resource in items:
+                batch.append(resource)
+                if len(batch) >= batch_size:
+                    batches.put(batch)
+                    batch = []
+                    if "error" in outcome:
+                        break
+            if batch and "error" not in outcome:
+                batches.put(batch)
+        finally:
+            batches.put(None)
+            thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return int(outcome["written"])
 
     def _load_batch(self, batch: list[dict[str, Any]]) -> int:
         with self._write() as conn:
@@ -116,7 +144,7 @@ class SqlStore(Repository):
         for rtype, ids in _by_type(keys).items():
             rows = conn.execute(
                 select(resources.c.res_id, resources.c.version_id, resources.c.deleted)
-                .where(resources.c.res_type == rtype, resources.c.res_id.in_(ids)))
+                .where(resources.c.res_type == rtype, one_of(conn, resources.c.res_id, ids)))
             for row in rows:
                 found[(rtype, row.res_id)] = row
         return found
@@ -155,28 +183,28 @@ class SqlStore(Repository):
         existing = [key for key in latest if key in current]
         self._clear_index(conn, existing)
         self._delete_current(conn, existing)
-        conn.execute(insert(resources), [row for row, _ in latest.values()])
-        conn.execute(insert(history), history_rows)
-        index_rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEX_TABLES}
+        bulk_insert(conn, resources, _CURRENT_COLUMNS,
+                    [tuple(row[c] for c in _CURRENT_COLUMNS) for row, _ in latest.values()])
+        bulk_insert(conn, history, _HISTORY_COLUMNS,
+                    [tuple(row[c] for c in _HISTORY_COLUMNS) for row in history_rows])
+        index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
         for (rtype, rid), (_, body) in latest.items():
             for kind, rows in vars(extract(body)).items():
-                columns = INDEX_COLUMNS[kind]
-                index_rows[kind].extend({"res_type": rtype, "res_id": rid, **dict(zip(columns, r, strict=True))}
-                                        for r in rows)
+                index_rows[kind].extend((rtype, rid, *r) for r in rows)
         for kind, rows in index_rows.items():
-            if rows:
-                conn.execute(insert(INDEX_TABLES[kind]), rows)
+            bulk_insert(conn, INDEX_TABLES[kind], ("res_type", "res_id", *INDEX_COLUMNS[kind]), rows)
         return stored
 
     def _delete_current(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
         for rtype, ids in _by_type(keys).items():
             conn.execute(delete(resources).where(resources.c.res_type == rtype,
-                                                 resources.c.res_id.in_(ids)))
+                                                 one_of(conn, resources.c.res_id, ids)))
 
     def _clear_index(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
         for rtype, ids in _by_type(keys).items():
             for table in INDEX_TABLES.values():
-                conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id.in_(ids)))
+                conn.execute(delete(table).where(table.c.res_type == rtype,
+                                                 one_of(conn, table.c.res_id, ids)))
 
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         now = now_instant()
