@@ -2,8 +2,7 @@
 
 Usage: python -m bench.ingest [--resources 20000] [--db URL ...]
 
-Without --db it measures a fresh SQLite file and, when it answers, PostgreSQL at
-FHIR_ADAPTER_BENCH_PG (default postgresql://root@127.0.0.1:5432/test, in a throwaway schema).
+Without --db it measures a fresh SQLite file and, when it answers, PostgreSQL (bench/stores.py).
 The same generated resources (children, their injections and observations) go into each store
 twice through `fhir-adapter load`'s path: first already validated (new resources: version,
 index, store in batches through COPY or executemany), then validated on the way (every resource
@@ -14,20 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import resource
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
-
 from adapter.fhir import jsonio
 from adapter.fhir.validation import validate
-
-PG_DEFAULT = os.environ.get("FHIR_ADAPTER_BENCH_PG", "postgresql://root@127.0.0.1:5432/test")
+from bench.stores import temporary_stores
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
 
 
@@ -87,36 +80,6 @@ def measure_store(url: str, items: list[dict[str, Any]], validating: bool) -> fl
     return len(items) / elapsed
 
 
-def _pg_schema_url(base: str) -> tuple[str, str] | None:
-    conninfo = base.replace("postgresql+psycopg", "postgresql")
-    try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as conn:
-            schema = f"bench_{uuid.uuid4().hex[:12]}"
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.Error as exc:
-        print(f"PostgreSQL skipped: {str(exc).strip().splitlines()[0]}")
-        return None
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}", schema
-
-
-def _drop_schema(base: str, schema: str) -> None:
-    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def _stores(db_urls: list[str] | None, tmp: pathlib.Path) -> Iterator[tuple[str, str, str | None]]:
-    """(label, URL, schema to drop) of each store to measure, two fresh ones per label."""
-    if db_urls:
-        for url in db_urls:
-            yield ("SQLite" if url.startswith("sqlite") else url.split("@")[-1]), url, None
-        return
-    yield "SQLite", f"sqlite:///{tmp / 'ingest.db'}", None
-    made = _pg_schema_url(PG_DEFAULT)
-    if made:
-        yield "PostgreSQL", made[0], made[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=20000)
@@ -126,16 +89,12 @@ def main() -> None:
     items = list(generate(args.resources))
     baseline = measure_validation(items)
     rows: list[tuple[str, float, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, url, schema in _stores(args.db, pathlib.Path(tmp)):
-            try:
-                written = measure_store(url, items, validating=False)
-                # the second run updates every resource: version 2, index replaced
-                end_to_end = measure_store(url, items, validating=True)
-                rows.append((label, written, end_to_end))
-            finally:
-                if schema:
-                    _drop_schema(PG_DEFAULT, schema)
+    with temporary_stores(args.db) as stores:
+        for label, url in stores:
+            written = measure_store(url, items, validating=False)
+            # the second run updates every resource: version 2, index replaced
+            end_to_end = measure_store(url, items, validating=True)
+            rows.append((label, written, end_to_end))
     print(f"{args.resources:,} resources (1 patient : 4 procedures : 15 observations), batches of 500, "
           f"{os.cpu_count()} cores")
     print(f"validation alone (the baseline): {baseline:,.0f} resources/s")

@@ -1,11 +1,13 @@
 """Read-path benchmark: the gateway against bare Flask serving the same bytes, in one run.
 
-Usage: python -m bench.read [--duration 12] [--rounds 3] [--connections 8] [--observations 2000]
+Usage: python -m bench.read [--workers 1,2,4] [--db URL ...] [--duration 12] [--rounds 3]
 
-Both apps run under the same gunicorn settings (2 sync workers, no access log). The load comes
-from wrk when it is installed (Debian package `wrk`), otherwise from a Python generator with
-the same number of connections. Printed: req/s, p50 and p99 latency for read-by-id and for a
-search, and each as a ratio of bare Flask. Target: read-by-id >= 0.9x bare Flask.
+The gateway on each store (default: SQLite, and PostgreSQL when it answers) and a bare Flask app
+returning the same bytes run under the same gunicorn settings (sync workers, no access log). The
+load comes from wrk when it is installed (Debian package `wrk`), otherwise from a Python
+generator with the same number of connections. Printed: req/s, p50 and p99 latency for
+read-by-id and for a search, per worker count, each as a ratio of bare Flask.
+Target: read-by-id >= 0.9x bare Flask.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import requests
 
 from bench.loadgen import Result, python_load
+from bench.stores import temporary_stores
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 READ_PATH = "/fhir/Observation/bench-0001"
@@ -56,21 +60,23 @@ def _prepare_store(db_url: str, observations: int) -> None:
 
 
 @contextlib.contextmanager
-def _gunicorn(app: str, port: int, env: dict[str, str], workdir: pathlib.Path) -> Iterator[str]:
+def _gunicorn(app: str, port: int, env: dict[str, str], workdir: pathlib.Path,
+              workers: int = 2) -> Iterator[str]:
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
     proc = subprocess.Popen(
-        [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket",
+        [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--no-control-socket",
          "--log-level", "warning", app],
         env={**os.environ, **env, "HOME": str(workdir)}, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        for _ in range(300):
             try:
-                requests.get(base + READ_PATH, timeout=1)
+                requests.get(base + READ_PATH, timeout=5)
                 break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+            except requests.RequestException:  # not listening yet, or still loading
+                time.sleep(0.1)
+        time.sleep(1.0)  # let every worker finish loading before the load starts
         yield base
     finally:
         proc.terminate()
@@ -91,6 +97,17 @@ def wrk_load(url: str, duration: float, connections: int) -> Result:
     return Result(rps, lat["50"], lat["99"], int(errors.group(1)) if errors else 0)
 
 
+def _measure(servers: dict[str, str], args: argparse.Namespace, load: Any) -> dict[tuple[str, str], Result]:
+    """Interleaved rounds over every server, so that drift in the machine's speed hits all alike."""
+    runs: dict[tuple[str, str], list[Result]] = {}
+    for _ in range(args.rounds):
+        for name, path in (("read-by-id", READ_PATH), ("search", SEARCH_PATH)):
+            for server, base in servers.items():
+                runs.setdefault((server, name), []).append(
+                    load(base + path, args.duration / args.rounds, args.connections))
+    return {key: sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for key, rs in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=12.0,
@@ -98,39 +115,47 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--observations", type=int, default=2000)
+    parser.add_argument("--workers", default="2", help="gunicorn worker counts, e.g. 1,2,4")
+    parser.add_argument("--db", action="append", help="database URL (repeatable); default: "
+                        "a fresh SQLite file and PostgreSQL when it answers (bench/stores.py)")
     parser.add_argument("--python-load", action="store_true", help="use the Python generator even if wrk exists")
     args = parser.parse_args()
     load = python_load if args.python_load or not shutil.which("wrk") else wrk_load
-    with tempfile.TemporaryDirectory() as tmp:
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    table: list[tuple[str, int, str, Result, float]] = []
+    with temporary_stores(args.db) as stores, tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
-        db_url = f"sqlite:///{workdir / 'bench.db'}"
-        _prepare_store(db_url, args.observations)
-        runs: dict[tuple[str, str], list[Result]] = {}
-        with _gunicorn("adapter.gateway.app:create_app()", _free_port(),
-                       {"FHIR_ADAPTER_DB": db_url}, workdir) as gateway:
-            (workdir / "read.json").write_bytes(requests.get(gateway + READ_PATH, timeout=5).content)
-            (workdir / "search.json").write_bytes(requests.get(gateway + SEARCH_PATH, timeout=5).content)
-            with _gunicorn("bench.bare_app:app", _free_port(), {"BENCH_BYTES_DIR": tmp}, workdir) as bare:
-                # Interleaved rounds, so that drift in the machine's speed hits both alike.
-                for _ in range(args.rounds):
-                    for name, path in (("read-by-id", READ_PATH), ("search", SEARCH_PATH)):
-                        for server, base in (("bare", bare), ("gateway", gateway)):
-                            runs.setdefault((server, name), []).append(
-                                load(base + path, args.duration / args.rounds, args.connections))
-        results = {key: sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for key, rs in runs.items()}
+        for _, url in stores:
+            _prepare_store(url, args.observations)
+        for workers in worker_counts:
+            with contextlib.ExitStack() as stack:
+                servers = {label: stack.enter_context(_gunicorn(
+                    "adapter.gateway.app:create_app()", _free_port(), {"FHIR_ADAPTER_DB": url},
+                    workdir, workers)) for label, url in stores}
+                first = next(iter(servers.values()))
+                (workdir / "read.json").write_bytes(requests.get(first + READ_PATH, timeout=5).content)
+                (workdir / "search.json").write_bytes(requests.get(first + SEARCH_PATH, timeout=5).content)
+                servers = {"bare Flask": stack.enter_context(_gunicorn(
+                    "bench.bare_app:app", _free_port(), {"BENCH_BYTES_DIR": tmp}, workdir, workers)),
+                    **servers}
+                results = _measure(servers, args, load)
+            for name in ("read-by-id", "search"):
+                bare = results[("bare Flask", name)]
+                for server in servers:
+                    r = results[(server, name)]
+                    table.append((name, workers, server, r, r.rps / bare.rps))
     print(f"load generator: {load.__name__.replace('_load', '')}, {args.connections} connections, "
           f"median of {args.rounds} interleaved rounds of {args.duration / args.rounds:.0f} s; "
-          f"gunicorn 2 sync workers each; {os.cpu_count()} cores; {args.observations} observations")
-    print(f"{'request':<12}{'server':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'vs bare':>10}")
-    for name in ("read-by-id", "search"):
-        bare = results[("bare", name)]
-        for server in ("bare", "gateway"):
-            r = results[(server, name)]
-            print(f"{name:<12}{server:<10}{r.rps:>10.0f}{r.p50:>10.2f}{r.p99:>10.2f}{r.errors:>8}"
-                  f"{r.rps / bare.rps:>9.2f}x")
-    ratio = results[("gateway", "read-by-id")].rps / results[("bare", "read-by-id")].rps
-    print(f"read-by-id ratio {ratio:.2f}x bare Flask (target >= 0.90x): "
-          f"{'met' if ratio >= 0.9 else 'NOT met'}")
+          f"gunicorn sync workers; {os.cpu_count()} cores; {args.observations} observations")
+    print(f"{'request':<12}{'workers':>8}  {'server':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>8}{'vs bare':>9}")
+    for name, workers, server, r, ratio in sorted(table, key=lambda row: (row[0], row[1])):
+        print(f"{name:<12}{workers:>8}  {server:<12}{r.rps:>9.0f}{r.p50:>9.2f}{r.p99:>9.2f}"
+              f"{r.errors:>8}{ratio:>8.2f}x")
+    for name, workers, server, _, ratio in table:
+        if name == "read-by-id" and server != "bare Flask":
+            print(f"read-by-id, {workers} workers, {server}: {ratio:.2f}x bare Flask "
+                  f"(target >= 0.90x): {'met' if ratio >= 0.9 else 'NOT met'}")
 
 
 if __name__ == "__main__":

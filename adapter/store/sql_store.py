@@ -8,7 +8,6 @@ resource are serialised (engines.py) before the version check, so no version is 
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -16,7 +15,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from adapter.fhir.dates import now_instant
@@ -26,7 +24,7 @@ from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
 from adapter.store.engines import (
-    bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
+    ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
 )
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
@@ -34,11 +32,9 @@ from adapter.store.search_sql import build_queries
 
 __all__ = ["SqlStore"]
 
+_ANALYZE_AFTER = 1000  # resources loaded at once after which PostgreSQL re-analyses the tables
 _CURRENT_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted", "data")
 _HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
-# The same statement SQLAlchemy would build from schema.resources, kept as text for the read path.
-_READ_SQL = ("SELECT version_id, last_updated, deleted, data FROM resources "
-             "WHERE res_type = ? AND res_id = ?")
 
 
 class SqlStore(Repository):
@@ -54,24 +50,7 @@ class SqlStore(Repository):
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._snapshot = self.engine.execution_options(isolation_level="REPEATABLE READ") \
             if self._pg else self.engine  # an SQLite transaction is already one snapshot
-        self._local = threading.local()
-        self._sqlite_path = None if self._pg else make_url(self.url).database
-
-    def _reader(self) -> sqlite3.Connection | None:
-        """The read path's own SQLite connection, one per thread, outside the pool.
-
-        Reading a resource by id is the hottest request an EHR makes; a plain prepared
-        statement on a kept connection costs a few microseconds where a pooled SQLAlchemy
-        round trip (checkout, BEGIN, SELECT, ROLLBACK) costs over a hundred.
-        """
-        if not self._sqlite_path or self._sqlite_path == ":memory:":
-            return None
-        conn = getattr(self._local, "reader", None)
-        if conn is None:
-            conn = sqlite3.connect(self._sqlite_path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            self._local.reader = conn
-        return conn
+        self._by_id = ByIdReader(self.url)
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -133,7 +112,13 @@ class SqlStore(Repository):
             thread.join()
         if "error" in outcome:
             raise outcome["error"]
-        return int(outcome["written"])
+        written = int(outcome["written"])
+        if self._pg and written >= _ANALYZE_AFTER:
+            # Fresh statistics, or the planner keeps plans made for near-empty tables.
+            with self._autocommit.connect() as conn:
+                conn.exec_driver_sql("ANALYZE " + ", ".join(
+                    t.name for t in (resources, history, *INDEX_TABLES.values())))
+        return written
 
     def _load_batch(self, batch: list[dict[str, Any]]) -> int:
         with self._write() as conn:
@@ -227,9 +212,8 @@ class SqlStore(Repository):
     # -- reads --------------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        reader = self._reader()
-        if reader is not None:
-            row = reader.execute(_READ_SQL, (resource_type, resource_id)).fetchone()
+        if self._by_id.usable:
+            row = self._by_id.fetch(resource_type, resource_id)
         else:
             with self._autocommit.connect() as conn:
                 row = conn.execute(select(
@@ -296,10 +280,7 @@ class SqlStore(Repository):
         return SearchPage(entries, total, next_cursor)
 
     def close(self) -> None:
-        reader = getattr(self._local, "reader", None)
-        if reader is not None:
-            reader.close()
-            self._local.reader = None
+        self._by_id.close()
         self.engine.dispose()
 
 
