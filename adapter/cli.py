@@ -96,6 +96,9 @@ def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) 
             f"refusing to listen on {host}: the gateway has no authentication yet. Use a loopback "
             "address, or pass --insecure-no-auth if you really mean to expose it.")
     _migrate(db)  # once, before the workers start
+    store = open_store(db, migrate=False)
+    store.analyze()  # plans for the data as it is now, whatever wrote it
+    store.close()
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
     if gunicorn is None:
         raise click.ClickException("gunicorn is not installed")

@@ -81,6 +81,9 @@ class Repository(abc.ABC):
     def load(self, resources: Iterable[dict[str, Any]], batch_size: int = 500) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written."""
 
+    def analyze(self) -> None:
+        """Refresh the database's query-planning statistics (after large loads)."""
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""

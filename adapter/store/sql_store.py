@@ -113,12 +113,23 @@ class SqlStore(Repository):
         if "error" in outcome:
             raise outcome["error"]
         written = int(outcome["written"])
-        if self._pg and written >= _ANALYZE_AFTER:
-            # Fresh statistics, or the planner keeps plans made for near-empty tables.
-            with self._autocommit.connect() as conn:
+        if written >= _ANALYZE_AFTER:
+            self.analyze()
+        return written
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics.
+
+        Without them both databases plan searches as for empty tables: SQLite then probes the
+        date index by range instead of by resource, 100x slower at 10,000 resources.
+        """
+        with self._autocommit.connect() as conn:
+            if self._pg:
                 conn.exec_driver_sql("ANALYZE " + ", ".join(
                     t.name for t in (resources, history, *INDEX_TABLES.values())))
-        return written
+            else:
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sample, don't scan it all
+                conn.exec_driver_sql("ANALYZE")
 
     def _load_batch(self, batch: list[dict[str, Any]]) -> int:
         with self._write() as conn:
