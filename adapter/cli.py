@@ -70,7 +70,7 @@ def upgrade_db(db: str) -> None:
 
 @main.command()
 @DB_OPTION
-@click.option("--batch-size", default=500, show_default=True, help="Resources per transaction.")
+@click.option("--batch-size", default=1000, show_default=True, help="Resources per transaction.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=pathlib.Path))
 def load(db: str, batch_size: int, paths: tuple[pathlib.Path, ...]) -> None:
     """Validate and load FHIR JSON, NDJSON or Bundle files (or folders of them).

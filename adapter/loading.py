@@ -78,7 +78,7 @@ def _files(paths: list[pathlib.Path]) -> Iterator[pathlib.Path]:
             yield path
 
 
-def load_files(repo: Repository, paths: list[pathlib.Path], batch_size: int = 500) -> LoadReport:
+def load_files(repo: Repository, paths: list[pathlib.Path], batch_size: int = 1000) -> LoadReport:
     """Validate and load every resource in the files; invalid ones are reported, not loaded."""
     report = LoadReport()
 

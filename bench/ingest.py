@@ -5,7 +5,7 @@ Usage: python -m bench.ingest [--resources 20000] [--db URL ...]
 Without --db it measures a fresh SQLite file and, when it answers, PostgreSQL (bench/stores.py).
 The same generated resources (children, their injections and observations) go into each store
 twice through `fhir-adapter load`'s path: first already validated (new resources: version,
-index, store in batches through COPY or executemany), then validated on the way (every resource
+index, store in batches of 1,000 through COPY or executemany), then validated on the way (every resource
 updated: version 2, index replaced). Printed: resources/s of both, beside validation alone,
 the baseline. Target: PostgreSQL >= 5,000 resources/s written.
 """
@@ -95,7 +95,7 @@ def main() -> None:
             # the second run updates every resource: version 2, index replaced
             end_to_end = measure_store(url, items, validating=True)
             rows.append((label, written, end_to_end))
-    print(f"{args.resources:,} resources (1 patient : 4 procedures : 15 observations), batches of 500, "
+    print(f"{args.resources:,} resources (1 patient : 4 procedures : 15 observations), batches of 1,000, "
           f"{os.cpu_count()} cores")
     print(f"validation alone (the baseline): {baseline:,.0f} resources/s")
     print(f"{'store':<14}{'write validated /s':>20}{'validate+write /s':>20}{'vs validation':>15}")

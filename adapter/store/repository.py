@@ -78,7 +78,7 @@ class Repository(abc.ABC):
         """Current, not-deleted resources matching every filter, in sort order, one page."""
 
     @abc.abstractmethod
-    def load(self, resources: Iterable[dict[str, Any]], batch_size: int = 500) -> int:
+    def load(self, resources: Iterable[dict[str, Any]], batch_size: int = 1000) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written."""
 
     def analyze(self) -> None:
