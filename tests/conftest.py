@@ -6,6 +6,7 @@ import functools
 import os
 import pathlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -122,3 +123,15 @@ def observation(**extra: Any) -> dict[str, Any]:
             "subject": {"reference": "Patient/p1"}}
     body.update(extra)
     return body
+
+
+def wait_until_serving(url: str, seconds: float = 90) -> requests.Response:
+    """GET url until a started server answers (workers may still be importing at first)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return requests.get(url, timeout=10)
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

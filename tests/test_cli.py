@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import observation
+from conftest import observation, wait_until_serving
 
 CLI = [str(pathlib.Path(sys.executable).parent / "fhir-adapter")]
 
@@ -68,12 +68,7 @@ def test_serve_runs_gunicorn_workers(db_url, tmp_path):
                             env={**os.environ, "HOME": str(tmp_path)})
     try:
         base = f"http://127.0.0.1:{port}/fhir"
-        for _ in range(100):
-            try:
-                r = requests.get(f"{base}/Patient/demo-child-01", timeout=2)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        r = wait_until_serving(f"{base}/Patient/demo-child-01")
         assert r.status_code == 200 and r.json()["id"] == "demo-child-01"
         assert requests.get(f"{base}/metadata", timeout=5).json()["fhirVersion"] == "4.0.1"
         assert not (tmp_path / ".gunicorn").exists()  # no control socket under the home directory

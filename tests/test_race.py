@@ -13,7 +13,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import requests
 
 from adapter.fhir.search import parse_search
-from conftest import observation
+from conftest import observation, wait_until_serving
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 IDS = [f"r{i:02d}" for i in range(12)]
@@ -40,14 +39,12 @@ def _start(db_url: str, home: Path) -> tuple[subprocess.Popen, str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "HOME": str(home)})
     base = f"http://127.0.0.1:{port}/fhir"
-    for _ in range(200):
-        try:
-            requests.get(f"{base}/metadata", timeout=2)
-            return proc, base
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("the gateway did not start")
+    try:
+        wait_until_serving(f"{base}/metadata")
+    except requests.RequestException:
+        proc.kill()
+        raise
+    return proc, base
 
 
 def _write(session: requests.Session, base: str, rng: random.Random, n: int) -> tuple[str, str, int]:
