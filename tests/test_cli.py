@@ -7,7 +7,6 @@ import pathlib
 import socket
 import subprocess
 import sys
-import time
 
 import requests
 
