@@ -1,0 +1,152 @@
+"""Protocol specifications: YAML files checked by protocol.schema.json and by cross-references.
+
+Every problem is reported as `file:line: key: message`, so an engineer can go straight to it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = ["SpecError", "Spec", "load_spec", "LOCAL"]
+
+LOCAL = "local"  # the system name that means "the project's own CodeSystem"
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; `problems` are `file:line: key: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: str
+    data: dict[str, Any]
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        return self.data["protocol"]  # type: ignore[no-any-return]
+
+    @property
+    def base(self) -> str:
+        return str(self.protocol["canonical_base"])
+
+    @property
+    def code_system_url(self) -> str:
+        return f"{self.base}/CodeSystem/{self.protocol['id']}-local"
+
+    def system(self, system: str) -> str:
+        return self.code_system_url if system == LOCAL else system
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("adapter.protocol").joinpath("protocol.schema.json").read_text("utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _lines(value, path + (key.value,), out)
+            out[path + (key.value,)] = key.start_mark.line + 1  # the key's line, not its value's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, path + (i,), out)
+
+
+def _where(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path, 1)
+
+
+def _key(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_spec(path: str | pathlib.Path) -> Spec:
+    """Read and check a spec; SpecError lists every problem with its line and key."""
+    file = str(path)
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise SpecError([f"{file}:{line}: (YAML): {exc}"]) from exc
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    validator = jsonschema.Draft202012Validator(_schema())
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        where = tuple(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = set(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - allowed):
+                problems.append(f"{file}:{_where(lines, where + (extra,))}: {_key(where + (extra,))}: "
+                                f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+            continue
+        problems.append(f"{file}:{_where(lines, where)}: {_key(where)}: {err.message}")
+    if problems:
+        raise SpecError(problems)
+    problems = [f"{file}:{_where(lines, where)}: {_key(where)}: {message}"
+                for where, message in _cross_references(data)]
+    if problems:
+        raise SpecError(problems)
+    return Spec(file, data)
+
+
+def _cross_references(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    found: list[tuple[tuple[Any, ...], str]] = []
+    activities = data["activities"]
+    local = data["local_codes"]
+
+    def known(where: tuple[Any, ...], names: list[str]) -> None:
+        for i, name in enumerate(names):
+            if name not in activities:
+                found.append((where + (i,), f"unknown activity {name!r} (defined: "
+                              f"{', '.join(sorted(activities))})"))
+
+    for name, activity in activities.items():
+        codings = ([("code", activity["code"])] if "code" in activity else []) + [
+            (("codes", i), c) for i, c in enumerate(activity.get("codes", []))]
+        for key, coding in codings:
+            if coding["system"] == LOCAL and coding["code"] not in local:
+                path = ("activities", name) + (key if isinstance(key, tuple) else (key,)) + ("code",)
+                found.append((path, f"local code {coding['code']!r} is not in local_codes"))
+    known(("baseline", "activities"), data["baseline"]["activities"])
+    low, high = data["baseline"]["window"]
+    if not low <= data["baseline"]["day"] <= high:
+        found.append((("baseline", "day"), f"day {data['baseline']['day']} is outside its window "
+                      f"[{low}, {high}]"))
+    for arm_id, arm in data["arms"].items():
+        days = [v["day"] for v in arm["visits"]]
+        if days != sorted(set(days)) or days[0] != 0:
+            found.append((("arms", arm_id, "visits"), "visit days must start at 0 and increase"))
+        for i, visit in enumerate(arm["visits"]):
+            known(("arms", arm_id, "visits", i, "activities"), visit["activities"])
+            if not any(activities.get(a, {}).get("kind") == "procedure" for a in visit["activities"]):
+                found.append((("arms", arm_id, "visits", i), "an injection visit needs a procedure activity"))
+        known(("arms", arm_id, "every_injection_visit"), arm["every_injection_visit"])
+    months = [f["months"] for f in data["follow_up"]]
+    if months != sorted(set(months)):
+        found.append((("follow_up",), "follow-up months must increase"))
+    for i, visit in enumerate(data["follow_up"]):
+        known(("follow_up", i, "activities"), visit["activities"])
+    return found
