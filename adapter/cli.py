@@ -136,6 +136,9 @@ def serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -
 @WORKERS
 def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     """Load the demo data into the store, then serve it (what `make run` does)."""
+    from adapter.protocol.cli import SPECS, load_protocol
+    for spec in sorted(SPECS.glob("*.yaml")):
+        click.echo(f"protocol: {load_protocol(db, spec)} resources from {spec.name}")
     store = open_store(db)
     try:
         report = load_files(store, [DEMO_DIR])
@@ -152,11 +155,20 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     click.echo("\nServing the FHIR R4 gateway. Try:")
     for path in ("metadata", "ResearchStudy/ucmsc-cp", "Patient",
                  "Observation?subject=Patient/demo-child-01&code=http://loinc.org|96761-2&_sort=date",
-                 "Procedure?patient=demo-child-02&_sort=date", "Observation/demo-child-01-weight/_history"):
+                 "Procedure?patient=demo-child-02&_sort=date", "Observation/demo-child-01-weight/_history",
+                 "PlanDefinition/ucmsc-cp-arm-1/$apply?subject=Patient/demo-child-01&start=2026-01-05",
+                 "ResearchSubject/ucmsc-cp-demo-child-01/$adherence?as-of=2026-06-01"):
         click.echo(f"  curl '{base}/{path}'")
     click.echo("Stop with Ctrl-C.\n")
     _serve(host, port, db, workers, False)
 
+
+def _register_groups() -> None:
+    from adapter.protocol.cli import protocol
+    main.add_command(protocol)
+
+
+_register_groups()
 
 if __name__ == "__main__":
     main()

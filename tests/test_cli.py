@@ -21,7 +21,7 @@ def run(*args, **kw):
 
 def test_help_lists_the_commands():
     out = run("--help").stdout
-    for command in ("serve", "init-db", "load", "demo"):
+    for command in ("serve", "init-db", "upgrade-db", "load", "demo", "protocol"):
         assert command in out
 
 
@@ -44,7 +44,8 @@ def test_init_db_then_load_reports_rejections(tmp_path, db_url):
 def test_demo_no_serve_loads_the_demo_data(db_url):
     result = run("demo", "--db", db_url, "--no-serve")
     assert result.returncode == 0, result.stderr
-    assert "38 read, 38 loaded, 0 rejected" in result.stdout
+    assert "protocol: 40 resources from ucmsc-cp-v1.yaml" in result.stdout
+    assert "37 read, 37 loaded, 0 rejected" in result.stdout
 
 
 def test_serve_refuses_a_public_address_without_the_flag(db_url):

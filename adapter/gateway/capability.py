@@ -10,6 +10,7 @@ from adapter import __version__
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.gateway.interactions import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
+from adapter.gateway.operations import operations_of
 
 __all__ = ["capability_statement"]
 
@@ -30,7 +31,8 @@ def _resource(rtype: str) -> dict[str, Any]:
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in search_params(rtype).values()
         ],
-    }
+    } | ({"operation": [{"name": r.operation, "definition": r.definition} for r in ops]}
+         if (ops := operations_of(rtype)) else {})
 
 
 def capability_statement(base: str, started: str | None = None) -> dict[str, Any]:

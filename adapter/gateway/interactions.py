@@ -210,8 +210,10 @@ def delete(req: FhirRequest, repo: Repository) -> FhirResponse:
 class Route:
     method: str
     path: str  # Flask rule under the service base
-    interaction: str  # CapabilityStatement interaction code
+    interaction: str  # CapabilityStatement interaction code, or "operation"
     handler: Callable[[FhirRequest, Repository], FhirResponse]
+    operation: str | None = None  # for operations: name, e.g. "apply"
+    definition: str | None = None  # for operations: the OperationDefinition's canonical URL
 
 
 ROUTES: tuple[Route, ...] = (
@@ -230,4 +232,5 @@ ROUTES: tuple[Route, ...] = (
 TYPE_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
     r.interaction for r in ROUTES if "<resource_type>" in r.path))
 SYSTEM_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
-    r.interaction for r in ROUTES if "<resource_type>" not in r.path))
+    r.interaction for r in ROUTES if "<resource_type>" not in r.path and not r.operation))
+

@@ -13,6 +13,7 @@ from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import FhirError, unsupported_media_type
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
 from adapter.gateway.negotiation import check_body_type, response_type
+from adapter.gateway.operations import OPERATION_ROUTES
 
 __all__ = ["blueprint", "service_base"]
 
@@ -75,11 +76,11 @@ def _view(route: Route) -> Any:
             headers.append(("Content-Type", _CONTENT_TYPES[media]))
         return Response(result.body, result.status, headers)
 
-    view.__name__ = f"{route.interaction}_{route.method.lower()}_{len(route.path)}"
+    view.__name__ = f"{route.operation or route.interaction}_{route.method.lower()}_{len(route.path)}"
     return view
 
 
-for _route in ROUTES:
+for _route in ROUTES + OPERATION_ROUTES:
     blueprint.add_url_rule(_route.path, view_func=_view(_route), methods=[_route.method])
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from adapter.protocol.schedule import INDEX, Visit, visit_plan
+from adapter.protocol.schedule import INDEX, WINDOW_EXTENSION as WINDOW, Visit, visit_plan
 from adapter.protocol.spec import Spec
 
 __all__ = ["build_bundle", "build_resources", "bundle_bytes", "produces_url", "WINDOW"]
 
-WINDOW = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/AcceptableOffsetRangeSoa"
 UCUM = "http://unitsofmeasure.org"
 DAYS_PER_MONTH = 30.4375  # UCUM "mo"; follow-up windows in FHIR are given in days with it
 
@@ -144,6 +143,8 @@ def build_resources(spec: Spec) -> list[dict[str, Any]]:
             related = _timing(visit, last_injection)
             if related:
                 action["relatedAction"] = related
+            else:  # the index visit: its window around the planned start date
+                action["timingRange"] = {"low": _days(visit.window[0]), "high": _days(visit.window[1])}
             protocol["action"].append(action)
         protocols.append(protocol)
         out.extend(visits)

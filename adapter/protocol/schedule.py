@@ -1,4 +1,4 @@
-"""A protocol arm as visits: first relative (the plan), then dated for one child (the schedule).
+"""A protocol arm as visits: relative in the spec (the plan), dated for one child (the schedule).
 
 Course visits count days from the first injection of course 1 (the index visit); follow-up
 visits count calendar months from the last injection, clamped to the end of shorter months
@@ -9,10 +9,13 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from adapter.protocol.spec import Spec
 
-__all__ = ["Visit", "DatedVisit", "visit_plan", "schedule", "add_months", "INDEX"]
+__all__ = ["Visit", "DatedVisit", "visit_plan", "schedule", "add_months", "INDEX", "WINDOW_EXTENSION"]
+
+WINDOW_EXTENSION = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/AcceptableOffsetRangeSoa"
 
 INDEX = "c1-d0"  # the first injection: every other visit is timed from it or from the last one
 
@@ -77,16 +80,56 @@ def visit_plan(spec: Spec, arm_id: str) -> list[Visit]:
     return visits
 
 
-def schedule(spec: Spec, arm_id: str, start: date) -> list[DatedVisit]:
-    """The arm's visits dated for a child whose first injection is on `start`."""
-    plan = visit_plan(spec, arm_id)
-    last_injection = start + timedelta(days=max(v.offset for v in plan if v.injection))
-    dated = []
-    for visit in plan:
-        if visit.anchor == "index":
-            target = start + timedelta(days=visit.offset)
-        else:
-            target = add_months(last_injection, visit.offset)
-        dated.append(DatedVisit(visit, target, target + timedelta(days=visit.window[0]),
-                                target + timedelta(days=visit.window[1])))
-    return dated
+def schedule(plan: dict[str, Any], start: date) -> list[DatedVisit]:
+    """The visits of a protocol PlanDefinition dated for a child whose first injection is `start`.
+
+    Reads the FHIR itself (relatedAction offsets, AcceptableOffsetRangeSoa windows), so that
+    what is stored is what is scheduled. Day offsets and windows are exact; month offsets are
+    calendar months, with the window's width taken from the extension.
+    """
+    pending = list(plan.get("action") or [])
+    dated: dict[str, DatedVisit] = {}
+    while pending:  # an action is dated once the action it is timed from is
+        ready = [a for a in pending if not a.get("relatedAction")
+                 or a["relatedAction"][0]["actionId"] in dated]
+        if not ready:
+            raise ValueError("the plan's relatedAction timings do not lead back to one index action")
+        for action in ready:
+            pending.remove(action)
+            dated[action["id"]] = _date(action, dated, start)
+    return sorted(dated.values(), key=lambda d: (d.target, d.visit.id))
+
+
+def _date(action: dict[str, Any], dated: dict[str, DatedVisit], start: date) -> DatedVisit:
+    related = (action.get("relatedAction") or [None])[0]
+    visit_id, title = action["id"], action.get("title", action["id"])
+    if related is None:  # the index visit; its own window is action.timingRange (days)
+        rng = action.get("timingRange") or {}
+        window = (int(rng.get("low", {}).get("value", 0)), int(rng.get("high", {}).get("value", 0)))
+        return DatedVisit(Visit(visit_id, title, "index", 0, window, ()), start,
+                          start + timedelta(days=window[0]), start + timedelta(days=window[1]))
+    anchor = dated[related["actionId"]].target
+    offset = related["offsetDuration"]
+    low, high = _window(related)
+    if offset.get("code") == "mo":
+        target = add_months(anchor, int(offset["value"]))
+        half = (high - low) // 2
+        window = (-half, half)
+    else:
+        sign = -1 if related["relationship"].startswith("before") else 1
+        target = anchor + timedelta(days=sign * int(offset["value"]))
+        edges = sorted((sign * low - sign * int(offset["value"]), sign * high - sign * int(offset["value"])))
+        window = (edges[0], edges[1])
+    visit = Visit(visit_id, title, "index" if offset.get("code") != "mo" else "last-injection",
+                  int(offset["value"]), window, ())
+    return DatedVisit(visit, target, target + timedelta(days=window[0]),
+                      target + timedelta(days=window[1]))
+
+
+def _window(related: dict[str, Any]) -> tuple[int, int]:
+    for extension in related.get("extension") or []:
+        if extension.get("url") == WINDOW_EXTENSION:
+            rng = extension["valueRange"]
+            return int(rng["low"]["value"]), int(rng["high"]["value"])
+    value = int(related["offsetDuration"]["value"])
+    return value, value

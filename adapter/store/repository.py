@@ -81,6 +81,7 @@ class Repository(abc.ABC):
     def load(self, resources: Iterable[dict[str, Any]], batch_size: int = 1000) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written."""
 
+    @abc.abstractmethod
     def analyze(self) -> None:
         """Refresh the database's query-planning statistics (after large loads)."""
 

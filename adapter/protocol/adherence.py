@@ -1,0 +1,205 @@
+"""Adherence: how a child's recorded care follows the protocol, activity by activity.
+
+Each planned activity of each visit is reported as done in its window, done outside it (by how
+many days), done with the wrong route (an injection recorded with the other route's code),
+missing (its window has passed), or not yet due; injections recorded that match no planned one
+are reported as extra. Procedures and planned injections, both in date order, are aligned at
+the least total distance in days (a wrong route counts `WRONG_ROUTE_DAYS` extra; nothing is
+paired beyond `MATCH_DAYS`); Observations likewise, code by code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from adapter.fhir.outcomes import bad_request
+from adapter.protocol.apply import read_json, search_all
+from adapter.protocol.schedule import DatedVisit, schedule
+from adapter.store.repository import Repository
+
+__all__ = ["Finding", "adherence", "as_parameters", "MATCH_DAYS", "STATUSES"]
+
+MATCH_DAYS = 14
+# A record with the other route counts as this many days farther than one with the right route:
+# an intravenous dose on the day an intrathecal one was due is that dose by the wrong route, not
+# next week's intravenous dose a week early.
+WRONG_ROUTE_DAYS = 3
+STATUSES = ("done-in-window", "done-out-of-window", "wrong-route", "missing", "not-yet-due", "extra")
+
+
+@dataclass
+class Finding:
+    visit: str
+    activity: str  # ActivityDefinition id, or "-" for an extra injection
+    status: str
+    planned: date | None
+    earliest: date | None
+    latest: date | None
+    actual: date | None = None
+    days_outside: int = 0  # negative: early, positive: late
+    resource: str | None = None  # Procedure/... or Observation/...
+    code: tuple[str, str] | None = None
+
+
+@dataclass
+class _Planned:
+    visit: DatedVisit
+    activity: str
+    code: tuple[str, str]
+    finding: Finding | None = None
+
+
+def _day(resource: dict[str, Any], *fields: str) -> date | None:
+    for name in fields:
+        value = resource.get(name)
+        if isinstance(value, dict):
+            value = value.get("start")
+        if isinstance(value, str) and len(value) >= 10:
+            return date.fromisoformat(value[:10])
+    return None
+
+
+def _codes(resource: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(c.get("system", ""), c.get("code", "")) for c in (resource.get("code") or {}).get("coding", [])}
+
+
+def _definitions(repo: Repository, canonical: str, rtype: str, cache: dict[str, Any]) -> dict[str, Any]:
+    url = canonical.split("|")[0]
+    if url not in cache:
+        found = next(search_all(repo, rtype, [("url", url)]), None)
+        if found is None:
+            raise bad_request(f"{rtype} {url} is not stored; load the protocol definitions first")
+        cache[url] = found
+    return cache[url]  # type: ignore[no-any-return]
+
+
+def _status(planned: _Planned, actual: date, right_route: bool) -> tuple[str, int]:
+    v = planned.visit
+    outside = (actual - v.earliest).days if actual < v.earliest else (
+        (actual - v.latest).days if actual > v.latest else 0)
+    if not right_route:
+        return "wrong-route", outside
+    return ("done-in-window" if outside == 0 else "done-out-of-window"), outside
+
+
+def _match(planned: list[_Planned], records: list[tuple[dict[str, Any], date, set[tuple[str, str]]]],
+           kinds: set[tuple[str, str]], rtype: str) -> list[tuple[dict[str, Any], date]]:
+    """Align planned activities and records, both in date order, at the least total cost (an
+    edit distance): a pair costs its distance in days (plus WRONG_ROUTE_DAYS for the other
+    route), leaving either side unpaired costs MATCH_DAYS + 1. Returns the records left over."""
+    plan = sorted(range(len(planned)), key=lambda i: (planned[i].visit.target, planned[i].code))
+    recs = sorted((j for j, r in enumerate(records) if r[2] & kinds),
+                  key=lambda j: (records[j][1], sorted(records[j][2])))
+    skip = MATCH_DAYS + 1
+    n, m = len(plan), len(recs)
+    cost = [[0.0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        cost[i][0] = i * skip
+    for j in range(1, m + 1):
+        cost[0][j] = j * skip
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j] + skip, cost[i][j - 1] + skip,
+                             cost[i - 1][j - 1] + _pair_cost(planned[plan[i - 1]], records[recs[j - 1]]))
+    i, j, used = n, m, set()
+    while i > 0 and j > 0:
+        p, r = planned[plan[i - 1]], records[recs[j - 1]]
+        if cost[i][j] == cost[i - 1][j - 1] + _pair_cost(p, r) and _pair_cost(p, r) < 2 * skip:
+            status, outside = _status(p, r[1], p.code in r[2])
+            v = p.visit
+            p.finding = Finding(v.visit.id, p.activity, status, v.target, v.earliest, v.latest,
+                                r[1], outside, f"{rtype}/{r[0]['id']}", p.code)
+            used.add(recs[j - 1])
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + skip:
+            i -= 1
+        else:
+            j -= 1
+    return [(records[k][0], records[k][1]) for k in recs if k not in used]
+
+
+def _pair_cost(planned: _Planned, record: tuple[dict[str, Any], date, set[tuple[str, str]]]) -> float:
+    distance = abs((record[1] - planned.visit.target).days)
+    if distance > MATCH_DAYS:
+        return float("inf")
+    return distance + (0 if planned.code in record[2] else WRONG_ROUTE_DAYS)
+
+
+def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
+    subject = read_json(repo, "ResearchSubject", subject_id)
+    start = (subject.get("period") or {}).get("start")
+    arm = subject.get("assignedArm")
+    if not start or not arm:
+        raise bad_request(f"ResearchSubject/{subject_id} needs period.start (the first injection) "
+                          "and assignedArm to be checked against the protocol")
+    study = read_json(repo, "ResearchStudy", subject["study"]["reference"].split("/")[-1])
+    arms = [a["name"] for a in study.get("arm", [])]
+    if arm not in arms:
+        raise bad_request(f"arm {arm!r} is not an arm of ResearchStudy/{study['id']}", "ResearchSubject.assignedArm")
+    plan_id = study["protocol"][arms.index(arm)]["reference"].split("/")[-1]
+    plan = read_json(repo, "PlanDefinition", plan_id)
+    patient = subject["individual"]["reference"]
+    actions = {a["id"]: a for a in plan.get("action", [])}
+    injections: list[_Planned] = []
+    assessments: list[_Planned] = []
+    cache: dict[str, Any] = {}
+    for dated in schedule(plan, date.fromisoformat(start[:10])):
+        visit_def = _definitions(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)
+        for action in visit_def.get("action", []):
+            activity = _definitions(repo, action["definitionCanonical"], "ActivityDefinition", cache)
+            if activity.get("dosage"):
+                coding = activity["code"]["coding"][0]
+                injections.append(_Planned(dated, activity["id"], (coding["system"], coding["code"])))
+            for ext in activity.get("extension", []):
+                if ext["url"].endswith("/produces-observation-code"):
+                    c = ext["valueCoding"]
+                    assessments.append(_Planned(dated, activity["id"], (c["system"], c["code"])))
+    procedures = [(p, d, _codes(p)) for p in search_all(repo, "Procedure", [("subject", patient)])
+                  if (d := _day(p, "performedDateTime", "performedPeriod")) and p.get("status") != "entered-in-error"]
+    extra = _match(injections, procedures, {p.code for p in injections}, "Procedure")
+    wanted = {p.code for p in assessments}
+    observations = [(o, d, _codes(o)) for o in search_all(repo, "Observation", [("subject", patient)])
+                    if (d := _day(o, "effectiveDateTime", "effectivePeriod", "effectiveInstant"))
+                    and o.get("status") not in ("entered-in-error", "cancelled") and _codes(o) & wanted]
+    for code in sorted(wanted):
+        _match([p for p in assessments if p.code == code], observations, {code}, "Observation")
+    findings = []
+    for p in injections + assessments:
+        if p.finding is None:
+            v = p.visit
+            status = "missing" if v.latest < as_of else "not-yet-due"
+            p.finding = Finding(v.visit.id, p.activity, status, v.target, v.earliest, v.latest, code=p.code)
+        findings.append(p.finding)
+    for resource, day in extra:
+        findings.append(Finding("-", "-", "extra", None, None, None, day, 0,
+                                f"Procedure/{resource['id']}", next(iter(_codes(resource)), None)))
+    order = {v.visit.id: i for i, v in enumerate(schedule(plan, date.fromisoformat(start[:10])))}
+    findings.sort(key=lambda f: (order.get(f.visit, len(order)), f.activity, f.code or ("", "")))
+    return findings
+
+
+def as_parameters(subject_id: str, as_of: date, findings: list[Finding]) -> dict[str, Any]:
+    """The report as an R4 Parameters resource: a summary, then one `finding` per activity."""
+    counts = {s: sum(1 for f in findings if f.status == s) for s in STATUSES}
+    params: list[dict[str, Any]] = [
+        {"name": "subject", "valueReference": {"reference": f"ResearchSubject/{subject_id}"}},
+        {"name": "asOf", "valueDate": as_of.isoformat()},
+        {"name": "summary", "part": [{"name": s, "valueInteger": n} for s, n in counts.items()]},
+    ]
+    for f in findings:
+        part: list[dict[str, Any]] = [{"name": "visit", "valueString": f.visit},
+                                      {"name": "activity", "valueString": f.activity},
+                                      {"name": "status", "valueCode": f.status}]
+        if f.code:
+            part.append({"name": "code", "valueCoding": {"system": f.code[0], "code": f.code[1]}})
+        for name, value in (("plannedDate", f.planned), ("windowStart", f.earliest),
+                            ("windowEnd", f.latest), ("actualDate", f.actual)):
+            if value:
+                part.append({"name": name, "valueDate": value.isoformat()})
+        if f.status in ("done-out-of-window", "wrong-route") and f.days_outside:
+            part.append({"name": "daysOutsideWindow", "valueInteger": f.days_outside})
+        if f.resource:
+            part.append({"name": "resource", "valueReference": {"reference": f.resource}})
+        params.append({"name": "finding", "part": part})
+    return {"resourceType": "Parameters", "parameter": params}

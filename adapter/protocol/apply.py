@@ -1,0 +1,102 @@
+"""PlanDefinition/$apply for the protocol (https://hl7.org/fhir/R4/plandefinition-operation-apply.html).
+
+Given a protocol PlanDefinition, a child (subject) and the date of the first injection (start),
+returns a CarePlan with one activity per visit: the target date in scheduledTiming.event and the
+acceptable window in scheduledTiming.repeat.boundsPeriod, each pointing at the visit's own
+PlanDefinition. R4 $apply creates nothing; with persist=true the CarePlan is stored (id
+`{plan}-{patient}`, so applying again updates it) and the child's ResearchSubject is created or
+updated (status on-study, the arm of this plan, period.start = start).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+from adapter.fhir import jsonio
+from adapter.fhir.outcomes import bad_request, not_found
+from adapter.fhir.search import parse_search
+from adapter.protocol.schedule import schedule
+from adapter.store.repository import Repository
+
+__all__ = ["apply_plan", "read_json", "search_all", "study_and_arm"]
+
+
+def read_json(repo: Repository, resource_type: str, resource_id: str) -> dict[str, Any]:
+    stored = repo.read(resource_type, resource_id)
+    return jsonio.parse(stored.data or b"{}")  # type: ignore[no-any-return]
+
+
+def search_all(repo: Repository, resource_type: str, params: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    """Every match of a search, page after page."""
+    from adapter.fhir.search import encode_cursor
+    cursor = None
+    while True:
+        extra = [("_cursor", encode_cursor(cursor))] if cursor else []
+        page = repo.search(parse_search(resource_type, params + [("_count", "1000"), ("_total", "none")] + extra))
+        for entry in page.entries:
+            yield jsonio.parse(entry.data or b"{}")
+        cursor = page.next_cursor
+        if cursor is None:
+            return
+
+
+def _reference_id(reference: str, expected: str) -> str:
+    parts = reference.strip().split("/")
+    if len(parts) != 2 or parts[0] != expected or not parts[1]:
+        raise bad_request(f"subject must be a reference like {expected}/ID, not {reference!r}", "subject")
+    return parts[1]
+
+
+def study_and_arm(repo: Repository, plan_id: str) -> tuple[dict[str, Any], str]:
+    """The ResearchStudy whose protocol is this PlanDefinition, and the arm it implements
+    (ResearchStudy.protocol and .arm are written in the same order by the builder)."""
+    for study in search_all(repo, "ResearchStudy", [("protocol", f"PlanDefinition/{plan_id}")]):
+        refs = [p.get("reference") for p in study.get("protocol", [])]
+        arms = study.get("arm") or []
+        index = refs.index(f"PlanDefinition/{plan_id}")
+        if index < len(arms):
+            return study, arms[index]["name"]
+    raise bad_request(f"PlanDefinition/{plan_id} is not the protocol of any ResearchStudy arm")
+
+
+def apply_plan(repo: Repository, plan_id: str, subject: str, start: date,
+               persist: bool = False) -> dict[str, Any]:
+    plan = read_json(repo, "PlanDefinition", plan_id)
+    types = {c.get("code") for c in (plan.get("type") or {}).get("coding", [])}
+    if "clinical-protocol" not in types:
+        raise bad_request(f"PlanDefinition/{plan_id} is not a clinical-protocol PlanDefinition")
+    patient_id = _reference_id(subject, "Patient")
+    try:
+        repo.read("Patient", patient_id)
+    except Exception as exc:  # 404 or 410, said as the subject's problem
+        raise not_found(f"subject Patient/{patient_id} is not known") from exc
+    visits = schedule(plan, start)
+    actions = {a["id"]: a for a in plan.get("action", [])}
+    canonical = f"{plan['url']}|{plan['version']}" if plan.get("version") else plan["url"]
+    care_plan: dict[str, Any] = {
+        "resourceType": "CarePlan", "id": f"{plan_id}-{patient_id}"[:64],
+        "instantiatesCanonical": [canonical], "status": "active", "intent": "plan",
+        "title": plan.get("title", plan_id),
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "period": {"start": min(v.earliest for v in visits).isoformat(),
+                   "end": max(v.latest for v in visits).isoformat()},
+        "activity": [{"detail": {
+            "kind": "ServiceRequest",
+            "instantiatesCanonical": [actions[v.visit.id]["definitionCanonical"]],
+            "code": {"text": v.visit.title},
+            "status": "scheduled",
+            "scheduledTiming": {"event": [v.target.isoformat()],
+                                "repeat": {"boundsPeriod": {"start": v.earliest.isoformat(),
+                                                            "end": v.latest.isoformat()}}},
+        }} for v in visits],
+    }
+    if persist:
+        study, arm = study_and_arm(repo, plan_id)
+        stored = repo.update(care_plan)
+        care_plan = jsonio.parse(stored.data or b"{}")
+        repo.update({"resourceType": "ResearchSubject", "id": f"{study['id']}-{patient_id}"[:64],
+                     "status": "on-study", "period": {"start": start.isoformat()},
+                     "study": {"reference": f"ResearchStudy/{study['id']}"},
+                     "individual": {"reference": f"Patient/{patient_id}"}, "assignedArm": arm})
+    return care_plan

@@ -1,0 +1,74 @@
+"""The protocol's FHIR definitions: valid R4, Vulcan timing, byte-identical builds."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from adapter.fhir.validation import validate
+from adapter.protocol.build import build_resources, bundle_bytes
+from adapter.protocol.schedule import WINDOW_EXTENSION
+from adapter.protocol.spec import load_spec
+from r4schema import assert_r4
+from test_protocol_spec import SPEC
+
+
+def resources():
+    return {f"{r['resourceType']}/{r['id']}": r for r in build_resources(load_spec(SPEC))}
+
+
+def test_every_resource_is_valid_and_r4():
+    built = resources()
+    assert Counter(k.split("/")[0] for k in built) == {
+        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 1, "ValueSet": 1}
+    for key, resource in built.items():
+        assert validate(resource) == [], key
+        assert_r4(resource)
+        assert "subjectCanonical" not in resource
+
+
+def test_study_points_at_one_protocol_per_arm():
+    study = resources()["ResearchStudy/ucmsc-cp"]
+    assert [p["reference"] for p in study["protocol"]] == ["PlanDefinition/ucmsc-cp-arm-1",
+                                                           "PlanDefinition/ucmsc-cp-arm-2"]
+    assert [a["name"] for a in study["arm"]] == ["arm-1", "arm-2"]
+    assert study["phase"]["coding"][0]["code"] == "n-a"
+
+
+def test_visits_are_timed_with_related_actions_and_windows():
+    built = resources()
+    protocol = built["PlanDefinition/ucmsc-cp-arm-1"]
+    assert protocol["type"]["coding"][0]["code"] == "clinical-protocol"
+    actions = {a["id"]: a for a in protocol["action"]}
+    week2 = actions["c1-d7"]["relatedAction"][0]
+    assert week2["actionId"] == "c1-d0" and week2["relationship"] == "after-start"
+    assert week2["offsetDuration"]["value"] == 7 and week2["offsetDuration"]["code"] == "d"
+    [window] = week2["extension"]
+    assert window["url"] == WINDOW_EXTENSION
+    assert (window["valueRange"]["low"]["value"], window["valueRange"]["high"]["value"]) == (5, 9)
+    baseline = actions["baseline"]["relatedAction"][0]
+    assert baseline["relationship"] == "before-start" and baseline["offsetDuration"]["value"] == 7
+    follow = actions["fu-m12"]["relatedAction"][0]
+    assert follow["actionId"] == "c1-d21" and follow["offsetDuration"]["code"] == "mo"
+    visit = built["PlanDefinition/ucmsc-cp-arm-1-c1-d21"]
+    assert actions["c1-d21"]["definitionCanonical"] == f"{visit['url']}|1.0.0"
+    assert [a["id"] for a in visit["action"]] == ["intravenous-injection", "vital-signs", "adverse-reaction-review"]
+
+
+def test_injections_carry_route_and_the_dose_parameter():
+    it = resources()["ActivityDefinition/ucmsc-cp-intrathecal-injection"]
+    dosage = it["dosage"][0]
+    assert dosage["route"]["coding"][0]["code"] == "72607000"
+    assert dosage["doseAndRate"][0]["doseQuantity"]["code"] == "10*6/kg"
+    immune = resources()["ActivityDefinition/ucmsc-cp-immune-panel"]
+    assert len(immune["extension"]) == 8  # the Observation codes the panel produces
+
+
+def test_building_twice_gives_the_same_bytes(tmp_path):
+    first = bundle_bytes(load_spec(SPEC))
+    assert bundle_bytes(load_spec(SPEC)) == first
+    cli = str(Path(sys.executable).parent / "fhir-adapter")
+    out = tmp_path / "bundle.json"
+    subprocess.run([cli, "protocol", "build", str(SPEC), "-o", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == first

@@ -1,0 +1,141 @@
+"""$apply and $adherence over HTTP and the CLI, on hand-made children."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapter.protocol.build import build_resources
+from adapter.protocol.spec import load_spec
+from r4schema import assert_r4
+from test_protocol_spec import SPEC
+
+LOCAL = "http://ucmsc-cp.example.org/fhir/CodeSystem/ucmsc-cp-local"
+CLI = str(Path(sys.executable).parent / "fhir-adapter")
+
+
+def injection(pid: str, n: int, day: str, route: str) -> dict:
+    return {"resourceType": "Procedure", "id": f"{pid}-inj-{n}", "status": "completed",
+            "code": {"coding": [{"system": LOCAL, "code": f"ucmsc-{route}"}]},
+            "subject": {"reference": f"Patient/{pid}"}, "performedDateTime": day}
+
+
+@pytest.fixture
+def protocol_store(store):
+    store.load(build_resources(load_spec(SPEC)))
+    store.load([
+        {"resourceType": "Patient", "id": "kid"},
+        {"resourceType": "ResearchSubject", "id": "ucmsc-cp-kid", "status": "on-study",
+         "study": {"reference": "ResearchStudy/ucmsc-cp"}, "individual": {"reference": "Patient/kid"},
+         "assignedArm": "arm-1", "period": {"start": "2026-01-05"}},
+        injection("kid", 1, "2026-01-05", "it"),   # c1-d0: in window
+        injection("kid", 2, "2026-01-16", "it"),   # c1-d7 (window to 01-14): 2 days late
+        injection("kid", 3, "2026-01-19", "iv"),   # c1-d14 should be intrathecal: wrong route
+        injection("kid", 4, "2026-02-20", "it"),   # nowhere near a planned injection: extra
+        {"resourceType": "Observation", "id": "kid-adl", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "96761-2"}]},
+         "subject": {"reference": "Patient/kid"}, "effectiveDateTime": "2025-12-30",
+         "valueQuantity": {"value": 45}},
+    ])
+    return store
+
+
+def statuses(parameters: dict) -> dict[tuple[str, str, str], dict]:
+    found = {}
+    for p in parameters["parameter"]:
+        if p["name"] != "finding":
+            continue
+        parts = {q["name"]: next(v for k, v in q.items() if k.startswith("value")) for q in p["part"]}
+        code = parts.get("code", {}).get("code", "-")
+        found[(parts["visit"], parts["activity"], code)] = parts
+    return found
+
+
+def test_adherence_reports_every_kind(http, live, protocol_store):
+    r = http.get(f"{live}/ResearchSubject/ucmsc-cp-kid/$adherence", params={"as-of": "2026-02-01"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert_r4(report)
+    found = statuses(report)
+    it, iv = "ucmsc-cp-intrathecal-injection", "ucmsc-cp-intravenous-injection"
+    assert found[("c1-d0", it, "ucmsc-it")]["status"] == "done-in-window"
+    late = found[("c1-d7", it, "ucmsc-it")]
+    assert late["status"] == "done-out-of-window" and late["daysOutsideWindow"] == 2
+    assert late["resource"] == {"reference": "Procedure/kid-inj-2"}
+    assert found[("c1-d14", it, "ucmsc-it")]["status"] == "wrong-route"
+    assert found[("c1-d21", iv, "ucmsc-iv")]["status"] == "missing"
+    extra = found[("-", "-", "ucmsc-it")]
+    assert extra["status"] == "extra" and extra["resource"] == {"reference": "Procedure/kid-inj-4"}
+    assert found[("baseline", "ucmsc-cp-adl", "96761-2")]["status"] == "done-in-window"
+    assert found[("fu-m1", "ucmsc-cp-adl", "96761-2")]["status"] == "not-yet-due"
+    summary = {q["name"]: q["valueInteger"] for q in report["parameter"][2]["part"]}
+    assert summary["extra"] == 1 and summary["wrong-route"] == 1 and summary["done-out-of-window"] == 1
+
+
+def test_apply_returns_a_dated_care_plan_and_persists_on_request(http, live, protocol_store):
+    r = http.get(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply",
+                 params={"subject": "Patient/kid", "start": "2024-01-31"})
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert_r4(plan)
+    timing = {a["detail"]["instantiatesCanonical"][0].split("|")[0].rsplit("-", 2)[-2:][-1]:
+              a["detail"]["scheduledTiming"] for a in plan["activity"]}
+    first_follow_up = plan["activity"][5]["detail"]["scheduledTiming"]
+    assert first_follow_up["event"] == ["2024-03-21"]
+    assert first_follow_up["repeat"]["boundsPeriod"] == {"start": "2024-03-14", "end": "2024-03-28"}
+    assert len(timing) >= 1 and plan["subject"] == {"reference": "Patient/kid"}
+    assert protocol_store.search(__import__("adapter.fhir.search", fromlist=["x"]).parse_search(
+        "CarePlan", [])).total == 0  # R4 $apply creates nothing by itself
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "subject", "valueString": "Patient/kid"}, {"name": "start", "valueDate": "2026-02-02"},
+        {"name": "persist", "valueBoolean": True}]}
+    r = http.post(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", data=json.dumps(body),
+                  headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.text
+    stored = protocol_store.read("CarePlan", r.json()["id"])
+    assert b'"2026-02-02"' in stored.data
+    subject = json.loads(protocol_store.read("ResearchSubject", "ucmsc-cp-kid").data)
+    assert subject["period"]["start"] == "2026-02-02" and subject["assignedArm"] == "arm-1"
+
+
+@pytest.mark.parametrize("path,params,status,where", [
+    ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Patient/kid"}, 400, "start"),
+    ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Patient/kid", "start": "2026-02-30"}, 400, "start"),
+    ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Group/x", "start": "2026-02-01"}, 400, "subject"),
+    ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Patient/nobody", "start": "2026-02-01"}, 404, None),
+    ("PlanDefinition/ucmsc-cp-arm-1-c1-d0/$apply", {"subject": "Patient/kid", "start": "2026-02-01"}, 400, None),
+    ("PlanDefinition/missing/$apply", {"subject": "Patient/kid", "start": "2026-02-01"}, 404, None),
+    ("ResearchSubject/ucmsc-cp-kid/$adherence", {"as-of": "soon"}, 400, "as-of"),
+    ("ResearchSubject/nobody/$adherence", {}, 404, None),
+])
+def test_operation_errors_are_outcomes(http, live, protocol_store, path, params, status, where):
+    r = http.get(f"{live}/{path}", params=params)
+    assert r.status_code == status, r.text
+    outcome = r.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    if where:
+        assert outcome["issue"][0]["expression"] == [where]
+
+
+def test_capability_statement_lists_the_operations(http, live):
+    cs = http.get(f"{live}/metadata").json()
+    ops = {res["type"]: [o["name"] for o in res.get("operation", [])] for res in cs["rest"][0]["resource"]}
+    assert ops["PlanDefinition"] == ["apply"] and ops["ResearchSubject"] == ["adherence"]
+
+
+def test_cli_load_apply_and_adherence(db_url, protocol_store):
+    def run(*args):
+        return subprocess.run([CLI, "protocol", *args, "--db", db_url], capture_output=True, text=True, timeout=120)
+    loaded = run("load", str(SPEC))
+    assert loaded.returncode == 0 and "40 protocol resources stored" in loaded.stdout
+    applied = run("apply", "--plan", "ucmsc-cp-arm-1", "--subject", "Patient/kid", "--start", "2024-01-31")
+    assert applied.returncode == 0, applied.stderr
+    assert "2024-03-21" in applied.stdout and "2024-03-14 .. 2024-03-28" in applied.stdout
+    report = run("adherence", "ucmsc-cp-kid", "--as-of", "2026-02-01")
+    assert report.returncode == 0, report.stderr
+    assert "wrong-route" in report.stdout and "1 extra" in report.stdout
+    bad = run("apply", "--plan", "ucmsc-cp-arm-1", "--subject", "Patient/nobody", "--start", "2024-01-31")
+    assert bad.returncode != 0 and "Patient/nobody" in bad.stderr
