@@ -75,7 +75,8 @@ def visit_plan(spec: Spec, arm_id: str) -> list[Visit]:
         course_start = last_day + arm["course_gap_days"]
     for follow in data["follow_up"]:
         months, days = follow["months"], follow["window_days"]
-        visits.append(Visit(f"fu-m{months}", f"Follow-up, {months} months after the last injection",
+        unit = "month" if months == 1 else "months"
+        visits.append(Visit(f"fu-m{months}", f"Follow-up, {months} {unit} after the last injection",
                             "last-injection", months, (-days, days), tuple(follow["activities"])))
     return visits
 
