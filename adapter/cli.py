@@ -12,7 +12,7 @@ import click
 
 from adapter.gateway.app import DEFAULT_DB
 from adapter.loading import load_files
-from adapter.store import open_store
+from adapter.store import Repository, open_store
 from adapter.store.engines import make_engine
 from adapter.store.migrate import upgrade
 
@@ -110,6 +110,22 @@ def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) 
     os.execv(gunicorn, args)
 
 
+def _plan_demo_children(store: Repository) -> int:
+    """A stored CarePlan for every demo child on study, from its arm and first injection date."""
+    from datetime import date
+
+    from adapter.protocol.apply import apply_plan, search_all
+    planned = 0
+    for subject in search_all(store, "ResearchSubject", [("status", "on-study")]):
+        study = next(search_all(store, "ResearchStudy", [("_id", subject["study"]["reference"].split("/")[1])]))
+        arms = [a["name"] for a in study["arm"]]
+        plan_id = study["protocol"][arms.index(subject["assignedArm"])]["reference"].split("/")[1]
+        apply_plan(store, plan_id, subject["individual"]["reference"],
+                   date.fromisoformat(subject["period"]["start"]), persist=True)
+        planned += 1
+    return planned
+
+
 HOST = click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 PORT = click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 WORKERS = click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
@@ -142,9 +158,10 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     store = open_store(db)
     try:
         report = load_files(store, [DEMO_DIR])
+        plans = _plan_demo_children(store)
     finally:
         store.close()
-    click.echo(f"demo data: {report.summary()} ({DEMO_DIR})")
+    click.echo(f"demo data: {report.summary()} ({DEMO_DIR}); {plans} care plans")
     for rejection in report.rejected:
         click.echo(str(rejection), err=True)
     if report.rejected:
