@@ -195,3 +195,29 @@ def test_every_advertised_search_parameter_answers(http, live, store):
             assert r.status_code == 200, (res["type"], param["name"], r.text[:300])
             checked += 1
     assert checked > 250
+
+
+def test_validate_operation_reports_without_storing(http, live, store):
+    from conftest import table_counts
+    before = table_counts(store)
+    url = f"{live}/Observation/$validate"
+    bad = http.post(url, data=json.dumps(observation(status="done")), headers={"Content-Type": FHIR_JSON})
+    assert bad.status_code == 200
+    outcome = bad.json()
+    assert_r4(outcome)
+    assert outcome["issue"][0]["severity"] == "error"
+    assert outcome["issue"][0]["expression"] == ["Observation.status"]
+    good = http.post(url, data=json.dumps({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": observation()}]}), headers={"Content-Type": FHIR_JSON})
+    assert good.status_code == 200 and good.json()["issue"][0]["severity"] == "information"
+    wrong_type = http.post(f"{live}/Patient/$validate", data=json.dumps(observation()),
+                           headers={"Content-Type": FHIR_JSON})
+    assert wrong_type.json()["issue"][0]["expression"] == ["resourceType"]
+    assert table_counts(store) == before
+    store.update(observation(id="o1"))
+    stored = http.get(f"{live}/Observation/o1/$validate")
+    assert stored.status_code == 200 and stored.json()["issue"][0]["severity"] == "information"
+    mismatch = http.post(f"{live}/Observation/o1/$validate", data=json.dumps(observation(id="o2")),
+                         headers={"Content-Type": FHIR_JSON})
+    assert mismatch.json()["issue"][0]["expression"] == ["Observation.id"]
+    assert http.get(f"{live}/Observation/nope/$validate").status_code == 404

@@ -123,7 +123,8 @@ def test_operation_errors_are_outcomes(http, live, protocol_store, path, params,
 def test_capability_statement_lists_the_operations(http, live):
     cs = http.get(f"{live}/metadata").json()
     ops = {res["type"]: [o["name"] for o in res.get("operation", [])] for res in cs["rest"][0]["resource"]}
-    assert ops["PlanDefinition"] == ["apply"] and ops["ResearchSubject"] == ["adherence"]
+    assert ops["PlanDefinition"] == ["validate", "apply"] and ops["ResearchSubject"] == ["validate", "adherence"]
+    assert ops["Observation"] == ["validate"]
 
 
 def test_cli_load_apply_and_adherence(db_url, protocol_store):
@@ -139,3 +140,26 @@ def test_cli_load_apply_and_adherence(db_url, protocol_store):
     assert "wrong-route" in report.stdout and "1 extra" in report.stdout
     bad = run("apply", "--plan", "ucmsc-cp-arm-1", "--subject", "Patient/nobody", "--start", "2024-01-31")
     assert bad.returncode != 0 and "Patient/nobody" in bad.stderr
+
+
+def test_adherence_pairs_same_day_routes_in_arm_2(protocol_store):
+    from datetime import date
+
+    from adapter.protocol.adherence import adherence
+    protocol_store.load([
+        {"resourceType": "Patient", "id": "kid2"},
+        {"resourceType": "ResearchSubject", "id": "ucmsc-cp-kid2", "status": "on-study",
+         "study": {"reference": "ResearchStudy/ucmsc-cp"}, "individual": {"reference": "Patient/kid2"},
+         "assignedArm": "arm-2", "period": {"start": "2026-01-05"}},
+        injection("kid2", 1, "2026-01-05", "iv"), injection("kid2", 2, "2026-01-05", "it"),
+        injection("kid2", 3, "2026-02-03", "iv"),  # course 2 (due 02-02): intravenous only, a day late
+    ])
+    found = {(f.visit, f.activity): f for f in adherence(protocol_store, "ucmsc-cp-kid2", date(2026, 3, 20))
+             if f.activity.endswith("injection")}
+    it, iv = "ucmsc-cp-intrathecal-injection", "ucmsc-cp-intravenous-injection"
+    assert found[("c1-d0", iv)].status == found[("c1-d0", it)].status == "done-in-window"
+    assert {found[("c1-d0", iv)].resource, found[("c1-d0", it)].resource} == {
+        "Procedure/kid2-inj-1", "Procedure/kid2-inj-2"}
+    assert found[("c2-d28", iv)].status == "done-in-window"  # window +-2 days
+    assert found[("c2-d28", it)].status == "missing"
+    assert found[("c3-d56", iv)].status == "missing"

@@ -8,13 +8,16 @@ from datetime import date
 from typing import Any
 
 from adapter.fhir import jsonio
-from adapter.fhir.outcomes import bad_request
-from adapter.gateway.interactions import FhirRequest, FhirResponse, Route
+from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.outcomes import Issue, bad_request, operation_outcome
+from adapter.fhir.validation import validate
+from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
 from adapter.protocol.adherence import adherence, as_parameters
 from adapter.protocol.apply import apply_plan
 from adapter.store.repository import Repository
 
-__all__ = ["apply_operation", "adherence_operation", "OPERATION_ROUTES", "operations_of"]
+__all__ = ["apply_operation", "adherence_operation", "validate_operation", "OPERATION_ROUTES",
+           "operations_of"]
 
 
 def _inputs(req: FhirRequest) -> dict[str, str]:
@@ -65,9 +68,43 @@ def adherence_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     return FhirResponse(200, jsonio.dumps(report))
 
 
+def validate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """[type]/$validate and [type]/[id]/$validate (https://hl7.org/fhir/R4/resource-operation-validate.html).
+
+    The resource is the body, or the `resource` parameter of a Parameters body; on an instance
+    without a body, the stored resource. The answer is 200 with an OperationOutcome whether or
+    not the resource is valid: errors as error issues, else one information issue.
+    """
+    rtype = check_type(req.resource_type)
+    if req.body:
+        resource = jsonio.parse(req.body)
+        if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+            resource = next((p.get("resource") for p in resource.get("parameter") or []
+                             if p.get("name") == "resource"), None)
+            if resource is None:
+                raise bad_request("a Parameters body needs a 'resource' parameter", "resource")
+    elif req.id:
+        resource = jsonio.parse(repo.read(rtype, req.id).data or b"{}")
+    else:
+        raise bad_request("send the resource to validate as the body", code="required")
+    issues = validate(resource, expected_type=rtype)
+    if not issues and req.id and resource.get("id") not in (None, req.id):
+        issues = [Issue("invalid", f"the body's id {resource.get('id')!r} does not match the URL's "
+                        f"id {req.id!r}", f"{rtype}.id")]
+    if not issues:
+        issues = [Issue("informational", "no problems found: valid FHIR R4 for this server",
+                        severity="information")]
+    return FhirResponse(200, jsonio.dumps(operation_outcome(issues)))
+
+
+_VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 _APPLY = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
 _ADHERENCE = "http://ucmsc-cp.example.org/fhir/OperationDefinition/ResearchSubject-adherence"
-OPERATION_ROUTES: tuple[Route, ...] = tuple(
+OPERATION_ROUTES: tuple[Route, ...] = (
+    Route("POST", "/<resource_type>/$validate", "operation", validate_operation, "validate", _VALIDATE),
+    Route("POST", "/<resource_type>/<id>/$validate", "operation", validate_operation, "validate", _VALIDATE),
+    Route("GET", "/<resource_type>/<id>/$validate", "operation", validate_operation, "validate", _VALIDATE),
+) + tuple(
     Route(method, f"/{rtype}/<id>/${name}", "operation", handler, name, definition)
     for rtype, name, definition, handler in (
         ("PlanDefinition", "apply", _APPLY, apply_operation),
@@ -77,4 +114,7 @@ OPERATION_ROUTES: tuple[Route, ...] = tuple(
 
 def operations_of(resource_type: str) -> list[Route]:
     """The operations on a type, once each (for the CapabilityStatement)."""
-    return [r for r in OPERATION_ROUTES if r.method == "GET" and r.path.startswith(f"/{resource_type}/")]
+    found = {r.operation: r for r in OPERATION_ROUTES
+             if r.path.startswith((f"/{resource_type}/", "/<resource_type>/"))
+             and resource_type in SERVED_TYPES}
+    return list(found.values())
