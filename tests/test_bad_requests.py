@@ -117,3 +117,23 @@ def test_any_mangled_observation_is_stored_valid_or_rejected_with_an_outcome(cli
     else:
         assert r.json["resourceType"] == "OperationOutcome"
         assert table_counts(store) == before
+
+
+search_value = st.one_of(
+    st.sampled_from(["", "|", ",", "ge", "eq2020", "2020-01-01T10:00", "x|y|z", "\\", "1e400", "nan",
+                     "Patient/", "/1", "a,b,,c", "ap2020", "2020-13", "|x", "x|", "9" * 30]),
+    st.text(alphabet="abcXYZ019|,:-.$\\/%_ ", max_size=10))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_search_answers_200_or_a_400_outcome(client, data):
+    from adapter.fhir.definitions import SERVED_TYPES, search_params
+    rtype = data.draw(st.sampled_from(SERVED_TYPES))
+    name = data.draw(st.sampled_from(sorted(search_params(rtype)) + ["_sort", "_count", "_total", "_cursor"]))
+    modifier = data.draw(st.sampled_from(["", ":missing", ":not", ":text", ":exact", ":contains",
+                                          ":Patient", ":below", ":above", ":"]))
+    r = client.get(f"/fhir/{rtype}", query_string=[(name + modifier, data.draw(search_value))])
+    assert r.status_code in (200, 400), r.get_data(as_text=True)[:300]
+    body = r.json
+    assert body["resourceType"] == ("Bundle" if r.status_code == 200 else "OperationOutcome")

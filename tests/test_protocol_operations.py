@@ -163,3 +163,16 @@ def test_adherence_pairs_same_day_routes_in_arm_2(protocol_store):
     assert found[("c2-d28", iv)].status == "done-in-window"  # window +-2 days
     assert found[("c2-d28", it)].status == "missing"
     assert found[("c3-d56", iv)].status == "missing"
+
+
+@pytest.mark.parametrize("path", ["PlanDefinition/ucmsc-cp-arm-1/$apply", "Observation/$validate",
+                                  "ResearchSubject/ucmsc-cp-kid/$adherence"])
+@pytest.mark.parametrize("body", [b"[]", b'{"resourceType": "Parameters", "parameter": "x"}',
+                                  b'{"resourceType": "Parameters", "parameter": [1]}', b"{"])
+def test_malformed_operation_bodies_are_400(http, live, protocol_store, path, body):
+    r = http.post(f"{live}/{path}", data=body, headers={"Content-Type": "application/fhir+json"})
+    if path.endswith("$validate") and body == b"[]":  # a body that parses: $validate reports on it
+        assert r.status_code == 200 and r.json()["issue"][0]["severity"] == "error"
+        return
+    assert r.status_code == 400, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"

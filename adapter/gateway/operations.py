@@ -20,13 +20,20 @@ __all__ = ["apply_operation", "adherence_operation", "validate_operation", "OPER
            "operations_of"]
 
 
+def _parameters(body: Any) -> list[dict[str, Any]]:
+    """The `parameter` list of a Parameters body; 400 for anything else."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise bad_request("an operation's POST body must be a Parameters resource", "resourceType")
+    params = body.get("parameter") or []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise bad_request("Parameters.parameter must be a list of parameters", "Parameters.parameter")
+    return params
+
+
 def _inputs(req: FhirRequest) -> dict[str, str]:
     values = {k: v for k, v in req.params if not k.startswith("_")}
     if req.body:
-        body = jsonio.parse(req.body)
-        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-            raise bad_request("an operation's POST body must be a Parameters resource", "resourceType")
-        for param in body.get("parameter") or []:
+        for param in _parameters(jsonio.parse(req.body)):
             value = next((v for k, v in param.items() if k.startswith("value")), None)
             if isinstance(value, dict):
                 value = value.get("reference")
@@ -79,7 +86,7 @@ def validate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     if req.body:
         resource = jsonio.parse(req.body)
         if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
-            resource = next((p.get("resource") for p in resource.get("parameter") or []
+            resource = next((p.get("resource") for p in _parameters(resource)
                              if p.get("name") == "resource"), None)
             if resource is None:
                 raise bad_request("a Parameters body needs a 'resource' parameter", "resource")
