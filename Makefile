@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB ?= sqlite:///var/adapter.db
 
-.PHONY: install run test bench definitions clean
+.PHONY: install run test lint bench definitions clean
 
 $(BIN)/fhir-adapter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check adapter tests bench tools fixtures
+	$(BIN)/mypy adapter
 
 bench: install
 	$(BIN)/python -m bench.read

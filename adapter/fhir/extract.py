@@ -84,7 +84,8 @@ def _walk(node: Any, path: tuple[str, ...], where: tuple[int, str, str] | None =
 
 @functools.cache
 def _fhirpath(expression: str) -> Callable[[Any], list[Any]]:
-    return fhirpathpy.compile(expression, models["r4"])  # type: ignore[no-any-return]
+    compiled = fhirpathpy.compile(expression, models["r4"])
+    return lambda resource: list(compiled(resource, None))
 
 
 def _values(resource: dict[str, Any], param: SearchParam) -> Iterator[tuple[Any, str | None]]:

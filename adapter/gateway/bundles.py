@@ -55,7 +55,7 @@ def _bundle(kind: str, total: int | None, links: list[tuple[str, str]], entries:
 def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
               warnings: list[Issue]) -> bytes:
     entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/{e.resource_type}/{e.id}", "resource": orjson.Fragment(e.data),
+        {"fullUrl": f"{base}/{e.resource_type}/{e.id}", "resource": orjson.Fragment(e.data or b"{}"),
          "search": {"mode": "match"}}
         for e in page.entries
     ]

@@ -30,9 +30,9 @@ def read_json(repo: Repository, resource_type: str, resource_id: str) -> dict[st
 def search_all(repo: Repository, resource_type: str, params: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
     """Every match of a search, page after page."""
     from adapter.fhir.search import encode_cursor
-    cursor = None
+    cursor: tuple[Any, ...] | None = None
     while True:
-        extra = [("_cursor", encode_cursor(cursor))] if cursor else []
+        extra: list[tuple[str, str]] = [("_cursor", encode_cursor(cursor))] if cursor else []
         page = repo.search(parse_search(resource_type, params + [("_count", "1000"), ("_total", "none")] + extra))
         for entry in page.entries:
             yield jsonio.parse(entry.data or b"{}")

@@ -116,8 +116,7 @@ def _timing(visit: Visit, last_injection: str) -> list[dict[str, Any]]:
                    "offsetDuration": {"value": visit.offset, "unit": "months", "system": UCUM, "code": "mo"}}
         middle = visit.offset * DAYS_PER_MONTH
         window = {"low": _days(middle + visit.window[0]), "high": _days(middle + visit.window[1])}
-    related["extension"] = [{"url": WINDOW, "valueRange": window}]
-    return [related]
+    return [{**related, "extension": [{"url": WINDOW, "valueRange": window}]}]
 
 
 def build_resources(spec: Spec) -> list[dict[str, Any]]:

@@ -110,7 +110,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
         return
     names = ", ".join(columns)
     if is_postgresql(conn):
-        driver = conn.connection.driver_connection
+        driver: Any = conn.connection.driver_connection
         with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -143,7 +143,7 @@ class ByIdReader:
             return sqlite3.connect(self._sqlite, timeout=30, isolation_level=None,
                                    check_same_thread=False)
         import psycopg
-        return psycopg.connect(self._conninfo, autocommit=True)
+        return psycopg.connect(str(self._conninfo), autocommit=True)
 
     def fetch(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
         conn = getattr(self._local, "conn", None)

@@ -200,7 +200,7 @@ def build_queries(request: SearchRequest) -> tuple[Select[Any], Select[Any]]:
         if len(request.cursor) != len(keys) + 1:
             raise bad_request("_cursor does not belong to this search", "_cursor")
         conditions.append(_after(keys, request.cursor))
-    order = []
+    order: list[Any] = []
     for column, desc in keys:
         order.append(case((column.is_(None), 1), else_=0))
         order.append(column.desc() if desc else column.asc())

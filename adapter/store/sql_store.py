@@ -277,7 +277,7 @@ class SqlStore(Repository):
         query, count = build_queries(request)
         with self._read() as conn:
             rows = conn.execute(query).all()
-            total = None
+            total: int | None = None
             if request.total != "none":
                 total = conn.execute(count).scalar_one()
         page = rows[:request.count]

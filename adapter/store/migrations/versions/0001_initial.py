@@ -19,7 +19,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-INDEXES = {
+INDEXES: dict[str, tuple[list[sa.Column], list[str]]] = {  # type: ignore[type-arg]
     # name: (extra columns, lookup columns)
     "idx_token": ([sa.Column("system", key_text()), sa.Column("code", key_text()),
                    sa.Column("text", sa.Text)], ["code", "system"]),
