@@ -1,0 +1,1 @@
+"""Site mappings: site exports (CSV, REDCap, NDJSON) read row by row into FHIR."""
