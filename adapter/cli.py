@@ -9,17 +9,15 @@ import socket
 import sys
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
-from adapter.gateway.app import DEFAULT_DB
+from adapter.cli_options import DB_OPTION
 from adapter.loading import load_files
+from adapter.protocol.cli import SPECS, load_protocol, protocol
 from adapter.store import Repository, open_store
 from adapter.store.engines import make_engine
 from adapter.store.migrate import upgrade
 
-DB_OPTION = click.option(
-    "--db", default=lambda: os.environ.get("FHIR_ADAPTER_DB", DEFAULT_DB), show_default=DEFAULT_DB,
-    help="Database URL (env FHIR_ADAPTER_DB): sqlite:///PATH (embedded) or "
-         "postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME.")
 DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 
 
@@ -36,7 +34,20 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Store and database failures end a command with one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise click.ClickException(f"database error: {reason}") from None
+        except ValueError as exc:  # e.g. an unsupported database URL
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ucmsc-fhir-adapter")
 def main() -> None:
     """FHIR R4 adapter for the UC-MSC cerebral palsy treatment protocol."""
@@ -114,13 +125,11 @@ def _plan_demo_children(store: Repository) -> int:
     """A stored CarePlan for every demo child on study, from its arm and first injection date."""
     from datetime import date
 
-    from adapter.protocol.apply import apply_plan, search_all
+    from adapter.protocol.apply import apply_plan, arm_protocol, read_json, search_all
     planned = 0
     for subject in search_all(store, "ResearchSubject", [("status", "on-study")]):
-        study = next(search_all(store, "ResearchStudy", [("_id", subject["study"]["reference"].split("/")[1])]))
-        arms = [a["name"] for a in study["arm"]]
-        plan_id = study["protocol"][arms.index(subject["assignedArm"])]["reference"].split("/")[1]
-        apply_plan(store, plan_id, subject["individual"]["reference"],
+        study = read_json(store, "ResearchStudy", subject["study"]["reference"].split("/")[1])
+        apply_plan(store, arm_protocol(study, subject["assignedArm"]), subject["individual"]["reference"],
                    date.fromisoformat(subject["period"]["start"]), persist=True)
         planned += 1
     return planned
@@ -152,7 +161,6 @@ def serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -
 @WORKERS
 def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     """Load the demo data into the store, then serve it (what `make run` does)."""
-    from adapter.protocol.cli import SPECS, load_protocol
     for spec in sorted(SPECS.glob("*.yaml")):
         click.echo(f"protocol: {load_protocol(db, spec)} resources from {spec.name}")
     store = open_store(db)
@@ -180,12 +188,7 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     _serve(host, port, db, workers, False)
 
 
-def _register_groups() -> None:
-    from adapter.protocol.cli import protocol
-    main.add_command(protocol)
-
-
-_register_groups()
+main.add_command(protocol)
 
 if __name__ == "__main__":
     main()

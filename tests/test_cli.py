@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from conftest import observation, wait_until_serving
@@ -75,3 +76,13 @@ def test_serve_runs_gunicorn_workers(db_url, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("url,words", [
+    ("postgresql://nobody@127.0.0.1:1/none", "database error: "),
+    ("mysql://somewhere/db", "unsupported database URL 'mysql'"),
+])
+def test_database_failures_are_one_line_not_a_traceback(url, words):
+    result = run("init-db", "--db", url)
+    assert result.returncode == 1
+    assert words in result.stderr and "Traceback" not in result.stderr

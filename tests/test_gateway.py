@@ -1,6 +1,7 @@
 """The REST interactions over real HTTP (https://hl7.org/fhir/R4/http.html)."""
 from __future__ import annotations
 
+import decimal
 import json
 
 import pytest
@@ -49,7 +50,7 @@ def test_prefer_return(http, live, prefer, has_body, kind):
 
 
 def test_read_serves_the_stored_bytes(http, live, store):
-    stored = store.update(observation(id="o1", valueQuantity={"value": __import__("decimal").Decimal("6.30")}))
+    stored = store.update(observation(id="o1", valueQuantity={"value": decimal.Decimal("6.30")}))
     r = http.get(f"{live}/Observation/o1")
     assert r.status_code == 200
     assert r.content == stored.data

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from adapter.fhir.search import parse_search
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
 from r4schema import assert_r4
@@ -81,14 +82,14 @@ def test_apply_returns_a_dated_care_plan_and_persists_on_request(http, live, pro
     assert r.status_code == 200, r.text
     plan = r.json()
     assert_r4(plan)
-    timing = {a["detail"]["instantiatesCanonical"][0].split("|")[0].rsplit("-", 2)[-2:][-1]:
+    timing = {a["detail"]["instantiatesCanonical"][0].split("|")[0].rsplit("/", 1)[1]:
               a["detail"]["scheduledTiming"] for a in plan["activity"]}
-    first_follow_up = plan["activity"][5]["detail"]["scheduledTiming"]
+    assert len(timing) == 12 and plan["subject"] == {"reference": "Patient/kid"}
+    first_follow_up = timing["ucmsc-cp-arm-1-fu-m1"]
     assert first_follow_up["event"] == ["2024-03-21"]
     assert first_follow_up["repeat"]["boundsPeriod"] == {"start": "2024-03-14", "end": "2024-03-28"}
-    assert len(timing) >= 1 and plan["subject"] == {"reference": "Patient/kid"}
-    assert protocol_store.search(__import__("adapter.fhir.search", fromlist=["x"]).parse_search(
-        "CarePlan", [])).total == 0  # R4 $apply creates nothing by itself
+    assert timing["ucmsc-cp-arm-1-c1-d21"]["event"] == ["2024-02-21"]
+    assert protocol_store.search(parse_search("CarePlan", [])).total == 0  # R4 $apply stores nothing
     body = {"resourceType": "Parameters", "parameter": [
         {"name": "subject", "valueString": "Patient/kid"}, {"name": "start", "valueDate": "2026-02-02"},
         {"name": "persist", "valueBoolean": True}]}
@@ -176,3 +177,52 @@ def test_malformed_operation_bodies_are_400(http, live, protocol_store, path, bo
         return
     assert r.status_code == 400, r.text
     assert r.json()["resourceType"] == "OperationOutcome"
+
+
+PROTOCOL_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
+                             "code": "clinical-protocol"}]}
+
+
+def _plan(pid: str, actions: list[dict]) -> dict:
+    return {"resourceType": "PlanDefinition", "id": pid, "status": "active", "type": PROTOCOL_TYPE,
+            "url": f"http://example.org/PlanDefinition/{pid}", "action": actions}
+
+
+def _after(action_id: str, days=1) -> list[dict]:
+    offset = {"code": "d"} if days is None else {"value": days, "code": "d"}
+    return [{"actionId": action_id, "relationship": "after-start", "offsetDuration": offset}]
+
+
+@pytest.mark.parametrize("actions,where", [
+    ([{"id": "a", "definitionCanonical": "x"}, {"id": "b", "definitionCanonical": "x",
+                                                "relatedAction": _after("a", None)}],
+     "PlanDefinition.action[1].relatedAction[0]"),
+    ([{"id": "a", "definitionCanonical": "x", "relatedAction": _after("b")},
+      {"id": "b", "definitionCanonical": "x", "relatedAction": _after("a")}], "PlanDefinition.action"),
+    ([{"id": "a", "definitionCanonical": "x"}, {"id": "b", "definitionCanonical": "x",
+                                                "relatedAction": _after("nowhere")}],
+     "PlanDefinition.action[1].relatedAction[0]"),
+    ([{"title": "no id"}], "PlanDefinition.action[0]"),
+    ([{"id": "a", "definitionCanonical": "x"}, {"id": "b", "definitionCanonical": "x"}], "PlanDefinition.action"),
+])
+def test_plans_that_cannot_be_scheduled_are_422_naming_the_element(http, live, protocol_store, actions, where):
+    protocol_store.update(_plan("odd", actions))
+    r = http.get(f"{live}/PlanDefinition/odd/$apply", params={"subject": "Patient/kid", "start": "2026-01-01"})
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == [where]
+
+
+@pytest.mark.parametrize("study_protocols,arm,start,where", [
+    (["PlanDefinition/ucmsc-cp-arm-1"], "arm-2", "2026-01-05", "ResearchStudy.protocol"),
+    (["PlanDefinition/ucmsc-cp-arm-1", "PlanDefinition/ucmsc-cp-arm-2"], "arm-1", "2026-01", "ResearchSubject.period.start"),
+])
+def test_subjects_that_cannot_be_checked_are_422(http, live, protocol_store, study_protocols, arm, start, where):
+    protocol_store.load([
+        {"resourceType": "ResearchStudy", "id": "short", "status": "active",
+         "arm": [{"name": "arm-1"}, {"name": "arm-2"}], "protocol": [{"reference": r} for r in study_protocols]},
+        {"resourceType": "ResearchSubject", "id": "odd", "status": "on-study", "assignedArm": arm,
+         "study": {"reference": "ResearchStudy/short"}, "individual": {"reference": "Patient/kid"},
+         "period": {"start": start}}])
+    r = http.get(f"{live}/ResearchSubject/odd/$adherence")
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == [where]

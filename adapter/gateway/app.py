@@ -17,11 +17,10 @@ from adapter.fhir.validation import validate
 from adapter.fhir.outcomes import FhirError, Issue, internal_error, method_not_allowed, too_large
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
-from adapter.store import open_store
+from adapter.store import DEFAULT_DB, open_store
 
 __all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY"]
 
-DEFAULT_DB = "sqlite:///var/adapter.db"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 log = logging.getLogger("adapter.gateway")
 

@@ -36,37 +36,30 @@ def read_csv(path: str | pathlib.Path, encoding: str = "utf-8", delimiter: str =
     """Rows of a delimited file with a header line, in order.
 
     A field may span lines (quoted newlines): the row's line is the one it starts on. A row
-    with more fields than the header is an error, not silently cut.
+    with more fields than the header is an error, not silently cut. Undecodable bytes or broken
+    quoting end the file with an error at the row where they start (what follows cannot be
+    trusted to split into the same rows).
     """
     file = str(path)
     with open(path, encoding=encoding, newline="", errors="strict") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as exc:
-            yield SourceError(file, 1, f"not {encoding}: {exc.reason}")
-            return
-        header = [h.lstrip("\ufeff") for h in header]
-        start = reader.line_num + 1
+        header: list[str] | None = None
+        start = 1
         while True:
             try:
                 fields = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError as exc:
-                yield SourceError(file, start, f"not {encoding}: {exc.reason}")
+            except (UnicodeDecodeError, csv.Error) as exc:
+                reason = f"not {encoding}: {exc.reason}" if isinstance(exc, UnicodeDecodeError) \
+                    else f"malformed CSV: {exc}"
+                yield SourceError(file, start, reason)
                 return
-            except csv.Error as exc:
-                yield SourceError(file, start, f"malformed CSV: {exc}")
-                return
-            if not fields:  # a blank line
-                start = reader.line_num + 1
-                continue
-            if len(fields) > len(header):
+            if header is None:
+                header = [h.lstrip("\ufeff") for h in fields]
+            elif len(fields) > len(header):
                 yield SourceError(file, start, f"{len(fields)} fields, but the header has {len(header)}")
-            else:
+            elif fields:  # a blank line holds no row
                 yield SourceRow(file, start, dict(zip(header, fields + [""] * (len(header) - len(fields)),
                                                       strict=True)))
             start = reader.line_num + 1

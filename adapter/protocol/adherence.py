@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from adapter.fhir.outcomes import bad_request
-from adapter.protocol.apply import read_json, search_all
+from adapter.fhir.outcomes import FhirError, Issue, bad_request
+from adapter.protocol.apply import arm_protocol, read_json, search_all
 from adapter.protocol.schedule import DatedVisit, schedule
 from adapter.store.repository import Repository
 
@@ -130,26 +130,34 @@ def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
     subject = read_json(repo, "ResearchSubject", subject_id)
     start = (subject.get("period") or {}).get("start")
     arm = subject.get("assignedArm")
-    if not start or not arm:
-        raise bad_request(f"ResearchSubject/{subject_id} needs period.start (the first injection) "
-                          "and assignedArm to be checked against the protocol")
+    if not start or not arm or len(start) < 10:
+        raise FhirError(422, [Issue("processing", f"ResearchSubject/{subject_id} needs period.start (the "
+                                    "day of the first injection, a full date) and assignedArm to be "
+                                    "checked against the protocol", "ResearchSubject.period.start")])
     study = read_json(repo, "ResearchStudy", subject["study"]["reference"].split("/")[-1])
-    arms = [a["name"] for a in study.get("arm", [])]
-    if arm not in arms:
-        raise bad_request(f"arm {arm!r} is not an arm of ResearchStudy/{study['id']}", "ResearchSubject.assignedArm")
-    plan_id = study["protocol"][arms.index(arm)]["reference"].split("/")[-1]
+    plan_id = arm_protocol(study, arm)
     plan = read_json(repo, "PlanDefinition", plan_id)
     patient = subject["individual"]["reference"]
     actions = {a["id"]: a for a in plan.get("action", [])}
     injections: list[_Planned] = []
     assessments: list[_Planned] = []
     cache: dict[str, Any] = {}
-    for dated in schedule(plan, date.fromisoformat(start[:10])):
+    visits = schedule(plan, date.fromisoformat(start[:10]))
+    for dated in visits:
         visit_def = _definitions(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)
-        for action in visit_def.get("action", []):
+        for i, action in enumerate(visit_def.get("action", [])):
+            if not action.get("definitionCanonical"):
+                raise FhirError(422, [Issue("processing", f"PlanDefinition/{visit_def.get('id')}: a visit's "
+                                            "activity needs a definitionCanonical",
+                                            f"PlanDefinition.action[{i}]")])
             activity = _definitions(repo, action["definitionCanonical"], "ActivityDefinition", cache)
             if activity.get("dosage"):
-                coding = activity["code"]["coding"][0]
+                codings = (activity.get("code") or {}).get("coding") or [{}]
+                coding = codings[0]
+                if not coding.get("code"):
+                    raise FhirError(422, [Issue("processing", f"ActivityDefinition/{activity.get('id')} "
+                                                "has a dosage but no coded code: its injections cannot "
+                                                "be checked", "ActivityDefinition.code")])
                 injections.append(_Planned(dated, activity["id"], (coding["system"], coding["code"])))
             for ext in activity.get("extension", []):
                 if ext["url"].endswith("/produces-observation-code"):
@@ -174,7 +182,7 @@ def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
     for resource, day in extra:
         findings.append(Finding("-", "-", "extra", None, None, None, day, 0,
                                 f"Procedure/{resource['id']}", next(iter(_codes(resource)), None)))
-    order = {v.visit.id: i for i, v in enumerate(schedule(plan, date.fromisoformat(start[:10])))}
+    order = {v.visit.id: i for i, v in enumerate(visits)}
     findings.sort(key=lambda f: (order.get(f.visit, len(order)), f.activity, f.code or ("", "")))
     return findings
 

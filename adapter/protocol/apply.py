@@ -9,17 +9,18 @@ updated (status on-study, the arm of this plan, period.start = start).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
 from adapter.fhir import jsonio
-from adapter.fhir.outcomes import bad_request, not_found
-from adapter.fhir.search import parse_search
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
+from adapter.fhir.search import encode_cursor, parse_search
 from adapter.protocol.schedule import schedule
 from adapter.store.repository import Repository
 
-__all__ = ["apply_plan", "read_json", "search_all", "study_and_arm"]
+__all__ = ["apply_plan", "read_json", "search_all", "study_and_arm", "arm_protocol", "resource_id"]
 
 
 def read_json(repo: Repository, resource_type: str, resource_id: str) -> dict[str, Any]:
@@ -29,7 +30,6 @@ def read_json(repo: Repository, resource_type: str, resource_id: str) -> dict[st
 
 def search_all(repo: Repository, resource_type: str, params: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
     """Every match of a search, page after page."""
-    from adapter.fhir.search import encode_cursor
     cursor: tuple[Any, ...] | None = None
     while True:
         extra: list[tuple[str, str]] = [("_cursor", encode_cursor(cursor))] if cursor else []
@@ -46,6 +46,31 @@ def _reference_id(reference: str, expected: str) -> str:
     if len(parts) != 2 or parts[0] != expected or not parts[1]:
         raise bad_request(f"subject must be a reference like {expected}/ID, not {reference!r}", "subject")
     return parts[1]
+
+
+def arm_protocol(study: dict[str, Any], arm: str) -> str:
+    """The id of the protocol PlanDefinition of a study's arm (ResearchStudy.protocol and .arm
+    are written in the same order by the builder); a 422 when the study does not say."""
+    arms = [a.get("name") for a in study.get("arm") or []]
+    protocols = [p.get("reference", "") for p in study.get("protocol") or []]
+    if arm not in arms or arms.index(arm) >= len(protocols) \
+            or not protocols[arms.index(arm)].startswith("PlanDefinition/"):
+        raise FhirError(422, [Issue("processing", f"ResearchStudy/{study.get('id')} names no protocol "
+                                    f"PlanDefinition for arm {arm!r}", "ResearchStudy.protocol")])
+    return protocols[arms.index(arm)].split("/", 1)[1]
+
+
+def resource_id(*parts: str) -> str:
+    """An id made of parts, hashed when it would pass FHIR's 64 characters (never cut: two
+    children must not share a CarePlan).
+
+    >>> resource_id("ucmsc-cp-arm-1", "demo-child-01")
+    'ucmsc-cp-arm-1-demo-child-01'
+    """
+    joined = "-".join(parts)
+    if len(joined) <= 64:
+        return joined
+    return f"{parts[0][:40]}-{hashlib.sha256(joined.encode()).hexdigest()[:23]}"
 
 
 def study_and_arm(repo: Repository, plan_id: str) -> tuple[dict[str, Any], str]:
@@ -69,13 +94,13 @@ def apply_plan(repo: Repository, plan_id: str, subject: str, start: date,
     patient_id = _reference_id(subject, "Patient")
     try:
         repo.read("Patient", patient_id)
-    except Exception as exc:  # 404 or 410, said as the subject's problem
+    except FhirError as exc:  # 404 or 410, said as the subject's problem
         raise not_found(f"subject Patient/{patient_id} is not known") from exc
     visits = schedule(plan, start)
     actions = {a["id"]: a for a in plan.get("action", [])}
     canonical = f"{plan['url']}|{plan['version']}" if plan.get("version") else plan["url"]
     care_plan: dict[str, Any] = {
-        "resourceType": "CarePlan", "id": f"{plan_id}-{patient_id}"[:64],
+        "resourceType": "CarePlan", "id": resource_id(plan_id, patient_id),
         "instantiatesCanonical": [canonical], "status": "active", "intent": "plan",
         "title": plan.get("title", plan_id),
         "subject": {"reference": f"Patient/{patient_id}"},
@@ -95,7 +120,7 @@ def apply_plan(repo: Repository, plan_id: str, subject: str, start: date,
         study, arm = study_and_arm(repo, plan_id)
         stored = repo.update(care_plan)
         care_plan = jsonio.parse(stored.data or b"{}")
-        repo.update({"resourceType": "ResearchSubject", "id": f"{study['id']}-{patient_id}"[:64],
+        repo.update({"resourceType": "ResearchSubject", "id": resource_id(study["id"], patient_id),
                      "status": "on-study", "period": {"start": start.isoformat()},
                      "study": {"reference": f"ResearchStudy/{study['id']}"},
                      "individual": {"reference": f"Patient/{patient_id}"}, "assignedArm": arm})

@@ -8,6 +8,7 @@ from datetime import date
 
 import click
 
+from adapter.cli_options import DB_OPTION
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.validation import validate
 from adapter.protocol.adherence import adherence, as_parameters
@@ -61,14 +62,9 @@ def build(spec: pathlib.Path, output: pathlib.Path | None) -> None:
         sys.stdout.buffer.write(data)
 
 
-def _db_option(f):  # type: ignore[no-untyped-def]
-    from adapter.cli import DB_OPTION
-    return DB_OPTION(f)
-
-
 @protocol.command()
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
-@_db_option
+@DB_OPTION
 def load(spec: pathlib.Path, db: str) -> None:
     """Validate a spec's definitions and store them (updates in place when loaded again)."""
     click.echo(f"{load_protocol(db, spec)} protocol resources stored from {spec}")
@@ -80,7 +76,7 @@ def load(spec: pathlib.Path, db: str) -> None:
 @click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Date of the first injection.")
 @click.option("--persist", is_flag=True, help="Store the CarePlan and create or update the ResearchSubject.")
 @click.option("--json", "as_json", is_flag=True, help="Print the CarePlan as FHIR JSON.")
-@_db_option
+@DB_OPTION
 def apply_command(plan_id: str, subject: str, start, persist: bool, as_json: bool, db: str) -> None:  # type: ignore[no-untyped-def]
     """PlanDefinition/$apply: the dated visits of one child's course."""
     store = open_store(db)
@@ -107,7 +103,7 @@ def apply_command(plan_id: str, subject: str, start, persist: bool, as_json: boo
 @click.argument("subject_id")
 @click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="Judge as of this date (default today).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as a FHIR Parameters resource.")
-@_db_option
+@DB_OPTION
 def adherence_command(subject_id: str, as_of, as_json: bool, db: str) -> None:  # type: ignore[no-untyped-def]
     """ResearchSubject/$adherence: each planned activity as done, late, wrong route, missing..."""
     day = as_of.date() if as_of else date.today()

@@ -7,13 +7,16 @@ visits count calendar months from the last injection, clamped to the end of shor
 from __future__ import annotations
 
 import calendar
+import decimal
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from adapter.fhir.outcomes import FhirError, Issue
 from adapter.protocol.spec import Spec
 
-__all__ = ["Visit", "DatedVisit", "visit_plan", "schedule", "add_months", "INDEX", "WINDOW_EXTENSION"]
+__all__ = ["Visit", "DatedVisit", "visit_plan", "schedule", "protocol_actions", "add_months", "INDEX",
+           "WINDOW_EXTENSION"]
 
 WINDOW_EXTENSION = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/AcceptableOffsetRangeSoa"
 
@@ -88,17 +91,47 @@ def schedule(plan: dict[str, Any], start: date) -> list[DatedVisit]:
     what is stored is what is scheduled. Day offsets and windows are exact; month offsets are
     calendar months, with the window's width taken from the extension.
     """
-    pending = list(plan.get("action") or [])
+    pending = protocol_actions(plan)
     dated: dict[str, DatedVisit] = {}
     while pending:  # an action is dated once the action it is timed from is
         ready = [a for a in pending if not a.get("relatedAction")
                  or a["relatedAction"][0]["actionId"] in dated]
         if not ready:
-            raise ValueError("the plan's relatedAction timings do not lead back to one index action")
+            raise _unschedulable(plan, "the relatedAction timings go round in a circle", "action")
         for action in ready:
             pending.remove(action)
             dated[action["id"]] = _date(action, dated, start)
     return sorted(dated.values(), key=lambda d: (d.target, d.visit.id))
+
+
+def _unschedulable(plan: dict[str, Any], reason: str, where: str) -> FhirError:
+    return FhirError(422, [Issue("processing", f"PlanDefinition/{plan.get('id')} cannot be scheduled: "
+                                 f"{reason}", f"PlanDefinition.{where}")])
+
+
+def protocol_actions(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The visit actions of a protocol PlanDefinition, checked for what scheduling needs: an id
+    and a definitionCanonical each, one index action, and every other timed by one relatedAction
+    to a known action with a numeric offsetDuration. Anything else is a 422 naming the element."""
+    actions = plan.get("action") or []
+    ids = {a.get("id") for a in actions if isinstance(a, dict)}
+    index = 0
+    for i, action in enumerate(actions):
+        where = f"action[{i}]"
+        if not isinstance(action.get("id"), str) or not isinstance(action.get("definitionCanonical"), str):
+            raise _unschedulable(plan, "every visit action needs an id and a definitionCanonical", where)
+        related = action.get("relatedAction") or []
+        if not related:
+            index += 1
+            continue
+        offset = related[0].get("offsetDuration") or {}
+        if related[0].get("actionId") not in ids or not isinstance(offset.get("value"), (int, float, decimal.Decimal)):
+            raise _unschedulable(plan, "relatedAction needs the actionId of another visit and an "
+                                 "offsetDuration with a value", f"{where}.relatedAction[0]")
+    if index != 1:
+        raise _unschedulable(plan, f"{index} actions have no relatedAction; exactly one (the index "
+                             "visit, the first injection) must have none", "action")
+    return list(actions)
 
 
 def _date(action: dict[str, Any], dated: dict[str, DatedVisit], start: date) -> DatedVisit:

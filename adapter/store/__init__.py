@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
 
-__all__ = ["open_store", "Repository", "StoredResource", "SearchPage", "HistoryPage"]
+__all__ = ["open_store", "Repository", "StoredResource", "SearchPage", "HistoryPage", "DEFAULT_DB"]
+
+DEFAULT_DB = "sqlite:///var/adapter.db"  # the embedded store, relative to the working directory
 
 
 def open_store(url: str, migrate: bool = True) -> Repository:
