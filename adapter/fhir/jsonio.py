@@ -66,10 +66,10 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def dumps(value: Any) -> bytes:
-    """Serialise to compact JSON bytes.
+def dumps(value: Any, sort_keys: bool = False) -> bytes:
+    """Serialise to compact JSON bytes (keys sorted on request, e.g. to hash a record).
 
     >>> dumps({'value': decimal.Decimal('6.30')})
     b'{"value":6.30}'
     """
-    return orjson.dumps(value, default=_default)
+    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS if sort_keys else None)

@@ -7,6 +7,7 @@ into memory beyond the current row.
 from __future__ import annotations
 
 import csv
+import decimal
 import json
 import pathlib
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def read_ndjson(path: str | pathlib.Path, encoding: str = "utf-8") -> Iterator[S
             if not raw.strip():
                 continue
             try:
-                document = json.loads(raw.decode(encoding))
+                document = json.loads(raw.decode(encoding), parse_float=decimal.Decimal)  # digits as written
             except UnicodeDecodeError as exc:
                 yield SourceError(file, number, f"not {encoding}: {exc.reason}")
                 continue

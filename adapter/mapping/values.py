@@ -22,13 +22,13 @@ def parse_decimal(text: str, decimal_mark: str = ".") -> decimal.Decimal:
     raw = text.strip()
     if decimal_mark == ",":
         if "." in raw:
-            raise ValueError(f"{text!r} has a '.' where this source writes decimal commas")
+            raise ValueError("not a number: a '.' where this source writes decimal commas")
         raw = raw.replace(",", ".")
     if not _NUMBER.match(raw):
-        raise ValueError(f"{text!r} is not a number")
+        raise ValueError("not a number")
     value = decimal.Decimal(raw)
     if value and not -308 <= value.adjusted() <= 308:  # beyond what other systems read as a double
-        raise ValueError(f"{text!r} is out of range")
+        raise ValueError("not a number in range")
     return value
 
 
@@ -44,4 +44,4 @@ def parse_date(text: str, formats: list[str]) -> str:
             return datetime.strptime(raw, fmt).date().isoformat()
         except ValueError:
             continue
-    raise ValueError(f"{text!r} is not a valid date (expected {' or '.join(formats)})")
+    raise ValueError(f"not a valid date (expected {' or '.join(formats)})")

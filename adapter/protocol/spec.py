@@ -11,20 +11,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import jsonschema
-import yaml
+
+from adapter.yamlspec import SpecError, load_checked
 
 __all__ = ["SpecError", "Spec", "load_spec", "LOCAL"]
 
 LOCAL = "local"  # the system name that means "the project's own CodeSystem"
-
-
-class SpecError(Exception):
-    """A spec that cannot be used; `problems` are `file:line: key: message` lines."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -54,62 +46,13 @@ def _schema() -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            _lines(value, path + (key.value,), out)
-            out[path + (key.value,)] = key.start_mark.line + 1  # the key's line, not its value's
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, path + (i,), out)
-
-
-def _where(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int:
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 1)
-
-
-def _key(path: tuple[Any, ...]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def load_spec(path: str | pathlib.Path) -> Spec:
     """Read and check a spec; SpecError lists every problem with its line and key."""
-    file = str(path)
-    text = pathlib.Path(path).read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise SpecError([f"{file}:{line}: (YAML): {exc}"]) from exc
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _lines(node, (), lines)
-    validator = jsonschema.Draft202012Validator(_schema())
-    problems = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        where = tuple(err.absolute_path)
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            allowed = set(err.schema.get("properties", {}))
-            for extra in sorted(set(err.instance) - allowed):
-                problems.append(f"{file}:{_where(lines, where + (extra,))}: {_key(where + (extra,))}: "
-                                f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-            continue
-        problems.append(f"{file}:{_where(lines, where)}: {_key(where)}: {err.message}")
+    data, lines = load_checked(path, _schema())
+    problems = [lines.problem(where, message) for where, message in _cross_references(data)]
     if problems:
         raise SpecError(problems)
-    problems = [f"{file}:{_where(lines, where)}: {_key(where)}: {message}"
-                for where, message in _cross_references(data)]
-    if problems:
-        raise SpecError(problems)
-    return Spec(file, data)
+    return Spec(str(path), data)
 
 
 def _cross_references(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:

@@ -78,8 +78,11 @@ class Repository(abc.ABC):
         """Current, not-deleted resources matching every filter, in sort order, one page."""
 
     @abc.abstractmethod
-    def load(self, resources: Iterable[dict[str, Any]], batch_size: int = 1000) -> int:
-        """Bulk update-or-create of already validated resources; returns how many were written."""
+    def load(self, resources: Iterable[dict[str, Any] | list[dict[str, Any]]], batch_size: int = 1000) -> int:
+        """Bulk update-or-create of already validated resources; returns how many were written.
+
+        Each batch is one transaction; an item that is a list (the resources of one source
+        record) is never split across two."""
 
     @abc.abstractmethod
     def analyze(self) -> None:

@@ -80,7 +80,7 @@ class SqlStore(Repository):
         with self._write() as conn:
             return self._write_batch(conn, [resource], if_match=if_match)[0]
 
-    def load(self, items: Iterable[dict[str, Any]], batch_size: int = 1000) -> int:
+    def load(self, items: Iterable[dict[str, Any] | list[dict[str, Any]]], batch_size: int = 1000) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
         so the database's work overlaps ours; each batch is its own transaction."""
         batches: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
@@ -98,8 +98,11 @@ class SqlStore(Repository):
         thread.start()
         try:
             batch: list[dict[str, Any]] = []
-            for resource in items:
-                batch.append(resource)
+            for item in items:
+                if isinstance(item, list):  # a group: never split across two transactions
+                    batch.extend(item)
+                else:
+                    batch.append(item)
                 if len(batch) >= batch_size:
                     batches.put(batch)
                     batch = []

@@ -1,0 +1,169 @@
+"""Reading a mapping's field references out of a source row, and turning text into typed values.
+
+A field is a column name (CSV, REDCap) or a dotted path into a JSON document, relative to the
+current item (`date`, `labs.IgG.value`) or from the document root (`$.patient.id`). Every value
+remembers where it came from (`label`: the column, or the concrete JSON path such as
+`$.visits[2].date`), so that a problem names the exact place. Problems are raised as `Problem`.
+"""
+from __future__ import annotations
+
+import decimal
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.mapping.values import parse_date, parse_decimal
+
+__all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "text_of", "decimal_of", "date_of",
+           "integer_of"]
+
+
+class Problem(Exception):
+    """A source value the mapping cannot accept: where it is, what it is, and why."""
+
+    def __init__(self, column: str, value: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.column, self.value, self.reason = column, text_of(value), reason
+
+
+def text_of(value: Any) -> str:
+    """Source values as an engineer reads them in the file (JSON true -> "true", 1.50 -> "1.50")."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Value:
+    raw: Any  # None when the source has nothing there
+    label: str
+
+    @property
+    def empty(self) -> bool:
+        return self.raw is None or (isinstance(self.raw, str) and not self.raw.strip())
+
+
+@dataclass
+class Scope:
+    """Where field references are read: a CSV row, or a JSON document and one of its items."""
+
+    root: dict[str, Any]
+    tabular: bool
+    decimal_mark: str = "."
+    item: Any = None  # the current JSON item (a visit, an adverse event), if any
+    item_path: str = "$"
+    bound: dict[str, Value] = field(default_factory=dict)  # for_each values by field name
+    visit: str | None = None
+    visit_date: str | None = None  # the visit's date, as a FHIR date
+    seen: set[str] | None = None  # fields read, for coverage
+
+    def get(self, name: str) -> Value:
+        if name in self.bound:
+            return self.bound[name]
+        if self.tabular:
+            value = Value(self.root.get(name), name)
+        elif name.startswith("$."):
+            value = Value(_walk(self.root, name[2:]), name)
+        else:
+            base = self.item if self.item is not None else self.root
+            value = Value(_walk(base, name), f"{self.item_path}.{name}")
+        if self.seen is not None:
+            self.seen.add(_ANY_INDEX.sub("[*]", value.label))
+        return value
+
+    def child(self, item: Any, item_path: str, bound: dict[str, Value] | None = None) -> Scope:
+        return Scope(self.root, self.tabular, self.decimal_mark, item, item_path,
+                     {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen)
+
+
+_ANY_INDEX = re.compile(r"\[\d+\]")
+
+
+def _walk(node: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def evaluate(expr: Any, scope: Scope) -> Value:
+    """The value an expression of the spec (see mapping.schema.json, $defs/value) denotes here."""
+    if isinstance(expr, str):
+        return scope.get(expr)
+    if "const" in expr:
+        return Value(expr["const"], "(constant)")
+    if "mean" in expr:
+        return _mean(expr, scope)
+    value = scope.get(expr["field"])
+    if value.empty:
+        return value
+    if "split" in expr:
+        parts = text_of(value.raw).split(expr["split"])
+        if expr["part"] >= len(parts):
+            raise Problem(value.label, value.raw, f"expected {expr['part'] + 1} parts separated by "
+                          f"{expr['split']!r}")
+        value = Value(parts[expr["part"]].strip(), value.label)
+    if "map" in expr:
+        key = text_of(value.raw).strip()
+        if key not in expr["map"]:
+            raise Problem(value.label, value.raw, f"unknown code {key!r} (expected "
+                          f"{', '.join(map(repr, expr['map']))})")
+        value = Value(expr["map"][key], value.label)
+    return value
+
+
+def _mean(expr: dict[str, Any], scope: Scope) -> Value:
+    values = [scope.get(name) for name in expr["mean"]]
+    label = f"mean({', '.join(v.label for v in values)})"
+    if all(v.empty for v in values):
+        return Value(None, label)
+    missing = [v.label for v in values if v.empty]
+    if missing:
+        raise Problem(missing[0], "", f"needed for {label}, but empty")
+    numbers = [decimal_of(v, scope.decimal_mark) for v in values]
+    mean = sum(numbers, decimal.Decimal(0)) / len(numbers)
+    if "round" in expr:
+        mean = mean.quantize(decimal.Decimal(1).scaleb(-expr["round"]), rounding=decimal.ROUND_HALF_UP)
+    return Value(mean, label)
+
+
+def decimal_of(value: Value, decimal_mark: str) -> decimal.Decimal:
+    if isinstance(value.raw, bool):
+        raise Problem(value.label, value.raw, "not a number")
+    if isinstance(value.raw, (int, decimal.Decimal)):
+        return decimal.Decimal(value.raw)
+    if isinstance(value.raw, float):
+        return decimal.Decimal(repr(value.raw))
+    try:
+        return parse_decimal(text_of(value.raw), decimal_mark)
+    except ValueError as exc:
+        raise Problem(value.label, value.raw, str(exc)) from None
+
+
+def date_of(value: Value, formats: list[str]) -> str:
+    try:
+        return parse_date(text_of(value.raw), formats)
+    except ValueError as exc:
+        raise Problem(value.label, value.raw, str(exc)) from None
+
+
+def integer_of(value: Value, decimal_mark: str, reason: str = "not a whole number") -> int:
+    number = decimal_of(value, decimal_mark)
+    if number != number.to_integral_value():
+        raise Problem(value.label, value.raw, reason)
+    return int(number)
+
+
+def fields_of(expr: Any) -> list[str]:
+    """The source fields an expression reads (for `mapping check` and coverage)."""
+    if isinstance(expr, str):
+        return [expr]
+    if isinstance(expr, dict):
+        if "mean" in expr:
+            return list(expr["mean"])
+        if "field" in expr:
+            return [expr["field"]]
+    return []

@@ -1,0 +1,119 @@
+"""Ingest (map, validate, store) and translate (map, validate, print) site exports; rejected
+rows go to a quarantine file in the source's own format, to be fixed and ingested again."""
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any, BinaryIO
+
+from adapter.fhir import jsonio
+from adapter.mapping.engine import RecordResult
+from adapter.mapping.run import MappingReport, records, timed
+from adapter.mapping.sources import SourceRow
+from adapter.mapping.spec import MappingSpec
+from adapter.store.repository import Repository
+
+__all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
+
+REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason"]
+
+
+def now_recorded() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Quarantine:
+    """`rejections.csv` (file,row,column,value,rule,reason) and, per source file, the rejected
+    rows as they were (same header, encoding and delimiter; NDJSON lines for JSON sources)."""
+
+    def __init__(self, spec: MappingSpec, directory: pathlib.Path) -> None:
+        self.spec, self.directory = spec, directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._report = (directory / "rejections.csv").open("w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._report, lineterminator="\n")
+        self._writer.writerow(REJECTION_COLUMNS)
+        self._rows: dict[str, tuple[Any, Any]] = {}
+        self.files: list[pathlib.Path] = [directory / "rejections.csv"]
+
+    def add(self, row: SourceRow | None, result: RecordResult) -> None:
+        for r in result.rejections:
+            self._writer.writerow([pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason])
+        if row is None and result.rejections and result.rejections[0].reason.startswith("duplicate"):
+            return  # the same record is kept at its first line
+        if row is not None:
+            self._write_row(row)
+
+    def _write_row(self, row: SourceRow) -> None:
+        source = pathlib.Path(row.file)
+        if row.file not in self._rows:
+            path = self.directory / f"{source.stem}.rejected{source.suffix}"
+            self.files.append(path)
+            if self.spec.tabular:
+                handle = path.open("w", encoding=self.spec.source["encoding"], newline="")
+                writer = csv.writer(handle, delimiter=self.spec.source.get("delimiter", ","), lineterminator="\n")
+                writer.writerow(list(row.values))
+            else:
+                handle, writer = path.open("wb"), None
+            self._rows[row.file] = (handle, writer)
+        handle, writer = self._rows[row.file]
+        if writer is not None:
+            writer.writerow(list(row.values.values()))
+        else:
+            handle.write(jsonio.dumps(row.values) + b"\n")
+
+    def close(self) -> None:
+        self._report.close()
+        for handle, _ in self._rows.values():
+            handle.close()
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(unit=" rows", desc="mapping", leave=False)
+
+
+def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, recorded: str, workers: int,
+         quarantine: pathlib.Path | None, progress: bool, report: MappingReport) -> Iterator[list[dict[str, Any]]]:
+    jail = Quarantine(spec, quarantine) if quarantine else None
+    bar = _progress(progress)
+    try:
+        for row, result in records(spec, files, key, recorded, workers):
+            report.add(result)
+            if bar is not None:
+                bar.update()
+            if result.accepted:
+                if result.resources:
+                    yield result.resources
+            elif jail is not None:
+                jail.add(row, result)
+    finally:
+        if bar is not None:
+            bar.close()
+        if jail is not None:
+            jail.close()
+
+
+def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Repository, key: bytes,
+           recorded: str | None = None, workers: int = 1, quarantine: pathlib.Path | None = None,
+           progress: bool = False, batch_size: int = 1000) -> MappingReport:
+    """Map, validate and store; a row's resources are written in one transaction, or not at all."""
+    report, started = MappingReport(), time.perf_counter()
+    repo.load(_run(spec, files, key, recorded or now_recorded(), workers, quarantine, progress, report),
+              batch_size=batch_size)
+    return timed(report, started)
+
+
+def translate(spec: MappingSpec, files: Iterable[str | pathlib.Path], out: BinaryIO | io.BytesIO, key: bytes,
+              recorded: str | None = None, workers: int = 1, quarantine: pathlib.Path | None = None) -> MappingReport:
+    """Map and validate, write the FHIR as NDJSON to `out`; nothing is stored (a dry run)."""
+    report, started = MappingReport(), time.perf_counter()
+    for group in _run(spec, files, key, recorded or now_recorded(), workers, quarantine, False, report):
+        for resource in group:
+            out.write(jsonio.dumps(resource) + b"\n")
+    return timed(report, started)

@@ -1,0 +1,256 @@
+"""Site mapping specs (mappings/sites/*.yaml): loaded, checked against mapping.schema.json and
+against the catalogue, and compiled into rules that know their line in the spec.
+
+Checks beyond the schema: concepts, body sites and codes the catalogue does not know; units
+UCUM cannot convert into the catalogue's unit; fields a REDCap data dictionary (or a sample
+file's header) does not have; code-map keys that are not choices of their REDCap field.
+"""
+from __future__ import annotations
+
+import csv
+import decimal
+import functools
+import json
+import pathlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from adapter.mapping.catalogue import Catalogue, load_catalogue
+from adapter.mapping.fields import fields_of
+from adapter.mapping.units import UnitError, factor
+from adapter.yamlspec import Lines, SpecError, load_checked
+
+__all__ = ["Rule", "MappingSpec", "load_mapping", "KINDS", "CODE_TABLES"]
+
+KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation")
+# Which catalogue table each coded field's values must be keys of.
+CODE_TABLES = {("patient", "gender"): "gender", ("condition", "cp_type"): "cp-type",
+               ("condition", "gmfcs"): "gmfcs", ("injection", "route"): "route",
+               ("adverse_event", "term"): "adverse-event", ("adverse_event", "grade"): "ctcae-grade",
+               ("adverse_event", "serious"): "seriousness", ("adverse_event", "causality"): "causality",
+               ("adverse_event", "outcome"): "outcome"}
+_VISIT = re.compile(r"^(baseline|injection-(\d+|\{[^}]+\})|month-(\d+|\{[^}]+\}))$")
+_REDCAP_SYSTEM = {"record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
+                  "redcap_data_access_group"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    kind: str
+    fields: dict[str, Any]  # the kind's own fields (for an observation: value, unit, ...)
+    data: dict[str, Any]  # the whole rule as written
+    line: int
+    name: str
+    # observation: the catalogue entry, and per source unit (UCUM) the factor to its unit
+    concept: dict[str, Any] | None = None
+    factors: dict[str, decimal.Decimal] | None = None
+
+    @property
+    def per_document(self) -> bool:
+        return self.data.get("per") == "document"
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    path: str
+    data: dict[str, Any]
+    lines: Lines
+    catalogue: Catalogue
+    rules: tuple[Rule, ...]
+    visits: tuple[tuple[re.Pattern[str], str], ...]
+
+    @property
+    def site(self) -> str:
+        return str(self.data["mapping"]["site"])
+
+    @property
+    def name(self) -> str:
+        return str(self.data["mapping"]["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.data["mapping"]["version"])
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.data["source"]  # type: ignore[no-any-return]
+
+    @property
+    def tabular(self) -> bool:
+        return self.source["format"] in ("csv", "redcap")
+
+    def where(self, rule: Rule) -> str:
+        return f"{pathlib.Path(self.path).name}:{rule.line}"
+
+    def where_key(self, path: tuple[Any, ...]) -> str:
+        return f"{pathlib.Path(self.path).name}:{self.lines.line(path)}"
+
+    def relative(self, name: str) -> pathlib.Path:
+        return pathlib.Path(self.path).parent / name
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("adapter.mapping").joinpath("mapping.schema.json").read_text("utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> MappingSpec:
+    """Read, check and compile a site mapping; SpecError lists every problem with its line.
+
+    `header`: the columns of a sample export, to check every field the spec reads is there.
+    """
+    data, lines = load_checked(path, _schema())
+    try:
+        catalogue = load_catalogue(pathlib.Path(path).parent / data["mapping"]["catalogue"])
+    except SpecError as exc:
+        raise SpecError([lines.problem(("mapping", "catalogue"), p) for p in exc.problems]) from exc
+    problems: list[str] = []
+    rules = [_compile(i, rule, lines, catalogue, problems) for i, rule in enumerate(data["rules"])]
+    visits = []
+    for i, value in enumerate(data["source"]["visit"]["values"]):
+        try:
+            visits.append((re.compile(value["match"]), value["visit"]))
+        except re.error as exc:
+            problems.append(lines.problem(("source", "visit", "values", i, "match"), f"not a regular expression: {exc}"))
+        if not _VISIT.match(value["visit"]):
+            problems.append(lines.problem(("source", "visit", "values", i, "visit"),
+                                          "a visit is baseline, injection-N or month-N (N may be {1} or {field})"))
+    for i, rule in enumerate(data["rules"]):
+        for j, name in enumerate(_listed(rule.get("when", {}).get("visit"))):
+            if not _VISIT.match(name):
+                problems.append(lines.problem(("rules", i, "when", "visit", j), f"{name!r} is not a visit "
+                                              "(baseline, injection-N or month-N)"))
+    problems += _check_fields(data, lines, path, header)
+    if problems:
+        raise SpecError(problems)
+    return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits))
+
+
+def _listed(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogue,
+             problems: list[str]) -> Rule:
+    kind = next(k for k in KINDS if k in rule)
+    at = ("rules", index)
+    fields = {k: v for k, v in rule.items() if k not in (kind, "name", "when", "per", "for_each")} \
+        if kind == "observation" else rule[kind]
+    for (table_kind, field), table in CODE_TABLES.items():
+        expr = fields.get(field) if table_kind == kind else None
+        if isinstance(expr, dict) and "map" in expr:
+            known = catalogue.codes(table)
+            for source_code, target in expr["map"].items():
+                if target not in known:
+                    problems.append(lines.problem(at + (kind, field, "map", source_code),
+                                                  f"unknown {table} code {target!r} (the catalogue has: "
+                                                  f"{', '.join(known)})"))
+    concept = factors = None
+    name = rule.get("name") or kind.replace("_", "-")
+    if kind == "observation":
+        key = rule["observation"]
+        name = rule.get("name") or "-".join(filter(None, [key, rule.get("body_site")]))
+        if key not in catalogue.data["observations"]:
+            problems.append(lines.problem(at + ("observation",), f"unknown observation {key!r} (the catalogue "
+                                          f"has: {', '.join(catalogue.data['observations'])})"))
+        else:
+            concept = catalogue.observation(key)
+            factors = _factors(rule, concept, lines, at, problems)
+            needs = ["systolic", "diastolic"] if concept["value"] == "components" else ["value"]
+            for missing in [n for n in needs if n not in rule]:
+                problems.append(lines.problem(at, f"{key} needs {missing!r}"))
+        if "body_site" in rule and rule["body_site"] not in catalogue.data["body_sites"]:
+            problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
+                                          f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
+    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors)
+
+
+def _factors(rule: dict[str, Any], concept: dict[str, Any], lines: Lines, at: tuple[Any, ...],
+             problems: list[str]) -> dict[str, decimal.Decimal] | None:
+    unit = rule.get("unit")
+    if unit is None:
+        return None
+    if "unit" not in concept:
+        problems.append(lines.problem(at + ("unit",), f"{rule['observation']} has no unit"))
+        return None
+    spellings = {unit: unit} if isinstance(unit, str) else unit["units"]
+    found = {}
+    for spelling, ucum in spellings.items():
+        try:
+            found[spelling] = factor(ucum, concept["unit"])
+        except UnitError as exc:
+            where = at + ("unit",) if isinstance(unit, str) else at + ("unit", "units", spelling)
+            problems.append(lines.problem(where, str(exc)))
+    return found
+
+
+def _all_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Every source field the spec reads, with where it is read."""
+    source = data["source"]
+    found: list[tuple[tuple[Any, ...], str]] = [(("source", "record_key"), source["record_key"]),
+                                                (("source", "visit", "field"), source["visit"]["field"]),
+                                                (("source", "visit_date"), source["visit_date"])]
+    found += [(("source", "unique", i), f) for i, f in enumerate(source.get("unique", []))]
+    for i, rule in enumerate(data["rules"]):
+        kind = next(k for k in KINDS if k in rule)
+        body = rule if kind == "observation" else rule[kind]
+        for key, expr in body.items():
+            if key in ("observation", "body_site", "name", "when", "per", "for_each"):
+                continue
+            if key == "unit" and isinstance(expr, dict):
+                found.append((("rules", i, key, "field"), expr["field"]))
+            elif key != "unit":
+                found += [(("rules", i, key), f) for f in fields_of(expr)]
+        when = rule.get("when", {})
+        found += [(("rules", i, "when", "equals", f), f) for f in when.get("equals", {})]
+        found += [(("rules", i, "when", "present", j), f) for j, f in enumerate(when.get("present", []))]
+    return found
+
+
+def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
+                  header: list[str] | None) -> list[str]:
+    source = data["source"]
+    if source["format"] not in ("csv", "redcap"):
+        return []
+    checkboxes = {r["for_each"]["checked"] for r in data["rules"] if "checked" in r.get("for_each", {})}
+    problems = []
+    choices: dict[str, set[str]] = {}
+    if "dictionary" in source:
+        dictionary = pathlib.Path(path).parent / source["dictionary"]
+        try:
+            with dictionary.open(encoding="utf-8-sig", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except OSError as exc:
+            return [lines.problem(("source", "dictionary"), f"cannot read {dictionary}: {exc.strerror}")]
+        for row in rows:
+            name = row.get("Variable / Field Name", "")
+            text = row.get("Choices, Calculations, OR Slider Labels", "")
+            if row.get("Field Type") == "yesno":
+                choices[name] = {"0", "1"}
+            elif text and row.get("Field Type") in ("radio", "dropdown", "checkbox"):
+                choices[name] = {part.split(",", 1)[0].strip() for part in text.split("|")}
+            else:
+                choices.setdefault(name, set())
+    known = set(header) if header is not None else set(choices) if choices else None
+    if known is None:
+        return []
+    for where, name in _all_fields(data):
+        base = name.rsplit("___", 1)[0] if header is None else name
+        if name in checkboxes and (header is None or any(h.startswith(name + "___") for h in header)):
+            continue
+        if base not in known and not (header is None and base in _REDCAP_SYSTEM):
+            problems.append(lines.problem(where, f"unknown column {name!r}"))
+    for i, rule in enumerate(data["rules"]):
+        kind = next(k for k in KINDS if k in rule)
+        body = rule if kind == "observation" else rule[kind]
+        for key, expr in body.items():
+            if isinstance(expr, dict) and "map" in expr and choices.get(expr["field"]):
+                for code in set(expr["map"]) - choices[expr["field"]]:
+                    problems.append(lines.problem(("rules", i, kind, key, "map", code),
+                                                  f"{code!r} is not a choice of {expr['field']} in the data "
+                                                  f"dictionary ({', '.join(sorted(choices[expr['field']]))})"))
+    return problems

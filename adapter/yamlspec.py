@@ -1,0 +1,92 @@
+"""YAML specs (protocol, site mappings, catalogue) checked by a JSON Schema, every problem with
+its line: `file:line: key: message`, so an engineer can go straight to it."""
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = ["SpecError", "Lines", "load_checked", "key_of"]
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; `problems` are `file:line: key: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _collect(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "<<":  # a merge key: its mapping's keys belong to the parent
+                for merged in (value.value if isinstance(value, yaml.SequenceNode) else [value]):
+                    _collect(merged, path, {})
+                continue
+            _collect(value, path + (key.value,), out)
+            out[path + (key.value,)] = key.start_mark.line + 1  # the key's line, not its value's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect(item, path + (i,), out)
+
+
+def key_of(path: tuple[Any, ...]) -> str:
+    """`rules[3].observation` for ("rules", 3, "observation")."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+@dataclass(frozen=True)
+class Lines:
+    """The line of every key and item of a spec, to point problems (and rules) at it."""
+
+    file: str
+    lines: dict[tuple[Any, ...], int]
+
+    def line(self, path: tuple[Any, ...]) -> int:
+        while path not in self.lines and path:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+    def problem(self, path: tuple[Any, ...], message: str) -> str:
+        return f"{self.file}:{self.line(path)}: {key_of(path)}: {message}"
+
+
+def load_checked(path: str | pathlib.Path, schema: dict[str, Any]) -> tuple[Any, Lines]:
+    """Parse a YAML spec and check it against `schema`; SpecError names every problem."""
+    file = str(path)
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([f"{file}:1: (file): {exc.strerror or exc}"]) from exc
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError([f"{file}:{mark.line + 1 if mark else 1}: (YAML): {exc}"]) from exc
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _collect(node, (), lines)
+    where = Lines(file, lines)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        at = tuple(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = set(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - allowed):
+                problems.append(where.problem(at + (extra,), "unknown key (expected one of: "
+                                              f"{', '.join(sorted(allowed))})"))
+            continue
+        problems.append(where.problem(at, err.message))
+    if problems:
+        raise SpecError(problems)
+    return data, where
