@@ -85,11 +85,13 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     problems = [lines.problem(where, f"local code {c['code']!r} is not in the protocol's local_codes "
                               f"({protocol_path})") for where, c in _codings(data)
                 if c["system"] == LOCAL and c["code"] not in local]
-    used = [(("observations", k, "activity"), o["activity"]) for k, o in data["observations"].items()]
+    used: list[tuple[tuple[Any, ...], str]] = [
+        (("observations", k, "activity"), o["activity"]) for k, o in data["observations"].items()]
     used += [(("codes", "route", k, "activity"), r["activity"]) for k, r in data["codes"]["route"].items()]
     problems += [lines.problem(where, f"unknown protocol activity {a!r} (defined: {', '.join(sorted(activities))})")
                  for where, a in used if a not in activities]
-    units = [(("observations", k, "unit"), o["unit"]) for k, o in data["observations"].items() if "unit" in o]
+    units: list[tuple[tuple[Any, ...], str]] = [
+        (("observations", k, "unit"), o["unit"]) for k, o in data["observations"].items() if "unit" in o]
     units += [(("observations", k, "components", c, "unit"), comp["unit"])
               for k, o in data["observations"].items() for c, comp in o.get("components", {}).items()]
     for where, unit in units:

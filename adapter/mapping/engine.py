@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_ndjso
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Rejection", "RecordResult", "read_source", "record_key", "unique_key", "map_record"]
+
+_PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 
 
 @dataclass(frozen=True)
@@ -75,21 +78,25 @@ def unique_key(spec: MappingSpec, row: SourceRow) -> tuple[str, ...]:
     return tuple(text_of(scope.get(name).raw).strip() for name in names)
 
 
+def _fill(template: str, match: re.Match[str], scope: Scope) -> str:
+    """`injection-{1}` with a group of the match, `month-{month}` with a field of the scope."""
+    def value(name: str) -> str:
+        if name.isdigit():
+            return match.group(int(name)) or ""
+        got = scope.get(name)
+        if got.empty:
+            raise Problem(got.label, "", f"needed for visit {template!r}, but empty")
+        return text_of(got.raw).strip()
+    return _PLACEHOLDER.sub(lambda m: value(m.group(1)), template)
+
+
 def _visit(spec: MappingSpec, scope: Scope) -> str:
     value = scope.get(spec.source["visit"]["field"])
     text = text_of(value.raw).strip()
     for pattern, template in spec.visits:
         match = pattern.fullmatch(text)
         if match:
-            def fill(name: str) -> str:
-                if name.isdigit():
-                    return match.group(int(name)) or ""
-                got = scope.get(name)
-                if got.empty:
-                    raise Problem(got.label, "", f"needed for visit {template!r}, but empty")
-                return text_of(got.raw).strip()
-            parts = template.split("{")
-            return parts[0] + "".join(fill(p.split("}", 1)[0]) + p.split("}", 1)[1] for p in parts[1:])
+            return _fill(template, match, scope)
     raise Problem(value.label, value.raw, "unknown visit (expected one of: "
                   f"{', '.join(v['match'] for v in spec.source['visit']['values'])})")
 
@@ -131,17 +138,16 @@ def _items(rule: Rule, scope: Scope) -> Iterator[Scope]:
                               f"lists {len(lists[0])}")
         for i in range(len(lists[0])):
             yield scope.child(scope.item, scope.item_path, {
-                name: Value(parts[i].strip(), col.label) for name, col, parts in zip(each["split"], columns, lists,
-                                                                                   strict=True)})
+                name: Value(values[i].strip(), value.label)
+                for name, value, values in zip(each["split"], columns, lists, strict=True)})
     else:
         group = each["checked"]
         prefix = f"{group}___"
-        for column, ticked in scope.root.items():
-            if column.startswith(prefix) and text_of(ticked).strip() == "1":
-                if scope.seen is not None:
-                    scope.seen.add(column)
-                code = column[len(prefix):]
-                yield scope.child(scope.item, scope.item_path, {group: Value(code, column)})
+        for box, ticked in scope.root.items():
+            if box.startswith(prefix) and scope.seen is not None:
+                scope.seen.add(box)  # every box of the group is read, ticked or not
+            if box.startswith(prefix) and text_of(ticked).strip() == "1":
+                yield scope.child(scope.item, scope.item_path, {group: Value(box[len(prefix):], box)})
 
 
 def _scopes(spec: MappingSpec, root: Scope) -> Iterator[Scope]:
@@ -172,6 +178,8 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                                            spec.where(rule) if isinstance(rule, Rule) else rule,
                                            problem.reason))
 
+    for name in spec.source.get("unique", []):
+        root.get(name)  # read for the duplicate check: counted as used by coverage
     if not record:
         reject(Problem(key_value.label, "", "missing record key"), spec.where_key(("source", "record_key")))
         return result

@@ -52,6 +52,7 @@ class Quarantine:
         if row.file not in self._rows:
             path = self.directory / f"{source.stem}.rejected{source.suffix}"
             self.files.append(path)
+            handle: Any
             if self.spec.tabular:
                 handle = path.open("w", encoding=self.spec.source["encoding"], newline="")
                 writer = csv.writer(handle, delimiter=self.spec.source.get("delimiter", ","), lineterminator="\n")

@@ -175,7 +175,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
     onset = ctx.value(rule, "onset")
     day = ctx.date(onset) if not onset.empty else None
     resource: dict[str, Any] = {
-        "resourceType": "AdverseEvent", "actuality": "actual", "event": _concept(ctx, term),
+        "resourceType": "AdverseEvent", "id": "", "actuality": "actual", "event": _concept(ctx, term),
         "subject": ctx.subject, "study": [ctx.study]}
     if day:
         resource["date"] = day

@@ -22,7 +22,7 @@ from adapter.mapping.fields import fields_of
 from adapter.mapping.units import UnitError, factor
 from adapter.yamlspec import Lines, SpecError, load_checked
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "KINDS", "CODE_TABLES"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
 
 KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation")
 # Which catalogue table each coded field's values must be keys of.
@@ -160,9 +160,12 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
         else:
             concept = catalogue.observation(key)
             factors = _factors(rule, concept, lines, at, problems)
-            needs = ["systolic", "diastolic"] if concept["value"] == "components" else ["value"]
-            for missing in [n for n in needs if n not in rule]:
-                problems.append(lines.problem(at, f"{key} needs {missing!r}"))
+            needs = list(concept["components"]) if concept["value"] == "components" else ["value"]
+            missing = [n for n in needs if n not in rule]
+            unwanted = [n for n in ("value", "systolic", "diastolic") if n in rule and n not in needs]
+            if missing or unwanted:
+                problems.append(lines.problem(at, f"{key} needs {' and '.join(map(repr, needs))}"
+                                              + (f", not {' or '.join(map(repr, unwanted))}" if unwanted else "")))
         if "body_site" in rule and rule["body_site"] not in catalogue.data["body_sites"]:
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
@@ -188,7 +191,7 @@ def _factors(rule: dict[str, Any], concept: dict[str, Any], lines: Lines, at: tu
     return found
 
 
-def _all_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+def referenced_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     """Every source field the spec reads, with where it is read."""
     source = data["source"]
     found: list[tuple[tuple[Any, ...], str]] = [(("source", "record_key"), source["record_key"]),
@@ -238,7 +241,7 @@ def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
     known = set(header) if header is not None else set(choices) if choices else None
     if known is None:
         return []
-    for where, name in _all_fields(data):
+    for where, name in referenced_fields(data):
         base = name.rsplit("___", 1)[0] if header is None else name
         if name in checkboxes and (header is None or any(h.startswith(name + "___") for h in header)):
             continue

@@ -1,0 +1,229 @@
+"""`fhir-adapter mapping check|test|coverage`, `fhir-adapter translate` and `fhir-adapter ingest`."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import re
+import sys
+from typing import Any
+
+import click
+
+from adapter.cli_options import DB_OPTION
+from adapter.mapping.engine import read_source
+from adapter.mapping.ingest import ingest, translate
+from adapter.mapping.run import MappingReport
+from adapter.mapping.sources import SourceRow
+from adapter.mapping.spec import MappingSpec, load_mapping, referenced_fields
+from adapter.yamlspec import SpecError
+
+__all__ = ["mapping", "translate_command", "ingest_command", "pseudonym_key", "SITE_SPECS"]
+
+SITE_SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "sites"
+SPEC_ARG = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+FILES_ARG = click.argument("files", nargs=-1, required=True,
+                           type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+SHOWN = 20  # rejections printed; all are in the quarantine's rejections.csv
+
+
+def _load(spec: pathlib.Path, header: list[str] | None = None) -> MappingSpec:
+    try:
+        return load_mapping(spec, header)
+    except SpecError as exc:
+        raise click.ClickException("the mapping has problems:\n" + "\n".join(exc.problems)) from None
+
+
+def pseudonym_key(spec: MappingSpec, key_file: pathlib.Path | None) -> bytes:
+    """The site's key for the MRN's keyed hash: --key-file, else the spec's environment variable."""
+    if key_file is not None:
+        key = key_file.read_bytes().strip()
+    else:
+        key = os.environ.get(spec.data["mapping"]["pseudonym_key_env"], "").encode()
+    if len(key) < 16:
+        raise click.UsageError(
+            f"no pseudonym key for {spec.site}: set {spec.data['mapping']['pseudonym_key_env']} or pass "
+            "--key-file (at least 16 bytes; the same key every time, or the same child gets a new identifier)")
+    return key
+
+
+KEY_FILE = click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+                        help="File holding the site's pseudonym key (default: the environment variable "
+                             "the mapping names).")
+WORKERS = click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="CPU count",
+                       help="Processes mapping and validating rows (1: all in this process).")
+QUARANTINE = click.option("--quarantine", type=click.Path(file_okay=False, path_type=pathlib.Path),
+                          help="Directory for rejections.csv and the rejected rows, in the source's "
+                               "format, to fix and ingest again.")
+
+
+def _report(report: MappingReport, quarantine: pathlib.Path | None) -> None:
+    for rejection in report.rejections[:SHOWN]:
+        click.echo(f"rejected {rejection}", err=True)
+    hidden = report.rows_rejected and len(report.rejections) - SHOWN
+    if hidden > 0:
+        click.echo(f"... and {hidden} more problems", err=True)
+    if quarantine and report.rows_rejected:
+        click.echo(f"rejected rows and reasons in {quarantine}/", err=True)
+    click.echo(report.summary(), err=True)
+
+
+@click.group()
+def mapping() -> None:
+    """Write, check and test site mappings (mappings/sites/*.yaml)."""
+
+
+@mapping.command()
+@SPEC_ARG
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              help="An export of the site: every column the mapping reads must be in its header.")
+def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
+    """Check a mapping: schema, catalogue concepts and codes, UCUM conversions, columns.
+
+    Columns are checked against the REDCap data dictionary the mapping names, or the header
+    of --sample (CSV). Every problem is printed as file:line: key: message.
+    """
+    header = None
+    if sample is not None:
+        loaded = _load(spec)
+        if loaded.tabular:
+            first = next(iter(read_source(loaded, sample)), None)
+            header = list(first.values) if isinstance(first, SourceRow) else []
+    loaded = _load(spec, header)
+    click.echo(f"{spec}: ok ({len(loaded.rules)} rules, mapping {loaded.name} {loaded.version}, site {loaded.site})")
+
+
+@mapping.command("test")
+@SPEC_ARG
+@click.option("--update", is_flag=True, help="Rewrite the expected files from the current output.")
+def test_command(spec: pathlib.Path, update: bool) -> None:
+    """Run the mapping's golden tests (its `golden:` inputs against the expected FHIR and rejections)."""
+    from adapter.mapping.golden import run_golden
+    results = run_golden(_load(spec), update=update)
+    if not results:
+        raise click.ClickException(f"{spec} has no golden tests (add a `golden:` list)")
+    for result in results:
+        click.echo(f"{'updated' if update else 'ok' if result.passed else 'FAILED'}: {result.input}")
+        if result.diff:
+            click.echo(result.diff)
+    if not all(r.passed for r in results):
+        sys.exit(1)
+
+
+def _leaves(node: Any, path: str, out: set[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _leaves(value, f"{path}.{key}", out)
+    elif isinstance(node, list):
+        for item in node:
+            _leaves(item, f"{path}[*]", out)
+    else:
+        out.add(path)
+
+
+@mapping.command()
+@SPEC_ARG
+@FILES_ARG
+def coverage(spec: pathlib.Path, files: tuple[pathlib.Path, ...]) -> None:
+    """Which source columns the mapping reads and which it leaves, and rules that never fired."""
+    loaded = _load(spec)
+    present: set[str] = set()
+    for path in files:
+        for row in read_source(loaded, path):
+            if isinstance(row, SourceRow):
+                if loaded.tabular:
+                    present |= set(row.values)
+                else:
+                    _leaves(row.values, "$", present)
+    out = io.BytesIO()
+    report = translate(loaded, files, out, b"coverage-only-key-not-stored", "2000-01-01T00:00:00Z")
+    if loaded.tabular:  # a column a rule names is mapped, even if no row of these files fired it
+        report.seen |= {name for _, name in referenced_fields(loaded.data)}
+    items = loaded.source.get("items")
+    unused_on_purpose = {u if loaded.tabular or u.startswith("$.") else f"$.{items}[*].{u}"
+                         for u in loaded.source.get("unused", [])}
+
+    def covered(column: str) -> bool:
+        return column in report.seen or re.sub(r"___\w+$", "", column) in report.seen or any(
+            column == u or column.startswith(u + ".") or column.startswith(u + "[") for u in unused_on_purpose)
+
+    click.echo(f"columns read ({len(report.seen & present)}):")
+    for column in sorted(report.seen & present):
+        click.echo(f"  {column}")
+    click.echo(f"columns left unused on purpose ({len(unused_on_purpose)}):")
+    for column in sorted(unused_on_purpose):
+        click.echo(f"  {column}")
+    unused = sorted(c for c in present if not covered(c))
+    click.echo(f"columns not mapped ({len(unused)}):")
+    for column in unused:
+        click.echo(f"  {column}")
+    never = [r for r in loaded.rules if not report.fired[r.index]]
+    click.echo(f"rules never fired ({len(never)}):")
+    for rule in never:
+        click.echo(f"  {loaded.where(rule)} {rule.name}")
+    click.echo(f"rules fired: {len(loaded.rules) - len(never)} of {len(loaded.rules)}; {report.summary()}")
+
+
+@click.command("translate")
+@click.option("--mapping", "spec", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              help="The site mapping (mappings/sites/*.yaml).")
+@click.option("--dry-run", is_flag=True, help="Print the FHIR as NDJSON on stdout; nothing is stored.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Write the FHIR as NDJSON to this file instead.")
+@KEY_FILE
+@QUARANTINE
+@FILES_ARG
+def translate_command(spec: pathlib.Path, dry_run: bool, out: pathlib.Path | None, key_file: pathlib.Path | None,
+                      quarantine: pathlib.Path | None, files: tuple[pathlib.Path, ...]) -> None:
+    """Map and validate site exports to FHIR without storing anything.
+
+    Rejections and the summary go to stderr. Exits 1 when a row was rejected.
+    """
+    if dry_run == (out is not None):
+        raise click.UsageError("choose one of --dry-run (FHIR on stdout) or --out FILE")
+    loaded = _load(spec)
+    key = pseudonym_key(loaded, key_file)
+    if out is not None:
+        with out.open("wb") as handle:
+            report = translate(loaded, files, handle, key, quarantine=quarantine)
+    else:
+        report = translate(loaded, files, sys.stdout.buffer, key, quarantine=quarantine)
+        sys.stdout.flush()
+    _report(report, quarantine)
+    if report.rows_rejected:
+        sys.exit(1)
+
+
+@click.command("ingest")
+@click.option("--site", required=True, help="The site the files come from (must be the mapping's site).")
+@click.option("--mapping", "spec", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              help="The site mapping (mappings/sites/*.yaml).")
+@DB_OPTION
+@KEY_FILE
+@QUARANTINE
+@WORKERS
+@FILES_ARG
+def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Path | None,
+                   quarantine: pathlib.Path | None, workers: int, files: tuple[pathlib.Path, ...]) -> None:
+    """Map, validate and store site exports; ingesting the same rows again updates them in place.
+
+    Each accepted row's resources (and its Provenance) are written together or not at all;
+    rejected rows are listed (file, row, column, value, rule, reason) and, with --quarantine,
+    written out to fix and ingest again. Exits 1 when a row was rejected.
+    """
+    from adapter.store import open_store
+    loaded = _load(spec)
+    if loaded.site != site:
+        raise click.UsageError(f"--site {site} but {spec} maps site {loaded.site}")
+    key = pseudonym_key(loaded, key_file)
+    store = open_store(db)
+    try:
+        report = ingest(loaded, files, store, key, workers=workers, quarantine=quarantine,
+                        progress=sys.stderr.isatty())
+    finally:
+        store.close()
+    _report(report, quarantine)
+    click.echo(json.dumps(dict(sorted(report.by_type.items()))))
+    if report.rows_rejected:
+        sys.exit(1)

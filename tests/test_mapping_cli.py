@@ -1,0 +1,120 @@
+"""`fhir-adapter mapping check|test|coverage`, `translate --dry-run` and `ingest` as an
+integration engineer runs them."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from adapter.cli import main
+from conftest import ROOT, table_counts
+
+MAPPINGS = ROOT / "mappings" / "sites"
+SITES = ROOT / "fixtures" / "sites"
+KEYS = {"UCMSC_SITE_A_KEY": "site-a-test-key-0123456789", "UCMSC_SITE_B_KEY": "site-b-test-key-0123456789",
+        "UCMSC_SITE_C_KEY": "site-c-test-key-0123456789"}
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, list(args), env={**KEYS, **(env or {})}, catch_exceptions=False)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A copy of mappings/ (and the dictionary it names) to change without touching the repository."""
+    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    (tmp_path / "fixtures/sites/site-a").mkdir(parents=True)
+    shutil.copy(SITES / "site-a/dictionary.csv", tmp_path / "fixtures/sites/site-a/dictionary.csv")
+    return tmp_path / "mappings" / "sites"
+
+
+@pytest.mark.parametrize("site", ["site-a", "site-b", "site-c"])
+def test_check_and_golden_tests_pass_for_each_site(site):
+    checked = run("mapping", "check", str(MAPPINGS / f"{site}.yaml"))
+    assert checked.exit_code == 0 and "ok (" in checked.output
+    tested = run("mapping", "test", str(MAPPINGS / f"{site}.yaml"))
+    assert tested.exit_code == 0, tested.output
+    assert tested.output.startswith("ok: golden/")
+
+
+def test_check_reports_problems_with_their_line(workspace):
+    spec = workspace / "site-a.yaml"
+    spec.write_text(spec.read_text(encoding="utf-8").replace("value: hr}", "value: pulse}"), encoding="utf-8")
+    result = run("mapping", "check", str(spec))
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "value: pulse}" in text)
+    assert result.exit_code == 1
+    assert f"{spec}:{line}: rules[" in result.output and "unknown column 'pulse'" in result.output
+
+
+def test_golden_test_shows_a_readable_diff_when_the_mapping_changes(workspace):
+    spec = workspace / "site-c.yaml"
+    spec.write_text(spec.read_text(encoding="utf-8").replace("{observation: heart-rate, value: 心率(次/分)}",
+                                                             "{observation: respiratory-rate, value: 心率(次/分)}"),
+                    encoding="utf-8")
+    result = run("mapping", "test", str(spec))
+    assert result.exit_code == 1
+    assert "FAILED: golden/site-c/input.csv" in result.output
+    assert '-  "id": "site-c-C0001-baseline-heart-rate",' in result.output
+    assert '+  "id": "site-c-C0001-baseline-respiratory-rate",' in result.output
+
+
+def test_translate_dry_run_prints_fhir_and_the_rejections(tmp_path):
+    result = CliRunner().invoke(main, ["translate", "--dry-run", "--mapping", str(MAPPINGS / "site-b.yaml"),
+                                       str(SITES / "site-b/export.ndjson")], env=KEYS, catch_exceptions=False)
+    assert result.exit_code == 1  # rows were rejected
+    resources = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["resourceType"] for r in resources} >= {"Patient", "Observation", "Procedure", "Provenance"}
+    assert "rejected export.ndjson:16 $.visits[0].labs.immunoglobulins.IgG.unit='mmol/L' [site-b.yaml:" \
+        in result.stderr
+    assert "19 rows read: 15 accepted, 4 rejected" in result.stderr
+
+
+def test_translate_needs_a_pseudonym_key():
+    result = CliRunner().invoke(main, ["translate", "--dry-run", "--mapping", str(MAPPINGS / "site-a.yaml"),
+                                       str(SITES / "site-a/export.csv")], env={"UCMSC_SITE_A_KEY": ""})
+    assert result.exit_code == 2 and "set UCMSC_SITE_A_KEY or pass --key-file" in result.output
+
+
+def test_ingest_refuses_a_mapping_of_another_site(tmp_path):
+    result = run("ingest", "--site", "site-b", "--mapping", str(MAPPINGS / "site-c.yaml"), "--db",
+                 f"sqlite:///{tmp_path}/x.db", str(SITES / "site-c/export.csv"))
+    assert result.exit_code == 2 and "maps site site-c" in result.output
+
+
+def test_quarantined_rows_can_be_fixed_and_ingested_again(store, tmp_path):
+    db = str(store.engine.url.render_as_string(hide_password=False))
+    jail = tmp_path / "quarantine"
+    first = run("ingest", "--site", "site-c", "--mapping", str(MAPPINGS / "site-c.yaml"), "--db", db,
+                "--workers", "1", "--quarantine", str(jail), str(SITES / "site-c/export.csv"))
+    assert first.exit_code == 1
+    assert "140 rows read: 135 accepted, 5 rejected" in first.stderr
+    with (jail / "rejections.csv").open(encoding="utf-8") as handle:
+        listed = list(csv.DictReader(handle))
+    assert [r["row"] for r in listed] == ["137", "138", "139", "140", "141"]
+    assert all(r["rule"].startswith("site-c.yaml:") for r in listed)
+    rejected = jail / "export.rejected.csv"
+    text = rejected.read_text(encoding="gb18030")  # the source's own encoding and delimiter
+    assert text.count("\n") == 5  # header + 4 rows; the duplicate is not quarantined
+    fixed = text.replace(";130;", ";45,0;").replace(";103;", ";45;").replace("2025/13/01", "2025/12/01")
+    fixed = "\n".join(line if not line.startswith(";") else "C0099" + line for line in fixed.split("\n"))
+    rejected.write_text(fixed, encoding="gb18030")
+    before = table_counts(store)["resources"]
+    again = run("ingest", "--site", "site-c", "--mapping", str(MAPPINGS / "site-c.yaml"), "--db", db,
+                "--workers", "1", str(rejected))
+    assert again.exit_code == 0, again.stderr
+    assert "4 rows read: 4 accepted, 0 rejected" in again.stderr
+    assert table_counts(store)["resources"] > before
+
+
+def test_coverage_lists_unmapped_columns_and_rules_that_never_fired(workspace):
+    spec = workspace / "site-a.yaml"
+    text = spec.read_text(encoding="utf-8").replace("  - {observation: heart-rate, value: hr}\n", "")
+    text = text.replace("when: {visit: baseline}\n  - condition", "when: {visit: month-99}\n  - condition")
+    spec.write_text(text, encoding="utf-8")
+    result = run("mapping", "coverage", str(spec), str(SITES / "site-a/export.csv"))
+    assert result.exit_code == 0, result.output
+    assert "columns not mapped (1):\n  hr\n" in result.output
+    assert "rules never fired (1):\n  site-a.yaml:40 patient\n" in result.output
