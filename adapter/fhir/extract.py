@@ -19,7 +19,7 @@ from fhirpathpy.models import models
 from adapter.fhir.dates import MAX, MIN, date_range
 from adapter.fhir.definitions import SearchParam, search_params
 
-__all__ = ["IndexRows", "extract", "normalize_string", "parse_reference"]
+__all__ = ["IndexRows", "Indexed", "extract", "normalize_string", "parse_reference"]
 
 
 @dataclass
@@ -33,6 +33,15 @@ class IndexRows:
     quantity: list[tuple[str, float, str | None, str | None, str | None]] = field(default_factory=list)
     uri: list[tuple[str, str]] = field(default_factory=list)
     number: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A resource with its index rows already extracted (e.g. by a worker process), so that the
+    process writing to the store only writes."""
+
+    resource: dict[str, Any]
+    rows: IndexRows
 
 
 def normalize_string(text: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir import jsonio
-from adapter.fhir.validation import validate
+from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_ndjson
@@ -24,6 +24,8 @@ from adapter.mapping.spec import MappingSpec, Rule
 __all__ = ["Rejection", "RecordResult", "read_source", "record_key", "unique_key", "map_record"]
 
 _PLACEHOLDER = re.compile(r"\{([^}]+)\}")
+# Full validation once per resource shape, values on every resource (see ShapeValidator).
+_validate = ShapeValidator()
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class RecordResult:
     line: int
     resources: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # resourceType of each resource made (kept when they are not)
     fired: set[int] = field(default_factory=set)  # rules that made something
     seen: set[str] = field(default_factory=set)  # fields read
 
@@ -224,7 +227,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     result.seen = root.seen or set()
     if check:
         for rule, resource in made:
-            for issue in validate(resource):
+            for issue in _validate(resource):
                 result.rejections.append(Rejection(
                     row.file, row.line, "", "", spec.where(rule),
                     f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: {issue.diagnostics}"))
@@ -232,6 +235,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         return result
     result.resources = [resource for _, resource in made]
     result.resources.append(_provenance(spec, row, record, result.resources, recorded))
+    result.kinds = [r["resourceType"] for r in result.resources]
     return result
 
 

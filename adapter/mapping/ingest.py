@@ -80,11 +80,12 @@ def _progress(enabled: bool) -> Any:
 
 
 def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, recorded: str, workers: int,
-         quarantine: pathlib.Path | None, progress: bool, report: MappingReport) -> Iterator[list[dict[str, Any]]]:
+         quarantine: pathlib.Path | None, progress: bool, report: MappingReport,
+         store: Repository | None = None, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
     jail = Quarantine(spec, quarantine) if quarantine else None
     bar = _progress(progress)
     try:
-        for row, result in records(spec, files, key, recorded, workers):
+        for row, result in records(spec, files, key, recorded, workers, store=store, batch_size=batch_size):
             report.add(result)
             if bar is not None:
                 bar.update()
@@ -105,8 +106,11 @@ def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Reposit
            progress: bool = False, batch_size: int = 1000) -> MappingReport:
     """Map, validate and store; a row's resources are written in one transaction, or not at all."""
     report, started = MappingReport(), time.perf_counter()
-    repo.load(_run(spec, files, key, recorded or now_recorded(), workers, quarantine, progress, report),
-              batch_size=batch_size)
+    for _ in _run(spec, files, key, recorded or now_recorded(), workers, quarantine, progress, report,
+                  store=repo, batch_size=batch_size):
+        pass  # written by whoever mapped them (this process, or each worker)
+    if report.resources >= 1000:
+        repo.analyze()
     return timed(report, started)
 
 

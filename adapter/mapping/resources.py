@@ -211,16 +211,18 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
 
 
 def _checked_number(ctx: Context, value: Value, concept: dict[str, Any], factor: decimal.Decimal) -> decimal.Decimal:
+    """The value in the concept's unit, if the reference's rule for it (section 4) holds."""
     number = ctx.decimal(value) * factor
-    if number.as_tuple().exponent > 0:  # type: ignore[operator]
-        number = number.quantize(decimal.Decimal(1))
     check = concept["check"]
+    low, high = (decimal.Decimal(str(check[k])) if k in check else None for k in ("min", "max"))
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise Problem(value.label, value.raw, check["reason"])  # before any arithmetic on 1E+100
     if concept.get("value") == "integer" and number != number.to_integral_value():
         raise Problem(value.label, value.raw, check["reason"])
-    if ("min" in check and number < decimal.Decimal(str(check["min"]))) or \
-            ("max" in check and number > decimal.Decimal(str(check["max"]))) or \
-            ("step" in check and number % decimal.Decimal(str(check["step"])) != 0):
+    if "step" in check and number % decimal.Decimal(str(check["step"])) != 0:
         raise Problem(value.label, value.raw, check["reason"])
+    if number.as_tuple().exponent > 0:  # type: ignore[operator]  # 1E+3 is written 1000
+        number = number.quantize(decimal.Decimal(1))
     return number
 
 

@@ -1,8 +1,12 @@
 """Running a mapping over export files: streaming, in order, optionally across processes.
 
-Rows are read one at a time, checked for duplicates, mapped and validated (in worker processes
-when asked: validation is most of the cost), and handed on in file order, a bounded number in
-flight, so memory does not grow with the file. Every row read ends accepted or rejected.
+Rows are read one at a time, checked for duplicates, then mapped, validated and (when a store
+is given) written in batches; results come back in file order, a bounded number in flight, so
+memory does not grow with the file. Every row read ends accepted or rejected.
+
+With worker processes, each worker writes the rows it mapped through its own store handle:
+shipping a million resources back to one writing process cost more than writing them (the
+unpickling alone ~40 us a resource), and SQLite serialises the writers' transactions anyway.
 """
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.fhir.extract import Indexed, extract
 from adapter.mapping.engine import RecordResult, Rejection, map_record, read_source, unique_key
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
+from adapter.store.repository import Loadable, Repository
 
 __all__ = ["MappingReport", "records", "CHUNK"]
 
@@ -42,8 +48,8 @@ class MappingReport:
         self.rows_read += 1
         if result.accepted:
             self.rows_accepted += 1
-            self.resources += len(result.resources)
-            self.by_type.update(r["resourceType"] for r in result.resources)
+            self.resources += len(result.kinds)
+            self.by_type.update(result.kinds)
         else:
             self.rows_rejected += 1
             room = KEEP_REJECTIONS - len(self.rejections)
@@ -79,14 +85,6 @@ class _Duplicates:
             f"duplicate of line {first}")])
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _map_chunk(rows: list[SourceRow]) -> list[RecordResult]:
-    spec, key, recorded, check = _WORKER["args"]
-    return [map_record(spec, key, row, recorded, check) for row in rows]
-
-
 def _rows(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> Iterator[SourceRow | RecordResult]:
     """Rows to map, or rows already decided (unreadable, duplicate)."""
     duplicates = _Duplicates(spec)
@@ -99,24 +97,69 @@ def _rows(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> Iterator[So
             yield duplicates.check(row) or row
 
 
+@dataclass
+class _Job:
+    spec: MappingSpec
+    key: bytes
+    recorded: str
+    check: bool
+    store: Repository | None  # write accepted rows here (and return them without resources)
+    batch_size: int = 1000
+
+
+def _map_rows(job: _Job, rows: list[SourceRow]) -> list[RecordResult]:
+    results = [map_record(job.spec, job.key, row, job.recorded, job.check) for row in rows]
+    if job.store is not None:
+        groups: list[Loadable | list[Loadable]] = [
+            [Indexed(r, extract(r)) for r in result.resources] for result in results if result.resources]
+        job.store.load(iter(groups), batch_size=job.batch_size, analyze=False)  # once, at the end
+        for result in results:
+            result.resources = []
+    return results
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _map_chunk(rows: list[SourceRow]) -> list[RecordResult]:
+    job: _Job = _WORKER["job"]
+    if job.store is not None and "store" not in _WORKER:
+        _WORKER["store"] = job.store = job.store.reopen()  # this process's own connections
+    return _map_rows(job, rows)
+
+
 def records(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, recorded: str,
-            workers: int = 1, check: bool = True) -> Iterator[tuple[SourceRow | None, RecordResult]]:
-    """(row, result) for every row of the files, in file order; `workers` > 1 maps in processes."""
+            workers: int = 1, check: bool = True, store: Repository | None = None,
+            batch_size: int = 1000) -> Iterator[tuple[SourceRow | None, RecordResult]]:
+    """(row, result) for every row of the files, in file order; `workers` > 1 maps in processes.
+
+    With a `store`, accepted rows are written (a row's resources in one transaction) before
+    their result is yielded, and results carry no resources."""
+    job = _Job(spec, key, recorded, check, store, batch_size)
     if workers <= 1:
+        pending: list[SourceRow | RecordResult] = []
+
+        def flush() -> Iterator[tuple[SourceRow | None, RecordResult]]:
+            mapped = iter(_map_rows(job, [r for r in pending if isinstance(r, SourceRow)]))
+            for item in pending:
+                yield (None, item) if isinstance(item, RecordResult) else (item, next(mapped))
+            pending.clear()
+
         for item in _rows(spec, files):
-            if isinstance(item, RecordResult):
-                yield None, item
-            else:
-                yield item, map_record(spec, key, item, recorded, check)
+            pending.append(item)
+            if len(pending) >= CHUNK:
+                yield from flush()
+        yield from flush()
         return
-    _WORKER["args"] = (spec, key, recorded, check)
+    _WORKER.clear()
+    _WORKER["job"] = job
     context = multiprocessing.get_context("fork")  # workers inherit the compiled spec
-    pending: collections.deque[tuple[list[SourceRow | RecordResult], Future[list[RecordResult]]]] = \
+    in_flight: collections.deque[tuple[list[SourceRow | RecordResult], Future[list[RecordResult]]]] = \
         collections.deque()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         def drain(limit: int) -> Iterator[tuple[SourceRow | None, RecordResult]]:
-            while len(pending) > limit:
-                chunk, future = pending.popleft()
+            while len(in_flight) > limit:
+                chunk, future = in_flight.popleft()
                 mapped = iter(future.result())
                 for item in chunk:
                     yield (None, item) if isinstance(item, RecordResult) else (item, next(mapped))
@@ -125,11 +168,11 @@ def records(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, 
         for item in _rows(spec, files):
             chunk.append(item)
             if len(chunk) >= CHUNK:
-                pending.append((chunk, pool.submit(_map_chunk, [r for r in chunk if isinstance(r, SourceRow)])))
+                in_flight.append((chunk, pool.submit(_map_chunk, [r for r in chunk if isinstance(r, SourceRow)])))
                 chunk = []
                 yield from drain(2 * workers)  # bounded: at most 2 chunks per worker in flight
         if chunk:
-            pending.append((chunk, pool.submit(_map_chunk, [r for r in chunk if isinstance(r, SourceRow)])))
+            in_flight.append((chunk, pool.submit(_map_chunk, [r for r in chunk if isinstance(r, SourceRow)])))
         yield from drain(0)
 
 

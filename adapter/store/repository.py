@@ -11,9 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.fhir.extract import Indexed
 from adapter.fhir.search import SearchRequest
 
-__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository"]
+__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Loadable"]
+
+Loadable = dict[str, Any] | Indexed  # a resource, or one with its index rows already extracted
 
 
 @dataclass(slots=True)  # not frozen: frozen init costs a microsecond per read
@@ -78,11 +81,19 @@ class Repository(abc.ABC):
         """Current, not-deleted resources matching every filter, in sort order, one page."""
 
     @abc.abstractmethod
-    def load(self, resources: Iterable[dict[str, Any] | list[dict[str, Any]]], batch_size: int = 1000) -> int:
+    def load(self, resources: Iterable[Loadable | list[Loadable]], batch_size: int = 1000,
+             analyze: bool = True) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written.
 
         Each batch is one transaction; an item that is a list (the resources of one source
-        record) is never split across two."""
+        record) is never split across two. A resource may come `Indexed` (its index rows
+        extracted already, by the same `extract`) to spare the writing process that work. After a
+        large load the planner's statistics are refreshed, unless the caller will (`analyze`)."""
+
+    @abc.abstractmethod
+    def reopen(self) -> Repository:
+        """Another handle on the same store, with its own connections: for a worker process
+        (connections must never be shared across a fork)."""
 
     @abc.abstractmethod
     def analyze(self) -> None:

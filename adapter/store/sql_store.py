@@ -18,11 +18,11 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapter.fhir.dates import now_instant
-from adapter.fhir.extract import extract
+from adapter.fhir.extract import Indexed, extract
 from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
-from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
+from adapter.store.repository import HistoryPage, Loadable, Repository, SearchPage, StoredResource
 from adapter.store.engines import (
     ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
 )
@@ -80,10 +80,10 @@ class SqlStore(Repository):
         with self._write() as conn:
             return self._write_batch(conn, [resource], if_match=if_match)[0]
 
-    def load(self, items: Iterable[dict[str, Any] | list[dict[str, Any]]], batch_size: int = 1000) -> int:
+    def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
         so the database's work overlaps ours; each batch is its own transaction."""
-        batches: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
+        batches: queue.Queue[list[Loadable] | None] = queue.Queue(maxsize=2)
         outcome: dict[str, Any] = {"written": 0}
 
         def writer() -> None:
@@ -97,7 +97,7 @@ class SqlStore(Repository):
         thread = threading.Thread(target=writer, name="store-load", daemon=True)
         thread.start()
         try:
-            batch: list[dict[str, Any]] = []
+            batch: list[Loadable] = []
             for item in items:
                 if isinstance(item, list):  # a group: never split across two transactions
                     batch.extend(item)
@@ -116,9 +116,12 @@ class SqlStore(Repository):
         if "error" in outcome:
             raise outcome["error"]
         written = int(outcome["written"])
-        if written >= _ANALYZE_AFTER:
+        if analyze and written >= _ANALYZE_AFTER:
             self.analyze()
         return written
+
+    def reopen(self) -> SqlStore:
+        return SqlStore(self.url, migrate=False)
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics.
@@ -134,7 +137,7 @@ class SqlStore(Repository):
                 conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sample, don't scan it all
                 conn.exec_driver_sql("ANALYZE")
 
-    def _load_batch(self, batch: list[dict[str, Any]]) -> int:
+    def _load_batch(self, batch: list[Loadable]) -> int:
         with self._write() as conn:
             return len(self._write_batch(conn, batch))
 
@@ -148,9 +151,12 @@ class SqlStore(Repository):
                 found[(rtype, row.res_id)] = row
         return found
 
-    def _write_batch(self, conn: Connection, batch: list[dict[str, Any]], method: str = "PUT",
+    def _write_batch(self, conn: Connection, items: list[Loadable], method: str = "PUT",
                      if_match: int | None = None) -> list[StoredResource]:
         now = now_instant()
+        batch = [item.resource if isinstance(item, Indexed) else item for item in items]
+        given = {(item.resource["resourceType"], item.resource["id"]): item.rows
+                 for item in items if isinstance(item, Indexed)}
         keys = {(r["resourceType"], r["id"]) for r in batch}
         lock_resources(conn, keys)
         current = self._current(conn, keys)
@@ -188,7 +194,8 @@ class SqlStore(Repository):
                     [tuple(row[c] for c in _HISTORY_COLUMNS) for row in history_rows])
         index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
         for (rtype, rid), (_, body) in latest.items():
-            for kind, rows in vars(extract(body)).items():
+            extracted = given.get((rtype, rid)) or extract(body)  # meta plays no part in the index
+            for kind, rows in vars(extracted).items():
                 index_rows[kind].extend((rtype, rid, *r) for r in rows)
         for kind, rows in index_rows.items():
             bulk_insert(conn, INDEX_TABLES[kind], ("res_type", "res_id", *INDEX_COLUMNS[kind]), rows)

@@ -1,0 +1,154 @@
+"""Site ingest benchmark: site A's REDCap export scaled to N children, end to end into SQLite.
+
+Usage: python -m bench.site_ingest [--children 10000] [--workers 2] [--db URL]
+
+The site generator (fixtures/sites/generate.py) writes an export of N children (about 9 rows
+and 160 resources each); `fhir-adapter ingest` then reads, maps, validates and stores it in a
+child process whose peak memory (RSS, summed over it and its worker processes) is sampled.
+In the same run, the baseline: validating the same resources alone, in one process.
+Printed: rows/s and resources/s end to end, the ratio to validation alone, peak RSS.
+Targets: >= 10,000 resources/s on 2 cores; RSS < 300 MB whatever the file size.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from adapter.fhir.validation import validate
+from adapter.mapping.ingest import translate
+from adapter.mapping.spec import load_mapping
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SITES = ROOT / "fixtures" / "sites"
+SPEC = ROOT / "mappings" / "sites" / "site-a.yaml"
+KEY = "bench-pseudonym-key-not-a-secret"
+
+
+def write_export(children: int, path: pathlib.Path) -> int:
+    """Site A's export of `children` synthetic children, written child by child; rows written."""
+    sys.path.insert(0, str(SITES))
+    from generate import _csv_text, make_child  # the fixtures' own cohort model
+    from site_a import HEADER, rows_of
+    import random
+    rng = random.Random(2025_01)
+    rows = 0
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write(_csv_text(HEADER, []))
+        for n in range(1, children + 1):
+            child_rows = rows_of(make_child(rng, "A", n))
+            handle.write(_csv_text(HEADER, child_rows).split("\n", 1)[1])
+            rows += len(child_rows)
+    return rows
+
+
+def _family(pid: int) -> list[int]:
+    """A process and all its descendants (the ingest and its worker processes)."""
+    parents = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                grew = True
+    return sorted(family)
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process: PSS shares the pages workers inherit from their parent."""
+    try:
+        fields = dict(line.split(":", 1) for line in (pathlib.Path(f"/proc/{pid}/smaps_rollup")).read_text()
+                      .splitlines()[1:] if ":" in line)
+    except OSError:
+        return 0, 0
+    return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
+
+
+def end_to_end(export: pathlib.Path, db: str, workers: int) -> tuple[float, dict[str, int], str]:
+    """Seconds, peak memory (kB: the largest process's RSS, the family's summed RSS and PSS),
+    and the ingest's summary line."""
+    command = [sys.executable, "-m", "adapter.cli", "ingest", "--site", "site-a", "--mapping", str(SPEC),
+               "--db", db, "--workers", str(workers), str(export)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env={**os.environ, "UCMSC_SITE_A_KEY": KEY},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = {"largest RSS": 0, "summed RSS": 0, "summed PSS": 0}
+
+    def sample() -> None:
+        while process.poll() is None:
+            sizes = [_memory_kb(pid) for pid in _family(process.pid)]
+            for name, value in (("largest RSS", max((r for r, _ in sizes), default=0)),
+                                ("summed RSS", sum(r for r, _ in sizes)), ("summed PSS", sum(p for _, p in sizes))):
+                peak[name] = max(peak[name], value)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = process.communicate()
+    seconds = time.perf_counter() - started
+    sampler.join()
+    summary = next((line for line in err.splitlines() if "rows read" in line), err.strip()[-300:])
+    return seconds, peak, summary
+
+
+def validation_alone(export: pathlib.Path, rows: int) -> float:
+    """Resources/s of validate() alone over the resources of the export's first `rows` rows."""
+    sample = pathlib.Path(tempfile.mkdtemp()) / "sample.csv"
+    with export.open(encoding="utf-8") as src, sample.open("w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i > rows:
+                break
+            dst.write(line)
+    out = io.BytesIO()
+    translate(load_mapping(SPEC), [sample], out, KEY.encode(), "2026-01-01T00:00:00Z")
+    from adapter.fhir import jsonio
+    resources = [jsonio.parse(line) for line in out.getvalue().splitlines()]
+    validate(resources[0])  # warm the model and schema caches
+    started = time.perf_counter()
+    for resource in resources:
+        validate(resource)
+    return len(resources) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--children", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        export = pathlib.Path(tmp) / "export.csv"
+        started = time.perf_counter()
+        rows = write_export(args.children, export)
+        print(f"export: {args.children:,} children, {rows:,} rows, {export.stat().st_size / 1e6:.1f} MB "
+              f"(generated in {time.perf_counter() - started:.0f} s)")
+        baseline = validation_alone(export, 2000)
+        db = args.db or f"sqlite:///{tmp}/bench.db"
+        seconds, memory, summary = end_to_end(export, db, args.workers)
+        resources = int(summary.split(";")[1].split()[0]) if "resources" in summary else 0
+        print(f"ingest --workers {args.workers}: {summary}")
+        print("| measure | value |\n|---|---|")
+        print(f"| rows/s end to end (the command, start to exit) | {rows / seconds:,.0f} |")
+        print(f"| resources/s end to end (target >= 10,000) | {resources / seconds:,.0f} |")
+        print(f"| resources/s validation alone, 1 process (baseline) | {baseline:,.0f} |")
+        print(f"| end to end / validation alone | {resources / seconds / baseline:.2f}x |")
+        for name, kb in memory.items():
+            print(f"| peak {name}, ingest + {args.workers} workers (target < 300 MB) | {kb / 1024:,.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
