@@ -147,3 +147,23 @@ def test_worker_processes_write_the_same_store_as_one_process(db_url, monkeypatc
         finally:
             store.close()
     assert results[0] == results[1]
+
+
+def test_a_json_array_export_maps_like_ndjson(tmp_path):
+    """format: json (one array of records): rows are the records' positions, 1-based."""
+    import io
+
+    from adapter.mapping.ingest import translate
+    documents = [json.loads(line) for line in (SITES / "site-b/export.ndjson").read_text(encoding="utf-8").splitlines()]
+    (tmp_path / "export.json").write_text(json.dumps(documents), encoding="utf-8")
+    text = (MAPPINGS / "site-b.yaml").read_text(encoding="utf-8").replace("format: ndjson", "format: json")
+    text = text.replace("catalogue: catalogue.yaml", f"catalogue: {MAPPINGS / 'catalogue.yaml'}")
+    (tmp_path / "site-b.yaml").write_text(text, encoding="utf-8")
+    outputs = []
+    for spec_path, export in ((MAPPINGS / "site-b.yaml", SITES / "site-b/export.ndjson"),
+                              (tmp_path / "site-b.yaml", tmp_path / "export.json")):
+        out = io.BytesIO()
+        report = translate(load_mapping(spec_path), [export], out, KEY, "2026-01-01T00:00:00Z")
+        made = [line for line in out.getvalue().splitlines() if b'"Provenance"' not in line]  # names the file
+        outputs.append((made, [(r.row, r.column, r.reason) for r in report.rejections]))
+    assert outputs[0] == outputs[1]  # the same rows: one document per line in the NDJSON

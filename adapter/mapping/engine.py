@@ -18,7 +18,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, safe_id
-from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_ndjson
+from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Rejection", "RecordResult", "read_source", "record_key", "unique_key", "map_record"]
@@ -63,6 +63,8 @@ def read_source(spec: MappingSpec, path: str | pathlib.Path) -> Iterator[SourceR
     source = spec.source
     if spec.tabular:
         return read_csv(path, source["encoding"], source.get("delimiter", ","))
+    if source["format"] == "json":
+        return read_json(path, source["encoding"])
     return read_ndjson(path, source["encoding"])
 
 

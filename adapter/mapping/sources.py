@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SourceRow", "SourceError", "read_csv", "read_ndjson"]
+__all__ = ["SourceRow", "SourceError", "read_csv", "read_ndjson", "read_json"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,23 @@ def read_ndjson(path: str | pathlib.Path, encoding: str = "utf-8") -> Iterator[S
                 yield SourceError(file, number, "a line must hold one JSON object")
                 continue
             yield SourceRow(file, number, document)
+
+
+def read_json(path: str | pathlib.Path, encoding: str = "utf-8") -> Iterator[SourceRow | SourceError]:
+    """A JSON document holding an array of records (or one record); a row is the position of
+    the record in the array (1-based). The document is parsed whole: for large exports, NDJSON
+    streams."""
+    file = str(path)
+    try:
+        document = json.loads(pathlib.Path(path).read_bytes().decode(encoding), parse_float=decimal.Decimal)
+    except UnicodeDecodeError as exc:
+        yield SourceError(file, 1, f"not {encoding}: {exc.reason}")
+        return
+    except json.JSONDecodeError as exc:
+        yield SourceError(file, exc.lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
+        return
+    for number, record in enumerate(document if isinstance(document, list) else [document], 1):
+        if isinstance(record, dict):
+            yield SourceRow(file, number, record)
+        else:
+            yield SourceError(file, number, "each record must be a JSON object")
