@@ -23,10 +23,10 @@ def _resource(rtype: str) -> dict[str, Any]:
         "versioning": "versioned",
         "readHistory": True,
         "updateCreate": True,
-        "conditionalCreate": False,
+        "conditionalCreate": True,
         "conditionalRead": "not-supported",
-        "conditionalUpdate": False,
-        "conditionalDelete": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
         "searchParam": [
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in search_params(rtype).values()

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from adapter.fhir import jsonio
 from adapter.fhir.dates import date_range
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, operation_outcome
-from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count, parse_search
+from adapter.fhir.outcomes import (
+    FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed,
+)
+from adapter.fhir.search import (
+    DEFAULT_COUNT, SearchRequest, decode_cursor, encode_cursor, parse_count, parse_search,
+)
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
-from adapter.store.repository import Repository, StoredResource
+from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
            "SYSTEM_INTERACTIONS", "check_type"]
@@ -178,13 +183,73 @@ def _written(req: FhirRequest, stored: StoredResource, status: int) -> FhirRespo
     return FhirResponse(status, stored.data, headers)
 
 
+def condition(rtype: str, query: str | list[tuple[str, str]], what: str) -> SearchRequest:
+    """The search of a conditional interaction: strict (an unknown parameter must not match
+    everything), at most 2 matches needed to tell none, one and several apart."""
+    params = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
+    params = [(k, v) for k, v in params if k not in ("_format", "_count", "_sort", "_total", "_cursor")]
+    if not params:
+        raise bad_request(f"{what}: a conditional interaction needs search parameters", what)
+    return replace(parse_search(rtype, params, strict=True), count=2, total="none", sort=())
+
+
+def condition_key(request: SearchRequest) -> tuple[str, str]:
+    """The lock a conditional write takes: the same search, the same key, whatever the order."""
+    return request.resource_type, "?" + urlencode(sorted(request.used_params()))
+
+
+def matches(tx: Transaction, request: SearchRequest, what: str) -> list[StoredResource]:
+    found = tx.search(request).entries
+    if len(found) > 1:
+        raise precondition_failed(f"{what} matches more than one {request.resource_type}: "
+                                  "make the criteria more selective")
+    return found
+
+
 def create(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
     resource = _resource_body(req, rtype)
     # The server assigns the id (http.html#create): a client-supplied one is ignored.
     resource.pop("id", None)
-    stored = repo.create(_validated(resource))
-    return _written(req, stored, 201)
+    resource = _validated(resource)
+    wanted = req.headers.get("If-None-Exist")
+    if not wanted:
+        return _written(req, repo.create(resource), 201)
+    request = condition(rtype, wanted, "If-None-Exist")
+    with repo.transaction() as tx:  # the search and the create under one lock: race-free
+        tx.lock([condition_key(request)])
+        found = matches(tx, request, "If-None-Exist")
+        stored = found[0] if found else tx.create(resource)
+    return _written(req, stored, 200 if found else 201)
+
+
+def conditional_update(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """PUT [type]?[search]: update the one match, create when none, 412 when several."""
+    rtype = check_type(req.resource_type)
+    resource = _validated(_resource_body(req, rtype))
+    request = condition(rtype, req.params, "conditional update")
+    with repo.transaction() as tx:
+        tx.lock([condition_key(request)])
+        found = matches(tx, request, "the conditional update's search")
+        if found and resource.get("id") not in (None, found[0].id):
+            raise bad_request(f"the body's id {resource['id']!r} is not the matching resource's "
+                              f"{found[0].id!r}", f"{rtype}.id")
+        if found:
+            stored = tx.update({**resource, "id": found[0].id})
+        else:
+            stored = tx.create(resource, resource.get("id"))
+    return _written(req, stored, 200 if found else 201)
+
+
+def conditional_delete(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """DELETE [type]?[search]: delete the one match (none: nothing to do), 412 when several."""
+    rtype = check_type(req.resource_type)
+    request = condition(rtype, req.params, "conditional delete")
+    with repo.transaction() as tx:
+        tx.lock([condition_key(request)])
+        found = matches(tx, request, "the conditional delete's search")
+        stored = tx.delete(rtype, found[0].id) if found else None
+    return FhirResponse(204, None, {"ETag": f'W/"{stored.version_id}"'} if stored else {})
 
 
 def update(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -221,6 +286,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/<resource_type>", "search-type", search),
     Route("POST", "/<resource_type>/_search", "search-type", search),
     Route("POST", "/<resource_type>", "create", create),
+    Route("PUT", "/<resource_type>", "update", conditional_update),
+    Route("DELETE", "/<resource_type>", "delete", conditional_delete),
     Route("GET", "/<resource_type>/_history", "history-type", history),
     Route("GET", "/<resource_type>/<id>", "read", read),
     Route("PUT", "/<resource_type>/<id>", "update", update),

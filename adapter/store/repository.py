@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from adapter.fhir.extract import Indexed
 from adapter.fhir.search import SearchRequest
 
-__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Loadable"]
+__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Transaction", "Loadable"]
 
 Loadable = dict[str, Any] | Indexed  # a resource, or one with its index rows already extracted
 
@@ -43,6 +44,35 @@ class HistoryPage:
     entries: list[StoredResource]
     total: int
     next_cursor: int | None
+
+
+class Transaction(abc.ABC):
+    """Reads and writes that commit together or not at all (`Repository.transaction()`)."""
+
+    @abc.abstractmethod
+    def lock(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Serialise with other transactions taking the same keys ((type, id), or (type,
+        "?" + a search) for a conditional write) until this one ends; take all at once."""
+
+    @abc.abstractmethod
+    def create(self, resource: dict[str, Any], resource_id: str | None = None) -> StoredResource:
+        """A new resource, with the given id (e.g. one a transaction Bundle assigned) or a new one."""
+
+    @abc.abstractmethod
+    def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
+        """Update or create (version + 1); 412 when `if_match` is not the current version."""
+
+    @abc.abstractmethod
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """Tombstone; None when there was nothing to delete."""
+
+    @abc.abstractmethod
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """The current version, or None (unknown or deleted), as this transaction sees it."""
+
+    @abc.abstractmethod
+    def search(self, request: SearchRequest) -> SearchPage:
+        """A search as this transaction sees the store."""
 
 
 class Repository(abc.ABC):
@@ -89,6 +119,10 @@ class Repository(abc.ABC):
         record) is never split across two. A resource may come `Indexed` (its index rows
         extracted already, by the same `extract`) to spare the writing process that work. After a
         large load the planner's statistics are refreshed, unless the caller will (`analyze`)."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A unit of work: everything done through it commits at the end, or nothing does."""
 
     @abc.abstractmethod
     def reopen(self) -> Repository:

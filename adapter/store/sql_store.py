@@ -22,7 +22,9 @@ from adapter.fhir.extract import Indexed, extract
 from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
-from adapter.store.repository import HistoryPage, Loadable, Repository, SearchPage, StoredResource
+from adapter.store.repository import (
+    HistoryPage, Loadable, Repository, SearchPage, StoredResource, Transaction,
+)
 from adapter.store.engines import (
     ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
 )
@@ -72,13 +74,17 @@ class SqlStore(Repository):
     # -- writes -------------------------------------------------------------------------------
 
     def create(self, resource: dict[str, Any]) -> StoredResource:
-        resource = {**resource, "id": str(uuid.uuid4())}
-        with self._write() as conn:
-            return self._write_batch(conn, [resource], method="POST")[0]
+        with self.transaction() as tx:
+            return tx.create(resource)
 
     def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
+        with self.transaction() as tx:
+            return tx.update(resource, if_match)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
         with self._write() as conn:
-            return self._write_batch(conn, [resource], if_match=if_match)[0]
+            yield SqlTransaction(self, conn)
 
     def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
@@ -213,21 +219,24 @@ class SqlStore(Repository):
                                                  one_of(conn, table.c.res_id, ids)))
 
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        with self.transaction() as tx:
+            return tx.delete(resource_type, resource_id)
+
+    def _delete_on(self, conn: Connection, resource_type: str, resource_id: str) -> StoredResource | None:
         now = now_instant()
-        with self._write() as conn:
-            lock_resources(conn, [(resource_type, resource_id)])
-            row = conn.execute(select(resources.c.version_id, resources.c.deleted).where(
-                resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
-            if row is None or row.deleted:
-                return None
-            version = row.version_id + 1
-            conn.execute(update(resources).where(
-                resources.c.res_type == resource_type, resources.c.res_id == resource_id,
-            ).values(version_id=version, last_updated=now, deleted=True, data=None))
-            conn.execute(insert(history).values(
-                res_type=resource_type, res_id=resource_id, version_id=version, last_updated=now,
-                deleted=True, method="DELETE", data=None))
-            self._clear_index(conn, [(resource_type, resource_id)])
+        lock_resources(conn, [(resource_type, resource_id)])
+        row = conn.execute(select(resources.c.version_id, resources.c.deleted).where(
+            resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
+        if row is None or row.deleted:
+            return None
+        version = row.version_id + 1
+        conn.execute(update(resources).where(
+            resources.c.res_type == resource_type, resources.c.res_id == resource_id,
+        ).values(version_id=version, last_updated=now, deleted=True, data=None))
+        conn.execute(insert(history).values(
+            res_type=resource_type, res_id=resource_id, version_id=version, last_updated=now,
+            deleted=True, method="DELETE", data=None))
+        self._clear_index(conn, [(resource_type, resource_id)])
         return StoredResource(resource_type, resource_id, version, now, True, None, method="DELETE")
 
     # -- reads --------------------------------------------------------------------------------
@@ -284,12 +293,15 @@ class SqlStore(Repository):
         return HistoryPage(entries, total, next_cursor)
 
     def search(self, request: SearchRequest) -> SearchPage:
-        query, count = build_queries(request)
         with self._read() as conn:
-            rows = conn.execute(query).all()
-            total: int | None = None
-            if request.total != "none":
-                total = conn.execute(count).scalar_one()
+            return self._search_on(conn, request)
+
+    def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
+        query, count = build_queries(request)
+        rows = conn.execute(query).all()
+        total: int | None = None
+        if request.total != "none":
+            total = conn.execute(count).scalar_one()
         page = rows[:request.count]
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
@@ -311,3 +323,39 @@ def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
     return by_type
+
+
+class SqlTransaction(Transaction):
+    """Reads and writes on one connection in one database transaction: all or nothing.
+
+    SQLite: the transaction holds the write lock from its start (BEGIN IMMEDIATE), so what a
+    search inside it sees cannot change before it commits. PostgreSQL: `lock` takes
+    transaction-scoped advisory locks (conditions, resources) in one sorted call.
+    """
+
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        self._store, self._conn = store, conn
+
+    def lock(self, keys: Iterable[tuple[str, str]]) -> None:
+        lock_resources(self._conn, keys)
+
+    def create(self, resource: dict[str, Any], resource_id: str | None = None) -> StoredResource:
+        resource = {**resource, "id": resource_id or str(uuid.uuid4())}
+        return self._store._write_batch(self._conn, [resource], method="POST")[0]
+
+    def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
+        return self._store._write_batch(self._conn, [resource], if_match=if_match)[0]
+
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        return self._store._delete_on(self._conn, resource_type, resource_id)
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        row = self._conn.execute(select(
+            resources.c.version_id, resources.c.last_updated, resources.c.deleted, resources.c.data)
+            .where(resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
+        if row is None or row.deleted:
+            return None
+        return StoredResource(resource_type, resource_id, row.version_id, row.last_updated, False, row.data)
+
+    def search(self, request: SearchRequest) -> SearchPage:
+        return self._store._search_on(self._conn, request)
