@@ -42,7 +42,9 @@ CASES = [
                                              "subjectCanonical": "http://x"}), FHIR_JSON, {}, 400,
      "PlanDefinition.subjectCanonical"),
     ("PATCH", "Observation/o1", GOOD, FHIR_JSON, {}, 405, None),
-    ("DELETE", "Observation", None, None, {}, 405, None),
+    ("DELETE", "Observation", None, None, {}, 400, "conditional delete"),  # no criteria: not "delete all"
+    ("PUT", "Observation?colour=blue", json.dumps(observation()), FHIR_JSON, {}, 400, "colour"),
+    ("POST", "Observation", json.dumps(observation()), FHIR_JSON, {"If-None-Exist": "colour=blue"}, 400, "colour"),
     ("GET", "Observation/o1/_history/abc", None, None, {}, 400, "version"),
     ("GET", "Observation/o1/_history/1/extra", None, None, {}, 404, None),
     ("GET", "Observation?date=2020-13", None, None, {}, 400, "date"),

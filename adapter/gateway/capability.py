@@ -11,6 +11,7 @@ from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.gateway.interactions import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
 from adapter.gateway.operations import operations_of
+from adapter.gateway.transactions import BUNDLE_INTERACTIONS
 
 __all__ = ["capability_statement"]
 
@@ -51,6 +52,6 @@ def capability_statement(base: str, started: str | None = None) -> dict[str, Any
         "rest": [{
             "mode": "server",
             "resource": [_resource(rtype) for rtype in SERVED_TYPES],
-            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "interaction": [{"code": code} for code in (*BUNDLE_INTERACTIONS, *SYSTEM_INTERACTIONS)],
         }],
     }

@@ -75,7 +75,7 @@ def _version_headers(stored: StoredResource, location_base: str | None = None) -
     return headers
 
 
-def _parse_version(raw: str, what: str) -> int:
+def parse_version(raw: str, what: str) -> int:
     """A version id from a path or a (weak) ETag: `3`, `"3"`, `W/"3"`."""
     text = raw.strip()
     text = text[2:] if text.startswith("W/") else text
@@ -97,7 +97,7 @@ def read(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 def vread(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
-    version = _parse_version(req.version or "", "version")
+    version = parse_version(req.version or "", "version")
     stored = repo.vread(rtype, req.id or "", version)
     return FhirResponse(200, stored.data, _version_headers(stored))
 
@@ -259,7 +259,7 @@ def update(req: FhirRequest, repo: Repository) -> FhirResponse:
         raise bad_request(f"the body's id {resource.get('id')!r} does not match the URL's id "
                           f"{req.id!r}", f"{rtype}.id")
     if_match = req.headers.get("If-Match")
-    version = _parse_version(if_match, "If-Match") if if_match else None
+    version = parse_version(if_match, "If-Match") if if_match else None
     stored = repo.update(_validated(resource), if_match=version)
     return _written(req, stored, 201 if stored.created else 200)
 

@@ -14,6 +14,7 @@ from adapter.fhir.outcomes import FhirError, unsupported_media_type
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
 from adapter.gateway.negotiation import check_body_type, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
+from adapter.gateway.transactions import BUNDLE_ROUTES
 
 __all__ = ["blueprint", "service_base"]
 
@@ -80,8 +81,10 @@ def _view(route: Route) -> Any:
     return view
 
 
-for _route in ROUTES + OPERATION_ROUTES:
-    blueprint.add_url_rule(_route.path, view_func=_view(_route), methods=[_route.method])
+for _route in ROUTES + OPERATION_ROUTES + BUNDLE_ROUTES:
+    # POST [base] (batch/transaction) is /fhir, without a slash: no redirect for it.
+    blueprint.add_url_rule(_route.path, view_func=_view(_route), methods=[_route.method],
+                           strict_slashes=_route.path != "/")
 
 
 @blueprint.get("/metadata")
