@@ -19,7 +19,7 @@ __all__ = [
 SERVED_TYPES: tuple[str, ...] = (
     "Patient", "ResearchStudy", "ResearchSubject", "PlanDefinition", "ActivityDefinition",
     "CarePlan", "Condition", "Procedure", "Observation", "AdverseEvent",
-    "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet",
+    "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group",
 )
 
 

@@ -131,8 +131,12 @@ def _token(rows: IndexRows, code: str, value: Any) -> None:
             if value.get("text") and not value.get("coding"):
                 rows.token.append((code, None, None, value["text"]))
         elif "value" in value and "code" not in value:  # Identifier, ContactPoint
-            text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
-            rows.token.append((code, value.get("system"), str(value["value"]), text))
+            kind: dict[str, Any] = value["type"] if isinstance(value.get("type"), dict) else {}
+            rows.token.append((code, value.get("system"), str(value["value"]), kind.get("text")))
+            for coding in kind.get("coding") or []:  # for :of-type (type-system|type-code|value)
+                if isinstance(coding, dict):
+                    rows.token.append((f"{code}:of-type", None,
+                                       f"{coding.get('system', '')}|{coding.get('code', '')}|{value['value']}", None))
         elif "code" in value:  # Coding
             rows.token.append((code, value.get("system"), value.get("code"), value.get("display")))
 
@@ -169,6 +173,9 @@ def _date(rows: IndexRows, code: str, value: Any) -> None:
 def _reference(rows: IndexRows, code: str, value: Any, resolve: str | None) -> None:
     if isinstance(value, dict):
         ref = value.get("reference")
+        identifier = value.get("identifier")
+        if isinstance(identifier, dict) and "value" in identifier:  # for :identifier
+            rows.token.append((f"{code}:identifier", identifier.get("system"), str(identifier["value"]), None))
         if not isinstance(ref, str):
             return
     elif isinstance(value, str):  # canonical

@@ -13,27 +13,28 @@ from typing import Any
 import orjson
 
 from adapter.fhir.dates import date_range
-from adapter.fhir.definitions import search_params
+from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.fhir.extract import parse_reference
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 
 __all__ = [
-    "Filter", "SortKey", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
-    "parse_count", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT",
+    "Filter", "SortKey", "Include", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
+    "parse_count", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT", "SUMMARY_MODES",
 ]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {
-    "token": {"missing", "not", "text"},
+    "token": {"missing", "not", "text", "of-type"},
     "string": {"missing", "exact", "contains"},
     "date": {"missing"},
-    "reference": {"missing"},  # plus :Type
+    "reference": {"missing", "identifier"},  # plus :Type
     "quantity": {"missing"},
     "uri": {"missing", "below", "above"},
     "number": {"missing"},
 }
 SORTABLE = {"token", "string", "date", "uri", "number", "quantity"}
 DEFAULT_COUNT, MAX_COUNT = 20, 1000
+SUMMARY_MODES = ("true", "false", "text", "data", "count")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,23 @@ class Filter:
     type: str
     modifier: str | None
     values: tuple[tuple[Any, ...], ...]
+    # A chain (subject:Patient.gender=f): `code` is the reference parameter, `target` the type
+    # it points to and `chain` the filter on that type. Reverse (_has:Observation:subject:code=x):
+    # type "has", `target` the referring type, `code` its reference parameter, `chain` its filter.
+    target: str | None = None
+    chain: Filter | None = None
+
+
+@dataclass(frozen=True)
+class Include:
+    """_include=Observation:subject[:Patient] (reverse: _revinclude), with or without :iterate.
+    `param` "*" means every reference parameter of the source type."""
+
+    source: str
+    param: str
+    target: str | None
+    reverse: bool = False
+    iterate: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,9 @@ class SearchRequest:
     total: str = "accurate"  # none | estimate | accurate
     cursor: tuple[Any, ...] | None = None
     ignored: tuple[str, ...] = field(default=())  # unknown parameters left out (lenient)
+    includes: tuple[Include, ...] = ()
+    summary: str | None = None  # _summary: true | text | data | count (false: None)
+    elements: tuple[str, ...] = ()  # _elements
 
     def used_params(self) -> list[tuple[str, str]]:
         """The parameters the search really applied, for the Bundle's self link."""
@@ -148,11 +169,13 @@ def parse_count(raw: str) -> int:
 
 def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool = False) -> SearchRequest:
     """Parse query parameters; unknown ones are ignored, or rejected under `strict` handling."""
-    known = search_params(resource_type)
     filters: list[Filter] = []
     sort: list[SortKey] = []
     ignored: list[str] = []
+    includes: list[Include] = []
     count, total, cursor = DEFAULT_COUNT, "accurate", None
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
     unknown: list[Issue] = []
     for name, raw in params:
         base, _, modifier = name.partition(":")
@@ -168,17 +191,90 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
             cursor = decode_cursor(raw)
         elif base == "_format":
             continue
-        elif base in known:
-            ptype = known[base].type
-            filters.append(_filter(base, ptype, modifier or None, raw, known[base].target))
+        elif base in ("_include", "_revinclude"):
+            if modifier not in ("", "iterate", "recurse"):
+                raise bad_request(f"{name}: unknown modifier {modifier!r} (only :iterate)", name)
+            includes.append(_parse_include(resource_type, name, raw, base == "_revinclude", bool(modifier)))
+        elif base == "_summary":
+            if raw not in SUMMARY_MODES:
+                raise bad_request(f"_summary: {raw!r} is not one of {', '.join(SUMMARY_MODES)}", "_summary")
+            summary = None if raw == "false" else raw
+        elif base == "_elements":
+            elements = tuple(e.strip() for e in raw.split(",") if e.strip())
         else:
-            ignored.append(base)
-            unknown.append(Issue("not-supported", f"unknown search parameter {base!r} for "
-                                 f"{resource_type}", base))
+            try:
+                filters.append(_parse_filter(resource_type, name, raw))
+            except _Unknown as exc:
+                ignored.append(base)
+                unknown.append(Issue("not-supported", str(exc), base))
     if strict and unknown:
         raise FhirError(400, unknown)
+    if summary == "count":
+        count = 0
     return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
-                         tuple(ignored), tuple(params))
+                         tuple(ignored), tuple(includes), summary, elements, _raw=tuple(params))
+
+
+class _Unknown(Exception):
+    """A parameter this type does not have (ignored, or refused under strict handling)."""
+
+
+def _parse_filter(rtype: str, name: str, raw: str, depth: int = 0) -> Filter:
+    """One parameter, possibly chained (a.b=) or reverse-chained (_has:T:ref:p=)."""
+    if depth > 3:
+        raise bad_request(f"{name}: chains are limited to 3 levels", name)
+    known = search_params(rtype)
+    if name.startswith("_has:"):
+        parts = name.split(":", 3)
+        if len(parts) < 4:
+            raise bad_request(f"{name}: expected _has:Type:reference:parameter", name)
+        _, source, via, inner = parts
+        ref = search_params(source).get(via) if source in SERVED_TYPES else None
+        if ref is None or ref.type != "reference":
+            raise bad_request(f"{name}: {source}.{via} is not a reference search parameter", name)
+        if ref.target and rtype not in ref.target:
+            raise bad_request(f"{name}: {source}.{via} cannot point to {rtype}", name)
+        return Filter(via, "has", None, (), target=source, chain=_parse_filter(source, inner, raw, depth + 1))
+    head, dot, rest = name.partition(".")
+    base, _, modifier = head.partition(":")
+    if base not in known:
+        raise _Unknown(f"unknown search parameter {base!r} for {rtype}")
+    param = known[base]
+    if dot:
+        if param.type != "reference":
+            raise bad_request(f"{name}: only reference parameters can be chained", name)
+        targets = (modifier,) if modifier else param.target
+        if modifier and modifier not in param.target:
+            raise bad_request(f"{name}: {rtype}.{base} cannot point to {modifier}", name)
+        inner = rest.split(".", 1)[0].split(":", 1)[0]
+        served = [t for t in targets if t in SERVED_TYPES
+                  and (inner == "_has" or inner in search_params(t))]  # the types the chain can go on
+        if len(served) != 1:
+            choices = ", ".join(served) or "no served type with that parameter"
+            raise bad_request(f"{name}: {rtype}.{base} may point to {choices}; name one, e.g. "
+                              f"{base}:{(served or ['Patient'])[0]}.{rest}", name)
+        return Filter(base, "chain", None, (), target=served[0],
+                      chain=_parse_filter(served[0], rest, raw, depth + 1))
+    return _filter(base, param.type, modifier or None, raw, param.target)
+
+
+def _parse_include(rtype: str, name: str, raw: str, reverse: bool, iterate: bool) -> Include:
+    parts = raw.split(":")
+    if len(parts) not in (2, 3):
+        raise bad_request(f"{name}: expected Type:parameter[:targetType], e.g. Observation:subject", name)
+    source, param = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if source not in SERVED_TYPES:
+        raise bad_request(f"{name}: {source!r} is not a type served here", name)
+    if not reverse and not iterate and source != rtype:
+        raise bad_request(f"{name}: _include names the searched type ({rtype}) unless :iterate", name)
+    if param != "*":
+        ref = search_params(source).get(param)
+        if ref is None or ref.type != "reference":
+            raise bad_request(f"{name}: {source}.{param} is not a reference search parameter", name)
+    if target is not None and target not in SERVED_TYPES:
+        raise bad_request(f"{name}: {target!r} is not a type served here", name)
+    return Include(source, param, target, reverse, iterate)
 
 
 def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tuple[str, ...]) -> Filter:
@@ -187,6 +283,12 @@ def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tupl
         if raw not in ("true", "false"):
             raise bad_request(f"{name}: must be true or false", name)
         return Filter(code, ptype, modifier, ((raw == "true",),))
+    if modifier == "of-type":  # identifier:of-type=type-system|type-code|value, matched whole
+        if raw.count("|") != 2:
+            raise bad_request(f"{name}: expected type-system|type-code|value", name)
+        return Filter(code, ptype, modifier, tuple((None, v) for v in _split_values(raw)))
+    if modifier == "identifier":  # subject:identifier=system|value: Reference.identifier
+        return Filter(code, "token", modifier, tuple(_value("token", v, name) for v in _split_values(raw)))
     if modifier and modifier not in MODIFIERS.get(ptype, ()):
         if not (ptype == "reference" and modifier in targets):
             raise bad_request(f"{name}: modifier {modifier!r} is not supported for {ptype} "

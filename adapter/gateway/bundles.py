@@ -14,6 +14,7 @@ import orjson
 
 from adapter.fhir.dates import now_instant
 from adapter.fhir.outcomes import Issue, operation_outcome
+from adapter.fhir.subsetting import subset
 from adapter.store.repository import HistoryPage, SearchPage, StoredResource
 
 __all__ = ["searchset", "history_bundle", "http_date", "page_url"]
@@ -53,12 +54,19 @@ def _bundle(kind: str, total: int | None, links: list[tuple[str, str]], entries:
 
 
 def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
-              warnings: list[Issue]) -> bytes:
+              warnings: list[Issue], summary: str | None = None, elements: tuple[str, ...] = ()) -> bytes:
+    """The page's matches, then what _include/_revinclude brought (mode include), then the
+    warnings; `summary`/`elements` cut every resource down (_summary, _elements)."""
     entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/{e.resource_type}/{e.id}", "resource": orjson.Fragment(e.data or b"{}"),
-         "search": {"mode": "match"}}
-        for e in page.entries
+        {"fullUrl": f"{base}/{e.resource_type}/{e.id}",
+         "resource": orjson.Fragment(subset(e.data or b"{}", e.resource_type, summary, elements)),
+         "search": {"mode": mode}}
+        for mode, group in (("match", page.entries), ("include", page.included)) for e in group
     ]
+    if page.included_left_out:
+        warnings = [*warnings, Issue("too-costly", f"{page.included_left_out} more resources matched "
+                                     "_include/_revinclude than one page returns; they are left out: "
+                                     "ask for fewer matches per page (_count)", severity="warning")]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     links = [("self", self_url)] + ([("next", next_url)] if next_url else [])

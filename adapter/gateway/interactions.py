@@ -114,7 +114,8 @@ def search(req: FhirRequest, repo: Repository) -> FhirResponse:
         next_url = page_url(req.base, rtype, used + [("_cursor", encode_cursor(page.next_cursor))])
     warnings = [Issue("not-supported", f"unknown search parameter {name!r} was ignored", name,
                       severity="warning") for name in request.ignored]
-    return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings))
+    return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings, request.summary,
+                                       request.elements))
 
 
 def history(req: FhirRequest, repo: Repository) -> FhirResponse:

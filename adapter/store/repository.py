@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir.extract import Indexed
@@ -37,6 +37,8 @@ class SearchPage:
     entries: list[StoredResource]
     total: int | None
     next_cursor: tuple[Any, ...] | None
+    included: list[StoredResource] = field(default_factory=list)  # _include / _revinclude
+    included_left_out: int = 0  # more than the server returns with one page: said in the Bundle
 
 
 @dataclass(frozen=True)

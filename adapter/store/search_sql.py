@@ -19,7 +19,9 @@ from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import Filter, SearchRequest, SortKey
 from adapter.store.schema import INDEX_TABLES, resources
 
-__all__ = ["build_queries", "sort_columns"]
+__all__ = ["build_queries", "sort_columns", "matching_ids", "ESTIMATE_BOUND"]
+
+ESTIMATE_BOUND = 10_000  # _total=estimate counts this far, then gives no total
 
 
 def _date(t: Any, prefix: str, low: str, high: str) -> ColumnElement[bool]:
@@ -67,7 +69,7 @@ def _number(column: Any, prefix: str, value: float) -> ColumnElement[bool]:
 
 
 def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bool]:
-    if f.type == "token":
+    if f.type == "token" or f.modifier == "identifier":
         system, code = value
         if f.modifier == "text":
             return func.lower(t.c.text).like(f"%{str(code).lower()}%")
@@ -119,9 +121,39 @@ _TYPE_SELECTIVITY = {"reference": 3, "string": 4, "date": 5, "quantity": 6, "num
 
 
 def _driving_filter(filters: tuple[Filter, ...]) -> Filter | None:
-    candidates = [f for f in filters if f.modifier not in ("missing", "not")]
+    candidates = [f for f in filters if f.modifier not in ("missing", "not") and f.type not in ("chain", "has")]
     return min(candidates, default=None, key=lambda f: _SELECTIVITY.get(
         f.code, _TYPE_SELECTIVITY.get(f.type, 9)))
+
+
+def _param(f: Filter) -> str:
+    """The index rows a filter reads: :identifier and :of-type have rows of their own."""
+    return f"{f.code}:{f.modifier}" if f.modifier in ("identifier", "of-type") else f.code
+
+
+def _index_table(f: Filter) -> Any:
+    return INDEX_TABLES["token" if f.modifier == "identifier" else f.type]
+
+
+def matching_ids(f: Filter, rtype: str) -> Select[Any]:
+    """Ids of `rtype` resources a (chained) filter matches, as a subquery."""
+    ref = INDEX_TABLES["reference"]
+    if f.type == "chain":  # subject:Patient.gender=f: references to Patients that match
+        assert f.chain is not None and f.target is not None
+        return select(ref.c.res_id).where(ref.c.res_type == rtype, ref.c.param == f.code,
+                                          ref.c.target_type == f.target,
+                                          ref.c.target_id.in_(matching_ids(f.chain, f.target)))
+    if f.type == "has":  # _has:Observation:subject:code=x: targets of matching Observations
+        assert f.chain is not None and f.target is not None
+        return select(ref.c.target_id).where(ref.c.res_type == f.target, ref.c.param == f.code,
+                                             ref.c.target_type == rtype,
+                                             ref.c.res_id.in_(matching_ids(f.chain, f.target)))
+    if f.modifier in ("missing", "not"):
+        raise bad_request(f"{f.code}:{f.modifier} is not supported inside a chain or _has", f.code,
+                          code="not-supported")
+    t = _index_table(f)
+    return select(t.c.res_id).where(t.c.res_type == rtype, t.c.param == _param(f),
+                                    or_(*(_value_clause(f, t, v) for v in f.values)))
 
 
 def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
@@ -129,9 +161,11 @@ def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
     index table's lookup index; the others are EXISTS probes per candidate resource, so a
     selective filter (one patient) is never intersected with a broad one (a common code) by
     materialising the broad one."""
+    if f.type in ("chain", "has"):
+        return resources.c.res_id.in_(matching_ids(f, rtype))
     # No alias: each subquery has its own FROM, and aliasing copies every column (slow).
-    t = INDEX_TABLES[f.type]
-    owner = [t.c.res_type == rtype, t.c.param == f.code]
+    t = _index_table(f)
+    owner = [t.c.res_type == rtype, t.c.param == _param(f)]
     probe = [*owner, t.c.res_id == resources.c.res_id]
     if f.modifier == "missing":
         present = exists().where(*probe)
@@ -209,4 +243,7 @@ def build_queries(request: SearchRequest) -> tuple[Select[Any], Select[Any]]:
     page = (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
                    resources.c.data, *labelled)
             .where(*conditions).order_by(*order).limit(request.count + 1))
+    if request.total == "estimate":  # counted up to a bound: cheap however broad the search
+        bounded = select(literal(1)).select_from(resources).where(*base).limit(ESTIMATE_BOUND + 1).subquery()
+        return page, select(func.count()).select_from(bounded)
     return page, select(func.count()).select_from(resources).where(*base)

@@ -30,7 +30,8 @@ from adapter.store.engines import (
 )
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
-from adapter.store.search_sql import build_queries
+from adapter.store.includes import included_resources
+from adapter.store.search_sql import ESTIMATE_BOUND, build_queries
 
 __all__ = ["SqlStore"]
 
@@ -298,10 +299,12 @@ class SqlStore(Repository):
 
     def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
         query, count = build_queries(request)
-        rows = conn.execute(query).all()
+        rows = conn.execute(query).all() if request.count > 0 or request.cursor is None else []
         total: int | None = None
         if request.total != "none":
             total = conn.execute(count).scalar_one()
+            if request.total == "estimate" and total > ESTIMATE_BOUND:
+                total = None
         page = rows[:request.count]
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
@@ -310,7 +313,8 @@ class SqlStore(Repository):
             last = page[-1]
             next_cursor = tuple(getattr(last, f"k{i}") for i in range(len(request.sort))) + (
                 last.res_id,)
-        return SearchPage(entries, total, next_cursor)
+        included, left_out = included_resources(conn, request, entries) if request.includes else ([], 0)
+        return SearchPage(entries, total, next_cursor, included, left_out)
 
     def close(self) -> None:
         self._by_id.close()
