@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from adapter.mapping.engine import map_record
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import load_mapping
-from adapter.mapping.units import UnitError, factor
+from adapter.fhir.units import UnitError, factor
 from adapter.yamlspec import SpecError
 from conftest import ROOT
 

@@ -146,3 +146,16 @@ def test_paging_to_the_end_returns_every_match_once_while_writes_happen(client, 
         n += 1
         url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
     assert sorted(seen) == sorted({f"w{i:03d}" for i in range(120)}) and len(seen) == 120
+
+
+def test_quantity_search_is_ucum_aware(client, store):
+    def igg(oid, value, unit):
+        return {"resourceType": "Observation", "id": oid, "status": "final", "code": {"text": "IgG"},
+                "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+    store.load([igg("g1", 8.5, "g/L"), igg("g2", 950, "mg/dL"), igg("g3", 12, "kg")])
+    ucum = "http://unitsofmeasure.org"
+    assert matches(client, f"Observation?value-quantity=ge800|{ucum}|mg/dL") == ["g1", "g2"]
+    assert matches(client, f"Observation?value-quantity=gt9|{ucum}|g/L") == ["g2"]
+    assert matches(client, f"Observation?value-quantity=8.5|{ucum}|g/L") == ["g1"]
+    assert matches(client, f"Observation?value-quantity=12000|{ucum}|g") == ["g3"]  # kg are g too
+    assert matches(client, "Observation?value-quantity=ge800||mg/dL") == ["g1", "g2"]

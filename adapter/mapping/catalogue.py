@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from adapter.mapping.units import UnitError, check_unit
+from adapter.fhir.units import UnitError, check_unit
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import Lines, SpecError, load_checked

@@ -19,7 +19,7 @@ from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.fields import fields_of
-from adapter.mapping.units import UnitError, factor
+from adapter.fhir.units import UnitError, factor
 from adapter.yamlspec import Lines, SpecError, load_checked
 
 __all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]

@@ -6,6 +6,8 @@ visits every match exactly once (https://hl7.org/fhir/R4/search.html#sort).
 """
 from __future__ import annotations
 
+import decimal
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -17,9 +19,10 @@ from adapter.fhir.dates import MAX, MIN
 from adapter.fhir.extract import normalize_string
 from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import Filter, SearchRequest, SortKey
+from adapter.fhir.units import UnitError, factor
 from adapter.store.schema import INDEX_TABLES, resources
 
-__all__ = ["build_queries", "sort_columns", "matching_ids", "ESTIMATE_BOUND"]
+__all__ = ["build_queries", "sort_columns", "matching_ids", "with_comparable_units", "ESTIMATE_BOUND"]
 
 ESTIMATE_BOUND = 10_000  # _total=estimate counts this far, then gives no total
 
@@ -223,6 +226,34 @@ def _after(keys: list[tuple[_Col[Any], bool]], cursor: tuple[Any, ...]) -> Colum
             beyond = column < value if desc else column > value
             clause = or_(beyond, column.is_(None), and_(column == value, clause))
     return clause
+
+
+UCUM = "http://unitsofmeasure.org"
+
+
+def with_comparable_units(request: SearchRequest, stored_codes: Any) -> SearchRequest:
+    """Quantity values in UCUM also match values stored in another unit UCUM can convert to:
+    `value-quantity=ge800|http://unitsofmeasure.org|mg/dL` matches 8.5 g/L. `stored_codes(code)`
+    lists the UCUM codes the store holds for a parameter."""
+    filters = []
+    for f in request.filters:
+        if f.type != "quantity" or f.modifier:
+            filters.append(f)
+            continue
+        values = list(f.values)
+        for prefix, number, system, code in f.values:
+            if code is None or system not in (None, UCUM):
+                continue
+            for other in stored_codes(f.code):
+                if other == code:
+                    continue
+                try:
+                    ratio = factor(code, other)
+                except (UnitError, ValueError):
+                    continue  # not comparable (or not UCUM): only the same unit matches
+                values.append((prefix, float(decimal.Decimal(repr(number)) * ratio), UCUM, other))
+        filters.append(replace(f, values=tuple(values)))
+    return replace(request, filters=tuple(filters))
 
 
 def build_queries(request: SearchRequest) -> tuple[Select[Any], Select[Any]]:

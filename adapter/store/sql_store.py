@@ -31,7 +31,7 @@ from adapter.store.engines import (
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.includes import included_resources
-from adapter.store.search_sql import ESTIMATE_BOUND, build_queries
+from adapter.store.search_sql import UCUM, ESTIMATE_BOUND, build_queries, with_comparable_units
 
 __all__ = ["SqlStore"]
 
@@ -297,7 +297,14 @@ class SqlStore(Repository):
         with self._read() as conn:
             return self._search_on(conn, request)
 
+    def _ucum_codes(self, conn: Connection, rtype: str, param: str) -> list[str]:
+        q = INDEX_TABLES["quantity"]
+        return [str(code) for (code,) in conn.execute(select(q.c.code).where(
+            q.c.res_type == rtype, q.c.param == param, q.c.system == UCUM).distinct()) if code]
+
     def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
+        if any(f.type == "quantity" and any(v[3] for v in f.values) for f in request.filters if not f.modifier):
+            request = with_comparable_units(request, lambda code: self._ucum_codes(conn, request.resource_type, code))
         query, count = build_queries(request)
         rows = conn.execute(query).all() if request.count > 0 or request.cursor is None else []
         total: int | None = None
