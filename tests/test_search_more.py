@@ -159,3 +159,21 @@ def test_quantity_search_is_ucum_aware(client, store):
     assert matches(client, f"Observation?value-quantity=8.5|{ucum}|g/L") == ["g1"]
     assert matches(client, f"Observation?value-quantity=12000|{ucum}|g") == ["g3"]  # kg are g too
     assert matches(client, "Observation?value-quantity=ge800||mg/dL") == ["g1", "g2"]
+
+
+def test_patient_everything(client, cohort):
+    got = ids(client, "Patient/p1/$everything")
+    assert sorted((t, i) for _, t, i in got) == [
+        ("AdverseEvent", "ae1"), ("Group", "g1"), ("Observation", "o1"), ("Observation", "o2"),
+        ("Patient", "p1"), ("Procedure", "inj1")]
+    only = ids(client, "Patient/p1/$everything?_type=Observation,Patient")
+    assert sorted(i for _, _, i in only) == ["o1", "o2", "p1"]
+    seen, url = [], "/fhir/Patient/p1/$everything?_count=2"
+    while url:
+        bundle = client.get(url.replace("http://localhost", "")).get_json()
+        seen += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    assert sorted(seen) == ["ae1", "g1", "inj1", "o1", "o2", "p1"]
+    assert ids(client, "Patient/p1/$everything?_since=2999-01-01") == []
+    assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
+    assert client.get("/fhir/Patient/p1/$everything?_type=Colour").status_code == 400

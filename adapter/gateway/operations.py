@@ -9,8 +9,11 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.dates import date_range
 from adapter.fhir.outcomes import Issue, bad_request, operation_outcome
+from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count
 from adapter.fhir.validation import validate
+from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
 from adapter.protocol.adherence import adherence, as_parameters
 from adapter.protocol.apply import apply_plan
@@ -104,7 +107,37 @@ def validate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     return FhirResponse(200, jsonio.dumps(operation_outcome(issues)))
 
 
+def everything_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """Patient/{id}/$everything: the patient and every resource that references it, paged
+    (_count, next links), optionally only some types (_type) or changes since an instant (_since)."""
+    types, since, count, cursor = SERVED_TYPES, None, DEFAULT_COUNT, None
+    kept: list[tuple[str, str]] = []
+    for name, value in req.params:
+        if name == "_type":
+            types = tuple(t.strip() for t in value.split(",") if t.strip())
+            unknown = [t for t in types if t not in SERVED_TYPES]
+            if unknown:
+                raise bad_request(f"_type: {', '.join(unknown)} not served here", "_type")
+        elif name == "_since":
+            try:
+                since = date_range(value)[0]
+            except ValueError:
+                raise bad_request(f"_since: {value!r} is not an instant", "_since") from None
+        elif name == "_count":
+            count = max(parse_count(value), 1)
+        elif name == "_cursor":
+            cursor = decode_cursor(value)
+            continue
+        kept.append((name, value))
+    page = repo.everything(req.id or "", types, since, count, cursor)
+    path = f"Patient/{req.id}/$everything"
+    next_url = page_url(req.base, path, kept + [("_cursor", encode_cursor(page.next_cursor))]) \
+        if page.next_cursor else None
+    return FhirResponse(200, searchset(req.base, page, page_url(req.base, path, req.params), next_url, []))
+
+
 _VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 _APPLY = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
 _ADHERENCE = "http://ucmsc-cp.example.org/fhir/OperationDefinition/ResearchSubject-adherence"
 OPERATION_ROUTES: tuple[Route, ...] = (
@@ -114,6 +147,7 @@ OPERATION_ROUTES: tuple[Route, ...] = (
 ) + tuple(
     Route(method, f"/{rtype}/<id>/${name}", "operation", handler, name, definition)
     for rtype, name, definition, handler in (
+        ("Patient", "everything", _EVERYTHING, everything_operation),
         ("PlanDefinition", "apply", _APPLY, apply_operation),
         ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation))
     for method in ("GET", "POST"))

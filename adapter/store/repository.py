@@ -123,6 +123,12 @@ class Repository(abc.ABC):
         large load the planner's statistics are refreshed, unless the caller will (`analyze`)."""
 
     @abc.abstractmethod
+    def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
+                   cursor: tuple[Any, ...] | None) -> SearchPage:
+        """One page of a patient's compartment (the patient and what references it), in (type,
+        id) order; 404 for an unknown patient."""
+
+    @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A unit of work: everything done through it commits at the end, or nothing does."""
 

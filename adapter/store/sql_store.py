@@ -30,6 +30,7 @@ from adapter.store.engines import (
 )
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
+from adapter.store.compartment import everything_page
 from adapter.store.includes import included_resources
 from adapter.store.search_sql import UCUM, ESTIMATE_BOUND, build_queries, with_comparable_units
 
@@ -322,6 +323,14 @@ class SqlStore(Repository):
                 last.res_id,)
         included, left_out = included_resources(conn, request, entries) if request.includes else ([], 0)
         return SearchPage(entries, total, next_cursor, included, left_out)
+
+    def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
+                   cursor: tuple[Any, ...] | None) -> SearchPage:
+        with self._read() as conn:
+            if conn.execute(select(resources.c.deleted).where(resources.c.res_type == "Patient",
+                                                              resources.c.res_id == patient_id)).first() is None:
+                raise not_found(f"Patient/{patient_id} is not known")
+            return everything_page(conn, patient_id, types, since, count, cursor)
 
     def close(self) -> None:
         self._by_id.close()
