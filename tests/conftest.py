@@ -88,8 +88,9 @@ def table_counts(store: SqlStore) -> dict[str, int]:
 
 
 @pytest.fixture
-def app(db_url: str) -> Any:
-    application = create_app({"DATABASE_URL": db_url, "MAX_CONTENT_LENGTH": 64 * 1024})
+def app(db_url: str, tmp_path: pathlib.Path) -> Any:
+    application = create_app({"DATABASE_URL": db_url, "MAX_CONTENT_LENGTH": 64 * 1024,
+                              "EXPORT_DIR": str(tmp_path / "exports")})
     yield application
     application.extensions["fhir_store"].close()
 

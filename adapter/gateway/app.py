@@ -5,12 +5,14 @@ import functools
 import gc
 import logging
 import os
+import pathlib
 from typing import Any
 
 import orjson
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
+from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.validation import validate
@@ -26,10 +28,13 @@ log = logging.getLogger("adapter.gateway")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, FHIR_PATH, FHIR_BASE_URL.
+    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, FHIR_PATH, FHIR_BASE_URL,
+    EXPORT_DIR.
 
-    Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY) and then
-    to the defaults: the SQLite file var/adapter.db and a 10 MB body limit.
+    Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
+    FHIR_ADAPTER_EXPORT_DIR) and then to the defaults: the SQLite file var/adapter.db, a 10 MB
+    body limit, Bulk Data files in `exports/` beside the SQLite file (else var/exports).
+    Unfinished export jobs that no process runs are resumed.
     """
     app = Flask(__name__)
     app.config.update(
@@ -38,7 +43,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         FHIR_PATH="/fhir",
     )
     app.config.update(config or {})
+    app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
+                          or _export_dir(app.config["DATABASE_URL"]))
     app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"])
+    resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), app.extensions["fhir_store"])
     started = now_instant()
     app.extensions["fhir_capabilities"] = functools.lru_cache(maxsize=8)(
         lambda base: orjson.dumps(capability_statement(base, started)))
@@ -46,6 +54,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_errors(app)
     _warm_up()
     return app
+
+
+def _export_dir(database_url: str) -> str:
+    """Bulk export files beside an SQLite file (var/exports for var/adapter.db), else var/exports."""
+    if database_url.startswith("sqlite:///") and not database_url.endswith(":memory:"):
+        return str(pathlib.Path(database_url.removeprefix("sqlite:///")).parent / "exports")
+    return "var/exports"
 
 
 def _warm_up() -> None:

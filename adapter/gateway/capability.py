@@ -10,6 +10,7 @@ from adapter import __version__
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.gateway.interactions import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
+from adapter.gateway.bulk import EXPORT_DEFINITION, EXPORT_OPERATIONS
 from adapter.gateway.operations import operations_of
 from adapter.gateway.transactions import BUNDLE_INTERACTIONS
 
@@ -32,8 +33,10 @@ def _resource(rtype: str) -> dict[str, Any]:
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in search_params(rtype).values()
         ],
-    } | ({"operation": [{"name": r.operation, "definition": r.definition} for r in ops]}
-         if (ops := operations_of(rtype)) else {})
+    } | ({"operation": [{"name": r.operation, "definition": r.definition} for r in ops]
+                        + [{"name": name, "definition": EXPORT_DEFINITION}
+                           for level, name in EXPORT_OPERATIONS if level == rtype]}
+         if (ops := operations_of(rtype)) or rtype in ("Patient", "Group") else {})
 
 
 def capability_statement(base: str, started: str | None = None) -> dict[str, Any]:
@@ -53,5 +56,7 @@ def capability_statement(base: str, started: str | None = None) -> dict[str, Any
             "mode": "server",
             "resource": [_resource(rtype) for rtype in SERVED_TYPES],
             "interaction": [{"code": code} for code in (*BUNDLE_INTERACTIONS, *SYSTEM_INTERACTIONS)],
+            "operation": [{"name": name, "definition": EXPORT_DEFINITION} for level, name in EXPORT_OPERATIONS
+                          if level is None],
         }],
     }

@@ -4,13 +4,14 @@ It knows no SQL and no FHIR rules; those live in the interactions, the FHIR core
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from flask import Blueprint, Request, Response, current_app, request
 
 from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import FhirError, unsupported_media_type
+from adapter.gateway import bulk
+from adapter.gateway.base import service_base
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
 from adapter.gateway.negotiation import check_body_type, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
@@ -20,26 +21,6 @@ __all__ = ["blueprint", "service_base"]
 
 blueprint = Blueprint("fhir", __name__)
 _CONTENT_TYPES = {media: f"{media}; charset=utf-8" for media in ("application/fhir+json", "application/json")}
-
-
-def service_base() -> str:
-    """The absolute base of the FHIR service, for links and Location headers.
-
-    Built from the WSGI environ directly: werkzeug's request.host_url re-parses and
-    IRI-decodes the URL, which cost more than the whole database read.
-    """
-    configured = current_app.config.get("FHIR_BASE_URL")
-    if configured:
-        return str(configured).rstrip("/")
-    environ = request.environ
-    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
-    return _base(environ["wsgi.url_scheme"], host, environ.get("SCRIPT_NAME", ""),
-                 current_app.config["FHIR_PATH"])
-
-
-@functools.lru_cache(maxsize=64)
-def _base(scheme: str, host: str, script: str, path: str) -> str:
-    return f"{scheme}://{host}{script}{path}"
 
 
 def _params(http: Request, form: bool) -> list[tuple[str, str]]:
@@ -85,6 +66,9 @@ for _route in ROUTES + OPERATION_ROUTES + BUNDLE_ROUTES:
     # POST [base] (batch/transaction) is /fhir, without a slash: no redirect for it.
     blueprint.add_url_rule(_route.path, view_func=_view(_route), methods=[_route.method],
                            strict_slashes=_route.path != "/")
+
+
+bulk.register(blueprint)
 
 
 @blueprint.get("/metadata")

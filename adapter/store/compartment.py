@@ -8,7 +8,6 @@ Provenance.patient, ...); read from the reference index, type by type, through i
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, false, select
@@ -17,7 +16,7 @@ from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.store.repository import SearchPage, StoredResource
 from adapter.store.schema import INDEX_TABLES, resources
 
-__all__ = ["compartment_params", "everything_page", "compartment_types"]
+__all__ = ["compartment_params", "everything_page", "compartment_types", "in_compartment"]
 
 _REF = INDEX_TABLES["reference"]
 
@@ -33,10 +32,18 @@ def compartment_types() -> tuple[str, ...]:
     return tuple(t for t in SERVED_TYPES if t == "Patient" or compartment_params(t))
 
 
-def _members(rtype: str, patients: list[str]) -> Any:
-    """Ids of `rtype` resources referencing any of the patients."""
-    return select(_REF.c.res_id).where(_REF.c.res_type == rtype, _REF.c.param.in_(compartment_params(rtype)),
-                                       _REF.c.target_type == "Patient", _REF.c.target_id.in_(patients))
+def _members(rtype: str, patients: list[str] | str) -> Any:
+    """Ids of `rtype` resources referencing any of the patients ("*": any patient)."""
+    query = select(_REF.c.res_id).where(_REF.c.res_type == rtype, _REF.c.param.in_(compartment_params(rtype)),
+                                        _REF.c.target_type == "Patient")
+    return query if patients == "*" else query.where(_REF.c.target_id.in_(patients))
+
+
+def in_compartment(rtype: str, patients: list[str] | str) -> Any:
+    """A condition on `resources`: in the compartment of these patients ("*": of any)."""
+    if rtype == "Patient":
+        return resources.c.res_id.is_not(None) if patients == "*" else resources.c.res_id.in_(patients)
+    return resources.c.res_id.in_(_members(rtype, patients))
 
 
 def everything_page(conn: Connection, patient: str, types: tuple[str, ...], since: str | None, count: int,
@@ -64,13 +71,3 @@ def everything_page(conn: Connection, patient: str, types: tuple[str, ...], sinc
     last = entries[-1] if entries else None
     return SearchPage(entries, None, (last.resource_type, last.id) if more and last else None)
 
-
-def compartment_ids(conn: Connection, rtype: str, patients: list[str]) -> Iterator[str]:
-    """Ids of the type's resources in any of these patients' compartments (Patient: the patients)."""
-    if rtype == "Patient":
-        yield from patients
-        return
-    for start in range(0, len(patients), 500):
-        chunk = patients[start:start + 500]
-        for (rid,) in conn.execute(_members(rtype, chunk).distinct()):
-            yield str(rid)

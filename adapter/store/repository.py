@@ -7,7 +7,7 @@ Errors are raised as `FhirError`s (404, 410, 409, 412) so callers need no store-
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +121,11 @@ class Repository(abc.ABC):
         record) is never split across two. A resource may come `Indexed` (its index rows
         extracted already, by the same `extract`) to spare the writing process that work. After a
         large load the planner's statistics are refreshed, unless the caller will (`analyze`)."""
+
+    @abc.abstractmethod
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+        """Every match of a search, page by page (`request.count` each), for exports; with
+        `patients`, only their compartments ("*": every patient's)."""
 
     @abc.abstractmethod
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,

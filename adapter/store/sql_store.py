@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
+from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +31,7 @@ from adapter.store.engines import (
 )
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
-from adapter.store.compartment import everything_page
+from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
 from adapter.store.search_sql import UCUM, ESTIMATE_BOUND, build_queries, with_comparable_units
 
@@ -323,6 +324,24 @@ class SqlStore(Repository):
                 last.res_id,)
         included, left_out = included_resources(conn, request, entries) if request.includes else ([], 0)
         return SearchPage(entries, total, next_cursor, included, left_out)
+
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+        """Every match of a search in pages of `request.count`, by id (keyset), each page read
+        on its own; `patients` keeps the compartment of those patients ("*": of any)."""
+        cursor: tuple[Any, ...] | None = None
+        while True:
+            paged = replace(request, sort=(), cursor=cursor, includes=(), total="none")
+            query, _ = build_queries(paged)
+            if patients is not None:
+                query = query.where(in_compartment(request.resource_type, patients))
+            with self._read() as conn:
+                rows = conn.execute(query).all()
+            page = rows[:paged.count]
+            yield [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated, False, r.data)
+                   for r in page]
+            if len(rows) <= paged.count or not page:
+                return
+            cursor = (page[-1].res_id,)
 
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
                    cursor: tuple[Any, ...] | None) -> SearchPage:

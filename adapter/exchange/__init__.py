@@ -1,0 +1,1 @@
+"""Exchange between systems: Bulk Data export (and, later, site-to-site exchange)."""

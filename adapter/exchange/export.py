@@ -1,0 +1,203 @@
+"""Bulk Data export jobs (FHIR Bulk Data Access IG v2, https://hl7.org/fhir/uv/bulkdata/export.html).
+
+A job is a directory under the export root: `job.json` (its request and state, replaced
+atomically), one NDJSON file per resource type, and `lock`, which the process running the job
+holds (an flock, released by the kernel if that process dies). Any gateway process that finds
+an unfinished job whose lock is free takes it over and runs it again from the start, so jobs
+survive a restart. Resources stream from the store page by page (1,000 stored JSON documents at
+a time, written as they are): memory does not grow with the export.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import pathlib
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.fhir.dates import now_instant
+from adapter.fhir.search import SearchRequest, parse_search
+from adapter.store.compartment import compartment_types
+from adapter.store.repository import Repository
+
+__all__ = ["ExportRequest", "start_job", "run_job", "resume_jobs", "read_job", "cancel_job", "PAGE"]
+
+PAGE = 1000
+log = logging.getLogger("adapter.export")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    level: str  # system | patient | group
+    types: tuple[str, ...]
+    since: str | None  # an instant
+    type_filters: tuple[tuple[str, str], ...]  # (type, query)
+    request_url: str
+    group: str | None = None
+
+
+def _write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_job(root: pathlib.Path, job_id: str) -> dict[str, Any] | None:
+    if not job_id.replace("-", "").isalnum():
+        return None
+    try:
+        return json.loads((root / job_id / "job.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest) -> str:
+    job_id = str(uuid.uuid4())
+    directory = root / job_id
+    directory.mkdir(parents=True)
+    _write_json(directory / "job.json", {
+        "id": job_id, "status": "accepted", "request": request.__dict__, "transactionTime": now_instant(),
+        "progress": "accepted", "output": [], "error": None})
+    _spawn(repo, directory)
+    return job_id
+
+
+def _spawn(repo: Repository, directory: pathlib.Path) -> None:
+    threading.Thread(target=run_job, args=(repo, directory), name=f"export-{directory.name}", daemon=True).start()
+
+
+def resume_jobs(root: pathlib.Path, repo: Repository) -> int:
+    """Unfinished jobs nobody runs (their process died): run them here. Returns how many."""
+    resumed = 0
+    for job_file in sorted(root.glob("*/job.json")) if root.exists() else []:
+        job = read_job(root, job_file.parent.name)
+        if job and job["status"] in ("accepted", "running") and not _locked(job_file.parent):
+            _spawn(repo, job_file.parent)
+            resumed += 1
+    return resumed
+
+
+def _locked(directory: pathlib.Path) -> bool:
+    with open(directory / "lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def cancel_job(root: pathlib.Path, job_id: str) -> bool:
+    """Mark the job cancelled and remove its files (its runner stops at its next page)."""
+    job = read_job(root, job_id)
+    if job is None or job["status"] == "cancelled":
+        return False
+    job["status"] = "cancelled"
+    _write_json(root / job_id / "job.json", job)
+    for path in (root / job_id).glob("*.ndjson*"):
+        path.unlink(missing_ok=True)
+    return True
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _requests(request: ExportRequest, rtype: str) -> list[SearchRequest]:
+    filters = [q for t, q in request.type_filters if t == rtype]
+    params: list[tuple[str, str]] = [("_count", str(PAGE)), ("_total", "none")]
+    if request.since:
+        params.append(("_lastUpdated", f"ge{request.since}"))
+    queries = [[*params, *_query(q)] for q in filters] or [params]
+    return [parse_search(rtype, q, strict=True) for q in queries]
+
+
+def _query(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _patients(repo: Repository, request: ExportRequest) -> list[str] | str | None:
+    """Whose compartments are exported: None (system level: everything), "*" (every patient),
+    or a Group's active Patient members."""
+    if request.level == "system":
+        return None
+    if request.level == "patient":
+        return "*"
+    group = json.loads(repo.read("Group", request.group or "").data or b"{}")
+    return sorted({m["entity"]["reference"].split("/")[-1] for m in group.get("member", [])
+                   if m.get("entity", {}).get("reference", "").startswith("Patient/") and not m.get("inactive")})
+
+
+def run_job(repo: Repository, directory: pathlib.Path) -> None:
+    """Run (or run again) the job in `directory`, holding its lock; never raises."""
+    handle = open(directory / "lock", "a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process runs it
+        job = read_job(directory.parent, directory.name)
+        if job is None or job["status"] not in ("accepted", "running"):
+            return
+        for part in directory.glob("*.ndjson*"):
+            part.unlink()  # a job taken over starts again
+        _run(repo, directory, job)
+    except _Cancelled:
+        shutil.rmtree(directory, ignore_errors=True)
+    except Exception as exc:  # the job fails, the gateway goes on
+        log.exception("export %s failed", directory.name)
+        job = read_job(directory.parent, directory.name) or {}
+        if job.get("status") != "cancelled":
+            job.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            _write_json(directory / "job.json", job)
+    finally:
+        handle.close()
+
+
+def _run(repo: Repository, directory: pathlib.Path, job: dict[str, Any]) -> None:
+    request = ExportRequest(**{**job["request"], "types": tuple(job["request"]["types"]),
+                               "type_filters": tuple(tuple(x) for x in job["request"]["type_filters"])})
+    job.update(status="running", output=[])
+    _write_json(directory / "job.json", job)
+    patients = _patients(repo, request)
+    written_total = 0
+    for rtype in request.types:
+        if patients is not None and rtype not in compartment_types():
+            continue
+        count, path = 0, directory / f"{rtype}.ndjson"
+        seen: set[str] | None = set() if len([1 for t, _ in request.type_filters if t == rtype]) > 1 else None
+        with open(path.with_suffix(".ndjson.part"), "wb") as out:
+            for search in _requests(request, rtype):
+                for page in repo.scan(search, patients):
+                    for entry in page:
+                        if seen is not None:
+                            if entry.id in seen:
+                                continue  # several _typeFilters of one type: each resource once
+                            seen.add(entry.id)
+                        out.write(entry.data or b"{}")
+                        out.write(b"\n")
+                        count += 1
+                    written_total += len(page)
+                    _checkpoint(directory, job, f"{written_total} resources written; {rtype}")
+        if count:
+            os.replace(path.with_suffix(".ndjson.part"), path)
+            job["output"].append({"type": rtype, "file": path.name, "count": count})
+        else:
+            path.with_suffix(".ndjson.part").unlink()
+    job.update(status="completed", progress=f"{written_total} resources written", completed=now_instant())
+    _write_json(directory / "job.json", job)
+
+
+def _checkpoint(directory: pathlib.Path, job: dict[str, Any], progress: str) -> None:
+    current = read_job(directory.parent, directory.name)
+    if current is None or current["status"] == "cancelled":
+        raise _Cancelled
+    job["progress"] = progress
+    _write_json(directory / "job.json", job)
+

@@ -1,0 +1,28 @@
+"""The service base URL of the running gateway, for links, Location and Content-Location."""
+from __future__ import annotations
+
+import functools
+
+from flask import current_app, request
+
+__all__ = ["service_base"]
+
+
+def service_base() -> str:
+    """The absolute base of the FHIR service, for links and Location headers.
+
+    Built from the WSGI environ directly: werkzeug's request.host_url re-parses and
+    IRI-decodes the URL, which cost more than the whole database read.
+    """
+    configured = current_app.config.get("FHIR_BASE_URL")
+    if configured:
+        return str(configured).rstrip("/")
+    environ = request.environ
+    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+    return _base(environ["wsgi.url_scheme"], host, environ.get("SCRIPT_NAME", ""),
+                 current_app.config["FHIR_PATH"])
+
+
+@functools.lru_cache(maxsize=64)
+def _base(scheme: str, host: str, script: str, path: str) -> str:
+    return f"{scheme}://{host}{script}{path}"

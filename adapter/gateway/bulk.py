@@ -1,0 +1,140 @@
+"""Bulk Data export over HTTP (Bulk Data Access IG v2): kick-off at [base]/$export,
+[base]/Patient/$export and [base]/Group/{id}/$export (Prefer: respond-async -> 202 with
+Content-Location), status polling (202 with X-Progress, then 200 with the manifest), the NDJSON
+files, and DELETE to cancel and remove a job. The jobs themselves: adapter/exchange/export.py.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from flask import Blueprint, Response, current_app, request, send_file
+
+from adapter.exchange.export import ExportRequest, cancel_job, read_job, start_job
+from adapter.fhir.dates import date_range
+from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
+from adapter.fhir.search import parse_search
+from adapter.gateway.base import service_base
+from adapter.store.compartment import compartment_types
+
+__all__ = ["register", "EXPORT_OPERATIONS", "export_root"]
+
+EXPORT_DEFINITION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+# For the CapabilityStatement: (type or None for system level, operation name).
+EXPORT_OPERATIONS = ((None, "export"), ("Patient", "export"), ("Group", "export"))
+_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
+_KNOWN = {"_outputFormat", "_type", "_since", "_typeFilter"}
+
+
+def export_root() -> pathlib.Path:
+    return pathlib.Path(current_app.config["EXPORT_DIR"])
+
+
+def _kick_off(level: str, group: str | None = None) -> Response:
+    if "respond-async" not in request.headers.get("Prefer", ""):
+        raise bad_request("a Bulk Data export runs asynchronously: send Prefer: respond-async", "Prefer")
+    params = list(request.args.items(multi=True))
+    if request.method == "POST" and request.content_length:
+        params += _parameters(request.get_data())
+    unknown = sorted({k for k, _ in params} - _KNOWN)
+    if unknown:
+        raise bad_request(f"export parameters not supported here: {', '.join(unknown)}", unknown[0],
+                          code="not-supported")
+    values: dict[str, list[str]] = {}
+    for key, value in params:
+        if key == "_typeFilter":  # a search may hold commas: one filter per parameter
+            values.setdefault(key, []).append(value)
+        else:
+            values.setdefault(key, []).extend(v for v in value.split(",") if v)
+    fmt = (values.get("_outputFormat") or ["application/fhir+ndjson"])[0]
+    if fmt not in _FORMATS:
+        raise bad_request(f"_outputFormat {fmt!r}: only {', '.join(_FORMATS)}", "_outputFormat")
+    allowed = SERVED_TYPES if level == "system" else compartment_types()
+    types = tuple(values.get("_type") or allowed)
+    wrong = [t for t in types if t not in allowed]
+    if wrong:
+        raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")
+    since = None
+    if values.get("_since"):
+        try:
+            since = date_range(values["_since"][0])[0]
+        except ValueError:
+            raise bad_request(f"_since: {values['_since'][0]!r} is not an instant", "_since") from None
+    filters = []
+    for raw in values.get("_typeFilter", []):
+        rtype, _, query = raw.partition("?")
+        if rtype not in types or not query:
+            raise bad_request(f"_typeFilter {raw!r}: expected Type?search for one of the exported types",
+                              "_typeFilter")
+        parse_search(rtype, parse_qsl(query, keep_blank_values=True), strict=True)  # refuse it now, not later
+        filters.append((rtype, query))
+    store = current_app.extensions["fhir_store"]
+    if group is not None:
+        store.read("Group", group)  # 404 for an unknown group
+    base = service_base()
+    path = "$export" if level == "system" else "Patient/$export" if level == "patient" else f"Group/{group}/$export"
+    url = f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+    job = start_job(export_root(), store, ExportRequest(level, types, since, tuple(filters), url, group))
+    return Response(status=202, headers={"Content-Location": f"{base}/$export-status/{job}"})
+
+
+def _parameters(body: bytes) -> list[tuple[str, str]]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("the POST body must be a Parameters resource", "Parameters") from None
+    if not isinstance(parsed, dict) or parsed.get("resourceType") != "Parameters":
+        raise bad_request("the POST body must be a Parameters resource", "Parameters")
+    out = []
+    for p in parsed.get("parameter") or []:
+        value = next((v for k, v in p.items() if k.startswith("value")), None)
+        if value is not None:
+            out.append((str(p.get("name")), str(value)))
+    return out
+
+
+def _status(job_id: str) -> Response:
+    job = read_job(export_root(), job_id)
+    if job is None or job["status"] == "cancelled":
+        raise not_found(f"no export job {job_id}")
+    if job["status"] == "failed":
+        raise FhirError(500, [Issue("exception", f"the export failed: {job['error']}")])
+    if job["status"] != "completed":
+        return Response(status=202, headers={"X-Progress": job.get("progress", ""), "Retry-After": "1"})
+    base = service_base()
+    manifest: dict[str, Any] = {
+        "transactionTime": job["transactionTime"], "request": job["request"]["request_url"],
+        "requiresAccessToken": False,
+        "output": [{"type": o["type"], "url": f"{base}/$export-file/{job_id}/{o['file']}", "count": o["count"]}
+                   for o in job["output"]],
+        "error": []}
+    return Response(orjson.dumps(manifest), 200, content_type="application/json",
+                    headers={"Expires": "", "Cache-Control": "no-store"})
+
+
+def _delete(job_id: str) -> Response:
+    if not cancel_job(export_root(), job_id):
+        raise not_found(f"no export job {job_id}")
+    return Response(status=202)
+
+
+def _file(job_id: str, name: str) -> Response:
+    job = read_job(export_root(), job_id)
+    if job is None or job["status"] != "completed" or name not in {o["file"] for o in job["output"]}:
+        raise not_found(f"no file {name} in export {job_id}")
+    return send_file(export_root() / job_id / name, mimetype="application/fhir+ndjson", conditional=False)
+
+
+def register(blueprint: Blueprint) -> None:
+    for method in ("GET", "POST"):
+        blueprint.add_url_rule("/$export", f"export_system_{method}", lambda: _kick_off("system"), methods=[method])
+        blueprint.add_url_rule("/Patient/$export", f"export_patient_{method}", lambda: _kick_off("patient"),
+                               methods=[method])
+        blueprint.add_url_rule("/Group/<group>/$export", f"export_group_{method}",
+                               lambda group: _kick_off("group", group), methods=[method])
+    blueprint.add_url_rule("/$export-status/<job_id>", "export_status", _status, methods=["GET"])
+    blueprint.add_url_rule("/$export-status/<job_id>", "export_delete", _delete, methods=["DELETE"])
+    blueprint.add_url_rule("/$export-file/<job_id>/<name>", "export_file", _file, methods=["GET"])

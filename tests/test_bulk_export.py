@@ -1,0 +1,134 @@
+"""Bulk Data export (IG v2) over real HTTP: kick-off, polling, manifest, NDJSON files, _type,
+_since, _typeFilter, Patient and Group level, cancel, and jobs that survive a restart."""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import pytest
+import requests
+
+from adapter.exchange.export import ExportRequest, _write_json
+from adapter.gateway.app import create_app
+
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+
+
+def obs(oid, pid, code="29463-7"):
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "subject": {"reference": f"Patient/{pid}"}}
+
+
+@pytest.fixture
+def data(store):
+    store.load([{"resourceType": "Patient", "id": f"p{i}"} for i in range(3)]
+               + [obs(f"o{i}", f"p{i % 3}", "8310-5" if i % 4 == 0 else "29463-7") for i in range(25)]
+               + [{"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
+                   "member": [{"entity": {"reference": "Patient/p1"}}]},
+                  {"resourceType": "CodeSystem", "id": "cs1", "status": "active", "content": "not-present"}])
+    return store
+
+
+def run_export(url: str, **params) -> dict:
+    kick = requests.get(url, params=params, headers=ASYNC, timeout=30)
+    assert kick.status_code == 202, kick.text
+    status_url = kick.headers["Content-Location"]
+    for _ in range(300):
+        status = requests.get(status_url, timeout=30)
+        if status.status_code == 200:
+            manifest = status.json()
+            manifest["_status_url"] = status_url
+            return manifest
+        assert status.status_code == 202 and "X-Progress" in status.headers
+        time.sleep(0.05)
+    raise AssertionError("export did not finish")
+
+
+def files(manifest: dict) -> dict[str, list[dict]]:
+    out = {}
+    for item in manifest["output"]:
+        r = requests.get(item["url"], timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/fhir+ndjson")
+        out[item["type"]] = [json.loads(line) for line in r.text.splitlines()]
+        assert len(out[item["type"]]) == item["count"]
+    return out
+
+
+def test_system_export(live, data):
+    manifest = run_export(f"{live}/$export")
+    assert manifest["requiresAccessToken"] is False and manifest["transactionTime"] and manifest["error"] == []
+    got = files(manifest)
+    assert {t: len(rs) for t, rs in got.items()} == {"Patient": 3, "Observation": 25, "Group": 1, "CodeSystem": 1}
+    assert sorted(r["id"] for r in got["Observation"]) == sorted(f"o{i}" for i in range(25))
+
+
+def test_type_since_and_type_filter(live, data):
+    got = files(run_export(f"{live}/$export", _type="Observation,Patient"))
+    assert set(got) == {"Observation", "Patient"}
+    assert files(run_export(f"{live}/$export", _since="2999-01-01T00:00:00Z")) == {}
+    got = files(run_export(f"{live}/$export", _type="Observation",
+                           _typeFilter="Observation?code=http://loinc.org|8310-5"))
+    assert sorted(r["id"] for r in got["Observation"]) == ["o0", "o12", "o16", "o20", "o24", "o4", "o8"]
+
+
+def test_patient_and_group_level(live, data):
+    got = files(run_export(f"{live}/Patient/$export"))
+    assert "CodeSystem" not in got and len(got["Observation"]) == 25 and len(got["Patient"]) == 3
+    got = files(run_export(f"{live}/Group/g1/$export"))
+    assert [r["id"] for r in got["Patient"]] == ["p1"]
+    assert sorted(r["id"] for r in got["Observation"]) == sorted(f"o{i}" for i in range(25) if i % 3 == 1)
+    assert requests.get(f"{live}/Group/nobody/$export", headers=ASYNC, timeout=30).status_code == 404
+
+
+def test_kick_off_errors(live, data):
+    assert requests.get(f"{live}/$export", timeout=30).status_code == 400  # no Prefer: respond-async
+    for params in ({"_type": "Colour"}, {"_outputFormat": "text/csv"}, {"_since": "yesterday"},
+                   {"patient": "p1"}, {"_typeFilter": "Observation?colour=red"}):
+        r = requests.get(f"{live}/$export", params=params, headers=ASYNC, timeout=30)
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome", params
+    assert requests.get(f"{live}/$export-status/unknown", timeout=30).status_code == 404
+
+
+def test_delete_cancels_and_removes_the_files(live, data, app):
+    manifest = run_export(f"{live}/$export")
+    job = manifest["_status_url"].rsplit("/", 1)[1]
+    directory = app.config["EXPORT_DIR"]
+    assert any(p.suffix == ".ndjson" for p in pathlib.Path(directory, job).iterdir())
+    assert requests.delete(manifest["_status_url"], timeout=30).status_code == 202
+    assert requests.get(manifest["_status_url"], timeout=30).status_code == 404
+    assert requests.get(manifest["output"][0]["url"], timeout=30).status_code == 404
+    assert not any(p.suffix == ".ndjson" for p in pathlib.Path(directory, job).glob("*"))
+    assert requests.delete(manifest["_status_url"], timeout=30).status_code == 404
+
+
+def test_an_unfinished_job_is_resumed_when_the_gateway_starts(db_url, data, tmp_path):
+    """A job left 'running' by a process that died (no lock held) is run again by the next app."""
+    root = tmp_path / "exports"
+    (root / "job-1").mkdir(parents=True)
+    (root / "job-1" / "Observation.ndjson.part").write_text("half a file")
+    request = ExportRequest("system", ("Observation",), None, (), "http://x/fhir/$export")
+    _write_json(root / "job-1" / "job.json", {"id": "job-1", "status": "running", "request": request.__dict__,
+                                              "transactionTime": "2026-01-01T00:00:00Z", "progress": "",
+                                              "output": [], "error": None})
+    app = create_app({"DATABASE_URL": db_url, "EXPORT_DIR": str(root)})
+    try:
+        client = app.test_client()
+        for _ in range(200):
+            status = client.get("/fhir/$export-status/job-1")
+            if status.status_code == 200:
+                break
+            time.sleep(0.05)
+        assert status.status_code == 200
+        lines = client.get(status.get_json()["output"][0]["url"].replace("http://localhost", "")).get_data(as_text=True)
+        assert len(lines.splitlines()) == 25 and "half a file" not in lines
+    finally:
+        app.extensions["fhir_store"].close()
+
+
+def test_capability_statement_lists_export(client):
+    rest = client.get("/fhir/metadata").get_json()["rest"][0]
+    assert {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"} \
+        in rest["operation"]
+    group = next(r for r in rest["resource"] if r["type"] == "Group")
+    assert any(o["name"] == "export" for o in group["operation"])
