@@ -139,6 +139,26 @@ def _ingest_demo_sites(store: Repository) -> list[tuple[str, str]]:
     return done
 
 
+def _cohorts(store: Repository) -> list[dict[str, object]]:
+    from adapter.exchange.cohorts import build_cohorts
+    from adapter.mapping.spec import load_mapping
+    specs = [load_mapping(p) for p in sorted(SITE_SPECS.glob("site-*.yaml"))]
+    sites = [(s.site, str(s.data["mapping"].get("title", s.site))) for s in specs]
+    return build_cohorts(store, specs[0].catalogue.base if specs else "", sites)
+
+
+@main.command()
+@DB_OPTION
+def cohorts(db: str) -> None:
+    """(Re)build the cohort Groups: one per study arm, one per site (for Group/{id}/$export)."""
+    store = open_store(db)
+    try:
+        for group in _cohorts(store):
+            click.echo(f"Group/{group['id']}: {group['quantity']} members ({group['name']})")
+    finally:
+        store.close()
+
+
 def _plan_demo_children(store: Repository) -> int:
     """A stored CarePlan for every demo child on study, from its arm and first injection date."""
     from datetime import date
@@ -186,11 +206,13 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
         report = load_files(store, [DEMO_DIR])
         sites = _ingest_demo_sites(store)
         plans = _plan_demo_children(store)
+        cohorts = [f"Group/{g['id']} ({g['quantity']})" for g in _cohorts(store)]
     finally:
         store.close()
     click.echo(f"demo data: {report.summary()} ({DEMO_DIR}); {plans} care plans")
     for site, summary in sites:
         click.echo(f"site {site}: {summary}")
+    click.echo(f"cohorts: {', '.join(cohorts)}")
     for rejection in report.rejected:
         click.echo(str(rejection), err=True)
     if report.rejected:

@@ -132,3 +132,17 @@ def test_capability_statement_lists_export(client):
         in rest["operation"]
     group = next(r for r in rest["resource"] if r["type"] == "Group")
     assert any(o["name"] == "export" for o in group["operation"])
+
+
+def test_site_cohort_groups_export_their_children(live, store):
+    from adapter.exchange.cohorts import build_cohorts
+    from adapter.mapping.ingest import ingest
+    from adapter.mapping.spec import load_mapping
+    from conftest import ROOT
+    spec = load_mapping(ROOT / "mappings/sites/site-c.yaml")
+    ingest(spec, [ROOT / "fixtures/sites/site-c/export.csv"], store, b"cohort-test-key-0123456789")
+    groups = {g["id"]: g for g in build_cohorts(store, spec.catalogue.base, [("site-c", "Site C"), ("site-a", "A")])}
+    assert set(groups) == {"ucmsc-cp-arm-1-cohort", "site-c-cohort"}  # no site A children here
+    assert groups["site-c-cohort"]["quantity"] == 15
+    got = files(run_export(f"{live}/Group/site-c-cohort/$export", _type="Patient,Procedure"))
+    assert len(got["Patient"]) == 15 and len(got["Procedure"]) == 60

@@ -1,0 +1,50 @@
+"""Cohorts as Group resources, for Group-level export and for EHRs that pull by group: one
+Group per study arm (from the ResearchSubjects) and one per site (the Patients carrying the
+site's subject identifier, which site mappings give every child).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from adapter.fhir.outcomes import invalid
+from adapter.fhir.search import parse_search
+from adapter.fhir.validation import validate
+from adapter.store.repository import Repository
+
+__all__ = ["build_cohorts"]
+
+
+def _all(repo: Repository, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    request = parse_search(rtype, [*params, ("_count", "1000"), ("_total", "none")])
+    return [json.loads(e.data or b"{}") for page in repo.scan(request) for e in page]
+
+
+def _group(gid: str, name: str, members: list[str], characteristic: str) -> dict[str, Any]:
+    return {"resourceType": "Group", "id": gid, "type": "person", "actual": True, "name": name,
+            "quantity": len(members),
+            "characteristic": [{"code": {"text": characteristic}, "valueBoolean": True, "exclude": False}],
+            "member": [{"entity": {"reference": ref}} for ref in sorted(members)]}
+
+
+def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Create or update the cohort Groups; `sites` are (site code, title). Returns them."""
+    arms: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for subject in _all(repo, "ResearchSubject", []):
+        if subject.get("assignedArm") and subject.get("status") not in ("withdrawn", "ineligible"):
+            study = subject["study"]["reference"].split("/")[-1]
+            arms[(study, subject["assignedArm"])].append(subject["individual"]["reference"])
+    groups = [_group(f"{study}-{arm}-cohort", f"{study}: children on {arm}", members,
+                     f"ResearchSubject.assignedArm = {arm}") for (study, arm), members in sorted(arms.items())]
+    for site, title in sites:
+        patients = _all(repo, "Patient", [("identifier", f"{base}/sid/{site}-subject|")])
+        if patients:
+            groups.append(_group(f"{site}-cohort", f"{title}: its children", [f"Patient/{p['id']}" for p in patients],
+                                 f"child of {site}"))
+    for group in groups:
+        issues = validate(group)
+        if issues:
+            raise invalid(issues)
+        repo.update(group)
+    return groups
