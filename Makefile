@@ -12,7 +12,13 @@ $(BIN)/fhir-adapter: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/fhir-adapter
+# The Node fhir-kit-client for tests/test_node_client.py (skipped without npm, except in CI).
+NODE_CLIENT := tests/node/node_modules/.package-lock.json
+$(NODE_CLIENT): tests/node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent; \
+	else echo "npm not found: the Node client test will be skipped"; fi
+
+install: $(BIN)/fhir-adapter $(NODE_CLIENT)
 
 run: install
 	$(BIN)/fhir-adapter demo --db $(DB)
