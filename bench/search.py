@@ -34,6 +34,14 @@ SEARCHES: dict[str, Callable[[random.Random, int], str]] = {
     "procedures of a patient": lambda rng, children: (
         f"Procedure?subject=Patient/bench-child-{rng.randrange(children):06d}&_sort=date"),
     "token, first page": lambda rng, children: "Procedure?status=completed&_count=20",
+    "chained (subject:Patient.identifier)": lambda rng, children: (
+        f"Observation?subject:Patient.identifier=urn:bench|bench-child-{rng.randrange(children):06d}"
+        "&code=http://loinc.org|29463-7"),
+    "_include (patient+code, include subject)": lambda rng, children: (
+        f"Observation?subject=Patient/bench-child-{rng.randrange(children):06d}"
+        "&code=http://loinc.org|29463-7&_include=Observation:subject"),
+    "_revinclude (patient, its procedures)": lambda rng, children: (
+        f"Patient?_id=bench-child-{rng.randrange(children):06d}&_revinclude=Procedure:subject"),
 }
 
 

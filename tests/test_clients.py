@@ -77,7 +77,7 @@ def test_fhirpy_includes_updates_and_transactions(live, demo):
 def test_fhirclient_includes_updates_and_transactions(live, demo):
     smart = smart_client.FHIRClient(settings={"app_id": "test", "api_base": live})
     search = Observation.where(struct={"subject": "Patient/demo-child-01", "_include": "Observation:subject"})
-    bundle = search.perform(smart.server)
+    bundle = next(iter(search.perform_iter(smart.server)))
     assert {e.search.mode for e in bundle.entry} == {"match", "include"}
     patient = Patient.read("demo-child-01", smart.server)
     patient.gender = "unknown"

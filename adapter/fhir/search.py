@@ -83,7 +83,7 @@ class SearchRequest:
     filters: tuple[Filter, ...] = ()
     sort: tuple[SortKey, ...] = ()
     count: int = DEFAULT_COUNT
-    total: str = "accurate"  # none | estimate | accurate
+    total: str = "estimate"  # none | estimate | accurate (estimate: exact up to a bound, then none)
     cursor: tuple[Any, ...] | None = None
     ignored: tuple[str, ...] = field(default=())  # unknown parameters left out (lenient)
     includes: tuple[Include, ...] = ()
@@ -173,7 +173,7 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     sort: list[SortKey] = []
     ignored: list[str] = []
     includes: list[Include] = []
-    count, total, cursor = DEFAULT_COUNT, "accurate", None
+    count, total, cursor = DEFAULT_COUNT, "estimate", None
     summary: str | None = None
     elements: tuple[str, ...] = ()
     unknown: list[Issue] = []

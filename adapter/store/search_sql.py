@@ -22,9 +22,11 @@ from adapter.fhir.search import Filter, SearchRequest, SortKey
 from adapter.fhir.units import UnitError, factor
 from adapter.store.schema import INDEX_TABLES, resources
 
-__all__ = ["build_queries", "sort_columns", "matching_ids", "with_comparable_units", "ESTIMATE_BOUND"]
+__all__ = ["build_queries", "breadth_query", "sort_columns", "matching_ids", "with_comparable_units",
+           "ESTIMATE_BOUND", "BROAD"]
 
 ESTIMATE_BOUND = 10_000  # _total=estimate counts this far, then gives no total
+BROAD = 1_000  # a driving filter with more index entries than this makes a broad search
 
 
 def _date(t: Any, prefix: str, low: str, high: str) -> ColumnElement[bool]:
@@ -124,8 +126,8 @@ _TYPE_SELECTIVITY = {"reference": 3, "string": 4, "date": 5, "quantity": 6, "num
 
 
 def _driving_filter(filters: tuple[Filter, ...]) -> Filter | None:
-    candidates = [f for f in filters if f.modifier not in ("missing", "not") and f.type not in ("chain", "has")]
-    return min(candidates, default=None, key=lambda f: _SELECTIVITY.get(
+    candidates = [f for f in filters if f.modifier not in ("missing", "not")]
+    return min(candidates, default=None, key=lambda f: 1 if f.type in ("chain", "has") else _SELECTIVITY.get(
         f.code, _TYPE_SELECTIVITY.get(f.type, 9)))
 
 
@@ -164,7 +166,7 @@ def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
     index table's lookup index; the others are EXISTS probes per candidate resource, so a
     selective filter (one patient) is never intersected with a broad one (a common code) by
     materialising the broad one."""
-    if f.type in ("chain", "has"):
+    if f.type in ("chain", "has"):  # driving or not, an uncorrelated IN (evaluated once)
         return resources.c.res_id.in_(matching_ids(f, rtype))
     # No alias: each subquery has its own FROM, and aliasing copies every column (slow).
     t = _index_table(f)
@@ -180,9 +182,9 @@ def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
     return not_(matching) if f.modifier == "not" else matching  # :not also matches no value
 
 
-def _base(request: SearchRequest) -> list[ColumnElement[bool]]:
+def _base(request: SearchRequest, probe: bool = False) -> list[ColumnElement[bool]]:
     rtype = request.resource_type
-    driving = _driving_filter(request.filters)
+    driving = None if probe else _driving_filter(request.filters)
     return [resources.c.res_type == rtype, resources.c.deleted == false(),
             *(_filter_clause(f, rtype, f is driving) for f in request.filters)]
 
@@ -256,10 +258,27 @@ def with_comparable_units(request: SearchRequest, stored_codes: Any) -> SearchRe
     return replace(request, filters=tuple(filters))
 
 
-def build_queries(request: SearchRequest) -> tuple[Select[Any], Select[Any]]:
-    """The page query (count + 1 rows, to know whether there is a next page) and the count."""
+def breadth_query(request: SearchRequest) -> Select[Any] | None:
+    """How many index entries the driving filter has, counted up to BROAD + 1 (an index range
+    walk, never more): past BROAD the search is broad (see `build_queries(probe=True)`)."""
+    driving = _driving_filter(request.filters)
+    if driving is None or driving.type in ("chain", "has"):
+        return None
+    t = _index_table(driving)
+    entries = select(literal(1)).where(t.c.res_type == request.resource_type, t.c.param == _param(driving),
+                                       or_(*(_value_clause(driving, t, v) for v in driving.values)))
+    return select(func.count()).select_from(entries.limit(BROAD + 1).subquery())
+
+
+def build_queries(request: SearchRequest, probe: bool = False) -> tuple[Select[Any], Select[Any]]:
+    """The page query (count + 1 rows, to know whether there is a next page) and the count.
+
+    `probe`: every filter an EXISTS probe, none driving. For a broad search without _sort this
+    walks the type's resources in id order and stops at the page: with >= ESTIMATE_BOUND matches
+    among N resources, a page of 20 costs about 20 * N / ESTIMATE_BOUND probes, where driving
+    from the index would gather and sort every match first."""
     keys = sort_columns(request)
-    base = _base(request)
+    base = _base(request, probe)
     conditions = list(base)
     if request.cursor is not None:
         if len(request.cursor) != len(keys) + 1:

@@ -33,7 +33,9 @@ from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
-from adapter.store.search_sql import UCUM, ESTIMATE_BOUND, build_queries, with_comparable_units
+from adapter.store.search_sql import (
+    BROAD, ESTIMATE_BOUND, UCUM, breadth_query, build_queries, with_comparable_units,
+)
 
 __all__ = ["SqlStore"]
 
@@ -308,12 +310,16 @@ class SqlStore(Repository):
         if any(f.type == "quantity" and any(v[3] for v in f.values) for f in request.filters if not f.modifier):
             request = with_comparable_units(request, lambda code: self._ucum_codes(conn, request.resource_type, code))
         query, count = build_queries(request)
-        rows = conn.execute(query).all() if request.count > 0 or request.cursor is None else []
+        breadth = breadth_query(request)
+        broad = breadth is not None and conn.execute(breadth).scalar_one() > BROAD
+        if broad and not request.sort:
+            query = build_queries(request, probe=True)[0]  # walk in id order, stop at the page
         total: int | None = None
-        if request.total != "none":
+        if request.total == "accurate" or (request.total == "estimate" and not broad):
             total = conn.execute(count).scalar_one()
             if request.total == "estimate" and total > ESTIMATE_BOUND:
-                total = None
+                total = None  # an estimate is not worth counting further
+        rows = conn.execute(query).all() if request.count > 0 else []
         page = rows[:request.count]
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
