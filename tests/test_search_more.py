@@ -177,3 +177,15 @@ def test_patient_everything(client, cohort):
     assert ids(client, "Patient/p1/$everything?_since=2999-01-01") == []
     assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
     assert client.get("/fhir/Patient/p1/$everything?_type=Colour").status_code == 400
+
+
+def test_capability_statement_lists_includes_that_work(client, cohort):
+    rest = client.get("/fhir/metadata").get_json()["rest"][0]
+    observation = next(r for r in rest["resource"] if r["type"] == "Observation")
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert "Observation:subject" in observation["searchInclude"]
+    assert "Observation:subject" in patient["searchRevInclude"]
+    for include in observation["searchInclude"][1:]:
+        assert client.get(f"/fhir/Observation?_include={include}").status_code == 200, include
+    for revinclude in patient["searchRevInclude"]:
+        assert client.get(f"/fhir/Patient?_revinclude={revinclude}").status_code == 200, revinclude

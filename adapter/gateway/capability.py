@@ -29,6 +29,11 @@ def _resource(rtype: str) -> dict[str, Any]:
         "conditionalRead": "not-supported",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
+        "searchInclude": ["*", *(f"{rtype}:{p.code}" for p in search_params(rtype).values()
+                                 if p.type == "reference")],
+        "searchRevInclude": [f"{source}:{p.code}" for source in SERVED_TYPES
+                             for p in search_params(source).values()
+                             if p.type == "reference" and rtype in p.target],
         "searchParam": [
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in search_params(rtype).values()
