@@ -146,3 +146,13 @@ def test_site_cohort_groups_export_their_children(live, store):
     assert groups["site-c-cohort"]["quantity"] == 15
     got = files(run_export(f"{live}/Group/site-c-cohort/$export", _type="Patient,Procedure"))
     assert len(got["Patient"]) == 15 and len(got["Procedure"]) == 60
+
+
+def test_post_kick_off_with_parameters(live, data):
+    body = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Patient"}]}
+    kick = requests.post(f"{live}/$export", json=body, headers={**ASYNC, "Content-Type": "application/fhir+json"},
+                         timeout=30)
+    assert kick.status_code == 202
+    bad = requests.post(f"{live}/$export", json={"resourceType": "Parameters", "parameter": ["x"]},
+                        headers={**ASYNC, "Content-Type": "application/fhir+json"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"

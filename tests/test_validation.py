@@ -99,3 +99,15 @@ def test_expected_type_mismatch():
 def test_decimals_from_the_parser_validate():
     assert validate(parse(json.dumps(observation()).replace(
         '"status"', '"valueQuantity": {"value": 6.30}, "status"'))) == []
+
+
+def test_shape_validator_checks_values_on_every_resource():
+    """The model layer runs once per shape; bindings and the R4 schema still see every value."""
+    from adapter.fhir.validation import ShapeValidator
+    check = ShapeValidator()
+    good = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "effectiveDateTime": "2025-01-02"}
+    assert check(good) == []
+    assert check({**good, "status": "done"})[0].expression == "Observation.status"  # binding
+    assert check({**good, "effectiveDateTime": "2025-1-2"})  # the schema's date pattern
+    assert check({**good, "effectiveDateTime": "2025-02-03"}) == []
+    assert check({**good, "colour": "blue"})  # a new shape: fully validated

@@ -86,6 +86,8 @@ class ShapeValidator:
         if signature not in self._valid:
             issues = validate(resource)
             if not issues:
+                if len(self._valid) >= 10_000:  # a source with endless shapes: stay bounded
+                    self._valid.clear()
                 self._valid.add(signature)
             return issues
         rtype = resource["resourceType"]

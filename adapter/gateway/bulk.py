@@ -90,6 +90,8 @@ def _parameters(body: bytes) -> list[tuple[str, str]]:
         raise bad_request("the POST body must be a Parameters resource", "Parameters")
     out = []
     for p in parsed.get("parameter") or []:
+        if not isinstance(p, dict):
+            raise bad_request("Parameters.parameter must be a list of parameters", "Parameters.parameter")
         value = next((v for k, v in p.items() if k.startswith("value")), None)
         if value is not None:
             out.append((str(p.get("name")), str(value)))
