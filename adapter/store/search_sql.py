@@ -161,7 +161,7 @@ def matching_ids(f: Filter, rtype: str) -> Select[Any]:
                                     or_(*(_value_clause(f, t, v) for v in f.values)))
 
 
-def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
+def _filter_clause(f: Filter, rtype: str, driving: bool, walk: bool = False) -> ColumnElement[bool]:
     """One filter. The driving filter is an uncorrelated IN-subquery, evaluated once through its
     index table's lookup index; the others are EXISTS probes per candidate resource, so a
     selective filter (one patient) is never intersected with a broad one (a common code) by
@@ -178,6 +178,10 @@ def _filter_clause(f: Filter, rtype: str, driving: bool) -> ColumnElement[bool]:
     matches = or_(*(_value_clause(f, t, v) for v in f.values))
     if driving:
         return resources.c.res_id.in_(select(t.c.res_id).where(*owner, matches))
+    if walk and f.modifier != "not":
+        # A scalar subquery with LIMIT is probed row by row: PostgreSQL would turn an EXISTS
+        # into a hash semi-join over every match, then sort them all for one page.
+        return select(literal(1)).where(*probe, matches).limit(1).scalar_subquery().is_not(None)
     matching = exists().where(*probe, matches)
     return not_(matching) if f.modifier == "not" else matching  # :not also matches no value
 
@@ -186,7 +190,7 @@ def _base(request: SearchRequest, probe: bool = False) -> list[ColumnElement[boo
     rtype = request.resource_type
     driving = None if probe else _driving_filter(request.filters)
     return [resources.c.res_type == rtype, resources.c.deleted == false(),
-            *(_filter_clause(f, rtype, f is driving) for f in request.filters)]
+            *(_filter_clause(f, rtype, f is driving, probe) for f in request.filters)]
 
 
 def sort_columns(request: SearchRequest) -> list[tuple[_Col[Any], bool]]:
