@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import table_counts
 from r4schema import assert_r4
 
@@ -114,6 +116,14 @@ def test_batch_entries_are_independent(client):
     assert bundle["entry"][3]["resource"]["total"] == 1
 
 
+def test_a_post_entry_to_an_id_is_refused_not_a_crash(client):
+    entry = {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient/123"}}
+    batch = send(client, "batch", [entry]).get_json()
+    assert batch["entry"][0]["response"]["status"] == "400"
+    r = send(client, "transaction", [entry])
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+
+
 def test_bad_bundles_are_refused(client):
     assert client.post("/fhir", data=json.dumps({"resourceType": "Patient"}), headers=FHIR_JSON).status_code == 400
     r = send(client, "collection", [])
@@ -131,3 +141,26 @@ def test_capability_statement_lists_batch_transaction_and_conditionals(client):
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
     assert patient["conditionalCreate"] and patient["conditionalUpdate"]
     assert patient["conditionalDelete"] == "single"
+
+
+@pytest.mark.parametrize("entries", [
+    ["not an entry"],
+    [{"resource": {"resourceType": "Patient"}}],
+    [{"request": {"method": "POST"}, "resource": {"resourceType": "Patient"}}],
+    [{"request": {"method": "POST", "url": "Patient"}, "resource": "Patient"}],
+    [{"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Observation"}}],
+    [{"request": {"method": "PUT", "url": "Patient"}, "resource": {"resourceType": "Patient"}}],
+    [{"request": {"method": "DELETE", "url": "Patient"}}],
+    [{"request": {"method": "POST", "url": "Colour"}, "resource": {"resourceType": "Colour"}}],
+    [{"request": {"method": "PUT", "url": "Patient?colour=red"}, "resource": {"resourceType": "Patient"}}],
+    [{"request": {"method": "PUT", "url": "Patient/a", "ifMatch": "yesterday"}, "resource": {"resourceType": "Patient", "id": "a"}}],
+    [{"request": {"method": "PUT", "url": "Patient/a"}, "resource": {"resourceType": "Patient", "id": "b"}}],
+    {"not": "a list"},
+])
+def test_malformed_transactions_are_4xx_and_write_nothing(client, store, entries):
+    before = table_counts(store)
+    body = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    r = client.post("/fhir", data=json.dumps(body), headers=FHIR_JSON)
+    assert 400 <= r.status_code < 500, r.get_data(as_text=True)
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+    assert table_counts(store) == before

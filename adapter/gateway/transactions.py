@@ -73,6 +73,8 @@ def _check(entry: _Entry) -> None:
         check_type(entry.rtype)
     except FhirError:
         raise bad_request(f"{entry.rtype!r} is not a type served here", f"{entry.where}.request.url") from None
+    if entry.method == "POST" and (entry.id is not None or entry.query):
+        raise bad_request("a POST entry's url is the type alone (e.g. Patient)", f"{entry.where}.request.url")
     if entry.method in ("POST", "PUT"):
         if entry.resource is None or entry.resource.get("resourceType") != entry.rtype:
             raise bad_request(f"a {entry.method} entry needs a {entry.rtype} resource", f"{entry.where}.resource")
