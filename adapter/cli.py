@@ -225,8 +225,14 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
                  "Observation?subject=Patient/demo-child-01&code=http://loinc.org|96761-2&_sort=date",
                  "Procedure?patient=demo-child-02&_sort=date", "Observation/demo-child-01-weight/_history",
                  "PlanDefinition/ucmsc-cp-arm-1/$apply?subject=Patient/demo-child-01&start=2026-01-05",
-                 "ResearchSubject/ucmsc-cp-demo-child-01/$adherence?as-of=2026-06-01"):
+                 "ResearchSubject/ucmsc-cp-demo-child-01/$adherence?as-of=2026-06-01",
+                 "Patient/site-a-A0001/$everything?_count=50",
+                 "Observation?subject:Patient.identifier=http://ucmsc-cp.example.org/fhir/sid/site-b-subject|B0002"
+                 "&_include=Observation:subject&_count=5",
+                 "AdverseEvent?_include=AdverseEvent:subject&_revinclude=Provenance:target"):
         click.echo(f"  curl '{base}/{path}'")
+    click.echo(f"  curl -i -H 'Prefer: respond-async' '{base}/Group/site-c-cohort/$export'   "
+               "(then GET the Content-Location until 200)")
     click.echo("Stop with Ctrl-C.\n")
     _serve(host, port, db, workers, False)
 
