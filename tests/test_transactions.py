@@ -155,6 +155,8 @@ def test_capability_statement_lists_batch_transaction_and_conditionals(client):
     [{"request": {"method": "PUT", "url": "Patient?colour=red"}, "resource": {"resourceType": "Patient"}}],
     [{"request": {"method": "PUT", "url": "Patient/a", "ifMatch": "yesterday"}, "resource": {"resourceType": "Patient", "id": "a"}}],
     [{"request": {"method": "PUT", "url": "Patient/a"}, "resource": {"resourceType": "Patient", "id": "b"}}],
+    [{"request": {"method": "POST", "url": "Observation"}, "resource": {
+        "resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Colour?x=1"}}}],
     {"not": "a list"},
 ])
 def test_malformed_transactions_are_4xx_and_write_nothing(client, store, entries):

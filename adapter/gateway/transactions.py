@@ -18,6 +18,7 @@ import orjson
 
 from adapter.fhir import jsonio
 from adapter.fhir.dates import now_instant
+from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed
 from adapter.fhir.search import parse_search
 from adapter.fhir.validation import validate
@@ -179,7 +180,10 @@ def _rewrite(tx: Transaction, entry: _Entry, targets: dict[str, str]) -> None:
                               f"{entry.where}.resource")
         elif "?" in value and "/" not in value.split("?")[0]:
             rtype, _, query = value.partition("?")
-            found = matches(tx, condition(check_type(rtype), query, f"{entry.where}.resource"), value)
+            if rtype not in SERVED_TYPES:
+                raise bad_request(f"the conditional reference {value} names a type not served here",
+                                  f"{entry.where}.resource")
+            found = matches(tx, condition(rtype, query, f"{entry.where}.resource"), value)
             if not found:
                 raise precondition_failed(f"the conditional reference {value} matches nothing")
             ref["reference"] = f"{rtype}/{found[0].id}"
