@@ -21,7 +21,7 @@ from adapter.mapping.resources import BUILDERS, Context, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
 
-__all__ = ["Rejection", "RecordResult", "read_source", "record_key", "unique_key", "map_record"]
+__all__ = ["Rejection", "RecordResult", "read_source", "unique_key", "map_record"]
 
 _PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 # Full validation once per resource shape, values on every resource (see ShapeValidator).
@@ -70,10 +70,6 @@ def read_source(spec: MappingSpec, path: str | pathlib.Path) -> Iterator[SourceR
 
 def _root_scope(spec: MappingSpec, row: SourceRow) -> Scope:
     return Scope(row.values, spec.tabular, spec.source.get("decimal_mark", "."), seen=set())
-
-
-def record_key(spec: MappingSpec, row: SourceRow) -> Value:
-    return _root_scope(spec, row).get(spec.source["record_key"])
 
 
 def unique_key(spec: MappingSpec, row: SourceRow) -> tuple[str, ...]:
