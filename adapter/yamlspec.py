@@ -2,14 +2,23 @@
 its line: `file:line: key: message`, so an engineer can go straight to it."""
 from __future__ import annotations
 
+import functools
+import json
 import pathlib
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import jsonschema
 import yaml
 
-__all__ = ["SpecError", "Lines", "load_checked", "key_of"]
+__all__ = ["SpecError", "Lines", "load_checked", "key_of", "package_schema"]
+
+
+@functools.cache
+def package_schema(package: str, name: str) -> dict[str, Any]:
+    """A JSON Schema shipped inside a package (e.g. adapter.mapping, mapping.schema.json)."""
+    return json.loads(resources.files(package).joinpath(name).read_text("utf-8"))  # type: ignore[no-any-return]
 
 
 class SpecError(Exception):

@@ -50,6 +50,7 @@ def line_of(path, needle: str) -> int:
     ('map: {"1": male, "2": female}', 'map: {"1": male, "3": female}', "\"3\": female",
      "'3' is not a choice of sex in the data dictionary"),
     ('visit: "month-{1}"', 'visit: "follow-{1}"', "follow-{1}", "a visit is baseline, injection-N or month-N"),
+    ('visit: "month-{1}"', 'visit: "month-{2}"', "month-{2}", "{2}: the match has 1 group(s)"),
     ("{observation: gmfm-66, value: gmfm66}", "{observation: gmfm-66, value: gmfm66, colour: red}", "colour",
      "unknown key"),
     ("body_site: quadriceps-left", "body_site: quadriceps-lft", "quadriceps-lft", "unknown body site"),

@@ -177,6 +177,9 @@ def test_patient_everything(client, cohort):
     assert ids(client, "Patient/p1/$everything?_since=2999-01-01") == []
     assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
     assert client.get("/fhir/Patient/p1/$everything?_type=Colour").status_code == 400
+    from adapter.fhir.search import encode_cursor
+    for cursor in (encode_cursor(("only-one",)), encode_cursor((1, 2))):  # a search's cursor, a forged one
+        assert client.get(f"/fhir/Patient/p1/$everything?_cursor={cursor}").status_code == 400
 
 
 def test_capability_statement_lists_includes_that_work(client, cohort):

@@ -157,6 +157,9 @@ def test_capability_statement_lists_batch_transaction_and_conditionals(client):
     [{"request": {"method": "PUT", "url": "Patient/a"}, "resource": {"resourceType": "Patient", "id": "b"}}],
     [{"request": {"method": "POST", "url": "Observation"}, "resource": {
         "resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Colour?x=1"}}}],
+    [{"request": {"method": "PUT", "url": "Patient/a", "ifMatch": 1}, "resource": {"resourceType": "Patient", "id": "a"}}],
+    [{"request": {"method": "POST", "url": "Patient", "ifNoneExist": {"identifier": "x"}},
+      "resource": {"resourceType": "Patient"}}],
     {"not": "a list"},
 ])
 def test_malformed_transactions_are_4xx_and_write_nothing(client, store, entries):

@@ -19,7 +19,7 @@ from adapter.fhir.outcomes import FhirError, Issue, bad_request
 
 __all__ = [
     "Filter", "SortKey", "Include", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
-    "parse_count", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT", "SUMMARY_MODES",
+    "parse_count", "parse_since", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT", "SUMMARY_MODES",
 ]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -158,6 +158,14 @@ def _value(ptype: str, raw: str, name: str) -> tuple[Any, ...]:
         prefix, text = _prefix(raw)
         return prefix, _number(text, name)
     raise bad_request(f"{name}: search parameters of type {ptype} are not supported", name)
+
+
+def parse_since(raw: str, name: str = "_since") -> str:
+    """`_since`: an instant (or a partial date), as the stored instants' text form of its start."""
+    try:
+        return date_range(raw)[0]
+    except ValueError:
+        raise bad_request(f"{name}: {raw!r} is not an instant", name) from None
 
 
 def parse_count(raw: str) -> int:

@@ -13,10 +13,9 @@ import orjson
 from flask import Blueprint, Response, current_app, request, send_file
 
 from adapter.exchange.export import ExportRequest, cancel_job, read_job, start_job
-from adapter.fhir.dates import date_range
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
-from adapter.fhir.search import parse_search
+from adapter.fhir.search import parse_search, parse_since
 from adapter.gateway.base import service_base
 from adapter.store.compartment import compartment_types
 
@@ -57,12 +56,7 @@ def _kick_off(level: str, group: str | None = None) -> Response:
     wrong = [t for t in types if t not in allowed]
     if wrong:
         raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")
-    since = None
-    if values.get("_since"):
-        try:
-            since = date_range(values["_since"][0])[0]
-        except ValueError:
-            raise bad_request(f"_since: {values['_since'][0]!r} is not an instant", "_since") from None
+    since = parse_since(values["_since"][0]) if values.get("_since") else None
     filters = []
     for raw in values.get("_typeFilter", []):
         rtype, _, query = raw.partition("?")

@@ -13,13 +13,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from adapter.fhir import jsonio
-from adapter.fhir.dates import date_range
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import (
     FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed,
 )
 from adapter.fhir.search import (
-    DEFAULT_COUNT, SearchRequest, decode_cursor, encode_cursor, parse_count, parse_search,
+    DEFAULT_COUNT, SearchRequest, decode_cursor, encode_cursor, parse_count, parse_search, parse_since,
 )
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
@@ -124,10 +123,7 @@ def history(req: FhirRequest, repo: Repository) -> FhirResponse:
     kept: list[tuple[str, str]] = []
     for name, value in req.params:
         if name == "_since":
-            try:
-                since = date_range(value)[0]
-            except ValueError:
-                raise bad_request(f"_since: {value!r} is not an instant", "_since") from None
+            since = parse_since(value)
         elif name == "_count":
             count = parse_count(value)
         elif name == "_cursor":

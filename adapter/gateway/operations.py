@@ -9,9 +9,8 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.dates import date_range
 from adapter.fhir.outcomes import Issue, bad_request, operation_outcome
-from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count
+from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count, parse_since
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
@@ -119,14 +118,13 @@ def everything_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
             if unknown:
                 raise bad_request(f"_type: {', '.join(unknown)} not served here", "_type")
         elif name == "_since":
-            try:
-                since = date_range(value)[0]
-            except ValueError:
-                raise bad_request(f"_since: {value!r} is not an instant", "_since") from None
+            since = parse_since(value)
         elif name == "_count":
             count = max(parse_count(value), 1)
         elif name == "_cursor":
             cursor = decode_cursor(value)
+            if len(cursor) != 2 or not all(isinstance(part, str) for part in cursor):
+                raise bad_request("_cursor: not a $everything cursor of this server", "_cursor")
             continue
         kept.append((name, value))
     page = repo.everything(req.id or "", types, since, count, cursor)

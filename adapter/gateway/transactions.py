@@ -65,6 +65,9 @@ def _entries(body: dict[str, Any]) -> Iterator[_Entry]:
         resource = entry.get("resource")
         if resource is not None and not isinstance(resource, dict):
             raise bad_request("entry.resource must be a JSON object", f"{where}.resource")
+        for key in ("ifNoneExist", "ifMatch"):
+            if key in request and not isinstance(request[key], str):
+                raise bad_request(f"request.{key} must be a string", f"{where}.request.{key}")
         yield _Entry(i, method, path[0], path[1] if len(path) > 1 else None, parts.query, resource,
                      entry.get("fullUrl"), request.get("ifNoneExist"), request.get("ifMatch"))
 

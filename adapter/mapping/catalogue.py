@@ -3,16 +3,14 @@ site mappings map into, with `local` codes resolved against the protocol's own C
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from adapter.fhir.units import UnitError, check_unit
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import LOCAL, load_spec
-from adapter.yamlspec import Lines, SpecError, load_checked
+from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
 __all__ = ["Catalogue", "load_catalogue"]
 
@@ -48,12 +46,6 @@ class Catalogue:
                 "display": coding.get("display") or self.local_codes[coding["code"]]}
 
 
-@functools.cache
-def _schema() -> dict[str, Any]:
-    text = resources.files("adapter.mapping").joinpath("catalogue.schema.json").read_text("utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
 def _codings(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for key, obs in data["observations"].items():
@@ -72,7 +64,7 @@ def _codings(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]
 def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     """Read and check the catalogue: schema, local codes known to the protocol, activities the
     protocol defines, units that are UCUM. SpecError lists every problem with its line."""
-    data, lines = load_checked(path, _schema())
+    data, lines = load_checked(path, package_schema("adapter.mapping", "catalogue.schema.json"))
     protocol_path = pathlib.Path(path).parent / data["catalogue"]["protocol"]
     try:
         spec = load_spec(protocol_path)

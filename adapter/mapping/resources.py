@@ -70,8 +70,12 @@ class Context:
     def date(self, value: Value) -> str:
         return date_of(value, self.spec.source["date_formats"])
 
+    @property
+    def decimal_mark(self) -> str:
+        return str(self.spec.source.get("decimal_mark", "."))
+
     def decimal(self, value: Value) -> decimal.Decimal:
-        return decimal_of(value, self.spec.source.get("decimal_mark", "."))
+        return decimal_of(value, self.decimal_mark)
 
     def code(self, value: Value, table: str) -> Any:
         codes = self.spec.catalogue.codes(table)
@@ -181,7 +185,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
         resource["date"] = day
     grade = ctx.value(rule, "grade")
     if not grade.empty:
-        number = str(integer_of(grade, ".", "not a CTCAE grade (1-5)"))
+        number = str(integer_of(grade, ctx.decimal_mark, "not a CTCAE grade (1-5)"))
         entry = ctx.code(Value(number, grade.label), "ctcae-grade")
         resource["extension"] = [{"url": f"{ctx.spec.catalogue.base}/StructureDefinition/ctcae-grade",
                                   "valueCodeableConcept": _concept(ctx, entry["code"])}]
@@ -196,7 +200,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
         resource["outcome"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
                                            "code": ctx.code(outcome, "outcome")}]}
     after = ctx.value(rule, "after_injection")
-    visit = f"injection-{integer_of(after, '.')}" if not after.empty else \
+    visit = f"injection-{integer_of(after, ctx.decimal_mark)}" if not after.empty else \
         ctx.scope.visit if (ctx.scope.visit or "").startswith("injection-") else None
     if visit:
         suspect: dict[str, Any] = {"instance": {"reference": f"Procedure/{ctx.id(visit)}"}}

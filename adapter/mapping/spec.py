@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import csv
 import decimal
-import functools
-import json
 import pathlib
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.fields import fields_of
 from adapter.fhir.units import UnitError, factor
-from adapter.yamlspec import Lines, SpecError, load_checked
+from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
 __all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
 
@@ -92,18 +89,12 @@ class MappingSpec:
         return pathlib.Path(self.path).parent / name
 
 
-@functools.cache
-def _schema() -> dict[str, Any]:
-    text = resources.files("adapter.mapping").joinpath("mapping.schema.json").read_text("utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
 def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> MappingSpec:
     """Read, check and compile a site mapping; SpecError lists every problem with its line.
 
     `header`: the columns of a sample export, to check every field the spec reads is there.
     """
-    data, lines = load_checked(path, _schema())
+    data, lines = load_checked(path, package_schema("adapter.mapping", "mapping.schema.json"))
     try:
         catalogue = load_catalogue(pathlib.Path(path).parent / data["mapping"]["catalogue"])
     except SpecError as exc:
@@ -113,9 +104,15 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
     visits = []
     for i, value in enumerate(data["source"]["visit"]["values"]):
         try:
-            visits.append((re.compile(value["match"]), value["visit"]))
+            pattern = re.compile(value["match"])
         except re.error as exc:
             problems.append(lines.problem(("source", "visit", "values", i, "match"), f"not a regular expression: {exc}"))
+        else:
+            visits.append((pattern, value["visit"]))
+            missing = [g for g in re.findall(r"\{(\d+)\}", value["visit"]) if int(g) > pattern.groups]
+            if missing:
+                problems.append(lines.problem(("source", "visit", "values", i, "visit"),
+                                              f"{{{missing[0]}}}: the match has {pattern.groups} group(s)"))
         if not _VISIT.match(value["visit"]):
             problems.append(lines.problem(("source", "visit", "values", i, "visit"),
                                           "a visit is baseline, injection-N or month-N (N may be {1} or {field})"))

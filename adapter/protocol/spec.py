@@ -4,15 +4,12 @@ Every problem is reported as `file:line: key: message`, so an engineer can go st
 """
 from __future__ import annotations
 
-import functools
-import json
 import pathlib
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 
-from adapter.yamlspec import SpecError, load_checked
+from adapter.yamlspec import SpecError, load_checked, package_schema
 
 __all__ = ["SpecError", "Spec", "load_spec", "LOCAL"]
 
@@ -40,15 +37,9 @@ class Spec:
         return self.code_system_url if system == LOCAL else system
 
 
-@functools.cache
-def _schema() -> dict[str, Any]:
-    text = resources.files("adapter.protocol").joinpath("protocol.schema.json").read_text("utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
 def load_spec(path: str | pathlib.Path) -> Spec:
     """Read and check a spec; SpecError lists every problem with its line and key."""
-    data, lines = load_checked(path, _schema())
+    data, lines = load_checked(path, package_schema("adapter.protocol", "protocol.schema.json"))
     problems = [lines.problem(where, message) for where, message in _cross_references(data)]
     if problems:
         raise SpecError(problems)

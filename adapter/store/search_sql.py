@@ -266,8 +266,8 @@ def breadth_query(request: SearchRequest) -> Select[Any] | None:
     """How many index entries the driving filter has, counted up to BROAD + 1 (an index range
     walk, never more): past BROAD the search is broad (see `build_queries(probe=True)`)."""
     driving = _driving_filter(request.filters)
-    if driving is None or driving.type in ("chain", "has"):
-        return None
+    if driving is None or driving.type in ("chain", "has") or driving.code in _SELECTIVITY:
+        return None  # one patient's, one id's, one identifier's: narrow by nature, no query spent
     t = _index_table(driving)
     entries = select(literal(1)).where(t.c.res_type == request.resource_type, t.c.param == _param(driving),
                                        or_(*(_value_clause(driving, t, v) for v in driving.values)))
