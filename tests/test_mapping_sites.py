@@ -167,3 +167,17 @@ def test_a_json_array_export_maps_like_ndjson(tmp_path):
         made = [line for line in out.getvalue().splitlines() if b'"Provenance"' not in line]  # names the file
         outputs.append((made, [(r.row, r.column, r.reason) for r in report.rejections]))
     assert outputs[0] == outputs[1]  # the same rows: one document per line in the NDJSON
+
+
+def test_a_record_in_two_files_of_one_ingest_is_reported_as_a_duplicate(tmp_path):
+    import io
+
+    from adapter.mapping.ingest import translate
+    lines = (SITES / "site-c/export.csv").read_bytes().splitlines(keepends=True)
+    (tmp_path / "first.csv").write_bytes(b"".join(lines[:3]))
+    (tmp_path / "second.csv").write_bytes(lines[0] + lines[2])  # line 3 of first.csv again
+    report = translate(load_mapping(MAPPINGS / "site-c.yaml"), [tmp_path / "first.csv", tmp_path / "second.csv"],
+                       io.BytesIO(), KEY, "2026-01-01T00:00:00Z")
+    assert [(r.file.rsplit("/", 1)[-1], r.row, r.reason) for r in report.rejections] == [
+        ("second.csv", 2, "duplicate of first.csv line 3")]
+    assert report.rows_read == 3 == report.rows_accepted + report.rows_rejected

@@ -64,25 +64,27 @@ class MappingReport:
 
 
 class _Duplicates:
-    """Within one run, the first line of each record identity (8-byte digests: ~100 bytes a row)."""
+    """Within one run (all its files), the first place of each record identity (8-byte digests:
+    ~100 bytes a row)."""
 
     def __init__(self, spec: MappingSpec) -> None:
         self.spec = spec
-        self.first: dict[bytes, int] = {}
+        self.first: dict[bytes, tuple[str, int]] = {}
 
     def check(self, row: SourceRow) -> RecordResult | None:
         key = unique_key(self.spec, row)
         if not key[0]:
             return None  # no record key: map_record rejects it, naming the key column
-        digest = hashlib.blake2b("\x1f".join((row.file, *key)).encode(), digest_size=8).digest()
-        first = self.first.setdefault(digest, row.line)
-        if first == row.line:
+        digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
+        file, line = self.first.setdefault(digest, (row.file, row.line))
+        if (file, line) == (row.file, row.line):
             return None
+        where = f"line {line}" if file == row.file else f"{pathlib.Path(file).name} line {line}"
         column = self.spec.source.get("unique", [self.spec.source["record_key"]])[0]
         label = column if self.spec.tabular or column.startswith("$.") else f"$.{column}"
         return RecordResult(row.file, row.line, rejections=[Rejection(
             row.file, row.line, label, key[0], self.spec.where_key(("source", "unique")),
-            f"duplicate of line {first}")])
+            f"duplicate of {where}")])
 
 
 def _rows(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> Iterator[SourceRow | RecordResult]:
