@@ -200,7 +200,7 @@ def serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -
 def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     """Load the demo data into the store, then serve it (what `make run` does)."""
     for spec in sorted(SPECS.glob("*.yaml")):
-        click.echo(f"protocol: {load_protocol(db, spec)} resources from {spec.name}")
+        click.echo(f"protocol: {load_protocol(db, spec)[0]} resources from {spec.name}")
     store = open_store(db)
     try:
         report = load_files(store, [DEMO_DIR])

@@ -33,7 +33,7 @@ def test_stored_bytes_keep_decimal_digits(store):
 
 def test_if_match_guards_against_lost_updates(store):
     store.update(observation(id="o1"))
-    store.update(observation(id="o1"), if_match=1)
+    store.update(observation(id="o1", status="preliminary"), if_match=1)
     before = table_counts(store)
     with pytest.raises(FhirError) as caught:
         store.update(observation(id="o1", status="amended"), if_match=1)

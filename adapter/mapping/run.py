@@ -114,7 +114,8 @@ def _map_rows(job: _Job, rows: list[SourceRow]) -> list[RecordResult]:
     if job.store is not None:
         groups: list[Loadable | list[Loadable]] = [
             [Indexed(r, extract(r)) for r in result.resources] for result in results if result.resources]
-        job.store.load(iter(groups), batch_size=job.batch_size, analyze=False)  # once, at the end
+        job.store.load(iter(groups), batch_size=job.batch_size, analyze=False,  # analysed once, at the end
+                       volatile={"Provenance": ("recorded",)})
         for result in results:
             result.resources = []
     return results

@@ -29,8 +29,9 @@ def _spec(path: pathlib.Path):  # type: ignore[no-untyped-def]
         raise click.ClickException(f"{path}: {len(error.problems)} problem(s) in the spec") from None
 
 
-def load_protocol(db: str, spec_path: pathlib.Path) -> int:
-    """Validate and store a spec's definitions; returns how many resources were written."""
+def load_protocol(db: str, spec_path: pathlib.Path) -> tuple[int, int]:
+    """Validate and store a spec's definitions; returns (resources, written): loading an
+    unchanged spec again writes nothing."""
     resources = build_resources(_spec(spec_path))
     for resource in resources:
         issues = validate(resource)
@@ -38,7 +39,7 @@ def load_protocol(db: str, spec_path: pathlib.Path) -> int:
             raise click.ClickException(f"{resource['resourceType']}/{resource['id']}: {issues[0].diagnostics}")
     store = open_store(db)
     try:
-        return store.load(resources)
+        return len(resources), store.load(resources)
     finally:
         store.close()
 
@@ -67,7 +68,8 @@ def build(spec: pathlib.Path, output: pathlib.Path | None) -> None:
 @DB_OPTION
 def load(spec: pathlib.Path, db: str) -> None:
     """Validate a spec's definitions and store them (updates in place when loaded again)."""
-    click.echo(f"{load_protocol(db, spec)} protocol resources stored from {spec}")
+    total, written = load_protocol(db, spec)
+    click.echo(f"{total} protocol resources stored from {spec} ({total - written} unchanged)")
 
 
 @protocol.command("apply")

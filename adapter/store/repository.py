@@ -7,7 +7,7 @@ Errors are raised as `FhirError`s (404, 410, 409, 412) so callers need no store-
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ class StoredResource:
     data: bytes | None  # None for a tombstone
     created: bool = False  # this write made the resource (201 rather than 200)
     method: str = "PUT"  # POST | PUT | DELETE: how this version came to be
+    unchanged: bool = False  # an update equal to the current version: nothing was written
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,10 @@ class Repository(abc.ABC):
 
     @abc.abstractmethod
     def load(self, resources: Iterable[Loadable | list[Loadable]], batch_size: int = 1000,
-             analyze: bool = True) -> int:
-        """Bulk update-or-create of already validated resources; returns how many were written.
+             analyze: bool = True, volatile: Mapping[str, tuple[str, ...]] | None = None) -> int:
+        """Bulk update-or-create of already validated resources; returns how many were written
+        (an update equal to the current version writes nothing; `volatile` names, by type,
+        elements whose change alone is no change, e.g. a re-ingested Provenance's `recorded`).
 
         Each batch is one transaction; an item that is a list (the resources of one source
         record) is never split across two. A resource may come `Indexed` (its index rows

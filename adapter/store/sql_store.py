@@ -11,7 +11,7 @@ import queue
 import threading
 import uuid
 from dataclasses import replace
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,8 +19,8 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapter.fhir.dates import now_instant
-from adapter.fhir.extract import Indexed, extract
-from adapter.fhir.jsonio import dumps
+from adapter.fhir.extract import Indexed, IndexRows, extract
+from adapter.fhir.jsonio import dumps, parse
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
@@ -91,7 +91,8 @@ class SqlStore(Repository):
         with self._write() as conn:
             yield SqlTransaction(self, conn)
 
-    def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True) -> int:
+    def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True,
+             volatile: Mapping[str, tuple[str, ...]] | None = None) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
         so the database's work overlaps ours; each batch is its own transaction."""
         batches: queue.Queue[list[Loadable] | None] = queue.Queue(maxsize=2)
@@ -101,7 +102,7 @@ class SqlStore(Repository):
             while (batch := batches.get()) is not None:
                 if "error" not in outcome:
                     try:
-                        outcome["written"] += self._load_batch(batch)
+                        outcome["written"] += self._load_batch(batch, volatile)
                     except BaseException as exc:  # handed to the caller below
                         outcome["error"] = exc
 
@@ -148,22 +149,24 @@ class SqlStore(Repository):
                 conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sample, don't scan it all
                 conn.exec_driver_sql("ANALYZE")
 
-    def _load_batch(self, batch: list[Loadable]) -> int:
+    def _load_batch(self, batch: list[Loadable], volatile: Mapping[str, tuple[str, ...]] | None) -> int:
         with self._write() as conn:
-            return len(self._write_batch(conn, batch))
+            return sum(not s.unchanged for s in self._write_batch(conn, batch, volatile=volatile))
 
     def _current(self, conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         found = {}
         for rtype, ids in _by_type(keys).items():
             rows = conn.execute(
-                select(resources.c.res_id, resources.c.version_id, resources.c.deleted)
+                select(resources.c.res_id, resources.c.version_id, resources.c.deleted,
+                       resources.c.last_updated, resources.c.data)
                 .where(resources.c.res_type == rtype, one_of(conn, resources.c.res_id, ids)))
             for row in rows:
                 found[(rtype, row.res_id)] = row
         return found
 
     def _write_batch(self, conn: Connection, items: list[Loadable], method: str = "PUT",
-                     if_match: int | None = None) -> list[StoredResource]:
+                     if_match: int | None = None,
+                     volatile: Mapping[str, tuple[str, ...]] | None = None) -> list[StoredResource]:
         now = now_instant()
         batch = [item.resource if isinstance(item, Indexed) else item for item in items]
         given = {(item.resource["resourceType"], item.resource["id"]): item.rows
@@ -183,6 +186,10 @@ class SqlStore(Repository):
                 raise precondition_failed(
                     f"If-Match names version {if_match} but the current version of "
                     f"{key[0]}/{key[1]} is {previous if previous is not None else 'none (no such resource)'}")
+            if key in live and key not in latest and (
+                    same := _unchanged(current[key], resource, (volatile or {}).get(key[0], ()))):
+                stored.append(same)  # nothing changed: no version, no history, same time
+                continue
             version = (previous or 0) + 1
             meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}
             body = {"resourceType": key[0], "id": key[1], "meta": meta,
@@ -205,7 +212,7 @@ class SqlStore(Repository):
                     [tuple(row[c] for c in _HISTORY_COLUMNS) for row in history_rows])
         index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
         for (rtype, rid), (_, body) in latest.items():
-            extracted = given.get((rtype, rid)) or extract(body)  # meta plays no part in the index
+            extracted = _with_last_updated(given.get((rtype, rid)), body)
             for kind, rows in vars(extracted).items():
                 index_rows[kind].extend((rtype, rid, *r) for r in rows)
         for kind, rows in index_rows.items():
@@ -361,6 +368,33 @@ class SqlStore(Repository):
         self._by_id.close()
         self.engine.dispose()
 
+
+
+def _unchanged(current: Any, resource: dict[str, Any], volatile: tuple[str, ...]) -> StoredResource | None:
+    """The current version when `resource` says nothing new: equal to it ignoring the server's
+    meta (versionId, lastUpdated) and the `volatile` elements (e.g. a Provenance's `recorded`,
+    restamped by every re-ingest of an unchanged row), as HAPI keeps a no-op update's version."""
+    stored = parse(current.data)
+    if _content(stored, volatile) != _content(parse(dumps(resource)), volatile):
+        return None
+    return StoredResource(resource["resourceType"], resource["id"], current.version_id,
+                          current.last_updated, False, current.data, unchanged=True)
+
+
+def _content(resource: dict[str, Any], volatile: tuple[str, ...]) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    body = {k: v for k, v in resource.items() if k != "meta" and k not in volatile}
+    return {**body, "meta": meta} if meta else body
+
+
+def _with_last_updated(given: IndexRows | None, body: dict[str, Any]) -> IndexRows:
+    """Index rows extracted ahead (by an ingest worker) predate `meta.lastUpdated`, which only
+    this write sets: the `_lastUpdated` rows always come from the stored body."""
+    if given is None:
+        return extract(body)
+    stamped = extract({"resourceType": body["resourceType"], "meta": {"lastUpdated": body["meta"]["lastUpdated"]}})
+    ahead = [row for row in given.date if row[0] != "_lastUpdated"]
+    return replace(given, date=ahead + stamped.date)
 
 
 def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
