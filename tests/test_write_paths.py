@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from typing import Any
+from urllib.parse import quote
+
+import pytest
 
 from sqlalchemy import select
 
 from adapter.exchange.cohorts import build_cohorts
 from adapter.fhir.extract import extract
+from adapter.fhir.outcomes import FhirError
 from adapter.fhir.jsonio import parse
 from adapter.loading import load_files
 from adapter.mapping.ingest import ingest
@@ -116,3 +120,21 @@ def test_reingesting_an_unchanged_export_writes_nothing(store):
     assert {r.res_id: (r.version_id, r.last_updated) for r in rows} == first
     provenances = [json.loads(r.data) for r in rows if r.res_type == "Provenance"]
     assert provenances and {p["recorded"] for p in provenances} == {"2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize("bad", ["<script>", "a" * 65, ".", "..", "a b", "é"])
+def test_every_write_path_refuses_the_ids_a_put_refuses(client, app, bad):
+    store = app.extensions["fhir_store"]
+    before = table_counts(store)
+    put = client.put(f"/fhir/Patient/{quote(bad, safe='')}", json={"resourceType": "Patient", "id": bad},
+                     content_type=FHIR)
+    assert put.status_code == 400 and "Patient.id" in put.get_json()["issue"][0]["expression"]
+    entry = {"resource": {"resourceType": "Patient"}, "request": {"method": "PUT", "url": f"Patient/{bad}"}}
+    tx = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]},
+                     content_type=FHIR)
+    assert tx.status_code == 400, tx.get_json()
+    assert tx.get_json()["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+    with pytest.raises(FhirError) as caught:
+        store.load([{"resourceType": "Patient", "id": bad}])
+    assert caught.value.status == 400
+    assert table_counts(store) == before

@@ -19,6 +19,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from adapter.fhir.definitions import SERVED_TYPES, bindings, r4_schema
+from adapter.fhir.ids import id_problem
 from adapter.fhir.outcomes import Issue
 
 __all__ = ["validate", "expression", "ShapeValidator", "shape"]
@@ -48,7 +49,9 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
                       f"{expected_type!r}", "resourceType")]
     if rtype not in SERVED_TYPES:
         return [Issue("not-supported", f"resource type {rtype!r} is not served here", "resourceType")]
-    issues = list(_model_issues(rtype, resource))
+    issues = [Issue("value", problem, f"{rtype}.id")] if "id" in resource and (
+        problem := id_problem(resource["id"])) else []
+    issues.extend(i for i in _model_issues(rtype, resource) if not (issues and i.expression == f"{rtype}.id"))
     issues.extend(_binding_issues(rtype, resource))
     seen = {i.expression for i in issues}
     issues.extend(i for i in _schema_issues(rtype, resource) if i.expression not in seen)

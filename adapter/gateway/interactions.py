@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.ids import check_id
 from adapter.fhir.outcomes import (
     FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed,
 )
@@ -251,6 +252,7 @@ def conditional_delete(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 def update(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
+    check_id(req.id, f"{rtype}.id")
     resource = _resource_body(req, rtype)
     if resource.get("id") != req.id:
         raise bad_request(f"the body's id {resource.get('id')!r} does not match the URL's id "

@@ -21,6 +21,7 @@ from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed
 from adapter.fhir.search import parse_search
+from adapter.fhir.ids import check_id
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import (
@@ -77,6 +78,8 @@ def _check(entry: _Entry) -> None:
         check_type(entry.rtype)
     except FhirError:
         raise bad_request(f"{entry.rtype!r} is not a type served here", f"{entry.where}.request.url") from None
+    if entry.id is not None:
+        check_id(entry.id, f"{entry.where}.request.url")
     if entry.method == "POST" and (entry.id is not None or entry.query):
         raise bad_request("a POST entry's url is the type alone (e.g. Patient)", f"{entry.where}.request.url")
     if entry.method in ("POST", "PUT"):

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapter.fhir.dates import now_instant
+from adapter.fhir.ids import check_id
 from adapter.fhir.extract import Indexed, IndexRows, extract
 from adapter.fhir.jsonio import dumps, parse
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
@@ -171,7 +172,7 @@ class SqlStore(Repository):
         batch = [item.resource if isinstance(item, Indexed) else item for item in items]
         given = {(item.resource["resourceType"], item.resource["id"]): item.rows
                  for item in items if isinstance(item, Indexed)}
-        keys = {(r["resourceType"], r["id"]) for r in batch}
+        keys = {(r["resourceType"], check_id(r.get("id"), f"{r['resourceType']}.id")) for r in batch}
         lock_resources(conn, keys)
         current = self._current(conn, keys)
         versions = {key: row.version_id for key, row in current.items()}
