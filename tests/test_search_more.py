@@ -133,6 +133,12 @@ def test_total_modes(client, cohort, monkeypatch):
     monkeypatch.setattr(search_sql, "ESTIMATE_BOUND", 2)
     monkeypatch.setattr(sql_store, "ESTIMATE_BOUND", 2)
     assert "total" not in client.get("/fhir/Observation?_total=estimate").get_json()
+    # A count request always counts: beyond the estimate bound, broad, or with _total=none.
+    monkeypatch.setattr(search_sql, "BROAD", 1)
+    monkeypatch.setattr(sql_store, "BROAD", 1)
+    for url in ("/fhir/Observation?value-quantity=gt10&_summary=count",
+                "/fhir/Observation?_summary=count&_total=none", "/fhir/Observation?_summary=count"):
+        assert client.get(url).get_json()["total"] == 3, url
 
 
 def test_paging_to_the_end_returns_every_match_once_while_writes_happen(client, store):

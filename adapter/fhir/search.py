@@ -217,8 +217,8 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
                 unknown.append(Issue("not-supported", str(exc), base))
     if strict and unknown:
         raise FhirError(400, unknown)
-    if summary == "count":
-        count = 0
+    if summary == "count":  # a count request always counts, whatever _total says
+        count, total = 0, "accurate"
     return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
                          tuple(ignored), tuple(includes), summary, elements, _raw=tuple(params))
 
