@@ -25,7 +25,10 @@ _FMT = "%Y-%m-%dT%H:%M:%S.%f"
 def _utc(moment: datetime, tz: str | None) -> datetime:
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
-        moment -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        try:
+            moment -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC: the range's edge
+            return datetime.min if sign > 0 else datetime.max
     return moment
 
 
@@ -36,6 +39,9 @@ def date_range(text: str) -> tuple[str, str]:
     ('2020-02-01T00:00:00.000000', '2020-02-29T23:59:59.999999')
     >>> date_range("2020-03-01T10:00+02:00")
     ('2020-03-01T08:00:00.000000', '2020-03-01T08:00:59.999999')
+    >>> date_range("0001-01-01T00:00+14:00")[0]
+    '0001-01-01T00:00:00.000000'
+
     """
     match = _DATE.match(text)
     if not match:

@@ -42,15 +42,39 @@ _decoder = json.JSONDecoder(
 )
 
 
+MAX_DEPTH = 64  # nesting levels of a body: FHIR resources need ~20; recursion past ~1,000 crashes
+
+
+def _depth(node: Any) -> int:
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def parse(body: bytes | str) -> Any:
     """Parse a JSON body; malformed JSON raises a 400 FhirError naming line and column.
+
+    orjson reads it first, at C speed, as a gate: it refuses lone surrogates (`"\\ud800"`, which
+    no UTF-8 store can hold), nesting past 1,024 levels and numbers beyond a double before the
+    exact-decimal parse runs; then nesting past MAX_DEPTH is refused.
 
     >>> parse(b'{"value": 6.30}')
     {'value': Decimal('6.30')}
     """
     try:
+        orjson.loads(body)
+        refused = None
+    except orjson.JSONDecodeError as exc:
+        refused = exc  # said below, unless the exact parse names the problem better
+    try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
+    except RecursionError:
+        raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep", code="too-costly") from None
     except UnicodeDecodeError as exc:
         raise bad_request(f"body is not valid UTF-8: {exc}", code="structure") from exc
     except json.JSONDecodeError as exc:
@@ -58,6 +82,29 @@ def parse(body: bytes | str) -> Any:
                           code="structure") from exc
     except ValueError as exc:
         raise bad_request(f"malformed JSON: {exc}", code="structure") from exc
+    if refused is not None:
+        raise bad_request(f"malformed JSON: {refused}", code="structure")
+    if _depth(value) > MAX_DEPTH:
+        raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep", code="too-costly")
+    if "\\u0000" in text and (where := _nul(value, "")) is not None:
+        raise bad_request("a string holds the NUL character (U+0000), which no store here keeps",
+                          where.lstrip(".") or None)
+    return value
+
+
+def _nul(node: Any, path: str) -> str | None:
+    """The path of the first string (or key) holding U+0000: PostgreSQL cannot store one, so
+    both stores refuse it alike."""
+    if isinstance(node, str):
+        return path if "\x00" in node else None
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        here = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        if (found := _nul(child, here)) is not None:
+            return found
+    return None
 
 
 def _default(value: Any) -> Any:

@@ -170,7 +170,7 @@ def parse_since(raw: str, name: str = "_since") -> str:
 
 def parse_count(raw: str) -> int:
     """`_count`: a non-negative integer, capped at MAX_COUNT."""
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # '²'.isdigit() is True, and int() refuses it
         raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
     return min(int(raw), MAX_COUNT)
 
@@ -217,6 +217,8 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
                 unknown.append(Issue("not-supported", str(exc), base))
     if strict and unknown:
         raise FhirError(400, unknown)
+    if cursor is not None and not _fits(cursor, sort):
+        raise bad_request("_cursor: not a cursor of this search (its _sort differs)", "_cursor")
     if summary == "count":  # a count request always counts, whatever _total says
         count, total = 0, "accurate"
     return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
@@ -328,13 +330,30 @@ def _parse_sort(resource_type: str, raw: str) -> list[SortKey]:
     return keys
 
 
+def _fits(cursor: tuple[Any, ...], sort: list[SortKey]) -> bool:
+    """A search cursor holds one value per sort key, of the key's type (or null), then an id:
+    a value of another type would compare a text column with a number."""
+    if len(cursor) != len(sort) + 1 or not isinstance(cursor[-1], str):
+        return False
+    numeric = ("number", "quantity")
+    return all(v is None or (isinstance(v, (int, float)) if k.type in numeric else isinstance(v, str))
+               for k, v in zip(sort, cursor, strict=False))
+
+
 def encode_cursor(values: tuple[Any, ...]) -> str:
     """An opaque keyset cursor: the sort values and id of the last entry of a page."""
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
 
 
 def decode_cursor(raw: str) -> tuple[Any, ...]:
+    """A cursor's values: a list of strings, 64-bit integers, floats and nulls, as
+    `encode_cursor` writes them; anything else (a forged or damaged cursor) is a 400."""
     try:
-        return tuple(orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))))
+        values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, binascii.Error, orjson.JSONDecodeError):
-        raise bad_request("_cursor: not a cursor this server issued", "_cursor") from None
+        values = None
+    if not isinstance(values, list) or not values or not all(
+            v is None or isinstance(v, (str, float)) or (type(v) is int and -2 ** 63 <= v < 2 ** 63)
+            for v in values):
+        raise bad_request("_cursor: not a cursor this server issued", "_cursor")
+    return tuple(values)

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Request, Response, current_app, request
 
 from adapter.fhir.jsonio import dumps
-from adapter.fhir.outcomes import FhirError, unsupported_media_type
+from adapter.fhir.outcomes import FhirError, bad_request, unsupported_media_type
 from adapter.gateway import bulk
 from adapter.gateway.base import service_base
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
@@ -30,6 +30,8 @@ def _params(http: Request, form: bool) -> list[tuple[str, str]]:
         if http.content_length and media != "application/x-www-form-urlencoded":
             raise unsupported_media_type(http.content_type or "(none)")
         params.extend(http.form.items(multi=True))
+        if any("\x00" in k or "\x00" in v for k, v in params):
+            raise bad_request("the search's form body holds the NUL character (%00)")
     return params
 
 
@@ -69,6 +71,13 @@ for _route in ROUTES + OPERATION_ROUTES + BUNDLE_ROUTES:
 
 
 bulk.register(blueprint)
+
+
+@blueprint.before_request
+def _no_nul_in_the_url() -> None:
+    # PostgreSQL cannot hold U+0000 and SQLite would: refuse it in both, before any lookup.
+    if "\x00" in request.path or "%00" in request.environ.get("QUERY_STRING", ""):
+        raise bad_request("the URL holds the NUL character (%00)", code="invalid")
 
 
 @blueprint.get("/metadata")

@@ -69,6 +69,8 @@ def _entries(body: dict[str, Any]) -> Iterator[_Entry]:
         for key in ("ifNoneExist", "ifMatch"):
             if key in request and not isinstance(request[key], str):
                 raise bad_request(f"request.{key} must be a string", f"{where}.request.{key}")
+        if not isinstance(entry.get("fullUrl", ""), str):
+            raise bad_request("fullUrl must be a string", f"{where}.fullUrl")
         yield _Entry(i, method, path[0], path[1] if len(path) > 1 else None, parts.query, resource,
                      entry.get("fullUrl"), request.get("ifNoneExist"), request.get("ifMatch"))
 

@@ -77,7 +77,7 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
     if f.type == "token" or f.modifier == "identifier":
         system, code = value
         if f.modifier == "text":
-            return func.lower(t.c.text).like(f"%{str(code).lower()}%")
+            return func.lower(t.c.text).contains(str(code).lower(), autoescape=True)
         parts = []
         if code is not None:
             parts.append(t.c.code == code)
@@ -97,7 +97,9 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
         if f.modifier == "below":
             return t.c.value.startswith(value[0], autoescape=True)
         if f.modifier == "above":
-            return literal(value[0]).startswith(t.c.value)
+            # A stored URL that is a prefix of the value; compared by substring, not LIKE, so
+            # that a '%' or '_' stored in a URL is no wildcard.
+            return func.substr(literal(value[0]), 1, func.length(t.c.value)) == t.c.value
         return t.c.value == value[0]
     if f.type == "date":
         return _date(t, *value)

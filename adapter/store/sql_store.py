@@ -271,6 +271,8 @@ class SqlStore(Repository):
         return StoredResource(resource_type, resource_id, version_id, last_updated, False, data)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        if not 0 < version_id < 2 ** 63:  # beyond any database's integer: no such version
+            raise not_found(f"{resource_type}/{resource_id} has no version {version_id}")
         with self._autocommit.connect() as conn:
             row = conn.execute(select(history).where(
                 history.c.res_type == resource_type, history.c.res_id == resource_id,

@@ -1,0 +1,81 @@
+"""What a reliability harness found answering 500: each class has its reproducer here, on both
+stores, answering a 4xx OperationOutcome (or a correct 2xx) and writing nothing it refuses."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from conftest import observation, table_counts
+
+FHIR = "application/fhir+json"
+
+
+def cursor(value) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def nested(levels: int) -> bytes:
+    return ('{"resourceType":"Patient","extension":' + '[{"url":"u","extension":' * levels + "[]"
+            + "}]" * levels + "}").encode()
+
+
+# (method, path, body, status): the harness's classes, one or more reproducers each.
+CASES = [
+    ("POST", "Patient", b"[" * 1500 + b"]" * 1500, 400),  # RecursionError in the JSON parser
+    ("POST", "Patient", nested(600), 400),
+    ("POST", "Patient", nested(40), 400),  # past MAX_DEPTH (64 levels), yet no recursion limit
+    ("POST", "Patient", b'{"resourceType":"Patient","name":[{"family":"\\ud800"}]}', 400),  # lone surrogate
+    ("POST", "Patient", b'{"resourceType":"Patient","name":[{"family":"a\\u0000b"}]}', 400),  # NUL
+    ("PUT", "Patient/a%00b", b'{"resourceType":"Patient","id":"a\\u0000b"}', 400),
+    ("GET", "Patient/a%00b", None, 400),
+    ("GET", "Patient?name=a%00b", None, 400),
+    ("GET", "Patient?_id=a%00b", None, 400),
+    *[("GET", f"{path}_cursor={cursor(v)}", None, 400)
+      for v in ([True], 123, 1.5, None, [{"a": 1}], {"a": 1}, [], [2 ** 70], [None])
+      for path in ("Patient?", "Patient?_sort=gender&", "Patient/_history?", "_history?")],
+    ("GET", f"Patient?_cursor={cursor(['x', 'y'])}", None, 400),  # a cursor of another _sort
+    ("GET", f"Patient?_cursor={cursor([1])}", None, 400),
+    ("GET", f"_history?_cursor={cursor(['x'])}", None, 400),
+    ("GET", f"Observation?_sort=value-quantity&_cursor={cursor(['text', 'o1'])}", None, 400),
+    ("GET", "Patient?_count=%C2%B2", None, 400),  # '²'.isdigit() is True; int('²') fails
+    ("GET", "Patient/_history?_count=3%C2%B2", None, 400),
+    ("GET", "Patient?birthdate=0001-01-01T00:00%2B14:00", None, 200),  # before year 1 in UTC
+    ("GET", "Patient?_lastUpdated=gt9999-12-31T23:59-14:00", None, 200),  # after 9999 in UTC
+    ("GET", "Patient/_history?_since=0001-01-01T00:00%2B14:00", None, 200),
+    ("GET", "Patient?birthdate=10000-01-01", None, 400),
+    ("POST", "Observation", json.dumps(observation(effectiveDateTime="0001-01-01T00:00:00+14:00")).encode(), 201),
+    ("POST", "", json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": ["x"], "resource": {"resourceType": "Patient"},
+         "request": {"method": "POST", "url": "Patient"}}]}).encode(), 400),
+    ("GET", "Patient/p1/_history/99999999999999999999999", None, 404),  # beyond 64 bits
+    ("POST", "Observation", b'{"resourceType":"Observation","status":"final","code":{"text":"x"},'
+                            b'"valueQuantity":{"value":1E+400}}', 400),  # beyond a double
+    ("PUT", "Patient/.", b'{"resourceType":"Patient","id":"."}', 400),
+    ("PUT", "Patient/..", b'{"resourceType":"Patient","id":".."}', 400),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status", CASES, ids=[f"{c[0]} {c[1][:60]}" for c in CASES])
+def test_hostile_request_is_answered_not_crashed(client, app, method, path, body, status):
+    store = app.extensions["fhir_store"]
+    client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, content_type=FHIR)
+    before = table_counts(store)
+    r = client.open(f"/fhir/{path}", method=method, data=body, content_type=FHIR if body else None)
+    assert r.status_code == status, r.get_data(as_text=True)[:400]
+    assert r.json["resourceType"] == ("OperationOutcome" if status >= 400 else
+                                      "Bundle" if method == "GET" else "Observation")
+    if status >= 400:
+        assert table_counts(store) == before
+
+
+def test_like_wildcards_are_literal_in_text_and_above(client):
+    client.put("/fhir/Observation/o1", json=observation(id="o1", code={"text": "weight"}), content_type=FHIR)
+    client.put("/fhir/PlanDefinition/d1", content_type=FHIR, json={
+        "resourceType": "PlanDefinition", "id": "d1", "status": "draft", "url": "http://x.org/%"})
+    assert client.get("/fhir/Observation?code:text=%25").json.get("total") == 0
+    assert client.get("/fhir/Observation?code:text=w_ight").json.get("total") == 0
+    assert client.get("/fhir/Observation?code:text=EIG").json.get("total") == 1
+    assert client.get("/fhir/PlanDefinition?url:above=http://x.org/anything").json.get("total") == 0
+    assert client.get("/fhir/PlanDefinition?url:above=http://x.org/%25/v2").json.get("total") == 1
