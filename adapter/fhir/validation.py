@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from adapter.fhir.definitions import SERVED_TYPES, bindings, r4_schema
 from adapter.fhir.ids import id_problem
+from adapter.fhir.integers import integer_issues
 from adapter.fhir.outcomes import Issue
 
 __all__ = ["validate", "expression", "ShapeValidator", "shape"]
@@ -53,6 +54,7 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
         problem := id_problem(resource["id"])) else []
     issues.extend(i for i in _model_issues(rtype, resource) if not (issues and i.expression == f"{rtype}.id"))
     issues.extend(_binding_issues(rtype, resource))
+    issues.extend(integer_issues(rtype, resource))
     seen = {i.expression for i in issues}
     issues.extend(i for i in _schema_issues(rtype, resource) if i.expression not in seen)
     return issues
