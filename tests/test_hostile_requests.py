@@ -49,7 +49,18 @@ CASES = [
     ("POST", "", json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": ["x"], "resource": {"resourceType": "Patient"},
          "request": {"method": "POST", "url": "Patient"}}]}).encode(), 400),
-    ("GET", "Patient/p1/_history/99999999999999999999999", None, 404),  # beyond 64 bits
+    ("GET", "Patient/p1/_history/99999999999999999999999", None, 404),
+    # One resource written twice in a transaction: two PUTs, a PUT and a DELETE, a conditional PUT.
+    *[("POST", "", json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": pair}).encode(), 400)
+      for pair in (
+          [{"resource": {"resourceType": "Patient", "id": "d1"}, "request": {"method": "PUT", "url": "Patient/d1"}},
+           {"resource": {"resourceType": "Patient", "id": "d1", "gender": "male"},
+            "request": {"method": "PUT", "url": "Patient/d1"}}],
+          [{"resource": {"resourceType": "Patient", "id": "p1"}, "request": {"method": "PUT", "url": "Patient/p1"}},
+           {"request": {"method": "DELETE", "url": "Patient/p1"}}],
+          [{"resource": {"resourceType": "Patient", "gender": "male"}, "request": {"method": "PUT",
+                                                                               "url": "Patient?_id=p1"}},
+           {"request": {"method": "DELETE", "url": "Patient/p1"}}])],  # beyond 64 bits
     ("POST", "Observation", b'{"resourceType":"Observation","status":"final","code":{"text":"x"},'
                             b'"valueQuantity":{"value":1E+400}}', 400),  # beyond a double
     # Integers: what the R4 pattern -?([0]|([1-9][0-9]*)) refuses is refused ('-0' it allows).
@@ -85,3 +96,21 @@ def test_like_wildcards_are_literal_in_text_and_above(client):
     assert client.get("/fhir/Observation?code:text=EIG").json.get("total") == 1
     assert client.get("/fhir/PlanDefinition?url:above=http://x.org/anything").json.get("total") == 0
     assert client.get("/fhir/PlanDefinition?url:above=http://x.org/%25/v2").json.get("total") == 1
+
+
+def test_long_searchable_values_are_stored_and_found_alike_on_both_stores(client):
+    import random
+    import string
+    rng = random.Random(7)
+    long = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(3000))  # incompressible
+    cjk = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(1500))  # 3 bytes a character
+    bodies = [{"resourceType": "Patient", "id": "n1", "name": [{"family": long}]},
+              {"resourceType": "Patient", "id": "n2", "identifier": [{"system": long, "value": cjk}]},
+              {"resourceType": "PlanDefinition", "id": "u1", "status": "draft", "url": "http://x.org/" + long}]
+    for body in bodies:
+        r = client.put(f"/fhir/{body['resourceType']}/{body['id']}", json=body, content_type=FHIR)
+        assert r.status_code == 201, r.get_data(as_text=True)[:300]
+    assert [e["resource"]["id"] for e in client.get(f"/fhir/Patient?name={long}").json["entry"]] == ["n1"]
+    assert client.get(f"/fhir/Patient?name={long[:50]}").json["total"] == 1
+    assert [e["resource"]["id"] for e in client.get(f"/fhir/Patient?identifier={long}|{cjk}").json["entry"]] == ["n2"]
+    assert client.get(f"/fhir/PlanDefinition?url=http://x.org/{long}").json["total"] == 1

@@ -19,7 +19,24 @@ from fhirpathpy.models import models
 from adapter.fhir.dates import MAX, MIN, date_range
 from adapter.fhir.definitions import SearchParam, search_params
 
-__all__ = ["IndexRows", "Indexed", "extract", "normalize_string", "parse_reference"]
+__all__ = ["IndexRows", "Indexed", "extract", "normalize_string", "parse_reference", "index_key", "KEY_BYTES"]
+
+# Index keys longer than this are kept cut to it (whole characters), on both stores: a
+# PostgreSQL btree entry holds at most 2,704 bytes, and a token row has two keys (system, code).
+# A search value is cut the same way, so equal and prefix searches still match.
+KEY_BYTES = 800
+
+
+def index_key(text: Any) -> Any:
+    """`text` cut to KEY_BYTES of UTF-8 (None and short text as they are).
+
+    >>> len(index_key("é" * 1000).encode())
+    800
+    """
+    if not isinstance(text, str) or len(text) <= KEY_BYTES // 4:
+        return text
+    data = text.encode("utf-8")
+    return text if len(data) <= KEY_BYTES else data[:KEY_BYTES].decode("utf-8", "ignore")
 
 
 @dataclass
@@ -215,4 +232,20 @@ def extract(resource: dict[str, Any]) -> IndexRows:
             elif kind == "number" and isinstance(value, (int, float, decimal.Decimal)) \
                     and not isinstance(value, bool):
                 rows.number.append((code, float(value)))
+    return _keys_cut(rows)
+
+
+def _keys_cut(rows: IndexRows) -> IndexRows:
+    """Cut the looked-up keys (token system and code, string, reference target, uri)."""
+    def long(text: Any) -> bool:
+        return isinstance(text, str) and len(text) > KEY_BYTES // 4
+
+    if any(long(r[1]) or long(r[2]) for r in rows.token):
+        rows.token = [(p, index_key(s), index_key(c), t) for p, s, c, t in rows.token]
+    if any(long(r[1]) for r in rows.string):
+        rows.string = [(p, index_key(v)) for p, v in rows.string]
+    if any(long(r[2]) for r in rows.reference):
+        rows.reference = [(p, t, index_key(i), u) for p, t, i, u in rows.reference]
+    if any(long(r[1]) for r in rows.uri):
+        rows.uri = [(p, index_key(v)) for p, v in rows.uri]
     return rows

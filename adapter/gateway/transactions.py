@@ -147,12 +147,38 @@ def _transaction(req: FhirRequest, repo: Repository, entries: list[_Entry]) -> F
     with repo.transaction() as tx:
         tx.lock(keys)
         ids = _assign_ids(tx, entries, conditions, targets)
+        _one_write_per_resource(tx, entries, conditions, ids)
         for entry in entries:
             if entry.resource is not None:
                 _rewrite(tx, entry, targets)
         for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
             results[entry.index] = _apply(req, tx, entry, ids.get(entry.index))
     return FhirResponse(200, _bundle("transaction-response", [results[e.index] for e in entries]))
+
+
+def _one_write_per_resource(tx: Transaction, entries: list[_Entry], conditions: dict[int, Any],
+                            ids: dict[int, tuple[str, bool]]) -> None:
+    """R4 (http.html#trules): a transaction whose DELETE, POST and PUT entries name one resource
+    twice, directly or through a condition, fails: their order would decide the outcome."""
+    first: dict[tuple[str, str], _Entry] = {}
+    for entry in entries:
+        if entry.method == "GET":
+            continue
+        if entry.method == "DELETE":
+            if entry.id is not None:
+                rid: str | None = entry.id
+            else:
+                found = matches(tx, conditions[entry.index], f"{entry.where}'s search")
+                rid = found[0].id if found else None
+        else:
+            rid = ids[entry.index][0]
+        if rid is None:
+            continue
+        key = (entry.rtype, rid)
+        if key in first:
+            raise bad_request(f"{key[0]}/{key[1]} is written by {first[key].where} and by {entry.where}: "
+                              "a transaction may change a resource once", f"{entry.where}.request.url")
+        first[key] = entry
 
 
 def _assign_ids(tx: Transaction, entries: list[_Entry], conditions: dict[int, Any],

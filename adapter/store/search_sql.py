@@ -16,7 +16,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement as _Col
 
 from adapter.fhir.dates import MAX, MIN
-from adapter.fhir.extract import normalize_string
+from adapter.fhir.extract import index_key, normalize_string
 from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import Filter, SearchRequest, SortKey
 from adapter.fhir.units import UnitError, factor
@@ -78,6 +78,7 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
         system, code = value
         if f.modifier == "text":
             return func.lower(t.c.text).contains(str(code).lower(), autoescape=True)
+        system, code = index_key(system), index_key(code)
         parts = []
         if code is not None:
             parts.append(t.c.code == code)
@@ -87,13 +88,14 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
             parts.append(t.c.system == system)
         return and_(*parts) if parts else true()
     if f.type == "string":
-        text = normalize_string(value[0])
+        text = index_key(normalize_string(value[0]))
         if f.modifier == "exact":
             return t.c.value == text  # the index keeps the case-folded form
         if f.modifier == "contains":
             return t.c.value.contains(text, autoescape=True)
         return t.c.value.startswith(text, autoescape=True)
     if f.type == "uri":
+        value = (index_key(value[0]),)
         if f.modifier == "below":
             return t.c.value.startswith(value[0], autoescape=True)
         if f.modifier == "above":
@@ -107,7 +109,7 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
         rtype, rid, url = value
         if rid is None:
             return t.c.url == url
-        clause = t.c.target_id == rid
+        clause = t.c.target_id == index_key(rid)
         return and_(clause, t.c.target_type == rtype) if rtype else clause
     if f.type == "quantity":
         prefix, number, system, code = value
