@@ -16,7 +16,7 @@ from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
 from adapter.protocol.cli import SPECS, load_protocol, protocol
 from adapter.store import Repository, open_store
-from adapter.store.engines import make_engine
+from adapter.store.engines import make_engine, shown_url
 from adapter.store.migrate import upgrade
 
 DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "demo"
@@ -64,9 +64,9 @@ def _migrate(db: str) -> None:
     finally:
         engine.dispose()
     if before == after:
-        click.echo(f"store ready: {db} (schema {after}, already the newest)")
+        click.echo(f"store ready: {shown_url(db)} (schema {after}, already the newest)")
     else:
-        click.echo(f"store ready: {db} (schema {before or 'none'} -> {after})")
+        click.echo(f"store ready: {shown_url(db)} (schema {before or 'none'} -> {after})")
 
 
 @main.command("init-db")

@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import Connection, Table, Text, any_, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
-__all__ = ["normalize_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of",
+__all__ = ["normalize_url", "shown_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of",
            "ByIdReader"]
 
 
@@ -35,6 +36,21 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit for a terminal or a log: its password masked.
+
+    >>> shown_url("postgresql://fhir:SECRET@db.example.org:5432/fhir?sslmode=require&password=SECRET")
+    'postgresql://fhir:***@db.example.org:5432/fhir?password=hidden&sslmode=require'
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(a database URL that does not parse)"
+    if "password" in parsed.query:  # libpq also takes it as a parameter
+        parsed = parsed.update_query_dict({"password": "hidden"})
+    return parsed.render_as_string(hide_password=True)
 
 
 def is_postgresql(engine: Engine | Connection) -> bool:
