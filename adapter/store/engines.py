@@ -9,6 +9,7 @@ lock per resource it touches, in one fixed order, so two writers of the same res
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import sqlite3
 import threading
@@ -27,14 +28,24 @@ __all__ = ["normalize_url", "shown_url", "make_engine", "lock_resources", "is_po
 def normalize_url(url: str) -> str:
     """SQLAlchemy URL for a database URL as users write it.
 
+    A relative SQLite path is made absolute against the working directory now, so that every
+    later reader of the URL (gunicorn workers, the export directory beside the file, Flask's
+    send_file, which resolves relative paths against the package folder) finds the same file.
+
     >>> normalize_url("postgresql://root@127.0.0.1:5432/test")
     'postgresql+psycopg://root@127.0.0.1:5432/test'
-    >>> normalize_url("sqlite:///var/adapter.db")
-    'sqlite:///var/adapter.db'
+    >>> normalize_url("sqlite:////srv/adapter.db")
+    'sqlite:////srv/adapter.db'
+    >>> normalize_url("sqlite:///var/adapter.db") == f"sqlite:///{os.getcwd()}/var/adapter.db"
+    True
     """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            return make_url(url).set(database=os.path.abspath(database)).render_as_string(hide_password=False)
     return url
 
 
