@@ -1,5 +1,6 @@
 """`make run` as configured by the Makefile (its relative SQLite URL, run from another working
-directory), over real HTTP: a Bulk Data export's files download."""
+directory), over real HTTP: a Bulk Data export's files download, and what holds identifiers
+(the store, the export files) is readable by its owner only."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import os
 import pathlib
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -32,6 +34,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _mode(path: pathlib.Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_make_run_serves_bulk_export_files(tmp_path):
@@ -62,6 +68,15 @@ def test_make_run_serves_bulk_export_files(tmp_path):
             assert len(lines) == item["count"] and json.loads(lines[0])["resourceType"] == item["type"]
         patients = next(o for o in output if o["type"] == "Patient")
         assert patients["count"] == 15
+
+        # Files that hold identifiers: the owner's alone (the umask notwithstanding).
+        var = tmp_path / "var"
+        exports = var / "exports"
+        job = next(p for p in exports.iterdir() if p.is_dir())
+        assert [_mode(p) for p in (var, exports, job)] == [0o700] * 3
+        private = [var / "adapter.db", *job.iterdir()]
+        private += [p for p in (var / "adapter.db-wal", var / "adapter.db-shm") if p.exists()]
+        assert {p.name: _mode(p) for p in private} == {p.name: 0o600 for p in private}
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -15,6 +15,7 @@ from adapter.mapping.engine import RecordResult
 from adapter.mapping.run import MappingReport, records, timed
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec
+from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
 
 __all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
@@ -32,8 +33,8 @@ class Quarantine:
 
     def __init__(self, spec: MappingSpec, directory: pathlib.Path) -> None:
         self.spec, self.directory = spec, directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self._report = (directory / "rejections.csv").open("w", encoding="utf-8", newline="")
+        private_dir(directory)  # rejected rows keep their MRNs and birth dates
+        self._report = open_private(directory / "rejections.csv", encoding="utf-8", newline="")
         self._writer = csv.writer(self._report, lineterminator="\n")
         self._writer.writerow(REJECTION_COLUMNS)
         self._rows: dict[str, tuple[Any, Any]] = {}
@@ -54,11 +55,11 @@ class Quarantine:
             self.files.append(path)
             handle: Any
             if self.spec.tabular:
-                handle = path.open("w", encoding=self.spec.source["encoding"], newline="")
+                handle = open_private(path, encoding=self.spec.source["encoding"], newline="")
                 writer = csv.writer(handle, delimiter=self.spec.source.get("delimiter", ","), lineterminator="\n")
                 writer.writerow(list(row.values))
             else:
-                handle, writer = path.open("wb"), None
+                handle, writer = open_private(path, "wb"), None
             self._rows[row.file] = (handle, writer)
         handle, writer = self._rows[row.file]
         if writer is not None:

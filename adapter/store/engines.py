@@ -21,6 +21,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from adapter.private import private_dir, private_file
+
 __all__ = ["normalize_url", "shown_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of",
            "ByIdReader"]
 
@@ -81,7 +83,8 @@ def make_engine(url: str) -> Engine:
                          "or postgresql://USER@HOST:PORT/DBNAME")
     database = make_url(url).database
     if database and database != ":memory:":
-        pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(pathlib.Path(database).parent)
+        private_file(database)  # before SQLite makes it (and its -wal, -shm) with the umask's mode
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
