@@ -3,11 +3,12 @@ or to rejections that name file, row, column, value, the rule (spec file:line) a
 
 A record is all or nothing: if any rule fails, or any resource it makes fails validation, the
 whole record is rejected and none of its resources is written. Accepted records also get a
-Provenance (site, file, row, mapping name and version, SHA-256 of the record).
+Provenance (site, file, row, mapping name and version, HMAC-SHA256 of the record with the site's
+key: the record holds the MRN, and an unkeyed digest would give it away to a search over
+candidate MRNs, every other column being rebuilt from the served resources).
 """
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import re
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 from adapter.fhir import jsonio
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
-from adapter.mapping.resources import BUILDERS, Context, safe_id
+from adapter.mapping.resources import BUILDERS, Context, keyed_hash, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
 
@@ -232,19 +233,19 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     if result.rejections or not made:
         return result
     result.resources = [resource for _, resource in made]
-    result.resources.append(_provenance(spec, row, record, result.resources, recorded))
+    result.resources.append(_provenance(spec, key, row, record, result.resources, recorded))
     result.kinds = [r["resourceType"] for r in result.resources]
     return result
 
 
-def _provenance(spec: MappingSpec, row: SourceRow, record: str, targets: list[dict[str, Any]],
+def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targets: list[dict[str, Any]],
                 recorded: str) -> dict[str, Any]:
     base = spec.catalogue.base
-    digest = hashlib.sha256(jsonio.dumps(row.values, sort_keys=True)).hexdigest()
-    identity = hashlib.sha256("\x1f".join(unique_key(spec, row)).encode()).hexdigest()[:16]
+    digest = keyed_hash(key, jsonio.dumps(row.values, sort_keys=True))
+    identity = keyed_hash(key, "\x1f".join(unique_key(spec, row)).encode())[:16]
     file = pathlib.Path(row.file).name
     return {
-        "resourceType": "Provenance", "id": safe_id(spec.site, "provenance", identity),
+        "resourceType": "Provenance", "id": safe_id(key, spec.site, "provenance", identity),
         "target": [{"reference": f"{r['resourceType']}/{r['id']}"} for r in targets],
         "recorded": recorded,
         "policy": [f"{base}/mapping/{spec.name}/{spec.version}"],
@@ -257,5 +258,5 @@ def _provenance(spec: MappingSpec, row: SourceRow, record: str, targets: list[di
              "who": {"identifier": {"system": f"{base}/sid/site", "value": spec.site},
                      "display": spec.data["mapping"].get("title", spec.site)}}],
         "entity": [{"role": "source", "what": {
-            "identifier": {"system": f"{base}/sid/source-record-sha256", "value": digest},
+            "identifier": {"system": f"{base}/sid/source-record-hmac-sha256", "value": digest},
             "display": f"{spec.site} {file} line {row.line} (record {record})"}}]}
