@@ -30,6 +30,7 @@ class StoredResource:
     data: bytes | None  # None for a tombstone
     created: bool = False  # this write made the resource (201 rather than 200)
     method: str = "PUT"  # POST | PUT | DELETE: how this version came to be
+    unchanged: bool = False  # an update equal to the current version: nothing was written
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,10 @@ class Repository(abc.ABC):
 
     @abc.abstractmethod
     def load(self, resources: Iterable[Loadable | list[Loadable]], batch_size: int = 1000,
-             analyze: bool = True) -> int:
+             analyze: bool = True, outcomes: list[StoredResource] | None = None) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written.
+        With `outcomes`, each write's StoredResource (`created`, `unchanged`) is appended to it,
+        in the order of the resources.
 
         Each batch is one transaction; an item that is a list (the resources of one source
         record) is never split across two. A resource may come `Indexed` (its index rows

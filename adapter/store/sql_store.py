@@ -91,7 +91,8 @@ class SqlStore(Repository):
         with self._write() as conn:
             yield SqlTransaction(self, conn)
 
-    def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True) -> int:
+    def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True,
+             outcomes: list[StoredResource] | None = None) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
         so the database's work overlaps ours; each batch is its own transaction."""
         batches: queue.Queue[list[Loadable] | None] = queue.Queue(maxsize=2)
@@ -101,7 +102,7 @@ class SqlStore(Repository):
             while (batch := batches.get()) is not None:
                 if "error" not in outcome:
                     try:
-                        outcome["written"] += self._load_batch(batch)
+                        outcome["written"] += self._load_batch(batch, outcomes)
                     except BaseException as exc:  # handed to the caller below
                         outcome["error"] = exc
 
@@ -148,9 +149,12 @@ class SqlStore(Repository):
                 conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sample, don't scan it all
                 conn.exec_driver_sql("ANALYZE")
 
-    def _load_batch(self, batch: list[Loadable]) -> int:
+    def _load_batch(self, batch: list[Loadable], outcomes: list[StoredResource] | None) -> int:
         with self._write() as conn:
-            return len(self._write_batch(conn, batch))
+            stored = self._write_batch(conn, batch)
+        if outcomes is not None:
+            outcomes.extend(replace(s, data=None) for s in stored)  # the bytes are not wanted
+        return len(stored)
 
     def _current(self, conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         found = {}
