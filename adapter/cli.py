@@ -16,7 +16,7 @@ from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
 from adapter.protocol.cli import SPECS, load_protocol, protocol
 from adapter.store import Repository, open_store
-from adapter.store.engines import make_engine
+from adapter.store.engines import make_engine, normalize_url, shown_url
 from adapter.store.migrate import upgrade
 
 DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "demo"
@@ -64,9 +64,9 @@ def _migrate(db: str) -> None:
     finally:
         engine.dispose()
     if before == after:
-        click.echo(f"store ready: {db} (schema {after}, already the newest)")
+        click.echo(f"store ready: {shown_url(db)} (schema {after}, already the newest)")
     else:
-        click.echo(f"store ready: {db} (schema {before or 'none'} -> {after})")
+        click.echo(f"store ready: {shown_url(db)} (schema {before or 'none'} -> {after})")
 
 
 @main.command("init-db")
@@ -117,7 +117,10 @@ def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) 
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
     if gunicorn is None:
         raise click.ClickException("gunicorn is not installed")
-    os.environ["FHIR_ADAPTER_DB"] = db
+    # The workers open what this command resolved: relative paths against its working directory.
+    os.environ["FHIR_ADAPTER_DB"] = normalize_url(db)
+    if os.environ.get("FHIR_ADAPTER_EXPORT_DIR"):
+        os.environ["FHIR_ADAPTER_EXPORT_DIR"] = os.path.abspath(os.environ["FHIR_ADAPTER_EXPORT_DIR"])
     args = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers),
             "--no-control-socket", "--access-logfile", "-", "--log-level", "warning",
             "adapter.gateway.app:create_app()"]

@@ -86,3 +86,25 @@ def test_database_failures_are_one_line_not_a_traceback(url, words):
     result = run("init-db", "--db", url)
     assert result.returncode == 1
     assert words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_database_url_is_shown_without_its_password():
+    from sqlalchemy.engine import make_url
+
+    from conftest import postgres_schema
+    with postgres_schema() as url:
+        secret = "pw-that-must-not-show"
+        with_password = make_url(url).set(password=secret).render_as_string(hide_password=False)
+        for command in ("init-db", "upgrade-db"):
+            result = run(command, "--db", with_password)
+            assert result.returncode == 0, result.stderr
+            assert "store ready: postgresql://root:***@" in result.stdout
+            assert secret not in result.stdout + result.stderr
+        proc = subprocess.Popen(CLI + ["serve", "--port", str(_free_port()), "--db", with_password],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            first = proc.stdout.readline()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        assert first.startswith("store ready: postgresql://root:***@") and secret not in first

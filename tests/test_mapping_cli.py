@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import stat
 
 import pytest
 from click.testing import CliRunner
@@ -118,3 +120,23 @@ def test_coverage_lists_unmapped_columns_and_rules_that_never_fired(workspace):
     assert result.exit_code == 0, result.output
     assert "columns not mapped (1):\n  hr\n" in result.output
     assert "rules never fired (1):\n  site-a.yaml:40 patient\n" in result.output
+
+
+def test_quarantine_files_are_the_owners_alone(tmp_path):
+    """Rejected rows keep their MRNs and birth dates: folders 0700 and files 0600, whatever the umask."""
+    jail = tmp_path / "out" / "site-b"
+    previous = os.umask(0o022)
+    try:
+        result = run("ingest", "--site", "site-b", "--mapping", str(MAPPINGS / "site-b.yaml"), "--db",
+                     f"sqlite:///{tmp_path}/store/x.db", "--workers", "1", "--quarantine", str(jail),
+                     str(SITES / "site-b/export.ndjson"))
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 1
+    files = sorted(jail.iterdir())
+    assert [f.name for f in files] == ["export.rejected.ndjson", "rejections.csv"]
+    assert "MRN" in files[0].read_text()
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+             for p in (tmp_path / "out", jail, *files, tmp_path / "store", tmp_path / "store/x.db")}
+    assert modes == {"out": 0o700, "out/site-b": 0o700, "out/site-b/export.rejected.ndjson": 0o600,
+                     "out/site-b/rejections.csv": 0o600, "store": 0o700, "store/x.db": 0o600}

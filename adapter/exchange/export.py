@@ -22,6 +22,7 @@ from typing import Any
 
 from adapter.fhir.dates import now_instant
 from adapter.fhir.search import SearchRequest, parse_search
+from adapter.private import open_private, private_dir
 from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository
 
@@ -43,7 +44,8 @@ class ExportRequest:
 
 def _write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    with open_private(tmp, encoding="utf-8") as out:
+        out.write(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
@@ -58,8 +60,7 @@ def read_job(root: pathlib.Path, job_id: str) -> dict[str, Any] | None:
 
 def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest) -> str:
     job_id = str(uuid.uuid4())
-    directory = root / job_id
-    directory.mkdir(parents=True)
+    directory = private_dir(root / job_id)  # the files hold patients' data
     _write_json(directory / "job.json", {
         "id": job_id, "status": "accepted", "request": request.__dict__, "transactionTime": now_instant(),
         "progress": "accepted", "output": [], "error": None})
@@ -83,7 +84,7 @@ def resume_jobs(root: pathlib.Path, repo: Repository) -> int:
 
 
 def _locked(directory: pathlib.Path) -> bool:
-    with open(directory / "lock", "a") as handle:
+    with open_private(directory / "lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,7 +137,7 @@ def _patients(repo: Repository, request: ExportRequest) -> list[str] | str | Non
 
 def run_job(repo: Repository, directory: pathlib.Path) -> None:
     """Run (or run again) the job in `directory`, holding its lock; never raises."""
-    handle = open(directory / "lock", "a")
+    handle = open_private(directory / "lock", "a")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,7 +173,7 @@ def _run(repo: Repository, directory: pathlib.Path, job: dict[str, Any]) -> None
             continue
         count, path = 0, directory / f"{rtype}.ndjson"
         seen: set[str] | None = set() if len([1 for t, _ in request.type_filters if t == rtype]) > 1 else None
-        with open(path.with_suffix(".ndjson.part"), "wb") as out:
+        with open_private(path.with_suffix(".ndjson.part"), "wb") as out:
             for search in _requests(request, rtype):
                 for page in repo.scan(search, patients):
                     for entry in page:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response
+from sqlalchemy.engine import make_url
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from adapter.exchange.export import resume_jobs
@@ -20,6 +21,7 @@ from adapter.fhir.outcomes import FhirError, Issue, internal_error, method_not_a
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
 from adapter.store import DEFAULT_DB, open_store
+from adapter.store.engines import normalize_url
 
 __all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY"]
 
@@ -34,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_EXPORT_DIR) and then to the defaults: the SQLite file var/adapter.db, a 10 MB
     body limit, Bulk Data files in `exports/` beside the SQLite file (else var/exports).
+    Relative paths are taken from the working directory the app starts in.
     Unfinished export jobs that no process runs are resumed.
     """
     app = Flask(__name__)
@@ -43,8 +46,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         FHIR_PATH="/fhir",
     )
     app.config.update(config or {})
+    app.config["DATABASE_URL"] = normalize_url(app.config["DATABASE_URL"])
     app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
                           or _export_dir(app.config["DATABASE_URL"]))
+    app.config["EXPORT_DIR"] = os.path.abspath(app.config["EXPORT_DIR"])
     app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"])
     resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), app.extensions["fhir_store"])
     started = now_instant()
@@ -58,8 +63,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _export_dir(database_url: str) -> str:
     """Bulk export files beside an SQLite file (var/exports for var/adapter.db), else var/exports."""
-    if database_url.startswith("sqlite:///") and not database_url.endswith(":memory:"):
-        return str(pathlib.Path(database_url.removeprefix("sqlite:///")).parent / "exports")
+    database = make_url(database_url).database
+    if database_url.startswith("sqlite") and database and database != ":memory:":
+        return str(pathlib.Path(database).parent / "exports")
     return "var/exports"
 
 

@@ -59,13 +59,18 @@ QUARANTINE = click.option("--quarantine", type=click.Path(file_okay=False, path_
 
 
 def _report(report: MappingReport, quarantine: pathlib.Path | None) -> None:
+    for warning in report.warnings[:SHOWN]:
+        click.echo(f"warning {warning}", err=True)
+    if len(report.warnings) > SHOWN:
+        click.echo(f"... and {len(report.warnings) - SHOWN} more warnings", err=True)
     for rejection in report.rejections[:SHOWN]:
         click.echo(f"rejected {rejection}", err=True)
     hidden = report.rows_rejected and len(report.rejections) - SHOWN
     if hidden > 0:
         click.echo(f"... and {hidden} more problems", err=True)
-    if quarantine and report.rows_rejected:
-        click.echo(f"rejected rows and reasons in {quarantine}/", err=True)
+    if quarantine and (report.rows_rejected or report.warnings):
+        click.echo(f"rejected rows and reasons{' and warnings' if report.warnings else ''} in {quarantine}/",
+                   err=True)
     click.echo(report.summary(), err=True)
 
 
@@ -209,8 +214,10 @@ def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Pat
     """Map, validate and store site exports; ingesting the same rows again updates them in place.
 
     Each accepted row's resources (and its Provenance) are written together or not at all;
-    rejected rows are listed (file, row, column, value, rule, reason) and, with --quarantine,
-    written out to fix and ingest again. Exits 1 when a row was rejected.
+    rejected rows (a row that makes no resource among them) are listed (file, row, column,
+    value, rule, reason) and, with --quarantine, written out to fix and ingest again; a value
+    that made nothing in an accepted row is a warning (warnings.csv). The summary counts
+    distinct resources, created, updated and unchanged, by type. Exits 1 when a row was rejected.
     """
     from adapter.store import open_store
     loaded = _load(spec)
@@ -224,6 +231,7 @@ def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Pat
     finally:
         store.close()
     _report(report, quarantine)
-    click.echo(json.dumps(dict(sorted(report.by_type.items()))))
+    click.echo(json.dumps({rtype: {s: counts[s] for s in ("created", "updated", "unchanged")}
+                           for rtype, counts in sorted(report.by_type.items())}))
     if report.rows_rejected:
         sys.exit(1)

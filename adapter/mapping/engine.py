@@ -2,12 +2,15 @@
 or to rejections that name file, row, column, value, the rule (spec file:line) and the reason.
 
 A record is all or nothing: if any rule fails, or any resource it makes fails validation, the
-whole record is rejected and none of its resources is written. Accepted records also get a
-Provenance (site, file, row, mapping name and version, SHA-256 of the record).
+whole record is rejected and none of its resources is written. A record that makes nothing is
+rejected too, and a value that a rule drops (its rule made nothing although it had data) is a
+warning with its cell: nothing read is lost without a word. Accepted records also get a
+Provenance (site, file, row, mapping name and version, HMAC-SHA256 of the record with the site's
+key: the record holds the MRN, and an unkeyed digest would give it away to a search over
+candidate MRNs, every other column being rebuilt from the served resources).
 """
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import re
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ from typing import Any
 from adapter.fhir import jsonio
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
-from adapter.mapping.resources import BUILDERS, Context, safe_id
+from adapter.mapping.resources import BUILDERS, Context, keyed_hash, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
 
@@ -50,7 +53,9 @@ class RecordResult:
     line: int
     resources: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # resourceType of each resource made (kept when they are not)
+    # (type, id, status) of each resource made: "mapped", or what the store did with it
+    written: list[tuple[str, str, str]] = field(default_factory=list)
+    warnings: list[Rejection] = field(default_factory=list)  # accepted, but a value made nothing
     fired: set[int] = field(default_factory=set)  # rules that made something
     seen: set[str] = field(default_factory=set)  # fields read
 
@@ -190,10 +195,15 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             if not _holds(rule, scope):
                 return
             for item in _items(rule, scope):
-                built = BUILDERS[rule.kind](Context(spec, key, record, item), rule)
+                context = Context(spec, key, record, item)
+                built = BUILDERS[rule.kind](context, rule)
                 for resource in built if isinstance(built, list) else [built] if built else []:
                     made.append((rule, resource))
                     result.fired.add(rule.index)
+                dropped = None if built else _dropped(context, rule)
+                if dropped:
+                    result.warnings.append(Rejection(row.file, row.line, dropped.column, dropped.value,
+                                                     spec.where(rule), dropped.reason))
         except Problem as problem:
             reject(problem, rule)
 
@@ -215,9 +225,14 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             except Problem as problem:
                 reject(problem, spec.where_key(("source", "visit_date")))
                 continue
+        before = len(made)
         for rule in spec.rules:
             if spec.tabular or not rule.per_document:
                 run(rule, scope)
+        if len(made) == before and not spec.tabular:
+            label = scope.get(spec.source["visit"]["field"]).label
+            result.warnings.append(Rejection(row.file, row.line, label, scope.visit or "",
+                                             spec.where_key(("source", "visit")), "this visit makes no resource"))
     if not spec.tabular:
         for rule in spec.rules:
             if rule.per_document:
@@ -229,22 +244,50 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                 result.rejections.append(Rejection(
                     row.file, row.line, "", "", spec.where(rule),
                     f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: {issue.diagnostics}"))
-    if result.rejections or not made:
+    if not made and not result.rejections:
+        cell = root.get(spec.source["visit"]["field"]) if spec.tabular else key_value  # what the row is
+        result.rejections.append(Rejection(
+            row.file, row.line, cell.label, text_of(cell.raw), "",
+            "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"))
+    if result.rejections:
+        result.warnings = []  # the row is quarantined whole
         return result
     result.resources = [resource for _, resource in made]
-    result.resources.append(_provenance(spec, row, record, result.resources, recorded))
-    result.kinds = [r["resourceType"] for r in result.resources]
+    result.resources.append(_provenance(spec, key, row, record, result.resources, recorded))
+    result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
     return result
 
 
-def _provenance(spec: MappingSpec, row: SourceRow, record: str, targets: list[dict[str, Any]],
+def _dropped(ctx: Context, rule: Rule) -> Problem | None:
+    """Why a rule that made nothing dropped data: the first of its fields that is empty, when
+    others hold values (an injection's route and lot without its date)."""
+    empty, filled = [], []
+    for name, expr in rule.fields.items():
+        if name == "unit" or (isinstance(expr, dict) and "const" in expr):
+            continue  # not read from the row
+        try:
+            value = ctx.value(rule, name)
+        except Problem:
+            filled.append(name)  # it holds something (the rule stopped before reading it)
+            continue
+        if value.empty:
+            empty.append(value)
+        else:
+            filled.append(value.label)
+    if not empty or not filled:
+        return None
+    return Problem(empty[0].label, "", f"empty, so this {rule.kind} rule made nothing, though "
+                   f"{', '.join(filled)} hold{'s' if len(filled) == 1 else ''} values")
+
+
+def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targets: list[dict[str, Any]],
                 recorded: str) -> dict[str, Any]:
     base = spec.catalogue.base
-    digest = hashlib.sha256(jsonio.dumps(row.values, sort_keys=True)).hexdigest()
-    identity = hashlib.sha256("\x1f".join(unique_key(spec, row)).encode()).hexdigest()[:16]
+    digest = keyed_hash(key, jsonio.dumps(row.values, sort_keys=True))
+    identity = keyed_hash(key, "\x1f".join(unique_key(spec, row)).encode())[:16]
     file = pathlib.Path(row.file).name
     return {
-        "resourceType": "Provenance", "id": safe_id(spec.site, "provenance", identity),
+        "resourceType": "Provenance", "id": safe_id(key, spec.site, "provenance", identity),
         "target": [{"reference": f"{r['resourceType']}/{r['id']}"} for r in targets],
         "recorded": recorded,
         "policy": [f"{base}/mapping/{spec.name}/{spec.version}"],
@@ -257,5 +300,5 @@ def _provenance(spec: MappingSpec, row: SourceRow, record: str, targets: list[di
              "who": {"identifier": {"system": f"{base}/sid/site", "value": spec.site},
                      "display": spec.data["mapping"].get("title", spec.site)}}],
         "entity": [{"role": "source", "what": {
-            "identifier": {"system": f"{base}/sid/source-record-sha256", "value": digest},
+            "identifier": {"system": f"{base}/sid/source-record-hmac-sha256", "value": digest},
             "display": f"{spec.site} {file} line {row.line} (record {record})"}}]}

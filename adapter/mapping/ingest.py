@@ -15,6 +15,7 @@ from adapter.mapping.engine import RecordResult
 from adapter.mapping.run import MappingReport, records, timed
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec
+from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
 
 __all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
@@ -28,16 +29,18 @@ def now_recorded() -> str:
 
 class Quarantine:
     """`rejections.csv` (file,row,column,value,rule,reason) and, per source file, the rejected
-    rows as they were (same header, encoding and delimiter; NDJSON lines for JSON sources)."""
+    rows as they were (same header, encoding and delimiter; NDJSON lines for JSON sources);
+    `warnings.csv` (same columns): values of accepted rows that made nothing."""
 
     def __init__(self, spec: MappingSpec, directory: pathlib.Path) -> None:
         self.spec, self.directory = spec, directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self._report = (directory / "rejections.csv").open("w", encoding="utf-8", newline="")
+        private_dir(directory)  # rejected rows keep their MRNs and birth dates
+        self._report = open_private(directory / "rejections.csv", encoding="utf-8", newline="")
         self._writer = csv.writer(self._report, lineterminator="\n")
         self._writer.writerow(REJECTION_COLUMNS)
         self._rows: dict[str, tuple[Any, Any]] = {}
         self.files: list[pathlib.Path] = [directory / "rejections.csv"]
+        self._warnings: Any = None
 
     def add(self, row: SourceRow | None, result: RecordResult) -> None:
         for r in result.rejections:
@@ -47,6 +50,15 @@ class Quarantine:
         if row is not None:
             self._write_row(row)
 
+    def warn(self, result: RecordResult) -> None:
+        if self._warnings is None:
+            self.files.append(self.directory / "warnings.csv")
+            self._warnings = open_private(self.files[-1], encoding="utf-8", newline="")
+            csv.writer(self._warnings, lineterminator="\n").writerow(REJECTION_COLUMNS)
+        writer = csv.writer(self._warnings, lineterminator="\n")
+        for w in result.warnings:
+            writer.writerow([pathlib.Path(w.file).name, w.row, w.column, w.value, w.rule, w.reason])
+
     def _write_row(self, row: SourceRow) -> None:
         source = pathlib.Path(row.file)
         if row.file not in self._rows:
@@ -54,11 +66,11 @@ class Quarantine:
             self.files.append(path)
             handle: Any
             if self.spec.tabular:
-                handle = path.open("w", encoding=self.spec.source["encoding"], newline="")
+                handle = open_private(path, encoding=self.spec.source["encoding"], newline="")
                 writer = csv.writer(handle, delimiter=self.spec.source.get("delimiter", ","), lineterminator="\n")
                 writer.writerow(list(row.values))
             else:
-                handle, writer = path.open("wb"), None
+                handle, writer = open_private(path, "wb"), None
             self._rows[row.file] = (handle, writer)
         handle, writer = self._rows[row.file]
         if writer is not None:
@@ -68,6 +80,8 @@ class Quarantine:
 
     def close(self) -> None:
         self._report.close()
+        if self._warnings is not None:
+            self._warnings.close()
         for handle, _ in self._rows.values():
             handle.close()
 
@@ -90,6 +104,8 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
             if bar is not None:
                 bar.update()
             if result.accepted:
+                if jail is not None and result.warnings:
+                    jail.warn(result)
                 if result.resources:
                     yield result.resources
             elif jail is not None:
@@ -109,7 +125,7 @@ def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Reposit
     for _ in _run(spec, files, key, recorded or now_recorded(), workers, quarantine, progress, report,
                   store=repo, batch_size=batch_size):
         pass  # written by whoever mapped them (this process, or each worker)
-    if report.resources >= 1000:
+    if report.writes >= 1000:
         repo.analyze()
     return timed(report, started)
 

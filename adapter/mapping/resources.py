@@ -3,6 +3,8 @@
 Ids are deterministic, made of (site, record key, visit, item), so ingesting the same export
 again updates the same resources, and references between them need no lookup. The MRN never
 leaves this module in clear: the Patient carries a keyed hash (HMAC-SHA256 with the site's key).
+Every hash of source values is keyed with it too: an unkeyed one could be recomputed over
+candidate values by anyone holding the public mapping.
 """
 from __future__ import annotations
 
@@ -17,29 +19,35 @@ from typing import Any
 from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, text_of
 from adapter.mapping.spec import MappingSpec, Rule
 
-__all__ = ["Context", "safe_id", "BUILDERS", "patient_id", "UCUM", "STUDY_EXTENSION"]
+__all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "patient_id", "UCUM", "STUDY_EXTENSION"]
 
 UCUM = "http://unitsofmeasure.org"
 STUDY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
 _ID_SAFE = re.compile(r"^[A-Za-z0-9.\-]+$")
 
 
-def safe_id(*parts: str) -> str:
-    """A FHIR id from parts; hashed when a part has other characters or it passes 64.
+def safe_id(key: bytes, *parts: str) -> str:
+    """A FHIR id from parts; a keyed hash of them when a part has other characters or it
+    passes 64.
 
-    >>> safe_id("site-a", "A0001", "month-3", "barthel")
+    >>> safe_id(b"k", "site-a", "A0001", "month-3", "barthel")
     'site-a-A0001-month-3-barthel'
-    >>> safe_id("site-c", "患者1")[:7]
-    'site-c-'
+    >>> safe_id(b"k", "site-c", "患者1") != safe_id(b"other key", "site-c", "患者1")
+    True
     """
     joined = "-".join(parts)
     if len(joined) <= 64 and _ID_SAFE.match(joined):
         return joined
-    return f"{parts[0][:30]}-{hashlib.sha256(joined.encode()).hexdigest()[:32]}"
+    return f"{parts[0][:30]}-{keyed_hash(key, joined.encode())[:32]}"
 
 
-def patient_id(spec: MappingSpec, record: str) -> str:
-    return safe_id(spec.site, record)
+def keyed_hash(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256 (hex) with the site's pseudonym key."""
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def patient_id(spec: MappingSpec, key: bytes, record: str) -> str:
+    return safe_id(key, spec.site, record)
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Context:
 
     @property
     def subject(self) -> dict[str, str]:
-        return {"reference": f"Patient/{patient_id(self.spec, self.record)}"}
+        return {"reference": f"Patient/{patient_id(self.spec, self.key, self.record)}"}
 
     @property
     def study(self) -> dict[str, str]:
@@ -90,7 +98,7 @@ class Context:
         return self.scope.visit_date
 
     def id(self, *parts: str) -> str:
-        return safe_id(self.spec.site, self.record, *parts)
+        return safe_id(self.key, self.spec.site, self.record, *parts)
 
 
 def _concept(ctx: Context, coding: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +109,9 @@ def _concept(ctx: Context, coding: dict[str, Any]) -> dict[str, Any]:
 def patient(ctx: Context, rule: Rule) -> dict[str, Any]:
     mrn = text_of(ctx.required(rule, "mrn", "MRN").raw).strip()
     base, site = ctx.spec.catalogue.base, ctx.spec.site
-    pseudonym = hmac.new(ctx.key, f"{site}|{mrn}".encode(), hashlib.sha256).hexdigest()
+    pseudonym = keyed_hash(ctx.key, f"{site}|{mrn}".encode())
     resource: dict[str, Any] = {
-        "resourceType": "Patient", "id": patient_id(ctx.spec, ctx.record),
+        "resourceType": "Patient", "id": patient_id(ctx.spec, ctx.key, ctx.record),
         "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                                "code": "PSEUDED", "display": "pseudonymized"}]},
         "identifier": [{"system": f"{base}/sid/{site}-mrn-hmac", "value": pseudonym},
@@ -138,7 +146,7 @@ def research_subject(ctx: Context, rule: Rule) -> dict[str, Any]:
     start = ctx.date(ctx.required(rule, "start", "study start date"))
     status = ctx.value(rule, "status")
     return {"resourceType": "ResearchSubject",
-            "id": resource_id(ctx.spec.catalogue.study, patient_id(ctx.spec, ctx.record)),
+            "id": resource_id(ctx.spec.catalogue.study, patient_id(ctx.spec, ctx.key, ctx.record)),
             "status": "on-study" if status.empty else text_of(status.raw), "period": {"start": start},
             "study": ctx.study, "individual": ctx.subject, "assignedArm": ctx.spec.data["mapping"]["arm"]}
 
@@ -164,7 +172,7 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
     lot = ctx.value(rule, "lot")
     if not lot.empty:
         lot_text = text_of(lot.raw).strip()
-        product = {"resourceType": "BiologicallyDerivedProduct", "id": safe_id(ctx.spec.site, "lot", lot_text),
+        product = {"resourceType": "BiologicallyDerivedProduct", "id": safe_id(ctx.key, ctx.spec.site, "lot", lot_text),
                    "identifier": [{"system": f"{ctx.spec.catalogue.base}/sid/{ctx.spec.site}-lot", "value": lot_text}],
                    "productCategory": "cells",
                    "productCode": {"text": "Umbilical cord mesenchymal stem cells (UC-MSC)"}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import multiprocessing
 import pathlib
 import time
@@ -24,7 +25,8 @@ from adapter.fhir.extract import Indexed, extract
 from adapter.mapping.engine import RecordResult, Rejection, map_record, read_source, unique_key
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
-from adapter.store.repository import Loadable, Repository
+from adapter.mapping.tally import STATUSES, Tally
+from adapter.store.repository import Loadable, Repository, StoredResource
 
 __all__ = ["MappingReport", "records", "CHUNK"]
 
@@ -37,19 +39,28 @@ class MappingReport:
     rows_read: int = 0
     rows_accepted: int = 0
     rows_rejected: int = 0
-    resources: int = 0
-    by_type: collections.Counter[str] = field(default_factory=collections.Counter)
+    rows_warned: int = 0  # accepted with a warning (a value that made nothing)
+    writes: int = 0  # resources written (or mapped): one resource may be written by many rows
+    # distinct resources, {type: {status: n}} (tally.STATUSES), complete once the run is over
+    by_type: dict[str, collections.Counter[str]] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
+    warnings: list[Rejection] = field(default_factory=list)
     fired: collections.Counter[int] = field(default_factory=collections.Counter)
     seen: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    tally: Tally | None = field(default=None, repr=False)
 
     def add(self, result: RecordResult) -> None:
         self.rows_read += 1
         if result.accepted:
             self.rows_accepted += 1
-            self.resources += len(result.kinds)
-            self.by_type.update(result.kinds)
+            self.writes += len(result.written)
+            if self.tally is None:
+                self.tally = Tally()
+            self.tally.add(result.written)
+            if result.warnings:
+                self.rows_warned += 1
+                self.warnings.extend(result.warnings[:max(KEEP_REJECTIONS - len(self.warnings), 0)])
         else:
             self.rows_rejected += 1
             room = KEEP_REJECTIONS - len(self.rejections)
@@ -57,10 +68,28 @@ class MappingReport:
         self.fired.update(result.fired)
         self.seen |= result.seen
 
+    def finish(self) -> None:
+        if self.tally is not None:
+            self.by_type = self.tally.counts()
+            self.tally.close()
+            self.tally = None
+
+    @property
+    def resources(self) -> int:
+        """Distinct resources."""
+        return sum(sum(c.values()) for c in self.by_type.values())
+
+    def statuses(self) -> collections.Counter[str]:
+        return sum(self.by_type.values(), collections.Counter())
+
     def summary(self) -> str:
         rate = f", {self.resources / self.seconds:,.0f} resources/s" if self.seconds > 0 else ""
-        return (f"{self.rows_read} rows read: {self.rows_accepted} accepted, {self.rows_rejected} rejected; "
-                f"{self.resources} resources{rate}")
+        statuses = self.statuses()
+        made = ", ".join(f"{statuses[s]} {s}" for s in reversed(STATUSES) if s != "mapped") \
+            if statuses.keys() - {"mapped"} else ""
+        warned = f", {self.rows_warned} with warnings" if self.rows_warned else ""
+        return (f"{self.rows_read} rows read: {self.rows_accepted} accepted{warned}, {self.rows_rejected} rejected; "
+                f"{self.resources} resources{': ' + made if made else ''} ({self.writes} writes{rate})")
 
 
 class _Duplicates:
@@ -114,11 +143,18 @@ def _map_rows(job: _Job, rows: list[SourceRow]) -> list[RecordResult]:
     if job.store is not None:
         groups: list[Loadable | list[Loadable]] = [
             [Indexed(r, extract(r)) for r in result.resources] for result in results if result.resources]
+        outcomes: list[StoredResource] = []
         job.store.load(iter(groups), batch_size=job.batch_size, analyze=False,  # analysed once, at the end
-                       volatile={"Provenance": ("recorded",)})
+                       volatile={"Provenance": ("recorded",)}, outcomes=outcomes)
+        done = iter(outcomes)
         for result in results:
+            result.written = [(s.resource_type, s.id, _status(s)) for s in itertools.islice(done, len(result.resources))]
             result.resources = []
     return results
+
+
+def _status(stored: StoredResource) -> str:
+    return "created" if stored.created else "unchanged" if stored.unchanged else "updated"
 
 
 _WORKER: dict[str, Any] = {}
@@ -181,4 +217,5 @@ def records(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, 
 
 def timed(report: MappingReport, started: float) -> MappingReport:
     report.seconds = time.perf_counter() - started
+    report.finish()
     return report

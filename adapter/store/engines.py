@@ -9,6 +9,7 @@ lock per resource it touches, in one fixed order, so two writers of the same res
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import sqlite3
 import threading
@@ -18,23 +19,51 @@ from typing import Any
 from sqlalchemy import Connection, Table, Text, any_, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
-__all__ = ["normalize_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of",
+from adapter.private import private_dir, private_file
+
+__all__ = ["normalize_url", "shown_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of",
            "ByIdReader"]
 
 
 def normalize_url(url: str) -> str:
     """SQLAlchemy URL for a database URL as users write it.
 
+    A relative SQLite path is made absolute against the working directory now, so that every
+    later reader of the URL (gunicorn workers, the export directory beside the file, Flask's
+    send_file, which resolves relative paths against the package folder) finds the same file.
+
     >>> normalize_url("postgresql://root@127.0.0.1:5432/test")
     'postgresql+psycopg://root@127.0.0.1:5432/test'
-    >>> normalize_url("sqlite:///var/adapter.db")
-    'sqlite:///var/adapter.db'
+    >>> normalize_url("sqlite:////srv/adapter.db")
+    'sqlite:////srv/adapter.db'
+    >>> normalize_url("sqlite:///var/adapter.db") == f"sqlite:///{os.getcwd()}/var/adapter.db"
+    True
     """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            return make_url(url).set(database=os.path.abspath(database)).render_as_string(hide_password=False)
     return url
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit for a terminal or a log: its password masked.
+
+    >>> shown_url("postgresql://fhir:SECRET@db.example.org:5432/fhir?sslmode=require&password=SECRET")
+    'postgresql://fhir:***@db.example.org:5432/fhir?password=hidden&sslmode=require'
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(a database URL that does not parse)"
+    if "password" in parsed.query:  # libpq also takes it as a parameter
+        parsed = parsed.update_query_dict({"password": "hidden"})
+    return parsed.render_as_string(hide_password=True)
 
 
 def is_postgresql(engine: Engine | Connection) -> bool:
@@ -54,7 +83,8 @@ def make_engine(url: str) -> Engine:
                          "or postgresql://USER@HOST:PORT/DBNAME")
     database = make_url(url).database
     if database and database != ":memory:":
-        pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(pathlib.Path(database).parent)
+        private_file(database)  # before SQLite makes it (and its -wal, -shm) with the umask's mode
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

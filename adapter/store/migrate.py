@@ -18,6 +18,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
+from adapter.private import open_private
+
 __all__ = ["upgrade", "current_revision", "head_revision"]
 
 _LOCATION = str(pathlib.Path(__file__).resolve().parent / "migrations")
@@ -56,7 +58,7 @@ def _exclusive(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "w") as handle:
+    with open_private(f"{database}.migrate-lock") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

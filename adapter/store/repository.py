@@ -115,10 +115,13 @@ class Repository(abc.ABC):
 
     @abc.abstractmethod
     def load(self, resources: Iterable[Loadable | list[Loadable]], batch_size: int = 1000,
-             analyze: bool = True, volatile: Mapping[str, tuple[str, ...]] | None = None) -> int:
+             analyze: bool = True, volatile: Mapping[str, tuple[str, ...]] | None = None,
+             outcomes: list[StoredResource] | None = None) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written
         (an update equal to the current version writes nothing; `volatile` names, by type,
         elements whose change alone is no change, e.g. a re-ingested Provenance's `recorded`).
+        With `outcomes`, each write's StoredResource (`created`, `unchanged`) is appended to it,
+        in the order of the resources.
 
         Each batch is one transaction; an item that is a list (the resources of one source
         record) is never split across two. A resource may come `Indexed` (its index rows

@@ -93,7 +93,8 @@ class SqlStore(Repository):
             yield SqlTransaction(self, conn)
 
     def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True,
-             volatile: Mapping[str, tuple[str, ...]] | None = None) -> int:
+             volatile: Mapping[str, tuple[str, ...]] | None = None,
+             outcomes: list[StoredResource] | None = None) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
         so the database's work overlaps ours; each batch is its own transaction."""
         batches: queue.Queue[list[Loadable] | None] = queue.Queue(maxsize=2)
@@ -103,7 +104,7 @@ class SqlStore(Repository):
             while (batch := batches.get()) is not None:
                 if "error" not in outcome:
                     try:
-                        outcome["written"] += self._load_batch(batch, volatile)
+                        outcome["written"] += self._load_batch(batch, volatile, outcomes)
                     except BaseException as exc:  # handed to the caller below
                         outcome["error"] = exc
 
@@ -150,9 +151,13 @@ class SqlStore(Repository):
                 conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sample, don't scan it all
                 conn.exec_driver_sql("ANALYZE")
 
-    def _load_batch(self, batch: list[Loadable], volatile: Mapping[str, tuple[str, ...]] | None) -> int:
+    def _load_batch(self, batch: list[Loadable], volatile: Mapping[str, tuple[str, ...]] | None,
+                    outcomes: list[StoredResource] | None) -> int:
         with self._write() as conn:
-            return sum(not s.unchanged for s in self._write_batch(conn, batch, volatile=volatile))
+            stored = self._write_batch(conn, batch, volatile=volatile)
+        if outcomes is not None:
+            outcomes.extend(replace(s, data=None) for s in stored)  # the bytes are not wanted
+        return sum(not s.unchanged for s in stored)
 
     def _current(self, conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         found = {}

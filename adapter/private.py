@@ -1,0 +1,49 @@
+"""Files and folders that may hold identifiers (the SQLite store, quarantined rows with MRNs and
+birth dates, Bulk Data exports): readable by their owner only, whatever the umask says.
+
+Modes are given when the file or folder is created (never a window in which others could open
+it); a file rewritten here is also narrowed if an older run left it wider.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import IO, Any
+
+__all__ = ["private_dir", "private_file", "open_private"]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: str | os.PathLike[str]) -> pathlib.Path:
+    """`path` and the missing folders above it, each created 0700 (existing ones are left as
+    they are: they may be the user's own)."""
+    path = pathlib.Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # another process made it first
+            pass
+    return path
+
+
+def private_file(path: str | os.PathLike[str]) -> pathlib.Path:
+    """`path` created empty 0600 unless it exists (e.g. before SQLite opens it: SQLite gives
+    its -wal and -shm files the database file's mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    return pathlib.Path(path)
+
+
+def open_private(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> IO[Any]:
+    """`open(path, mode)` for writing ("w", "wb", "a", "ab"), the file 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():  # another user's file keeps its mode
+            os.fchmod(fd, FILE_MODE)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -1,0 +1,79 @@
+"""What an ingest reports: distinct resources (created, updated, unchanged), not writes; a row
+that makes nothing is a rejection and a value that makes nothing a warning, each with its cell."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+
+from sqlalchemy import func, select
+
+from adapter.mapping.ingest import ingest, translate
+from adapter.mapping.spec import load_mapping
+from adapter.store.schema import resources
+from conftest import ROOT
+
+SPEC = ROOT / "mappings" / "sites" / "site-a.yaml"
+EXPORT = ROOT / "fixtures" / "sites" / "site-a" / "export.csv"
+KEY = b"test-pseudonym-key-0123456789"
+
+
+def stored_types(store) -> Counter[str]:
+    with store.engine.connect() as conn:
+        return Counter(dict(conn.execute(select(resources.c.res_type, func.count()).group_by(resources.c.res_type)).all()))
+
+
+def test_the_summary_counts_distinct_resources_created_then_updated_or_unchanged(store):
+    spec = load_mapping(SPEC)
+    first = ingest(spec, [EXPORT], store, KEY)
+    in_store = stored_types(store)
+    assert {t: c["created"] for t, c in first.by_type.items()} == in_store
+    assert all(set(c) == {"created"} for c in first.by_type.values())
+    lots = {row["inj_lot"] for row in csv.DictReader(EXPORT.open(encoding="utf-8")) if row["inj_lot"]}
+    assert in_store["BiologicallyDerivedProduct"] == len(lots) < in_store["Procedure"]  # a lot serves several
+    assert first.resources == sum(in_store.values()) < first.writes
+    assert f"; {first.resources} resources: {first.resources} created, 0 updated, 0 unchanged" in first.summary()
+
+    again = ingest(spec, [EXPORT], store, KEY)
+    assert stored_types(store) == in_store
+    assert {t: c["updated"] + c["unchanged"] for t, c in again.by_type.items()} == in_store
+    assert sum(c["created"] for c in again.by_type.values()) == 0
+
+
+def _site_a_rows(tmp_path, *rows: dict[str, str]):
+    with EXPORT.open(encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames
+        baseline = next(reader)
+    path = tmp_path / "export.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(baseline)
+        for row in rows:
+            writer.writerow({**dict.fromkeys(header, ""), "record_id": baseline["record_id"], **row})
+    return path
+
+
+def test_a_row_that_makes_nothing_is_rejected_with_its_cell(tmp_path):
+    source = _site_a_rows(tmp_path, {"redcap_event_name": "month_3_arm_1", "visit_date": "2025-10-01"})
+    report = translate(load_mapping(SPEC), [source], io.BytesIO(), KEY, quarantine=tmp_path / "q")
+    assert (report.rows_accepted, report.rows_rejected) == (1, 1)
+    [rejection] = report.rejections
+    assert (rejection.row, rejection.column, rejection.value) == (3, "redcap_event_name", "month_3_arm_1")
+    assert rejection.reason.startswith("the row makes no resource")
+    assert "month_3_arm_1" in (tmp_path / "q" / "export.rejected.csv").read_text(encoding="utf-8")
+
+
+def test_a_value_that_makes_nothing_is_a_warning_with_its_cell(tmp_path):
+    """An injection's route and lot without its date: the vitals are kept, the lot is not lost silently."""
+    source = _site_a_rows(tmp_path, {"redcap_event_name": "injection_2_arm_1", "visit_date": "2025-06-26",
+                                     "weight_kg": "21.8", "inj_route": "1", "inj_lot": "UCMSC-1-1"})
+    report = translate(load_mapping(SPEC), [source], io.BytesIO(), KEY, quarantine=tmp_path / "q")
+    assert (report.rows_accepted, report.rows_rejected, report.rows_warned) == (2, 0, 1)
+    [warning] = report.warnings
+    assert (warning.row, warning.column, warning.value) == (3, "inj_date", "")
+    assert warning.rule.startswith("site-a.yaml:") and "inj_route, inj_lot" in warning.reason
+    assert "1 with warnings" in report.summary()
+    with (tmp_path / "q" / "warnings.csv").open(encoding="utf-8") as handle:
+        assert [(r["row"], r["column"]) for r in csv.DictReader(handle)] == [("3", "inj_date")]
