@@ -1,12 +1,18 @@
 """Bounds on what one request may ask: each limit is a 400 or 413 OperationOutcome naming it."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from conftest import observation
 
 from adapter.fhir.jsonio import MAX_NUMBER_EXPONENT, MAX_NUMBER_LENGTH, parse
 from adapter.fhir.outcomes import FhirError
+from adapter.fhir.search import (
+    MAX_ELEMENTS, MAX_FILTERS, MAX_INCLUDES, MAX_PARAMETERS, MAX_SORT_KEYS, MAX_VALUES,
+)
+from adapter.gateway.app import MAX_FORM_LENGTH, MAX_URL_LENGTH
 
 FHIR_JSON = "application/fhir+json"
 
@@ -15,7 +21,7 @@ def _outcome(response, status, where):
     assert response.status_code == status, response.data[:500]
     outcome = response.get_json(force=True)
     assert outcome["resourceType"] == "OperationOutcome"
-    assert any(where in i.get("expression", []) for i in outcome["issue"]), outcome
+    assert any(where in i.get("expression", []) or where in i["diagnostics"] for i in outcome["issue"]), outcome
     return outcome
 
 
@@ -43,3 +49,44 @@ def test_sixty_bytes_do_not_stop_a_worker(client):
                     content_type=FHIR_JSON)
     assert time.perf_counter() - started < 1
     _outcome(r, 400, "Patient.multipleBirthInteger")
+
+
+def _repeat(name, value, times):
+    return "&".join(f"{name}={value}" for _ in range(times))
+
+
+SEARCH_LIMITS = [  # (query over the limit, query at the limit, parameter named)
+    (f"_sort={','.join(['date'] * (MAX_SORT_KEYS + 1))}", f"_sort={','.join(['date'] * MAX_SORT_KEYS)}", "_sort"),
+    (_repeat("status:not", "x", MAX_FILTERS + 1), _repeat("status:not", "x", MAX_FILTERS), "status:not"),
+    (f"_elements={','.join(['status'] * (MAX_ELEMENTS + 1))}", f"_elements={','.join(['status'] * MAX_ELEMENTS)}",
+     "_elements"),
+    (_repeat("_include", "Observation:subject", MAX_INCLUDES + 1),
+     _repeat("_include", "Observation:subject", MAX_INCLUDES), "_include"),
+    (f"subject={','.join(f'Patient/p{i}' for i in range(MAX_VALUES + 1))}",
+     f"subject={','.join(f'Patient/p{i}' for i in range(MAX_VALUES))}", "subject"),
+    (f"date={','.join(['2026-01-02'] * (MAX_VALUES + 1))}", f"date={','.join(['2026-01-02'] * MAX_VALUES)}",
+     "date"),
+    (_repeat("colour", "x", MAX_PARAMETERS + 1), _repeat("colour", "x", MAX_PARAMETERS), "colour"),
+]
+
+
+@pytest.mark.parametrize("over,at,name", SEARCH_LIMITS, ids=[c[2] for c in SEARCH_LIMITS])
+def test_search_limits(client, over, at, name):
+    _outcome(client.get(f"/fhir/Observation?{over}"), 400, name)
+    _outcome(client.post("/fhir/Observation/_search", data=over,
+                         content_type="application/x-www-form-urlencoded"), 400, name)
+    assert client.get(f"/fhir/Observation?{at}").status_code == 200
+
+
+def test_a_condition_is_bounded_too(client):
+    r = client.post("/fhir/Observation", data=json.dumps(observation()), content_type=FHIR_JSON,
+                    headers={"If-None-Exist": _repeat("status:not", "x", MAX_FILTERS + 1)})
+    _outcome(r, 400, "status:not")
+
+
+def test_urls_and_search_bodies_are_bounded(client):
+    _outcome(client.get(f"/fhir/Observation?code={'x' * MAX_URL_LENGTH}"), 414, "URL")
+    _outcome(client.get(f"/fhir/metadata?x={'x' * MAX_URL_LENGTH}"), 414, "URL")
+    assert client.get(f"/fhir/Observation?code={'x' * (MAX_URL_LENGTH - 100)}").status_code == 200
+    _outcome(client.post("/fhir/Observation/_search", data=f"code={'x' * MAX_FORM_LENGTH}",
+                         content_type="application/x-www-form-urlencoded"), 413, "_search")

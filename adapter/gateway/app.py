@@ -9,7 +9,7 @@ import pathlib
 from typing import Any
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from adapter.exchange.export import resume_jobs
@@ -21,15 +21,20 @@ from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
 from adapter.store import DEFAULT_DB, open_store
 
-__all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY"]
+__all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY", "MAX_URL_LENGTH", "MAX_FORM_LENGTH"]
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+# A search's size, whichever way it comes: gunicorn refuses request lines past 8190 bytes with
+# its own plain-text 414, so ours (an OperationOutcome) must come first. A POST _search body
+# may be longer (the reason to use it), but not 10 MB of parameters.
+MAX_URL_LENGTH = 8000  # characters of path and query string
+MAX_FORM_LENGTH = 64 * 1024  # bytes of a POST [type]/_search form body
 log = logging.getLogger("adapter.gateway")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, FHIR_PATH, FHIR_BASE_URL,
-    EXPORT_DIR.
+    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, MAX_URL_LENGTH,
+    MAX_FORM_LENGTH, FHIR_PATH, FHIR_BASE_URL, EXPORT_DIR.
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_EXPORT_DIR) and then to the defaults: the SQLite file var/adapter.db, a 10 MB
@@ -40,7 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         DATABASE_URL=os.environ.get("FHIR_ADAPTER_DB", DEFAULT_DB),
         MAX_CONTENT_LENGTH=int(os.environ.get("FHIR_ADAPTER_MAX_BODY", DEFAULT_MAX_BODY)),
-        FHIR_PATH="/fhir",
+        FHIR_PATH="/fhir", MAX_URL_LENGTH=MAX_URL_LENGTH, MAX_FORM_LENGTH=MAX_FORM_LENGTH,
     )
     app.config.update(config or {})
     app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
@@ -76,6 +81,14 @@ def _warm_up() -> None:
 
 
 def _register_errors(app: Flask) -> None:
+    @app.before_request
+    def bounded_url() -> None:
+        environ, limit = request.environ, app.config["MAX_URL_LENGTH"]
+        length = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 1
+        if length > limit:
+            raise FhirError(414, [Issue("too-costly", f"the URL is {length} characters; the limit is {limit} "
+                                        "(a long search can be sent as a POST [type]/_search form)")])
+
     @app.errorhandler(FhirError)
     def fhir_error(error: FhirError) -> Response:
         return error_response(error)
