@@ -13,6 +13,7 @@ from adapter.fhir.search import (
     MAX_ELEMENTS, MAX_FILTERS, MAX_INCLUDES, MAX_PARAMETERS, MAX_SORT_KEYS, MAX_VALUES,
 )
 from adapter.gateway.app import MAX_FORM_LENGTH, MAX_URL_LENGTH
+from adapter.protocol.schedule import MAX_PLAN_ACTIONS
 
 FHIR_JSON = "application/fhir+json"
 
@@ -90,3 +91,34 @@ def test_urls_and_search_bodies_are_bounded(client):
     assert client.get(f"/fhir/Observation?code={'x' * (MAX_URL_LENGTH - 100)}").status_code == 200
     _outcome(client.post("/fhir/Observation/_search", data=f"code={'x' * MAX_FORM_LENGTH}",
                          content_type="application/x-www-form-urlencoded"), 413, "_search")
+
+
+PROTOCOL_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
+                             "code": "clinical-protocol"}]}
+
+
+def _chained_plan(actions: int, days: int = 1) -> dict:
+    """Each action timed from the one before, listed last first (the order that costs most)."""
+    chain = [{"id": "a0", "definitionCanonical": "http://example.org/PlanDefinition/visit"}]
+    chain += [{"id": f"a{i}", "definitionCanonical": "http://example.org/PlanDefinition/visit",
+               "relatedAction": [{"actionId": f"a{i - 1}", "relationship": "after-start",
+                                  "offsetDuration": {"value": days, "code": "d"}}]} for i in range(1, actions)]
+    return {"resourceType": "PlanDefinition", "id": "long", "status": "active", "type": PROTOCOL_TYPE,
+            "url": "http://example.org/PlanDefinition/long", "action": chain[::-1]}
+
+
+@pytest.mark.parametrize("actions,status", [(12_000, 422), (MAX_PLAN_ACTIONS, 200)])
+def test_apply_is_bounded_by_the_plan_size(client, store, actions, status):
+    store.load([{"resourceType": "Patient", "id": "kid"}, _chained_plan(actions)])
+    started = time.perf_counter()
+    r = client.get("/fhir/PlanDefinition/long/$apply?subject=Patient/kid&start=2026-01-05")
+    assert time.perf_counter() - started < 3
+    assert r.status_code == status, r.data[:300]
+    if status != 200:
+        _outcome(r, status, "PlanDefinition.action")
+
+
+def test_a_schedule_past_the_calendar_is_422(client, store):
+    store.load([{"resourceType": "Patient", "id": "kid"}, _chained_plan(2, days=10 ** 9)])
+    _outcome(client.get("/fhir/PlanDefinition/long/$apply?subject=Patient/kid&start=2026-01-05"), 422,
+             "PlanDefinition.action[0].relatedAction[0]")
