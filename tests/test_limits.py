@@ -5,7 +5,7 @@ import json
 import time
 
 import pytest
-from conftest import observation
+from conftest import observation, table_counts
 
 from adapter.fhir.jsonio import MAX_NUMBER_EXPONENT, MAX_NUMBER_LENGTH, parse
 from adapter.fhir.outcomes import FhirError
@@ -13,6 +13,7 @@ from adapter.fhir.search import (
     MAX_ELEMENTS, MAX_FILTERS, MAX_INCLUDES, MAX_PARAMETERS, MAX_SORT_KEYS, MAX_VALUES,
 )
 from adapter.gateway.app import MAX_FORM_LENGTH, MAX_URL_LENGTH
+from adapter.gateway.transactions import MAX_BUNDLE_ENTRIES
 from adapter.protocol.schedule import MAX_PLAN_ACTIONS
 
 FHIR_JSON = "application/fhir+json"
@@ -122,3 +123,13 @@ def test_a_schedule_past_the_calendar_is_422(client, store):
     store.load([{"resourceType": "Patient", "id": "kid"}, _chained_plan(2, days=10 ** 9)])
     _outcome(client.get("/fhir/PlanDefinition/long/$apply?subject=Patient/kid&start=2026-01-05"), 422,
              "PlanDefinition.action[0].relatedAction[0]")
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_bundles_are_bounded_by_their_entries(client, store, kind):
+    entry = {"request": {"method": "POST", "url": "Observation"}, "resource": observation()}
+    bundle = {"resourceType": "Bundle", "type": kind, "entry": [entry] * (MAX_BUNDLE_ENTRIES + 1)}
+    client.application.config["MAX_CONTENT_LENGTH"] = 10 * 1024 * 1024
+    before = table_counts(store)
+    _outcome(client.post("/fhir", data=json.dumps(bundle), content_type=FHIR_JSON), 413, "Bundle.entry")
+    assert table_counts(store) == before
