@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapter.fhir.search import parse_search
+from conftest import table_counts
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
 from r4schema import assert_r4
@@ -226,3 +227,19 @@ def test_subjects_that_cannot_be_checked_are_422(http, live, protocol_store, stu
     r = http.get(f"{live}/ResearchSubject/odd/$adherence")
     assert r.status_code == 422, r.text
     assert r.json()["issue"][0]["expression"] == [where]
+
+
+@pytest.mark.parametrize("persist", ["true", "TRUE"])
+def test_apply_persists_only_by_post(http, live, protocol_store, persist):
+    """A link or an image on another site can make a browser GET it: GET must not write."""
+    before = table_counts(protocol_store)
+    params = {"subject": "Patient/kid", "start": "2026-02-02", "persist": persist}
+    r = http.get(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params=params)
+    assert r.status_code == 405, r.text
+    assert r.headers["Allow"] == "POST"
+    assert r.json()["issue"][0]["expression"] == ["persist"]
+    assert table_counts(protocol_store) == before
+    r = http.post(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params=params,
+                  data=json.dumps({"resourceType": "Parameters"}), headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.text
+    assert protocol_store.read("CarePlan", r.json()["id"]).data

@@ -9,7 +9,7 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.outcomes import Issue, bad_request, operation_outcome
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, operation_outcome
 from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count, parse_since
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
@@ -67,6 +67,15 @@ def apply_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
         raise bad_request("parameter 'persist' must be true or false", "persist")
     care_plan = apply_plan(repo, req.id or "", values["subject"], _date(values, "start"), persist == "true")
     return FhirResponse(200, jsonio.dumps(care_plan))
+
+
+def apply_get(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """GET $apply only computes: a link or an image on another site can make a browser send a
+    GET, so persist=true (which writes) is taken by POST only."""
+    if any(k == "persist" and v.lower() == "true" for k, v in req.params):
+        raise FhirError(405, [Issue("not-supported", "persist=true stores the CarePlan: send $apply "
+                                    "by POST to persist", "persist")], {"Allow": "POST"})
+    return apply_operation(req, repo)
 
 
 def adherence_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -144,11 +153,11 @@ OPERATION_ROUTES: tuple[Route, ...] = (
     Route("GET", "/<resource_type>/<id>/$validate", "operation", validate_operation, "validate", _VALIDATE),
 ) + tuple(
     Route(method, f"/{rtype}/<id>/${name}", "operation", handler, name, definition)
-    for rtype, name, definition, handler in (
-        ("Patient", "everything", _EVERYTHING, everything_operation),
-        ("PlanDefinition", "apply", _APPLY, apply_operation),
-        ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation))
-    for method in ("GET", "POST"))
+    for rtype, name, definition, get, post in (
+        ("Patient", "everything", _EVERYTHING, everything_operation, everything_operation),
+        ("PlanDefinition", "apply", _APPLY, apply_get, apply_operation),
+        ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation, adherence_operation))
+    for method, handler in (("GET", get), ("POST", post)))
 
 
 def operations_of(resource_type: str) -> list[Route]:
