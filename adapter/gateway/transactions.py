@@ -24,7 +24,7 @@ from adapter.fhir.search import parse_search
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import (
-    ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_version,
+    ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_if_match,
 )
 from adapter.store.repository import Repository, StoredResource, Transaction
 
@@ -224,7 +224,7 @@ def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str
     if entry.resource.get("id") not in (None, rid):
         raise bad_request(f"the resource's id {entry.resource['id']!r} is not the entry's {rid!r}",
                           f"{entry.where}.resource.id")
-    if_match = parse_version(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+    if_match = parse_if_match(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
     stored = tx.update({**entry.resource, "id": rid}, if_match)
     return _response(req.base, "201 Created" if stored.created else "200 OK", stored)
 
