@@ -10,7 +10,7 @@ from conftest import observation, table_counts
 from adapter.fhir.jsonio import MAX_NUMBER_EXPONENT, MAX_NUMBER_LENGTH, parse
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.search import (
-    MAX_ELEMENTS, MAX_FILTERS, MAX_INCLUDES, MAX_PARAMETERS, MAX_SORT_KEYS, MAX_VALUES,
+    MAX_COUNT, MAX_ELEMENTS, MAX_FILTERS, MAX_INCLUDES, MAX_PARAMETERS, MAX_SORT_KEYS, MAX_VALUES,
 )
 from adapter.gateway.app import MAX_FORM_LENGTH, MAX_URL_LENGTH
 from adapter.gateway.transactions import MAX_BUNDLE_ENTRIES
@@ -133,3 +133,13 @@ def test_bundles_are_bounded_by_their_entries(client, store, kind):
     before = table_counts(store)
     _outcome(client.post("/fhir", data=json.dumps(bundle), content_type=FHIR_JSON), 413, "Bundle.entry")
     assert table_counts(store) == before
+
+
+def test_count_above_the_maximum_is_capped_and_said(client):
+    bundle = client.get(f"/fhir/Observation?_count={MAX_COUNT + 1}&status=final").get_json(force=True)
+    self_link = next(link["url"] for link in bundle["link"] if link["relation"] == "self")
+    assert f"_count={MAX_COUNT}" in self_link and f"_count={MAX_COUNT + 1}" not in self_link
+    outcomes = [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "outcome"]
+    issues = [i for o in outcomes for i in o["issue"]]
+    assert any(i["severity"] == "warning" and "_count" in i.get("expression", []) and str(MAX_COUNT) in i["diagnostics"]
+               for i in issues), bundle

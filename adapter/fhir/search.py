@@ -99,6 +99,7 @@ class SearchRequest:
     includes: tuple[Include, ...] = ()
     summary: str | None = None  # _summary: true | text | data | count (false: None)
     elements: tuple[str, ...] = ()  # _elements
+    notes: tuple[Issue, ...] = ()  # warnings for the Bundle, e.g. a _count that was capped
 
     def used_params(self) -> list[tuple[str, str]]:
         """The parameters the search really applied, for the Bundle's self link."""
@@ -207,12 +208,16 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     summary: str | None = None
     elements: tuple[str, ...] = ()
     unknown: list[Issue] = []
+    notes: list[Issue] = []
     if len(params) > MAX_PARAMETERS:
         raise _too_many(params[MAX_PARAMETERS][0], "parameters", MAX_PARAMETERS)
     for name, raw in params:
         base, _, modifier = name.partition(":")
         if base == "_count":
             count = parse_count(raw)
+            if count == MAX_COUNT and raw.lstrip("0") != str(MAX_COUNT):  # capped (no int(): any length)
+                notes.append(Issue("too-costly", f"_count {raw} is above the maximum; {MAX_COUNT} used",
+                                   "_count", severity="warning"))
         elif base == "_total":
             if raw not in ("none", "estimate", "accurate"):
                 raise bad_request(f"_total: {raw!r} is not none, estimate or accurate", "_total")
@@ -250,8 +255,10 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
         raise FhirError(400, unknown)
     if summary == "count":
         count = 0
+    if notes:  # the self link shows the count used
+        params = [(k, str(MAX_COUNT) if k.partition(":")[0] == "_count" else v) for k, v in params]
     return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
-                         tuple(ignored), tuple(includes), summary, elements, _raw=tuple(params))
+                         tuple(ignored), tuple(includes), summary, elements, tuple(notes), _raw=tuple(params))
 
 
 class _Unknown(Exception):

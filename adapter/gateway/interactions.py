@@ -125,7 +125,7 @@ def search(req: FhirRequest, repo: Repository) -> FhirResponse:
     if page.next_cursor is not None:
         next_url = page_url(req.base, rtype, used + [("_cursor", encode_cursor(page.next_cursor))])
     warnings = [Issue("not-supported", f"unknown search parameter {name!r} was ignored", name,
-                      severity="warning") for name in request.ignored]
+                      severity="warning") for name in request.ignored] + list(request.notes)
     return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings, request.summary,
                                        request.elements))
 
