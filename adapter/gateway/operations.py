@@ -57,7 +57,8 @@ def _date(values: dict[str, str], name: str, default: date | None = None) -> dat
 
 
 def apply_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
-    """PlanDefinition/{id}/$apply: subject (Patient/ID), start (date of the first injection),
+    """PlanDefinition/{id}/$apply: subject (Patient/ID), start (date of the first injection; by
+    default the child's ResearchSubject period.start, else today, as a CarePlan.note says),
     persist (true: store the CarePlan and create or update the ResearchSubject)."""
     values = _inputs(req)
     if not values.get("subject"):
@@ -65,7 +66,8 @@ def apply_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     persist = values.get("persist", "false").lower()
     if persist not in ("true", "false"):
         raise bad_request("parameter 'persist' must be true or false", "persist")
-    care_plan = apply_plan(repo, req.id or "", values["subject"], _date(values, "start"), persist == "true")
+    start = _date(values, "start") if "start" in values else None  # None: the child's or today
+    care_plan = apply_plan(repo, req.id or "", values["subject"], start, persist == "true")
     return FhirResponse(200, jsonio.dumps(care_plan))
 
 
