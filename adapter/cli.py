@@ -105,6 +105,9 @@ def load(db: str, batch_size: int, paths: tuple[pathlib.Path, ...]) -> None:
         sys.exit(1)
 
 
+WORKER_TIMEOUT = 60  # seconds; above the gateway's REQUEST_TIMEOUT + STATEMENT_TIMEOUT (45)
+
+
 def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -> None:
     if not _is_loopback(host) and not insecure_no_auth:
         raise click.UsageError(
@@ -121,7 +124,12 @@ def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) 
     os.environ["FHIR_ADAPTER_DB"] = normalize_url(db)
     if os.environ.get("FHIR_ADAPTER_EXPORT_DIR"):
         os.environ["FHIR_ADAPTER_EXPORT_DIR"] = os.path.abspath(os.environ["FHIR_ADAPTER_EXPORT_DIR"])
-    args = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers),
+    # The database and request bounds (adapter.gateway.app) answer first; this one is the last
+    # resort. Request lines up to gunicorn's maximum, so that the gateway's own URL limit (an
+    # OperationOutcome) applies before gunicorn's plain-text 414.
+    timeout = os.environ.get("FHIR_ADAPTER_WORKER_TIMEOUT", str(WORKER_TIMEOUT))
+    args = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", timeout,
+            "--limit-request-line", "8190",
             "--no-control-socket", "--access-logfile", "-", "--log-level", "warning",
             "adapter.gateway.app:create_app()"]
     sys.stdout.flush()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapter.fhir.search import parse_search
+from conftest import table_counts
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
 from r4schema import assert_r4
@@ -103,7 +104,6 @@ def test_apply_returns_a_dated_care_plan_and_persists_on_request(http, live, pro
 
 
 @pytest.mark.parametrize("path,params,status,where", [
-    ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Patient/kid"}, 400, "start"),
     ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Patient/kid", "start": "2026-02-30"}, 400, "start"),
     ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Group/x", "start": "2026-02-01"}, 400, "subject"),
     ("PlanDefinition/ucmsc-cp-arm-1/$apply", {"subject": "Patient/nobody", "start": "2026-02-01"}, 404, None),
@@ -226,3 +226,35 @@ def test_subjects_that_cannot_be_checked_are_422(http, live, protocol_store, stu
     r = http.get(f"{live}/ResearchSubject/odd/$adherence")
     assert r.status_code == 422, r.text
     assert r.json()["issue"][0]["expression"] == [where]
+
+
+@pytest.mark.parametrize("persist", ["true", "TRUE"])
+def test_apply_persists_only_by_post(http, live, protocol_store, persist):
+    """A link or an image on another site can make a browser GET it: GET must not write."""
+    before = table_counts(protocol_store)
+    params = {"subject": "Patient/kid", "start": "2026-02-02", "persist": persist}
+    r = http.get(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params=params)
+    assert r.status_code == 405, r.text
+    assert r.headers["Allow"] == "POST"
+    assert r.json()["issue"][0]["expression"] == ["persist"]
+    assert table_counts(protocol_store) == before
+    r = http.post(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params=params,
+                  data=json.dumps({"resourceType": "Parameters"}), headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.text
+    assert protocol_store.read("CarePlan", r.json()["id"]).data
+
+
+def test_apply_without_start_takes_the_research_subjects_start_else_today(http, live, protocol_store):
+    from datetime import date
+    r = http.get(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params={"subject": "Patient/kid"})
+    assert r.status_code == 200, r.text
+    care_plan = r.json()
+    assert_r4(care_plan)
+    assert any(a["detail"]["scheduledTiming"]["event"] == ["2026-01-05"] for a in care_plan["activity"])
+    assert "ResearchSubject/ucmsc-cp-kid" in care_plan["note"][0]["text"]
+    protocol_store.load([{"resourceType": "Patient", "id": "newcomer"}])
+    r = http.get(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params={"subject": "Patient/newcomer"})
+    assert r.status_code == 200, r.text
+    today = date.today().isoformat()
+    assert any(a["detail"]["scheduledTiming"]["event"] == [today] for a in r.json()["activity"])
+    assert "today" in r.json()["note"][0]["text"]

@@ -155,7 +155,8 @@ def run_job(repo: Repository, directory: pathlib.Path) -> None:
         log.exception("export %s failed", directory.name)
         job = read_job(directory.parent, directory.name) or {}
         if job.get("status") != "cancelled":
-            job.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            # The exception (SQL text and parameters included) is for the log, not the client.
+            job.update(status="failed", error=type(exc).__name__)
             _write_json(directory / "job.json", job)
     finally:
         handle.close()

@@ -73,6 +73,7 @@ def _walk(definition: str, node: dict[str, Any], path: str) -> Iterator[Issue]:
             elif name in children and isinstance(item, dict):
                 child = children[name]
                 if child == _RESOURCE:
-                    child = item.get("resourceType") if isinstance(item.get("resourceType"), str) else ""
+                    named = item.get("resourceType")
+                    child = named if isinstance(named, str) else ""
                 if child:
                     yield from _walk(child, item, where)

@@ -14,7 +14,13 @@ import orjson
 
 from adapter.fhir.outcomes import bad_request
 
-__all__ = ["parse", "dumps"]
+__all__ = ["parse", "dumps", "MAX_NUMBER_LENGTH", "MAX_NUMBER_EXPONENT"]
+
+# Numbers are bounded before any conversion: an integer element given `1E+999999999` would
+# otherwise become a billion-digit int in the validator (30 s of CPU for 60 bytes). The exponent
+# bound keeps every number finite as a float (the search index stores floats).
+MAX_NUMBER_LENGTH = 64  # characters of one number literal
+MAX_NUMBER_EXPONENT = 300  # |exponent| once normalised: 1e300 passes, 1e301 does not
 
 
 def _no_constant(name: str) -> Any:
@@ -30,14 +36,32 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+class _NumberOutOfRange(ValueError):
+    pass
+
+
+def _decimal(text: str) -> decimal.Decimal:
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise _NumberOutOfRange(text)
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:  # an exponent beyond even Decimal's range
+        raise _NumberOutOfRange(text) from None
+    if abs(value.adjusted()) > MAX_NUMBER_EXPONENT:
+        raise _NumberOutOfRange(text)
+    return value
+
+
 def _integer(text: str) -> int | decimal.Decimal:
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise _NumberOutOfRange(text)
     # orjson writes 64-bit integers only; larger ones travel as Decimal text fragments.
     value = int(text)
     return value if -(2 ** 63) <= value < 2 ** 63 else decimal.Decimal(text)
 
 
 _decoder = json.JSONDecoder(
-    parse_float=decimal.Decimal, parse_int=_integer, parse_constant=_no_constant,
+    parse_float=_decimal, parse_int=_integer, parse_constant=_no_constant,
     object_pairs_hook=_unique_keys,
 )
 
@@ -80,6 +104,13 @@ def parse(body: bytes | str) -> Any:
     except json.JSONDecodeError as exc:
         raise bad_request(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           code="structure") from exc
+    except _NumberOutOfRange as exc:
+        literal = str(exc)
+        shown = literal if len(literal) <= 24 else f"{literal[:20]}... ({len(literal)} characters)"
+        raise bad_request(
+            f"number {shown} is out of range: at most {MAX_NUMBER_LENGTH} characters and a "
+            f"magnitude between 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT}",
+            _number_path(text), code="value") from None
     except ValueError as exc:
         raise bad_request(f"malformed JSON: {exc}", code="structure") from exc
     if refused is not None:
@@ -104,6 +135,37 @@ def _nul(node: Any, path: str) -> str | None:
             return here
         if (found := _nul(child, here)) is not None:
             return found
+    return None
+
+
+class _Marker:
+    pass
+
+
+def _mark(text: str) -> Any:
+    try:
+        return _decimal(text)
+    except _NumberOutOfRange:
+        return _Marker()
+
+
+# Run again only on that error path, to name the element: the hooks of the first pass cannot
+# know where they are.
+_locator = json.JSONDecoder(parse_float=_mark, parse_int=lambda t: _mark(t) if len(t) > MAX_NUMBER_LENGTH else 0)
+
+
+def _number_path(text: str) -> str | None:
+    """The FHIRPath of the first out-of-range number, e.g. Patient.multipleBirthInteger."""
+    root = _locator.decode(text)
+    stack: list[tuple[Any, str]] = [(root, root.get("resourceType", "") if isinstance(root, dict) else "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Marker):
+            return path or None
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
     return None
 
 

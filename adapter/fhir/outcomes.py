@@ -83,8 +83,8 @@ def method_not_allowed(message: str, allowed: list[str]) -> FhirError:
     return FhirError(405, [Issue("not-supported", message)], {"Allow": ", ".join(allowed)})
 
 
-def too_large(limit: int) -> FhirError:
-    return FhirError(413, [Issue("too-costly", f"request body exceeds the limit of {limit} bytes")])
+def too_large(limit: int, what: str = "request body", expression: str | None = None) -> FhirError:
+    return FhirError(413, [Issue("too-costly", f"{what} exceeds the limit of {limit} bytes", expression)])
 
 
 def unsupported_media_type(content_type: str) -> FhirError:

@@ -20,6 +20,7 @@ from adapter.fhir.outcomes import FhirError, Issue, bad_request
 __all__ = [
     "Filter", "SortKey", "Include", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
     "parse_count", "parse_since", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT", "SUMMARY_MODES",
+    "MAX_PARAMETERS", "MAX_FILTERS", "MAX_VALUES", "MAX_SORT_KEYS", "MAX_INCLUDES", "MAX_ELEMENTS",
 ]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -35,6 +36,15 @@ MODIFIERS = {
 SORTABLE = {"token", "string", "date", "uri", "number", "quantity"}
 DEFAULT_COUNT, MAX_COUNT = 20, 1000
 SUMMARY_MODES = ("true", "false", "text", "data", "count")
+# What one search may ask; past these the SQL grows until it takes seconds (200 `status:not`
+# took 28 s on PostgreSQL, 64 sort keys 19 s) or SQLite refuses it ("Expression tree is too
+# large" from about 500 ORed dates). Each is a 400 naming the parameter; README "Limits".
+MAX_PARAMETERS = 100  # query or form parameters of one search, unknown ones included
+MAX_FILTERS = 20  # filters ANDed: repeated and chained parameters each count
+MAX_VALUES = 100  # comma-separated values ORed in one parameter
+MAX_SORT_KEYS = 8
+MAX_INCLUDES = 10  # _include and _revinclude together
+MAX_ELEMENTS = 100  # names in _elements
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class SearchRequest:
     includes: tuple[Include, ...] = ()
     summary: str | None = None  # _summary: true | text | data | count (false: None)
     elements: tuple[str, ...] = ()  # _elements
+    notes: tuple[Issue, ...] = ()  # warnings for the Bundle, e.g. a _count that was capped
 
     def used_params(self) -> list[tuple[str, str]]:
         """The parameters the search really applied, for the Bundle's self link."""
@@ -113,6 +124,18 @@ def _split_values(raw: str) -> list[str]:
         i += 1
     out.append(current)
     return out
+
+
+def _bounded_values(raw: str, name: str) -> list[str]:
+    values = _split_values(raw)
+    if len(values) > MAX_VALUES:
+        raise bad_request(f"{name}: {len(values)} values; at most {MAX_VALUES} may be ORed in one "
+                          "parameter", name, code="too-costly")
+    return values
+
+
+def _too_many(name: str, what: str, limit: int) -> FhirError:
+    return bad_request(f"{name}: more than {limit} {what} in one search", name, code="too-costly")
 
 
 def _prefix(raw: str) -> tuple[str, str]:
@@ -185,10 +208,16 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     summary: str | None = None
     elements: tuple[str, ...] = ()
     unknown: list[Issue] = []
+    notes: list[Issue] = []
+    if len(params) > MAX_PARAMETERS:
+        raise _too_many(params[MAX_PARAMETERS][0], "parameters", MAX_PARAMETERS)
     for name, raw in params:
         base, _, modifier = name.partition(":")
         if base == "_count":
             count = parse_count(raw)
+            if count == MAX_COUNT and raw.lstrip("0") != str(MAX_COUNT):  # capped (no int(): any length)
+                notes.append(Issue("too-costly", f"_count {raw} is above the maximum; {MAX_COUNT} used",
+                                   "_count", severity="warning"))
         elif base == "_total":
             if raw not in ("none", "estimate", "accurate"):
                 raise bad_request(f"_total: {raw!r} is not none, estimate or accurate", "_total")
@@ -203,15 +232,22 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
             if modifier not in ("", "iterate", "recurse"):
                 raise bad_request(f"{name}: unknown modifier {modifier!r} (only :iterate)", name)
             includes.append(_parse_include(resource_type, name, raw, base == "_revinclude", bool(modifier)))
+            if len(includes) > MAX_INCLUDES:
+                raise _too_many(base, "_include and _revinclude parameters", MAX_INCLUDES)
         elif base == "_summary":
             if raw not in SUMMARY_MODES:
                 raise bad_request(f"_summary: {raw!r} is not one of {', '.join(SUMMARY_MODES)}", "_summary")
             summary = None if raw == "false" else raw
         elif base == "_elements":
             elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+            if len(elements) > MAX_ELEMENTS:
+                raise _too_many("_elements", "element names", MAX_ELEMENTS)
         else:
             try:
                 filters.append(_parse_filter(resource_type, name, raw))
+                if len(filters) > MAX_FILTERS:
+                    raise _too_many(name, "filters (search parameters other than _sort, _count, ...)",
+                                    MAX_FILTERS)
             except _Unknown as exc:
                 ignored.append(base)
                 unknown.append(Issue("not-supported", str(exc), base))
@@ -221,8 +257,10 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
         raise bad_request("_cursor: not a cursor of this search (its _sort differs)", "_cursor")
     if summary == "count":  # a count request always counts, whatever _total says
         count, total = 0, "accurate"
+    if notes:  # the self link shows the count used
+        params = [(k, str(MAX_COUNT) if k.partition(":")[0] == "_count" else v) for k, v in params]
     return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
-                         tuple(ignored), tuple(includes), summary, elements, _raw=tuple(params))
+                         tuple(ignored), tuple(includes), summary, elements, tuple(notes), _raw=tuple(params))
 
 
 class _Unknown(Exception):
@@ -296,9 +334,9 @@ def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tupl
     if modifier == "of-type":  # identifier:of-type=type-system|type-code|value, matched whole
         if raw.count("|") != 2:
             raise bad_request(f"{name}: expected type-system|type-code|value", name)
-        return Filter(code, ptype, modifier, tuple((None, v) for v in _split_values(raw)))
+        return Filter(code, ptype, modifier, tuple((None, v) for v in _bounded_values(raw, name)))
     if modifier == "identifier":  # subject:identifier=system|value: Reference.identifier
-        return Filter(code, "token", modifier, tuple(_value("token", v, name) for v in _split_values(raw)))
+        return Filter(code, "token", modifier, tuple(_value("token", v, name) for v in _bounded_values(raw, name)))
     if modifier and modifier not in MODIFIERS.get(ptype, ()):
         if not (ptype == "reference" and modifier in targets):
             raise bad_request(f"{name}: modifier {modifier!r} is not supported for {ptype} "
@@ -306,7 +344,7 @@ def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tupl
     if raw == "":
         raise bad_request(f"{name}: empty value", name)
     values = []
-    for part in _split_values(raw):
+    for part in _bounded_values(raw, name):
         value = _value(ptype, part, name)
         if ptype == "reference" and modifier:  # subject:Patient=123
             value = (modifier, value[1], f"{modifier}/{value[1]}")
@@ -319,6 +357,8 @@ def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tupl
 def _parse_sort(resource_type: str, raw: str) -> list[SortKey]:
     known = search_params(resource_type)
     keys = []
+    if raw.count(",") >= MAX_SORT_KEYS:
+        raise bad_request(f"_sort: at most {MAX_SORT_KEYS} keys", "_sort", code="too-costly")
     for item in raw.split(","):
         descending = item.startswith("-")
         code = item.lstrip("-")

@@ -6,10 +6,12 @@ import gc
 import logging
 import os
 import pathlib
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from sqlalchemy.engine import make_url
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
@@ -17,48 +19,86 @@ from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.validation import validate
-from adapter.fhir.outcomes import FhirError, Issue, internal_error, method_not_allowed, too_large
+from adapter.fhir.jsonio import dumps
+from adapter.fhir.outcomes import (
+    FhirError, Issue, internal_error, method_not_allowed, operation_outcome, too_large,
+)
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
 from adapter.store import DEFAULT_DB, open_store
-from adapter.store.engines import normalize_url
+from adapter.store.engines import normalize_url, request_deadline
 
-__all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY"]
+__all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY", "MAX_URL_LENGTH", "MAX_FORM_LENGTH",
+           "STATEMENT_TIMEOUT", "REQUEST_TIMEOUT"]
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+# A search's size, whichever way it comes: gunicorn refuses request lines past 8190 bytes with
+# its own plain-text 414, so ours (an OperationOutcome) must come first. A POST _search body
+# may be longer (the reason to use it), but not 10 MB of parameters.
+MAX_URL_LENGTH = 8000  # characters of path and query string
+MAX_FORM_LENGTH = 64 * 1024  # bytes of a POST [type]/_search form body
+# Seconds. A statement is stopped past STATEMENT_TIMEOUT, and none starts once the request has
+# run REQUEST_TIMEOUT: both end as a 503 well before gunicorn's worker timeout (`serve` sets it
+# above their sum) would kill the worker and its database work would run on.
+STATEMENT_TIMEOUT = 20.0
+REQUEST_TIMEOUT = 25.0
 log = logging.getLogger("adapter.gateway")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, FHIR_PATH, FHIR_BASE_URL,
-    EXPORT_DIR.
+    """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, MAX_URL_LENGTH,
+    MAX_FORM_LENGTH, STATEMENT_TIMEOUT, REQUEST_TIMEOUT, FHIR_PATH, FHIR_BASE_URL, EXPORT_DIR.
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
-    FHIR_ADAPTER_EXPORT_DIR) and then to the defaults: the SQLite file var/adapter.db, a 10 MB
-    body limit, Bulk Data files in `exports/` beside the SQLite file (else var/exports).
-    Relative paths are taken from the working directory the app starts in.
+    FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR) and
+    then to the defaults: the SQLite file var/adapter.db, a 10 MB body limit, 20 s per statement
+    and 25 s per request (0: unbounded), Bulk Data files in `exports/` beside the SQLite file
+    (else var/exports). Relative paths are taken from the working directory the app starts in.
     Unfinished export jobs that no process runs are resumed.
     """
     app = Flask(__name__)
     app.config.update(
         DATABASE_URL=os.environ.get("FHIR_ADAPTER_DB", DEFAULT_DB),
         MAX_CONTENT_LENGTH=int(os.environ.get("FHIR_ADAPTER_MAX_BODY", DEFAULT_MAX_BODY)),
-        FHIR_PATH="/fhir",
+        FHIR_PATH="/fhir", MAX_URL_LENGTH=MAX_URL_LENGTH, MAX_FORM_LENGTH=MAX_FORM_LENGTH,
+        STATEMENT_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT)),
+        REQUEST_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_REQUEST_TIMEOUT", REQUEST_TIMEOUT)),
     )
     app.config.update(config or {})
     app.config["DATABASE_URL"] = normalize_url(app.config["DATABASE_URL"])
     app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
                           or _export_dir(app.config["DATABASE_URL"]))
     app.config["EXPORT_DIR"] = os.path.abspath(app.config["EXPORT_DIR"])
-    app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"])
+    app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"],
+                                              statement_timeout=app.config["STATEMENT_TIMEOUT"])
     resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), app.extensions["fhir_store"])
     started = now_instant()
     app.extensions["fhir_capabilities"] = functools.lru_cache(maxsize=8)(
         lambda base: orjson.dumps(capability_statement(base, started)))
     app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
     _register_errors(app)
+    app.wsgi_app = _answer_aborts(app.wsgi_app)  # type: ignore[method-assign]
     _warm_up()
     return app
+
+
+def _answer_aborts(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """gunicorn's worker timeout (SIGABRT) and shutdown raise SystemExit inside the request:
+    answer it as an OperationOutcome, not gunicorn's HTML page, before the worker goes."""
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return wsgi_app(environ, start_response)
+        except SystemExit:
+            log.error("request stopped by the server (worker timeout or shutdown): %s %s",
+                      environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            body = dumps(operation_outcome([Issue(
+                "timeout", "the request was stopped before its answer was ready (server time limit "
+                "or shutdown); a write in it may or may not have been made")]))
+            start_response("503 SERVICE UNAVAILABLE", [
+                ("Content-Type", "application/fhir+json; charset=utf-8"),
+                ("Content-Length", str(len(body))), ("Retry-After", "10")])
+            return [body]
+    return guarded
 
 
 def _export_dir(database_url: str) -> str:
@@ -82,6 +122,23 @@ def _warm_up() -> None:
 
 
 def _register_errors(app: Flask) -> None:
+    @app.before_request
+    def bounded_time() -> None:
+        seconds = app.config["REQUEST_TIMEOUT"]
+        request_deadline.set(time.monotonic() + seconds if seconds else None)
+
+    @app.teardown_request
+    def unbounded_time(_error: BaseException | None) -> None:
+        request_deadline.set(None)
+
+    @app.before_request
+    def bounded_url() -> None:
+        environ, limit = request.environ, app.config["MAX_URL_LENGTH"]
+        length = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 1
+        if length > limit:
+            raise FhirError(414, [Issue("too-costly", f"the URL is {length} characters; the limit is {limit} "
+                                        "(a long search can be sent as a POST [type]/_search form)")])
+
     @app.errorhandler(FhirError)
     def fhir_error(error: FhirError) -> Response:
         return error_response(error)

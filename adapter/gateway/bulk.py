@@ -97,7 +97,7 @@ def _status(job_id: str) -> Response:
     if job is None or job["status"] == "cancelled":
         raise not_found(f"no export job {job_id}")
     if job["status"] == "failed":
-        raise FhirError(500, [Issue("exception", f"the export failed: {job['error']}")])
+        raise FhirError(500, [Issue("exception", f"export {job_id} failed; the error has been logged")])
     if job["status"] != "completed":
         return Response(status=202, headers={"X-Progress": job.get("progress", ""), "Retry-After": "1"})
     base = service_base()

@@ -26,7 +26,7 @@ from adapter.gateway.bundles import history_bundle, http_date, page_url, searchs
 from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
-           "SYSTEM_INTERACTIONS", "check_type"]
+           "SYSTEM_INTERACTIONS", "check_type", "parse_if_match"]
 
 
 @dataclass(slots=True)  # built once per request: slots, not frozen, keep that cheap
@@ -85,6 +85,19 @@ def parse_version(raw: str, what: str) -> int:
     return int(text)
 
 
+_ETAG = re.compile(r'(?:W/)?"([A-Za-z0-9\-.]{1,64})"')  # a weak or strong ETag holding a FHIR id
+
+
+def parse_if_match(raw: str, what: str = "If-Match") -> int:
+    """The version an If-Match asks for. A well-formed ETag whose value is no version id of this
+    server (`W/"bogus"`) cannot match the resource: 412, as for any other version; only a
+    header that is no ETag at all is a 400."""
+    etag = _ETAG.fullmatch(raw.strip())
+    if etag and not etag.group(1).isdigit():
+        raise precondition_failed(f"{what}: {raw!r} is not the current version of the resource")
+    return parse_version(raw, what)
+
+
 # -- read side ----------------------------------------------------------------------------------
 
 def read(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -113,7 +126,7 @@ def search(req: FhirRequest, repo: Repository) -> FhirResponse:
     if page.next_cursor is not None:
         next_url = page_url(req.base, rtype, used + [("_cursor", encode_cursor(page.next_cursor))])
     warnings = [Issue("not-supported", f"unknown search parameter {name!r} was ignored", name,
-                      severity="warning") for name in request.ignored]
+                      severity="warning") for name in request.ignored] + list(request.notes)
     return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings, request.summary,
                                        request.elements))
 
@@ -258,7 +271,7 @@ def update(req: FhirRequest, repo: Repository) -> FhirResponse:
         raise bad_request(f"the body's id {resource.get('id')!r} does not match the URL's id "
                           f"{req.id!r}", f"{rtype}.id")
     if_match = req.headers.get("If-Match")
-    version = parse_version(if_match, "If-Match") if if_match else None
+    version = parse_if_match(if_match) if if_match else None
     stored = repo.update(_validated(resource), if_match=version)
     return _written(req, stored, 201 if stored.created else 200)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.outcomes import Issue, bad_request, operation_outcome
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, operation_outcome
 from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count, parse_since
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
@@ -57,7 +57,8 @@ def _date(values: dict[str, str], name: str, default: date | None = None) -> dat
 
 
 def apply_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
-    """PlanDefinition/{id}/$apply: subject (Patient/ID), start (date of the first injection),
+    """PlanDefinition/{id}/$apply: subject (Patient/ID), start (date of the first injection; by
+    default the child's ResearchSubject period.start, else today, as a CarePlan.note says),
     persist (true: store the CarePlan and create or update the ResearchSubject)."""
     values = _inputs(req)
     if not values.get("subject"):
@@ -65,8 +66,18 @@ def apply_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     persist = values.get("persist", "false").lower()
     if persist not in ("true", "false"):
         raise bad_request("parameter 'persist' must be true or false", "persist")
-    care_plan = apply_plan(repo, req.id or "", values["subject"], _date(values, "start"), persist == "true")
+    start = _date(values, "start") if "start" in values else None  # None: the child's or today
+    care_plan = apply_plan(repo, req.id or "", values["subject"], start, persist == "true")
     return FhirResponse(200, jsonio.dumps(care_plan))
+
+
+def apply_get(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """GET $apply only computes: a link or an image on another site can make a browser send a
+    GET, so persist=true (which writes) is taken by POST only."""
+    if any(k == "persist" and v.lower() == "true" for k, v in req.params):
+        raise FhirError(405, [Issue("not-supported", "persist=true stores the CarePlan: send $apply "
+                                    "by POST to persist", "persist")], {"Allow": "POST"})
+    return apply_operation(req, repo)
 
 
 def adherence_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -144,11 +155,11 @@ OPERATION_ROUTES: tuple[Route, ...] = (
     Route("GET", "/<resource_type>/<id>/$validate", "operation", validate_operation, "validate", _VALIDATE),
 ) + tuple(
     Route(method, f"/{rtype}/<id>/${name}", "operation", handler, name, definition)
-    for rtype, name, definition, handler in (
-        ("Patient", "everything", _EVERYTHING, everything_operation),
-        ("PlanDefinition", "apply", _APPLY, apply_operation),
-        ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation))
-    for method in ("GET", "POST"))
+    for rtype, name, definition, get, post in (
+        ("Patient", "everything", _EVERYTHING, everything_operation, everything_operation),
+        ("PlanDefinition", "apply", _APPLY, apply_get, apply_operation),
+        ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation, adherence_operation))
+    for method, handler in (("GET", get), ("POST", post)))
 
 
 def operations_of(resource_type: str) -> list[Route]:

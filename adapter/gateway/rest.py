@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Request, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from adapter.fhir.jsonio import dumps
-from adapter.fhir.outcomes import FhirError, bad_request, unsupported_media_type
+from adapter.fhir.outcomes import FhirError, bad_request, too_large, unsupported_media_type
 from adapter.gateway import bulk
 from adapter.gateway.base import service_base
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
@@ -29,7 +30,11 @@ def _params(http: Request, form: bool) -> list[tuple[str, str]]:
         media = (http.content_type or "").split(";")[0].strip().lower()
         if http.content_length and media != "application/x-www-form-urlencoded":
             raise unsupported_media_type(http.content_type or "(none)")
-        params.extend(http.form.items(multi=True))
+        limit = http.max_content_length = current_app.config["MAX_FORM_LENGTH"]
+        try:
+            params.extend(http.form.items(multi=True))
+        except RequestEntityTooLarge:
+            raise too_large(limit, "the _search form body", "_search") from None
         if any("\x00" in k or "\x00" in v for k, v in params):
             raise bad_request("the search's form body holds the NUL character (%00)")
     return params

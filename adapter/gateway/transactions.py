@@ -25,12 +25,15 @@ from adapter.fhir.ids import check_id
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import (
-    ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_version,
+    ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_if_match,
 )
 from adapter.store.repository import Repository, StoredResource, Transaction
 
-__all__ = ["bundle", "BUNDLE_ROUTES", "BUNDLE_INTERACTIONS"]
+__all__ = ["bundle", "BUNDLE_ROUTES", "BUNDLE_INTERACTIONS", "MAX_BUNDLE_ENTRIES"]
 
+# Entries of one batch or transaction: 1,000 take 1-3 s, well inside a request's time; 23,000
+# outlasted the worker. Larger loads go through `fhir-adapter load` or ingest.
+MAX_BUNDLE_ENTRIES = 1000
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
@@ -252,7 +255,7 @@ def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str
     if entry.resource.get("id") not in (None, rid):
         raise bad_request(f"the resource's id {entry.resource['id']!r} is not the entry's {rid!r}",
                           f"{entry.where}.resource.id")
-    if_match = parse_version(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+    if_match = parse_if_match(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
     stored = tx.update({**entry.resource, "id": rid}, if_match)
     return _response(req.base, "201 Created" if stored.created else "200 OK", stored)
 
@@ -296,6 +299,9 @@ def bundle(req: FhirRequest, repo: Repository) -> FhirResponse:
     if kind not in ("batch", "transaction"):
         raise bad_request(f"Bundle.type {kind!r}: only batch and transaction Bundles are processed here",
                           "Bundle.type")
+    if isinstance(body.get("entry"), list) and len(body["entry"]) > MAX_BUNDLE_ENTRIES:
+        raise FhirError(413, [Issue("too-costly", f"the Bundle has {len(body['entry'])} entries; at most "
+                                    f"{MAX_BUNDLE_ENTRIES} are processed in one request", "Bundle.entry")])
     entries = list(_entries(body))
     return _transaction(req, repo, entries) if kind == "transaction" else _batch(req, repo, entries)
 

@@ -85,7 +85,18 @@ def study_and_arm(repo: Repository, plan_id: str) -> tuple[dict[str, Any], str]:
     raise bad_request(f"PlanDefinition/{plan_id} is not the protocol of any ResearchStudy arm")
 
 
-def apply_plan(repo: Repository, plan_id: str, subject: str, start: date,
+def _default_start(repo: Repository, patient_id: str) -> tuple[date, str]:
+    """No start given: the child's ResearchSubject period.start, else today; and which it was."""
+    for subject in search_all(repo, "ResearchSubject", [("individual", f"Patient/{patient_id}")]):
+        try:
+            start = date.fromisoformat(str((subject.get("period") or {}).get("start", ""))[:10])
+        except ValueError:
+            continue
+        return start, f"ResearchSubject/{subject['id']} period.start"
+    return date.today(), "today: the child has no ResearchSubject with a period.start"
+
+
+def apply_plan(repo: Repository, plan_id: str, subject: str, start: date | None,
                persist: bool = False) -> dict[str, Any]:
     plan = read_json(repo, "PlanDefinition", plan_id)
     types = {c.get("code") for c in (plan.get("type") or {}).get("coding", [])}
@@ -96,6 +107,9 @@ def apply_plan(repo: Repository, plan_id: str, subject: str, start: date,
         repo.read("Patient", patient_id)
     except FhirError as exc:  # 404 or 410, said as the subject's problem
         raise not_found(f"subject Patient/{patient_id} is not known") from exc
+    source = None
+    if start is None:
+        start, source = _default_start(repo, patient_id)
     visits = schedule(plan, start)
     actions = {a["id"]: a for a in plan.get("action", [])}
     canonical = f"{plan['url']}|{plan['version']}" if plan.get("version") else plan["url"]
@@ -116,6 +130,9 @@ def apply_plan(repo: Repository, plan_id: str, subject: str, start: date,
                                                             "end": v.latest.isoformat()}}},
         }} for v in visits],
     }
+    if source:  # whoever reads the plan must know where its dates come from
+        care_plan["note"] = [{"text": f"No start was given: the first injection is planned on "
+                                      f"{start.isoformat()}, from {source}."}]
     if persist:
         study, arm = study_and_arm(repo, plan_id)
         stored = repo.update(care_plan)

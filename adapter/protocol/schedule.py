@@ -16,11 +16,14 @@ from adapter.fhir.outcomes import FhirError, Issue
 from adapter.protocol.spec import Spec
 
 __all__ = ["Visit", "DatedVisit", "visit_plan", "schedule", "protocol_actions", "add_months", "INDEX",
-           "WINDOW_EXTENSION"]
+           "WINDOW_EXTENSION", "MAX_PLAN_ACTIONS"]
 
 WINDOW_EXTENSION = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/AcceptableOffsetRangeSoa"
 
 INDEX = "c1-d0"  # the first injection: every other visit is timed from it or from the last one
+# Visits a plan may have to be scheduled ($apply, $adherence): the protocol has a few dozen, and
+# dating 12,000 took 17 s (each round looks for the actions whose anchor is dated).
+MAX_PLAN_ACTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -91,21 +94,26 @@ def schedule(plan: dict[str, Any], start: date) -> list[DatedVisit]:
     what is stored is what is scheduled. Day offsets and windows are exact; month offsets are
     calendar months, with the window's width taken from the extension.
     """
-    pending = protocol_actions(plan)
+    pending = list(enumerate(protocol_actions(plan)))
     dated: dict[str, DatedVisit] = {}
     while pending:  # an action is dated once the action it is timed from is
-        ready = [a for a in pending if not a.get("relatedAction")
+        ready = [(i, a) for i, a in pending if not a.get("relatedAction")
                  or a["relatedAction"][0]["actionId"] in dated]
         if not ready:
             raise _unschedulable(plan, "the relatedAction timings go round in a circle", "action")
-        for action in ready:
-            pending.remove(action)
-            dated[action["id"]] = _date(action, dated, start)
+        for i, action in ready:
+            pending.remove((i, action))
+            try:
+                dated[action["id"]] = _date(action, dated, start)
+            except (OverflowError, ValueError):  # past date.max (9999-12-31) or before date.min
+                where = "relatedAction[0]" if action.get("relatedAction") else "timingRange"
+                raise _unschedulable(plan, "its dates would pass the calendar's bounds (years 1 "
+                                     "to 9999)", f"action[{i}].{where}") from None
     return sorted(dated.values(), key=lambda d: (d.target, d.visit.id))
 
 
-def _unschedulable(plan: dict[str, Any], reason: str, where: str) -> FhirError:
-    return FhirError(422, [Issue("processing", f"PlanDefinition/{plan.get('id')} cannot be scheduled: "
+def _unschedulable(plan: dict[str, Any], reason: str, where: str, code: str = "processing") -> FhirError:
+    return FhirError(422, [Issue(code, f"PlanDefinition/{plan.get('id')} cannot be scheduled: "
                                  f"{reason}", f"PlanDefinition.{where}")])
 
 
@@ -114,6 +122,9 @@ def protocol_actions(plan: dict[str, Any]) -> list[dict[str, Any]]:
     and a definitionCanonical each, one index action, and every other timed by one relatedAction
     to a known action with a numeric offsetDuration. Anything else is a 422 naming the element."""
     actions = plan.get("action") or []
+    if len(actions) > MAX_PLAN_ACTIONS:
+        raise _unschedulable(plan, f"{len(actions)} actions; at most {MAX_PLAN_ACTIONS} can be scheduled",
+                             "action", code="too-costly")
     ids = {a.get("id") for a in actions if isinstance(a, dict)}
     index = 0
     for i, action in enumerate(actions):

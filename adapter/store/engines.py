@@ -9,11 +9,14 @@ lock per resource it touches, in one fixed order, so two writers of the same res
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pathlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, Table, Text, any_, bindparam, create_engine, event, text
@@ -21,10 +24,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from adapter.fhir.outcomes import FhirError, Issue
 from adapter.private import private_dir, private_file
 
 __all__ = ["normalize_url", "shown_url", "make_engine", "lock_resources", "is_postgresql", "bulk_insert", "one_of",
-           "ByIdReader"]
+           "ByIdReader", "bound_statements", "request_deadline"]
 
 
 def normalize_url(url: str) -> str:
@@ -103,6 +107,73 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
 
     return engine
+
+
+# The time.monotonic() after which the current request starts no statement; set by the gateway
+# per request (threads started by a request, such as exports, do not inherit it).
+request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+_SQLITE_CHECK_EVERY = 1000  # SQLite VM instructions between two looks at the clock
+
+
+def _timed_out(message: str) -> FhirError:
+    return FhirError(503, [Issue("timeout", f"{message}; narrow the request, or try again later")],
+                     {"Retry-After": "10"})
+
+
+def bound_statements(engine: Engine, seconds: float) -> None:
+    """Stop any statement of `engine` running past `seconds` (0: no bound), and start none once
+    the current request's deadline has passed: a 503 OperationOutcome (issue code timeout).
+
+    For the gateway's engine only: loads, ingests and migrations run on engines without it.
+    PostgreSQL: the session's statement_timeout (lock waits included). SQLite: a progress
+    handler that interrupts a statement past its deadline, and a busy timeout of the same length
+    (a wait for the write lock happens in C, where nothing else could stop it).
+    """
+    postgresql = is_postgresql(engine)
+    millis = int(seconds * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, record: Any) -> None:
+        if postgresql:
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute(f"SET statement_timeout = {millis}")
+            dbapi_conn.commit()
+            return
+        deadline = record.info["deadline"] = [math.inf]
+        if millis:
+            dbapi_conn.execute(f"PRAGMA busy_timeout = {millis}")
+        dbapi_conn.set_progress_handler(lambda: time.monotonic() > deadline[0], _SQLITE_CHECK_EVERY)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Connection, *_: Any) -> None:
+        now, request = time.monotonic(), request_deadline.get()
+        if request is not None and now >= request:
+            raise _timed_out("the request ran out of time")
+        if not postgresql:
+            conn.connection.info["deadline"][0] = min(now + seconds if seconds else math.inf,
+                                                      math.inf if request is None else request)
+
+    def _clear(info: dict[Any, Any]) -> None:  # COMMIT and ROLLBACK must never be interrupted
+        if "deadline" in info:
+            info["deadline"][0] = math.inf
+
+    if not postgresql:
+        event.listen(engine, "commit", lambda conn: _clear(conn.connection.info))
+        event.listen(engine, "rollback", lambda conn: _clear(conn.connection.info))
+
+        @event.listens_for(engine.pool, "reset")
+        def _reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+            _clear(connection_record.info)
+
+    @event.listens_for(engine, "handle_error")
+    def _translate(context: Any) -> None:
+        error = context.original_exception
+        if type(error).__name__ == "QueryCanceled" or (
+                isinstance(error, sqlite3.OperationalError)
+                and str(error) in ("interrupted", "database is locked")):
+            raise _timed_out(f"a database statement ran past {seconds:g} s") from error
+
+    engine.dispose()  # connections made before (migrations) lack the bound
 
 
 def one_of(conn: Connection, column: Any, values: list[str]) -> Any:
