@@ -156,3 +156,44 @@ def test_post_kick_off_with_parameters(live, data):
     bad = requests.post(f"{live}/$export", json={"resourceType": "Parameters", "parameter": ["x"]},
                         headers={**ASYNC, "Content-Type": "application/fhir+json"}, timeout=30)
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_type_asked_for_many_times_is_exported_once(live, data, app):
+    manifest = run_export(f"{live}/$export", _type=",".join(["Patient"] * 300))
+    assert [o["type"] for o in manifest["output"]] == ["Patient"]
+    job = json.loads(pathlib.Path(app.config["EXPORT_DIR"], manifest["_status_url"].rsplit("/", 1)[1],
+                                  "job.json").read_text())
+    assert job["request"]["types"] == ["Patient"]
+
+
+def test_a_client_has_at_most_its_share_of_unfinished_jobs(live, data, app):
+    import fcntl
+    app.config["EXPORT_MAX_JOBS"] = 1
+    root = pathlib.Path(app.config["EXPORT_DIR"])
+    (root / "job-busy").mkdir(parents=True)
+    request = ExportRequest("system", ("Observation",), None, (), f"{live}/$export")
+    _write_json(root / "job-busy" / "job.json", {
+        "id": "job-busy", "status": "running", "request": request.__dict__, "client": "127.0.0.1",
+        "transactionTime": "2026-01-01T00:00:00Z", "progress": "", "output": [], "error": None})
+    with open(root / "job-busy" / "lock", "a") as lock:  # its runner holds the lock: it is running
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        refused = requests.get(f"{live}/$export", headers=ASYNC, timeout=30)
+        assert refused.status_code == 429 and refused.headers["Retry-After"]
+        assert refused.json()["issue"][0]["code"] == "throttled"
+        assert requests.delete(f"{live}/$export-status/job-busy", timeout=30).status_code == 202
+    assert run_export(f"{live}/$export")["output"]  # the cancelled job no longer counts
+
+
+def test_finished_jobs_and_their_files_expire(live, data, app):
+    from email.utils import parsedate_to_datetime
+    from datetime import datetime, timedelta, timezone
+    manifest = run_export(f"{live}/$export", _type="Patient")
+    status = requests.get(manifest["_status_url"], timeout=30)
+    expires = parsedate_to_datetime(status.headers["Expires"])
+    assert timedelta(hours=23) < expires - datetime.now(timezone.utc) <= timedelta(hours=24)
+    job_dir = pathlib.Path(app.config["EXPORT_DIR"], manifest["_status_url"].rsplit("/", 1)[1])
+    assert job_dir.exists()
+    app.config["EXPORT_RETENTION"] = 0
+    assert requests.get(manifest["output"][0]["url"], timeout=30).status_code == 404
+    assert requests.get(manifest["_status_url"], timeout=30).status_code == 404
+    assert not job_dir.exists()

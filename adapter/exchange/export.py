@@ -17,7 +17,9 @@ import pathlib
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from adapter.fhir.dates import now_instant
@@ -26,7 +28,8 @@ from adapter.private import open_private, private_dir
 from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository
 
-__all__ = ["ExportRequest", "start_job", "run_job", "resume_jobs", "read_job", "cancel_job", "PAGE"]
+__all__ = ["ExportRequest", "start_job", "run_job", "resume_jobs", "read_job", "cancel_job", "PAGE",
+           "active_jobs", "expire_jobs", "expires_at"]
 
 PAGE = 1000
 log = logging.getLogger("adapter.export")
@@ -58,14 +61,43 @@ def read_job(root: pathlib.Path, job_id: str) -> dict[str, Any] | None:
         return None
 
 
-def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest) -> str:
+def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest, client: str = "") -> str:
     job_id = str(uuid.uuid4())
     directory = private_dir(root / job_id)  # the files hold patients' data
     _write_json(directory / "job.json", {
         "id": job_id, "status": "accepted", "request": request.__dict__, "transactionTime": now_instant(),
-        "progress": "accepted", "output": [], "error": None})
+        "progress": "accepted", "output": [], "error": None, "client": client})
     _spawn(repo, directory)
     return job_id
+
+
+def _jobs(root: pathlib.Path) -> Iterator[dict[str, Any]]:
+    for job_file in sorted(root.glob("*/job.json")) if root.exists() else []:
+        job = read_job(root, job_file.parent.name)
+        if job is not None:
+            yield job
+
+
+def active_jobs(root: pathlib.Path, client: str) -> int:
+    """Jobs of one client still to finish (accepted or running)."""
+    return sum(1 for job in _jobs(root) if job.get("client", "") == client and job["status"] in ("accepted", "running"))
+
+
+def expires_at(job: dict[str, Any], retention: float) -> datetime:
+    """When a finished job and its files go: `retention` seconds after it ended."""
+    ended = job.get("completed") or job.get("ended") or job["transactionTime"]
+    return datetime.fromisoformat(ended.replace("Z", "+00:00")) + timedelta(seconds=retention)
+
+
+def expire_jobs(root: pathlib.Path, retention: float) -> int:
+    """Remove finished jobs (completed, failed, cancelled) older than `retention` seconds, with
+    their files: exports hold patients' data and must not stay on disk. Returns how many."""
+    now, removed = datetime.now(timezone.utc), 0
+    for job in _jobs(root):
+        if job["status"] not in ("accepted", "running") and expires_at(job, retention) <= now:
+            shutil.rmtree(root / job["id"], ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _spawn(repo: Repository, directory: pathlib.Path) -> None:
@@ -98,7 +130,7 @@ def cancel_job(root: pathlib.Path, job_id: str) -> bool:
     job = read_job(root, job_id)
     if job is None or job["status"] == "cancelled":
         return False
-    job["status"] = "cancelled"
+    job.update(status="cancelled", ended=now_instant())
     _write_json(root / job_id / "job.json", job)
     for path in (root / job_id).glob("*.ndjson*"):
         path.unlink(missing_ok=True)
@@ -156,7 +188,7 @@ def run_job(repo: Repository, directory: pathlib.Path) -> None:
         job = read_job(directory.parent, directory.name) or {}
         if job.get("status") != "cancelled":
             # The exception (SQL text and parameters included) is for the log, not the client.
-            job.update(status="failed", error=type(exc).__name__)
+            job.update(status="failed", error=type(exc).__name__, ended=now_instant())
             _write_json(directory / "job.json", job)
     finally:
         handle.close()
@@ -169,7 +201,7 @@ def _run(repo: Repository, directory: pathlib.Path, job: dict[str, Any]) -> None
     _write_json(directory / "job.json", job)
     patients = _patients(repo, request)
     written_total = 0
-    for rtype in request.types:
+    for rtype in dict.fromkeys(request.types):  # each type once, however often it was asked for
         if patients is not None and rtype not in compartment_types():
             continue
         count, path = 0, directory / f"{rtype}.ndjson"

@@ -6,13 +6,16 @@ files, and DELETE to cancel and remove a job. The jobs themselves: adapter/excha
 from __future__ import annotations
 
 import pathlib
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from flask import Blueprint, Response, current_app, request, send_file
 
-from adapter.exchange.export import ExportRequest, cancel_job, read_job, start_job
+from adapter.exchange.export import (
+    ExportRequest, active_jobs, cancel_job, expire_jobs, expires_at, read_job, start_job,
+)
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
 from adapter.fhir.search import parse_search, parse_since
@@ -26,6 +29,15 @@ EXPORT_DEFINITION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 EXPORT_OPERATIONS = ((None, "export"), ("Patient", "export"), ("Group", "export"))
 _FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 _KNOWN = {"_outputFormat", "_type", "_since", "_typeFilter"}
+# Defaults of the app config keys EXPORT_MAX_JOBS (unfinished jobs per client) and
+# EXPORT_RETENTION (seconds a finished job and its files are kept).
+MAX_JOBS = 2
+RETENTION = 24 * 3600
+
+
+def _client() -> str:
+    """Who asks, for the per-client job limit: the remote address until clients authenticate."""
+    return request.remote_addr or ""
 
 
 def export_root() -> pathlib.Path:
@@ -52,7 +64,7 @@ def _kick_off(level: str, group: str | None = None) -> Response:
     if fmt not in _FORMATS:
         raise bad_request(f"_outputFormat {fmt!r}: only {', '.join(_FORMATS)}", "_outputFormat")
     allowed = SERVED_TYPES if level == "system" else compartment_types()
-    types = tuple(values.get("_type") or allowed)
+    types = tuple(dict.fromkeys(values.get("_type") or allowed))  # 300 repeats: one file, written once
     wrong = [t for t in types if t not in allowed]
     if wrong:
         raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")
@@ -71,7 +83,14 @@ def _kick_off(level: str, group: str | None = None) -> Response:
     base = service_base()
     path = "$export" if level == "system" else "Patient/$export" if level == "patient" else f"Group/{group}/$export"
     url = f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
-    job = start_job(export_root(), store, ExportRequest(level, types, since, tuple(filters), url, group))
+    root, client = export_root(), _client()
+    expire_jobs(root, current_app.config.get("EXPORT_RETENTION", RETENTION))
+    limit = current_app.config.get("EXPORT_MAX_JOBS", MAX_JOBS)
+    if active_jobs(root, client) >= limit:
+        raise FhirError(429, [Issue("throttled", f"{limit} export jobs of this client are still running: "
+                                    "wait for one to finish, or cancel one (DELETE its status URL)")],
+                        {"Retry-After": "10"})
+    job = start_job(root, store, ExportRequest(level, types, since, tuple(filters), url, group), client)
     return Response(status=202, headers={"Content-Location": f"{base}/$export-status/{job}"})
 
 
@@ -93,6 +112,8 @@ def _parameters(body: bytes) -> list[tuple[str, str]]:
 
 
 def _status(job_id: str) -> Response:
+    retention = current_app.config.get("EXPORT_RETENTION", RETENTION)
+    expire_jobs(export_root(), retention)
     job = read_job(export_root(), job_id)
     if job is None or job["status"] == "cancelled":
         raise not_found(f"no export job {job_id}")
@@ -107,8 +128,9 @@ def _status(job_id: str) -> Response:
         "output": [{"type": o["type"], "url": f"{base}/$export-file/{job_id}/{o['file']}", "count": o["count"]}
                    for o in job["output"]],
         "error": []}
+    expires = format_datetime(expires_at(job, retention), usegmt=True)
     return Response(orjson.dumps(manifest), 200, content_type="application/json",
-                    headers={"Expires": "", "Cache-Control": "no-store"})
+                    headers={"Expires": expires, "Cache-Control": "no-store"})
 
 
 def _delete(job_id: str) -> Response:
@@ -118,6 +140,7 @@ def _delete(job_id: str) -> Response:
 
 
 def _file(job_id: str, name: str) -> Response:
+    expire_jobs(export_root(), current_app.config.get("EXPORT_RETENTION", RETENTION))
     job = read_job(export_root(), job_id)
     if job is None or job["status"] != "completed" or name not in {o["file"] for o in job["output"]}:
         raise not_found(f"no file {name} in export {job_id}")
