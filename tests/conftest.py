@@ -5,6 +5,9 @@ import contextlib
 import functools
 import os
 import pathlib
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -116,6 +119,29 @@ def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.headers["Accept"] = "application/fhir+json"
         yield session
+
+
+@pytest.fixture
+def served(db_url: str, store: SqlStore, tmp_path: pathlib.Path) -> Iterator[str]:
+    """The gateway as deployed: `fhir-adapter serve` (gunicorn, 2 workers) in its own process on
+    a free loopback port, a 64 KiB body limit, Patient/p1 stored; yields the service base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = str(pathlib.Path(sys.executable).parent / "fhir-adapter")
+    proc = subprocess.Popen([cli, "serve", "--port", str(port), "--db", db_url, "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                            env={**os.environ, "FHIR_ADAPTER_EXPORT_DIR": str(tmp_path / "exports"),
+                                 "FHIR_ADAPTER_MAX_BODY": str(64 * 1024)})
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        wait_until_serving(f"{base}/metadata")
+        requests.put(f"{base}/Patient/p1", json={"resourceType": "Patient", "id": "p1"},
+                     headers={"Content-Type": "application/fhir+json"}, timeout=30)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def observation(**extra: Any) -> dict[str, Any]:

@@ -114,3 +114,33 @@ def test_long_searchable_values_are_stored_and_found_alike_on_both_stores(client
     assert client.get(f"/fhir/Patient?name={long[:50]}").json["total"] == 1
     assert [e["resource"]["id"] for e in client.get(f"/fhir/Patient?identifier={long}|{cjk}").json["entry"]] == ["n2"]
     assert client.get(f"/fhir/PlanDefinition?url=http://x.org/{long}").json["total"] == 1
+
+
+def _raw(base: str, request: bytes) -> tuple[int, bytes]:
+    import socket
+    from urllib.parse import urlsplit
+    parts = urlsplit(base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_chunked_bodies_are_bounded_and_checked_under_gunicorn(served, store):
+    """Without a Content-Length the body was cut at the limit and parsed as if whole; a bad
+    chunk size was a 500."""
+    head = (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    big = json.dumps({"resourceType": "Patient", "name": [{"family": "x" * 70_000}]}).encode()
+    small = json.dumps({"resourceType": "Patient", "gender": "female"}).encode()
+    before = table_counts(store)
+    status, body = _raw(served, head + b"%x\r\n" % len(big) + big + b"\r\n0\r\n\r\n")
+    assert status == 413 and json.loads(body)["resourceType"] == "OperationOutcome"
+    status, body = _raw(served, head + b"zz\r\n" + small + b"\r\n0\r\n\r\n")
+    assert status == 400 and json.loads(body)["resourceType"] == "OperationOutcome"
+    assert table_counts(store) == before
+    status, body = _raw(served, head + b"%x\r\n" % len(small) + small + b"\r\n0\r\n\r\n")
+    assert status == 201 and json.loads(body)["gender"] == "female"

@@ -20,6 +20,7 @@ from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
 from adapter.fhir.search import parse_search, parse_since
 from adapter.gateway.base import service_base
+from adapter.gateway.body import read_body
 from adapter.store.compartment import compartment_types
 
 __all__ = ["register", "EXPORT_OPERATIONS", "export_root"]
@@ -48,8 +49,9 @@ def _kick_off(level: str, group: str | None = None) -> Response:
     if "respond-async" not in request.headers.get("Prefer", ""):
         raise bad_request("a Bulk Data export runs asynchronously: send Prefer: respond-async", "Prefer")
     params = list(request.args.items(multi=True))
-    if request.method == "POST" and request.content_length:
-        params += _parameters(request.get_data())
+    if request.method == "POST" and (request.content_length or "chunked" in request.headers.get(
+            "Transfer-Encoding", "").lower()):
+        params += _parameters(read_body(request))
     unknown = sorted({k for k, _ in params} - _KNOWN)
     if unknown:
         raise bad_request(f"export parameters not supported here: {', '.join(unknown)}", unknown[0],

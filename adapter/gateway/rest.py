@@ -13,6 +13,7 @@ from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import FhirError, bad_request, too_large, unsupported_media_type
 from adapter.gateway import bulk
 from adapter.gateway.base import service_base
+from adapter.gateway.body import read_body
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
 from adapter.gateway.negotiation import check_body_type, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
@@ -53,7 +54,7 @@ def _view(route: Route) -> Any:
         body = None
         if reads_body:
             check_body_type(http.content_type)
-            body = http.get_data(cache=False)
+            body = read_body(http)
         req = FhirRequest(
             base_url=service_base, resource_type=path.get("resource_type"), id=path.get("id"),
             version=path.get("version"), params=params, headers=http.headers,
