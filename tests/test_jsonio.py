@@ -25,7 +25,7 @@ def test_decimals_keep_their_digits(text):
     (b'\xff\xfe', "UTF-8"),
     (b'', "malformed JSON"),
     (b'{"a": "\\ud800"}', "surrogate"),
-    (b'{"a": 1E+400}', "infinity"),
+    (b'{"a": 1E+400}', "out of range"),
     (b'{"a": "x\\u0000"}', "NUL"),
     (b'[' * 65 + b']' * 65, "nested more than 64 levels"),
     (b'[' * 2000 + b']' * 2000, "nested more than 64 levels"),
@@ -43,7 +43,8 @@ TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=(
 @given(st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | TEXT
     | st.decimals(min_value=decimal.Decimal("-1e300"), max_value=decimal.Decimal("1e300"),
-                  allow_nan=False, allow_infinity=False).filter(lambda d: d == 0 or abs(d) > decimal.Decimal("1e-300")),
+                  allow_nan=False, allow_infinity=False).filter(
+                      lambda d: (d == 0 or abs(d) > decimal.Decimal("1e-300")) and len(str(d)) <= 64),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
     max_leaves=20))
 def test_round_trip(value):

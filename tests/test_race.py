@@ -72,7 +72,8 @@ def test_concurrent_workers_lose_and_double_no_version(db_url, store, tmp_path):
         def run(worker: int) -> list[tuple[str, str, int]]:
             rng = random.Random(worker)
             with requests.Session() as session:
-                return [_write(session, base, rng, n) for n in range(250)]
+                # Each write's content is its own (worker and n): an unchanged update makes no version.
+                return [_write(session, base, rng, worker * 1000 + n) for n in range(250)]
         with ThreadPoolExecutor(8) as pool:
             results = [r for batch in pool.map(run, range(8)) for r in batch]
     finally:

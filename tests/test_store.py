@@ -95,7 +95,7 @@ def test_load_is_one_transaction_per_batch(store):
     bad = {"resourceType": "Observation", "id": "o2"}  # no status: the index still loads
     assert store.load([observation(id="o1"), bad]) == 2
     before = table_counts(store)
-    with pytest.raises(KeyError):  # the second has no id: the whole batch is rolled back
+    with pytest.raises(FhirError):  # the second has no id: the whole batch is rolled back
         store.load([observation(id="o3"), {"resourceType": "Observation"}])
     assert table_counts(store) == before
 
