@@ -69,6 +69,12 @@ def test_make_run_serves_bulk_export_files(tmp_path):
         patients = next(o for o in output if o["type"] == "Patient")
         assert patients["count"] == 15
 
+        # An EHR syncing by _lastUpdated sees everything the demo wrote (it saw 17 of 6,032).
+        for rtype in ("Observation", "Patient", "Procedure"):
+            every = requests.get(f"{base}/{rtype}?_summary=count", timeout=30).json()["total"]
+            since = requests.get(f"{base}/{rtype}?_lastUpdated=ge2000-01-01&_summary=count", timeout=30).json()
+            assert every > 0 and since["total"] == every, rtype
+
         # Files that hold identifiers: the owner's alone (the umask notwithstanding).
         var = tmp_path / "var"
         exports = var / "exports"
