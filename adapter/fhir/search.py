@@ -195,7 +195,7 @@ def parse_count(raw: str) -> int:
     """`_count`: a non-negative integer, capped at MAX_COUNT."""
     if not (raw.isascii() and raw.isdigit()):  # '²'.isdigit() is True, and int() refuses it
         raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
-    return min(int(raw), MAX_COUNT)
+    return MAX_COUNT if len(raw) > 9 else min(int(raw), MAX_COUNT)  # int() refuses 4,300 digits
 
 
 def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool = False) -> SearchRequest:

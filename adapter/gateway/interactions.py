@@ -80,9 +80,9 @@ def parse_version(raw: str, what: str) -> int:
     text = raw.strip()
     text = text[2:] if text.startswith("W/") else text
     text = text.strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # '²'.isdigit() is True, and int() refuses it
         raise bad_request(f"{what}: {raw!r} is not a version id of this server", what)
-    return int(text)
+    return 2 ** 63 if len(text) > 18 else int(text)  # past any stored version: 404 or 412
 
 
 _ETAG = re.compile(r'(?:W/)?"([A-Za-z0-9\-.]{1,64})"')  # a weak or strong ETag holding a FHIR id
