@@ -226,7 +226,7 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
             sort = list(_parse_sort(resource_type, raw))
         elif base == "_cursor":
             cursor = decode_cursor(raw)
-        elif base == "_format":
+        elif base in ("_format", "_pretty"):  # how the answer is written, not what it holds
             continue
         elif base in ("_include", "_revinclude"):
             if modifier not in ("", "iterate", "recurse"):

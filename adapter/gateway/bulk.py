@@ -25,7 +25,7 @@ EXPORT_DEFINITION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 # For the CapabilityStatement: (type or None for system level, operation name).
 EXPORT_OPERATIONS = ((None, "export"), ("Patient", "export"), ("Group", "export"))
 _FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
-_KNOWN = {"_outputFormat", "_type", "_since", "_typeFilter"}
+_KNOWN = {"_outputFormat", "_type", "_since", "_typeFilter", "_pretty"}
 
 
 def export_root() -> pathlib.Path:

@@ -198,7 +198,7 @@ def condition(rtype: str, query: str | list[tuple[str, str]], what: str) -> Sear
     """The search of a conditional interaction: strict (an unknown parameter must not match
     everything), at most 2 matches needed to tell none, one and several apart."""
     params = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
-    params = [(k, v) for k, v in params if k not in ("_format", "_count", "_sort", "_total", "_cursor")]
+    params = [(k, v) for k, v in params if k not in ("_format", "_pretty", "_count", "_sort", "_total", "_cursor")]
     if not params:
         raise bad_request(f"{what}: a conditional interaction needs search parameters", what)
     return replace(parse_search(rtype, params, strict=True), count=2, total="none", sort=())
