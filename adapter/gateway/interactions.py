@@ -21,8 +21,10 @@ from adapter.fhir.outcomes import (
 from adapter.fhir.search import (
     DEFAULT_COUNT, SearchRequest, decode_cursor, encode_cursor, parse_count, parse_search, parse_since,
 )
+from adapter.fhir.subsetting import subset
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
+from adapter.gateway.conditional_read import modified_since, subsetting_params
 from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
@@ -101,10 +103,18 @@ def parse_if_match(raw: str, what: str = "If-Match") -> int:
 # -- read side ----------------------------------------------------------------------------------
 
 def read(req: FhirRequest, repo: Repository) -> FhirResponse:
-    stored = repo.read(check_type(req.resource_type), req.id or "")
+    rtype = check_type(req.resource_type)
+    stored = repo.read(rtype, req.id or "")
     headers = _version_headers(stored)
-    if req.headers.get("If-None-Match", "").strip() == headers["ETag"]:
+    if_none_match = req.headers.get("If-None-Match")
+    if if_none_match is not None:  # it overrides If-Modified-Since (RFC 7232 3.3)
+        if if_none_match.strip() == headers["ETag"]:
+            return FhirResponse(304, None, headers)
+    elif (since := req.headers.get("If-Modified-Since")) and not modified_since(stored.last_updated, since):
         return FhirResponse(304, None, headers)
+    if req.params:
+        summary, elements = subsetting_params(req.params)
+        return FhirResponse(200, subset(stored.data or b"{}", rtype, summary, elements), headers)
     return FhirResponse(200, stored.data, headers)
 
 
