@@ -179,7 +179,8 @@ def test_metadata_is_a_truthful_r4_capability_statement(http, live):
     assert {i["code"] for i in resources["Observation"]["interaction"]} == {
         "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
         "search-type"}
-    assert cs["rest"][0]["interaction"] == [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
+    assert cs["rest"][0]["interaction"] == [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
+                                            {"code": "search-system"}]
 
 
 def test_every_advertised_search_parameter_answers(http, live, store):

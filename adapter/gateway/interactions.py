@@ -26,6 +26,7 @@ from adapter.fhir.subsetting import subset
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
 from adapter.gateway.conditional_read import modified_since, subsetting_params
+from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
@@ -43,6 +44,8 @@ class FhirRequest:
     params: list[tuple[str, str]] = field(default_factory=list)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    compartment: str | None = None  # GET [compartment]/[compartment_id]/[type]: e.g. Patient
+    compartment_id: str | None = None
 
     @property
     def base(self) -> str:
@@ -127,19 +130,54 @@ def vread(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 
 def search(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """GET [type]?..., and GET Patient/[id]/[type]?... (the search within a patient's compartment)."""
+    if req.resource_type == "*" and req.compartment:
+        return compartment_search_all(req, repo)
     rtype = check_type(req.resource_type)
     strict = req.prefer("handling") == "strict"
     request = parse_search(rtype, req.params, strict=strict)
+    path = rtype
+    if req.compartment is not None:
+        patient = check_compartment(req, repo, rtype)
+        request = replace(request, compartment=patient)
+        path = f"Patient/{patient}/{rtype}"
     page = repo.search(request)
     used = [(k, v) for k, v in request.used_params() if k != "_cursor"]
-    self_url = page_url(req.base, rtype, request.used_params())
-    next_url = None
-    if page.next_cursor is not None:
-        next_url = page_url(req.base, rtype, used + [("_cursor", encode_cursor(page.next_cursor))])
+
+    def at(cursor: tuple[Any, ...] | None, before: bool = False) -> str | None:
+        return None if cursor is None else page_url(req.base, path, used + [("_cursor", encode_cursor(cursor, before))])
+
     warnings = [Issue("not-supported", f"unknown search parameter {name!r} was ignored", name,
                       severity="warning") for name in request.ignored] + list(request.notes)
-    return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings, request.summary,
-                                       request.elements))
+    return FhirResponse(200, searchset(req.base, page, page_url(req.base, path, request.used_params()),
+                                       at(page.next_cursor), warnings, request.summary, request.elements,
+                                       at(page.previous_cursor, before=True), page_url(req.base, path, used)))
+
+
+def check_compartment(req: FhirRequest, repo: Repository, rtype: str | None = None) -> str:
+    """The patient whose compartment a search is in: 404 unless the compartment is a patient's
+    and the patient exists (410 once deleted), 400 for a type no patient's compartment holds."""
+    if req.compartment != "Patient":
+        raise FhirError(404, [Issue("not-found", f"{req.compartment!r} is no compartment here; the "
+                                    "Patient compartment is (Patient/[id]/[type])")])
+    patient = check_id(req.compartment_id, "Patient.id")
+    repo.read("Patient", patient)
+    if rtype is not None and rtype not in compartment_types():
+        raise bad_request(f"{rtype} is not in the Patient compartment: no {rtype} search parameter "
+                          "refers to a Patient", code="not-supported")
+    return patient
+
+
+def system_search(req: FhirRequest, repo: Repository) -> FhirResponse:
+    from adapter.gateway import system_search as across  # it builds on this module
+
+    return across.system_search(req, repo)
+
+
+def compartment_search_all(req: FhirRequest, repo: Repository) -> FhirResponse:
+    from adapter.gateway import system_search as across
+
+    return across.compartment_search_all(req, repo)
 
 
 def history(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -355,6 +393,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/<resource_type>/<id>", "delete", delete),
     Route("GET", "/<resource_type>/<id>/_history", "history-instance", history),
     Route("GET", "/<resource_type>/<id>/_history/<version>", "vread", vread),
+    Route("GET", "/<compartment>/<compartment_id>/<resource_type>", "search-type", search),
+    Route("GET", "/", "search-system", system_search),
 )
 # Interactions on every served type, in the order of the table above.
 TYPE_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(

@@ -58,7 +58,7 @@ def _view(route: Route) -> Any:
         req = FhirRequest(
             base_url=service_base, resource_type=path.get("resource_type"), id=path.get("id"),
             version=path.get("version"), params=params, headers=http.headers,
-            body=body,
+            body=body, compartment=path.get("compartment"), compartment_id=path.get("compartment_id"),
         )
         result = route.handler(req, current_app.extensions["fhir_store"])
         headers = list(result.headers.items())
