@@ -58,14 +58,16 @@ _WEIRD_TEXT = st.sampled_from([
 ]) | st.text(alphabet="abcXYZ019|,:-.$\\/%_ ", max_size=12)
 _IDS = st.sampled_from(["p1", "o1", "missing", ".", "..", "a%00b", "x" * 70, "%3Cscript%3E", "p1.2", "-"])
 _CURSORS = st.sampled_from([[True], 123, 1.5, None, [{"a": 1}], {"a": 1}, [], ["x", "y"], [1], [None],
-                            [2 ** 70], ["p1"]]).map(_cursor)
+                            [2 ** 70], ["p1"], {"before": ["p1"]}, {"before": [1]}, {"before": "x"},
+                            {"before": []}, ["Patient"], ["Patient", "p1"], ["Foo", "p1"],
+                            {"before": ["Observation", None]}]).map(_cursor)
 _PARAM_NAMES = st.sampled_from([
     "_id", "_lastUpdated", "_count", "_sort", "_total", "_summary", "_elements", "_include",
     "_revinclude", "_has:Observation:subject:status", "_cursor", "_format", "_since", "name", "gender",
     "birthdate", "identifier", "code", "subject", "subject:Patient", "subject:R4.FooType",
     "subject.gender", "value-quantity", "date", "status", "status:not", "code:text", "url:above",
     "url:below", "name:contains", "name:exact", "identifier:of-type", "patient", "_type", "_typeFilter",
-    "start", "persist", "_outputFormat", "periodStart",
+    "start", "persist", "_outputFormat", "periodStart", "_pretty",
 ])
 
 
@@ -135,6 +137,44 @@ def _bundle(draw: Any) -> bytes:
     return json.dumps(bundle).encode()
 
 
+_POINTERS = st.sampled_from(["/gender", "/id", "/resourceType", "/name/0/family", "/name/-", "/name/9", "",
+                             "/meta/versionId", "/a~1b", "/~2", "gender", "/birthDate", 5, None])
+_JSON_PATCH = st.lists(st.fixed_dictionaries(
+    {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "frob", 1])},
+    optional={"path": _POINTERS, "from": _POINTERS,
+              "value": _JSON | st.sampled_from(["female", [{"family": "f"}], {"x": 1}])}), max_size=3) | _JSON
+_FHIRPATHS = st.sampled_from([
+    "Patient", "Patient.gender", "Patient.name", "Patient.name[0]", "Patient.name[99].given", "Patient.id",
+    "Patient.identifier.where(system='s')", "Patient.name.first()", "Patient.name.where(", "Patient.(", "",
+    "Patient.name.resolve()", "Observation.subject", "Patient.name.where(family.exists() and %resource)",
+])
+
+
+@st.composite
+def _fhirpath_patch(draw: Any) -> bytes:
+    operations = []
+    for _ in range(draw(st.integers(0, 3))):
+        parts: list[Any] = [{"name": "type", "valueCode": draw(st.sampled_from(
+            ["add", "insert", "delete", "replace", "move", "upsert", 3]))},
+            {"name": "path", "valueString": draw(_FHIRPATHS)}]
+        for name in draw(st.lists(st.sampled_from(["name", "value", "index", "source", "destination", "odd"]),
+                                  max_size=4)):
+            if name in ("index", "source", "destination"):
+                parts.append({"name": name, "valueInteger": draw(st.sampled_from([0, 1, -1, 10 ** 12, "1"]))})
+            elif name == "value":
+                parts.append(draw(st.sampled_from([
+                    {"name": "value", "valueCode": "female"}, {"name": "value", "valueString": "x"},
+                    {"name": "value", "valueHumanName": {"family": "f"}}, {"name": "value"},
+                    {"name": "value", "part": [{"name": "gender", "valueCode": "male"}]},
+                    {"name": "value", "part": [{"name": "x", "part": []}]}, {"name": "value", "valueX": 1, "valueY": 2},
+                ])))
+            else:
+                parts.append({"name": name, "valueString": draw(st.sampled_from(["birthDate", "name", "gender", ""]))})
+        operations.append(draw(st.sampled_from([{"name": "operation", "part": parts}, {"name": "other"}, 1]))
+                          if draw(st.integers(0, 9)) == 0 else {"name": "operation", "part": parts})
+    return json.dumps({"resourceType": "Parameters", "parameter": operations}).encode()
+
+
 @st.composite
 def probes(draw: Any) -> Probe:
     """One request of the fuzzer."""
@@ -144,14 +184,16 @@ def probes(draw: Any) -> Probe:
     shape = draw(st.sampled_from([  # searches and writes twice as often as the rest
         "search", "search", "search-post", "read", "vread", "history", "history-type", "history-system",
         "create", "create", "update", "update", "conditional", "delete", "validate", "everything", "apply",
-        "adherence", "export", "bundle", "bundle", "metadata", "unknown",
+        "adherence", "export", "bundle", "bundle", "metadata", "unknown", "patch", "patch", "compartment",
+        "system",
     ]))
     headers: dict[str, str] = {}
     if draw(st.booleans()):
         headers[draw(st.sampled_from(["If-Match", "If-None-Exist", "If-None-Match", "Prefer", "Accept",
-                                      "If-Modified-Since"]))] = draw(st.sampled_from([
+                                      "If-Modified-Since", "Accept-Encoding"]))] = draw(st.sampled_from([
                                           'W/"1"', 'W/"bogus"', "*", "return=minimal", "respond-async",
-                                          "application/xml", "identifier=s|1", "gender=%00", "garbage"]))
+                                          "application/xml", "identifier=s|1", "gender=%00", "garbage",
+                                          "Sun, 06 Nov 1994 08:49:37 GMT", "gzip;q=0", "handling=strict"]))
     q = f"?{query}" if query else ""
     if shape == "search":
         return Probe("GET", f"{rtype}{q}", None, headers)
@@ -169,6 +211,20 @@ def probes(draw: Any) -> Probe:
         return Probe("GET", f"{rtype}/_history{q}", None, headers)
     if shape == "history-system":
         return Probe("GET", f"_history{q}", None, headers)
+    if shape == "compartment":
+        compartment = draw(st.sampled_from(["Patient", "Patient", "Observation", "Foo"]))
+        return Probe("GET", f"{compartment}/{draw(st.sampled_from(['p1', 'p1', rid]))}/"
+                            f"{draw(st.sampled_from([rtype, '*']))}{q}", None, headers)
+    if shape == "system":
+        return Probe("GET", q, None, headers)
+    if shape == "patch":
+        if draw(st.booleans()):
+            headers["Content-Type"] = "application/json-patch+json"
+            body = json.dumps(draw(_JSON_PATCH)).encode()
+        else:
+            headers["Content-Type"] = draw(st.sampled_from([FHIR, FHIR, "text/plain"]))
+            body = draw(_fhirpath_patch() | _RAW_BODIES)
+        return Probe("PATCH", f"{rtype}/{draw(st.sampled_from(['p1', 'p1', rid]))}", body, headers)
     headers.setdefault("Content-Type", FHIR)
     if shape == "create":
         return Probe("POST", rtype, draw(_body(rtype, None)), headers)

@@ -177,9 +177,10 @@ def test_metadata_is_a_truthful_r4_capability_statement(http, live):
     resources = {res["type"]: res for res in cs["rest"][0]["resource"]}
     assert set(resources) == set(SERVED_TYPES)
     assert {i["code"] for i in resources["Observation"]["interaction"]} == {
-        "read", "vread", "update", "delete", "history-instance", "history-type", "create",
+        "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
         "search-type"}
-    assert cs["rest"][0]["interaction"] == [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
+    assert cs["rest"][0]["interaction"] == [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
+                                            {"code": "search-system"}]
 
 
 def test_every_advertised_search_parameter_answers(http, live, store):

@@ -175,10 +175,12 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def dumps(value: Any, sort_keys: bool = False) -> bytes:
-    """Serialise to compact JSON bytes (keys sorted on request, e.g. to hash a record).
+def dumps(value: Any, sort_keys: bool = False, indent: bool = False) -> bytes:
+    """Serialise to compact JSON bytes (keys sorted on request, e.g. to hash a record; indented
+    for _pretty).
 
     >>> dumps({'value': decimal.Decimal('6.30')})
     b'{"value":6.30}'
     """
-    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(value, default=_default, option=option or None)

@@ -19,7 +19,7 @@ from adapter.fhir.outcomes import FhirError, Issue, bad_request
 
 __all__ = [
     "Filter", "SortKey", "Include", "SearchRequest", "parse_search", "encode_cursor", "decode_cursor",
-    "parse_count", "parse_since", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT", "SUMMARY_MODES",
+    "decode_search_cursor", "parse_count", "parse_since", "PREFIXES", "MODIFIERS", "DEFAULT_COUNT", "MAX_COUNT", "SUMMARY_MODES",
     "MAX_PARAMETERS", "MAX_FILTERS", "MAX_VALUES", "MAX_SORT_KEYS", "MAX_INCLUDES", "MAX_ELEMENTS",
 ]
 
@@ -100,6 +100,10 @@ class SearchRequest:
     summary: str | None = None  # _summary: true | text | data | count (false: None)
     elements: tuple[str, ...] = ()  # _elements
     notes: tuple[Issue, ...] = ()  # warnings for the Bundle, e.g. a _count that was capped
+    # The page before `cursor` rather than after it (a `previous` link's cursor).
+    before: bool = False
+    # Only resources in this patient's compartment (GET Patient/[id]/[type]).
+    compartment: str | None = None
 
     def used_params(self) -> list[tuple[str, str]]:
         """The parameters the search really applied, for the Bundle's self link."""
@@ -204,7 +208,7 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     sort: list[SortKey] = []
     ignored: list[str] = []
     includes: list[Include] = []
-    count, total, cursor = DEFAULT_COUNT, "estimate", None
+    count, total, cursor, before = DEFAULT_COUNT, "estimate", None, False
     summary: str | None = None
     elements: tuple[str, ...] = ()
     unknown: list[Issue] = []
@@ -225,8 +229,8 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
         elif base == "_sort":
             sort = list(_parse_sort(resource_type, raw))
         elif base == "_cursor":
-            cursor = decode_cursor(raw)
-        elif base == "_format":
+            cursor, before = decode_search_cursor(raw)
+        elif base in ("_format", "_pretty"):  # how the answer is written, not what it holds
             continue
         elif base in ("_include", "_revinclude"):
             if modifier not in ("", "iterate", "recurse"):
@@ -260,7 +264,8 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     if notes:  # the self link shows the count used
         params = [(k, str(MAX_COUNT) if k.partition(":")[0] == "_count" else v) for k, v in params]
     return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
-                         tuple(ignored), tuple(includes), summary, elements, tuple(notes), _raw=tuple(params))
+                         tuple(ignored), tuple(includes), summary, elements, tuple(notes), before,
+                         _raw=tuple(params))
 
 
 class _Unknown(Exception):
@@ -380,18 +385,35 @@ def _fits(cursor: tuple[Any, ...], sort: list[SortKey]) -> bool:
                for k, v in zip(sort, cursor, strict=False))
 
 
-def encode_cursor(values: tuple[Any, ...]) -> str:
-    """An opaque keyset cursor: the sort values and id of the last entry of a page."""
-    return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
+def encode_cursor(values: tuple[Any, ...], before: bool = False) -> str:
+    """An opaque keyset cursor: the sort values and id of the last entry of a page (`before`:
+    of the first, for the page that precedes it)."""
+    shape: Any = {"before": list(values)} if before else list(values)
+    return base64.urlsafe_b64encode(orjson.dumps(shape)).decode().rstrip("=")
+
+
+def _cursor_json(raw: str) -> Any:
+    try:
+        return orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        return None
+
+
+def decode_search_cursor(raw: str) -> tuple[tuple[Any, ...], bool]:
+    """A search cursor's values, and whether it asks for the page before them."""
+    shape = _cursor_json(raw)
+    if isinstance(shape, dict) and list(shape) == ["before"]:
+        return _checked(shape["before"]), True
+    return _checked(shape), False
 
 
 def decode_cursor(raw: str) -> tuple[Any, ...]:
     """A cursor's values: a list of strings, 64-bit integers, floats and nulls, as
     `encode_cursor` writes them; anything else (a forged or damaged cursor) is a 400."""
-    try:
-        values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError):
-        values = None
+    return _checked(_cursor_json(raw))
+
+
+def _checked(values: Any) -> tuple[Any, ...]:
     if not isinstance(values, list) or not values or not all(
             v is None or isinstance(v, (str, float)) or (type(v) is int and -2 ** 63 <= v < 2 ** 63)
             for v in values):

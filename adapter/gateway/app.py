@@ -23,6 +23,7 @@ from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import (
     FhirError, Issue, internal_error, method_not_allowed, operation_outcome, too_large,
 )
+from adapter.gateway import encoding
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
 from adapter.store import DEFAULT_DB, open_store
@@ -77,6 +78,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         lambda base: orjson.dumps(capability_statement(base, started)))
     app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
     _register_errors(app)
+    encoding.register(app)
     app.wsgi_app = _answer_aborts(app.wsgi_app)  # type: ignore[method-assign]
     _warm_up()
     return app
@@ -147,10 +149,15 @@ def _register_errors(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         if isinstance(error, MethodNotAllowed):
             allowed = sorted(error.valid_methods or [])
-            return error_response(method_not_allowed("method not allowed here", allowed))
+            return error_response(method_not_allowed(
+                f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}", allowed))
         if isinstance(error, RequestEntityTooLarge):
             return error_response(too_large(app.config["MAX_CONTENT_LENGTH"]))
-        code = {404: "not-found"}.get(error.code or 500, "processing")
+        if error.code == 404:  # werkzeug's text speaks of "the URL you entered manually"
+            return error_response(FhirError(404, [Issue("not-found", (
+                f"no FHIR interaction at {request.path}; what this server does is listed at "
+                f"{app.config['FHIR_PATH']}/metadata"))]))
+        code = "processing"
         return error_response(FhirError(error.code or 500, [Issue(code, error.description or str(error))]))
 
     @app.errorhandler(Exception)

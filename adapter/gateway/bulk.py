@@ -29,7 +29,7 @@ EXPORT_DEFINITION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 # For the CapabilityStatement: (type or None for system level, operation name).
 EXPORT_OPERATIONS = ((None, "export"), ("Patient", "export"), ("Group", "export"))
 _FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
-_KNOWN = {"_outputFormat", "_type", "_since", "_typeFilter"}
+_KNOWN = {"_outputFormat", "_type", "_since", "_typeFilter", "_pretty"}
 # Defaults of the app config keys EXPORT_MAX_JOBS (unfinished jobs per client) and
 # EXPORT_RETENTION (seconds a finished job and its files are kept).
 MAX_JOBS = 2

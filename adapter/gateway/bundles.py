@@ -54,7 +54,8 @@ def _bundle(kind: str, total: int | None, links: list[tuple[str, str]], entries:
 
 
 def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
-              warnings: list[Issue], summary: str | None = None, elements: tuple[str, ...] = ()) -> bytes:
+              warnings: list[Issue], summary: str | None = None, elements: tuple[str, ...] = (),
+              previous_url: str | None = None, first_url: str | None = None) -> bytes:
     """The page's matches, then what _include/_revinclude brought (mode include), then the
     warnings; `summary`/`elements` cut every resource down (_summary, _elements)."""
     entries: list[dict[str, Any]] = [
@@ -69,7 +70,8 @@ def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
                                      "ask for fewer matches per page (_count)", severity="warning")]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
-    links = [("self", self_url)] + ([("next", next_url)] if next_url else [])
+    links = [("self", self_url)] + [(rel, url) for rel, url in (
+        ("first", first_url), ("previous", previous_url), ("next", next_url)) if url]
     return _bundle("searchset", page.total, links, entries)
 
 

@@ -63,5 +63,7 @@ def capability_statement(base: str, started: str | None = None) -> dict[str, Any
             "interaction": [{"code": code} for code in (*BUNDLE_INTERACTIONS, *SYSTEM_INTERACTIONS)],
             "operation": [{"name": name, "definition": EXPORT_DEFINITION} for level, name in EXPORT_OPERATIONS
                           if level is None],
+            # GET Patient/[id]/[type] and Patient/[id]/* (interactions.search, system_search)
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
         }],
     }

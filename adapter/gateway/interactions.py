@@ -18,11 +18,15 @@ from adapter.fhir.ids import check_id
 from adapter.fhir.outcomes import (
     FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed,
 )
+from adapter.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from adapter.fhir.search import (
     DEFAULT_COUNT, SearchRequest, decode_cursor, encode_cursor, parse_count, parse_search, parse_since,
 )
+from adapter.fhir.subsetting import subset
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
+from adapter.gateway.conditional_read import modified_since, subsetting_params
+from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
@@ -40,6 +44,8 @@ class FhirRequest:
     params: list[tuple[str, str]] = field(default_factory=list)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    compartment: str | None = None  # GET [compartment]/[compartment_id]/[type]: e.g. Patient
+    compartment_id: str | None = None
 
     @property
     def base(self) -> str:
@@ -101,10 +107,18 @@ def parse_if_match(raw: str, what: str = "If-Match") -> int:
 # -- read side ----------------------------------------------------------------------------------
 
 def read(req: FhirRequest, repo: Repository) -> FhirResponse:
-    stored = repo.read(check_type(req.resource_type), req.id or "")
+    rtype = check_type(req.resource_type)
+    stored = repo.read(rtype, req.id or "")
     headers = _version_headers(stored)
-    if req.headers.get("If-None-Match", "").strip() == headers["ETag"]:
+    if_none_match = req.headers.get("If-None-Match")
+    if if_none_match is not None:  # it overrides If-Modified-Since (RFC 7232 3.3)
+        if if_none_match.strip() == headers["ETag"]:
+            return FhirResponse(304, None, headers)
+    elif (since := req.headers.get("If-Modified-Since")) and not modified_since(stored.last_updated, since):
         return FhirResponse(304, None, headers)
+    if req.params:
+        summary, elements = subsetting_params(req.params)
+        return FhirResponse(200, subset(stored.data or b"{}", rtype, summary, elements), headers)
     return FhirResponse(200, stored.data, headers)
 
 
@@ -116,19 +130,54 @@ def vread(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 
 def search(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """GET [type]?..., and GET Patient/[id]/[type]?... (the search within a patient's compartment)."""
+    if req.resource_type == "*" and req.compartment:
+        return compartment_search_all(req, repo)
     rtype = check_type(req.resource_type)
     strict = req.prefer("handling") == "strict"
     request = parse_search(rtype, req.params, strict=strict)
+    path = rtype
+    if req.compartment is not None:
+        patient = check_compartment(req, repo, rtype)
+        request = replace(request, compartment=patient)
+        path = f"Patient/{patient}/{rtype}"
     page = repo.search(request)
     used = [(k, v) for k, v in request.used_params() if k != "_cursor"]
-    self_url = page_url(req.base, rtype, request.used_params())
-    next_url = None
-    if page.next_cursor is not None:
-        next_url = page_url(req.base, rtype, used + [("_cursor", encode_cursor(page.next_cursor))])
+
+    def at(cursor: tuple[Any, ...] | None, before: bool = False) -> str | None:
+        return None if cursor is None else page_url(req.base, path, used + [("_cursor", encode_cursor(cursor, before))])
+
     warnings = [Issue("not-supported", f"unknown search parameter {name!r} was ignored", name,
                       severity="warning") for name in request.ignored] + list(request.notes)
-    return FhirResponse(200, searchset(req.base, page, self_url, next_url, warnings, request.summary,
-                                       request.elements))
+    return FhirResponse(200, searchset(req.base, page, page_url(req.base, path, request.used_params()),
+                                       at(page.next_cursor), warnings, request.summary, request.elements,
+                                       at(page.previous_cursor, before=True), page_url(req.base, path, used)))
+
+
+def check_compartment(req: FhirRequest, repo: Repository, rtype: str | None = None) -> str:
+    """The patient whose compartment a search is in: 404 unless the compartment is a patient's
+    and the patient exists (410 once deleted), 400 for a type no patient's compartment holds."""
+    if req.compartment != "Patient":
+        raise FhirError(404, [Issue("not-found", f"{req.compartment!r} is no compartment here; the "
+                                    "Patient compartment is (Patient/[id]/[type])")])
+    patient = check_id(req.compartment_id, "Patient.id")
+    repo.read("Patient", patient)
+    if rtype is not None and rtype not in compartment_types():
+        raise bad_request(f"{rtype} is not in the Patient compartment: no {rtype} search parameter "
+                          "refers to a Patient", code="not-supported")
+    return patient
+
+
+def system_search(req: FhirRequest, repo: Repository) -> FhirResponse:
+    from adapter.gateway import system_search as across  # it builds on this module
+
+    return across.system_search(req, repo)
+
+
+def compartment_search_all(req: FhirRequest, repo: Repository) -> FhirResponse:
+    from adapter.gateway import system_search as across
+
+    return across.compartment_search_all(req, repo)
 
 
 def history(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -198,7 +247,7 @@ def condition(rtype: str, query: str | list[tuple[str, str]], what: str) -> Sear
     """The search of a conditional interaction: strict (an unknown parameter must not match
     everything), at most 2 matches needed to tell none, one and several apart."""
     params = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
-    params = [(k, v) for k, v in params if k not in ("_format", "_count", "_sort", "_total", "_cursor")]
+    params = [(k, v) for k, v in params if k not in ("_format", "_pretty", "_count", "_sort", "_total", "_cursor")]
     if not params:
         raise bad_request(f"{what}: a conditional interaction needs search parameters", what)
     return replace(parse_search(rtype, params, strict=True), count=2, total="none", sort=())
@@ -276,6 +325,43 @@ def update(req: FhirRequest, repo: Repository) -> FhirResponse:
     return _written(req, stored, 201 if stored.created else 200)
 
 
+_PATCH_TYPES = {"application/json-patch+json": apply_json_patch, "application/fhir+json": apply_fhirpath_patch,
+                "application/json": apply_fhirpath_patch}
+
+
+def patch(req: FhirRequest, repo: Repository) -> FhirResponse:
+    """PATCH [type]/[id] (http.html#patch): a JSON Patch, or a FHIRPath Patch in a Parameters
+    body, applied to the current version; the result is validated and stored as a PUT would be."""
+    rtype = check_type(req.resource_type)
+    rid = check_id(req.id, f"{rtype}.id")
+    media = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    apply = _PATCH_TYPES.get(media)
+    if apply is None:
+        raise FhirError(415, [Issue("not-supported", f"a patch is sent as application/json-patch+json (JSON "
+                                    f"Patch) or application/fhir+json (FHIRPath Patch), not {media or '(none)'!r}")])
+    if not req.body:
+        raise bad_request("the request has no body; send a patch document", code="required")
+    document = jsonio.parse(req.body)
+    if_match = req.headers.get("If-Match")
+    version = parse_if_match(if_match) if if_match else None
+    repo.read(rtype, rid)  # 404, or 410 for a deleted resource
+    with repo.transaction() as tx:
+        tx.lock([(rtype, rid)])
+        current = tx.read(rtype, rid)
+        if current is None:
+            raise not_found(f"{rtype}/{rid} is not known (deleted meanwhile)")
+        if version is not None and version != current.version_id:
+            raise precondition_failed(f"If-Match names version {version} but the current version of "
+                                      f"{rtype}/{rid} is {current.version_id}")
+        patched = apply(jsonio.parse(current.data or b"{}"), document, rtype, rid)
+        try:
+            patched = _validated(patched)
+        except FhirError as exc:  # the document was well-formed; its result is not a valid resource
+            raise FhirError(422, exc.issues, exc.headers) from None
+        stored = tx.update(patched, if_match=current.version_id)
+    return _written(req, stored, 200)
+
+
 def delete(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
     stored = repo.delete(rtype, req.id or "")
@@ -303,9 +389,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/<resource_type>/_history", "history-type", history),
     Route("GET", "/<resource_type>/<id>", "read", read),
     Route("PUT", "/<resource_type>/<id>", "update", update),
+    Route("PATCH", "/<resource_type>/<id>", "patch", patch),
     Route("DELETE", "/<resource_type>/<id>", "delete", delete),
     Route("GET", "/<resource_type>/<id>/_history", "history-instance", history),
     Route("GET", "/<resource_type>/<id>/_history/<version>", "vread", vread),
+    Route("GET", "/<compartment>/<compartment_id>/<resource_type>", "search-type", search),
+    Route("GET", "/", "search-system", system_search),
 )
 # Interactions on every served type, in the order of the table above.
 TYPE_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(

@@ -43,7 +43,7 @@ def _params(http: Request, form: bool) -> list[tuple[str, str]]:
 
 def _view(route: Route) -> Any:
     form = route.path.endswith("/_search")
-    reads_body = route.method in ("POST", "PUT") and not form
+    reads_body = route.method in ("POST", "PUT", "PATCH") and not form
 
     def view(**path: str) -> Response:
         http = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
@@ -53,12 +53,13 @@ def _view(route: Route) -> Any:
                               next((v for k, v in params if k == "_format"), None))
         body = None
         if reads_body:
-            check_body_type(http.content_type)
+            if route.method != "PATCH":  # a patch's types are the handler's: JSON Patch is no FHIR JSON
+                check_body_type(http.content_type)
             body = read_body(http)
         req = FhirRequest(
             base_url=service_base, resource_type=path.get("resource_type"), id=path.get("id"),
             version=path.get("version"), params=params, headers=http.headers,
-            body=body,
+            body=body, compartment=path.get("compartment"), compartment_id=path.get("compartment_id"),
         )
         result = route.handler(req, current_app.extensions["fhir_store"])
         headers = list(result.headers.items())

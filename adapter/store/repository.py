@@ -40,6 +40,7 @@ class SearchPage:
     next_cursor: tuple[Any, ...] | None
     included: list[StoredResource] = field(default_factory=list)  # _include / _revinclude
     included_left_out: int = 0  # more than the server returns with one page: said in the Bundle
+    previous_cursor: tuple[Any, ...] | None = None  # the cursor of the page before (search before it)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from adapter.fhir.extract import index_key, normalize_string
 from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import Filter, SearchRequest, SortKey
 from adapter.fhir.units import UnitError, factor
+from adapter.store.compartment import in_compartment
 from adapter.store.schema import INDEX_TABLES, resources
 
 __all__ = ["build_queries", "breadth_query", "sort_columns", "matching_ids", "with_comparable_units",
@@ -194,7 +195,8 @@ def _base(request: SearchRequest, probe: bool = False) -> list[ColumnElement[boo
     rtype = request.resource_type
     driving = None if probe else _driving_filter(request.filters)
     return [resources.c.res_type == rtype, resources.c.deleted == false(),
-            *(_filter_clause(f, rtype, f is driving, probe) for f in request.filters)]
+            *(_filter_clause(f, rtype, f is driving, probe) for f in request.filters),
+            *([in_compartment(rtype, [request.compartment])] if request.compartment is not None else [])]
 
 
 def sort_columns(request: SearchRequest) -> list[tuple[_Col[Any], bool]]:

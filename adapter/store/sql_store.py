@@ -34,6 +34,7 @@ from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
+from adapter.store.paging import backward_queries, row_key
 from adapter.store.search_sql import (
     BROAD, ESTIMATE_BOUND, UCUM, breadth_query, build_queries, with_comparable_units,
 )
@@ -324,27 +325,33 @@ class SqlStore(Repository):
     def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
         if any(f.type == "quantity" and any(v[3] for v in f.values) for f in request.filters if not f.modifier):
             request = with_comparable_units(request, lambda code: self._ucum_codes(conn, request.resource_type, code))
-        query, count = build_queries(request)
+        queries = backward_queries if request.before else build_queries
+        query, count = queries(request)
         breadth = breadth_query(request)
         broad = breadth is not None and conn.execute(breadth).scalar_one() > BROAD
         if broad and not request.sort:
-            query = build_queries(request, probe=True)[0]  # walk in id order, stop at the page
+            query = queries(request, probe=True)[0]  # walk in id order, stop at the page
         total: int | None = None
         if request.total == "accurate" or (request.total == "estimate" and not broad):
             total = conn.execute(count).scalar_one()
             if request.total == "estimate" and total > ESTIMATE_BOUND:
                 total = None  # an estimate is not worth counting further
         rows = conn.execute(query).all() if request.count > 0 else []
-        page = rows[:request.count]
+        more = len(rows) > request.count
+        page = rows[:request.count][::-1] if request.before else rows[:request.count]  # read last-first
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
-        next_cursor = None
-        if len(rows) > request.count and page:
-            last = page[-1]
-            next_cursor = tuple(getattr(last, f"k{i}") for i in range(len(request.sort))) + (
-                last.res_id,)
+        keys = len(request.sort)
+        next_cursor = previous_cursor = None
+        if request.before:  # what follows is where the client came from; before, if there was more
+            next_cursor = row_key(page[-1], keys) if page else None
+            previous_cursor = row_key(page[0], keys) if page and more else None
+        else:
+            next_cursor = row_key(page[-1], keys) if more and page else None
+            if request.cursor is not None:  # a page reached by `next` has one before it
+                previous_cursor = row_key(page[0], keys) if page else request.cursor
         included, left_out = included_resources(conn, request, entries) if request.includes else ([], 0)
-        return SearchPage(entries, total, next_cursor, included, left_out)
+        return SearchPage(entries, total, next_cursor, included, left_out, previous_cursor)
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
         """Every match of a search in pages of `request.count`, by id (keyset), each page read
