@@ -316,14 +316,18 @@ class SqlStore(Repository):
         with self._read() as conn:
             return self._search_on(conn, request)
 
-    def _ucum_codes(self, conn: Connection, rtype: str, param: str) -> list[str]:
-        q = INDEX_TABLES["quantity"]
-        return [str(code) for (code,) in conn.execute(select(q.c.code).where(
-            q.c.res_type == rtype, q.c.param == param, q.c.system == UCUM).distinct()) if code]
+    def _ucum_codes(self, conn: Connection, rtype: str, param: str, composite: bool = False) -> list[str]:
+        q = INDEX_TABLES["composite" if composite else "quantity"]
+        code, system = (q.c.value_code, q.c.value_system) if composite else (q.c.code, q.c.system)
+        return [str(c) for (c,) in conn.execute(select(code).where(
+            q.c.res_type == rtype, q.c.param == param, system == UCUM).distinct()) if c]
 
     def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
-        if any(f.type == "quantity" and any(v[3] for v in f.values) for f in request.filters if not f.modifier):
-            request = with_comparable_units(request, lambda code: self._ucum_codes(conn, request.resource_type, code))
+        if any((f.type == "quantity" and any(v[3] for v in f.values))
+               or (f.components[1:] == ("quantity",) and any(v[1][3] for v in f.values))
+               for f in request.filters if not f.modifier):
+            request = with_comparable_units(request, lambda code, composite: self._ucum_codes(
+                conn, request.resource_type, code, composite))
         query, count = build_queries(request)
         breadth = breadth_query(request)
         broad = breadth is not None and conn.execute(breadth).scalar_one() > BROAD
