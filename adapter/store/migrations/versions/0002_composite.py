@@ -59,7 +59,7 @@ def _backfill() -> None:
             if not rows:
                 break
             found = [dict(zip(table.c.keys(), (rtype, rid, *row), strict=True))
-                     for rid, data in rows for row in extract(json.loads(data)).composite]
+                     for rid, data in rows for row in extract(json.loads(data)).composite]  # type: ignore[arg-type]
             if found:
                 conn.execute(table.insert(), found)
             last = rows[-1].res_id
