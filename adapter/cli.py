@@ -11,7 +11,7 @@ import sys
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapter.cli_options import DB_OPTION
+from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
 from adapter.protocol.cli import SPECS, load_protocol, protocol
@@ -86,14 +86,16 @@ def upgrade_db(db: str) -> None:
 @main.command()
 @DB_OPTION
 @click.option("--batch-size", default=1000, show_default=True, help="Resources per transaction.")
+@NO_CHECK_REFERENCES
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=pathlib.Path))
-def load(db: str, batch_size: int, paths: tuple[pathlib.Path, ...]) -> None:
+def load(db: str, batch_size: int, no_check_references: bool, paths: tuple[pathlib.Path, ...]) -> None:
     """Validate and load FHIR JSON, NDJSON or Bundle files (or folders of them).
 
     Valid resources are loaded; each invalid one is reported with its file, place, element
-    and reason. Exits 1 when anything was rejected.
+    and reason, as is one whose references do not resolve once everything else is loaded.
+    Exits 1 when anything was rejected.
     """
-    store = open_store(db)
+    store = open_store(db, check_references=False if no_check_references else None)
     try:
         report = load_files(store, list(paths), batch_size=batch_size)
     finally:

@@ -55,6 +55,7 @@ _WEIRD_TEXT = st.sampled_from([
     "99999999999999999999999", "²", "٣", "0001-01-01T00:00%2B14:00", "9999-12-31T23:59-14:00",
     "10000-01-01", "2020-13-45", "Patient/", "Patient/p1", "http://x/%25", "x" * 300, "%ED%A0%80",
     "%FF", "R4.FooType", "[true]", "null", "../..", ".", "<script>", "😀",
+    "29463-7$gt50|http://unitsofmeasure.org|kg", "a$b$c", "x\\$y$1", "x$2020-13-45", "x$", "$5",
 ]) | st.text(alphabet="abcXYZ019|,:-.$\\/%_ ", max_size=12)
 _IDS = st.sampled_from(["p1", "o1", "missing", ".", "..", "a%00b", "x" * 70, "%3Cscript%3E", "p1.2", "-"])
 _CURSORS = st.sampled_from([[True], 123, 1.5, None, [{"a": 1}], {"a": 1}, [], ["x", "y"], [1], [None],
@@ -67,7 +68,9 @@ _PARAM_NAMES = st.sampled_from([
     "birthdate", "identifier", "code", "subject", "subject:Patient", "subject:R4.FooType",
     "subject.gender", "value-quantity", "date", "status", "status:not", "code:text", "url:above",
     "url:below", "name:contains", "name:exact", "identifier:of-type", "patient", "_type", "_typeFilter",
-    "start", "persist", "_outputFormat", "periodStart", "_pretty",
+    "start", "persist", "_outputFormat", "periodStart", "_pretty", "code-value-quantity", "code-value-date",
+    "code-value-string", "component-code-value-quantity", "combo-code-value-concept",
+    "code-value-quantity:missing", "code-value-quantity:exact", "characteristic-value", "context-type-quantity",
 ])
 
 

@@ -76,9 +76,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[s
         yield url
 
 
+# The shared fixtures write what their tests need, e.g. observations of a Patient/p1 that no
+# test made: they leave references unchecked. Referential integrity has its own tests
+# (test_references.py, with checking on), as do the demo and the site ingests.
 @pytest.fixture
 def store(db_url: str) -> Iterator[SqlStore]:
-    s = SqlStore(db_url)
+    s = SqlStore(db_url, check_references=False)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def checked_store(db_url: str) -> Iterator[SqlStore]:
+    """A store that refuses references that do not resolve (the default outside the tests)."""
+    s = SqlStore(db_url, check_references=True)
     yield s
     s.close()
 
@@ -93,7 +104,7 @@ def table_counts(store: SqlStore) -> dict[str, int]:
 @pytest.fixture
 def app(db_url: str, tmp_path: pathlib.Path) -> Any:
     application = create_app({"DATABASE_URL": db_url, "MAX_CONTENT_LENGTH": 64 * 1024,
-                              "EXPORT_DIR": str(tmp_path / "exports")})
+                              "EXPORT_DIR": str(tmp_path / "exports"), "REFERENTIAL_INTEGRITY": False})
     yield application
     application.extensions["fhir_store"].close()
 

@@ -34,10 +34,12 @@ def test_init_db_then_load_reports_rejections(tmp_path, db_url):
     bad.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": observation(id="ok")}, {"resource": observation(id="bad", status="done")}]}))
     broken = tmp_path / "broken.ndjson"
-    broken.write_text(json.dumps(observation(id="b1")) + "\n{oops\n")
+    # the observations' Patient/p1 comes last: loaded, then the deferred ones that name it
+    broken.write_text(json.dumps(observation(id="b1")) + "\n{oops\n"
+                      + json.dumps({"resourceType": "Patient", "id": "p1"}) + "\n")
     result = run("load", "--db", db_url, str(good), str(bad), str(broken))
     assert result.returncode == 1
-    assert "7 read, 5 loaded, 2 rejected" in result.stdout
+    assert "8 read, 6 loaded, 2 rejected" in result.stdout
     assert f"{bad} entry[1]: Observation.status: 'done'" in result.stderr
     assert f"{broken} line 2" in result.stderr
 

@@ -67,6 +67,7 @@ def _write(session: requests.Session, base: str, rng: random.Random, n: int) -> 
 
 
 def test_concurrent_workers_lose_and_double_no_version(db_url, store, tmp_path):
+    store.update({"resourceType": "Patient", "id": "p1"})  # the observations' subject: checked on write
     proc, base = _start(db_url, tmp_path)
     try:
         def run(worker: int) -> list[tuple[str, str, int]]:

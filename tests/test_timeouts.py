@@ -55,7 +55,8 @@ def timed_app(db_url, tmp_path):
 
     def make(statement: float, request: float):
         app = create_app({"DATABASE_URL": db_url, "EXPORT_DIR": str(tmp_path / "exports"),
-                          "STATEMENT_TIMEOUT": statement, "REQUEST_TIMEOUT": request})
+                          "STATEMENT_TIMEOUT": statement, "REQUEST_TIMEOUT": request,
+                          "REFERENTIAL_INTEGRITY": False})
         apps.append(app)
         return app
     yield make

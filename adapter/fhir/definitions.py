@@ -12,8 +12,8 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
-    "SERVED_TYPES", "SearchParam", "CompiledPath", "search_params", "search_param",
-    "bindings", "r4_schema",
+    "SERVED_TYPES", "SearchParam", "CompiledPath", "Component", "search_params", "search_param",
+    "bindings", "r4_schema", "resource_types",
 ]
 
 SERVED_TYPES: tuple[str, ...] = (
@@ -31,13 +31,23 @@ class CompiledPath:
 
 
 @dataclass(frozen=True)
+class Component:
+    """One part of a composite parameter: its type and, for each of the parameter's instance
+    paths (in order), the element paths inside that instance."""
+
+    type: str
+    paths: tuple[tuple[tuple[str, ...], ...], ...]
+
+
+@dataclass(frozen=True)
 class SearchParam:
     code: str
-    type: str  # token | string | date | reference | quantity | uri | number
+    type: str  # token | string | date | reference | quantity | uri | number | composite
     url: str
     expression: str
-    paths: tuple[CompiledPath, ...] | None
+    paths: tuple[CompiledPath, ...] | None  # composite: the instances its components share
     target: tuple[str, ...]
+    components: tuple[Component, ...] = ()
 
 
 def _load(name: str) -> Any:
@@ -56,6 +66,9 @@ def search_params(resource_type: str) -> dict[str, SearchParam]:
                              tuple(c["where"]) if c.get("where") else None)
                 for c in p["paths"]),
             target=tuple(p["target"]),
+            components=tuple(Component(c["type"], tuple(tuple(tuple(path) for path in inside)
+                                                         for inside in c["paths"]))
+                             for c in p.get("components", ())),
         )
         for p in raw
     }
@@ -68,6 +81,12 @@ def search_param(resource_type: str, code: str) -> SearchParam | None:
 @functools.cache
 def _load_search_params() -> dict[str, list[dict[str, Any]]]:
     return _load("search-parameters.json")  # type: ignore[no-any-return]
+
+
+@functools.cache
+def resource_types() -> frozenset[str]:
+    """Every R4 resource type's name, served or not."""
+    return frozenset(_load("resource-types.json"))
 
 
 @functools.cache

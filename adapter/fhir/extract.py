@@ -50,6 +50,10 @@ class IndexRows:
     quantity: list[tuple[str, float, str | None, str | None, str | None]] = field(default_factory=list)
     uri: list[tuple[str, str]] = field(default_factory=list)
     number: list[tuple[str, float]] = field(default_factory=list)
+    # (param, system, code, value_system, value_code, value_number, value_unit, value_low,
+    # value_high): a token and one other value taken from the same element instance
+    composite: list[tuple[str, str | None, str | None, str | None, str | None, float | None,
+                          str | None, str | None, str | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -211,10 +215,61 @@ def _quantity(rows: IndexRows, code: str, value: Any) -> None:
                               value.get("unit")))
 
 
+def _composite(rows: IndexRows, param: SearchParam, resource: dict[str, Any]) -> None:
+    """Rows pairing each code with each value of the same instance (one Observation.component),
+    so that a search never pairs one component's code with another's value."""
+    assert param.paths is not None
+    first, second = param.components
+    for i, instance in enumerate(param.paths):
+        if instance.path and instance.path[0] not in resource:
+            continue
+        for node in _walk(resource, instance.path):
+            if not isinstance(node, dict):
+                continue
+            codes, values = IndexRows(), IndexRows()
+            for path in first.paths[i]:
+                for value in _walk(node, path):
+                    _token(codes, param.code, value)
+            for path in second.paths[i]:
+                for value in _walk(node, path):
+                    _component(values, second.type, param.code, value)
+            pairs = [(s, c) for _, s, c, _ in codes.token if c is not None]
+            for system, code in pairs:
+                for row in _component_values(values):
+                    rows.composite.append((param.code, system, code, *row))
+
+
+def _component(rows: IndexRows, kind: str, code: str, value: Any) -> None:
+    if kind == "token":
+        _token(rows, code, value)
+    elif kind == "quantity":
+        _quantity(rows, code, value)
+    elif kind == "date":
+        _date(rows, code, value)
+    elif kind == "string":
+        _string(rows, code, value)
+
+
+def _component_values(rows: IndexRows) -> Iterator[tuple[Any, ...]]:
+    """(value_system, value_code, value_number, value_unit, value_low, value_high)."""
+    for _, system, code, _ in rows.token:
+        if code is not None:
+            yield system, code, None, None, None, None
+    for _, number, system, code, unit in rows.quantity:
+        yield system, code, number, unit, None, None
+    for _, low, high in rows.date:
+        yield None, None, None, None, low, high
+    for _, text in rows.string:
+        yield None, text, None, None, None, None
+
+
 def extract(resource: dict[str, Any]) -> IndexRows:
     """All index rows of a resource, for every search parameter of its type."""
     rows = IndexRows()
     for code, param in search_params(resource["resourceType"]).items():
+        if param.type == "composite":
+            _composite(rows, param, resource)
+            continue
         for value, resolve in _values(resource, param):
             kind = param.type
             if kind == "token":
@@ -248,4 +303,7 @@ def _keys_cut(rows: IndexRows) -> IndexRows:
         rows.reference = [(p, t, index_key(i), u) for p, t, i, u in rows.reference]
     if any(long(r[1]) for r in rows.uri):
         rows.uri = [(p, index_key(v)) for p, v in rows.uri]
+    if any(long(r[1]) or long(r[2]) or long(r[3]) or long(r[4]) for r in rows.composite):
+        rows.composite = [(p, index_key(s), index_key(c), index_key(vs), index_key(vc), *rest)
+                          for p, s, c, vs, vc, *rest in rows.composite]
     return rows

@@ -32,6 +32,7 @@ MODIFIERS = {
     "quantity": {"missing"},
     "uri": {"missing", "below", "above"},
     "number": {"missing"},
+    "composite": {"missing"},  # search.html#composite: no other modifier applies
 }
 SORTABLE = {"token", "string", "date", "uri", "number", "quantity"}
 DEFAULT_COUNT, MAX_COUNT = 20, 1000
@@ -54,7 +55,7 @@ class Filter:
     Each value is a tuple by parameter type: token (system, code) with system None for "any"
     and "" for "no system"; string (text,); date (prefix, low, high); reference (type, id, url);
     quantity (prefix, number, system, code); number (prefix, number); uri (text,);
-    missing (bool,).
+    missing (bool,); composite (one value per component, by the types in `components`).
     """
 
     code: str
@@ -66,6 +67,7 @@ class Filter:
     # type "has", `target` the referring type, `code` its reference parameter, `chain` its filter.
     target: str | None = None
     chain: Filter | None = None
+    components: tuple[str, ...] = ()  # a composite's component types, e.g. ("token", "quantity")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,34 @@ def _split_values(raw: str) -> list[str]:
         i += 1
     out.append(current)
     return out
+
+
+def _split_escaped(raw: str, separator: str) -> list[str]:
+    """Split on `separator` where no backslash escapes it, keeping every escape for the next
+    split: a composite's `$` first, then each component's own commas and bars."""
+    out, current, i = [], "", 0
+    while i < len(raw):
+        if raw[i] == "\\" and i + 1 < len(raw):
+            current += raw[i:i + 2]
+            i += 2
+            continue
+        if raw[i] == separator:
+            out.append(current)
+            current = ""
+        else:
+            current += raw[i]
+        i += 1
+    out.append(current)
+    return out
+
+
+def _composite(raw: str, name: str, components: tuple[str, ...]) -> tuple[Any, ...]:
+    """`http://loinc.org|29463-7$gt50|http://unitsofmeasure.org|kg`: one value per component."""
+    parts = _split_escaped(raw, "$")
+    if len(parts) != len(components) or not all(parts):
+        raise bad_request(f"{name}: {raw!r} needs {len(components)} values joined by $ "
+                          f"({' $ '.join(components)})", name)
+    return tuple(_value(kind, _split_values(part)[0], name) for kind, part in zip(components, parts, strict=True))
 
 
 def _bounded_values(raw: str, name: str) -> list[str]:
@@ -308,7 +338,22 @@ def _parse_filter(rtype: str, name: str, raw: str, depth: int = 0) -> Filter:
                               f"{base}:{(served or ['Patient'])[0]}.{rest}", name)
         return Filter(base, "chain", None, (), target=served[0],
                       chain=_parse_filter(served[0], rest, raw, depth + 1))
+    if param.type == "composite" and modifier != "missing":
+        if modifier:
+            raise bad_request(f"{name}: composite parameters take no modifier but :missing", name,
+                              code="not-supported")
+        kinds = tuple(c.type for c in param.components)
+        values = tuple(_composite(v, name, kinds) for v in _bounded_values_escaped(raw, name))
+        return Filter(base, "composite", None, values, components=kinds)
     return _filter(base, param.type, modifier or None, raw, param.target)
+
+
+def _bounded_values_escaped(raw: str, name: str) -> list[str]:
+    values = _split_escaped(raw, ",")
+    if len(values) > MAX_VALUES:
+        raise bad_request(f"{name}: {len(values)} values; at most {MAX_VALUES} may be ORed in one "
+                          "parameter", name, code="too-costly")
+    return values
 
 
 def _parse_include(rtype: str, name: str, raw: str, reverse: bool, iterate: bool) -> Include:

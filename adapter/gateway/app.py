@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
+from adapter.fhir.references import service_base as reference_base
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.validation import validate
 from adapter.fhir.jsonio import dumps
@@ -24,10 +25,12 @@ from adapter.fhir.outcomes import (
     FhirError, Issue, internal_error, method_not_allowed, operation_outcome, too_large,
 )
 from adapter.gateway import encoding
+from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
 from adapter.store import DEFAULT_DB, open_store
 from adapter.store.engines import normalize_url, request_deadline
+from adapter.store.integrity import enabled_by_default
 
 __all__ = ["create_app", "DEFAULT_DB", "DEFAULT_MAX_BODY", "MAX_URL_LENGTH", "MAX_FORM_LENGTH",
            "STATEMENT_TIMEOUT", "REQUEST_TIMEOUT"]
@@ -48,10 +51,12 @@ log = logging.getLogger("adapter.gateway")
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, MAX_URL_LENGTH,
-    MAX_FORM_LENGTH, STATEMENT_TIMEOUT, REQUEST_TIMEOUT, FHIR_PATH, FHIR_BASE_URL, EXPORT_DIR.
+    MAX_FORM_LENGTH, STATEMENT_TIMEOUT, REQUEST_TIMEOUT, FHIR_PATH, FHIR_BASE_URL, EXPORT_DIR,
+    REFERENTIAL_INTEGRITY (False: writes may hold references that do not resolve).
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
-    FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR) and
+    FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
+    FHIR_ADAPTER_REFERENTIAL_INTEGRITY=off) and
     then to the defaults: the SQLite file var/adapter.db, a 10 MB body limit, 20 s per statement
     and 25 s per request (0: unbounded), Bulk Data files in `exports/` beside the SQLite file
     (else var/exports). Relative paths are taken from the working directory the app starts in.
@@ -64,6 +69,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         FHIR_PATH="/fhir", MAX_URL_LENGTH=MAX_URL_LENGTH, MAX_FORM_LENGTH=MAX_FORM_LENGTH,
         STATEMENT_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT)),
         REQUEST_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_REQUEST_TIMEOUT", REQUEST_TIMEOUT)),
+        REFERENTIAL_INTEGRITY=enabled_by_default(),
     )
     app.config.update(config or {})
     app.config["DATABASE_URL"] = normalize_url(app.config["DATABASE_URL"])
@@ -71,11 +77,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                           or _export_dir(app.config["DATABASE_URL"]))
     app.config["EXPORT_DIR"] = os.path.abspath(app.config["EXPORT_DIR"])
     app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"],
-                                              statement_timeout=app.config["STATEMENT_TIMEOUT"])
+                                              statement_timeout=app.config["STATEMENT_TIMEOUT"],
+                                              check_references=app.config["REFERENTIAL_INTEGRITY"])
     resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), app.extensions["fhir_store"])
     started = now_instant()
     app.extensions["fhir_capabilities"] = functools.lru_cache(maxsize=8)(
-        lambda base: orjson.dumps(capability_statement(base, started)))
+        lambda base: orjson.dumps(capability_statement(base, started, app.config["REFERENTIAL_INTEGRITY"])))
     app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
     _register_errors(app)
     encoding.register(app)
@@ -128,10 +135,12 @@ def _register_errors(app: Flask) -> None:
     def bounded_time() -> None:
         seconds = app.config["REQUEST_TIMEOUT"]
         request_deadline.set(time.monotonic() + seconds if seconds else None)
+        reference_base.set(service_base)  # absolute references to this server are checked too
 
     @app.teardown_request
     def unbounded_time(_error: BaseException | None) -> None:
         request_deadline.set(None)
+        reference_base.set(None)
 
     @app.before_request
     def bounded_url() -> None:

@@ -17,7 +17,7 @@ from adapter.gateway.transactions import BUNDLE_INTERACTIONS
 __all__ = ["capability_statement"]
 
 
-def _resource(rtype: str) -> dict[str, Any]:
+def _resource(rtype: str, enforced: bool) -> dict[str, Any]:
     return {
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
@@ -29,6 +29,8 @@ def _resource(rtype: str) -> dict[str, Any]:
         "conditionalRead": "not-supported",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
+        # literal references to served types must resolve on write unless the setting is off
+        "referencePolicy": ["literal", "logical", *(["enforced"] if enforced else [])],
         "searchInclude": ["*", *(f"{rtype}:{p.code}" for p in search_params(rtype).values()
                                  if p.type == "reference")],
         "searchRevInclude": [f"{source}:{p.code}" for source in SERVED_TYPES
@@ -44,7 +46,7 @@ def _resource(rtype: str) -> dict[str, Any]:
          if (ops := operations_of(rtype)) or rtype in ("Patient", "Group") else {})
 
 
-def capability_statement(base: str, started: str | None = None) -> dict[str, Any]:
+def capability_statement(base: str, started: str | None = None, references_enforced: bool = True) -> dict[str, Any]:
     """The server's CapabilityStatement; `started` (an instant) becomes its date."""
     return {
         "resourceType": "CapabilityStatement",
@@ -59,7 +61,7 @@ def capability_statement(base: str, started: str | None = None) -> dict[str, Any
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "resource": [_resource(rtype) for rtype in SERVED_TYPES],
+            "resource": [_resource(rtype, references_enforced) for rtype in SERVED_TYPES],
             "interaction": [{"code": code} for code in (*BUNDLE_INTERACTIONS, *SYSTEM_INTERACTIONS)],
             "operation": [{"name": name, "definition": EXPORT_DEFINITION} for level, name in EXPORT_OPERATIONS
                           if level is None],

@@ -27,6 +27,7 @@ from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import (
     ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_if_match,
 )
+from adapter.store.integrity import DanglingReferences
 from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["bundle", "BUNDLE_ROUTES", "BUNDLE_INTERACTIONS", "MAX_BUNDLE_ENTRIES"]
@@ -147,15 +148,20 @@ def _transaction(req: FhirRequest, repo: Repository, entries: list[_Entry]) -> F
             keys.append((entry.rtype, entry.id))
     keys += [condition_key(c) for c in conditions.values()]
     results: dict[int, dict[str, Any]] = {}
-    with repo.transaction() as tx:
-        tx.lock(keys)
-        ids = _assign_ids(tx, entries, conditions, targets)
-        _one_write_per_resource(tx, entries, conditions, ids)
-        for entry in entries:
-            if entry.resource is not None:
-                _rewrite(tx, entry, targets)
-        for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-            results[entry.index] = _apply(req, tx, entry, ids.get(entry.index))
+    ids: dict[int, tuple[str, bool]] = {}
+    try:
+        with repo.transaction() as tx:
+            tx.lock(keys)
+            ids = _assign_ids(tx, entries, conditions, targets)
+            _one_write_per_resource(tx, entries, conditions, ids)
+            for entry in entries:
+                if entry.resource is not None:
+                    _rewrite(tx, entry, targets)
+            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+                results[entry.index] = _apply(req, tx, entry, ids.get(entry.index))
+    except DanglingReferences as error:  # checked at the commit: name the entries' elements
+        raise error.located({(e.rtype, ids[e.index][0]): f"{e.where}.resource"
+                             for e in entries if e.index in ids}) from None
     return FhirResponse(200, _bundle("transaction-response", [results[e.index] for e in entries]))
 
 

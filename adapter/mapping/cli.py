@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from adapter.cli_options import DB_OPTION
+from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.mapping.engine import read_source
 from adapter.mapping.ingest import ingest, translate
 from adapter.mapping.run import MappingReport
@@ -208,23 +208,26 @@ def translate_command(spec: pathlib.Path, dry_run: bool, out: pathlib.Path | Non
 @KEY_FILE
 @QUARANTINE
 @WORKERS
+@NO_CHECK_REFERENCES
 @FILES_ARG
 def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Path | None,
-                   quarantine: pathlib.Path | None, workers: int, files: tuple[pathlib.Path, ...]) -> None:
+                   quarantine: pathlib.Path | None, workers: int, no_check_references: bool,
+                   files: tuple[pathlib.Path, ...]) -> None:
     """Map, validate and store site exports; ingesting the same rows again updates them in place.
 
     Each accepted row's resources (and its Provenance) are written together or not at all;
     rejected rows (a row that makes no resource among them) are listed (file, row, column,
     value, rule, reason) and, with --quarantine, written out to fix and ingest again; a value
     that made nothing in an accepted row is a warning (warnings.csv). The summary counts
-    distinct resources, created, updated and unchanged, by type. Exits 1 when a row was rejected.
+    distinct resources, created, updated and unchanged, by type. A row whose references do not
+    resolve once the rest is written is rejected too. Exits 1 when a row was rejected.
     """
     from adapter.store import open_store
     loaded = _load(spec)
     if loaded.site != site:
         raise click.UsageError(f"--site {site} but {spec} maps site {loaded.site}")
     key = pseudonym_key(loaded, key_file)
-    store = open_store(db)
+    store = open_store(db, check_references=False if no_check_references else None)
     try:
         report = ingest(loaded, files, store, key, workers=workers, quarantine=quarantine,
                         progress=sys.stderr.isatty())

@@ -56,6 +56,9 @@ class RecordResult:
     # (type, id, status) of each resource made: "mapped", or what the store did with it
     written: list[tuple[str, str, str]] = field(default_factory=list)
     warnings: list[Rejection] = field(default_factory=list)  # accepted, but a value made nothing
+    # references of its resources that did not resolve when written: offered again at the end
+    # of the ingest (its resources kept), rejected with these if they still do not
+    dangling: list[Rejection] = field(default_factory=list)
     fired: set[int] = field(default_factory=set)  # rules that made something
     seen: set[str] = field(default_factory=set)  # fields read
 

@@ -28,7 +28,7 @@ from adapter.mapping.spec import MappingSpec
 from adapter.mapping.tally import STATUSES, Tally
 from adapter.store.repository import Loadable, Repository, StoredResource
 
-__all__ = ["MappingReport", "records", "CHUNK"]
+__all__ = ["MappingReport", "records", "store_results", "CHUNK"]
 
 CHUNK = 200  # rows per task sent to a worker process
 KEEP_REJECTIONS = 10_000  # kept in memory for the report; all are counted (and quarantined)
@@ -141,16 +141,31 @@ class _Job:
 def _map_rows(job: _Job, rows: list[SourceRow]) -> list[RecordResult]:
     results = [map_record(job.spec, job.key, row, job.recorded, job.check) for row in rows]
     if job.store is not None:
-        groups: list[Loadable | list[Loadable]] = [
-            [Indexed(r, extract(r)) for r in result.resources] for result in results if result.resources]
-        outcomes: list[StoredResource] = []
-        job.store.load(iter(groups), batch_size=job.batch_size, analyze=False,  # analysed once, at the end
-                       volatile={"Provenance": ("recorded",)}, outcomes=outcomes)
-        done = iter(outcomes)
-        for result in results:
-            result.written = [(s.resource_type, s.id, _status(s)) for s in itertools.islice(done, len(result.resources))]
-            result.resources = []
+        store_results(job.store, results, job.batch_size)
     return results
+
+
+def store_results(store: Repository, results: list[RecordResult], batch_size: int = 1000) -> None:
+    """Write each accepted result's resources (one group each). A result whose references do not
+    resolve keeps its resources and gets `dangling`: the target may be another worker's row,
+    not written yet, so the ingest offers it again at its end (ingest.py)."""
+    writing = [result for result in results if result.resources]
+    groups: list[Loadable | list[Loadable]] = [
+        [Indexed(r, extract(r)) for r in result.resources] for result in writing]
+    outcomes: list[StoredResource] = []
+    refused: dict[int, list[Any]] = {}
+    store.load(iter(groups), batch_size=batch_size, analyze=False,  # analysed once, at the end
+               volatile={"Provenance": ("recorded",)}, outcomes=outcomes,
+               refused=lambda position, _group, why: refused.__setitem__(position, why))
+    done = iter(outcomes)
+    for position, result in enumerate(writing):
+        if position in refused:
+            result.dangling = [Rejection(result.file, result.line, d.expression, d.reference, "", d.reason)
+                               for d in refused[position]]
+            continue
+        result.dangling = []
+        result.written = [(s.resource_type, s.id, _status(s)) for s in itertools.islice(done, len(result.resources))]
+        result.resources = []
 
 
 def _status(stored: StoredResource) -> str:

@@ -194,10 +194,17 @@ _LOCK_SQL = text(
 ).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
 
 
-def lock_resources(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
-    """Serialise writers of the same resources (PostgreSQL; SQLite's write lock already does)."""
+_SHARED_LOCK_SQL = text(
+    "SELECT pg_advisory_xact_lock_shared(k) FROM (SELECT DISTINCT unnest(:keys) AS k ORDER BY 1) AS ordered"
+).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
+
+
+def lock_resources(conn: Connection, keys: Iterable[tuple[str, str]], shared: bool = False) -> None:
+    """Serialise writers of the same resources (PostgreSQL; SQLite's write lock already does).
+    `shared`: only keep them from being written (e.g. deleted) until this transaction ends."""
     if is_postgresql(conn):
-        conn.execute(_LOCK_SQL, {"keys": sorted({_lock_key(t, i) for t, i in keys})})
+        conn.execute(_SHARED_LOCK_SQL if shared else _LOCK_SQL,
+                     {"keys": sorted({_lock_key(t, i) for t, i in keys})})
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],

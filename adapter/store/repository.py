@@ -7,7 +7,7 @@ Errors are raised as `FhirError`s (404, 410, 409, 412) so callers need no store-
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +15,12 @@ from typing import Any
 from adapter.fhir.extract import Indexed
 from adapter.fhir.search import SearchRequest
 
-__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Transaction", "Loadable"]
+__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Transaction", "Loadable", "Refused"]
 
 Loadable = dict[str, Any] | Indexed  # a resource, or one with its index rows already extracted
+# Told, by `load`, of each item (its position among the items, the item as a group, why) left out
+# because references in it do not resolve; the reasons are integrity.Dangling.
+Refused = Callable[[int, list[Loadable], list[Any]], None]
 
 
 @dataclass(slots=True)  # not frozen: frozen init costs a microsecond per read
@@ -117,7 +120,7 @@ class Repository(abc.ABC):
     @abc.abstractmethod
     def load(self, resources: Iterable[Loadable | list[Loadable]], batch_size: int = 1000,
              analyze: bool = True, volatile: Mapping[str, tuple[str, ...]] | None = None,
-             outcomes: list[StoredResource] | None = None) -> int:
+             outcomes: list[StoredResource] | None = None, refused: Refused | None = None) -> int:
         """Bulk update-or-create of already validated resources; returns how many were written
         (an update equal to the current version writes nothing; `volatile` names, by type,
         elements whose change alone is no change, e.g. a re-ingested Provenance's `recorded`).
@@ -127,7 +130,11 @@ class Repository(abc.ABC):
         Each batch is one transaction; an item that is a list (the resources of one source
         record) is never split across two. A resource may come `Indexed` (its index rows
         extracted already, by the same `extract`) to spare the writing process that work. After a
-        large load the planner's statistics are refreshed, unless the caller will (`analyze`)."""
+        large load the planner's statistics are refreshed, unless the caller will (`analyze`).
+
+        When the store checks references, each batch's must resolve once it is written; an item
+        whose references do not is left out and said to `refused` (without it, the load fails
+        with a 422), so that the caller can report it, or offer it again once the rest is in."""
 
     @abc.abstractmethod
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:

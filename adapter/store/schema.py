@@ -83,6 +83,13 @@ INDEX_TABLES: dict[str, Table] = {
                              Column("code", key_text()), Column("unit", Text), lookup=("value",)),
     "uri": _index_table("idx_uri", Column("value", key_text()), lookup=("value",)),
     "number": _index_table("idx_number", Column("value", Float), lookup=("value",)),
+    # Composite parameters (code-value-quantity, ...): the code and the value of one instance in
+    # one row, so that a search pairs them as the resource did.
+    "composite": _index_table("idx_composite", Column("system", key_text()), Column("code", key_text()),
+                              Column("value_system", key_text()), Column("value_code", key_text()),
+                              Column("value_number", Float), Column("value_unit", Text),
+                              Column("value_low", key_text(26)), Column("value_high", key_text(26)),
+                              lookup=("code", "system")),
 }
 # The column names of each index table in the order extract.IndexRows tuples carry them.
 INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -93,4 +100,6 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
     "quantity": ("param", "value", "system", "code", "unit"),
     "uri": ("param", "value"),
     "number": ("param", "value"),
+    "composite": ("param", "system", "code", "value_system", "value_code", "value_number",
+                  "value_unit", "value_low", "value_high"),
 }

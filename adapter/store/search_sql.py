@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import decimal
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -74,7 +75,43 @@ def _number(column: Any, prefix: str, value: float) -> ColumnElement[bool]:
             return column <= value
 
 
+def _token_clause(system_column: Any, code_column: Any, system: Any, code: Any) -> ColumnElement[bool]:
+    system, code = index_key(system), index_key(code)
+    parts = []
+    if code is not None:
+        parts.append(code_column == code)
+    if system == "":
+        parts.append(system_column.is_(None))
+    elif system is not None:
+        parts.append(system_column == system)
+    return and_(*parts) if parts else true()
+
+
+def _composite_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bool]:
+    """Both components on the same row, i.e. from the same element instance."""
+    (system, code), other = value
+    clause = _token_clause(t.c.system, t.c.code, system, code)
+    kind = f.components[1]
+    if kind == "token":
+        return and_(clause, _token_clause(t.c.value_system, t.c.value_code, *other))
+    if kind == "string":
+        return and_(clause, t.c.value_code.startswith(index_key(normalize_string(other[0])), autoescape=True))
+    if kind == "date":  # `_date` compares columns named low and high
+        columns = SimpleNamespace(c=SimpleNamespace(low=t.c.value_low, high=t.c.value_high))
+        return and_(clause, _date(columns, *other))
+    prefix, number, vsystem, vcode = other  # quantity
+    parts = [clause, _number(t.c.value_number, prefix, number)]
+    if vcode is not None:
+        parts.append(or_(t.c.value_code == vcode, and_(t.c.value_code.is_(None), t.c.value_unit == vcode))
+                     if vsystem is None else t.c.value_code == vcode)
+    if vsystem is not None:
+        parts.append(t.c.value_system == vsystem)
+    return and_(*parts)
+
+
 def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bool]:
+    if f.type == "composite":
+        return _composite_clause(f, t, value)
     if f.type == "token" or f.modifier == "identifier":
         system, code = value
         if f.modifier == "text":
@@ -126,7 +163,7 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
 
 # How selective a filter usually is: the most selective one drives the query.
 _SELECTIVITY = {"_id": 0, "identifier": 1, "patient": 2, "subject": 2}
-_TYPE_SELECTIVITY = {"reference": 3, "string": 4, "date": 5, "quantity": 6, "number": 6,
+_TYPE_SELECTIVITY = {"reference": 3, "string": 4, "composite": 5, "date": 5, "quantity": 6, "number": 6,
                      "uri": 7, "token": 8}
 
 
@@ -246,24 +283,27 @@ UCUM = "http://unitsofmeasure.org"
 def with_comparable_units(request: SearchRequest, stored_codes: Any) -> SearchRequest:
     """Quantity values in UCUM also match values stored in another unit UCUM can convert to:
     `value-quantity=ge800|http://unitsofmeasure.org|mg/dL` matches 8.5 g/L. `stored_codes(code)`
-    lists the UCUM codes the store holds for a parameter."""
+    lists the UCUM codes the store holds for a parameter (composite: for its value component)."""
     filters = []
     for f in request.filters:
-        if f.type != "quantity" or f.modifier:
+        composite = f.components[1:] == ("quantity",)
+        if (f.type != "quantity" and not composite) or f.modifier:
             filters.append(f)
             continue
         values = list(f.values)
-        for prefix, number, system, code in f.values:
+        for value in f.values:
+            prefix, number, system, code = value[1] if composite else value
             if code is None or system not in (None, UCUM):
                 continue
-            for other in stored_codes(f.code):
+            for other in stored_codes(f.code, composite):
                 if other == code:
                     continue
                 try:
                     ratio = factor(code, other)
                 except (UnitError, ValueError):
                     continue  # not comparable (or not UCUM): only the same unit matches
-                values.append((prefix, float(decimal.Decimal(repr(number)) * ratio), UCUM, other))
+                converted = (prefix, float(decimal.Decimal(repr(number)) * ratio), UCUM, other)
+                values.append((value[0], converted) if composite else converted)
         filters.append(replace(f, values=tuple(values)))
     return replace(request, filters=tuple(filters))
 

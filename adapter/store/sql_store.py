@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from adapter.fhir.dates import now_instant
 from adapter.fhir.ids import check_id
@@ -25,11 +25,12 @@ from adapter.fhir.jsonio import dumps, parse
 from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
-    HistoryPage, Loadable, Repository, SearchPage, StoredResource, Transaction,
+    HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
 )
 from adapter.store.engines import (
     ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
 )
+from adapter.store.integrity import Dangling, DanglingReferences, dangling, enabled_by_default
 from adapter.store.migrate import upgrade
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
@@ -49,8 +50,10 @@ _HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
 class SqlStore(Repository):
     """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
 
-    def __init__(self, url: str, migrate: bool = True) -> None:
+    def __init__(self, url: str, migrate: bool = True, check_references: bool | None = None) -> None:
         self.url = normalize_url(url)
+        # Every write's literal references must resolve (integrity.py); off for staged loads.
+        self.check_references = enabled_by_default() if check_references is None else check_references
         self.engine = make_engine(self.url)
         if migrate:
             upgrade(self.engine)
@@ -72,6 +75,12 @@ class SqlStore(Repository):
                     yield conn
             except IntegrityError as exc:  # a concurrent writer took the same version
                 raise conflict(f"concurrent update, try again: {exc.orig}") from exc
+            except OperationalError as exc:
+                # Two writers referencing each other's resources can wait on each other's locks;
+                # PostgreSQL ends one of them: a conflict to retry, not a server error.
+                if type(exc.orig).__name__ == "DeadlockDetected":
+                    raise conflict("concurrent writes of related resources, try again") from exc
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -91,36 +100,40 @@ class SqlStore(Repository):
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
         with self._write() as conn:
-            yield SqlTransaction(self, conn)
+            tx = SqlTransaction(self, conn)
+            yield tx
+            # At the end, so that a transaction's entries resolve among themselves first.
+            if self.check_references and (found := dangling(conn, tx.written)):
+                raise DanglingReferences(found)
 
     def load(self, items: Iterable[Loadable | list[Loadable]], batch_size: int = 1000, analyze: bool = True,
              volatile: Mapping[str, tuple[str, ...]] | None = None,
-             outcomes: list[StoredResource] | None = None) -> int:
+             outcomes: list[StoredResource] | None = None, refused: Refused | None = None) -> int:
         """Batches are written by a second thread while this one reads and validates the next,
         so the database's work overlaps ours; each batch is its own transaction."""
-        batches: queue.Queue[list[Loadable] | None] = queue.Queue(maxsize=2)
+        batches: queue.Queue[list[tuple[int, list[Loadable]]] | None] = queue.Queue(maxsize=2)
         outcome: dict[str, Any] = {"written": 0}
 
         def writer() -> None:
             while (batch := batches.get()) is not None:
                 if "error" not in outcome:
                     try:
-                        outcome["written"] += self._load_batch(batch, volatile, outcomes)
+                        outcome["written"] += self._load_batch(batch, volatile, outcomes, refused)
                     except BaseException as exc:  # handed to the caller below
                         outcome["error"] = exc
 
         thread = threading.Thread(target=writer, name="store-load", daemon=True)
         thread.start()
         try:
-            batch: list[Loadable] = []
-            for item in items:
-                if isinstance(item, list):  # a group: never split across two transactions
-                    batch.extend(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= batch_size:
+            batch: list[tuple[int, list[Loadable]]] = []  # (position, group)
+            size = 0
+            for position, item in enumerate(items):
+                # a group is never split across two transactions
+                batch.append((position, item if isinstance(item, list) else [item]))
+                size += len(batch[-1][1])
+                if size >= batch_size:
                     batches.put(batch)
-                    batch = []
+                    batch, size = [], 0
                     if "error" in outcome:
                         break
             if batch and "error" not in outcome:
@@ -136,7 +149,7 @@ class SqlStore(Repository):
         return written
 
     def reopen(self) -> SqlStore:
-        return SqlStore(self.url, migrate=False)
+        return SqlStore(self.url, migrate=False, check_references=self.check_references)
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics.
@@ -152,13 +165,41 @@ class SqlStore(Repository):
                 conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sample, don't scan it all
                 conn.exec_driver_sql("ANALYZE")
 
-    def _load_batch(self, batch: list[Loadable], volatile: Mapping[str, tuple[str, ...]] | None,
-                    outcomes: list[StoredResource] | None) -> int:
-        with self._write() as conn:
-            stored = self._write_batch(conn, batch, volatile=volatile)
+    def _load_batch(self, groups: list[tuple[int, list[Loadable]]],
+                    volatile: Mapping[str, tuple[str, ...]] | None,
+                    outcomes: list[StoredResource] | None, refused: Refused | None) -> int:
+        """One transaction; with checked references, the groups whose references do not resolve
+        after the batch is written are left out (said to `refused`) and the rest written again,
+        until what is written resolves: a batch may hold both ends of a reference."""
+        while True:
+            batch = [item for _, group in groups for item in group]
+            try:
+                with self._write() as conn:
+                    written: list[dict[str, Any]] = []
+                    stored = self._write_batch(conn, batch, volatile=volatile, written=written)
+                    if self.check_references and (found := dangling(conn, written)):
+                        raise DanglingReferences(found)
+                break
+            except DanglingReferences as error:
+                if refused is None:
+                    raise
+                groups = self._refuse(groups, error.found, refused)
         if outcomes is not None:
             outcomes.extend(replace(s, data=None) for s in stored)  # the bytes are not wanted
         return sum(not s.unchanged for s in stored)
+
+    @staticmethod
+    def _refuse(groups: list[tuple[int, list[Loadable]]], found: list[Dangling],
+                refused: Refused) -> list[tuple[int, list[Loadable]]]:
+        bad = {d.resource for d in found}
+        kept = []
+        for position, group in groups:
+            keys = {(r["resourceType"], r["id"]) for r in (i.resource if isinstance(i, Indexed) else i for i in group)}
+            if keys & bad:
+                refused(position, group, [d for d in found if d.resource in keys])
+            else:
+                kept.append((position, group))
+        return kept
 
     def _current(self, conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         found = {}
@@ -173,7 +214,8 @@ class SqlStore(Repository):
 
     def _write_batch(self, conn: Connection, items: list[Loadable], method: str = "PUT",
                      if_match: int | None = None,
-                     volatile: Mapping[str, tuple[str, ...]] | None = None) -> list[StoredResource]:
+                     volatile: Mapping[str, tuple[str, ...]] | None = None,
+                     written: list[dict[str, Any]] | None = None) -> list[StoredResource]:
         now = now_instant()
         batch = [item.resource if isinstance(item, Indexed) else item for item in items]
         given = {(item.resource["resourceType"], item.resource["id"]): item.rows
@@ -210,6 +252,8 @@ class SqlStore(Repository):
                                          created=key not in live, method=method))
             versions[key] = version
             live.add(key)
+        if written is not None:  # for the reference check, which runs once all are written
+            written.extend(body for _, body in latest.values())
         existing = [key for key in latest if key in current]
         self._clear_index(conn, existing)
         self._delete_current(conn, existing)
@@ -317,14 +361,18 @@ class SqlStore(Repository):
         with self._read() as conn:
             return self._search_on(conn, request)
 
-    def _ucum_codes(self, conn: Connection, rtype: str, param: str) -> list[str]:
-        q = INDEX_TABLES["quantity"]
-        return [str(code) for (code,) in conn.execute(select(q.c.code).where(
-            q.c.res_type == rtype, q.c.param == param, q.c.system == UCUM).distinct()) if code]
+    def _ucum_codes(self, conn: Connection, rtype: str, param: str, composite: bool = False) -> list[str]:
+        q = INDEX_TABLES["composite" if composite else "quantity"]
+        code, system = (q.c.value_code, q.c.value_system) if composite else (q.c.code, q.c.system)
+        return [str(c) for (c,) in conn.execute(select(code).where(
+            q.c.res_type == rtype, q.c.param == param, system == UCUM).distinct()) if c]
 
     def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
-        if any(f.type == "quantity" and any(v[3] for v in f.values) for f in request.filters if not f.modifier):
-            request = with_comparable_units(request, lambda code: self._ucum_codes(conn, request.resource_type, code))
+        if any((f.type == "quantity" and any(v[3] for v in f.values))
+               or (f.components[1:] == ("quantity",) and any(v[1][3] for v in f.values))
+               for f in request.filters if not f.modifier):
+            request = with_comparable_units(request, lambda code, composite: self._ucum_codes(
+                conn, request.resource_type, code, composite))
         queries = backward_queries if request.before else build_queries
         query, count = queries(request)
         breadth = breadth_query(request)
@@ -429,16 +477,17 @@ class SqlTransaction(Transaction):
 
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         self._store, self._conn = store, conn
+        self.written: list[dict[str, Any]] = []  # checked for references before the commit
 
     def lock(self, keys: Iterable[tuple[str, str]]) -> None:
         lock_resources(self._conn, keys)
 
     def create(self, resource: dict[str, Any], resource_id: str | None = None) -> StoredResource:
         resource = {**resource, "id": resource_id or str(uuid.uuid4())}
-        return self._store._write_batch(self._conn, [resource], method="POST")[0]
+        return self._store._write_batch(self._conn, [resource], method="POST", written=self.written)[0]
 
     def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
-        return self._store._write_batch(self._conn, [resource], if_match=if_match)[0]
+        return self._store._write_batch(self._conn, [resource], if_match=if_match, written=self.written)[0]
 
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         return self._store._delete_on(self._conn, resource_type, resource_id)
