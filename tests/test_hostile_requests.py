@@ -69,6 +69,7 @@ CASES = [
     ("POST", "Patient", b'{"resourceType":"Patient","multipleBirthInteger":-0}', 201),
     ("POST", "Observation", b'{"resourceType":"Observation","status":"final","code":{"text":"x"},'
                             b'"component":[{"code":{"text":"c"},"valueInteger":2.0}]}', 422),
+    ("DELETE", "Patient/_history", None, 400),  # was a 204 "deleting" a resource with id _history
     ("PUT", "Patient/.", b'{"resourceType":"Patient","id":"."}', 400),
     ("PUT", "Patient/..", b'{"resourceType":"Patient","id":".."}', 400),
 ]

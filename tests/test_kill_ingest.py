@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
+from adapter.protocol.cli import SPECS, load_protocol
 from adapter.store.schema import resources
 from adapter.store.sql_store import SqlStore
 from bench.site_ingest import write_export
@@ -50,10 +51,12 @@ def test_a_killed_ingest_run_again_ends_equal_to_a_clean_one(db_url, store, tmp_
     cli = [str(Path(sys.executable).parent / "fhir-adapter"), "ingest", "--site", "site-a",
            "--mapping", str(SPEC), "--db", db_url, str(export)]
     env = {**os.environ, "UCMSC_SITE_A_KEY": KEY}
+    protocol = load_protocol(db_url, SPECS / "ucmsc-cp-v1.yaml")[0]  # what the rows refer to
     proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while _count(store) < 200 and proc.poll() is None and time.monotonic() < deadline:
+    while _count(store) < protocol + 200 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None, "the ingest ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)  # mid-write: some rows stored, most not
     proc.wait()
     killed_at = _count(store)
@@ -64,6 +67,7 @@ def test_a_killed_ingest_run_again_ends_equal_to_a_clean_one(db_url, store, tmp_
 
     clean_db = postgres_schema() if db_url.startswith("postgresql") else nullcontext(f"sqlite:///{tmp_path / 'clean.db'}")
     with clean_db as clean_url:
+        load_protocol(clean_url, SPECS / "ucmsc-cp-v1.yaml")
         clean = SqlStore(clean_url)
         try:
             ingest(load_mapping(SPEC), [export], clean, KEY.encode())

@@ -364,7 +364,7 @@ def patch(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 def delete(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
-    stored = repo.delete(rtype, req.id or "")
+    stored = repo.delete(rtype, check_id(req.id, f"{rtype}.id"))  # DELETE Patient/_history is no delete
     headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
     return FhirResponse(204, None, headers)
 
