@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 
+from adapter.protocol.cli import SPECS, load_protocol
 from adapter.fhir.validation import validate
 from adapter.mapping.ingest import translate
 from adapter.mapping.spec import load_mapping
@@ -138,6 +139,7 @@ def main() -> None:
               f"(generated in {time.perf_counter() - started:.0f} s)")
         baseline = validation_alone(export, 2000)
         db = args.db or f"sqlite:///{tmp}/bench.db"
+        load_protocol(db, SPECS / "ucmsc-cp-v1.yaml")  # what the rows refer to (references are checked)
         seconds, memory, summary = end_to_end(export, db, args.workers)
         resources = int(summary.split(";")[1].split()[0]) if "resources" in summary else 0
         print(f"ingest --workers {args.workers}: {summary}")
