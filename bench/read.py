@@ -46,6 +46,7 @@ def _prepare_store(db_url: str, observations: int) -> None:
     from adapter.store import open_store
     store = open_store(db_url)
     load_files(store, [ROOT / "fixtures" / "demo"])
+    store.load([{"resourceType": "Patient", "id": f"bench-p{i:02d}"} for i in range(50)])  # what they refer to
     store.load({
         "resourceType": "Observation", "id": f"bench-{i:04d}", "status": "final",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",

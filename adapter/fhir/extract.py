@@ -224,7 +224,9 @@ def _composite(rows: IndexRows, param: SearchParam, resource: dict[str, Any]) ->
         if instance.path and instance.path[0] not in resource:
             continue
         for node in _walk(resource, instance.path):
-            if not isinstance(node, dict):
+            # Most composites of a type find no value here (an Observation has one value[x]):
+            # skip them before building anything; extraction is on every ingest's hot path.
+            if not isinstance(node, dict) or not any(not path or path[0] in node for path in second.paths[i]):
                 continue
             codes, values = IndexRows(), IndexRows()
             for path in first.paths[i]:

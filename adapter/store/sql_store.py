@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from adapter.fhir.dates import now_instant
+from adapter.fhir.dates import date_range, now_instant
 from adapter.fhir.ids import check_id
 from adapter.fhir.extract import Indexed, IndexRows, extract
 from adapter.fhir.jsonio import dumps, parse
@@ -455,9 +455,9 @@ def _with_last_updated(given: IndexRows | None, body: dict[str, Any]) -> IndexRo
     this write sets: the `_lastUpdated` rows always come from the stored body."""
     if given is None:
         return extract(body)
-    stamped = extract({"resourceType": body["resourceType"], "meta": {"lastUpdated": body["meta"]["lastUpdated"]}})
     ahead = [row for row in given.date if row[0] != "_lastUpdated"]
-    return replace(given, date=ahead + stamped.date)
+    # The row extract() makes for Resource.meta.lastUpdated, without a second extraction.
+    return replace(given, date=[*ahead, ("_lastUpdated", *date_range(body["meta"]["lastUpdated"]))])
 
 
 def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
