@@ -274,16 +274,10 @@ def extract(resource: dict[str, Any]) -> IndexRows:
             continue
         for value, resolve in _values(resource, param):
             kind = param.type
-            if kind == "token":
-                _token(rows, code, value)
-            elif kind == "string":
-                _string(rows, code, value)
-            elif kind == "date":
-                _date(rows, code, value)
-            elif kind == "reference":
+            if kind == "reference":
                 _reference(rows, code, value, resolve)
-            elif kind == "quantity":
-                _quantity(rows, code, value)
+            elif kind in ("token", "quantity", "date", "string"):
+                _component(rows, kind, code, value)
             elif kind == "uri" and isinstance(value, str):
                 rows.uri.append((code, value))
             elif kind == "number" and isinstance(value, (int, float, decimal.Decimal)) \

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,21 +116,15 @@ class SearchRequest:
 
 
 def _split_values(raw: str) -> list[str]:
-    """Split on commas not escaped with a backslash (search.html#escaping)."""
-    out, current, i = [], "", 0
-    while i < len(raw):
-        if raw[i] == "\\" and i + 1 < len(raw) and raw[i + 1] in ",$|\\":
-            current += raw[i + 1]
-            i += 2
-            continue
-        if raw[i] == ",":
-            out.append(current)
-            current = ""
-        else:
-            current += raw[i]
-        i += 1
-    out.append(current)
-    return out
+    """Split on commas not escaped with a backslash, then drop the escapes (search.html#escaping).
+
+    >>> _split_values(r"a\\,b,c\\$d")
+    ['a,b', 'c$d']
+    """
+    return [_UNESCAPE.sub(r"\1", part) for part in _split_escaped(raw, ",")]
+
+
+_UNESCAPE = re.compile(r"\\([,$|\\])")
 
 
 def _split_escaped(raw: str, separator: str) -> list[str]:

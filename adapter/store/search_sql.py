@@ -99,13 +99,19 @@ def _composite_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElemen
     if kind == "date":  # `_date` compares columns named low and high
         columns = SimpleNamespace(c=SimpleNamespace(low=t.c.value_low, high=t.c.value_high))
         return and_(clause, _date(columns, *other))
-    prefix, number, vsystem, vcode = other  # quantity
-    parts = [clause, _number(t.c.value_number, prefix, number)]
-    if vcode is not None:
-        parts.append(or_(t.c.value_code == vcode, and_(t.c.value_code.is_(None), t.c.value_unit == vcode))
-                     if vsystem is None else t.c.value_code == vcode)
-    if vsystem is not None:
-        parts.append(t.c.value_system == vsystem)
+    return and_(clause, _quantity_clause(t.c.value_number, t.c.value_system, t.c.value_code, t.c.value_unit,
+                                         *other))
+
+
+def _quantity_clause(number_col: Any, system_col: Any, code_col: Any, unit_col: Any, prefix: str,
+                     number: Any, system: str | None, code: str | None) -> ColumnElement[bool]:
+    """`[prefix]number|system|code`: a code without a system also matches the unit's text."""
+    parts = [_number(number_col, prefix, number)]
+    if code is not None:
+        parts.append(or_(code_col == code, and_(code_col.is_(None), unit_col == code))
+                     if system is None else code_col == code)
+    if system is not None:
+        parts.append(system_col == system)
     return and_(*parts)
 
 
@@ -150,14 +156,7 @@ def _value_clause(f: Filter, t: Any, value: tuple[Any, ...]) -> ColumnElement[bo
         clause = t.c.target_id == index_key(rid)
         return and_(clause, t.c.target_type == rtype) if rtype else clause
     if f.type == "quantity":
-        prefix, number, system, code = value
-        parts = [_number(t.c.value, prefix, number)]
-        if code is not None:
-            parts.append(or_(t.c.code == code, and_(t.c.code.is_(None), t.c.unit == code))
-                         if system is None else t.c.code == code)
-        if system is not None:
-            parts.append(t.c.system == system)
-        return and_(*parts)
+        return _quantity_clause(t.c.value, t.c.system, t.c.code, t.c.unit, *value)
     return _number(t.c.value, value[0], value[1])  # number
 
 
