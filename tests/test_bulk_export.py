@@ -197,3 +197,11 @@ def test_finished_jobs_and_their_files_expire(live, data, app):
     assert requests.get(manifest["output"][0]["url"], timeout=30).status_code == 404
     assert requests.get(manifest["_status_url"], timeout=30).status_code == 404
     assert not job_dir.exists()
+
+
+def test_a_job_file_without_status_does_not_break_bulk_requests(live, data, app):
+    root = pathlib.Path(app.config["EXPORT_DIR"])
+    (root / "odd").mkdir(parents=True)
+    (root / "odd" / "job.json").write_text('{"id": "elsewhere"}')
+    assert run_export(f"{live}/$export", _type="Patient")["output"]
+    assert (root / "odd").exists()

@@ -19,7 +19,7 @@ from adapter.mapping.spec import load_mapping
 from adapter.protocol.cli import SPECS, load_protocol
 from adapter.store.schema import resources
 from adapter.store.sql_store import SqlStore
-from bench.site_ingest import write_export
+from bench.site_ingest import _family, write_export
 from conftest import ROOT, postgres_schema
 from test_write_paths import index_mismatches
 
@@ -40,6 +40,13 @@ def _content(store: SqlStore) -> dict[tuple[str, str], dict]:
     return out
 
 
+def _state(pid: int) -> str:
+    try:
+        return "(" + Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] + ")"
+    except OSError:
+        return "(gone)"
+
+
 def _count(store: SqlStore) -> int:
     with store.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(resources)).scalar_one()
@@ -49,7 +56,7 @@ def test_a_killed_ingest_run_again_ends_equal_to_a_clean_one(db_url, store, tmp_
     export = tmp_path / "export.csv"
     write_export(25, export)
     cli = [str(Path(sys.executable).parent / "fhir-adapter"), "ingest", "--site", "site-a",
-           "--mapping", str(SPEC), "--db", db_url, str(export)]
+           "--mapping", str(SPEC), "--db", db_url, "--workers", "2", str(export)]
     env = {**os.environ, "UCMSC_SITE_A_KEY": KEY}
     protocol = load_protocol(db_url, SPECS / "ucmsc-cp-v1.yaml")[0]  # what the rows refer to
     proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -57,8 +64,16 @@ def test_a_killed_ingest_run_again_ends_equal_to_a_clean_one(db_url, store, tmp_
     while _count(store) < protocol + 200 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, "the ingest ended before it could be killed"
+    workers = [pid for pid in _family(proc.pid) if pid != proc.pid]
+    assert len(workers) >= 2
     os.kill(proc.pid, signal.SIGKILL)  # mid-write: some rows stored, most not
     proc.wait()
+    # Its workers go with it (they were left waiting for ever, 130 MB and a connection each).
+    for _ in range(100):
+        if not any(Path(f"/proc/{pid}").exists() and "(Z)" not in _state(pid) for pid in workers):
+            break
+        time.sleep(0.1)
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists() and "(Z)" not in _state(pid)] == []
     killed_at = _count(store)
     assert killed_at > 0
     again = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)

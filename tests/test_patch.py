@@ -150,3 +150,14 @@ def test_patch_over_http_returns_minimal_when_asked(live, http, store):
     assert r.status_code == 200 and r.content == b"" and "Content-Type" not in r.headers
     assert r.headers["ETag"] == 'W/"2"'
     assert store.read("Observation", "o1").version_id == 2
+
+
+def test_a_patch_that_copies_itself_large_is_refused_before_memory_runs_out(client, app):
+    """20 self-copies of a 1 kB name made 1 GB in 4.5 s (a reviewer's probe)."""
+    client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1", "name": [{"text": "x" * 1000}]},
+               content_type=FHIR_JSON)
+    before = table_counts(app.extensions["fhir_store"])
+    bomb = [{"op": "copy", "from": "/name", "path": "/name/-"} for _ in range(30)]
+    r = patch(client, "Patient/p1", bomb)
+    assert r.status_code == 413 and r.json["issue"][0]["code"] == "too-costly"
+    assert table_counts(app.extensions["fhir_store"]) == before

@@ -71,16 +71,18 @@ def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest, clie
     return job_id
 
 
-def _jobs(root: pathlib.Path) -> Iterator[dict[str, Any]]:
+def _jobs(root: pathlib.Path) -> Iterator[tuple[pathlib.Path, dict[str, Any]]]:
+    """(folder, job) of every job: the folder found, not an id the file may claim."""
     for job_file in sorted(root.glob("*/job.json")) if root.exists() else []:
         job = read_job(root, job_file.parent.name)
-        if job is not None:
-            yield job
+        # A job.json without these (hand-made, or from an older version) is no job to count.
+        if job is not None and isinstance(job.get("status"), str) and isinstance(job.get("transactionTime"), str):
+            yield job_file.parent, job
 
 
 def active_jobs(root: pathlib.Path, client: str) -> int:
     """Jobs of one client still to finish (accepted or running)."""
-    return sum(1 for job in _jobs(root) if job.get("client", "") == client and job["status"] in ("accepted", "running"))
+    return sum(1 for _, job in _jobs(root) if job.get("client", "") == client and job["status"] in ("accepted", "running"))
 
 
 def expires_at(job: dict[str, Any], retention: float) -> datetime:
@@ -93,9 +95,13 @@ def expire_jobs(root: pathlib.Path, retention: float) -> int:
     """Remove finished jobs (completed, failed, cancelled) older than `retention` seconds, with
     their files: exports hold patients' data and must not stay on disk. Returns how many."""
     now, removed = datetime.now(timezone.utc), 0
-    for job in _jobs(root):
-        if job["status"] not in ("accepted", "running") and expires_at(job, retention) <= now:
-            shutil.rmtree(root / job["id"], ignore_errors=True)
+    for folder, job in _jobs(root):
+        try:
+            expired = job["status"] not in ("accepted", "running") and expires_at(job, retention) <= now
+        except ValueError:  # a time that is no instant: left for a person to look at
+            continue
+        if expired:
+            shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
 

@@ -17,12 +17,16 @@ import jsonpatch
 import jsonpointer
 from fhirpathpy import evaluate
 
+from adapter.fhir import jsonio
 from adapter.fhir.definitions import r4_schema
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 
 __all__ = ["apply_json_patch", "apply_fhirpath_patch", "MAX_OPERATIONS"]
 
 MAX_OPERATIONS = 100  # operations in one document: each copies and re-checks the resource
+# A JSON Patch `copy` doubles what it copies: 20 of them made 1 GB from a 1 kB name. The result
+# of a patch may be no larger than a request body may be (the gateway's default limit).
+MAX_RESULT_BYTES = 10 * 1024 * 1024
 
 
 def _unchanged_identity(resource: Any, rtype: str, rid: str) -> str | None:
@@ -68,6 +72,10 @@ def apply_json_patch(resource: dict[str, Any], document: Any, rtype: str, rid: s
             raise FhirError(422, [Issue("processing", f"JSON Patch {name} cannot be applied: {exc}")]) from None
         if problem := _unchanged_identity(result, rtype, rid):
             raise FhirError(422, [Issue("processing", f"JSON Patch {name}: {problem}")])
+        # Only a copy grows the resource beyond what the request itself carries.
+        if patch.patch[0].get("op") == "copy" and len(jsonio.dumps(result)) > MAX_RESULT_BYTES:
+            raise FhirError(413, [Issue("too-costly", f"JSON Patch {name}: the patched resource would be "
+                                        f"over {MAX_RESULT_BYTES:,} bytes")])
     return result  # type: ignore[no-any-return]
 
 

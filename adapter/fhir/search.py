@@ -155,8 +155,10 @@ def _composite(raw: str, name: str, components: tuple[str, ...]) -> tuple[Any, .
     return tuple(_value(kind, _split_values(part)[0], name) for kind, part in zip(components, parts, strict=True))
 
 
-def _bounded_values(raw: str, name: str) -> list[str]:
-    values = _split_values(raw)
+def _bounded_values(raw: str, name: str, keep_escapes: bool = False) -> list[str]:
+    """The ORed values of a parameter, at most MAX_VALUES (a composite's keep their escapes
+    for the split into components)."""
+    values = _split_escaped(raw, ",") if keep_escapes else _split_values(raw)
     if len(values) > MAX_VALUES:
         raise bad_request(f"{name}: {len(values)} values; at most {MAX_VALUES} may be ORed in one "
                           "parameter", name, code="too-costly")
@@ -338,17 +340,9 @@ def _parse_filter(rtype: str, name: str, raw: str, depth: int = 0) -> Filter:
             raise bad_request(f"{name}: composite parameters take no modifier but :missing", name,
                               code="not-supported")
         kinds = tuple(c.type for c in param.components)
-        values = tuple(_composite(v, name, kinds) for v in _bounded_values_escaped(raw, name))
+        values = tuple(_composite(v, name, kinds) for v in _bounded_values(raw, name, keep_escapes=True))
         return Filter(base, "composite", None, values, components=kinds)
     return _filter(base, param.type, modifier or None, raw, param.target)
-
-
-def _bounded_values_escaped(raw: str, name: str) -> list[str]:
-    values = _split_escaped(raw, ",")
-    if len(values) > MAX_VALUES:
-        raise bad_request(f"{name}: {len(values)} values; at most {MAX_VALUES} may be ORed in one "
-                          "parameter", name, code="too-costly")
-    return values
 
 
 def _parse_include(rtype: str, name: str, raw: str, reverse: bool, iterate: bool) -> Include:

@@ -132,23 +132,25 @@ def _warm_up() -> None:
 
 def _register_errors(app: Flask) -> None:
     @app.before_request
-    def bounded_time() -> None:
+    def begin_request() -> None:
+        """One hook for what every request gets: its time bound, the base for absolute
+        references, and a URL check (its length; %00, which PostgreSQL cannot hold)."""
         seconds = app.config["REQUEST_TIMEOUT"]
         request_deadline.set(time.monotonic() + seconds if seconds else None)
         reference_base.set(service_base)  # absolute references to this server are checked too
-
-    @app.teardown_request
-    def unbounded_time(_error: BaseException | None) -> None:
-        request_deadline.set(None)
-        reference_base.set(None)
-
-    @app.before_request
-    def bounded_url() -> None:
         environ, limit = request.environ, app.config["MAX_URL_LENGTH"]
-        length = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 1
+        path, query = environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+        length = len(path) + len(query) + 1
         if length > limit:
             raise FhirError(414, [Issue("too-costly", f"the URL is {length} characters; the limit is {limit} "
                                         "(a long search can be sent as a POST [type]/_search form)")])
+        if "\x00" in path or "%00" in query:
+            raise FhirError(400, [Issue("invalid", "the URL holds the NUL character (%00)")])
+
+    @app.teardown_request
+    def end_request(_error: BaseException | None) -> None:
+        request_deadline.set(None)
+        reference_base.set(None)
 
     @app.errorhandler(FhirError)
     def fhir_error(error: FhirError) -> Response:

@@ -80,13 +80,6 @@ for _route in ROUTES + OPERATION_ROUTES + BUNDLE_ROUTES:
 bulk.register(blueprint)
 
 
-@blueprint.before_request
-def _no_nul_in_the_url() -> None:
-    # PostgreSQL cannot hold U+0000 and SQLite would: refuse it in both, before any lookup.
-    if "\x00" in request.path or "%00" in request.environ.get("QUERY_STRING", ""):
-        raise bad_request("the URL holds the NUL character (%00)", code="invalid")
-
-
 @blueprint.get("/metadata")
 def metadata() -> Response:
     media = response_type(request.headers.get("Accept"), request.args.get("_format"))

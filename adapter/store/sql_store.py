@@ -437,8 +437,10 @@ def _unchanged(current: Any, resource: dict[str, Any], volatile: tuple[str, ...]
     """The current version when `resource` says nothing new: equal to it ignoring the server's
     meta (versionId, lastUpdated) and the `volatile` elements (e.g. a Provenance's `recorded`,
     restamped by every re-ingest of an unchanged row), as HAPI keeps a no-op update's version."""
+    # Compared as sorted JSON text: the new body's key order and number types (int, Decimal,
+    # float) then cannot make a difference that the stored bytes would not show.
     stored = parse(current.data)
-    if _content(stored, volatile) != _content(parse(dumps(resource)), volatile):
+    if dumps(_content(stored, volatile), sort_keys=True) != dumps(_content(resource, volatile), sort_keys=True):
         return None
     return StoredResource(resource["resourceType"], resource["id"], current.version_id,
                           current.last_updated, False, current.data, unchanged=True)
