@@ -27,6 +27,11 @@ def now_recorded() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _cells(r: Any) -> list[Any]:
+    """A rejection's (or warning's) line in rejections.csv and warnings.csv."""
+    return [pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason]
+
+
 class Quarantine:
     """`rejections.csv` (file,row,column,value,rule,reason) and, per source file, the rejected
     rows as they were (same header, encoding and delimiter; NDJSON lines for JSON sources);
@@ -43,21 +48,19 @@ class Quarantine:
         self._warnings: Any = None
 
     def add(self, row: SourceRow | None, result: RecordResult) -> None:
-        for r in result.rejections:
-            self._writer.writerow([pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason])
+        self._writer.writerows(_cells(r) for r in result.rejections)
         if row is None and result.rejections and result.rejections[0].reason.startswith("duplicate"):
             return  # the same record is kept at its first line
         if row is not None:
             self._write_row(row)
 
     def warn(self, result: RecordResult) -> None:
-        if self._warnings is None:
+        if self._warnings is None:  # opened at the first warning: most ingests have none
             self.files.append(self.directory / "warnings.csv")
-            self._warnings = open_private(self.files[-1], encoding="utf-8", newline="")
-            csv.writer(self._warnings, lineterminator="\n").writerow(REJECTION_COLUMNS)
-        writer = csv.writer(self._warnings, lineterminator="\n")
-        for w in result.warnings:
-            writer.writerow([pathlib.Path(w.file).name, w.row, w.column, w.value, w.rule, w.reason])
+            self._warnings_file = open_private(self.files[-1], encoding="utf-8", newline="")
+            self._warnings = csv.writer(self._warnings_file, lineterminator="\n")
+            self._warnings.writerow(REJECTION_COLUMNS)
+        self._warnings.writerows(_cells(w) for w in result.warnings)
 
     def _write_row(self, row: SourceRow) -> None:
         source = pathlib.Path(row.file)
@@ -81,7 +84,7 @@ class Quarantine:
     def close(self) -> None:
         self._report.close()
         if self._warnings is not None:
-            self._warnings.close()
+            self._warnings_file.close()
         for handle, _ in self._rows.values():
             handle.close()
 
