@@ -12,15 +12,20 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
-    "SERVED_TYPES", "SearchParam", "CompiledPath", "Component", "search_params", "search_param",
+    "SERVED_TYPES", "AUDIT_TYPE", "DATA_TYPES", "SearchParam", "CompiledPath", "Component", "search_params", "search_param",
     "bindings", "r4_schema", "resource_types",
 ]
 
 SERVED_TYPES: tuple[str, ...] = (
     "Patient", "ResearchStudy", "ResearchSubject", "PlanDefinition", "ActivityDefinition",
     "CarePlan", "Condition", "Procedure", "Observation", "AdverseEvent",
-    "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group",
+    "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group", "AuditEvent",
 )
+# The server's own record of who accessed what (adapter/audit): served for reading, written only
+# by the server, and no part of the data: outside the Patient compartment (else a patient's
+# $everything would grow with every read of it) and of an export without _type.
+AUDIT_TYPE = "AuditEvent"
+DATA_TYPES: tuple[str, ...] = tuple(t for t in SERVED_TYPES if t != AUDIT_TYPE)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 from adapter.exchange.export import (
     ExportRequest, active_jobs, cancel_job, expire_jobs, expires_at, read_job, start_job,
 )
-from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.definitions import DATA_TYPES, SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
 from adapter.fhir.search import parse_search, parse_since
 from adapter.gateway.base import service_base
@@ -66,7 +66,8 @@ def _kick_off(level: str, group: str | None = None) -> Response:
     if fmt not in _FORMATS:
         raise bad_request(f"_outputFormat {fmt!r}: only {', '.join(_FORMATS)}", "_outputFormat")
     allowed = SERVED_TYPES if level == "system" else compartment_types()
-    types = tuple(dict.fromkeys(values.get("_type") or allowed))  # 300 repeats: one file, written once
+    # 300 repeats: one file, written once. The audit trail only when asked for by name.
+    types = tuple(dict.fromkeys(values.get("_type") or (DATA_TYPES if level == "system" else allowed)))
     wrong = [t for t in types if t not in allowed]
     if wrong:
         raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")

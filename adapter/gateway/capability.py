@@ -12,23 +12,28 @@ from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.gateway.interactions import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
 from adapter.gateway.bulk import EXPORT_DEFINITION, EXPORT_OPERATIONS
 from adapter.gateway.operations import operations_of
+from adapter.gateway.readonly import READ_ONLY_TYPES
 from adapter.gateway.transactions import BUNDLE_INTERACTIONS
 
 __all__ = ["capability_statement"]
 
 
+_WRITES = ("create", "update", "patch", "delete")
+
+
 def _resource(rtype: str, enforced: bool) -> dict[str, Any]:
+    writable = rtype not in READ_ONLY_TYPES  # the audit trail: read and searched only
     return {
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
-        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS if writable or code not in _WRITES],
         "versioning": "versioned",
         "readHistory": True,
-        "updateCreate": True,
-        "conditionalCreate": True,
+        "updateCreate": writable,
+        "conditionalCreate": writable,
         "conditionalRead": "not-supported",
-        "conditionalUpdate": True,
-        "conditionalDelete": "single",
+        "conditionalUpdate": writable,
+        "conditionalDelete": "single" if writable else "not-supported",
         # literal references to served types must resolve on write unless the setting is off
         "referencePolicy": ["literal", "logical", *(["enforced"] if enforced else [])],
         "searchInclude": ["*", *(f"{rtype}:{p.code}" for p in search_params(rtype).values()

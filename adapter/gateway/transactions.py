@@ -24,6 +24,7 @@ from adapter.fhir.search import parse_search
 from adapter.fhir.ids import check_id
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
+from adapter.gateway.readonly import refuse_write
 from adapter.gateway.interactions import (
     ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_if_match,
 )
@@ -84,6 +85,7 @@ def _check(entry: _Entry) -> None:
         check_type(entry.rtype)
     except FhirError:
         raise bad_request(f"{entry.rtype!r} is not a type served here", f"{entry.where}.request.url") from None
+    refuse_write(entry.rtype, entry.method, f"{entry.where}.request.method")  # also reached by a batch
     if entry.id is not None:
         check_id(entry.id, f"{entry.where}.request.url")
     if entry.method == "POST" and (entry.id is not None or entry.query):

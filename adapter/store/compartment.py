@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, false, select
 
-from adapter.fhir.definitions import SERVED_TYPES, search_params
+from adapter.fhir.definitions import DATA_TYPES, search_params
 from adapter.store.repository import SearchPage, StoredResource
 from adapter.store.schema import INDEX_TABLES, resources
 
@@ -29,7 +29,7 @@ def compartment_params(resource_type: str) -> tuple[str, ...]:
 
 
 def compartment_types() -> tuple[str, ...]:
-    return tuple(t for t in SERVED_TYPES if t == "Patient" or compartment_params(t))
+    return tuple(t for t in DATA_TYPES if t == "Patient" or compartment_params(t))
 
 
 def _members(rtype: str, patients: list[str] | str) -> Any:
