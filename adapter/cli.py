@@ -1,12 +1,11 @@
 """`fhir-adapter`: serve the gateway, set up the store, load FHIR files, run the demo."""
 from __future__ import annotations
 
-import ipaddress
 import os
 import pathlib
 import shutil
-import socket
 import sys
+from dataclasses import dataclass
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,6 +14,7 @@ from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
 from adapter.protocol.cli import SPECS, load_protocol, protocol
+from adapter.serve_options import check_base_url, gunicorn_args, parse_host, worker_env
 from adapter.store import Repository, open_store
 from adapter.store.engines import make_engine, normalize_url, shown_url
 from adapter.store.migrate import upgrade
@@ -23,19 +23,6 @@ DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 SITES_DIR = DEMO_DIR.parent / "sites"
 # The demo sites' pseudonym key: the demo data are synthetic, so this key protects nothing.
 DEMO_KEY = b"demo-pseudonym-key: synthetic data only, not a secret"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        try:
-            return all(ipaddress.ip_address(info[4][0]).is_loopback
-                       for info in socket.getaddrinfo(host, None))
-        except (socket.gaierror, ValueError):
-            return False
 
 
 class _Commands(click.Group):
@@ -110,11 +97,27 @@ def load(db: str, batch_size: int, no_check_references: bool, paths: tuple[pathl
 WORKER_TIMEOUT = 60  # seconds; above the gateway's REQUEST_TIMEOUT + STATEMENT_TIMEOUT (45)
 
 
-def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -> None:
-    if not _is_loopback(host) and not insecure_no_auth:
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `serve` passes on beside the address: auth, audit, links, TLS, CORS."""
+
+    auth: bool = False
+    insecure_no_auth: bool = False
+    audit: bool | None = None  # None: the app's default (on with auth)
+    base_url: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+
+def _serve(host: str, port: int, db: str, workers: int, options: ServeOptions) -> None:
+    listen = parse_host(host, port)
+    if not listen.loopback and not (options.auth or options.insecure_no_auth):
         raise click.UsageError(
-            f"refusing to listen on {host}: the gateway has no authentication yet. Use a loopback "
-            "address, or pass --insecure-no-auth if you really mean to expose it.")
+            f"refusing to listen on {host}, which is not a loopback address, without "
+            "authorisation: pass --auth (or --insecure-no-auth if you really mean to expose "
+            "the data to anyone who can reach it).")
+    base_url = check_base_url(options.base_url)
     _migrate(db)  # once, before the workers start
     store = open_store(db, migrate=False)
     store.analyze()  # plans for the data as it is now, whatever wrote it
@@ -126,14 +129,10 @@ def _serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) 
     os.environ["FHIR_ADAPTER_DB"] = normalize_url(db)
     if os.environ.get("FHIR_ADAPTER_EXPORT_DIR"):
         os.environ["FHIR_ADAPTER_EXPORT_DIR"] = os.path.abspath(os.environ["FHIR_ADAPTER_EXPORT_DIR"])
-    # The database and request bounds (adapter.gateway.app) answer first; this one is the last
-    # resort. Request lines up to gunicorn's maximum, so that the gateway's own URL limit (an
-    # OperationOutcome) applies before gunicorn's plain-text 414.
+    os.environ.update(worker_env(options.auth, options.audit, base_url, options.cors_origins))
+    # The database and request bounds (adapter.gateway.app) answer first; this one is the last resort.
     timeout = os.environ.get("FHIR_ADAPTER_WORKER_TIMEOUT", str(WORKER_TIMEOUT))
-    args = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", timeout,
-            "--limit-request-line", "8190",
-            "--no-control-socket", "--access-logfile", "-", "--log-level", "warning",
-            "adapter.gateway.app:create_app()"]
+    args = gunicorn_args(gunicorn, listen, workers, timeout, options.certfile, options.keyfile)
     sys.stdout.flush()
     os.execv(gunicorn, args)
 
@@ -186,11 +185,12 @@ def _plan_demo_children(store: Repository) -> int:
     return planned
 
 
-HOST = click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+HOST = click.option("--host", default="127.0.0.1", show_default=True,
+                    help="IP address to listen on (IPv4, IPv6 such as ::1, or localhost).")
 PORT = click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 WORKERS = click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 INSECURE = click.option("--insecure-no-auth", is_flag=True,
-                        help="Allow a non-loopback address although there is no authentication.")
+                        help="Allow a non-loopback address without authorisation (development, demo).")
 
 
 @main.command()
@@ -198,10 +198,30 @@ INSECURE = click.option("--insecure-no-auth", is_flag=True,
 @PORT
 @DB_OPTION
 @WORKERS
+@click.option("--auth", is_flag=True, help="Require SMART access tokens (env FHIR_ADAPTER_AUTH=on); "
+              "needed for any non-loopback address.")
 @INSECURE
-def serve(host: str, port: int, db: str, workers: int, insecure_no_auth: bool) -> None:
-    """Serve the FHIR R4 gateway at http://HOST:PORT/fhir with gunicorn."""
-    _serve(host, port, db, workers, insecure_no_auth)
+@click.option("--audit/--no-audit", default=None, help="Record an AuditEvent per FHIR request "
+              "(env FHIR_ADAPTER_AUDIT; default: on with --auth).")
+@click.option("--base-url", help="Public service base, e.g. https://fhir.example.org/fhir, used for "
+              "every link instead of the request's Host header (env FHIR_ADAPTER_BASE_URL).")
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM).")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="A browser origin allowed by CORS, "
+              "e.g. https://app.example.org (repeatable; env FHIR_ADAPTER_CORS_ORIGINS; default none).")
+def serve(host: str, port: int, db: str, workers: int, auth: bool, insecure_no_auth: bool,
+          audit: bool | None, base_url: str | None, certfile: str | None, keyfile: str | None,
+          cors_origins: tuple[str, ...]) -> None:
+    """Serve the FHIR R4 gateway at http://HOST:PORT/fhir with gunicorn.
+
+    \b
+    Examples:
+      fhir-adapter serve                                   # loopback, no auth (development)
+      fhir-adapter serve --host ::1 --port 8443 --certfile cert.pem --keyfile key.pem
+      fhir-adapter serve --host 0.0.0.0 --auth --base-url https://fhir.example.org/fhir
+    """
+    _serve(host, port, db, workers, ServeOptions(auth, insecure_no_auth, audit, base_url, certfile, keyfile,
+                                                 cors_origins))
 
 
 @main.command()
@@ -247,7 +267,7 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
     click.echo(f"  curl -i -H 'Prefer: respond-async' '{base}/Group/site-c-cohort/$export'   "
                "(then GET the Content-Location until 200)")
     click.echo("Stop with Ctrl-C.\n")
-    _serve(host, port, db, workers, False)
+    _serve(host, port, db, workers, ServeOptions())
 
 
 main.add_command(protocol)

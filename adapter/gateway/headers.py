@@ -1,0 +1,60 @@
+"""Headers every answer gets, in one place: no MIME sniffing, no caching of patient data, and
+CORS for the browser origins the deployment lists (none by default: no Access-Control-* at all).
+"""
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+from adapter.gateway.audit_hooks import is_public
+
+__all__ = ["register", "cors_origins"]
+
+_ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
+_ALLOW_HEADERS = "Authorization, Content-Type, Prefer, If-Match, If-None-Match, If-None-Exist"
+_EXPOSE_HEADERS = "Location, ETag, Content-Location, Last-Modified, X-Progress, Retry-After"
+
+
+def cors_origins(value: str | list[str] | tuple[str, ...] | None) -> frozenset[str]:
+    """Origins as a browser sends them (scheme://host[:port], no slash); "a, b" or a list."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return frozenset(o.strip().rstrip("/") for o in items if o.strip())
+
+
+def _vary_origin(response: Response) -> None:
+    if "origin" not in {v.strip().lower() for v in response.headers.get("Vary", "").split(",")}:
+        response.headers.add("Vary", "Origin")
+
+
+def register(app: Flask) -> None:
+    fhir_path = app.config["FHIR_PATH"]
+    origins = cors_origins(app.config.get("CORS_ORIGINS"))
+
+    if origins:
+        @app.before_request
+        def preflight() -> Response | None:
+            origin = request.headers.get("Origin")
+            if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+                return None
+            if origin not in origins:
+                return None  # Flask's own OPTIONS answer, without CORS headers: the browser refuses
+            response = Response(status=204)
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = _ALLOW_METHODS
+            response.headers["Access-Control-Allow-Headers"] = _ALLOW_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+            return response
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        # Everything but the server's description of itself may carry patient data (or a token).
+        if not is_public(request.path, fhir_path):
+            headers["Cache-Control"] = "no-store"
+        if origins:
+            _vary_origin(response)  # the answer differs by Origin: caches must keep them apart
+            origin = request.headers.get("Origin")
+            if origin in origins:
+                headers["Access-Control-Allow-Origin"] = origin
+                headers["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS
+        return response
