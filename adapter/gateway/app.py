@@ -24,7 +24,7 @@ from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import (
     FhirError, Issue, internal_error, method_not_allowed, operation_outcome, too_large,
 )
-from adapter.gateway import encoding
+from adapter.gateway import audit_hooks, encoding, headers
 from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
@@ -49,14 +49,22 @@ REQUEST_TIMEOUT = 25.0
 log = logging.getLogger("adapter.gateway")
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in ("on", "1", "true", "yes")
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, MAX_URL_LENGTH,
-    MAX_FORM_LENGTH, STATEMENT_TIMEOUT, REQUEST_TIMEOUT, FHIR_PATH, FHIR_BASE_URL, EXPORT_DIR,
-    REFERENTIAL_INTEGRITY (False: writes may hold references that do not resolve).
+    MAX_FORM_LENGTH, STATEMENT_TIMEOUT, REQUEST_TIMEOUT, FHIR_PATH, FHIR_BASE_URL (the public
+    service base used for every link, in place of the Host header), EXPORT_DIR,
+    REFERENTIAL_INTEGRITY (False: writes may hold references that do not resolve), AUTH,
+    AUDIT (an AuditEvent per FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed).
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
-    FHIR_ADAPTER_REFERENTIAL_INTEGRITY=off) and
+    FHIR_ADAPTER_REFERENTIAL_INTEGRITY=off, FHIR_ADAPTER_BASE_URL, FHIR_ADAPTER_AUTH=on,
+    FHIR_ADAPTER_AUDIT=on|off, FHIR_ADAPTER_CORS_ORIGINS=origin,origin) and
     then to the defaults: the SQLite file var/adapter.db, a 10 MB body limit, 20 s per statement
     and 25 s per request (0: unbounded), Bulk Data files in `exports/` beside the SQLite file
     (else var/exports). Relative paths are taken from the working directory the app starts in.
@@ -70,8 +78,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         STATEMENT_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT)),
         REQUEST_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_REQUEST_TIMEOUT", REQUEST_TIMEOUT)),
         REFERENTIAL_INTEGRITY=enabled_by_default(),
+        AUTH=_flag("FHIR_ADAPTER_AUTH", False),
+        CORS_ORIGINS=os.environ.get("FHIR_ADAPTER_CORS_ORIGINS", ""),
     )
+    if os.environ.get("FHIR_ADAPTER_BASE_URL"):
+        app.config["FHIR_BASE_URL"] = os.environ["FHIR_ADAPTER_BASE_URL"]
     app.config.update(config or {})
+    app.config.setdefault("AUDIT", _flag("FHIR_ADAPTER_AUDIT", bool(app.config["AUTH"])))
     app.config["DATABASE_URL"] = normalize_url(app.config["DATABASE_URL"])
     app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
                           or _export_dir(app.config["DATABASE_URL"]))
@@ -85,6 +98,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         lambda base: orjson.dumps(capability_statement(base, started, app.config["REFERENTIAL_INTEGRITY"])))
     app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
     _register_errors(app)
+    audit_hooks.register(app)
+    headers.register(app)
     encoding.register(app)
     app.wsgi_app = _answer_aborts(app.wsgi_app)  # type: ignore[method-assign]
     _warm_up()

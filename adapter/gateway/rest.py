@@ -19,9 +19,11 @@ from adapter.gateway.negotiation import check_body_type, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
 from adapter.gateway.transactions import BUNDLE_ROUTES
 
-__all__ = ["blueprint", "service_base"]
+__all__ = ["blueprint", "service_base", "ENDPOINT_ROUTES"]
 
 blueprint = Blueprint("fhir", __name__)
+# Flask endpoint -> its route, for the hooks that ask what a request was (audit, read-only types).
+ENDPOINT_ROUTES: dict[str, Route] = {}
 _CONTENT_TYPES = {media: f"{media}; charset=utf-8" for media in ("application/fhir+json", "application/json")}
 
 
@@ -73,7 +75,9 @@ def _view(route: Route) -> Any:
 
 for _route in ROUTES + OPERATION_ROUTES + BUNDLE_ROUTES:
     # POST [base] (batch/transaction) is /fhir, without a slash: no redirect for it.
-    blueprint.add_url_rule(_route.path, view_func=_view(_route), methods=[_route.method],
+    _function = _view(_route)
+    ENDPOINT_ROUTES[f"{blueprint.name}.{_function.__name__}"] = _route
+    blueprint.add_url_rule(_route.path, view_func=_function, methods=[_route.method],
                            strict_slashes=_route.path != "/")
 
 

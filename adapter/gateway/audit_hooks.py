@@ -1,0 +1,89 @@
+"""The gateway's side of the audit trail: which requests are recorded, what is taken from each
+(a small tuple, adapter/audit/record.py), and the refusal of writes to the audit trail itself.
+
+The client comes from `flask.g.access` (set by the authorisation hook: `.client`, `.site`), or is
+None when auth is off or the request was refused before a grant.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlencode
+
+from flask import Flask, Response, g, request
+
+from adapter.audit.record import AccessRecord
+from adapter.audit.writer import AuditWriter
+from adapter.gateway.readonly import refuse_write
+from adapter.gateway.rest import ENDPOINT_ROUTES
+
+__all__ = ["register", "interaction_of", "is_public"]
+
+_WRITES = frozenset({"create", "update", "patch", "delete"})
+_SINGLE = frozenset({"read", "vread", "create", "update", "patch"})
+# The Bulk Data endpoints (adapter/gateway/bulk.py) are no Route: their own names.
+_BULK = {"export_status": "$export-status", "export_delete": "$export-delete", "export_file": "$export-file"}
+
+
+def is_public(path: str, fhir_path: str) -> bool:
+    """The server's description of itself: no data in it, so neither audited nor no-store."""
+    return path == f"{fhir_path}/metadata" or path.startswith(f"{fhir_path}/.well-known/")
+
+
+def interaction_of(endpoint: str | None) -> tuple[str | None, str | None]:
+    """(restful-interaction code or "operation", operation name) of a Flask endpoint."""
+    route = ENDPOINT_ROUTES.get(endpoint or "")
+    if route is not None:
+        return ("operation", f"${route.operation}") if route.operation else (route.interaction, None)
+    name = (endpoint or "").partition(".")[2]
+    if name.startswith("export_") and name not in _BULK:
+        return "operation", "$export"
+    if name in _BULK:
+        return "operation", _BULK[name]
+    return None, None
+
+
+def register(app: Flask) -> None:
+    fhir_path = app.config["FHIR_PATH"]
+
+    @app.before_request
+    def refuse_read_only_writes() -> None:
+        route = ENDPOINT_ROUTES.get(request.endpoint or "")
+        if route is not None and route.interaction in _WRITES:
+            refuse_write((request.view_args or {}).get("resource_type"), request.method)
+
+    if not app.config["AUDIT"]:
+        return
+    observer = str(app.config.get("FHIR_BASE_URL") or socket.gethostname())
+    writer = AuditWriter(app.config["DATABASE_URL"], observer)
+    app.extensions["audit_writer"] = writer
+    auth_on = bool(app.config.get("AUTH"))
+
+    @app.after_request
+    def audit(response: Response) -> Response:
+        path = request.path
+        if request.method == "OPTIONS" or not path.startswith(fhir_path) or is_public(path, fhir_path):
+            return response
+        interaction, operation = interaction_of(request.endpoint)
+        args = request.view_args or {}
+        status = response.status_code
+        query = request.environ.get("QUERY_STRING", "")
+        form = request.__dict__.get("form")  # a POST _search's parameters, if the view parsed them
+        if form:
+            query = "&".join(filter(None, (query, urlencode(list(form.items(multi=True))))))
+        if interaction == "transaction" and status < 300 and b'"batch-response"' in response.get_data():
+            interaction = "batch"
+        # The answer's bytes only where they are needed and small: a single resource (for its
+        # patient) or an error (for its reason); never a streamed export file.
+        wanted = status >= 400 or (interaction in _SINGLE and status < 300)
+        body = response.get_data() if wanted and not response.direct_passthrough else None
+        access = g.get("access")
+        writer.record(AccessRecord(
+            request.method, path[len(fhir_path):].strip("/"), query, status, interaction, operation,
+            args.get("resource_type") or ("Group" if "group" in args else None),
+            args.get("id") or args.get("group"), args.get("version"),
+            args.get("compartment"), args.get("compartment_id"),
+            response.headers.get("Location") or response.headers.get("Content-Location"),
+            getattr(access, "client", None), getattr(access, "site", None), auth_on,
+            request.remote_addr, time.time(), body))
+        return response
