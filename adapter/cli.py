@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapter.audit.cli import audit_command
 from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
@@ -274,6 +275,7 @@ main.add_command(protocol)
 main.add_command(mapping)
 main.add_command(translate_command)
 main.add_command(ingest_command)
+main.add_command(audit_command)
 
 if __name__ == "__main__":
     main()
