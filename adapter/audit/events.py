@@ -157,13 +157,17 @@ def _entities(record: AccessRecord) -> list[dict[str, Any]]:
     patients = patients_of(record)
     target = _target(record)
     if target:
-        is_patient = target.split("/")[0] == "Patient"
+        # A patient itself (unversioned) is the patient entity; any other target, a versioned
+        # Patient/x/_history/n included, is the resource acted on, and its patient comes apart.
+        is_patient = target.startswith("Patient/") and target.count("/") == 1
         entities.append({
             "what": {"reference": target},
             "type": {"system": _ENTITY_TYPE, "code": "1" if is_patient else "2"},
             "role": {"system": _ROLE, "code": "1" if is_patient else "4"}})
         if is_patient:
             patients = [p for p in patients if p != target.split("/")[1]]
+        elif target.startswith("Patient/"):
+            patients = list(dict.fromkeys([target.split("/")[1], *patients]))
     if record.query and (target is None or record.interaction not in _SINGLE):
         entities.append({
             "type": {"system": _ENTITY_TYPE, "code": "2"}, "role": {"system": _ROLE, "code": "24"},  # 24: query

@@ -78,9 +78,12 @@ def register(app: Flask) -> None:
         wanted = status >= 400 or (interaction in _SINGLE and status < 300)
         body = response.get_data() if wanted and not response.direct_passthrough else None
         access = g.get("access")
+        under = path[len(fhir_path):].strip("/")
+        # Routes such as Patient/<id>/$everything name their type in the path, not in an argument.
+        first = under.partition("/")[0]
+        rtype = args.get("resource_type") or (first if interaction and first[:1].isupper() else None)
         writer.record(AccessRecord(
-            request.method, path[len(fhir_path):].strip("/"), query, status, interaction, operation,
-            args.get("resource_type") or ("Group" if "group" in args else None),
+            request.method, under, query, status, interaction, operation, rtype,
             args.get("id") or args.get("group"), args.get("version"),
             args.get("compartment"), args.get("compartment_id"),
             response.headers.get("Location") or response.headers.get("Content-Location"),
