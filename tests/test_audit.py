@@ -209,3 +209,15 @@ def test_audit_events_cannot_be_written_through_the_api(app, client, store):
     metadata = {r["type"]: r for r in client.get("/fhir/metadata").json["rest"][0]["resource"]}
     assert {i["code"] for i in metadata["AuditEvent"]["interaction"]} == {
         "read", "vread", "history-instance", "history-type", "search-type"}
+
+
+def test_events_of_one_shape_are_validated_once_but_an_empty_text_is_another_shape():
+    from adapter.audit.events import audit_event
+    from adapter.audit.record import AccessRecord
+    from adapter.audit.writer import _shape
+    record = AccessRecord("GET", "Patient/p1", "", 200, "read", None, "Patient", "p1", None, None, None, None,
+                          "c1", None, True, "127.0.0.1", 0.0, None)
+    one, two = audit_event(record, "host"), audit_event(record._replace(resource_id="p2", time=9.0), "host")
+    assert one["id"] != two["id"] and _shape(one) == _shape(two)
+    assert _shape(audit_event(record._replace(client=""), "host")) != _shape(one)
+    assert _shape(audit_event(record._replace(status=404), "host")) != _shape(one)  # another outcome code
