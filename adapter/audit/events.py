@@ -113,7 +113,9 @@ def patients_of(record: AccessRecord) -> list[str]:
     if record.query:
         for name, value in parse_qsl(record.query, keep_blank_values=True):
             base, _, modifier = name.partition(":")
-            if base in ("patient", "subject") and modifier in ("", "Patient"):
+            if base == "_id" and record.resource_type == "Patient" and not record.resource_id:
+                found.extend(v.strip() for v in value.split(",") if v.strip())  # Patient?_id=a,b
+            elif base in ("patient", "subject") and modifier in ("", "Patient"):
                 for one in value.split(","):
                     pid = _patient_id(one, bare_ok=base == "patient" or modifier == "Patient")
                     if pid:

@@ -80,6 +80,9 @@ class AuditWriter:
         if self._store is not None:
             self._store.close()
             self._store = None
+        with _registry_lock:
+            if self in _writers:
+                _writers.remove(self)
 
     def _run(self) -> None:
         while True:
