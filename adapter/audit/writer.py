@@ -27,6 +27,8 @@ BATCH = 500  # events per transaction at most
 # Seconds the thread gathers events before it writes them: one transaction per event cost 3x
 # the event itself, and a request pays for the writer's CPU time (the GIL, the shared cores).
 LINGER = 0.5
+RETRIES = 20  # failed writes in a row after which the held events are given up (logged)
+HELD = 100_000  # events held for a retry at most
 _writers: list[AuditWriter] = []
 _registry_lock = threading.Lock()
 
@@ -41,6 +43,8 @@ class AuditWriter:
         self._pid = -1
         self._store: SqlStore | None = None
         self._valid_shapes: set[Any] = set()
+        self._retry: list[dict[str, Any]] = []
+        self._failures = 0
         with _registry_lock:
             _writers.append(self)
 
@@ -119,11 +123,22 @@ class AuditWriter:
     def _write(self, items: list[Any]) -> None:
         records = [i for i in items if isinstance(i, AccessRecord)]
         with self._lock:
-            try:
-                if records:
-                    self._load([audit_event(r, self.observer) for r in records])
-            except Exception:  # the thread must live on: log, and keep serving the next ones
-                log.exception("could not write %d audit events", len(records))
+            # Events that could not be written (the database away) go again with the next ones:
+            # built once, so a retry of a write that did commit changes nothing (same ids).
+            events, self._retry = self._retry + [audit_event(r, self.observer) for r in records], []
+            if events:
+                try:
+                    self._load(events)
+                    self._failures = 0
+                except Exception:  # the thread must live on: log, keep them a while, go on
+                    self._failures += 1
+                    if self._failures <= RETRIES and len(events) <= HELD:
+                        log.exception("could not write %d audit events; kept to try again", len(events))
+                        self._retry = events
+                    else:
+                        log.exception("could not write %d audit events in %d tries: they are lost",
+                                      len(events), self._failures)
+                        self._failures = 0
         for item in items:
             if isinstance(item, threading.Event):
                 item.set()
