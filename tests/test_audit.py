@@ -257,3 +257,24 @@ def test_events_that_could_not_be_written_are_written_with_the_next(db_url, stor
         assert len(audit_events(db_url)) == 2 and calls[1] >= calls[0]
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, False),
+    ({"FHIR_ADAPTER_AUTH": "on"}, True),  # auth on: audited unless said otherwise
+    ({"FHIR_ADAPTER_AUTH": "on", "FHIR_ADAPTER_AUDIT": "off"}, False),
+    ({"FHIR_ADAPTER_AUDIT": "on"}, True),
+])
+def test_audit_default_follows_auth(env, expected, tmp_path, monkeypatch):
+    for name in ("FHIR_ADAPTER_AUTH", "FHIR_ADAPTER_AUDIT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "EXPORT_DIR": str(tmp_path / "x")})
+    try:
+        assert app.config["AUDIT"] is expected
+        assert ("audit_writer" in app.extensions) is expected
+    finally:
+        if "audit_writer" in app.extensions:
+            app.extensions["audit_writer"].close()
+        app.extensions["fhir_store"].close()
