@@ -14,20 +14,16 @@ from flask import Flask, Response, g, request
 
 from adapter.audit.record import AccessRecord
 from adapter.audit.writer import AuditWriter
+from adapter.gateway.base import is_public
 from adapter.gateway.readonly import refuse_write
 from adapter.gateway.rest import ENDPOINT_ROUTES
 
-__all__ = ["register", "interaction_of", "is_public"]
+__all__ = ["register", "interaction_of"]
 
 _WRITES = frozenset({"create", "update", "patch", "delete"})
 _SINGLE = frozenset({"read", "vread", "create", "update", "patch"})
 # The Bulk Data endpoints (adapter/gateway/bulk.py) are no Route: their own names.
 _BULK = {"export_status": "$export-status", "export_delete": "$export-delete", "export_file": "$export-file"}
-
-
-def is_public(path: str, fhir_path: str) -> bool:
-    """The server's description of itself: no data in it, so neither audited nor no-store."""
-    return path == f"{fhir_path}/metadata" or path.startswith(f"{fhir_path}/.well-known/")
 
 
 def interaction_of(endpoint: str | None) -> tuple[str | None, str | None]:

@@ -5,7 +5,7 @@ import functools
 
 from flask import current_app, request
 
-__all__ = ["service_base"]
+__all__ = ["service_base", "is_public"]
 
 
 def service_base() -> str:
@@ -26,3 +26,8 @@ def service_base() -> str:
 @functools.lru_cache(maxsize=64)
 def _base(scheme: str, host: str, script: str, path: str) -> str:
     return f"{scheme}://{host}{script}{path}"
+
+
+def is_public(path: str, fhir_path: str) -> bool:
+    """The server's description of itself: no data in it, so neither audited nor no-store."""
+    return path == f"{fhir_path}/metadata" or path.startswith(f"{fhir_path}/.well-known/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from adapter.gateway.audit_hooks import is_public
+from adapter.gateway.base import is_public
 
 __all__ = ["register", "cors_origins"]
 
