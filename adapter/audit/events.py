@@ -24,7 +24,7 @@ _INTERACTION = "http://hl7.org/fhir/restful-interaction"
 # ($export, $everything, ...) are coded in this server's own system beside it.
 OPERATION_SYSTEM = "http://ucmsc-cp.example.org/fhir/CodeSystem/operation"
 CLIENT_SYSTEM = "http://ucmsc-cp.example.org/fhir/sid/client-id"
-SITE_SYSTEM = "http://ucmsc-cp.example.org/fhir/CodeSystem/site"
+SITE_SYSTEM = "http://ucmsc-cp.example.org/fhir/CodeSystem/study-site"  # as main's adapter/fhir/sites.py
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
