@@ -27,6 +27,7 @@ from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
     HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
 )
+from adapter.store.clients import SqlClients
 from adapter.store.engines import (
     ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
 )
@@ -47,7 +48,7 @@ _CURRENT_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted
 _HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
 
 
-class SqlStore(Repository):
+class SqlStore(Repository, SqlClients):
     """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
 
     def __init__(self, url: str, migrate: bool = True, check_references: bool | None = None) -> None:
