@@ -1,0 +1,1 @@
+"""SMART Backend Services: the authorisation server's services (keys, tokens, client assertions)."""
