@@ -54,11 +54,15 @@ def test_clients_add_refuses_bad_registrations(db_url: str, tmp_path: pathlib.Pa
     private.write_text(json.dumps({"keys": [RSA_KEY.as_dict(private=True)]}))
     public = tmp_path / "public.jwks.json"
     public.write_text(json.dumps(public_jwks(RSA_KEY)))
+    no_kid = tmp_path / "no-kid.jwks.json"
+    no_kid.write_text(json.dumps({"keys": [{k: v for k, v in RSA_KEY.as_dict(private=False).items() if k != "kid"}]}))
     not_json = tmp_path / "x.json"
     not_json.write_text("-----BEGIN PUBLIC KEY-----")
     cases = [
         (["--jwks", str(private), "--scope", "system/*.rs"], "private key material"),
         (["--jwks", str(not_json), "--scope", "system/*.rs"], "not JSON"),
+        (["--jwks", str(no_kid), "--scope", "system/*.rs"], "every key needs a kid"),
+        (["--jwks", str(public), "--scope", "system/*.rs", "--site", "a b"], "--site"),
         (["--jwks", str(public), "--scope", "patient/Observation.rs"], "no SMART system scope"),
         (["--jwks", str(public), "--scope", "system/Observation.xyz"], "no SMART system scope"),
         (["--jwks", str(public), "--scope", "system/Unicorn.rs"], "serves no Unicorn"),

@@ -14,10 +14,14 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from joserfc import jws
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from adapter.gateway.app import create_app
 from adapter.store.clients import ClientRecord
+from adapter.store.schema import auth_jti
+from r4schema import assert_r4
 from auth_helpers import (
     EC_KEY, OTHER_KEY, RSA_KEY, assertion, jwks_server, public_jwks, token_form, unsigned,
 )
@@ -134,6 +138,9 @@ def test_replayed_jti_is_refused_also_by_another_app_on_the_same_store(
     first = assertion(RSA_KEY, "ehr", gateway.token_url, jti="once-only")
     assert gateway.post(token_form(first)).status_code == 200
     refused(gateway.post(token_form(first)), says="used before")
+    with gateway.store.engine.connect() as conn:  # kept while exp + the 60 s leeway may pass
+        row = conn.execute(select(auth_jti).where(auth_jti.c.jti == "once-only")).one()
+    assert row.client == "ehr" and row.expires == json.loads(jws.extract_compact(first.encode()).payload)["exp"] + 60
     # Another worker (its own process state, the same database) refuses it too, even when the
     # assertion is re-signed for its own URL with the jti used above.
     other = Served(make_auth_app(db_url, tmp_path))
@@ -255,7 +262,9 @@ def test_smart_configuration_and_capability_statement(gateway: Served) -> None:
     assert config["grant_types_supported"] == ["client_credentials"]
     assert {"client-confidential-asymmetric", "permission-v2", "permission-v1"} <= set(config["capabilities"])
     assert "system/*.rs" in config["scopes_supported"]
-    security = requests.get(f"{gateway.root}/fhir/metadata", timeout=30).json()["rest"][0]["security"]
+    statement = requests.get(f"{gateway.root}/fhir/metadata", timeout=30).json()
+    assert_r4(statement)
+    security = statement["rest"][0]["security"]
     uris = security["extension"][0]
     assert uris["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
     assert uris["extension"] == [{"url": "token", "valueUri": gateway.token_url}]

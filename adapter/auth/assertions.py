@@ -103,7 +103,9 @@ class ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         if not isinstance(jti, str) or not jti or len(jti) > 255:
             return False
-        return self.clients.remember_assertion(claims["sub"], jti, int(claims["exp"]))
+        # Kept until the assertion could no longer pass the exp check (exp + leeway): purged
+        # any earlier, a replay within the leeway would be taken as new.
+        return self.clients.remember_assertion(claims["sub"], jti, int(claims["exp"]) + self.leeway)
 
 
 class BackendServicesGrant(ClientCredentialsGrant):  # type: ignore[misc]

@@ -80,6 +80,8 @@ def add(name: str, jwks_file: pathlib.Path | None, jwks_url: str | None, scope: 
         raise click.UsageError("give exactly one of --jwks FILE and --jwks-url URL")
     if not name or not set(name) <= _NAME_CHARS or len(name) > 128:
         raise click.BadParameter("letters, digits, '-', '.', '_' only, at most 128", param_hint="NAME")
+    if site is not None and (not site or not set(site) <= _NAME_CHARS or len(site) > 64):
+        raise click.BadParameter("letters, digits, '-', '.', '_' only, at most 64", param_hint="--site")
     try:
         scopes = check_scopes(scope)
     except ValueError as exc:
@@ -87,7 +89,7 @@ def add(name: str, jwks_file: pathlib.Path | None, jwks_url: str | None, scope: 
     jwks = None
     if jwks_file is not None:
         try:
-            keys = parse_jwks(jwks_file.read_bytes())
+            keys = parse_jwks(jwks_file.read_bytes(), require_kid=True)
         except ValueError as exc:
             raise click.BadParameter(f"{jwks_file}: {exc}", param_hint="--jwks") from None
         jwks = json.dumps(keys.as_dict(private=False))

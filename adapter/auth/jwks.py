@@ -29,14 +29,17 @@ class KeyNotFound(Exception):
     """No key of the client's set fits the assertion (unknown kid, wrong type, fetch failed)."""
 
 
-def parse_jwks(text: str | bytes) -> KeySet:
-    """A JWK Set of public keys; ValueError for anything else, private key material included."""
+def parse_jwks(text: str | bytes, require_kid: bool = False) -> KeySet:
+    """A JWK Set of public keys; ValueError for anything else, private key material included.
+    (joserfc gives a key without `kid` its thumbprint; `require_kid` refuses such keys.)"""
     try:
         data = json.loads(text)
     except ValueError:
         raise ValueError("the JWKS is not JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list) or not data["keys"]:
         raise ValueError('the JWKS must be a JSON object {"keys": [...]} with at least one key')
+    if require_kid and not all(isinstance(k, dict) and k.get("kid") for k in data["keys"]):
+        raise ValueError("every key needs a kid (the assertion's kid names the key that signed it)")
     try:
         keys = KeySet.import_key_set(data)  # type: ignore[arg-type]  # checked just above
     except (JoseError, ValueError, TypeError, KeyError) as exc:
@@ -52,7 +55,8 @@ class JwksCache:
     def __init__(self, ttl: float = 300.0, refetch_seconds: float = 10.0) -> None:
         self.ttl, self.refetch_seconds = ttl, refetch_seconds
         self._sets: dict[str, tuple[float, KeySet]] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self.fetches = 0  # for the tests and the benchmark
 
     def key_for(self, client: ClientRecord, header: dict[str, Any]) -> Key:
@@ -80,9 +84,13 @@ class JwksCache:
         return fetched is None or time.monotonic() - fetched[0] >= self.refetch_seconds
 
     def _fetched(self, url: str, force: bool) -> KeySet:
-        with self._lock:  # one fetch per URL at a time; the others use its result
+        with self._locks_lock:
+            lock = self._locks.setdefault(url, threading.Lock())
+        started = time.monotonic()
+        with lock:  # one fetch per URL at a time; a slow URL holds up no other client's
             fetched = self._sets.get(url)
-            if fetched and not force and time.monotonic() - fetched[0] < self.ttl:
+            if fetched and (fetched[0] >= started  # another thread fetched it while we waited
+                            or (not force and started - fetched[0] < self.ttl)):
                 return fetched[1]
             keys = _fetch(url)
             self.fetches += 1
