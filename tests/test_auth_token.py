@@ -302,3 +302,48 @@ def test_without_auth_nothing_is_advertised_and_no_key_is_made(db_url: str, tmp_
         assert not (tmp_path / "keys").exists()
     finally:
         app.extensions["fhir_store"].close()
+
+
+def test_gunicorn_workers_share_one_key_and_one_replay_cache(db_url: str, tmp_path: pathlib.Path) -> None:
+    """`fhir-adapter serve` with auth on: two workers start at once and make the key on first
+    use; every token verifies with the one key file, and a replay fails whichever worker gets it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from adapter.auth.keys import load_or_create
+    from adapter.auth.tokens import TokenService
+    from adapter.store.sql_store import SqlStore
+    from conftest import wait_until_serving
+
+    store = SqlStore(db_url)
+    store.add_client(ClientRecord("ehr", SCOPE, json.dumps(public_jwks(RSA_KEY))))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key_file = tmp_path / "secret" / "auth-key.json"
+    cli = str(pathlib.Path(sys.executable).parent / "fhir-adapter")
+    proc = subprocess.Popen([cli, "serve", "--port", str(port), "--db", db_url, "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                            env={**os.environ, "FHIR_ADAPTER_AUTH": "on", "FHIR_ADAPTER_AUTH_KEY": str(key_file),
+                                 "FHIR_ADAPTER_EXPORT_DIR": str(tmp_path / "exports")})
+    url = f"http://127.0.0.1:{port}/auth/token"
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/fhir/metadata")
+        with requests.Session() as http:  # one connection each: the workers take turns
+            answers = [requests.post(url, data=token_form(assertion(RSA_KEY, "ehr", url)), timeout=30)
+                       for _ in range(12)]
+            assert [a.status_code for a in answers] == [200] * 12, answers[0].text
+            replay = assertion(RSA_KEY, "ehr", url)
+            assert http.post(url, data=token_form(replay), timeout=30).status_code == 200
+            for _ in range(4):
+                refused(requests.post(url, data=token_form(replay), timeout=30), says="used before")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        check = TokenService(load_or_create(key_file), store)
+        for answer in answers:
+            assert check.authenticate("Bearer " + answer.json()["access_token"]).client == "ehr"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        store.close()
