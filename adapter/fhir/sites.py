@@ -29,7 +29,7 @@ def sites_of(resource: dict[str, Any]) -> set[str]:
     labels = meta.get("security") if isinstance(meta, dict) else None
     if not isinstance(labels, list):
         return set()
-    return {c.get("code") for c in labels
+    return {str(c["code"]) for c in labels
             if isinstance(c, dict) and c.get("system") == SITE_SYSTEM and isinstance(c.get("code"), str)}
 
 
