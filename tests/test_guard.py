@@ -134,3 +134,15 @@ def test_exports_scan_only_the_site(two_sites: Any) -> None:
     repo = _site_a(two_sites)
     scanned = [e.id for page in repo.scan(parse_search("Observation", [("_count", "100")])) for e in page]
     assert sorted(scanned) == ["oa1", "oa2"]
+
+
+def test_what_the_centre_writes_about_a_sites_child_becomes_that_sites(two_sites: Any) -> None:
+    centre = GuardedRepository(two_sites, access_of("centre", None, "system/*.cruds"))
+    made = centre.create({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                          "subject": {"reference": "Patient/a1"}})
+    assert sites_of(orjson.loads(made.data)) == {"site-a"}
+    assert _site_a(two_sites).read("CarePlan", made.id).id == made.id
+    unlabelled = two_sites.create({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                                   "subject": {"reference": "Patient/nobody"}})
+    assert sites_of(orjson.loads(unlabelled.data)) == set()
+    _refused(lambda: _site_a(two_sites).read("CarePlan", unlabelled.id))
