@@ -146,3 +146,12 @@ def test_what_the_centre_writes_about_a_sites_child_becomes_that_sites(two_sites
                                    "subject": {"reference": "Patient/nobody"}})
     assert sites_of(orjson.loads(unlabelled.data)) == set()
     _refused(lambda: _site_a(two_sites).read("CarePlan", unlabelled.id))
+
+
+def test_validate_needs_a_write_scope_on_the_type(two_sites: Any) -> None:
+    from adapter.gateway.interactions import FhirRequest
+    from adapter.gateway.operations import validate_operation
+    body = orjson.dumps(_obs("v", "a1", None))
+    req = FhirRequest(base_url="http://x/fhir", resource_type="Observation", body=body)
+    assert validate_operation(req, _site_a(two_sites, "system/Observation.c")).status == 200
+    _refused(lambda: validate_operation(req, _site_a(two_sites, "system/Observation.rs")))

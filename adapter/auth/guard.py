@@ -277,6 +277,10 @@ class GuardedRepository(Repository):
                                "in this patient's compartment are left out", severity="information"))
         return dataclasses.replace(page, entries=entries, notes=tuple(notes))
 
+    def require(self, resource_type: str, permissions: str, what: str) -> None:
+        if not any(self.permitted((resource_type,), p) for p in permissions):
+            self._checks.need(resource_type, permissions[0], what)
+
     def permitted(self, types: tuple[str, ...], permission: str) -> tuple[str, ...]:
         return tuple(t for t in types if self.access.scopes.allows(t, permission)
                      and not (t == AUDIT_TYPE and self.access.site))

@@ -154,6 +154,10 @@ class Repository(abc.ABC):
         request that names no type (a system search, an export) goes over."""
         return types
 
+    def require(self, resource_type: str, permissions: str, what: str) -> None:
+        """For an operation that reads and writes nothing (e.g. $validate): 403 unless this
+        handle may do one of `permissions` (letters of "cruds") to the type. Nothing here."""
+
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A unit of work: everything done through it commits at the end, or nothing does."""
