@@ -1,1 +1,1 @@
-"""SMART Backend Services: the authorisation server's services (keys, tokens, client assertions)."""
+"""Who may do what: SMART Backend Services tokens, scopes, site segregation."""

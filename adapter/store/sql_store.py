@@ -33,6 +33,7 @@ from adapter.store.engines import (
 )
 from adapter.store.integrity import Dangling, DanglingReferences, dangling, enabled_by_default
 from adapter.store.migrate import upgrade
+from adapter.store.site_labels import inherit_sites
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
@@ -223,6 +224,8 @@ class SqlStore(Repository, SqlClients):
                  for item in items if isinstance(item, Indexed)}
         keys = {(r["resourceType"], check_id(r.get("id"), f"{r['resourceType']}.id")) for r in batch}
         lock_resources(conn, keys)
+        # Pre-extracted index rows (ingest) come with their labels made; others may inherit one.
+        inherit_sites(conn, [item for item in items if not isinstance(item, Indexed)])
         current = self._current(conn, keys)
         versions = {key: row.version_id for key, row in current.items()}
         live = {key for key, row in current.items() if not row.deleted}
