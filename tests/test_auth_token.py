@@ -197,6 +197,25 @@ def test_no_scope_covered_is_invalid_scope(gateway: Served) -> None:
             "invalid_request", says="scope")
 
 
+def test_granted_scopes_are_the_requested_ones_narrowed_to_the_registration(gateway: Served) -> None:
+    answer = gateway.post(token_form(assertion(RSA_KEY, "ehr", gateway.token_url), scope="system/*.read launch"))
+    assert answer.json()["scope"] == "system/Observation.rs system/Patient.rs"
+    grant = gateway.auth.authenticate("Bearer " + answer.json()["access_token"])
+    assert grant.scope == "system/Observation.rs system/Patient.rs"
+    refused(gateway.post(token_form(assertion(RSA_KEY, "ehr", gateway.token_url),
+                                    scope="system/Observation.rs?category=laboratory")),
+            "invalid_scope", says="not supported")
+
+
+def test_module_authenticate_uses_the_current_apps_service(gateway: Served) -> None:
+    from adapter.auth.tokens import Unauthenticated, authenticate
+    answer = gateway.post(token_form(assertion(RSA_KEY, "ehr", gateway.token_url)))
+    with gateway.app.test_request_context("/fhir/Patient"):
+        assert authenticate("Bearer " + answer.json()["access_token"]).client == "ehr"
+        with pytest.raises(Unauthenticated):
+            authenticate(None)
+
+
 def test_wrong_grant_type_and_missing_assertion(gateway: Served) -> None:
     form = token_form(assertion(RSA_KEY, "ehr", gateway.token_url)) | {"grant_type": "password"}
     refused(gateway.post(form), "unsupported_grant_type")

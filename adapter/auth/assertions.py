@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key
 
 from adapter.auth.jwks import ALGORITHM_KEYS, JwksCache, KeyNotFound
-from adapter.auth.scope_rules import granted
+from adapter.auth.scopes import ScopeError, granted
 from adapter.store.clients import ClientRecord, ClientRegistry
 
 __all__ = ["AuthClient", "ClientAssertion", "BackendServicesGrant", "query_client", "AUTH_METHOD",
@@ -119,7 +119,10 @@ class BackendServicesGrant(ClientCredentialsGrant):  # type: ignore[misc]
         requested = self.request.payload.scope
         if not requested or not requested.strip():
             raise InvalidRequestError("the scope parameter is required, e.g. scope=system/Patient.rs")
-        scope = self.client.get_allowed_scope(requested)
+        try:
+            scope = self.client.get_allowed_scope(requested)
+        except ScopeError as exc:  # malformed, or a ?query the server cannot hold a read to
+            raise InvalidScopeError(str(exc)) from None
         if not scope:
             raise InvalidScopeError(f"none of the requested scopes is granted to "
                                     f"{self.client.get_client_id()!r}")

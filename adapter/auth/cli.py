@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import click
 
 from adapter.auth.jwks import parse_jwks
-from adapter.auth.scope_rules import check_scopes
+from adapter.auth.scopes import ScopeError, parse_scope
 from adapter.cli_options import DB_OPTION
 from adapter.store import open_store
 from adapter.store.clients import ClientRecord, ClientRegistry, DuplicateClient
@@ -45,6 +45,21 @@ def _check_url(url: str) -> str:
         raise click.BadParameter("the JWKS URL must be https:// (http:// only on a loopback address)",
                                  param_hint="--jwks-url")
     return url
+
+
+def _check_scopes(text: str) -> list[str]:
+    """The registration's scopes, each a SMART system scope this server can honour."""
+    scopes = list(dict.fromkeys(text.split()))
+    if not scopes:
+        raise ValueError("no scope given: e.g. --scope 'system/Observation.rs system/Patient.rs'")
+    for scope in scopes:
+        try:
+            parsed = parse_scope(scope)
+        except ScopeError as exc:
+            raise ValueError(str(exc)) from None
+        if parsed is None:  # openid, patient/..., user/...: nothing for a backend client
+            raise ValueError(f"{scope!r} is no SMART system scope (e.g. system/Observation.rs, system/*.read)")
+    return scopes
 
 
 @click.group()
@@ -83,7 +98,7 @@ def add(name: str, jwks_file: pathlib.Path | None, jwks_url: str | None, scope: 
     if site is not None and (not site or not set(site) <= _NAME_CHARS or len(site) > 64):
         raise click.BadParameter("letters, digits, '-', '.', '_' only, at most 64", param_hint="--site")
     try:
-        scopes = check_scopes(scope)
+        scopes = _check_scopes(scope)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
     jwks = None

@@ -17,7 +17,7 @@ from joserfc.errors import JoseError
 from adapter.auth.keys import ALGORITHM, ServerKey
 from adapter.store.clients import ClientRecord, ClientRegistry
 
-__all__ = ["AccessGrant", "Unauthenticated", "TokenService", "DEFAULT_LIFETIME",
+__all__ = ["AccessGrant", "Unauthenticated", "TokenService", "authenticate", "DEFAULT_LIFETIME",
            "DEFAULT_CLIENT_CACHE_SECONDS"]
 
 DEFAULT_LIFETIME = 300  # seconds; SMART Backend Services recommends at most five minutes
@@ -116,3 +116,16 @@ class TokenService:
         usable = record is not None and not record.revoked
         self._client_status[name] = (now, usable)
         return usable
+
+
+def authenticate(authorization: str | None, now: float | None = None) -> AccessGrant:
+    """The request hook's entry: the current Flask app's TokenService.authenticate.
+
+    Flask is imported here only: the app, not this module, holds the service (each app has its
+    own key and store, and tests run several in one process).
+    """
+    from flask import current_app
+    service: TokenService | None = current_app.extensions.get("fhir_auth")
+    if service is None:
+        raise Unauthenticated("authorisation is not set up on this server (config AUTH is off)")
+    return service.authenticate(authorization, now)
