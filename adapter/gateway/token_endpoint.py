@@ -6,6 +6,7 @@ the request hook that demands a token must let them through.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from adapter.store.clients import ClientRegistry
 
 __all__ = ["register", "token_url", "TOKEN_PATH", "SCOPES_SUPPORTED", "auth_enabled"]
 
+log = logging.getLogger("adapter.gateway")
 TOKEN_PATH = "/auth/token"
 # What a client may ask for (SMART v2 and v1 system scopes); each type may also be named.
 SCOPES_SUPPORTED = ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write", "system/*.*"]
@@ -49,6 +51,11 @@ def register(app: Flask) -> None:
     if not app.config.get("AUTH"):
         return
     config = app.config
+    if not config.get("FHIR_BASE_URL"):
+        # The assertion's aud is then checked against the Host the request names: an assertion
+        # made for another server registering the same client could be replayed here.
+        log.warning("auth is on without a fixed base URL (FHIR_BASE_URL): the token URL that "
+                    "client assertions must name is taken from each request's Host header")
     clients = app.extensions["fhir_store"]
     if not isinstance(clients, ClientRegistry):
         raise TypeError("auth needs a store with a client registry (the SQL stores have one)")
