@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def measure(db: str, folder: pathlib.Path, count: int, checks: int) -> None:
     app = create_app({"DATABASE_URL": db, "AUTH": True, "EXPORT_DIR": str(folder / "exports"),
+                      "FHIR_BASE_URL": TOKEN_URL.replace("/auth/token", "/fhir"),
                       "AUTH_KEY_FILE": str(folder / "auth-key.json")})
     store = app.extensions["fhir_store"]
     key = RSAKey.generate_key(2048, parameters={"kid": "bench-1"})
