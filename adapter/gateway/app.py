@@ -28,7 +28,7 @@ from adapter.gateway import encoding
 from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
-from adapter.gateway import token_endpoint
+from adapter.gateway import authorise, token_endpoint
 from adapter.store import DEFAULT_DB, open_store
 from adapter.store.engines import normalize_url, request_deadline
 from adapter.store.integrity import enabled_by_default
@@ -93,6 +93,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(blueprint, url_prefix=fhir_path)
     token_endpoint.register(app)
     _register_errors(app)
+    authorise.register(app)  # after begin_request: a request too long to serve is refused unread
     encoding.register(app)
     app.wsgi_app = _answer_aborts(app.wsgi_app)  # type: ignore[method-assign]
     _warm_up()

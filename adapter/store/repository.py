@@ -157,6 +157,7 @@ class Repository(abc.ABC):
     def require(self, resource_type: str, permissions: str, what: str) -> None:
         """For an operation that reads and writes nothing (e.g. $validate): 403 unless this
         handle may do one of `permissions` (letters of "cruds") to the type. Nothing here."""
+        return None
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
