@@ -11,6 +11,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.audit.cli import audit_command
+from adapter.auth.cli import clients
 from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
@@ -272,6 +273,7 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
 
 
 main.add_command(protocol)
+main.add_command(clients)
 main.add_command(mapping)
 main.add_command(translate_command)
 main.add_command(ingest_command)

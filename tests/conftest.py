@@ -95,9 +95,12 @@ def checked_store(db_url: str) -> Iterator[SqlStore]:
 
 
 def table_counts(store: SqlStore) -> dict[str, int]:
-    """Row counts of every table: equal before and after means nothing was written."""
+    """Row counts of every table: equal before and after means nothing was written. AuditEvent
+    rows are left out: with auth on the audit is too, and even a refused request is recorded,
+    by a background writer at a time of its own (tests/test_audit.py counts those)."""
     with store.engine.connect() as conn:
-        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+        return {t.name: conn.execute(select(func.count()).select_from(t)
+                                     .where(t.c.res_type != "AuditEvent")).scalar_one()
                 for t in (resources, history, *INDEX_TABLES.values())}
 
 

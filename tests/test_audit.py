@@ -12,22 +12,30 @@ import socket
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from flask import g
 
 from adapter.audit.writer import flush_all
 from adapter.fhir.validation import validate
 from adapter.gateway.app import create_app
 from adapter.store.sql_store import SqlStore
-from conftest import observation, table_counts, wait_until_serving
+from conftest import observation, wait_until_serving
 
 CLI = str(pathlib.Path(sys.executable).parent / "fhir-adapter")
 FHIR = {"Content-Type": "application/fhir+json"}
+
+
+def row_counts(store: SqlStore) -> dict[str, int]:
+    """Rows of every table, AuditEvent's included (conftest's table_counts leaves them out)."""
+    from sqlalchemy import func, select
+
+    from adapter.store.schema import INDEX_TABLES, history, resources
+    with store.engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (resources, history, *INDEX_TABLES.values())}
 
 
 def audit_events(db_url: str) -> list[dict[str, Any]]:
@@ -157,23 +165,43 @@ def audited(db_url: str, tmp_path: pathlib.Path) -> Iterator[Any]:
     app.extensions["fhir_store"].close()
 
 
-def test_the_agent_is_the_granted_client_and_its_site(audited, db_url):
-    """The authorisation hook leaves its grant at flask.g.access; the audit reads it there."""
-    @audited.before_request
-    def grant() -> None:
-        g.access = types.SimpleNamespace(client="site-a-ehr", site="site-a", scope="system/*.rs")
+def test_the_agent_is_the_client_of_the_token_and_its_site(db_url, tmp_path):
+    """With auth on (and so the audit), the grant the authorisation hook leaves at flask.g.access
+    names the agent; a request refused for want of a token is recorded as unauthenticated."""
+    from adapter.fhir.sites import with_site
+    from adapter.store.clients import ClientRecord
+    from auth_helpers import RSA_KEY, public_jwks
+    from test_auth_token import Served, make_auth_app
+    from test_authorisation import token
 
-    client = audited.test_client()
-    assert client.get("/fhir/Patient/p9").status_code == 404
-    flush_all()
-    (event,) = audit_events(db_url)
-    agent = event["agent"][0]
-    assert agent["who"]["identifier"]["value"] == "site-a-ehr"
-    assert agent["role"][0]["coding"][0]["code"] == "site-a"
-    assert event["outcome"] == "4" and _patients(event) == {"Patient/p9"}
+    gateway = Served(make_auth_app(db_url, tmp_path))
+    try:
+        assert gateway.app.config["AUDIT"] is True
+        jwks = json.dumps(public_jwks(RSA_KEY))
+        gateway.store.add_client(ClientRecord("site-a-ehr", "system/*.rs", jwks, site="site-a"))
+        gateway.store.load([with_site({"resourceType": "Patient", "id": "a1"}, "site-a")])
+        fhir = f"{gateway.root}/fhir"
+        bearer = {"Authorization": f"Bearer {token(gateway, 'site-a-ehr', 'system/*.rs')}"}
+        assert requests.get(f"{fhir}/Patient/a1", headers=bearer, timeout=30).status_code == 200
+        assert requests.get(f"{fhir}/Patient/a1", timeout=30).status_code == 401
+        assert requests.get(f"{fhir}/AuditEvent", headers=bearer, timeout=30).status_code == 403  # centre only
+        flush_all()
+        events = audit_events(db_url)
+        assert len(events) == 3
+        by_outcome = {e["outcomeDesc"].split()[0]: e for e in events}
+        granted = by_outcome["200"]["agent"][0]
+        assert granted["who"]["identifier"]["value"] == "site-a-ehr"
+        assert granted["role"][0]["coding"][0]["code"] == "site-a"
+        assert _patients(by_outcome["200"]) == {"Patient/a1"} and by_outcome["200"]["outcome"] == "0"
+        assert by_outcome["401"]["agent"][0]["who"]["display"] == "unauthenticated (no valid access token)"
+        assert by_outcome["401"]["outcome"] == "4" and _patients(by_outcome["401"]) == {"Patient/a1"}
+        assert by_outcome["403"]["agent"][0]["who"]["identifier"]["value"] == "site-a-ehr"
+    finally:
+        gateway.app.extensions["audit_writer"].close()
+        gateway.close()
     out = subprocess.run([CLI, "audit", "--db", db_url, "--client", "site-a-ehr"], capture_output=True,
                          text=True, timeout=120, check=True).stdout
-    assert out.count("\n") == 1 and "site-a-ehr\tsite-a\tR\tread\trefused" in out
+    assert out.count("\n") == 2 and "site-a-ehr\tsite-a\tR\tread\tok" in out
     other = subprocess.run([CLI, "audit", "--db", db_url, "--client", "site-a"], capture_output=True,
                            text=True, timeout=120, check=True).stdout
     assert other == ""  # a prefix of the client id is another client
@@ -193,7 +221,7 @@ def test_audit_events_cannot_be_written_through_the_api(app, client, store):
     """No create, update, patch or delete of an AuditEvent, alone or inside a Bundle."""
     store.load([{"resourceType": "AuditEvent", "id": "a1", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
                  "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}])
-    before = table_counts(store)
+    before = row_counts(store)
     event = {"resourceType": "AuditEvent", "id": "a1", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
              "agent": [{"requestor": True}], "source": {"observer": {"display": "forged"}}}
     attempts = [
@@ -213,7 +241,7 @@ def test_audit_events_cannot_be_written_through_the_api(app, client, store):
     batch = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "PUT", "url": "AuditEvent/a1"}, "resource": event}]}, headers=FHIR)
     assert batch.json["entry"][0]["response"]["status"] == "405"
-    assert table_counts(store) == before
+    assert row_counts(store) == before
     assert json.loads(client.get("/fhir/AuditEvent/a1").data)["source"]["observer"]["display"] == "x"
     assert client.get("/fhir/AuditEvent?_id=a1").status_code == 200
     metadata = {r["type"]: r for r in client.get("/fhir/metadata").json["rest"][0]["resource"]}

@@ -29,8 +29,13 @@ def _node() -> str:
 
 
 def test_fhir_kit_client(live):
+    check_what_fhir_kit_client_saw(live)
+
+
+def check_what_fhir_kit_client_saw(base: str, token: str | None = None) -> None:
     node = _node()
-    done = subprocess.run([node, str(NODE_DIR / "client.mjs"), live], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([node, str(NODE_DIR / "client.mjs"), base, *([token] if token else [])],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["fhirVersion"] == "4.0.1"

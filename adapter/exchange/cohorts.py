@@ -10,6 +10,7 @@ from typing import Any
 
 from adapter.fhir.outcomes import invalid
 from adapter.fhir.search import parse_search
+from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
 from adapter.store.repository import Repository
 
@@ -40,8 +41,8 @@ def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> 
     for site, title in sites:
         patients = _all(repo, "Patient", [("identifier", f"{base}/sid/{site}-subject|")])
         if patients:
-            groups.append(_group(f"{site}-cohort", f"{title}: its children", [f"Patient/{p['id']}" for p in patients],
-                                 f"child of {site}"))
+            groups.append(with_site(_group(f"{site}-cohort", f"{title}: its children",
+                                           [f"Patient/{p['id']}" for p in patients], f"child of {site}"), site))
     for group in groups:
         issues = validate(group)
         if issues:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from adapter.auth.guard import GuardedRepository, access_of
 from adapter.fhir.dates import now_instant
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import open_private, private_dir
@@ -66,7 +67,9 @@ def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest, clie
     directory = private_dir(root / job_id)  # the files hold patients' data
     _write_json(directory / "job.json", {
         "id": job_id, "status": "accepted", "request": request.__dict__, "transactionTime": now_instant(),
-        "progress": "accepted", "output": [], "error": None, "client": client})
+        "progress": "accepted", "output": [], "error": None, "client": client,
+        # what the client may see, so that a job resumed after a restart still honours it
+        "access": repo.access.as_json() if isinstance(repo, GuardedRepository) else None})
     _spawn(repo, directory)
     return job_id
 
@@ -116,7 +119,9 @@ def resume_jobs(root: pathlib.Path, repo: Repository) -> int:
     for job_file in sorted(root.glob("*/job.json")) if root.exists() else []:
         job = read_job(root, job_file.parent.name)
         if job and job["status"] in ("accepted", "running") and not _locked(job_file.parent):
-            _spawn(repo, job_file.parent)
+            granted = job.get("access")
+            _spawn(GuardedRepository(repo, access_of(granted["client"], granted["site"], granted["scope"]))
+                   if isinstance(granted, dict) else repo, job_file.parent)
             resumed += 1
     return resumed
 

@@ -58,6 +58,11 @@ def invalid(issues: list[Issue], status: int = 422) -> FhirError:
     return FhirError(status, issues)
 
 
+def forbidden(message: str, expression: str | None = None) -> FhirError:
+    """403: who asks may not do this (scopes, site); nothing was done."""
+    return FhirError(403, [Issue("forbidden", message, expression)])
+
+
 def not_found(message: str) -> FhirError:
     return FhirError(404, [Issue("not-found", message)])
 

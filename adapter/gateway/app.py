@@ -28,6 +28,7 @@ from adapter.gateway import audit_hooks, encoding, headers
 from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
+from adapter.gateway import authorise, token_endpoint
 from adapter.store import DEFAULT_DB, open_store
 from adapter.store.engines import normalize_url, request_deadline
 from adapter.store.integrity import enabled_by_default
@@ -58,13 +59,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """A gateway app. Config keys: DATABASE_URL, MAX_CONTENT_LENGTH, MAX_URL_LENGTH,
     MAX_FORM_LENGTH, STATEMENT_TIMEOUT, REQUEST_TIMEOUT, FHIR_PATH, FHIR_BASE_URL (the public
     service base used for every link, in place of the Host header), EXPORT_DIR,
-    REFERENTIAL_INTEGRITY (False: writes may hold references that do not resolve), AUTH,
-    AUDIT (an AuditEvent per FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed).
+    REFERENTIAL_INTEGRITY (False: writes may hold references that do not resolve),
+    AUTH (SMART Backend Services: POST /auth/token, the SMART configuration; with it
+    AUTH_KEY_FILE, ACCESS_TOKEN_LIFETIME, AUTH_CLIENT_CACHE_SECONDS, AUTH_JWKS_CACHE_SECONDS,
+    AUTH_JWKS_REFETCH_SECONDS; see adapter/gateway/token_endpoint.py), AUDIT (an AuditEvent per
+    FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed; default none).
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
     FHIR_ADAPTER_REFERENTIAL_INTEGRITY=off, FHIR_ADAPTER_BASE_URL, FHIR_ADAPTER_AUTH=on,
-    FHIR_ADAPTER_AUDIT=on|off, FHIR_ADAPTER_CORS_ORIGINS=origin,origin) and
+    FHIR_ADAPTER_AUTH_KEY, FHIR_ADAPTER_AUDIT=on|off, FHIR_ADAPTER_CORS_ORIGINS=origin,origin) and
     then to the defaults: the SQLite file var/adapter.db, a 10 MB body limit, 20 s per statement
     and 25 s per request (0: unbounded), Bulk Data files in `exports/` beside the SQLite file
     (else var/exports). Relative paths are taken from the working directory the app starts in.
@@ -77,8 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         FHIR_PATH="/fhir", MAX_URL_LENGTH=MAX_URL_LENGTH, MAX_FORM_LENGTH=MAX_FORM_LENGTH,
         STATEMENT_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT)),
         REQUEST_TIMEOUT=float(os.environ.get("FHIR_ADAPTER_REQUEST_TIMEOUT", REQUEST_TIMEOUT)),
-        REFERENTIAL_INTEGRITY=enabled_by_default(),
-        AUTH=_flag("FHIR_ADAPTER_AUTH", False),
+        REFERENTIAL_INTEGRITY=enabled_by_default(), AUTH=token_endpoint.auth_enabled(),
         CORS_ORIGINS=os.environ.get("FHIR_ADAPTER_CORS_ORIGINS", ""),
     )
     if os.environ.get("FHIR_ADAPTER_BASE_URL"):
@@ -94,10 +97,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                               check_references=app.config["REFERENTIAL_INTEGRITY"])
     resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), app.extensions["fhir_store"])
     started = now_instant()
+    fhir_path = app.config["FHIR_PATH"]
     app.extensions["fhir_capabilities"] = functools.lru_cache(maxsize=8)(
-        lambda base: orjson.dumps(capability_statement(base, started, app.config["REFERENTIAL_INTEGRITY"])))
-    app.register_blueprint(blueprint, url_prefix=app.config["FHIR_PATH"])
+        lambda base: orjson.dumps(capability_statement(
+            base, started, app.config["REFERENTIAL_INTEGRITY"],
+            token_endpoint.token_url(base, fhir_path) if app.config["AUTH"] else None)))
+    app.register_blueprint(blueprint, url_prefix=fhir_path)
+    token_endpoint.register(app)
     _register_errors(app)
+    authorise.register(app)  # after begin_request: a request too long to serve is refused unread
     audit_hooks.register(app)
     headers.register(app)
     encoding.register(app)

@@ -17,8 +17,9 @@ from adapter.exchange.export import (
     ExportRequest, active_jobs, cancel_job, expire_jobs, expires_at, read_job, start_job,
 )
 from adapter.fhir.definitions import DATA_TYPES, SERVED_TYPES
-from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, forbidden, not_found
 from adapter.fhir.search import parse_search, parse_since
+from adapter.gateway.access import client_name, current_access, repository
 from adapter.gateway.base import service_base
 from adapter.gateway.body import read_body
 from adapter.store.compartment import compartment_types
@@ -37,8 +38,19 @@ RETENTION = 24 * 3600
 
 
 def _client() -> str:
-    """Who asks, for the per-client job limit: the remote address until clients authenticate."""
-    return request.remote_addr or ""
+    """Who asks: the authenticated client; with authorisation off, the remote address."""
+    return client_name() or request.remote_addr or ""
+
+
+def _owned(job_id: str) -> dict[str, Any]:
+    """The job, if the client asking started it: another client may not poll, download or
+    cancel it (its files hold what that client's scopes and site let it see)."""
+    job = read_job(export_root(), job_id)
+    if job is None or job["status"] == "cancelled":
+        raise not_found(f"no export job {job_id}")
+    if current_access() is not None and job.get("client", "") != _client():
+        raise forbidden(f"export {job_id} was started by another client; only it may poll, download or cancel it")
+    return job
 
 
 def export_root() -> pathlib.Path:
@@ -65,9 +77,12 @@ def _kick_off(level: str, group: str | None = None) -> Response:
     fmt = (values.get("_outputFormat") or ["application/fhir+ndjson"])[0]
     if fmt not in _FORMATS:
         raise bad_request(f"_outputFormat {fmt!r}: only {', '.join(_FORMATS)}", "_outputFormat")
+    store = repository()
     allowed = SERVED_TYPES if level == "system" else compartment_types()
-    # 300 repeats: one file, written once. The audit trail only when asked for by name.
-    types = tuple(dict.fromkeys(values.get("_type") or (DATA_TYPES if level == "system" else allowed)))
+    # Without _type, what the client may export (the audit trail only when named); a _type
+    # outside its scopes is refused below. 300 repeats: one file.
+    types = tuple(dict.fromkeys(values.get("_type") or store.permitted(
+        DATA_TYPES if level == "system" else allowed, "s")))
     wrong = [t for t in types if t not in allowed]
     if wrong:
         raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")
@@ -80,7 +95,10 @@ def _kick_off(level: str, group: str | None = None) -> Response:
                               "_typeFilter")
         parse_search(rtype, parse_qsl(query, keep_blank_values=True), strict=True)  # refuse it now, not later
         filters.append((rtype, query))
-    store = current_app.extensions["fhir_store"]
+    refused = [t for t in types if t in allowed and t not in store.permitted((t,), "s")]
+    if refused or not types:
+        raise forbidden(f"_type: {', '.join(refused) or 'nothing'} outside this client's scopes: an export "
+                        "needs system/[type].s (or .read) for each type", "_type")
     if group is not None:
         store.read("Group", group)  # 404 for an unknown group
     base = service_base()
@@ -117,9 +135,7 @@ def _parameters(body: bytes) -> list[tuple[str, str]]:
 def _status(job_id: str) -> Response:
     retention = current_app.config.get("EXPORT_RETENTION", RETENTION)
     expire_jobs(export_root(), retention)
-    job = read_job(export_root(), job_id)
-    if job is None or job["status"] == "cancelled":
-        raise not_found(f"no export job {job_id}")
+    job = _owned(job_id)
     if job["status"] == "failed":
         raise FhirError(500, [Issue("exception", f"export {job_id} failed; the error has been logged")])
     if job["status"] != "completed":
@@ -127,7 +143,7 @@ def _status(job_id: str) -> Response:
     base = service_base()
     manifest: dict[str, Any] = {
         "transactionTime": job["transactionTime"], "request": job["request"]["request_url"],
-        "requiresAccessToken": False,
+        "requiresAccessToken": current_access() is not None,
         "output": [{"type": o["type"], "url": f"{base}/$export-file/{job_id}/{o['file']}", "count": o["count"]}
                    for o in job["output"]],
         "error": []}
@@ -137,6 +153,7 @@ def _status(job_id: str) -> Response:
 
 
 def _delete(job_id: str) -> Response:
+    _owned(job_id)
     if not cancel_job(export_root(), job_id):
         raise not_found(f"no export job {job_id}")
     return Response(status=202)
@@ -144,8 +161,8 @@ def _delete(job_id: str) -> Response:
 
 def _file(job_id: str, name: str) -> Response:
     expire_jobs(export_root(), current_app.config.get("EXPORT_RETENTION", RETENTION))
-    job = read_job(export_root(), job_id)
-    if job is None or job["status"] != "completed" or name not in {o["file"] for o in job["output"]}:
+    job = _owned(job_id)
+    if job["status"] != "completed" or name not in {o["file"] for o in job["output"]}:
         raise not_found(f"no file {name} in export {job_id}")
     return send_file(export_root() / job_id / name, mimetype="application/fhir+ndjson", conditional=False)
 

@@ -64,6 +64,7 @@ def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
          "search": {"mode": mode}}
         for mode, group in (("match", page.entries), ("include", page.included)) for e in group
     ]
+    warnings = [*warnings, *page.notes]
     if page.included_left_out:
         warnings = [*warnings, Issue("too-costly", f"{page.included_left_out} more resources matched "
                                      "_include/_revinclude than one page returns; they are left out: "

@@ -51,8 +51,23 @@ def _resource(rtype: str, enforced: bool) -> dict[str, Any]:
          if (ops := operations_of(rtype)) or rtype in ("Patient", "Group") else {})
 
 
-def capability_statement(base: str, started: str | None = None, references_enforced: bool = True) -> dict[str, Any]:
-    """The server's CapabilityStatement; `started` (an instant) becomes its date."""
+def _security(token_url: str) -> dict[str, Any]:
+    """SMART on FHIR: where to get a token (https://hl7.org/fhir/smart-app-launch/conformance.html)."""
+    return {
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": [{"url": "token", "valueUri": token_url}]}],
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}],
+                     "text": "OAuth 2.0 (SMART Backend Services: client_credentials, private_key_jwt)"}],
+        "description": "Every request needs a bearer token from the token endpoint; see "
+                       ".well-known/smart-configuration.",
+    }
+
+
+def capability_statement(base: str, started: str | None = None, references_enforced: bool = True,
+                         token_url: str | None = None) -> dict[str, Any]:
+    """The server's CapabilityStatement; `started` (an instant) becomes its date; `token_url`
+    (auth on) adds the SMART security element."""
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -66,6 +81,7 @@ def capability_statement(base: str, started: str | None = None, references_enfor
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
+            **({"security": _security(token_url)} if token_url else {}),
             "resource": [_resource(rtype, references_enforced) for rtype in SERVED_TYPES],
             "interaction": [{"code": code} for code in (*BUNDLE_INTERACTIONS, *SYSTEM_INTERACTIONS)],
             "operation": [{"name": name, "definition": EXPORT_DEFINITION} for level, name in EXPORT_OPERATIONS

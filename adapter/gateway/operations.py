@@ -96,6 +96,7 @@ def validate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     not the resource is valid: errors as error issues, else one information issue.
     """
     rtype = check_type(req.resource_type)
+    repo.require(rtype, "cu", f"$validate of {rtype}")  # asked before writing one
     if req.body:
         resource = jsonio.parse(req.body)
         if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":

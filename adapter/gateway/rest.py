@@ -12,6 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import FhirError, bad_request, too_large, unsupported_media_type
 from adapter.gateway import bulk
+from adapter.gateway.access import repository
 from adapter.gateway.base import service_base
 from adapter.gateway.body import read_body
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
@@ -63,7 +64,7 @@ def _view(route: Route) -> Any:
             version=path.get("version"), params=params, headers=http.headers,
             body=body, compartment=path.get("compartment"), compartment_id=path.get("compartment_id"),
         )
-        result = route.handler(req, current_app.extensions["fhir_store"])
+        result = route.handler(req, repository())
         headers = list(result.headers.items())
         if result.body is not None:
             headers.append(("Content-Type", _CONTENT_TYPES[media]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.outcomes import Issue, bad_request
+from adapter.fhir.outcomes import Issue, bad_request, forbidden
 from adapter.fhir.search import SearchRequest, decode_search_cursor, encode_cursor, parse_search
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.interactions import FhirRequest, FhirResponse, check_compartment
@@ -33,7 +33,7 @@ def compartment_search_all(req: FhirRequest, repo: Repository) -> FhirResponse:
     return _across(req, repo, compartment_types(), patient, f"Patient/{patient}/*")
 
 
-def _types(params: list[tuple[str, str]], allowed: tuple[str, ...]) -> list[str]:
+def _types(params: list[tuple[str, str]], allowed: tuple[str, ...], repo: Repository) -> list[str]:
     wanted = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in SERVED_TYPES]
     if unknown:
@@ -41,7 +41,12 @@ def _types(params: list[tuple[str, str]], allowed: tuple[str, ...]) -> list[str]
     outside = [t for t in wanted if t not in allowed]
     if outside:
         raise bad_request(f"_type: {', '.join(outside)} not in the Patient compartment", "_type")
-    return sorted(set(wanted or allowed))
+    # Without _type, the types this client may search; a type named in _type and outside its
+    # scopes is refused by the repository (403), not left out unsaid.
+    types = sorted(set(wanted or repo.permitted(allowed, "s")))
+    if not types:
+        raise forbidden("this client may search no type: its scopes grant no search (s)")
+    return types
 
 
 def _cursor(params: list[tuple[str, str]]) -> tuple[Position | None, bool]:
@@ -71,7 +76,7 @@ def _requests(types: list[str], params: list[tuple[str, str]], strict: bool,
 
 def _across(req: FhirRequest, repo: Repository, allowed: tuple[str, ...], patient: str | None,
             path: str) -> FhirResponse:
-    types = _types(req.params, allowed)
+    types = _types(req.params, allowed, repo)
     position, before = _cursor(req.params)
     params = [(k, v) for k, v in req.params if k not in ("_type", "_cursor")]
     requests, ignored = _requests(types, params, req.prefer("handling") == "strict", patient)
@@ -85,7 +90,8 @@ def _across(req: FhirRequest, repo: Repository, allowed: tuple[str, ...], patien
     shown = {(e.resource_type, e.id) for e in entries}  # not what a look-ahead of one match included
     included = [e for page in searched.values() if page.entries and (page.entries[0].resource_type,
                 page.entries[0].id) in shown for e in page.included]
-    page = SearchPage(entries, total, None, included)
+    notes = tuple(dict.fromkeys(n for p in searched.values() for n in p.notes))
+    page = SearchPage(entries, total, None, included, notes=notes)
     kept = [(k, v) for k, v in req.params if k != "_cursor"]
 
     def at(where: Position | None, back: bool = False) -> str | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir import jsonio
+from adapter.fhir.sites import with_site
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, keyed_hash, safe_id
@@ -257,6 +258,8 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         return result
     result.resources = [resource for _, resource in made]
     result.resources.append(_provenance(spec, key, row, record, result.resources, recorded))
+    for resource in result.resources:  # site segregation rests on this label (adapter/fhir/sites.py)
+        with_site(resource, spec.site)
     result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
     return result
 

@@ -44,12 +44,13 @@ class SearchPage:
     included: list[StoredResource] = field(default_factory=list)  # _include / _revinclude
     included_left_out: int = 0  # more than the server returns with one page: said in the Bundle
     previous_cursor: tuple[Any, ...] | None = None  # the cursor of the page before (search before it)
+    notes: tuple[Any, ...] = ()  # outcome Issues for the Bundle, e.g. what access control left out
 
 
 @dataclass(frozen=True)
 class HistoryPage:
     entries: list[StoredResource]
-    total: int
+    total: int | None  # None: not told (a filtered page cannot say how many versions match)
     next_cursor: int | None
 
 
@@ -146,6 +147,17 @@ class Repository(abc.ABC):
                    cursor: tuple[Any, ...] | None) -> SearchPage:
         """One page of a patient's compartment (the patient and what references it), in (type,
         id) order; 404 for an unknown patient."""
+
+    def permitted(self, types: tuple[str, ...], permission: str) -> tuple[str, ...]:
+        """Which of `types` this handle may use for `permission` (a letter of "cruds"): all of
+        them here; a handle held to a client's scopes (adapter/auth/guard.py) says fewer. What a
+        request that names no type (a system search, an export) goes over."""
+        return types
+
+    def require(self, resource_type: str, permissions: str, what: str) -> None:
+        """For an operation that reads and writes nothing (e.g. $validate): 403 unless this
+        handle may do one of `permissions` (letters of "cruds") to the type. Nothing here."""
+        return None
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:

@@ -14,7 +14,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-__all__ = ["metadata", "resources", "history", "INDEX_TABLES", "INDEX_COLUMNS", "key_text"]
+__all__ = ["metadata", "resources", "history", "INDEX_TABLES", "INDEX_COLUMNS", "key_text",
+           "auth_clients", "auth_jti"]
 
 metadata = MetaData()
 
@@ -103,3 +104,26 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
     "composite": ("param", "system", "code", "value_system", "value_code", "value_number",
                   "value_unit", "value_low", "value_high"),
 }
+
+# SMART Backend Services (adapter/auth): the registered clients, and the client assertions'
+# `jti`s seen until they expire (the replay cache; a primary key, so it holds across workers).
+auth_clients = Table(
+    "auth_clients", metadata,
+    Column("name", key_text(128), primary_key=True),
+    Column("jwks", Text),  # a JSON Web Key Set of public keys, or null when jwks_url is set
+    Column("jwks_url", Text),
+    Column("scope", Text, nullable=False),
+    Column("site", key_text(64)),  # null: the coordinating centre, which sees every site
+    Column("policy", Text),  # kept for a later issue; copied into the client's tokens
+    Column("created", key_text(32), nullable=False),
+    Column("revoked_at", key_text(32)),
+)
+
+auth_jti = Table(
+    "auth_jti", metadata,
+    Column("client", key_text(128), nullable=False),
+    Column("jti", key_text(255), nullable=False),
+    Column("expires", BigInteger, nullable=False),  # seconds since the epoch
+    PrimaryKeyConstraint("client", "jti", name="pk_auth_jti"),
+)
+Index("ix_auth_jti_expires", auth_jti.c.expires)

@@ -27,11 +27,13 @@ from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
     HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
 )
+from adapter.store.clients import SqlClients
 from adapter.store.engines import (
     ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
 )
 from adapter.store.integrity import Dangling, DanglingReferences, dangling, enabled_by_default
 from adapter.store.migrate import upgrade
+from adapter.store.site_labels import inherit_sites
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
@@ -47,7 +49,7 @@ _CURRENT_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted
 _HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
 
 
-class SqlStore(Repository):
+class SqlStore(Repository, SqlClients):
     """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
 
     def __init__(self, url: str, migrate: bool = True, check_references: bool | None = None) -> None:
@@ -222,6 +224,8 @@ class SqlStore(Repository):
                  for item in items if isinstance(item, Indexed)}
         keys = {(r["resourceType"], check_id(r.get("id"), f"{r['resourceType']}.id")) for r in batch}
         lock_resources(conn, keys)
+        # Pre-extracted index rows (ingest) come with their labels made; others may inherit one.
+        inherit_sites(conn, [item for item in items if not isinstance(item, Indexed)])
         current = self._current(conn, keys)
         versions = {key: row.version_id for key, row in current.items()}
         live = {key for key, row in current.items() if not row.deleted}

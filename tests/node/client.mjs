@@ -1,8 +1,8 @@
-// The Node fhir-kit-client against a live gateway: node client.mjs BASE_URL
+// The Node fhir-kit-client against a live gateway: node client.mjs BASE_URL [ACCESS_TOKEN]
 // Prints one JSON object of what it saw; tests/test_node_client.py checks it.
 import { Client } from 'fhir-kit-client';
 
-const client = new Client({ baseUrl: process.argv[2] });
+const client = new Client({ baseUrl: process.argv[2], bearerToken: process.argv[3] });
 const out = {};
 
 const capability = await client.capabilityStatement();

@@ -1,0 +1,1 @@
+"""Who may do what: SMART Backend Services tokens, scopes, site segregation."""

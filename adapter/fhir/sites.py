@@ -1,0 +1,42 @@
+"""Which trial site a resource belongs to: a security label in `meta.security`.
+
+Site segregation rests on it (a site's client sees only resources labelled with its site), so
+it is set by the adapter, never trusted from a client: the mapping labels what a site's export
+makes, and the gateway labels what a site's client writes. A label rather than a lookup through
+the patient: every resource carries its site itself, and a search filters on it like any other
+`_security` token, in the same index.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SITE_SYSTEM", "site_label", "sites_of", "with_site"]
+
+SITE_SYSTEM = "http://ucmsc-cp.example.org/fhir/CodeSystem/study-site"
+
+
+def site_label(site: str) -> dict[str, str]:
+    return {"system": SITE_SYSTEM, "code": site}
+
+
+def sites_of(resource: dict[str, Any]) -> set[str]:
+    """The sites a resource is labelled with (normally none or one).
+
+    >>> sites_of({"meta": {"security": [{"system": SITE_SYSTEM, "code": "site-a"}]}})
+    {'site-a'}
+    """
+    meta = resource.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    if not isinstance(labels, list):
+        return set()
+    return {str(c["code"]) for c in labels
+            if isinstance(c, dict) and c.get("system") == SITE_SYSTEM and isinstance(c.get("code"), str)}
+
+
+def with_site(resource: dict[str, Any], site: str) -> dict[str, Any]:
+    """The resource labelled with `site` (in place, once; other labels kept)."""
+    meta = resource.setdefault("meta", {})
+    labels = meta.setdefault("security", [])
+    if site not in sites_of(resource):
+        labels.append(site_label(site))
+    return resource

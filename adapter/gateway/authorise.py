@@ -1,0 +1,49 @@
+"""The one request hook that authenticates (SMART Backend Services access tokens).
+
+With authorisation on (config AUTH), every request but the public ones (the CapabilityStatement,
+the SMART configuration; the token endpoint lives outside the FHIR base) must carry a valid
+access token; its grant becomes `g.access`, and from it the guarded repository
+(adapter/gateway/access.py) that every handler is given.
+"""
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from adapter.auth.guard import access_of
+from adapter.auth.tokens import Unauthenticated, authenticate
+from adapter.fhir.outcomes import FhirError, Issue
+
+__all__ = ["register", "unauthorised"]
+
+_PUBLIC = ("/metadata", "/.well-known/smart-configuration")
+
+
+def register(app: Flask) -> None:
+    fhir = app.config["FHIR_PATH"]
+    public = {fhir + p for p in _PUBLIC} | {fhir + p + "/" for p in _PUBLIC}
+
+    @app.before_request
+    def authorise() -> None:
+        g.access = None
+        # OPTIONS: a CORS preflight carries no credentials (Fetch standard); /auth/: the token
+        # endpoint authenticates the client by its assertion instead.
+        if not app.config.get("AUTH") or request.path in public or request.method == "OPTIONS" \
+                or request.path.startswith("/auth/"):
+            return
+        try:
+            grant = authenticate(request.headers.get("Authorization"))
+        except Unauthenticated as error:
+            raise unauthorised(str(error), bool(request.headers.get("Authorization"))) from None
+        g.access = access_of(grant.client, grant.site, grant.scope)
+
+
+def unauthorised(reason: str, token_sent: bool) -> FhirError:
+    """401 with the RFC 6750 challenge: no error code when no token came (section 3.1)."""
+    challenge = 'Bearer realm="fhir"'
+    if token_sent:
+        challenge += f', error="invalid_token", error_description="{reason.replace(chr(34), chr(39))}"'
+    return FhirError(401, [Issue("login", f"{reason}: send Authorization: Bearer <access token> "
+                                 "(SMART Backend Services; see .well-known/smart-configuration)")],
+                     {"WWW-Authenticate": challenge})
+
+
