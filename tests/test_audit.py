@@ -197,7 +197,6 @@ def test_the_agent_is_the_client_of_the_token_and_its_site(db_url, tmp_path):
         assert by_outcome["401"]["outcome"] == "4" and _patients(by_outcome["401"]) == {"Patient/a1"}
         assert by_outcome["403"]["agent"][0]["who"]["identifier"]["value"] == "site-a-ehr"
     finally:
-        gateway.app.extensions["audit_writer"].close()
         gateway.close()
     out = subprocess.run([CLI, "audit", "--db", db_url, "--client", "site-a-ehr"], capture_output=True,
                          text=True, timeout=120, check=True).stdout

@@ -61,6 +61,8 @@ class Served:
     def close(self) -> None:
         self.server.shutdown()
         self.thread.join(timeout=5)
+        if "audit_writer" in self.app.extensions:  # auth on: audit on; written before the store goes
+            self.app.extensions["audit_writer"].close()
         self.store.close()
 
 
