@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import click
 import pytest
 import requests
 
+from adapter.audit.trail import audit_events
 from adapter.gateway.app import create_app
 from adapter.serve_options import parse_host
+from adapter.store.sql_store import SqlStore
 from conftest import observation, wait_until_serving
 
 CLI = str(pathlib.Path(sys.executable).parent / "fhir-adapter")
@@ -212,3 +215,21 @@ def test_serve_binds_ipv6_loopback_only(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_serve_auth_turns_on_authorisation_and_with_it_the_audit(tmp_path):
+    port = _free_port()
+    proc = _serve(tmp_path, "--port", str(port), "--auth")
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/fhir/metadata")
+        r = requests.get(f"http://127.0.0.1:{port}/fhir/Patient", timeout=30)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    store = SqlStore(f"sqlite:///{tmp_path / 'a.db'}", migrate=False)
+    try:
+        (event,) = audit_events(store)
+        assert event["outcome"] == "4" and event["outcomeDesc"].startswith("401")
+    finally:
+        store.close()
