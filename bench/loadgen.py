@@ -17,7 +17,7 @@ class Result:
     errors: int
 
 
-def python_load(url: str, duration: float, connections: int) -> Result:
+def python_load(url: str, duration: float, connections: int, headers: dict[str, str] | None = None) -> Result:
     """`connections` threads, each sending requests back to back for `duration` seconds."""
     parts = urllib.parse.urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -32,7 +32,7 @@ def python_load(url: str, duration: float, connections: int) -> Result:
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                conn.request("GET", target)
+                conn.request("GET", target, headers=headers or {})
                 response = conn.getresponse()
                 response.read()
                 if response.status >= 400:

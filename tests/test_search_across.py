@@ -122,3 +122,14 @@ def test_forged_previous_cursor_is_a_400(client, two_patients):
     cursor = urllib.parse.quote("eyJiZWZvcmUiOiBbMV19")  # {"before": [1]}: not of this search
     r = client.get(f"/fhir/Observation?_cursor={cursor}")
     assert r.status_code == 400
+
+
+def test_a_search_across_types_leaves_the_audit_trail_out_unless_named(client, store):
+    import json
+    from conftest import EXAMPLES
+    store.load([json.loads((EXAMPLES / "AuditEvent-example.json").read_text()),
+                {"resourceType": "Patient", "id": "across-audit"}])
+    every = client.get("/fhir?_count=500").get_json()
+    assert "AuditEvent" not in {e["resource"]["resourceType"] for e in every.get("entry", [])}
+    named = client.get("/fhir?_type=AuditEvent").get_json()
+    assert [e["resource"]["resourceType"] for e in named["entry"]] == ["AuditEvent"]

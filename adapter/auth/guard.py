@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.definitions import AUDIT_TYPE, SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, forbidden
 from adapter.fhir.references import targets
 from adapter.fhir.search import Filter, SearchRequest
@@ -40,7 +40,6 @@ __all__ = ["Access", "GuardedRepository", "DEFINITION_TYPES", "forbidden", "acce
 
 # The study's protocol: readable by every authorised client, written by the centre only.
 DEFINITION_TYPES = frozenset({"ResearchStudy", "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet"})
-AUDIT_TYPE = "AuditEvent"
 
 
 @dataclass(frozen=True)

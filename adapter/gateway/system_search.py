@@ -11,7 +11,7 @@ it would match all of that type.
 from __future__ import annotations
 
 from dataclasses import replace
-from adapter.fhir.definitions import SERVED_TYPES
+from adapter.fhir.definitions import DATA_TYPES, SERVED_TYPES
 from adapter.fhir.outcomes import Issue, bad_request, forbidden
 from adapter.fhir.search import SearchRequest, decode_search_cursor, encode_cursor, parse_search
 from adapter.gateway.bundles import page_url, searchset
@@ -25,7 +25,7 @@ Position = tuple[str, str | None]  # (type, id); id None: the start of that type
 
 
 def system_search(req: FhirRequest, repo: Repository) -> FhirResponse:
-    return _across(req, repo, SERVED_TYPES, None, "")
+    return _across(req, repo, SERVED_TYPES, None, "", DATA_TYPES)
 
 
 def compartment_search_all(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -33,7 +33,8 @@ def compartment_search_all(req: FhirRequest, repo: Repository) -> FhirResponse:
     return _across(req, repo, compartment_types(), patient, f"Patient/{patient}/*")
 
 
-def _types(params: list[tuple[str, str]], allowed: tuple[str, ...], repo: Repository) -> list[str]:
+def _types(params: list[tuple[str, str]], allowed: tuple[str, ...], repo: Repository,
+           default: tuple[str, ...]) -> list[str]:
     wanted = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in SERVED_TYPES]
     if unknown:
@@ -43,7 +44,7 @@ def _types(params: list[tuple[str, str]], allowed: tuple[str, ...], repo: Reposi
         raise bad_request(f"_type: {', '.join(outside)} not in the Patient compartment", "_type")
     # Without _type, the types this client may search; a type named in _type and outside its
     # scopes is refused by the repository (403), not left out unsaid.
-    types = sorted(set(wanted or repo.permitted(allowed, "s")))
+    types = sorted(set(wanted or repo.permitted(default, "s")))
     if not types:
         raise forbidden("this client may search no type: its scopes grant no search (s)")
     return types
@@ -75,8 +76,10 @@ def _requests(types: list[str], params: list[tuple[str, str]], strict: bool,
 
 
 def _across(req: FhirRequest, repo: Repository, allowed: tuple[str, ...], patient: str | None,
-            path: str) -> FhirResponse:
-    types = _types(req.params, allowed, repo)
+            path: str, default: tuple[str, ...] | None = None) -> FhirResponse:
+    """`allowed`: the types `_type` may name; `default`: those searched without it (the
+    audit trail only when named: it is no clinical data, and every request adds to it)."""
+    types = _types(req.params, allowed, repo, default or allowed)
     position, before = _cursor(req.params)
     params = [(k, v) for k, v in req.params if k not in ("_type", "_cursor")]
     requests, ignored = _requests(types, params, req.prefer("handling") == "strict", patient)
