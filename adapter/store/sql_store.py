@@ -8,7 +8,9 @@ resource are serialised (engines.py) before the version check, so no version is 
 from __future__ import annotations
 
 import queue
+import random
 import threading
+import time
 import uuid
 from dataclasses import replace
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +24,7 @@ from adapter.fhir.dates import date_range, now_instant
 from adapter.fhir.ids import check_id
 from adapter.fhir.extract import Indexed, IndexRows, extract
 from adapter.fhir.jsonio import dumps, parse
-from adapter.fhir.outcomes import conflict, gone, not_found, precondition_failed
+from adapter.fhir.outcomes import FhirError, conflict, gone, not_found, precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
     HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
@@ -49,6 +51,13 @@ _CURRENT_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted
 _HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
 
 
+DEADLOCK_RETRIES = 5  # attempts of a bulk-load batch that PostgreSQL ended as a deadlock
+
+
+class WriteDeadlock(FhirError):
+    """PostgreSQL ended the transaction to break a cycle of lock waits: nothing was written."""
+
+
 class SqlStore(Repository, SqlClients):
     """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
 
@@ -70,6 +79,7 @@ class SqlStore(Repository, SqlClients):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        """A write transaction; a PostgreSQL deadlock ends it as a WriteDeadlock (409)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(write=True)
             try:
@@ -81,7 +91,8 @@ class SqlStore(Repository, SqlClients):
                 # Two writers referencing each other's resources can wait on each other's locks;
                 # PostgreSQL ends one of them: a conflict to retry, not a server error.
                 if type(exc.orig).__name__ == "DeadlockDetected":
-                    raise conflict("concurrent writes of related resources, try again") from exc
+                    raise WriteDeadlock(409, conflict("concurrent writes of related resources, "
+                                                      "try again").issues) from exc
                 raise
 
     @contextmanager
@@ -173,6 +184,7 @@ class SqlStore(Repository, SqlClients):
         """One transaction; with checked references, the groups whose references do not resolve
         after the batch is written are left out (said to `refused`) and the rest written again,
         until what is written resolves: a batch may hold both ends of a reference."""
+        attempts = 0
         while True:
             batch = [item for _, group in groups for item in group]
             try:
@@ -186,6 +198,14 @@ class SqlStore(Repository, SqlClients):
                 if refused is None:
                     raise
                 groups = self._refuse(groups, error.found, refused)
+            except WriteDeadlock:
+                # Ingest workers writing shared resources (a product given to several children)
+                # while checking each other's references can wait on each other; PostgreSQL
+                # ended this batch, which wrote nothing: write it again, after a moment.
+                attempts += 1
+                if attempts >= DEADLOCK_RETRIES:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * attempts)
         if outcomes is not None:
             outcomes.extend(replace(s, data=None) for s in stored)  # the bytes are not wanted
         return sum(not s.unchanged for s in stored)
