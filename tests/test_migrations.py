@@ -10,8 +10,8 @@ from adapter.store.migrate import current_revision, head_revision, upgrade
 from adapter.store.schema import metadata
 
 
-def test_migrations_match_the_schema_module(db_url):
-    engine = make_engine(db_url)
+def test_migrations_match_the_schema_module(fresh_db_url):
+    engine = make_engine(fresh_db_url)
     assert upgrade(engine) == (None, head_revision())
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)

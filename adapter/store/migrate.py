@@ -7,6 +7,7 @@ the others wait and then find nothing left to do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import pathlib
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ def _config(conn: Connection) -> Config:
     return cfg
 
 
+@functools.cache  # the scripts are read once per process, not at every store opened
 def head_revision() -> str:
     return ScriptDirectory(_LOCATION).get_current_head() or "base"
 
