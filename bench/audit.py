@@ -9,17 +9,15 @@ AuditEvents the audited server had written once stopped (each request should hav
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import pathlib
-import shutil
 import tempfile
 
 from sqlalchemy import func, select
 
-from bench.loadgen import Result, python_load
-from bench.read import READ_PATH, _free_port, _gunicorn, _prepare_store, wrk_load
+from bench.loadgen import Result
+from bench.read import READ_PATH, _free_port, _gunicorn, _prepare_store, paired_load_arguments
 from bench.stores import temporary_stores
 
 
@@ -36,16 +34,7 @@ def _audit_events(db_url: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds of load per server")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--observations", type=int, default=2000)
-    parser.add_argument("--db", action="append", help="database URL (repeatable)")
-    parser.add_argument("--python-load", action="store_true", help="use the Python generator even if wrk exists")
-    args = parser.parse_args()
-    load = python_load if args.python_load or not shutil.which("wrk") else wrk_load
+    args, load = paired_load_arguments(__doc__)
     rows = []
     with temporary_stores(args.db) as stores, tempfile.TemporaryDirectory() as tmp:
         for label, url in stores:

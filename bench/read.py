@@ -99,6 +99,21 @@ def wrk_load(url: str, duration: float, connections: int, headers: dict[str, str
     return Result(rps, lat["50"], lat["99"], int(errors.group(1)) if errors else 0)
 
 
+def paired_load_arguments(doc: str | None) -> tuple[argparse.Namespace, Any]:
+    """The options of a benchmark that loads two gateways side by side (bench.audit, bench.auth),
+    and the load generator to use: wrk when installed, else the Python one."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds of load per server")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--observations", type=int, default=2000)
+    parser.add_argument("--db", action="append", help="database URL (repeatable)")
+    parser.add_argument("--python-load", action="store_true", help="use the Python generator even if wrk exists")
+    args = parser.parse_args()
+    return args, python_load if args.python_load or not shutil.which("wrk") else wrk_load
+
+
 def _measure(servers: dict[str, str], args: argparse.Namespace, load: Any) -> dict[tuple[str, str], Result]:
     """Interleaved rounds over every server, so that drift in the machine's speed hits all alike."""
     runs: dict[tuple[str, str], list[Result]] = {}
