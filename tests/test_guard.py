@@ -155,3 +155,16 @@ def test_validate_needs_a_write_scope_on_the_type(two_sites: Any) -> None:
     req = FhirRequest(base_url="http://x/fhir", resource_type="Observation", body=body)
     assert validate_operation(req, _site_a(two_sites, "system/Observation.c")).status == 200
     _refused(lambda: validate_operation(req, _site_a(two_sites, "system/Observation.rs")))
+
+
+def test_a_site_cannot_take_over_another_sites_deleted_id(two_sites: Any) -> None:
+    two_sites.delete("Observation", "ob1")
+    repo = _site_a(two_sites)
+    before = table_counts(two_sites)
+    _refused(lambda: repo.update(_obs("ob1", "a1", None)))
+    with pytest.raises(FhirError) as caught:
+        with repo.transaction() as tx:
+            tx.update(_obs("ob1", "a1", None))
+    assert caught.value.status == 403
+    assert table_counts(two_sites) == before
+    assert repo.update(_obs("brand-new", "a1", None)).created  # a new id is the site's to make

@@ -67,8 +67,8 @@ def access_of(client: str, site: str | None, scope: str) -> Access:
 class _Checks:
     """The checks, shared by the repository and its transactions."""
 
-    def __init__(self, access: Access) -> None:
-        self.access = access
+    def __init__(self, access: Access, repo: Repository) -> None:
+        self.access, self._repo = access, repo
         self._site_filter = (Filter("_security", "token", None, ((SITE_SYSTEM, access.site),))
                              if access.site else None)
 
@@ -135,15 +135,23 @@ class _Checks:
                 raise forbidden(f"{target.expression}: {target.reference} is another site's data", target.expression)
 
     def existing(self, read: Any, rtype: str, rid: str) -> StoredResource | None:
-        """The current version, for the site check of an update or delete (None: new)."""
+        """What an update or delete replaces, for the site check (None: a new resource). A
+        deleted resource is its last version: a site may not take over another site's id."""
         if self.access.site is None:
             return None
         try:
-            return read(rtype, rid)  # type: ignore[no-any-return]
+            current = read(rtype, rid)
         except FhirError as error:
-            if error.status in (404, 410):
-                return None
-            raise
+            if error.status not in (404, 410):
+                raise
+            current = None
+        if current is not None:
+            return current  # type: ignore[no-any-return]
+        try:
+            versions = self._repo.history(rtype, rid, count=2).entries
+        except FhirError:
+            return None  # never stored
+        return next((v for v in versions if v.data is not None), None)
 
 
 class GuardedTransaction(Transaction):
@@ -184,7 +192,7 @@ class GuardedRepository(Repository):
 
     def __init__(self, inner: Repository, access: Access) -> None:
         self.inner, self.access = inner, access
-        self._checks = _Checks(access)
+        self._checks = _Checks(access, inner)
 
     def create(self, resource: dict[str, Any]) -> StoredResource:
         self._checks.check_write(resource, "c", None, self._quiet_read)
