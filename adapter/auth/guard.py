@@ -93,10 +93,30 @@ class _Checks:
         return stored
 
     def narrowed(self, request: SearchRequest) -> SearchRequest:
-        """The search, held to the client's site (definitions are everyone's)."""
-        if self._site_filter is None or request.resource_type in DEFINITION_TYPES:
-            return request
-        return dataclasses.replace(request, filters=(*request.filters, self._site_filter))
+        """The search, held to the client's scopes and site (definitions are everyone's): a
+        chain or _has searches its target type too, so it needs `s` on that type and matches
+        only the client's site's resources there (else a reference to an id another site later
+        fills, or another site's resources pointing in, would tell about them)."""
+        for f in request.filters:
+            self._check_chain(f)
+        filters = tuple(self._held(f) for f in request.filters)
+        if self._site_filter is not None and request.resource_type not in DEFINITION_TYPES:
+            filters = (*filters, self._site_filter)
+        return dataclasses.replace(request, filters=filters)
+
+    def _check_chain(self, f: Filter) -> None:
+        if f.chain is None or f.target is None:
+            return
+        self.need(f.target, "s", f"a chained or _has search through {f.target}")
+        self._check_chain(f.chain)
+
+    def _held(self, f: Filter) -> Filter:
+        if f.chain is None or f.target is None:
+            return f
+        also = f.also
+        if self._site_filter is not None and f.target not in DEFINITION_TYPES:
+            also = (*also, self._site_filter)
+        return dataclasses.replace(f, chain=self._held(f.chain), also=also)
 
     def allowed_included(self, page: SearchPage) -> SearchPage:
         kept = [e for e in page.included if self.access.scopes.allows(e.resource_type, "r") and self.visible(e)]

@@ -68,6 +68,9 @@ class Filter:
     # type "has", `target` the referring type, `code` its reference parameter, `chain` its filter.
     target: str | None = None
     chain: Filter | None = None
+    # Further filters on the chain's target, ANDed with `chain` on the same target resource
+    # (the guard holds a chain to the client's site this way: adapter/auth/guard.py).
+    also: tuple[Filter, ...] = ()
     components: tuple[str, ...] = ()  # a composite's component types, e.g. ("token", "quantity")
 
 

@@ -188,12 +188,14 @@ def matching_ids(f: Filter, rtype: str) -> Select[Any]:
         assert f.chain is not None and f.target is not None
         return select(ref.c.res_id).where(ref.c.res_type == rtype, ref.c.param == f.code,
                                           ref.c.target_type == f.target,
-                                          ref.c.target_id.in_(matching_ids(f.chain, f.target)))
+                                          *(ref.c.target_id.in_(matching_ids(c, f.target))
+                                            for c in (f.chain, *f.also)))
     if f.type == "has":  # _has:Observation:subject:code=x: targets of matching Observations
         assert f.chain is not None and f.target is not None
         return select(ref.c.target_id).where(ref.c.res_type == f.target, ref.c.param == f.code,
                                              ref.c.target_type == rtype,
-                                             ref.c.res_id.in_(matching_ids(f.chain, f.target)))
+                                             *(ref.c.res_id.in_(matching_ids(c, f.target))
+                                               for c in (f.chain, *f.also)))
     if f.modifier in ("missing", "not"):
         raise bad_request(f"{f.code}:{f.modifier} is not supported inside a chain or _has", f.code,
                           code="not-supported")

@@ -1,0 +1,100 @@
+"""Probes of the access control through routes tests/test_authorisation.py does not cover:
+chained and reverse-chained (_has) searches, compartments, history, conditional writes, patch,
+batch, exports. Each defect found is a test here (on SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import json
+
+from conftest import table_counts
+from test_authorisation import fhir, gateway, refused, session  # noqa: F401 (gateway: a fixture)
+from test_auth_token import Served
+
+WRITE = {"Content-Type": "application/fhir+json"}
+
+
+def test_a_chain_does_not_tell_site_a_about_site_bs_resource_it_points_to(gateway: Served) -> None:
+    # Site A may write a reference to an id that does not exist yet; once site B creates that
+    # id, a chained search on it must not match through B's resource.
+    base = fhir(gateway)
+    site_a, site_b = session(gateway, "site-a-ehr"), session(gateway, "site-b-ehr")
+    made = site_a.put(f"{base}/Observation/a-dangle", json={
+        "resourceType": "Observation", "id": "a-dangle", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/b2"}}, headers=WRITE, timeout=30)
+    assert made.status_code == 201, made.text
+    assert site_b.put(f"{base}/Patient/b2", json={"resourceType": "Patient", "id": "b2", "birthDate": "1970-01-01"},
+                      headers=WRITE, timeout=30).status_code == 201
+    found = site_a.get(f"{base}/Observation?subject:Patient.birthdate=1970-01-01", timeout=30).json()
+    assert found["total"] == 0 and "entry" not in found, found
+    counted = site_a.get(f"{base}/Observation?subject:Patient.birthdate=1970-01-01&_summary=count", timeout=30)
+    assert counted.json()["total"] == 0
+    # ... nor through _has (B's resources referring to an id site A fills later)
+    assert session(gateway, "centre").get(
+        f"{base}/Observation?subject:Patient.birthdate=1970-01-01", timeout=30).json()["total"] == 1
+    # Site A's own chains still work
+    own = site_a.get(f"{base}/Observation?subject:Patient.gender=female&_summary=count", timeout=30).json()
+    assert own["total"] == 12
+
+
+def test_a_has_search_does_not_count_another_sites_referring_resources(gateway: Served) -> None:
+    base = fhir(gateway)
+    site_a, site_b = session(gateway, "site-a-ehr"), session(gateway, "site-b-ehr")
+    # B writes an Observation on an id (Patient/a9) that site A then creates
+    assert site_b.put(f"{base}/Observation/b-dangle", json={
+        "resourceType": "Observation", "id": "b-dangle", "status": "cancelled", "code": {"text": "secret"},
+        "subject": {"reference": "Patient/a9"}}, headers=WRITE, timeout=30).status_code == 201
+    assert site_a.put(f"{base}/Patient/a9", json={"resourceType": "Patient", "id": "a9"},
+                      headers=WRITE, timeout=30).status_code == 201
+    found = site_a.get(f"{base}/Patient?_has:Observation:subject:status=cancelled", timeout=30).json()
+    assert found["total"] == 0, found
+    assert site_a.get(f"{base}/Patient?_has:Observation:subject:status=final", timeout=30).json()["total"] == 1
+
+
+def test_chained_and_has_searches_need_the_search_scope_of_the_type_they_go_through(gateway: Served) -> None:
+    base = fhir(gateway)
+    patients = session(gateway, "patients-only", "system/Patient.rs")
+    # Without Observation.s, whether a patient has final Observations is not the client's to know
+    refused(patients.get(f"{base}/Patient?_has:Observation:subject:status=final", timeout=30),
+            403, "system/Observation.s")
+    observations = session(gateway, "site-a-ehr", "system/Observation.rs")
+    refused(observations.get(f"{base}/Observation?subject:Patient.gender=female", timeout=30),
+            403, "system/Patient.s")
+    refused(observations.get(f"{base}/Observation?subject:Patient._has:Observation:subject:status=final",
+                             timeout=30), 403, "system/Patient.s")
+    both = session(gateway, "site-a-ehr", "system/Observation.rs system/Patient.rs")
+    assert both.get(f"{base}/Observation?subject:Patient.gender=female&_summary=count",
+                    timeout=30).json()["total"] == 12
+
+
+def test_probes_that_hold(gateway: Served) -> None:
+    """Routes probed that already hold: compartments, history, conditional writes, patch, batch,
+    If-None-Exist, another site's Group export, the audit trail."""
+    base = fhir(gateway)
+    site_a = session(gateway, "site-a-ehr")
+    before = table_counts(gateway.store)
+    for url in ("Patient/b1/Observation", "Patient/b1/*", "Patient/b1/_history", "Observation/b-obs-0/$validate",
+                "AuditEvent", "?_type=AuditEvent", "AuditEvent/_history"):
+        refused(site_a.get(f"{base}/{url}", timeout=30), 403)
+    for url in ("Observation/_history", "_history"):
+        entries = site_a.get(f"{base}/{url}", timeout=30).json().get("entry", [])
+        assert not any(e["resource"]["id"].startswith("b") for e in entries if "resource" in e)
+    assert site_a.get(f"{base}/Patient?_has:Observation:subject:_id=b-obs-0", timeout=30).json()["total"] == 0
+    assert site_a.get(f"{base}/?_type=Observation&_summary=count", timeout=30).json()["total"] == 12
+    assert site_a.get(f"{base}/Observation?_total=accurate", timeout=30).json()["total"] == 12
+    assert site_a.delete(f"{base}/Observation?_id=b-obs-1", timeout=30).status_code == 204  # matches nothing
+    patch = [{"op": "replace", "path": "/status", "value": "amended"}]
+    refused(site_a.patch(f"{base}/Observation/b-obs-2", data=json.dumps(patch),
+                         headers={"Content-Type": "application/json-patch+json"}, timeout=30), 403)
+    relabel = [{"op": "replace", "path": "/meta/security/0/code", "value": "site-b"}]
+    refused(site_a.patch(f"{base}/Observation/a-obs-2", data=json.dumps(relabel),
+                         headers={"Content-Type": "application/json-patch+json"}, timeout=30), 403, "meta.security")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/b1"}},
+        {"request": {"method": "GET", "url": "Observation?subject=Patient/b1"}}]}
+    answered = site_a.post(base, json=batch, headers=WRITE, timeout=30).json()["entry"]
+    assert answered[0]["response"]["status"] == "403"
+    assert answered[1]["resource"]["total"] == 0
+    assert table_counts(gateway.store) == before
+    g = {"resourceType": "Group", "id": "gb", "type": "person", "actual": True,
+         "member": [{"entity": {"reference": "Patient/b1"}}]}
+    assert session(gateway, "site-b-ehr").put(f"{base}/Group/gb", json=g, headers=WRITE, timeout=30).status_code == 201
+    refused(site_a.get(f"{base}/Group/gb/$export", headers={"Prefer": "respond-async"}, timeout=30), 403)
