@@ -5,6 +5,7 @@ batch, exports. Each defect found is a test here (on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -121,3 +122,22 @@ def test_probes_that_hold(gateway: Served) -> None:
          "member": [{"entity": {"reference": "Patient/b1"}}]}
     assert session(gateway, "site-b-ehr").put(f"{base}/Group/gb", json=g, headers=WRITE, timeout=30).status_code == 201
     refused(site_a.get(f"{base}/Group/gb/$export", headers={"Prefer": "respond-async"}, timeout=30), 403)
+
+
+def test_an_export_file_is_not_served_to_a_token_of_the_same_client_without_its_types_scope(
+        gateway: Served) -> None:
+    base = fhir(gateway)
+    wide = session(gateway, "site-a-ehr", "system/Patient.rs system/Observation.rs")
+    started = wide.get(f"{base}/$export", headers={"Prefer": "respond-async"}, timeout=30)
+    assert started.status_code == 202, started.text
+    status_url = started.headers["Content-Location"]
+    for _ in range(200):
+        answer = wide.get(status_url, timeout=30)
+        if answer.status_code == 200:
+            break
+        time.sleep(0.05)
+    files = {o["type"]: o["url"] for o in answer.json()["output"]}
+    narrow = session(gateway, "site-a-ehr", "system/Patient.rs")  # a later token, Observation not granted
+    assert narrow.get(files["Patient"], timeout=30).status_code == 200
+    refused(narrow.get(files["Observation"], timeout=30), 403, "Observation")
+    assert wide.get(files["Observation"], timeout=30).status_code == 200

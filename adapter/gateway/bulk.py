@@ -162,8 +162,13 @@ def _delete(job_id: str) -> Response:
 def _file(job_id: str, name: str) -> Response:
     expire_jobs(export_root(), current_app.config.get("EXPORT_RETENTION", RETENTION))
     job = _owned(job_id)
-    if job["status"] != "completed" or name not in {o["file"] for o in job["output"]}:
+    types = {o["file"]: o["type"] for o in job["output"]} if job["status"] == "completed" else {}
+    if name not in types:
         raise not_found(f"no file {name} in export {job_id}")
+    access = current_access()  # this token's scopes: a later, narrower token of the client
+    if access is not None and not access.scopes.allows(types[name], "s"):  # gets no more than it grants
+        raise forbidden(f"the {types[name]} file of an export needs the scope system/{types[name]}.s "
+                        f"(or system/*.s); this token has: {access.scopes or 'no scopes'}")
     return send_file(export_root() / job_id / name, mimetype="application/fhir+ndjson", conditional=False)
 
 
