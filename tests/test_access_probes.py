@@ -141,3 +141,22 @@ def test_an_export_file_is_not_served_to_a_token_of_the_same_client_without_its_
     assert narrow.get(files["Patient"], timeout=30).status_code == 200
     refused(narrow.get(files["Observation"], timeout=30), 403, "Observation")
     assert wide.get(files["Observation"], timeout=30).status_code == 200
+
+
+def test_a_has_search_on_a_shared_definition_does_not_tell_about_another_sites_subjects(gateway: Served) -> None:
+    # The protocol (ResearchStudy) is everyone's and every site's ResearchSubjects point at it:
+    # a _has through them must see the asking site's ResearchSubjects only.
+    base = fhir(gateway)
+    centre, site_a, site_b = (session(gateway, c) for c in ("centre", "site-a-ehr", "site-b-ehr"))
+    assert centre.put(f"{base}/ResearchStudy/study", json={"resourceType": "ResearchStudy", "id": "study",
+                                                            "status": "active"}, headers=WRITE, timeout=30).ok
+    assert site_b.put(f"{base}/ResearchSubject/rs-b1", json={
+        "resourceType": "ResearchSubject", "id": "rs-b1", "status": "withdrawn",
+        "study": {"reference": "ResearchStudy/study"}, "individual": {"reference": "Patient/b1"}},
+        headers=WRITE, timeout=30).status_code == 201
+    for query in ("_has:ResearchSubject:study:status=withdrawn",
+                  "_has:ResearchSubject:study:individual=Patient/b1",
+                  "_has:ResearchSubject:study:individual:Patient.gender=female"):
+        found = site_a.get(f"{base}/ResearchStudy?{query}", timeout=30).json()
+        assert found["total"] == 0, (query, found)
+        assert centre.get(f"{base}/ResearchStudy?{query}", timeout=30).json()["total"] == 1
