@@ -160,3 +160,18 @@ def test_a_has_search_on_a_shared_definition_does_not_tell_about_another_sites_s
         found = site_a.get(f"{base}/ResearchStudy?{query}", timeout=30).json()
         assert found["total"] == 0, (query, found)
         assert centre.get(f"{base}/ResearchStudy?{query}", timeout=30).json()["total"] == 1
+
+
+def test_site_a_does_not_learn_that_site_bs_resource_was_deleted_or_how_many_versions_it_has(
+        gateway: Served) -> None:
+    base = fhir(gateway)
+    site_a = session(gateway, "site-a-ehr")
+    assert session(gateway, "site-b-ehr").delete(f"{base}/Observation/b-obs-0", timeout=30).status_code == 204
+    refused(site_a.get(f"{base}/Observation/b-obs-0", timeout=30), 403, "site site-a")  # was 410 "deleted"
+    refused(site_a.get(f"{base}/Observation/b-obs-0/_history/2", timeout=30), 403)  # was 410
+    refused(site_a.get(f"{base}/Observation/b-obs-1/_history/9", timeout=30), 403)  # was 404 "no version 9"
+    # Site A's own: 410 and 404 as before; an id never stored: 404
+    assert site_a.delete(f"{base}/Observation/a-obs-0", timeout=30).status_code == 204
+    assert site_a.get(f"{base}/Observation/a-obs-0", timeout=30).status_code == 410
+    assert site_a.get(f"{base}/Observation/a-obs-1/_history/9", timeout=30).status_code == 404
+    assert site_a.get(f"{base}/Observation/never", timeout=30).status_code == 404

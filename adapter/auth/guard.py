@@ -238,11 +238,28 @@ class GuardedRepository(Repository):
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         self._checks.need(resource_type, "r", f"read of {resource_type}")
-        return self._checks.check_visible(self.inner.read(resource_type, resource_id))
+        try:
+            return self._checks.check_visible(self.inner.read(resource_type, resource_id))
+        except FhirError as error:
+            raise self._not_found_or_forbidden(error, resource_type, resource_id) from None
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         self._checks.need(resource_type, "r", f"vread of {resource_type}")
-        return self._checks.check_visible(self.inner.vread(resource_type, resource_id, version_id))
+        try:
+            return self._checks.check_visible(self.inner.vread(resource_type, resource_id, version_id))
+        except FhirError as error:
+            raise self._not_found_or_forbidden(error, resource_type, resource_id) from None
+
+    def _not_found_or_forbidden(self, error: FhirError, rtype: str, rid: str) -> FhirError:
+        """A 404 or 410 on another site's resource (deleted, or no such version) is a 403: that
+        it was deleted, or how many versions it has, is that site's to know."""
+        if error.status not in (404, 410) or self.access.site is None:
+            return error
+        last = self._checks.existing(self._quiet_read, rtype, rid)
+        if last is not None and not self._checks.visible(last):
+            return forbidden(f"{rtype}/{rid} is not site {self.access.site}'s data; client "
+                             f"{self.access.client} may reach its own site's only")
+        return error
 
     def history(self, resource_type: str | None = None, resource_id: str | None = None,
                 since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
