@@ -170,6 +170,9 @@ def test_site_a_does_not_learn_that_site_bs_resource_was_deleted_or_how_many_ver
     refused(site_a.get(f"{base}/Observation/b-obs-0", timeout=30), 403, "site site-a")  # was 410 "deleted"
     refused(site_a.get(f"{base}/Observation/b-obs-0/_history/2", timeout=30), 403)  # was 410
     refused(site_a.get(f"{base}/Observation/b-obs-1/_history/9", timeout=30), 403)  # was 404 "no version 9"
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Observation/b-obs-0"}}]}
+    refused(site_a.post(base, json=transaction, headers=WRITE, timeout=30), 403)  # was 404 "not known"
     # Site A's own: 410 and 404 as before; an id never stored: 404
     assert site_a.delete(f"{base}/Observation/a-obs-0", timeout=30).status_code == 204
     assert site_a.get(f"{base}/Observation/a-obs-0", timeout=30).status_code == 410
