@@ -178,3 +178,20 @@ def test_site_a_does_not_learn_that_site_bs_resource_was_deleted_or_how_many_ver
     assert site_a.get(f"{base}/Observation/a-obs-0", timeout=30).status_code == 410
     assert site_a.get(f"{base}/Observation/a-obs-1/_history/9", timeout=30).status_code == 404
     assert site_a.get(f"{base}/Observation/never", timeout=30).status_code == 404
+
+
+def test_an_export_type_filter_chain_is_held_to_the_scopes_and_site(gateway: Served) -> None:
+    base = fhir(gateway)
+    kick = {"Prefer": "respond-async"}
+    patients = session(gateway, "patients-only", "system/Patient.rs")
+    answer = patients.get(f"{base}/$export?_type=Patient&_typeFilter=Patient%3F_has:Observation:subject:status=final",
+                          headers=kick, timeout=30)
+    if answer.status_code == 202:  # refused when the job runs: the job ends in an error, with no file
+        for _ in range(200):
+            polled = patients.get(answer.headers["Content-Location"], timeout=30)
+            if polled.status_code != 202:
+                break
+            time.sleep(0.05)
+        assert polled.status_code != 200 or polled.json()["output"] == [], polled.text
+    else:
+        refused(answer, 403, "system/Observation.s")
