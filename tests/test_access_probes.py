@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from conftest import table_counts
 from test_authorisation import fhir, refused, session
@@ -70,9 +69,6 @@ def test_chained_and_has_searches_need_the_search_scope_of_the_type_they_go_thro
                     timeout=30).json()["total"] == 12
 
 
-@pytest.mark.xfail(strict=True, reason="by design so far (tests/test_guard.py::test_includes_of_another_site_or_"
-                   "outside_the_scopes_are_left_out_and_said asserts the note): the suppressed-includes and "
-                   "$everything notes count another site's resources")
 def test_notes_do_not_count_another_sites_resources_pointing_at_a_sites_patient(gateway: Served) -> None:
     base = fhir(gateway)
     site_a, site_b = session(gateway, "site-a-ehr"), session(gateway, "site-b-ehr")

@@ -119,14 +119,18 @@ class _Checks:
         return dataclasses.replace(f, chain=self._held(f.chain), also=also)
 
     def allowed_included(self, page: SearchPage) -> SearchPage:
-        kept = [e for e in page.included if self.access.scopes.allows(e.resource_type, "r") and self.visible(e)]
+        """Included resources the client may read. Those outside its scopes are said (it knows
+        its scopes); another site's are left out unsaid, as a search never counts them."""
+        in_scope = [e for e in page.included if self.access.scopes.allows(e.resource_type, "r")]
+        kept = [e for e in in_scope if self.visible(e)]
         if len(kept) == len(page.included):
             return page
-        left_out = sorted({e.resource_type for e in page.included} - {e.resource_type for e in kept})
-        note = Issue("suppressed", f"{len(page.included) - len(kept)} included resources are left out: "
-                     f"outside this client's scopes or site ({', '.join(left_out) or 'another site'})",
-                     severity="information")
-        return dataclasses.replace(page, included=kept, notes=(*page.notes, note))
+        notes = page.notes
+        if len(in_scope) != len(page.included):
+            left_out = sorted({e.resource_type for e in page.included} - {e.resource_type for e in in_scope})
+            notes = (*notes, Issue("suppressed", f"included resources outside this client's scopes are left "
+                                   f"out ({', '.join(left_out)})", severity="information"))
+        return dataclasses.replace(page, included=kept, notes=notes)
 
     def check_write(self, resource: dict[str, Any], permission: str, existing: StoredResource | None,
                     read: Any) -> None:
@@ -320,9 +324,6 @@ class GuardedRepository(Repository):
         if outside:
             notes.append(Issue("suppressed", f"left out, outside this client's scopes: {', '.join(outside)}",
                                severity="information"))
-        if len(entries) != len(page.entries):
-            notes.append(Issue("suppressed", f"{len(page.entries) - len(entries)} resources of another site "
-                               "in this patient's compartment are left out", severity="information"))
         return dataclasses.replace(page, entries=entries, notes=tuple(notes))
 
     def require(self, resource_type: str, permissions: str, what: str) -> None:
