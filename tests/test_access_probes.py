@@ -9,7 +9,7 @@ import time
 
 
 from conftest import table_counts
-from test_authorisation import fhir, refused, session
+from test_authorisation import export_manifest, fhir, refused, session
 from test_authorisation import gateway  # noqa: F401  (a fixture, used by name)
 from test_auth_token import Served
 
@@ -126,13 +126,7 @@ def test_an_export_file_is_not_served_to_a_token_of_the_same_client_without_its_
     wide = session(gateway, "site-a-ehr", "system/Patient.rs system/Observation.rs")
     started = wide.get(f"{base}/$export", headers={"Prefer": "respond-async"}, timeout=30)
     assert started.status_code == 202, started.text
-    status_url = started.headers["Content-Location"]
-    for _ in range(200):
-        answer = wide.get(status_url, timeout=30)
-        if answer.status_code == 200:
-            break
-        time.sleep(0.05)
-    files = {o["type"]: o["url"] for o in answer.json()["output"]}
+    files = {o["type"]: o["url"] for o in export_manifest(wide, started.headers["Content-Location"])["output"]}
     narrow = session(gateway, "site-a-ehr", "system/Patient.rs")  # a later token, Observation not granted
     assert narrow.get(files["Patient"], timeout=30).status_code == 200
     refused(narrow.get(files["Observation"], timeout=30), 403, "Observation")

@@ -77,6 +77,17 @@ def fhir(gateway: Served) -> str:
     return f"{gateway.root}/fhir"
 
 
+def export_manifest(http: requests.Session, status_url: str) -> dict[str, Any]:
+    """Poll an export's status URL until its manifest comes (10 s at most)."""
+    for _ in range(200):
+        answer = http.get(status_url, timeout=30)
+        if answer.status_code == 200:
+            return answer.json()  # type: ignore[no-any-return]
+        assert answer.status_code == 202, answer.text
+        time.sleep(0.05)
+    raise AssertionError(f"the export at {status_url} did not finish")
+
+
 def refused(answer: requests.Response, status: int, says: str = "") -> dict[str, Any]:
     assert answer.status_code == status, answer.text
     body = answer.json()
@@ -201,12 +212,7 @@ def test_export_is_held_to_the_scopes_site_and_starting_client(gateway: Served) 
     started = site_a.get(f"{base}/$export", headers=kick, timeout=30)
     assert started.status_code == 202, started.text
     status_url = started.headers["Content-Location"]
-    for _ in range(200):
-        answer = site_a.get(status_url, timeout=30)
-        if answer.status_code == 200:
-            break
-        time.sleep(0.05)
-    manifest = answer.json()
+    manifest = export_manifest(site_a, status_url)
     assert manifest["requiresAccessToken"] is True
     assert {o["type"]: o["count"] for o in manifest["output"]} == {"Patient": 1, "Observation": 12}
     file_url = manifest["output"][0]["url"]

@@ -222,27 +222,19 @@ class GuardedRepository(Repository):
         self.inner, self.access = inner, access
         self._checks = _Checks(access, inner)
 
+    # Writes go through a guarded transaction: one set of write checks, made on what the
+    # transaction sees (the store's own create/update/delete are one transaction each too).
     def create(self, resource: dict[str, Any]) -> StoredResource:
-        self._checks.check_write(resource, "c", None, self._quiet_read)
-        return self.inner.create(resource)
+        with self.transaction() as tx:
+            return tx.create(resource)
 
     def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
-        existing = self._checks.existing(self.inner.read, str(resource.get("resourceType")), str(resource.get("id")))
-        self._checks.check_write(resource, "u", existing, self._quiet_read)
-        return self.inner.update(resource, if_match)
+        with self.transaction() as tx:
+            return tx.update(resource, if_match)
 
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        self._checks.need(resource_type, "d", f"delete of {resource_type}")
-        existing = self._checks.existing(self.inner.read, resource_type, resource_id)
-        if existing is not None:
-            self._checks.check_visible(existing)
-        return self.inner.delete(resource_type, resource_id)
-
-    def _quiet_read(self, rtype: str, rid: str) -> StoredResource | None:
-        try:
-            return self.inner.read(rtype, rid)
-        except FhirError:
-            return None
+        with self.transaction() as tx:
+            return tx.delete(resource_type, resource_id)
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         self._checks.need(resource_type, "r", f"read of {resource_type}")
@@ -263,7 +255,7 @@ class GuardedRepository(Repository):
         it was deleted, or how many versions it has, is that site's to know."""
         if error.status not in (404, 410) or self.access.site is None:
             return error
-        last = self._checks.existing(self._quiet_read, rtype, rid)
+        last = self._checks.existing(self.inner.read, rtype, rid)
         if last is not None and not self._checks.visible(last):
             return forbidden(f"{rtype}/{rid} is not site {self.access.site}'s data; client "
                              f"{self.access.client} may reach its own site's only")
