@@ -13,6 +13,8 @@ import click
 from adapter.auth.jwks import parse_jwks
 from adapter.auth.scopes import ScopeError, parse_scope
 from adapter.cli_options import DB_OPTION
+from adapter.exchange.policy import SpecError, load_policy, policy_path
+from adapter.exchange.view import POLICY_DIR
 from adapter.store import open_store
 from adapter.store.clients import ClientRecord, ClientRegistry, DuplicateClient
 
@@ -72,6 +74,8 @@ def clients() -> None:
           --scope "system/Observation.rs system/Patient.rs" --site site-a
       fhir-adapter clients add registry --jwks-url https://registry.example.org/jwks.json \\
           --scope "system/*.rs"
+      fhir-adapter clients add centre --jwks centre-public.jwks.json \\
+          --scope "system/*.rs" --policy centre-v1
       fhir-adapter clients list
       fhir-adapter clients revoke ehr-site-a
     """
@@ -87,9 +91,14 @@ def clients() -> None:
                                              '"system/Observation.rs system/Patient.rs".')
 @click.option("--site", help="The site whose data the client may reach (default: every site; "
                              "the coordinating centre).")
+@click.option("--policy", help="An exchange policy (mappings/exchange/NAME.yaml) everything the client "
+                               "reads, searches and exports goes through: the coordinating centre's client "
+                               "at a site. It may not write.")
+@click.option("--policy-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=POLICY_DIR,
+              show_default=True, help="Where the exchange policies are.")
 @DB_OPTION
 def add(name: str, jwks_file: pathlib.Path | None, jwks_url: str | None, scope: str,
-        site: str | None, db: str) -> None:
+        site: str | None, policy: str | None, policy_dir: pathlib.Path, db: str) -> None:
     """Register client NAME (its client_id) with its public keys and scopes."""
     if (jwks_file is None) == (jwks_url is None):
         raise click.UsageError("give exactly one of --jwks FILE and --jwks-url URL")
@@ -101,6 +110,11 @@ def add(name: str, jwks_file: pathlib.Path | None, jwks_url: str | None, scope: 
         scopes = _check_scopes(scope)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
+    if policy is not None:
+        try:
+            load_policy(policy_path(policy_dir, policy))
+        except SpecError as exc:
+            raise click.BadParameter(str(exc), param_hint="--policy") from None
     jwks = None
     if jwks_file is not None:
         try:
@@ -111,11 +125,12 @@ def add(name: str, jwks_file: pathlib.Path | None, jwks_url: str | None, scope: 
     url = _check_url(jwks_url) if jwks_url else None
     try:
         with _registry(db) as registry:
-            registry.add_client(ClientRecord(name, " ".join(scopes), jwks, url, site))
+            registry.add_client(ClientRecord(name, " ".join(scopes), jwks, url, site, policy=policy))
     except DuplicateClient as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"client {name} registered: scope {' '.join(scopes)}; "
-               f"{'site ' + site if site else 'every site (coordinating centre)'}")
+               f"{'site ' + site if site else 'every site (coordinating centre)'}"
+               f"{'; through the exchange policy ' + policy if policy else ''}")
 
 
 @clients.command("list")
@@ -127,7 +142,8 @@ def list_(db: str) -> None:
     for c in found:
         status = f"revoked {c.revoked_at}" if c.revoked else "active"
         keys = c.jwks_url or "inline JWKS"
-        click.echo(f"{c.name}\t{c.site or '(all sites)'}\t{c.scope}\t{keys}\t{status}")
+        click.echo(f"{c.name}\t{c.site or '(all sites)'}\t{c.scope}\t{keys}\t{status}"
+                   f"{chr(9) + 'policy ' + c.policy if c.policy else ''}")
 
 
 @clients.command("revoke")

@@ -49,9 +49,10 @@ class Access:
     client: str
     site: str | None
     scopes: Scopes
+    policy: str | None = None  # an exchange policy everything it reads goes through
 
     def as_json(self) -> dict[str, Any]:
-        return {"client": self.client, "site": self.site, "scope": str(self.scopes)}
+        return {"client": self.client, "site": self.site, "scope": str(self.scopes), "policy": self.policy}
 
 
 @functools.lru_cache(maxsize=256)
@@ -59,9 +60,9 @@ def _scopes(text: str) -> Scopes:
     return parse_scopes(text)
 
 
-def access_of(client: str, site: str | None, scope: str) -> Access:
+def access_of(client: str, site: str | None, scope: str, policy: str | None = None) -> Access:
     """An Access from a token's claims (its scope string parsed once per distinct string)."""
-    return Access(client, site or None, _scopes(scope))
+    return Access(client, site or None, _scopes(scope), policy or None)
 
 
 class _Checks:

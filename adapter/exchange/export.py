@@ -17,12 +17,12 @@ import pathlib
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from adapter.auth.guard import GuardedRepository, access_of
+from adapter.auth.guard import Access, GuardedRepository, access_of
 from adapter.fhir.dates import now_instant
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import open_private, private_dir
@@ -69,7 +69,7 @@ def start_job(root: pathlib.Path, repo: Repository, request: ExportRequest, clie
         "id": job_id, "status": "accepted", "request": request.__dict__, "transactionTime": now_instant(),
         "progress": "accepted", "output": [], "error": None, "client": client,
         # what the client may see, so that a job resumed after a restart still honours it
-        "access": repo.access.as_json() if isinstance(repo, GuardedRepository) else None})
+        "access": access.as_json() if (access := getattr(repo, "access", None)) is not None else None})
     _spawn(repo, directory)
     return job_id
 
@@ -113,15 +113,19 @@ def _spawn(repo: Repository, directory: pathlib.Path) -> None:
     threading.Thread(target=run_job, args=(repo, directory), name=f"export-{directory.name}", daemon=True).start()
 
 
-def resume_jobs(root: pathlib.Path, repo: Repository) -> int:
-    """Unfinished jobs nobody runs (their process died): run them here. Returns how many."""
+def resume_jobs(root: pathlib.Path, repo: Repository,
+                held_to: Callable[[Access], Repository] | None = None) -> int:
+    """Unfinished jobs nobody runs (their process died): run them here, each held to the access
+    that started it (`held_to`: the store as that access may use it). Returns how many."""
     resumed = 0
     for job_file in sorted(root.glob("*/job.json")) if root.exists() else []:
         job = read_job(root, job_file.parent.name)
         if job and job["status"] in ("accepted", "running") and not _locked(job_file.parent):
             granted = job.get("access")
-            _spawn(GuardedRepository(repo, access_of(granted["client"], granted["site"], granted["scope"]))
-                   if isinstance(granted, dict) else repo, job_file.parent)
+            if isinstance(granted, dict):
+                access = access_of(granted["client"], granted["site"], granted["scope"], granted.get("policy"))
+                held = held_to(access) if held_to else GuardedRepository(repo, access)
+            _spawn(held if isinstance(granted, dict) else repo, job_file.parent)
             resumed += 1
     return resumed
 
@@ -235,8 +239,49 @@ def _run(repo: Repository, directory: pathlib.Path, job: dict[str, Any]) -> None
             job["output"].append({"type": rtype, "file": path.name, "count": count})
         else:
             path.with_suffix(".ndjson.part").unlink()
+    job["deleted"] = []
+    if request.since:  # Bulk Data v2: what was deleted since, for the client to follow
+        for rtype in dict.fromkeys(request.types):
+            if patients is None or rtype in compartment_types():
+                _write_deletions(repo, directory, job, rtype, request.since)
     job.update(status="completed", progress=f"{written_total} resources written", completed=now_instant())
     _write_json(directory / "job.json", job)
+
+
+def deletions(repo: Repository, rtype: str, since: str) -> Iterator[str]:
+    """Ids of the resources of `rtype` deleted at or after `since` and still deleted (newest
+    version first: a resource deleted, then made again, is no deletion)."""
+    seen: set[str] = set()
+    cursor: int | None = None
+    while True:
+        page = repo.history(rtype, since=since, count=PAGE, cursor=cursor)
+        for entry in page.entries:
+            if entry.id not in seen:
+                seen.add(entry.id)
+                if entry.deleted:
+                    yield entry.id
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def _write_deletions(repo: Repository, directory: pathlib.Path, job: dict[str, Any], rtype: str, since: str) -> None:
+    """`<type>.deleted.ndjson`: transaction Bundles of DELETE entries, up to 100 a line."""
+    path, count, entries = directory / f"{rtype}.deleted.ndjson", 0, []
+    with open_private(path.with_suffix(".part"), "wb") as out:
+        for rid in [*deletions(repo, rtype, since), None]:
+            if rid is not None:
+                entries.append({"request": {"method": "DELETE", "url": f"{rtype}/{rid}"}})
+                count += 1
+            if entries and (rid is None or len(entries) == 100):
+                out.write(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries},
+                                     separators=(",", ":")).encode() + b"\n")
+                entries = []
+    if count:
+        os.replace(path.with_suffix(".part"), path)
+        job["deleted"].append({"type": "Bundle", "file": path.name, "count": count, "of": rtype})
+    else:
+        path.with_suffix(".part").unlink()
 
 
 def _checkpoint(directory: pathlib.Path, job: dict[str, Any], progress: str) -> None:

@@ -6,12 +6,16 @@ Handlers never see the bare store.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from flask import current_app, g
 
 from adapter.auth.guard import Access, GuardedRepository
+from adapter.exchange.view import PolicyView, deidentifier
 from adapter.store.repository import Repository
 
-__all__ = ["repository", "current_access", "client_name"]
+__all__ = ["repository", "current_access", "client_name", "guarded"]
 
 
 def current_access() -> Access | None:
@@ -27,4 +31,14 @@ def repository() -> Repository:
     """The store as this request may use it."""
     store: Repository = current_app.extensions["fhir_store"]
     access = g.get("access")
-    return store if access is None else GuardedRepository(store, access)
+    return store if access is None else guarded(store, access, current_app.config)
+
+
+def guarded(store: Repository, access: Access, config: Mapping[str, Any]) -> Repository:
+    """The store held to `access`: its scopes and site, then its exchange policy, if any (the
+    coordinating centre's client at a site sees only what the policy lets out)."""
+    repo: Repository = GuardedRepository(store, access)
+    if access.policy is not None:
+        repo = PolicyView(repo, deidentifier(store, access.policy, config["EXCHANGE_POLICY_DIR"],
+                                             config["EXCHANGE_KEY_FILE"]))
+    return repo

@@ -15,6 +15,8 @@ from flask import Flask, Response, request
 from sqlalchemy.engine import make_url
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
+from adapter.exchange.view import POLICY_DIR, default_exchange_key_file
+from adapter.gateway.access import guarded
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
 from adapter.fhir.references import service_base as reference_base
@@ -63,12 +65,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     AUTH (SMART Backend Services: POST /auth/token, the SMART configuration; with it
     AUTH_KEY_FILE, ACCESS_TOKEN_LIFETIME, AUTH_CLIENT_CACHE_SECONDS, AUTH_JWKS_CACHE_SECONDS,
     AUTH_JWKS_REFETCH_SECONDS; see adapter/gateway/token_endpoint.py), AUDIT (an AuditEvent per
-    FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed; default none).
+    FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed; default none),
+    EXCHANGE_POLICY_DIR (the exchange policies, default mappings/exchange) and EXCHANGE_KEY_FILE
+    (the site's pseudonym key for them, made on first use; default beside the SQLite file).
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
     FHIR_ADAPTER_REFERENTIAL_INTEGRITY=off, FHIR_ADAPTER_BASE_URL, FHIR_ADAPTER_AUTH=on,
-    FHIR_ADAPTER_AUTH_KEY, FHIR_ADAPTER_AUDIT=on|off, FHIR_ADAPTER_CORS_ORIGINS=origin,origin) and
+    FHIR_ADAPTER_AUTH_KEY, FHIR_ADAPTER_AUDIT=on|off, FHIR_ADAPTER_CORS_ORIGINS=origin,origin,
+    FHIR_ADAPTER_POLICY_DIR, FHIR_ADAPTER_EXCHANGE_KEY) and
     then to the defaults: the SQLite file var/adapter.db, a 10 MB body limit, 20 s per statement
     and 25 s per request (0: unbounded), Bulk Data files in `exports/` beside the SQLite file
     (else var/exports). Relative paths are taken from the working directory the app starts in.
@@ -95,7 +100,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"],
                                               statement_timeout=app.config["STATEMENT_TIMEOUT"],
                                               check_references=app.config["REFERENTIAL_INTEGRITY"])
-    resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), app.extensions["fhir_store"])
+    app.config.setdefault("EXCHANGE_POLICY_DIR", os.environ.get("FHIR_ADAPTER_POLICY_DIR") or str(POLICY_DIR))
+    app.config.setdefault("EXCHANGE_KEY_FILE", os.environ.get("FHIR_ADAPTER_EXCHANGE_KEY")
+                          or default_exchange_key_file(app.config["DATABASE_URL"]))
+    store = app.extensions["fhir_store"]
+    resume_jobs(pathlib.Path(app.config["EXPORT_DIR"]), store, lambda access: guarded(store, access, app.config))
     started = now_instant()
     fhir_path = app.config["FHIR_PATH"]
     app.extensions["fhir_capabilities"] = functools.lru_cache(maxsize=8)(

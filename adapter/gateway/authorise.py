@@ -34,7 +34,7 @@ def register(app: Flask) -> None:
             grant = authenticate(request.headers.get("Authorization"))
         except Unauthenticated as error:
             raise unauthorised(str(error), bool(request.headers.get("Authorization"))) from None
-        g.access = access_of(grant.client, grant.site, grant.scope)
+        g.access = access_of(grant.client, grant.site, grant.scope, grant.policy)
 
 
 def unauthorised(reason: str, token_sent: bool) -> FhirError:

@@ -146,7 +146,10 @@ def _status(job_id: str) -> Response:
         "requiresAccessToken": current_access() is not None,
         "output": [{"type": o["type"], "url": f"{base}/$export-file/{job_id}/{o['file']}", "count": o["count"]}
                    for o in job["output"]],
-        "error": []}
+        "error": [],
+        # Bulk Data v2: with _since, the resources deleted since, as Bundles of DELETE entries
+        "deleted": [{"type": "Bundle", "url": f"{base}/$export-file/{job_id}/{d['file']}", "count": d["count"]}
+                    for d in job.get("deleted", [])]}
     expires = format_datetime(expires_at(job, retention), usegmt=True)
     return Response(orjson.dumps(manifest), 200, content_type="application/json",
                     headers={"Expires": expires, "Cache-Control": "no-store"})
@@ -162,7 +165,8 @@ def _delete(job_id: str) -> Response:
 def _file(job_id: str, name: str) -> Response:
     expire_jobs(export_root(), current_app.config.get("EXPORT_RETENTION", RETENTION))
     job = _owned(job_id)
-    types = {o["file"]: o["type"] for o in job["output"]} if job["status"] == "completed" else {}
+    types = {o["file"]: o["type"] for o in job["output"]} | {d["file"]: d["of"] for d in job.get("deleted", [])} \
+        if job["status"] == "completed" else {}
     if name not in types:
         raise not_found(f"no file {name} in export {job_id}")
     access = current_access()  # this token's scopes: a later, narrower token of the client

@@ -1,0 +1,175 @@
+"""The store as a client under an exchange policy sees it (the coordinating centre's client at
+a site): every resource read, searched, included, listed in a history or exported goes through
+the policy first (adapter/exchange/policy.py); nothing is written. What the policy lets out of
+no type is not there for it: searches and exports of such types find nothing.
+
+The view wraps the guarded repository, so scopes and site are checked first, then the policy.
+Reads by the ids that leave (pseudonymous) are not possible: the centre pulls by search and
+export, and the site keeps the only key that maps them back.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import make_url
+
+from adapter.exchange.policy import Deidentifier, load_policy, policy_path
+from adapter.fhir.outcomes import FhirError, forbidden, not_found
+from adapter.fhir.search import SearchRequest, parse_search
+from adapter.private import open_private, private_dir
+from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
+
+__all__ = ["PolicyView", "deidentifier", "exchange_key", "default_exchange_key_file", "POLICY_DIR"]
+
+POLICY_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "exchange"
+
+
+def default_exchange_key_file(database_url: str) -> str:
+    """exchange-key beside an SQLite file (var/exchange-key for var/adapter.db), else in var/."""
+    database = make_url(database_url).database
+    if database_url.startswith("sqlite") and database and database != ":memory:":
+        return str(pathlib.Path(database).parent / "exchange-key")
+    return os.path.abspath("var/exchange-key")
+
+
+def exchange_key(path: str | os.PathLike[str]) -> bytes:
+    """The site's pseudonym key (32 random bytes, hex), made on first use, readable by its
+    owner only; several workers starting at once agree on the first one linked into place."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        private_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        with open_private(tmp) as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return bytes.fromhex(path.read_text().strip())
+
+
+@functools.lru_cache(maxsize=16)
+def _policy(directory: str, name: str, mtime: float) -> Any:
+    return load_policy(policy_path(directory, name))
+
+
+def deidentifier(store: Repository, name: str, directory: str | os.PathLike[str], key_file: str) -> Deidentifier:
+    """The named policy (re-read when its file changes) with the site's key; the age at
+    enrolment comes from the child's ResearchSubject in `store`."""
+    path = policy_path(directory, name)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        raise forbidden(f"this client is registered with the exchange policy {name!r}, which this site does "
+                        f"not have ({path}): nothing can be served to it") from None
+    return Deidentifier(_policy(str(directory), name, mtime), exchange_key(key_file), _enrolment_in(store))
+
+
+def _enrolment_in(store: Repository) -> Any:
+    def enrolment(patient_id: str) -> str | None:
+        found = store.search(parse_search("ResearchSubject", [("individual", f"Patient/{patient_id}"),
+                                                              ("_count", "50"), ("_total", "none")]))
+        starts = [(orjson.loads(e.data or b"{}").get("period") or {}).get("start") for e in found.entries]
+        return min((s for s in starts if s), default=None)
+    return enrolment
+
+
+class PolicyView(Repository):
+    """`inner` (the guarded repository) through a policy: reads only."""
+
+    def __init__(self, inner: Repository, policy: Deidentifier) -> None:
+        self.inner, self.policy = inner, policy
+
+    @property
+    def access(self) -> Any:  # what the export job records, as for the guarded repository
+        return getattr(self.inner, "access", None)
+
+    def _out(self, stored: StoredResource) -> StoredResource | None:
+        if stored.data is None:
+            return stored
+        data = self.policy.apply_bytes(stored.data)
+        if data is None:
+            return None
+        return replace(stored, id=orjson.loads(data)["id"], data=data)
+
+    def _all(self, entries: Iterable[StoredResource]) -> list[StoredResource]:
+        return [out for out in map(self._out, entries) if out is not None]
+
+    def _one(self, stored: StoredResource) -> StoredResource:
+        out = self._out(stored)
+        if out is None:
+            raise not_found(f"{stored.resource_type}/{stored.id} is not shared under the exchange policy "
+                            f"{self.policy.policy.name}")
+        return out
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise forbidden(f"a client under the exchange policy {self.policy.policy.name} reads only")
+
+    create = update = delete = load = transaction = _refuse
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        return self._one(self.inner.read(resource_type, resource_id))
+
+    def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        return self._one(self.inner.vread(resource_type, resource_id, version_id))
+
+    def history(self, resource_type: str | None = None, resource_id: str | None = None,
+                since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
+        page = self.inner.history(resource_type, resource_id, since, count, cursor)
+        entries = [self.deleted_as_shared(e) if e.deleted else self._out(e) for e in page.entries]
+        return replace(page, entries=[e for e in entries if e is not None], total=None)
+
+    def deleted_as_shared(self, tombstone: StoredResource) -> StoredResource | None:
+        """A deletion as the policy's client knows the resource (its shared id), or None when
+        the resource never left; the site comes from the version before the deletion."""
+        if tombstone.version_id <= 1:
+            return None
+        try:
+            before = self.inner.vread(tombstone.resource_type, tombstone.id, tombstone.version_id - 1)
+        except FhirError:
+            return None
+        shared = self._out(before)
+        if shared is None:
+            return None
+        return replace(tombstone, id=shared.id)
+
+    def search(self, request: SearchRequest) -> SearchPage:
+        page = self.inner.search(request)
+        return replace(page, entries=self._all(page.entries), included=self._all(page.included),
+                       total=None)  # some matches may not be shared: a count would say too much
+
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+        for page in self.inner.scan(request, patients):
+            yield self._all(page)
+
+    def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
+                   cursor: tuple[Any, ...] | None) -> SearchPage:
+        page = self.inner.everything(patient_id, types, since, count, cursor)
+        return replace(page, entries=self._all(page.entries), total=None)
+
+    def permitted(self, types: tuple[str, ...], permission: str) -> tuple[str, ...]:
+        if any(p in "cud" for p in permission):
+            return ()
+        return tuple(t for t in self.inner.permitted(types, permission) if self.policy.policy.tree(t) is not None)
+
+    def require(self, resource_type: str, permissions: str, what: str) -> None:
+        self.inner.require(resource_type, permissions, what)
+
+    def reopen(self) -> Repository:
+        return PolicyView(self.inner.reopen(), self.policy)
+
+    def analyze(self) -> None:
+        self.inner.analyze()
+
+    def close(self) -> None:
+        self.inner.close()
+
