@@ -166,6 +166,10 @@ def test_scan_ndjson_reports_lines_and_refuses_what_it_cannot_read(needles: Need
     assert isinstance(found[0][1], Finding)
     with pytest.raises(ValueError, match="line 2"):
         list(scan_ndjson([clean.encode(), b"[1]"]))
+    with pytest.raises(ValueError, match="line 1"):
+        list(scan_ndjson([b'{"resourceType": "Basic", "extension": ' + b'[{"extension": ' * 5000]))
+    with pytest.raises(ValueError, match="line 1"):
+        list(scan_ndjson([b'{"a": ' * 700 + b'1' + b'}' * 700]))  # parses, too deep to walk
 
 
 def test_speed_with_20000_needles() -> None:

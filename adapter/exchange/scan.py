@@ -17,9 +17,9 @@ holds the identifying value, only where it is and what kind it is: reports trave
 
 Speed (measured on this project's 2-core development machine, Python 3.11, while another test
 run shared it): 20,000 needles (10,000 MRNs, 10,000 birth dates as YYYY-MM-DD and DD/MM/YYYY;
-21,037 spellings) compile once in ~2 s; `Needles.findings` over 100,000 Observation lines of
-~0.97 KB takes 2.4-2.9 s (~25 us a line, about half of what json.loads of the same lines costs);
-`structural_findings` on the parsed lines 3.4-6 s. A flat regex alternation of the same needles
+21,037 spellings) compile once in 2-3 s; `Needles.findings` over 100,000 Observation lines of
+~0.97 KB takes 2.4-3.2 s (~25-30 us a line, about half of what json.loads of the same lines costs);
+`structural_findings` on the parsed lines 3.4-6.2 s. A flat regex alternation of the same needles
 was ~1,000 times slower (Python's re tries every alternative at every position): hence the
 trie-shaped pattern, which costs a few byte comparisons a position.
 """
@@ -55,6 +55,9 @@ _PERSONS = {"Patient", "Practitioner", "RelatedPerson", "Person", "PractitionerR
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _ADDRESS_KEYS = ("line", "city", "postalCode", "district")
 _CONTACT_SYSTEMS = {"phone", "fax", "email", "sms", "pager", "url"}
+_URI = re.compile(r"^(https?://|urn:)[\x21-\x7e]{1,200}$")
+_NAMED = _PERSONS | {"Patient.contact"}  # whose `name` is a HumanName
+_RULED = {"name", "birthDate", "address", "telecom", "text", "comment", "note", "identifier"}
 
 
 def structural_findings(resource: dict[str, Any], *, pseudonym_system: str | None = None,
@@ -92,15 +95,20 @@ def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: st
     if any(k in node for k in _ADDRESS_KEYS):
         add(path, "address", "an address survives")
         return
-    if node.get("system") in _CONTACT_SYSTEMS and node.get("value") not in (None, ""):
+    system = node.get("system")
+    if isinstance(system, str) and system in _CONTACT_SYSTEMS and node.get("value") not in (None, ""):
         add(path, "telephone", f"a contact point ({node['system']}) survives")
         return
     reference = node.get("reference")
     if node.get("display") and isinstance(reference, str) and _PERSONS & set(reference.split("/")):
         add(f"{path}.display", "name", "a person's reference keeps its display (usually the name)")
     for key, value in node.items():
+        if key not in _RULED:
+            if isinstance(value, (dict, list)):  # most keys: skipped without building a path
+                _descend(value, f"{path}.{key}", key, owner, where, pseudonym, found)
+            continue
         at = f"{path}.{key}"
-        if key == "name" and owner in _PERSONS | {"Patient.contact"} and value:
+        if key == "name" and owner in _NAMED and value:
             add(at, "name", "a human name survives")
         elif key == "birthDate" and isinstance(value, str) and _DAY.match(value):
             add(at, "birth-date", "a full birth date (day precision) survives")
@@ -119,11 +127,12 @@ def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: st
                         f"an annotation's free text survives ({len(str(note['text']))} characters)")
         elif key == "identifier":
             for i, ident in enumerate(value if isinstance(value, list) else [value]):
-                system = ident.get("system") if isinstance(ident, dict) else None
-                if pseudonym is None or system != pseudonym:
-                    step = f"{at}[{i}]" if isinstance(value, list) else at
-                    add(step, "identifier", f"an identifier of system {system} is not the study pseudonym"
-                        if system else "an identifier without a system is not the study pseudonym")
+                of = ident.get("system") if isinstance(ident, dict) else None
+                if pseudonym is None or of != pseudonym:
+                    # the system is named only when it is a plain URI: a site may have put anything there
+                    named = f"of system {of}" if isinstance(of, str) and _URI.match(of) else "(system not a URI)"
+                    add(f"{at}[{i}]" if isinstance(value, list) else at, "identifier",
+                        f"an identifier {named} is not the study pseudonym")
         else:
             _descend(value, at, key, owner, where, pseudonym, found)
 
@@ -299,11 +308,12 @@ def scan_ndjson(lines: Iterable[bytes], *, needles: Needles | None = None, pseud
             continue
         try:
             resource = json.loads(line)
-        except ValueError:
-            raise ValueError(f"line {number}: not JSON") from None
-        if not isinstance(resource, dict):
-            raise ValueError(f"line {number}: not a JSON object")
-        for finding in structural_findings(resource, pseudonym_system=pseudonym_system, policy=policy):
+            if not isinstance(resource, dict):
+                raise ValueError("not a JSON object")
+            structural = structural_findings(resource, pseudonym_system=pseudonym_system, policy=policy)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to check
+            raise ValueError(f"line {number}: cannot be checked ({type(exc).__name__})") from None
+        for finding in structural:
             yield number, finding
         if needles is not None:
             where = f"{resource.get('resourceType', 'Resource')}/{resource.get('id', '')}"
