@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapter.audit.cli import audit_command
 from adapter.auth.cli import clients
 from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
+from adapter.exchange.cli import exchange
 from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
 from adapter.protocol.cli import SPECS, load_protocol, protocol
@@ -167,8 +168,9 @@ def cohorts(db: str) -> None:
     """(Re)build the cohort Groups: one per study arm, one per site (for Group/{id}/$export)."""
     store = open_store(db)
     try:
-        for group in _cohorts(store):
-            click.echo(f"Group/{group['id']}: {group['quantity']} members ({group['name']})")
+        for made in _cohorts(store):
+            click.echo(f"Group/{made['id']}: {made['quantity']} members ({made['name']})" if "quantity" in made
+                       else f"ResearchStudy/{made['id']}: {made['title']}")
     finally:
         store.close()
 
@@ -241,7 +243,7 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
         report = load_files(store, [DEMO_DIR])
         sites = _ingest_demo_sites(store)
         plans = _plan_demo_children(store)
-        cohorts = [f"Group/{g['id']} ({g['quantity']})" for g in _cohorts(store)]
+        cohorts = [f"Group/{g['id']} ({g['quantity']})" for g in _cohorts(store) if g["resourceType"] == "Group"]
     finally:
         store.close()
     click.echo(f"demo data: {report.summary()} ({DEMO_DIR}); {plans} care plans")
@@ -278,6 +280,7 @@ main.add_command(mapping)
 main.add_command(translate_command)
 main.add_command(ingest_command)
 main.add_command(audit_command)
+main.add_command(exchange)
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,8 @@
 """Cohorts as Group resources, for Group-level export and for EHRs that pull by group: one
 Group per study arm (from the ResearchSubjects) and one per site (the Patients carrying the
-site's subject identifier, which site mappings give every child).
+site's subject identifier, which site mappings give every child). Each site also gets its own
+ResearchStudy, `partOf` the protocol's study and enrolling its cohort Group: what a site's
+adapter publishes of itself, and what the coordinating centre receives with its data.
 """
 from __future__ import annotations
 
@@ -29,8 +31,15 @@ def _group(gid: str, name: str, members: list[str], characteristic: str) -> dict
             "member": [{"entity": {"reference": ref}} for ref in sorted(members)]}
 
 
+def _site_study(study: str, site: str, title: str) -> dict[str, Any]:
+    return with_site({"resourceType": "ResearchStudy", "id": f"{site}-study", "status": "active",
+                      "title": f"{title}: its part of {study}", "partOf": [{"reference": f"ResearchStudy/{study}"}],
+                      "enrollment": [{"reference": f"Group/{site}-cohort"}]}, site)
+
+
 def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Create or update the cohort Groups; `sites` are (site code, title). Returns them."""
+    """Create or update the cohort Groups and the sites' ResearchStudies; `sites` are (site
+    code, title). Returns them."""
     arms: dict[tuple[str, str], list[str]] = defaultdict(list)
     for subject in _all(repo, "ResearchSubject", []):
         if subject.get("assignedArm") and subject.get("status") not in ("withdrawn", "ineligible"):
@@ -38,11 +47,13 @@ def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> 
             arms[(study, subject["assignedArm"])].append(subject["individual"]["reference"])
     groups = [_group(f"{study}-{arm}-cohort", f"{study}: children on {arm}", members,
                      f"ResearchSubject.assignedArm = {arm}") for (study, arm), members in sorted(arms.items())]
+    studies = sorted({study for study, _ in arms})
     for site, title in sites:
         patients = _all(repo, "Patient", [("identifier", f"{base}/sid/{site}-subject|")])
         if patients:
             groups.append(with_site(_group(f"{site}-cohort", f"{title}: its children",
                                            [f"Patient/{p['id']}" for p in patients], f"child of {site}"), site))
+            groups.extend(_site_study(study, site, title) for study in studies[:1])
     for group in groups:
         issues = validate(group)
         if issues:

@@ -9,8 +9,8 @@ redacted, as is a type no rule names: an element added to a mapping later cannot
 omission. The most specific rule wins; a rule on an element covers what is inside it.
 
 Ids of the `rekey_ids` types, and every reference to them, become `<site>-<keyed hash>`: an id
-like `site-a-A0001` carries the site's record number. A resource of those types without a site
-label does not leave at all (the centre could not say whose it is). Every resource that leaves
+like `site-a-A0001` carries the site's record number. Only a site's own data leaves: a resource
+without exactly one site label (a protocol definition, or one whose site cannot be told) stays. Every resource that leaves
 carries the policy's stamp in `meta.security` (system EXCHANGE_POLICY_SYSTEM, the policy's name
 as code, its version as the coding's version).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import os
 import pathlib
 import re
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class Policy:
     rekey_ids: frozenset[str]
     rules: tuple[Rule, ...]
     file: str
+    non_personal_identifiers: tuple[str, ...] = ()
 
     @property
     def stamp(self) -> dict[str, str]:
@@ -107,7 +109,7 @@ def _tree(rules: list[Rule]) -> _Node:
     return root
 
 
-def policy_path(directory: str | pathlib.Path, name: str) -> pathlib.Path:
+def policy_path(directory: str | os.PathLike[str], name: str) -> pathlib.Path:
     """mappings/exchange/NAME.yaml; a name that is no plain name never reaches the disk."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
         raise SpecError([f"{name!r} is no policy name (lower-case letters, digits and '-')"])
@@ -122,7 +124,8 @@ def load_policy(path: str | pathlib.Path) -> Policy:
     if pathlib.Path(path).stem != head["name"]:
         problems.append(lines.problem(("policy", "name"), f"the file {pathlib.Path(path).name} must be named "
                                       f"{head['name']}.yaml, the name clients are registered with"))
-    rules, seen = [], {}
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
     for i, raw in enumerate(data["rules"]):
         rule = Rule(raw["path"], raw["action"], raw.get("to"), raw.get("age_at_enrolment", False),
                     lines.line(("rules", i)))
@@ -141,7 +144,8 @@ def load_policy(path: str | pathlib.Path) -> Policy:
     if problems:
         raise SpecError(problems)
     return Policy(head["name"], head["version"], head["title"], head["pseudonym_system"],
-                  frozenset(head["rekey_ids"]), tuple(rules), str(path))
+                  frozenset(head["rekey_ids"]), tuple(rules), str(path),
+                  tuple(head.get("non_personal_identifiers", ())))
 
 
 def _element_problem(path: str) -> str | None:
@@ -206,8 +210,8 @@ class Deidentifier:
             return None
         sites = sites_of(resource)
         site = next(iter(sites)) if len(sites) == 1 else None
-        if rtype in self.policy.rekey_ids and site is None:
-            return None  # whose it is cannot be told: it does not leave
+        if site is None:
+            return None  # not one site's data (a definition, or whose it is cannot be told): it stays
         out = self._project(resource, tree, None, rtype) or {}
         out = {"resourceType": rtype, **({"id": self._id(site, rtype, rid)} if rid else {}),
                **{k: v for k, v in out.items() if k not in ("resourceType", "id")}}
@@ -216,7 +220,7 @@ class Deidentifier:
         meta = out.setdefault("meta", {})
         meta["security"] = [*(c for c in meta.get("security", []) if c.get("system") != EXCHANGE_POLICY_SYSTEM),
                             self.policy.stamp]
-        if site is not None and self.policy.rekey_ids:
+        if self.policy.rekey_ids:
             text = orjson.dumps(out)
             rewritten = self._reference.sub(
                 lambda m: b'"reference":"%s/%s"' % (m.group(1), self.new_id(
@@ -225,8 +229,8 @@ class Deidentifier:
                 out = orjson.loads(rewritten)
         return out
 
-    def _id(self, site: str | None, rtype: str, rid: str) -> str:
-        return self.new_id(site, rtype, rid) if site is not None and rtype in self.policy.rekey_ids else rid
+    def _id(self, site: str, rtype: str, rid: str) -> str:
+        return self.new_id(site, rtype, rid) if rtype in self.policy.rekey_ids else rid
 
     def _project(self, value: Any, node: _Node, inherited: Rule | None, rtype: str) -> Any:
         rule = node.rule or inherited

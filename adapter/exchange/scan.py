@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import fnmatch
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ _RULED = {"name", "birthDate", "address", "telecom", "text", "comment", "note", 
 
 
 def structural_findings(resource: dict[str, Any], *, pseudonym_system: str | None = None,
-                        policy: tuple[str, str] | None = None) -> list[Finding]:
+                        policy: tuple[str, str] | None = None, other_systems: tuple[str, ...] = ()) -> list[Finding]:
     """Elements that hold direct identifiers, whoever the patient.
 
     >>> [f.path for f in structural_findings({"resourceType": "Patient", "id": "p",
@@ -69,11 +70,15 @@ def structural_findings(resource: dict[str, Any], *, pseudonym_system: str | Non
     ['Patient.birthDate', 'Patient.name']
     >>> structural_findings({"resourceType": "Patient", "id": "p", "birthDate": "2019-05"})
     []
+
+    `other_systems`: fnmatch patterns of identifier systems that name no person (a cell lot, a
+    site), which the policy lets out beside the pseudonyms.
     """
     kind = str(resource.get("resourceType", "Resource"))
     where = f"{kind}/{resource.get('id', '')}"
     found: list[Finding] = []
-    _walk(resource, kind, kind, where, pseudonym_system, found)
+    allowed = None if pseudonym_system is None else _Allowed(pseudonym_system, other_systems)
+    _walk(resource, kind, kind, where, allowed, found)
     if policy is not None:
         system, code = policy
         tags = (resource.get("meta") or {}).get("security") or []
@@ -83,7 +88,18 @@ def structural_findings(resource: dict[str, Any], *, pseudonym_system: str | Non
     return found
 
 
-def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: str | None,
+class _Allowed:
+    """The identifier systems that may leave: the pseudonyms', and patterns of non-personal ones."""
+
+    def __init__(self, pseudonym: str, patterns: tuple[str, ...]) -> None:
+        self.pseudonym, self.patterns = pseudonym, patterns
+
+    def allows(self, system: object) -> bool:
+        return system == self.pseudonym or (isinstance(system, str) and any(
+            fnmatch.fnmatchcase(system, p) for p in self.patterns))
+
+
+def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: _Allowed | None,
           found: list[Finding]) -> None:
     """`owner`: the type of the resource (or Patient.contact) whose element `node` is."""
     def add(at: str, kind: str, reason: str) -> None:
@@ -128,7 +144,7 @@ def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: st
         elif key == "identifier":
             for i, ident in enumerate(value if isinstance(value, list) else [value]):
                 of = ident.get("system") if isinstance(ident, dict) else None
-                if pseudonym is None or of != pseudonym:
+                if pseudonym is None or not pseudonym.allows(of):
                     # the system is named only when it is a plain URI: a site may have put anything there
                     named = f"of system {of}" if isinstance(of, str) and _URI.match(of) else "(system not a URI)"
                     add(f"{at}[{i}]" if isinstance(value, list) else at, "identifier",
@@ -137,7 +153,7 @@ def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: st
             _descend(value, at, key, owner, where, pseudonym, found)
 
 
-def _descend(value: Any, at: str, key: str, owner: str, where: str, pseudonym: str | None,
+def _descend(value: Any, at: str, key: str, owner: str, where: str, pseudonym: _Allowed | None,
              found: list[Finding]) -> None:
     items = enumerate(value) if isinstance(value, list) else [(None, value)]
     for i, item in items:
@@ -300,7 +316,8 @@ def _leaves(line: bytes, kind: str) -> list[tuple[str, str]]:
 
 
 def scan_ndjson(lines: Iterable[bytes], *, needles: Needles | None = None, pseudonym_system: str | None = None,
-                policy: tuple[str, str] | None = None) -> Iterator[tuple[int, Finding]]:
+                policy: tuple[str, str] | None = None, other_systems: tuple[str, ...] = ()
+                ) -> Iterator[tuple[int, Finding]]:
     """(line number, finding) for an NDJSON file's lines; a line that is not a JSON object
     cannot be checked and raises ValueError (the file is refused all the same)."""
     for number, line in enumerate(lines, 1):
@@ -310,7 +327,8 @@ def scan_ndjson(lines: Iterable[bytes], *, needles: Needles | None = None, pseud
             resource = json.loads(line)
             if not isinstance(resource, dict):
                 raise ValueError("not a JSON object")
-            structural = structural_findings(resource, pseudonym_system=pseudonym_system, policy=policy)
+            structural = structural_findings(resource, pseudonym_system=pseudonym_system, policy=policy,
+                                             other_systems=other_systems)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to check
             raise ValueError(f"line {number}: cannot be checked ({type(exc).__name__})") from None
         for finding in structural:

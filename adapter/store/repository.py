@@ -74,6 +74,11 @@ class Transaction(abc.ABC):
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """Tombstone; None when there was nothing to delete."""
 
+    def update_many(self, batch: list[dict[str, Any]]) -> list[StoredResource]:
+        """Update-or-create each of `batch` (validated already), as `update` does, at once:
+        for a transaction that writes a whole file, a batch at a time."""
+        return [self.update(resource) for resource in batch]
+
     @abc.abstractmethod
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current version, or None (unknown or deleted), as this transaction sees it."""

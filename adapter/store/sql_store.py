@@ -518,6 +518,17 @@ class SqlTransaction(Transaction):
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         return self._store._delete_on(self._conn, resource_type, resource_id)
 
+    def update_many(self, batch: list[dict[str, Any]]) -> list[StoredResource]:
+        written: list[dict[str, Any]] = []
+        items: list[Loadable] = [*batch]
+        stored = self._store._write_batch(self._conn, items, written=written)
+        if self._store.check_references:
+            # Checked now, so that a long transaction keeps only what does not resolve yet (a
+            # reference to a resource later in the file) for the check at its end.
+            late = {d.resource for d in dangling(self._conn, written)}
+            self.written.extend(b for b in written if (b["resourceType"], b["id"]) in late)
+        return stored
+
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         row = self._conn.execute(select(
             resources.c.version_id, resources.c.last_updated, resources.c.deleted, resources.c.data)

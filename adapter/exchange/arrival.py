@@ -1,0 +1,182 @@
+"""What the coordinating centre does with each file a site sends: verify it whole, then load it
+in one transaction, or refuse it whole and put it in quarantine.
+
+Verified, line by line and without keeping the file in memory: JSON, the manifest's type, R4
+validity (the same `validate` as every write path), the site's label and nothing else, an id in
+the site's namespace (`<site>-...`) and references to the policy's re-keyed types in it too (a
+site cannot write over, or point into, another site's data), the policy's stamp, and the
+identifier scan (adapter/exchange/scan.py): no name, full birth date, address, telecom, free
+text or identifier other than a study pseudonym. Findings name the line, the element and the
+rule, never the value.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy
+from adapter.exchange.scan import structural_findings
+from adapter.fhir.sites import sites_of
+from adapter.fhir.validation import validate
+from adapter.private import open_private, private_dir
+from adapter.store.repository import Repository
+
+__all__ = ["Arrival", "Refused", "digest_of", "BATCH"]
+
+BATCH = 500  # resources written at a time inside a file's transaction
+_MAX_PROBLEMS = 20  # said per refused file; the rest are counted
+_REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
+
+
+class Refused(Exception):
+    """A file that failed verification; `problems` say where and why (no values)."""
+
+    def __init__(self, file: str, problems: list[str], more: int) -> None:
+        super().__init__(f"{file}: " + "; ".join(problems[:3]) + (f" (+{more} more)" if more else ""))
+        self.file, self.problems, self.more = file, problems, more
+
+
+def digest_of(path: pathlib.Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                yield number, line
+
+
+@dataclass
+class Arrival:
+    """The checks and loads for one site's pull under one policy."""
+
+    site: str
+    policy: Policy
+    quarantine: pathlib.Path
+    policies_seen: set[str] = field(default_factory=set)
+
+    def _problems_of(self, line: bytes, rtype: str) -> tuple[dict[str, Any] | None, list[str]]:
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None, ["not JSON"]
+        if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
+            return None, [f"not a {rtype} (the manifest's type for this file)"]
+        problems = [f"{i.expression or rtype}: {i.diagnostics}" for i in validate(resource)]
+        rid = resource.get("id")
+        if not (isinstance(rid, str) and rid.startswith(f"{self.site}-")):
+            problems.append(f"{rtype}.id: not in the namespace of {self.site} ({self.site}-...)")
+        labels = sites_of(resource)
+        if labels != {self.site}:
+            problems.append(f"{rtype}.meta.security: labelled for {', '.join(sorted(labels)) or 'no site'}, "
+                            f"not {self.site} alone")
+        for ref_type, ref_id in _REFERENCE.findall(line):
+            if ref_type.decode() in self.policy.rekey_ids and not ref_id.decode().startswith(f"{self.site}-"):
+                problems.append(f"a reference to {ref_type.decode()} outside the namespace of {self.site}")
+                break
+        try:
+            findings = structural_findings(resource, pseudonym_system=self.policy.pseudonym_system,
+                                           policy=(EXCHANGE_POLICY_SYSTEM, self.policy.name),
+                                           other_systems=self.policy.non_personal_identifiers)
+        except RecursionError:
+            return resource, [*problems, "nested too deeply to be checked"]
+        problems.extend(f"{f.path}: {f.reason} ({f.kind})" for f in findings)
+        for coding in (resource.get("meta") or {}).get("security", []):
+            if isinstance(coding, dict) and coding.get("system") == EXCHANGE_POLICY_SYSTEM:
+                self.policies_seen.add(f"{coding.get('code')}|{coding.get('version')}")
+        return resource, problems
+
+    def verify(self, path: pathlib.Path, rtype: str) -> int:
+        """The number of resources in a file that passes every check; Refused otherwise."""
+        problems: list[str] = []
+        more = count = 0
+        for number, line in _lines(path):
+            count += 1
+            for problem in self._problems_of(line, rtype)[1]:
+                if len(problems) < _MAX_PROBLEMS:
+                    problems.append(f"line {number}: {problem}")
+                else:
+                    more += 1
+        if problems:
+            raise Refused(path.name, problems, more)
+        return count
+
+    def verify_deletions(self, path: pathlib.Path) -> int:
+        problems: list[str] = []
+        count = 0
+        for number, _, _, problem in self._deletions(path):
+            if problem:
+                problems.append(f"line {number}: {problem}")
+            else:
+                count += 1
+        if problems:
+            raise Refused(path.name, problems[:_MAX_PROBLEMS], max(0, len(problems) - _MAX_PROBLEMS))
+        return count
+
+    def _deletions(self, path: pathlib.Path) -> Iterator[tuple[int, str, str, str | None]]:
+        """(line, type, id, problem or None) of every DELETE entry of a deleted-resources file."""
+        for number, line in _lines(path):
+            try:
+                bundle = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield number, "", "", "not JSON"
+                continue
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get(
+                    "type") != "transaction":
+                yield number, "", "", "not a transaction Bundle"
+                continue
+            for entry in bundle.get("entry") or []:
+                request = entry.get("request") if isinstance(entry, dict) else None
+                url = request.get("url", "") if isinstance(request, dict) else ""
+                rtype, _, rid = str(url).partition("/")
+                if not isinstance(request, dict) or request.get("method") != "DELETE" or not rtype:
+                    yield number, "", "", "an entry that is no DELETE of Type/id"
+                elif not rid.startswith(f"{self.site}-"):
+                    yield number, rtype, rid, f"a deletion outside the namespace of {self.site}"
+                else:
+                    yield number, rtype, rid, None
+
+    def load(self, store: Repository, path: pathlib.Path) -> tuple[int, int]:
+        """(written, unchanged): the verified file in one transaction."""
+        written = unchanged = 0
+        with store.transaction() as tx:
+            batch: list[dict[str, Any]] = []
+            for _, line in [*_lines(path), (0, b"")]:
+                if line:
+                    batch.append(orjson.loads(line))
+                if batch and (len(batch) >= BATCH or not line):
+                    for stored in tx.update_many(batch):
+                        written += not stored.unchanged
+                        unchanged += stored.unchanged
+                    batch = []
+        return written, unchanged
+
+    def apply_deletions(self, store: Repository, path: pathlib.Path) -> int:
+        deleted = 0
+        with store.transaction() as tx:
+            for _, rtype, rid, _ in self._deletions(path):
+                deleted += tx.delete(rtype, rid) is not None
+        return deleted
+
+    def refuse(self, path: pathlib.Path, error: Refused) -> pathlib.Path:
+        """Move the file into quarantine/<site>/, with a .why.txt beside it; returns its place."""
+        folder = private_dir(self.quarantine / self.site)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = folder / f"{stamp}-{path.name}"
+        os.replace(path, target)
+        with open_private(target.with_name(target.name + ".why.txt")) as out:
+            out.write("\n".join(error.problems) + (f"\n... and {error.more} more\n" if error.more else "\n"))
+        return target

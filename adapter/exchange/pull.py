@@ -1,0 +1,319 @@
+"""The coordinating centre pulls a site: the Bulk Data Access IG (v2) client flow, authorised by
+SMART Backend Services, into the centre's store.
+
+token (private_key_jwt, Authlib) -> kick-off (`$export`, `_since`) -> polling (honouring
+`Retry-After`, showing `X-Progress`, backing off on 5xx and timeouts) -> each NDJSON file
+streamed to disk (constant memory) -> verified whole (adapter/exchange/arrival.py) -> loaded in
+one transaction per file, or refused whole into quarantine -> deletions applied -> a Provenance
+of the pull (site, transactionTime, policy versions, file digests).
+
+Resumable: the pull's state is `<state>/<site>/pending.json`, replaced atomically after every
+step. A pull killed at any point and run again goes on with the same export job, fetches no
+file it has verified already, and loads no file twice (a file's transaction either committed,
+and the state says so, or wrote nothing; loading a file again changes nothing either way).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from adapter.exchange.arrival import Arrival, Refused
+from adapter.exchange.policy import Policy
+from adapter.exchange.pull_record import last_success, record_provenance
+from adapter.fhir.dates import now_instant
+from adapter.private import open_private, private_dir
+from adapter.store.integrity import DanglingReferences
+from adapter.store.repository import Repository
+
+__all__ = ["PullOptions", "PullReport", "pull_site", "PullFailed", "load_client_key"]
+
+log = logging.getLogger("adapter.exchange.pull")
+_CHUNK = 1 << 16
+
+
+class PullFailed(Exception):
+    """The site could not be pulled (after the retries); nothing partial was loaded."""
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    site: str
+    base: str  # the site's FHIR base, e.g. https://site-a.example.org/fhir
+    client_id: str
+    key: Key
+    policy: Policy
+    state: pathlib.Path  # the centre's exchange folder: <site>/ pending pulls, quarantine/
+    since: str | None = "auto"  # "auto": the last successful pull's transactionTime; None: all
+    group: str | None = None  # a Group-level export of that Group (e.g. site-a-cohort)
+    scope: str = "system/*.rs"
+    timeout: float = 30.0  # seconds per HTTP request
+    max_wait: float = 3600.0  # seconds to wait for the export to be ready
+    retries: int = 5  # per request, on 429, 5xx, connection errors and timeouts
+
+
+@dataclass
+class PullReport:
+    site: str
+    transaction_time: str = ""
+    since: str | None = None
+    received: dict[str, int] = field(default_factory=dict)  # resources by type, verified and loaded
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    refused: list[str] = field(default_factory=list)  # quarantined files with the first reason
+    files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
+
+
+def load_client_key(path: pathlib.Path) -> Key:
+    """The client's private key: a JWK, or a JWK Set holding one private key (RS384 or ES384)."""
+    data = json.loads(path.read_text())
+    key = KeySet.import_key_set(data).keys[0] if "keys" in data else (
+        RSAKey.import_key(data) if data.get("kty") == "RSA" else ECKey.import_key(data))
+    if not key.is_private:
+        raise ValueError(f"{path} holds no private key")
+    return key
+
+
+class _Site:
+    """HTTP to one site: a session with retries, and a token renewed before it expires."""
+
+    def __init__(self, options: PullOptions) -> None:
+        self.options = options
+        self.http = requests.Session()
+        retry = Retry(total=options.retries, connect=options.retries, read=options.retries,
+                      status=options.retries, backoff_factor=0.5, backoff_max=30,
+                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "POST", "DELETE"),
+                      respect_retry_after_header=True, raise_on_status=False)
+        self.retry = retry
+        self.http.mount("http://", HTTPAdapter(max_retries=retry))
+        self.http.mount("https://", HTTPAdapter(max_retries=retry))
+        self._token: dict[str, Any] = {}
+
+    def _token_url(self) -> str:
+        answer = self.get(f"{self.options.base}/.well-known/smart-configuration", auth=False)
+        return str(answer.json()["token_endpoint"])
+
+    def headers(self) -> dict[str, str]:
+        if not self._token or self._token["expires_at"] - time.time() < 60:
+            url = self._token_url()
+            key = self.options.key
+            alg = "RS384" if isinstance(key, RSAKey) else "ES384"
+            auth = PrivateKeyJWT(url, alg=alg, headers={"kid": key.kid}, claims={"exp": int(time.time()) + 240})
+            with OAuth2Session(self.options.client_id, key, token_endpoint_auth_method=auth,
+                               scope=self.options.scope) as oauth:
+                oauth.mount("http://", HTTPAdapter(max_retries=self.retry))
+                oauth.mount("https://", HTTPAdapter(max_retries=self.retry))
+                token = oauth.fetch_token(url, timeout=self.options.timeout)
+            self._token = {"access_token": token["access_token"],
+                           "expires_at": time.time() + float(token.get("expires_in", 300))}
+        return {"Authorization": f"Bearer {self._token['access_token']}", "Accept": "application/fhir+json"}
+
+    def get(self, url: str, auth: bool = True, **kwargs: Any) -> requests.Response:
+        try:
+            return self.http.get(url, headers={**(self.headers() if auth else {}), **kwargs.pop("headers", {})},
+                                 timeout=self.options.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise PullFailed(f"{self.options.site}: {url}: {type(exc).__name__}: {exc}") from None
+
+    def delete(self, url: str) -> None:
+        try:
+            self.http.delete(url, headers=self.headers(), timeout=self.options.timeout)
+        except requests.RequestException:
+            pass  # the site removes the job's files when they expire anyway
+
+
+def _check(answer: requests.Response, what: str, *expected: int) -> requests.Response:
+    if answer.status_code not in expected:
+        text = answer.text[:300].replace("\n", " ")
+        raise PullFailed(f"{what}: HTTP {answer.status_code}: {text}")
+    return answer
+
+
+class _State:
+    """pending.json of one site: the pull under way (0600, replaced atomically)."""
+
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.folder = private_dir(folder)
+        self.path = folder / "pending.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open_private(tmp) as out:
+            out.write(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+    def finish(self) -> None:
+        for part in self.folder.glob("*.ndjson*"):
+            part.unlink()
+        self.path.unlink(missing_ok=True)
+        self.data = {}
+
+
+def pull_site(store: Repository, options: PullOptions, say: Callable[[str], None] = log.info) -> PullReport:
+    """Pull one site into `store`; PullFailed when the site cannot be pulled."""
+    started = time.monotonic()
+    site = _Site(options)
+    state = _State(options.state / options.site)
+    report = PullReport(options.site)
+    if not state.data.get("status_url"):
+        since = last_success(store, options.site) if options.since == "auto" else options.since
+        state.data = {"since": since, "status_url": _kick_off(site, since), "files": {}, "started": now_instant()}
+        state.save()
+    else:
+        say(f"{options.site}: resuming the pull started {state.data['started']}")
+    report.since = state.data["since"]
+    manifest = state.data.get("manifest") or _wait(site, state.data["status_url"], say)
+    if "manifest" not in state.data:
+        state.data["manifest"] = manifest
+        state.save()
+    report.transaction_time = manifest["transactionTime"]
+    arrival = Arrival(options.site, options.policy, options.state / "quarantine")
+    items = [*((o, False) for o in manifest.get("output", [])), *((d, True) for d in manifest.get("deleted", []))]
+    fetched = [(item, deleted, name) for item, deleted in items
+               if (name := _fetch(site, state, arrival, item, deleted, report, say)) is not None]
+    _load_all(store, state, arrival, fetched, report, say)
+    if report.ok:
+        record_provenance(store, report, sorted(arrival.policies_seen), options.base)
+        site.delete(state.data["status_url"])
+        state.finish()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _kick_off(site: _Site, since: str | None) -> str:
+    options = site.options
+    path = f"Group/{options.group}/$export" if options.group else "$export"
+    query = {"_since": since} if since else {}
+    url = f"{options.base}/{path}" + (f"?{urlencode(query)}" if query else "")
+    answer = _check(site.get(url, headers={"Prefer": "respond-async"}), f"{options.site}: kick-off {url}", 202)
+    location = answer.headers.get("Content-Location")
+    if not location:
+        raise PullFailed(f"{options.site}: the kick-off gave no Content-Location")
+    return urljoin(url, location)
+
+
+def _wait(site: _Site, status_url: str, say: Callable[[str], None]) -> dict[str, Any]:
+    deadline, delay = time.monotonic() + site.options.max_wait, 1.0
+    while True:
+        answer = site.get(status_url)
+        if answer.status_code == 200:
+            return answer.json()  # type: ignore[no-any-return]
+        _check(answer, f"{site.options.site}: export status", 202)
+        if answer.headers.get("X-Progress"):
+            say(f"{site.options.site}: {answer.headers['X-Progress']}")
+        if time.monotonic() > deadline:
+            raise PullFailed(f"{site.options.site}: the export was not ready within {site.options.max_wait:.0f} s")
+        retry_after = answer.headers.get("Retry-After", "")
+        delay = float(retry_after) if retry_after.isdigit() else min(delay * 1.5, 30.0)
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())) or 0.1)
+
+
+def _fetch(site: _Site, state: _State, arrival: Arrival, item: dict[str, Any], deleted: bool,
+           report: PullReport, say: Callable[[str], None]) -> str | None:
+    """Download and verify one file (unless that was done before a restart); its name, or None
+    when it was refused and quarantined."""
+    url = item["url"]
+    name = ("deleted-" if deleted else "") + url.rsplit("/", 1)[-1]
+    done = state.data["files"].setdefault(name, {})
+    path = state.folder / name
+    if done.get("loaded") or (done.get("verified") and path.exists()):
+        return name
+    done["digest"] = _download(site, url, path)
+    try:
+        done["count"] = arrival.verify_deletions(path) if deleted else arrival.verify(path, item["type"])
+    except Refused as error:
+        where = arrival.refuse(path, error)
+        report.refused.append(f"{name}: {error.problems[0]} (quarantined: {where})")
+        say(f"{site.options.site}: REFUSED {name}: {error}")
+        state.data["files"].pop(name)
+        state.save()
+        return None
+    done["verified"] = True
+    state.save()
+    return name
+
+
+def _load_all(store: Repository, state: _State, arrival: Arrival, fetched: list[tuple[dict[str, Any], bool, str]],
+              report: PullReport, say: Callable[[str], None]) -> None:
+    """Each verified file in one transaction. Files need no order: one whose references do not
+    resolve yet (Procedure before BiologicallyDerivedProduct) waits for the others; the
+    deletions come last. One that still does not resolve when nothing else can load is
+    reported, not loaded, and the pull is not a success."""
+    waiting = sorted(fetched, key=lambda f: f[1])  # data first, deletions after
+    while waiting:
+        later = []
+        for item, deleted, name in waiting:
+            done = state.data["files"][name]
+            if not done.get("loaded"):
+                path = state.folder / name
+                try:
+                    if deleted:
+                        done["deleted"] = arrival.apply_deletions(store, path)
+                    else:
+                        done["written"], done["unchanged"] = arrival.load(store, path)
+                except DanglingReferences as dangling:
+                    later.append((item, deleted, name, dangling))
+                    continue
+                done["loaded"] = True
+                state.save()
+                path.unlink()
+                say(f"{arrival.site}: {name}: {done['count']} verified and loaded")
+            report.files[name] = done["digest"]
+            _count(report, item, deleted, done)
+        if len(later) == len(waiting):
+            for _, _, name, why in later:
+                report.refused.append(f"{name}: not loaded: {why.issues[0].diagnostics}")
+            return
+        waiting = [(item, deleted, name) for item, deleted, name, _ in later]
+
+
+def _count(report: PullReport, item: dict[str, Any], deleted: bool, done: dict[str, Any]) -> None:
+    if deleted:
+        report.deleted += done.get("deleted", 0)
+    else:
+        report.received[item["type"]] = report.received.get(item["type"], 0) + done["count"]
+        report.written += done.get("written", 0)
+        report.unchanged += done.get("unchanged", 0)
+
+
+def _download(site: _Site, url: str, path: pathlib.Path) -> str:
+    """Stream one file to disk (a .part renamed when whole); its SHA-256."""
+    import hashlib
+    for attempt in range(site.options.retries + 1):
+        sha = hashlib.sha256()
+        try:
+            with site.http.get(url, headers={**site.headers(), "Accept": "application/fhir+ndjson"},
+                               timeout=site.options.timeout, stream=True) as answer:
+                _check(answer, f"{site.options.site}: download {url}", 200)
+                with open_private(path.with_suffix(".part"), "wb") as out:
+                    for chunk in answer.iter_content(_CHUNK):
+                        sha.update(chunk)
+                        out.write(chunk)
+            os.replace(path.with_suffix(".part"), path)
+            return sha.hexdigest()
+        except (requests.RequestException, PullFailed) as exc:
+            if attempt == site.options.retries:
+                raise PullFailed(f"{site.options.site}: download {url}: {exc}") from None
+            time.sleep(min(0.5 * 2 ** attempt, 30))
+    raise AssertionError("unreachable")
+
