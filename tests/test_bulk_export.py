@@ -139,10 +139,17 @@ def test_site_cohort_groups_export_their_children(live, store):
     from adapter.mapping.ingest import ingest
     from adapter.mapping.spec import load_mapping
     from conftest import ROOT
+    from adapter.fhir.sites import SITE_SYSTEM
     spec = load_mapping(ROOT / "mappings/sites/site-c.yaml")
     ingest(spec, [ROOT / "fixtures/sites/site-c/export.csv"], store, b"cohort-test-key-0123456789")
-    groups = {g["id"]: g for g in build_cohorts(store, spec.catalogue.base, [("site-c", "Site C"), ("site-a", "A")])}
+    made = build_cohorts(store, spec.catalogue.base, [("site-c", "Site C"), ("site-a", "A")])
+    groups = {g["id"]: g for g in made if g["resourceType"] == "Group"}
     assert set(groups) == {"ucmsc-cp-arm-1-cohort", "site-c-cohort"}  # no site A children here
+    # the site's own study, part of the protocol's, enrolling its cohort, labelled as the site's
+    study = store.read("ResearchStudy", "site-c-study")
+    assert json.loads(study.data)["partOf"] == [{"reference": "ResearchStudy/ucmsc-cp"}]
+    assert json.loads(study.data)["enrollment"] == [{"reference": "Group/site-c-cohort"}]
+    assert {"system": SITE_SYSTEM, "code": "site-c"} in json.loads(study.data)["meta"]["security"]
     assert groups["site-c-cohort"]["quantity"] == 15
     got = files(run_export(f"{live}/Group/site-c-cohort/$export", _type="Patient,Procedure"))
     assert len(got["Patient"]) == 15 and len(got["Procedure"]) == 60

@@ -177,6 +177,7 @@ class Arrival:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         target = folder / f"{stamp}-{path.name}"
         os.replace(path, target)
+        os.chmod(target, 0o600)  # what a site sent is the centre's to guard, however it came
         with open_private(target.with_name(target.name + ".why.txt")) as out:
             out.write("\n".join(error.problems) + (f"\n... and {error.more} more\n" if error.more else "\n"))
         return target

@@ -112,11 +112,14 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
               help="The policy every resource received must carry (and whose rules the scan applies).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per HTTP request.")
 @click.option("--max-wait", default=3600.0, show_default=True, help="Seconds to wait for a site's export.")
+@click.option("--retries", default=5, show_default=True,
+              help="Retries per request on 429, 5xx, connection errors and timeouts (exponential backoff "
+                   "from 0.5 s, honouring Retry-After).")
 @STATE_OPTION
 @POLICY_DIR_OPTION
 @DB_OPTION
 def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str, key_file: pathlib.Path,
-                 since: str, group: str | None, policy_name: str, timeout: float, max_wait: float,
+                 since: str, group: str | None, policy_name: str, timeout: float, max_wait: float, retries: int,
                  state: pathlib.Path | None, policy_dir: pathlib.Path, db: str) -> None:
     """Pull each --site from its --from URL into this (the centre's) store, by Bulk Data.
 
@@ -143,7 +146,7 @@ def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str,
         for site, base in zip(sites, bases, strict=True):
             options = PullOptions(site, base.rstrip("/"), client_id, key, policy, folder,
                                   since=None if since == "all" else since, group=group, timeout=timeout,
-                                  max_wait=max_wait)
+                                  max_wait=max_wait, retries=retries)
             try:
                 report = pull_site(store, options, say=lambda text: click.echo(text, err=True))
             except PullFailed as exc:

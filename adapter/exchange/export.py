@@ -268,7 +268,8 @@ def deletions(repo: Repository, rtype: str, since: str) -> Iterator[str]:
 def _write_deletions(repo: Repository, directory: pathlib.Path, job: dict[str, Any], rtype: str, since: str) -> None:
     """`<type>.deleted.ndjson`: transaction Bundles of DELETE entries, up to 100 a line."""
     path, count, entries = directory / f"{rtype}.deleted.ndjson", 0, []
-    with open_private(path.with_suffix(".part"), "wb") as out:
+    part = path.with_name(path.name + ".part")
+    with open_private(part, "wb") as out:
         for rid in [*deletions(repo, rtype, since), None]:
             if rid is not None:
                 entries.append({"request": {"method": "DELETE", "url": f"{rtype}/{rid}"}})
@@ -278,10 +279,10 @@ def _write_deletions(repo: Repository, directory: pathlib.Path, job: dict[str, A
                                      separators=(",", ":")).encode() + b"\n")
                 entries = []
     if count:
-        os.replace(path.with_suffix(".part"), path)
+        os.replace(part, path)
         job["deleted"].append({"type": "Bundle", "file": path.name, "count": count, "of": rtype})
     else:
-        path.with_suffix(".part").unlink()
+        part.unlink()
 
 
 def _checkpoint(directory: pathlib.Path, job: dict[str, Any], progress: str) -> None:

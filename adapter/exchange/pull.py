@@ -109,8 +109,12 @@ class _Site:
         self._token: dict[str, Any] = {}
 
     def _token_url(self) -> str:
-        answer = self.get(f"{self.options.base}/.well-known/smart-configuration", auth=False)
-        return str(answer.json()["token_endpoint"])
+        url = f"{self.options.base}/.well-known/smart-configuration"
+        answer = _check(self.get(url, auth=False), f"{self.options.site}: {url}", 200)
+        try:
+            return str(answer.json()["token_endpoint"])
+        except (ValueError, KeyError, TypeError):
+            raise PullFailed(f"{self.options.site}: {url} names no token_endpoint") from None
 
     def headers(self) -> dict[str, str]:
         if not self._token or self._token["expires_at"] - time.time() < 60:
@@ -217,7 +221,13 @@ def _wait(site: _Site, status_url: str, say: Callable[[str], None]) -> dict[str,
     while True:
         answer = site.get(status_url)
         if answer.status_code == 200:
-            return answer.json()  # type: ignore[no-any-return]
+            try:
+                manifest = answer.json()
+                if isinstance(manifest, dict) and isinstance(manifest.get("transactionTime"), str):
+                    return manifest
+            except ValueError:
+                pass
+            raise PullFailed(f"{site.options.site}: the export's manifest is no Bulk Data manifest")
         _check(answer, f"{site.options.site}: export status", 202)
         if answer.headers.get("X-Progress"):
             say(f"{site.options.site}: {answer.headers['X-Progress']}")
@@ -305,11 +315,11 @@ def _download(site: _Site, url: str, path: pathlib.Path) -> str:
             with site.http.get(url, headers={**site.headers(), "Accept": "application/fhir+ndjson"},
                                timeout=site.options.timeout, stream=True) as answer:
                 _check(answer, f"{site.options.site}: download {url}", 200)
-                with open_private(path.with_suffix(".part"), "wb") as out:
+                with open_private(path.with_name(path.name + ".part"), "wb") as out:
                     for chunk in answer.iter_content(_CHUNK):
                         sha.update(chunk)
                         out.write(chunk)
-            os.replace(path.with_suffix(".part"), path)
+            os.replace(path.with_name(path.name + ".part"), path)
             return sha.hexdigest()
         except (requests.RequestException, PullFailed) as exc:
             if attempt == site.options.retries:

@@ -1,0 +1,237 @@
+"""Multi-site exchange end to end: two sites and the coordinating centre, each its own store,
+keys and live gateway (SMART Backend Services on), on SQLite and on PostgreSQL. The centre pulls
+by Bulk Data through each site's exchange policy."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+from adapter.exchange.scan import Needles
+from adapter.store import open_store
+from conftest import ROOT
+from exchange_helpers import Throttle, topology
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _identifying(site: str) -> Needles:
+    """The site's children's MRNs and full birth dates (from its source export) and record numbers."""
+    needles = Needles.from_sources([(ROOT / "mappings" / "sites" / f"{site}.yaml",
+                                     sorted((ROOT / "fixtures" / "sites" / site).glob("export.*")))])
+    return needles
+
+
+def _centre_bytes(url: str) -> list[bytes]:
+    """Every version of every resource the centre holds."""
+    from sqlalchemy import select
+
+    from adapter.store.schema import history
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            return [row.data for row in conn.execute(select(history.c.data)) if row.data]
+    finally:
+        store.close()
+
+
+def test_the_centre_follows_each_site_and_nothing_identifying_leaves(kind, tmp_path):
+    with topology(kind, tmp_path, ("site-a", "site-b")) as t:
+        first = {site: t.pull(site) for site in ("site-a", "site-b")}
+        for site, report in first.items():
+            expected = t.shared(site)
+            assert report.ok and report.since is None
+            assert t.at_centre(site) == expected  # same ids, same content, nothing more
+            assert report.received == Counter(rtype for rtype, _ in expected)
+            assert {"Patient", "Observation", "Procedure", "ResearchStudy", "Group"} <= set(report.received)
+            # the policy's doing: pseudonymous ids, birth year-month, the age kept, the stamp
+            patient = next(r for (rtype, _), r in expected.items() if rtype == "Patient")
+            assert len(patient["birthDate"]) == 7 and patient["extension"][0]["valueAge"]["unit"] == "mo"
+            assert all(rid.startswith(f"{site}-") and "A0" not in rid and "B0" not in rid for _, rid in expected)
+
+        # Nothing identifying reached the centre: every stored byte, MRNs, birth dates, record numbers.
+        stored = _centre_bytes(t.urls["centre"])
+        for site, letter in (("site-a", "A"), ("site-b", "B")):
+            needles = _identifying(site)
+            for number in range(1, 21):
+                needles.add("identifier", f"{letter}{number:04d}")
+            assert len(needles) > 40
+            found = [f for data in stored for f in needles.findings(data, "centre")]
+            assert found == []
+        assert b"MRN" not in b"".join(stored)
+
+        # Changes at site A: one Observation changed, one made, one deleted.
+        site_a = t.gateways["site-a"].store
+        from adapter.fhir.search import parse_search
+        page = site_a.search(parse_search("Observation", [("code", "http://loinc.org|29463-7"), ("_count", "2")]))
+        changed, gone = (json.loads(e.data) for e in page.entries)
+        changed["valueQuantity"]["value"] = 99.5
+        site_a.update(changed)
+        made = {**changed, "id": changed["id"] + "-again"}
+        made.pop("meta")
+        site_a.update({**made, "meta": {"security": changed["meta"]["security"]}})
+        site_a.delete("Observation", gone["id"])
+
+        second = t.pull("site-a")
+        assert second.ok and second.since == first["site-a"].transaction_time
+        assert second.received == {"Observation": 2} and second.deleted == 1
+        assert t.at_centre("site-a") == t.shared("site-a")
+        assert any(r.get("valueQuantity", {}).get("value") == 99.5 for r in t.at_centre("site-a").values())
+
+        # A pull again: nothing new, nothing written; site B was never touched by site A's pulls.
+        versions = {k: v["meta"] for k, v in t.at_centre("site-a").items()}
+        third = t.pull("site-a")
+        assert third.ok and third.received == {} and third.written == 0 and third.deleted == 0
+        assert {k: v["meta"] for k, v in t.at_centre("site-a").items()} == versions
+        assert t.at_centre("site-b") == t.shared("site-b")
+
+        _security(t)
+
+
+def _security(t) -> None:
+    site_a, site_b, centre = t.fhir("site-a"), t.fhir("site-b"), t.fhir("centre")
+    at_a = {"Authorization": f"Bearer {t.token('site-a', 'centre')}", "Accept": "application/fhir+json"}
+    # the centre's token at site A is nothing at site B, and a site's own client nothing at the centre
+    assert requests.get(f"{site_b}/Patient", headers=at_a, timeout=30).status_code == 401
+    ehr = {"Authorization": f"Bearer {t.token('site-a', 'ehr', 'system/*.rs')}"}
+    assert requests.get(f"{centre}/Patient", headers=ehr, timeout=30).status_code == 401
+    # the centre reads through the policy and writes nothing; the site's own client sees its data whole
+    patients = requests.get(f"{site_a}/Patient?_count=1", headers=at_a, timeout=30).json()["entry"]
+    assert len(patients[0]["resource"]["birthDate"]) == 7
+    own = requests.get(f"{site_a}/Patient?_count=1", headers=ehr, timeout=30).json()["entry"]
+    assert len(own[0]["resource"]["birthDate"]) == 10
+    wrote = requests.post(f"{site_a}/Observation", json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+                          headers={**at_a, "Content-Type": "application/fhir+json"}, timeout=30)
+    assert wrote.status_code == 403 and wrote.json()["resourceType"] == "OperationOutcome"
+    # an export job is its client's: another client's token cannot poll it
+    kick = requests.get(f"{site_a}/$export?_type=Patient", headers={**at_a, "Prefer": "respond-async"}, timeout=30)
+    assert kick.status_code == 202
+    assert requests.get(kick.headers["Content-Location"], headers=ehr, timeout=30).status_code == 403
+
+
+def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
+    proxy = Throttle()
+    try:
+        with topology(kind, tmp_path, ("site-a",), base_urls={"site-a": f"{proxy.root}/fhir"}) as t:
+            proxy.target = t.gateways["site-a"].root
+            command = [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-a",
+                       "--from", f"{proxy.root}/fhir", "--client-id", "centre", "--key", str(t.key_file),
+                       "--state", str(t.state), "--db", t.urls["centre"]]
+            process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+            part = t.state / "site-a" / "Observation.ndjson.part"
+            deadline = time.monotonic() + 60
+            while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+                assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+                time.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            pending = json.loads((t.state / "site-a" / "pending.json").read_text())
+            assert pending["status_url"] and not any(f.get("loaded") for f in pending["files"].values())
+            assert t.at_centre("site-a") == {}  # nothing half-loaded
+            fetched_before = dict(proxy.hits)
+
+            proxy.slow = False
+            report = t.pull("site-a")
+            assert report.ok
+            assert t.at_centre("site-a") == t.shared("site-a")
+            assert report.received == Counter(rtype for rtype, _ in t.shared("site-a"))
+            # the same export job went on; a file verified before the kill was not fetched again
+            assert sum(1 for p in proxy.hits if p.endswith("/$export")) == 1
+            patient_file = next(p for p in fetched_before if p.endswith("/Patient.ndjson"))
+            assert proxy.hits[patient_file] == 1
+            assert not (t.state / "site-a" / "pending.json").exists()
+    finally:
+        proxy.close()
+
+
+class _Broken:
+    """A site that answers 503 to everything, or (silent) never answers."""
+
+    def __init__(self, silent: bool = False) -> None:
+        import http.server
+        self.hits = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                if silent:
+                    time.sleep(5)
+                    return
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.root = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_failing_site_is_retried_reported_and_the_others_still_pull(kind, tmp_path):
+    broken, silent = _Broken(), _Broken(silent=True)
+    with topology(kind, tmp_path, ("site-b",)) as t:
+        run = subprocess.run(
+            [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-x", "--from", f"{broken.root}/fhir",
+             "--site", "site-y", "--from", f"{silent.root}/fhir", "--site", "site-b", "--from", t.fhir("site-b"),
+             "--client-id", "centre", "--key", str(t.key_file), "--retries", "2", "--timeout", "1",
+             "--state", str(t.state), "--db", t.urls["centre"]],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert run.returncode == 1
+        assert "site-x: FAILED" in run.stderr and "HTTP 503" in run.stderr
+        assert "site-y: FAILED" in run.stderr and "Timeout" in run.stderr
+        assert broken.hits == 3  # the first try and two retries, backing off
+        assert t.at_centre("site-b") == t.shared("site-b")
+        status = subprocess.run([sys.executable, "-m", "adapter.cli", "exchange", "status", "--state", str(t.state),
+                                 "--db", t.urls["centre"]], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert status.returncode == 1  # site-x and site-y are overdue: never pulled successfully
+        lines = {line.split(":")[0]: line for line in status.stdout.splitlines()}
+        assert "OVERDUE" in lines["site-x"] and "HTTP 503" in lines["site-x"]
+        assert "OVERDUE" not in lines["site-b"] and "Observation" in lines["site-b"]
+
+
+def test_a_file_that_fails_verification_is_refused_whole_and_quarantined(tmp_path):
+    from adapter.exchange.arrival import Arrival, Refused
+    from exchange_helpers import POLICY
+    good = {"resourceType": "Patient", "id": "site-a-1", "gender": "male", "birthDate": "2019-05",
+            "meta": {"security": [{"system": "http://ucmsc-cp.example.org/fhir/CodeSystem/study-site", "code": "site-a"},
+                                  POLICY.stamp]}}
+    cases = {
+        "full birth date": {**good, "birthDate": "2019-05-22"},
+        "another site's label": {**good, "meta": {"security": [{"system": good["meta"]["security"][0]["system"],
+                                                                "code": "site-b"}, good["meta"]["security"][1]]}},
+        "an id of another namespace": {**good, "id": "site-b-1"},
+        "no policy stamp": {**good, "meta": {"security": good["meta"]["security"][:1]}},
+        "a name": {**good, "name": [{"family": "Doe"}]},
+    }
+    arrival = Arrival("site-a", POLICY, tmp_path / "quarantine")
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(json.dumps(good).encode() + b"\n")
+    assert arrival.verify(path, "Patient") == 1
+    for why, bad in cases.items():
+        path.write_bytes(json.dumps(good).encode() + b"\n" + json.dumps(bad).encode() + b"\n")
+        with pytest.raises(Refused) as refused:
+            arrival.verify(path, "Patient")
+        assert all(p.startswith("line 2: ") for p in refused.value.problems), why
+        assert "2019-05-22" not in str(refused.value) and "Doe" not in str(refused.value)
+    where = arrival.refuse(path, refused.value)
+    assert where.parent == tmp_path / "quarantine" / "site-a" and not path.exists()
+    assert oct(where.stat().st_mode & 0o777) == "0o600"
+    assert "line 2" in pathlib.Path(str(where) + ".why.txt").read_text()
