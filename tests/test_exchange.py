@@ -115,10 +115,17 @@ def _security(t) -> None:
     wrote = requests.post(f"{site_a}/Observation", json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
                           headers={**at_a, "Content-Type": "application/fhir+json"}, timeout=30)
     assert wrote.status_code == 403 and wrote.json()["resourceType"] == "OperationOutcome"
-    # an export job is its client's: another client's token cannot poll it
-    kick = requests.get(f"{site_a}/$export?_type=Patient", headers={**at_a, "Prefer": "respond-async"}, timeout=30)
+    # an export job is its client's: another client's token cannot poll it. A Group-level export
+    # under the policy exports the cohort's children, under their shared ids.
+    kick = requests.get(f"{site_a}/Group/site-a-cohort/$export?_type=Patient",
+                        headers={**at_a, "Prefer": "respond-async"}, timeout=30)
     assert kick.status_code == 202
     assert requests.get(kick.headers["Content-Location"], headers=ehr, timeout=30).status_code == 403
+    from auth_helpers import export_manifest_of
+    manifest = export_manifest_of(kick.headers["Content-Location"], at_a)
+    patients = requests.get(manifest["output"][0]["url"], headers=at_a, timeout=30).text.splitlines()
+    shared = {rid for rtype, rid in t.shared("site-a") if rtype == "Patient"}
+    assert {json.loads(line)["id"] for line in patients} == shared and len(shared) == 20
 
 
 def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):

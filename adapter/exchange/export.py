@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from adapter.auth.guard import Access, GuardedRepository, access_of
+from adapter.exchange.view import PolicyView
 from adapter.fhir.dates import now_instant
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import open_private, private_dir
@@ -177,7 +178,10 @@ def _patients(repo: Repository, request: ExportRequest) -> list[str] | str | Non
         return None
     if request.level == "patient":
         return "*"
-    group = json.loads(repo.read("Group", request.group or "").data or b"{}")
+    # The members as stored: a policy's client sees them under shared ids, which the store
+    # does not know (the Group itself was checked against its access at kick-off).
+    members_of = repo.unshared if isinstance(repo, PolicyView) else repo
+    group = json.loads(members_of.read("Group", request.group or "").data or b"{}")
     return sorted({m["entity"]["reference"].split("/")[-1] for m in group.get("member", [])
                    if m.get("entity", {}).get("reference", "").startswith("Patient/") and not m.get("inactive")})
 

@@ -90,6 +90,12 @@ class PolicyView(Repository):
         self.inner, self.policy = inner, policy
 
     @property
+    def unshared(self) -> Repository:
+        """The guarded repository under the policy: for what the server itself must look up
+        by stored ids (a Group's members for its export), never for what is served."""
+        return self.inner
+
+    @property
     def access(self) -> Any:  # what the export job records, as for the guarded repository
         return getattr(self.inner, "access", None)
 
