@@ -107,6 +107,9 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
               help="The centre's private key: a JWK or JWK Set (RS384 or ES384).")
 @click.option("--since", default="auto", show_default=True,
               help="auto: what changed since the last successful pull of the site; all: everything; or an instant.")
+@click.option("--overlap", default=60.0, show_default=True,
+              help="With --since auto, ask from this many seconds before the last pull's transactionTime: a "
+                   "write committed late is not missed; what comes twice writes nothing.")
 @click.option("--group", help="A Group-level export of this Group at each site (default: system level).")
 @click.option("--policy", "policy_name", default="centre-v1", show_default=True,
               help="The policy every resource received must carry (and whose rules the scan applies).")
@@ -119,7 +122,7 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
 @POLICY_DIR_OPTION
 @DB_OPTION
 def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str, key_file: pathlib.Path,
-                 since: str, group: str | None, policy_name: str, timeout: float, max_wait: float, retries: int,
+                 since: str, overlap: float, group: str | None, policy_name: str, timeout: float, max_wait: float, retries: int,
                  state: pathlib.Path | None, policy_dir: pathlib.Path, db: str) -> None:
     """Pull each --site from its --from URL into this (the centre's) store, by Bulk Data.
 
@@ -145,7 +148,8 @@ def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str,
     try:
         for site, base in zip(sites, bases, strict=True):
             options = PullOptions(site, base.rstrip("/"), client_id, key, policy, folder,
-                                  since=None if since == "all" else since, group=group, timeout=timeout,
+                                  since=None if since == "all" else since, overlap=overlap, group=group,
+                                  timeout=timeout,
                                   max_wait=max_wait, retries=retries)
             try:
                 report = pull_site(store, options, say=lambda text: click.echo(text, err=True))

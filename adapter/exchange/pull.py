@@ -19,6 +19,7 @@ import logging
 import os
 import pathlib
 import time
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,10 @@ class PullOptions:
     timeout: float = 30.0  # seconds per HTTP request
     max_wait: float = 3600.0  # seconds to wait for the export to be ready
     retries: int = 5  # per request, on 429, 5xx, connection errors and timeouts
+    # `--since auto` asks from this many seconds before the last transactionTime: a write stamps
+    # lastUpdated before it commits, so one that committed after the last export began could
+    # carry an earlier time. What comes twice is unchanged and writes nothing.
+    overlap: float = 60.0
 
 
 @dataclass
@@ -180,7 +185,8 @@ def pull_site(store: Repository, options: PullOptions, say: Callable[[str], None
     state = _State(options.state / options.site)
     report = PullReport(options.site)
     if not state.data.get("status_url"):
-        since = last_success(store, options.site) if options.since == "auto" else options.since
+        since = _earlier(last_success(store, options.site), options.overlap) if options.since == "auto" \
+            else options.since
         state.data = {"since": since, "status_url": _kick_off(site, since), "files": {}, "started": now_instant()}
         state.save()
     else:
@@ -202,6 +208,13 @@ def pull_site(store: Repository, options: PullOptions, say: Callable[[str], None
         state.finish()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _earlier(instant: str | None, seconds: float) -> str | None:
+    if instant is None or seconds <= 0:
+        return instant
+    moment = datetime.fromisoformat(instant.replace("Z", "+00:00")) - timedelta(seconds=seconds)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _kick_off(site: _Site, since: str | None) -> str:
