@@ -10,7 +10,7 @@ import os
 import pathlib
 from typing import IO, Any
 
-__all__ = ["private_dir", "private_file", "open_private"]
+__all__ = ["private_dir", "private_file", "open_private", "beside_store"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -47,3 +47,13 @@ def open_private(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -
     except BaseException:
         os.close(fd)
         raise
+
+
+def beside_store(database_url: str, name: str) -> str:
+    """Where a store's companion file or folder goes (a key, exports): beside an SQLite file
+    (var/NAME for var/adapter.db), else var/NAME in the working directory."""
+    from sqlalchemy.engine import make_url
+    database = make_url(database_url).database
+    if database_url.startswith("sqlite") and database and database != ":memory:":
+        return str(pathlib.Path(database).parent / name)
+    return os.path.abspath(f"var/{name}")

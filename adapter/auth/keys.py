@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from joserfc.jwk import ECKey
-from sqlalchemy.engine import make_url
 
-from adapter.private import open_private, private_dir
+from adapter.private import beside_store, open_private, private_dir
 
 __all__ = ["ServerKey", "load_or_create", "default_key_file", "ALGORITHM"]
 
@@ -38,10 +37,7 @@ class ServerKey:
 
 def default_key_file(database_url: str) -> str:
     """auth-key.json beside an SQLite file (var/auth-key.json for var/adapter.db), else in var/."""
-    database = make_url(database_url).database
-    if database_url.startswith("sqlite") and database and database != ":memory:":
-        return str(pathlib.Path(database).parent / "auth-key.json")
-    return os.path.abspath("var/auth-key.json")
+    return beside_store(database_url, "auth-key.json")
 
 
 def load_or_create(path: str | os.PathLike[str]) -> ServerKey:

@@ -7,7 +7,6 @@ import pathlib
 import sys
 
 import click
-from sqlalchemy.engine import make_url
 
 from adapter.cli_options import DB_OPTION
 from adapter.exchange.check import check_policy, store_needles
@@ -16,7 +15,9 @@ from adapter.exchange.pull import PullFailed, PullOptions, load_client_key, pull
 from adapter.exchange.pull_record import log_attempt, site_status
 from adapter.exchange.scan import Needles
 from adapter.exchange.view import POLICY_DIR, deidentifier, default_exchange_key_file
+from adapter.private import beside_store
 from adapter.store import open_store
+from adapter.store.engines import normalize_url
 
 __all__ = ["exchange"]
 
@@ -26,10 +27,7 @@ POLICY_DIR_OPTION = click.option("--policy-dir", type=click.Path(file_okay=False
 
 def default_state(db: str) -> pathlib.Path:
     """exchange/ beside an SQLite file, else var/exchange."""
-    database = make_url(db).database if "://" in db else None
-    if db.startswith("sqlite") and database and database != ":memory:":
-        return pathlib.Path(database).parent / "exchange"
-    return pathlib.Path("var/exchange").resolve()
+    return pathlib.Path(beside_store(normalize_url(db), "exchange"))
 
 
 STATE_OPTION = click.option("--state", type=click.Path(file_okay=False, path_type=pathlib.Path),

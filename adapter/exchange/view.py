@@ -18,12 +18,11 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import make_url
 
 from adapter.exchange.policy import Deidentifier, load_policy, policy_path
 from adapter.fhir.outcomes import FhirError, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
-from adapter.private import open_private, private_dir
+from adapter.private import beside_store, open_private, private_dir
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
 
 __all__ = ["PolicyView", "deidentifier", "exchange_key", "default_exchange_key_file", "POLICY_DIR"]
@@ -33,10 +32,7 @@ POLICY_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" 
 
 def default_exchange_key_file(database_url: str) -> str:
     """exchange-key beside an SQLite file (var/exchange-key for var/adapter.db), else in var/."""
-    database = make_url(database_url).database
-    if database_url.startswith("sqlite") and database and database != ":memory:":
-        return str(pathlib.Path(database).parent / "exchange-key")
-    return os.path.abspath("var/exchange-key")
+    return beside_store(database_url, "exchange-key")
 
 
 def exchange_key(path: str | os.PathLike[str]) -> bytes:

@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from sqlalchemy.engine import make_url
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from adapter.exchange.view import POLICY_DIR, default_exchange_key_file
 from adapter.gateway.access import guarded
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
+from adapter.private import beside_store
 from adapter.fhir.references import service_base as reference_base
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.validation import validate
@@ -95,7 +95,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("AUDIT", _flag("FHIR_ADAPTER_AUDIT", bool(app.config["AUTH"])))
     app.config["DATABASE_URL"] = normalize_url(app.config["DATABASE_URL"])
     app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
-                          or _export_dir(app.config["DATABASE_URL"]))
+                          or beside_store(app.config["DATABASE_URL"], "exports"))
     app.config["EXPORT_DIR"] = os.path.abspath(app.config["EXPORT_DIR"])
     app.extensions["fhir_store"] = open_store(app.config["DATABASE_URL"],
                                               statement_timeout=app.config["STATEMENT_TIMEOUT"],
@@ -140,14 +140,6 @@ def _answer_aborts(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., It
                 ("Content-Length", str(len(body))), ("Retry-After", "10")])
             return [body]
     return guarded
-
-
-def _export_dir(database_url: str) -> str:
-    """Bulk export files beside an SQLite file (var/exports for var/adapter.db), else var/exports."""
-    database = make_url(database_url).database
-    if database_url.startswith("sqlite") and database and database != ":memory:":
-        return str(pathlib.Path(database).parent / "exports")
-    return "var/exports"
 
 
 def _warm_up() -> None:
