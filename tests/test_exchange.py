@@ -119,7 +119,8 @@ def _security(t) -> None:
     assert wrote.status_code == 403 and wrote.json()["resourceType"] == "OperationOutcome"
     # an export job is its client's: another client's token cannot poll it. A Group-level export
     # under the policy exports the cohort's children, under their shared ids.
-    kick = requests.get(f"{site_a}/Group/site-a-cohort/$export?_type=Patient",
+    cohort = next(rid for rtype, rid in t.shared("site-a") if rtype == "Group")  # its shared id
+    kick = requests.get(f"{site_a}/Group/{cohort}/$export?_type=Patient",
                         headers={**at_a, "Prefer": "respond-async"}, timeout=30)
     assert kick.status_code == 202
     assert requests.get(kick.headers["Content-Location"], headers=ehr, timeout=30).status_code == 403
@@ -128,6 +129,17 @@ def _security(t) -> None:
     patients = requests.get(manifest["output"][0]["url"], headers=at_a, timeout=30).text.splitlines()
     shared = {rid for rtype, rid in t.shared("site-a") if rtype == "Patient"}
     assert {json.loads(line)["id"] for line in patients} == shared and len(shared) == 20
+    # No oracle on what the policy withholds: not by stored id, nor by filtering or sorting on it.
+    for path in ("Patient/site-a-A0001", "Group/site-a-cohort/$export", "Patient/site-a-A0001/$everything"):
+        answer = requests.get(f"{site_a}/{path}", headers={**at_a, "Prefer": "respond-async"}, timeout=30)
+        assert answer.status_code == 404, path
+    for query in ("Patient?birthdate=2019-05-22", "Observation?subject=Patient/site-a-A0001",
+                  "Patient?identifier=A0001", "Patient?_sort=birthdate", "Patient?_id=site-a-A0001",
+                  "$export?_type=Patient&_typeFilter=Patient%3Fgender%3Dmale"):
+        answer = requests.get(f"{site_a}/{query}", headers={**at_a, "Prefer": "respond-async"}, timeout=30)
+        assert answer.status_code == 403 and answer.json()["resourceType"] == "OperationOutcome", query
+    assert requests.get(f"{site_a}/Patient?_lastUpdated=gt2000-01-01&_count=1", headers=at_a,
+                        timeout=30).status_code == 200
 
 
 def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):

@@ -178,10 +178,13 @@ def _patients(repo: Repository, request: ExportRequest) -> list[str] | str | Non
         return None
     if request.level == "patient":
         return "*"
-    # The members as stored: a policy's client sees them under shared ids, which the store
-    # does not know (the Group itself was checked against its access at kick-off).
-    members_of = repo.unshared if isinstance(repo, PolicyView) else repo
-    group = json.loads(members_of.read("Group", request.group or "").data or b"{}")
+    # The members as stored: a policy's client names the Group, and sees its members, by shared
+    # ids, which the store does not know.
+    if isinstance(repo, PolicyView):
+        stored = repo.unshared.read("Group", repo.stored_id("Group", request.group or ""))
+    else:
+        stored = repo.read("Group", request.group or "")
+    group = json.loads(stored.data or b"{}")
     return sorted({m["entity"]["reference"].split("/")[-1] for m in group.get("member", [])
                    if m.get("entity", {}).get("reference", "").startswith("Patient/") and not m.get("inactive")})
 

@@ -84,6 +84,9 @@ class PolicyView(Repository):
 
     def __init__(self, inner: Repository, policy: Deidentifier) -> None:
         self.inner, self.policy = inner, policy
+        # _lastUpdated: what Bulk Data's _since is made of; the labels, when the policy keeps them.
+        kept = {r.path for r in policy.policy.rules if r.action == "keep"}
+        self._filters = {"_lastUpdated"} | {f"_{e}" for e in ("security", "tag") if f"Resource.meta.{e}" in kept}
 
     @property
     def unshared(self) -> Repository:
@@ -118,14 +121,33 @@ class PolicyView(Repository):
 
     create = update = delete = load = transaction = _refuse
 
+    def stored_id(self, resource_type: str, shared_id: str) -> str:
+        """The stored id of a resource the client names by its shared id. Ids of re-keyed types
+        cannot be turned back (that is the point), except a Group's: there are few, so the
+        cohorts can be found by trying each (for Group-level export). A stored id given for a
+        re-keyed type is not one the client may use: that would tie it to the shared one."""
+        if resource_type not in self.policy.policy.rekey_ids:
+            return shared_id
+        if resource_type == "Group":
+            request = parse_search("Group", [("_count", "1000"), ("_total", "none")])
+            for page in self.inner.scan(request):
+                for entry in page:
+                    shared = self._out(entry)
+                    if shared is not None and shared.id == shared_id:
+                        return entry.id
+        raise not_found(f"no {resource_type}/{shared_id} here: under the exchange policy "
+                        f"{self.policy.policy.name}, {resource_type} is read by search or export, not by id")
+
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        return self._one(self.inner.read(resource_type, resource_id))
+        return self._one(self.inner.read(resource_type, self.stored_id(resource_type, resource_id)))
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
-        return self._one(self.inner.vread(resource_type, resource_id, version_id))
+        return self._one(self.inner.vread(resource_type, self.stored_id(resource_type, resource_id), version_id))
 
     def history(self, resource_type: str | None = None, resource_id: str | None = None,
                 since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
+        if resource_type and resource_id:
+            resource_id = self.stored_id(resource_type, resource_id)
         page = self.inner.history(resource_type, resource_id, since, count, cursor)
         entries = [self.deleted_as_shared(e) if e.deleted else self._out(e) for e in page.entries]
         return replace(page, entries=[e for e in entries if e is not None], total=None)
@@ -144,18 +166,37 @@ class PolicyView(Repository):
             return None
         return replace(tombstone, id=shared.id)
 
+    def screen(self, request: SearchRequest) -> None:
+        """Filters and sort orders only on what the policy passes unchanged for every type: a
+        filter or an order on a withheld element (a birth date, a record number, an id) would
+        tell what the policy withholds, one question at a time."""
+        name, allowed = self.policy.policy.name, self._filters
+        for found in request.filters:
+            if found.code not in allowed:
+                raise forbidden(f"under the exchange policy {name}, searches filter only by "
+                                f"{', '.join(sorted(allowed))}: {found.code} would tell what it withholds",
+                                found.code)
+        for key in request.sort:
+            if getattr(key, "code", None) != "_lastUpdated":
+                raise forbidden(f"under the exchange policy {name}, searches sort only by _lastUpdated", "_sort")
+        if request.compartment is not None:
+            raise forbidden(f"under the exchange policy {name}, a patient's compartment is not searched by id")
+        self.inner.screen(request)
+
     def search(self, request: SearchRequest) -> SearchPage:
+        self.screen(request)
         page = self.inner.search(request)
         return replace(page, entries=self._all(page.entries), included=self._all(page.included),
                        total=None)  # some matches may not be shared: a count would say too much
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+        self.screen(request)
         for page in self.inner.scan(request, patients):
             yield self._all(page)
 
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
                    cursor: tuple[Any, ...] | None) -> SearchPage:
-        page = self.inner.everything(patient_id, types, since, count, cursor)
+        page = self.inner.everything(self.stored_id("Patient", patient_id), types, since, count, cursor)
         return replace(page, entries=self._all(page.entries), total=None)
 
     def permitted(self, types: tuple[str, ...], permission: str) -> tuple[str, ...]:

@@ -93,7 +93,8 @@ def _kick_off(level: str, group: str | None = None) -> Response:
         if rtype not in types or not query:
             raise bad_request(f"_typeFilter {raw!r}: expected Type?search for one of the exported types",
                               "_typeFilter")
-        parse_search(rtype, parse_qsl(query, keep_blank_values=True), strict=True)  # refuse it now, not later
+        # refused now, not when the job runs
+        store.screen(parse_search(rtype, parse_qsl(query, keep_blank_values=True), strict=True))
         filters.append((rtype, query))
     refused = [t for t in types if t in allowed and t not in store.permitted((t,), "s")]
     if refused or not types:

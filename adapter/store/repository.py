@@ -164,6 +164,12 @@ class Repository(abc.ABC):
         handle may do one of `permissions` (letters of "cruds") to the type. Nothing here."""
         return None
 
+    def screen(self, request: SearchRequest) -> None:
+        """403 unless this handle may search this way (a search checked before it runs later,
+        e.g. an export's _typeFilter). Any search here; a policy's client may filter by less
+        (adapter/exchange/view.py)."""
+        return None
+
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A unit of work: everything done through it commits at the end, or nothing does."""
