@@ -177,6 +177,7 @@ class Throttle:
         self.target = ""
         self.slow = True
         self.hits: dict[str, int] = {}
+        self.rewrite: tuple[bytes, bytes] | None = None  # (old, new) in the status answers (the manifest)
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -185,16 +186,21 @@ class Throttle:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "accept-encoding")}
-                if outer.slow:  # plain bytes, so that a file comes in many pieces
+                if outer.slow or outer.rewrite:  # plain bytes: a file comes in many pieces, a manifest as text
                     headers["Accept-Encoding"] = "identity"
                 answer = requests.request(self.command, outer.target + self.path, headers=headers, data=body,
                                           stream=True, timeout=30, allow_redirects=False)
                 self.send_response(answer.status_code)
                 for key, value in answer.headers.items():
+                    if outer.rewrite and key.lower() in ("content-length", "content-encoding"):
+                        continue
                     if key.lower() not in ("transfer-encoding", "connection", "server", "date"):
                         self.send_header(key, value)
                 self.end_headers()
                 slow = outer.slow and "$export-file" in self.path
+                if outer.rewrite and "$export-status" in self.path and answer.status_code == 200:
+                    self.wfile.write(answer.content.replace(*outer.rewrite))
+                    return
                 try:
                     for chunk in answer.raw.stream(8192 if slow else 1 << 16, decode_content=False):
                         self.wfile.write(chunk)

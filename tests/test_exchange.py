@@ -165,7 +165,7 @@ def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
             fetched_before = dict(proxy.hits)
 
             proxy.slow = False
-            report = t.pull("site-a")
+            report = t.pull("site-a", base=f"{proxy.root}/fhir")
             assert report.ok
             assert t.at_centre("site-a") == t.shared("site-a")
             assert report.received == Counter(rtype for rtype, _ in t.shared("site-a"))
@@ -174,6 +174,14 @@ def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
             patient_file = next(p for p in fetched_before if p.endswith("/Patient.ndjson"))
             assert proxy.hits[patient_file] == 1
             assert not (t.state / "site-a" / "pending.json").exists()
+
+            # A manifest naming files on another host: not followed, the token not sent there.
+            elsewhere = _Broken()
+            proxy.rewrite = (proxy.root.encode(), elsewhere.root.encode())
+            from adapter.exchange.pull import PullFailed
+            with pytest.raises(PullFailed, match="not on the site's origin"):
+                t.pull("site-a", base=f"{proxy.root}/fhir")
+            assert elsewhere.hits == 0
     finally:
         proxy.close()
 

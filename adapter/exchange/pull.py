@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session
@@ -50,6 +50,10 @@ class PullFailed(Exception):
     """The site could not be pulled (after the retries); nothing partial was loaded."""
 
 
+class _TooLarge(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class PullOptions:
     site: str
@@ -64,6 +68,7 @@ class PullOptions:
     timeout: float = 30.0  # seconds per HTTP request
     max_wait: float = 3600.0  # seconds to wait for the export to be ready
     retries: int = 5  # per request, on 429, 5xx, connection errors and timeouts
+    max_file_bytes: int = 8 << 30  # a file larger than this is refused (a site cannot fill the disk)
     # `--since auto` asks from this many seconds before the last transactionTime: a write stamps
     # lastUpdated before it commits, so one that committed after the last export began could
     # carry an earlier time. What comes twice is unchanged and writes nothing.
@@ -150,6 +155,20 @@ class _Site:
             pass  # the site removes the job's files when they expire anyway
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def _same_site(site: _Site, url: str, what: str) -> str:
+    """`url` if it is on the site's own origin: the centre's token goes nowhere else, whatever
+    a manifest or a Content-Location names."""
+    if _origin(url) != _origin(site.options.base):
+        raise PullFailed(f"{site.options.site}: {what} {url} is not on the site's origin "
+                         f"({site.options.base}): not followed, the token is not sent there")
+    return url
+
+
 def _check(answer: requests.Response, what: str, *expected: int) -> requests.Response:
     if answer.status_code not in expected:
         text = answer.text[:300].replace("\n", " ")
@@ -226,7 +245,7 @@ def _kick_off(site: _Site, since: str | None) -> str:
     location = answer.headers.get("Content-Location")
     if not location:
         raise PullFailed(f"{options.site}: the kick-off gave no Content-Location")
-    return urljoin(url, location)
+    return _same_site(site, urljoin(url, location), "the export's status URL")
 
 
 def _wait(site: _Site, status_url: str, say: Callable[[str], None]) -> dict[str, Any]:
@@ -322,18 +341,26 @@ def _count(report: PullReport, item: dict[str, Any], deleted: bool, done: dict[s
 def _download(site: _Site, url: str, path: pathlib.Path) -> str:
     """Stream one file to disk (a .part renamed when whole); its SHA-256."""
     import hashlib
+    _same_site(site, url, "the manifest's file")
     for attempt in range(site.options.retries + 1):
-        sha = hashlib.sha256()
+        sha, size = hashlib.sha256(), 0
         try:
             with site.http.get(url, headers={**site.headers(), "Accept": "application/fhir+ndjson"},
                                timeout=site.options.timeout, stream=True) as answer:
                 _check(answer, f"{site.options.site}: download {url}", 200)
                 with open_private(path.with_name(path.name + ".part"), "wb") as out:
                     for chunk in answer.iter_content(_CHUNK):
+                        size += len(chunk)
+                        if size > site.options.max_file_bytes:
+                            raise _TooLarge(f"{site.options.site}: {url} is larger than "
+                                            f"{site.options.max_file_bytes} bytes: refused")
                         sha.update(chunk)
                         out.write(chunk)
             os.replace(path.with_name(path.name + ".part"), path)
             return sha.hexdigest()
+        except _TooLarge as exc:
+            path.with_name(path.name + ".part").unlink(missing_ok=True)
+            raise PullFailed(str(exc)) from None
         except (requests.RequestException, PullFailed) as exc:
             if attempt == site.options.retries:
                 raise PullFailed(f"{site.options.site}: download {url}: {exc}") from None
