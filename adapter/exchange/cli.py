@@ -105,6 +105,8 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
               help="The centre's private key: a JWK or JWK Set (RS384 or ES384).")
 @click.option("--since", default="auto", show_default=True,
               help="auto: what changed since the last successful pull of the site; all: everything; or an instant.")
+@click.option("--max-file-bytes", default=8 << 30, show_default=True,
+              help="A file larger than this is refused (a site cannot fill the centre's disk).")
 @click.option("--overlap", default=60.0, show_default=True,
               help="With --since auto, ask from this many seconds before the last pull's transactionTime: a "
                    "write committed late is not missed; what comes twice writes nothing.")
@@ -120,7 +122,7 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
 @POLICY_DIR_OPTION
 @DB_OPTION
 def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str, key_file: pathlib.Path,
-                 since: str, overlap: float, group: str | None, policy_name: str, timeout: float, max_wait: float, retries: int,
+                 since: str, max_file_bytes: int, overlap: float, group: str | None, policy_name: str, timeout: float, max_wait: float, retries: int,
                  state: pathlib.Path | None, policy_dir: pathlib.Path, db: str) -> None:
     """Pull each --site from its --from URL into this (the centre's) store, by Bulk Data.
 
@@ -147,6 +149,7 @@ def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str,
         for site, base in zip(sites, bases, strict=True):
             options = PullOptions(site, base.rstrip("/"), client_id, key, policy, folder,
                                   since=None if since == "all" else since, overlap=overlap, group=group,
+                                  max_file_bytes=max_file_bytes,
                                   timeout=timeout,
                                   max_wait=max_wait, retries=retries)
             try:
