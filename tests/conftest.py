@@ -82,7 +82,7 @@ def _schema_url(schema: str) -> str:
 
 @contextlib.contextmanager
 def reused_postgres_schema() -> Iterator[str]:
-    """A migrated schema with empty tables; emptied again afterwards (TRUNCATE), or dropped
+    """A migrated schema with empty tables; emptied again afterwards (DELETE), or dropped
     when a test changed its schema or still holds its tables."""
     reason = postgres_unavailable()
     if reason:
@@ -107,7 +107,13 @@ def reused_postgres_schema() -> Iterator[str]:
             version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             if version is None or version[0] != head_revision():
                 raise psycopg.Error("schema changed by the test")
-            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+            # DELETE, not TRUNCATE: the tables are small, and TRUNCATE makes (and fsyncs) new files
+            # for every table and index, about 180 ms a test, two minutes of the suite.
+            sequences = [row[0] for row in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'S' AND n.nspname = %s", (schema,))]
+            conn.execute("; ".join([*(f"DELETE FROM {t}" for t in reversed(tables)),
+                                    *(f'ALTER SEQUENCE "{q}" RESTART' for q in sequences)]))
         _EMPTY_SCHEMAS.append(schema)
     except psycopg.Error:
         with contextlib.suppress(psycopg.Error), psycopg.connect(conninfo, autocommit=True) as conn:
