@@ -1,6 +1,7 @@
 """The fhir-adapter console script, run as a user would."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -11,7 +12,8 @@ import sys
 import pytest
 import requests
 
-from conftest import observation, wait_until_serving
+from adapter.private import open_private
+from conftest import _migrated_sqlite, observation, reused_postgres_schema, wait_until_serving
 
 CLI = [str(pathlib.Path(sys.executable).parent / "fhir-adapter")]
 
@@ -44,8 +46,23 @@ def test_init_db_then_load_reports_rejections(tmp_path, db_url):
     assert f"{broken} line 2" in result.stderr
 
 
-def test_demo_no_serve_loads_the_demo_data(db_url):
-    result = run("demo", "--db", db_url, "--no-serve")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def demo_db(request, tmp_path_factory):
+    """A migrated store (as db_url gives) after `demo --no-serve`, and that run: made once a
+    store for the two tests below (the demo's ingests take 8-14 s), which only read it."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("demo") / "adapter.db"
+        with open_private(path, "wb") as out:
+            out.write(_migrated_sqlite())
+        store = contextlib.nullcontext(f"sqlite:///{path}")
+    else:
+        store = reused_postgres_schema()
+    with store as url:
+        yield url, run("demo", "--db", url, "--no-serve")
+
+
+def test_demo_no_serve_loads_the_demo_data(demo_db):
+    _, result = demo_db
     assert result.returncode == 0, result.stderr
     assert "protocol: 40 resources from ucmsc-cp-v1.yaml" in result.stdout
     assert "37 read, 37 loaded, 0 rejected" in result.stdout and "3 care plans" in result.stdout
@@ -63,8 +80,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_serve_runs_gunicorn_workers(db_url, tmp_path):
-    run("demo", "--db", db_url, "--no-serve")
+def test_serve_runs_gunicorn_workers(demo_db, tmp_path):
+    db_url, _ = demo_db  # the demo's data, loaded by `demo --no-serve`
     port = _free_port()
     proc = subprocess.Popen(CLI + ["serve", "--port", str(port), "--db", db_url, "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
