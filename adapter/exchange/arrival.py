@@ -11,11 +11,17 @@ rule, never the value.
 """
 from __future__ import annotations
 
+import collections
+import ctypes
 import hashlib
+import multiprocessing
 import os
 import pathlib
+import pickle
 import re
+import signal
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -24,14 +30,17 @@ import orjson
 
 from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy
 from adapter.exchange.scan import structural_findings
+from adapter.fhir.extract import Indexed, IndexRows, extract
 from adapter.fhir.sites import sites_of
 from adapter.fhir.validation import validate
 from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
+from adapter.store.sql_store import SqlTransaction
 
-__all__ = ["Arrival", "Refused", "digest_of", "BATCH"]
+__all__ = ["Arrival", "Refused", "digest_of", "BATCH", "prepared_path"]
 
 BATCH = 500  # resources written at a time inside a file's transaction
+CHUNK = 250  # lines a verifying worker checks at a time (at most 2 chunks per worker in flight)
 _MAX_PROBLEMS = 20  # said per refused file; the rest are counted
 _REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
 
@@ -59,14 +68,92 @@ def _lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
+def _die_with_parent(parent: int) -> None:
+    """A verifying worker ends when the pull does, even by kill -9 (Linux's PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+_WORKER: dict[str, Arrival] = {}
+
+
+def _init_worker(parent: int, arrival: Arrival) -> None:
+    _die_with_parent(parent)
+    _WORKER["arrival"] = arrival
+
+
+def _verify_chunk(rtype: str, lines: list[tuple[int, bytes]]) -> tuple[list[str], int, set[str], bytes]:
+    """In a worker: (problems, up to the cap, "line N: ..."; how many more; policies seen; and,
+    when no line has a problem, the parsed resources with their index rows, pickled) of some
+    consecutive lines of a file."""
+    arrival = _WORKER["arrival"]
+    arrival.policies_seen = set()
+    problems: list[str] = []
+    parsed: list[dict[str, Any] | None] = []
+    more = 0
+    for number, line in lines:
+        resource, found = arrival._problems_of(line, rtype)
+        parsed.append(resource)
+        for problem in found:
+            if len(problems) < _MAX_PROBLEMS:
+                problems.append(f"line {number}: {problem}")
+            else:
+                more += 1
+    if problems or more:
+        return problems, more, arrival.policies_seen, b""
+    # What the load needs of these lines, done here rather than in the loading process: the
+    # resources as parsed and checked, and their index rows (the store's own extract()).
+    prepared = [(r, extract(r)) for r in parsed if r is not None]
+    return problems, more, arrival.policies_seen, pickle.dumps(prepared, pickle.HIGHEST_PROTOCOL)
+
+
+def prepared_path(path: pathlib.Path) -> pathlib.Path:
+    """Beside a verified file: its resources as checked, with their index rows (see verify)."""
+    return path.with_name(path.name + ".prepared")
+
+
+def _prepared(path: pathlib.Path) -> Iterator[list[tuple[dict[str, Any], IndexRows]]]:
+    with path.open("rb") as handle:
+        while header := handle.read(8):
+            yield pickle.loads(handle.read(int.from_bytes(header, "big")))
+
+
 @dataclass
 class Arrival:
-    """The checks and loads for one site's pull under one policy."""
+    """The checks and loads for one site's pull under one policy.
+
+    With `workers` > 1, a file's lines are checked by that many processes (forked, so they
+    have the policy and the validator's caches), in chunks, at most two chunks per worker in
+    flight: the file is still read once, in order, and never held whole. The workers also
+    extract the index rows of what they checked; a file that passes is kept beside itself with
+    them (`prepared_path`, written as the chunks come back, renamed into place only once the
+    whole file passed), and `load` writes those very resources with their rows, without parsing
+    or extracting again. `close()` ends the workers."""
 
     site: str
     policy: Policy
     quarantine: pathlib.Path
     policies_seen: set[str] = field(default_factory=set)
+    workers: int = 1
+    _pool: ProcessPoolExecutor | None = field(default=None, repr=False, compare=False)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_init_worker, initargs=(os.getpid(), self))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:  # what a worker gets: not the pool
+        return {**self.__dict__, "_pool": None}
 
     def _problems_of(self, line: bytes, rtype: str) -> tuple[dict[str, Any] | None, list[str]]:
         try:
@@ -101,6 +188,8 @@ class Arrival:
 
     def verify(self, path: pathlib.Path, rtype: str) -> int:
         """The number of resources in a file that passes every check; Refused otherwise."""
+        if self.workers > 1:
+            return self._verify_in_workers(path, rtype)
         problems: list[str] = []
         more = count = 0
         for number, line in _lines(path):
@@ -112,6 +201,46 @@ class Arrival:
                     more += 1
         if problems:
             raise Refused(path.name, problems, more)
+        return count
+
+    def _verify_in_workers(self, path: pathlib.Path, rtype: str) -> int:
+        pool = self._executor()
+        problems: list[str] = []
+        more = count = 0
+        in_flight: collections.deque[Future[tuple[list[str], int, set[str], bytes]]] = collections.deque()
+        part = path.with_name(path.name + ".prepared.part")
+        with open_private(part, "wb") as out:
+            def drain(limit: int) -> None:
+                nonlocal more
+                while len(in_flight) > limit:
+                    found, beyond, seen, prepared = in_flight.popleft().result()
+                    self.policies_seen |= seen
+                    room = _MAX_PROBLEMS - len(problems)
+                    problems.extend(found[:room])
+                    more += beyond + len(found[room:])
+                    if not (problems or more):
+                        out.write(len(prepared).to_bytes(8, "big"))
+                        out.write(prepared)
+
+            chunk: list[tuple[int, bytes]] = []
+            try:
+                for number, line in _lines(path):
+                    count += 1
+                    chunk.append((number, line))
+                    if len(chunk) >= CHUNK:
+                        in_flight.append(pool.submit(_verify_chunk, rtype, chunk))
+                        chunk = []
+                        drain(2 * self.workers)
+                if chunk:
+                    in_flight.append(pool.submit(_verify_chunk, rtype, chunk))
+                drain(0)
+            finally:
+                for future in in_flight:
+                    future.cancel()
+        if problems or more:
+            part.unlink()
+            raise Refused(path.name, problems, more)
+        os.replace(part, prepared_path(path))
         return count
 
     def verify_deletions(self, path: pathlib.Path) -> int:
@@ -152,16 +281,32 @@ class Arrival:
     def load(self, store: Repository, path: pathlib.Path) -> tuple[int, int]:
         """(written, unchanged): the verified file in one transaction."""
         written = unchanged = 0
+        prepared = prepared_path(path)
         with store.transaction() as tx:
-            batch: list[dict[str, Any]] = []
-            for _, line in [*_lines(path), (0, b"")]:
-                if line:
+            def write(batch: list[Any]) -> None:
+                nonlocal written, unchanged
+                for stored in tx.update_many(batch):
+                    written += not stored.unchanged
+                    unchanged += stored.unchanged
+
+            batch: list[Any] = []
+            if prepared.exists() and isinstance(tx, SqlTransaction):
+                # As verified, with the index rows the workers extracted (the store's path for
+                # rows extracted ahead, as an ingest's workers do).
+                for chunk in _prepared(prepared):
+                    batch.extend(Indexed(resource, rows) for resource, rows in chunk)
+                    if len(batch) >= BATCH:
+                        write(batch)
+                        batch = []
+            else:
+                for _, line in _lines(path):
                     batch.append(orjson.loads(line))
-                if batch and (len(batch) >= BATCH or not line):
-                    for stored in tx.update_many(batch):
-                        written += not stored.unchanged
-                        unchanged += stored.unchanged
-                    batch = []
+                    if len(batch) >= BATCH:
+                        write(batch)
+                        batch = []
+            if batch:
+                write(batch)
+        prepared.unlink(missing_ok=True)
         return written, unchanged
 
     def apply_deletions(self, store: Repository, path: pathlib.Path) -> int:

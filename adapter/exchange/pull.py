@@ -73,6 +73,7 @@ class PullOptions:
     # lastUpdated before it commits, so one that committed after the last export began could
     # carry an earlier time. What comes twice is unchanged and writes nothing.
     overlap: float = 60.0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes verifying a file's lines
 
 
 @dataclass
@@ -216,10 +217,13 @@ def pull_site(store: Repository, options: PullOptions, say: Callable[[str], None
         state.data["manifest"] = manifest
         state.save()
     report.transaction_time = manifest["transactionTime"]
-    arrival = Arrival(options.site, options.policy, options.state / "quarantine")
+    arrival = Arrival(options.site, options.policy, options.state / "quarantine", workers=options.workers)
     items = [*((o, False) for o in manifest.get("output", [])), *((d, True) for d in manifest.get("deleted", []))]
-    fetched = [(item, deleted, name) for item, deleted in items
-               if (name := _fetch(site, state, arrival, item, deleted, report, say)) is not None]
+    try:
+        fetched = [(item, deleted, name) for item, deleted in items
+                   if (name := _fetch(site, state, arrival, item, deleted, report, say)) is not None]
+    finally:
+        arrival.close()
     _load_all(store, state, arrival, fetched, report, say)
     if report.ok:
         record_provenance(store, report, sorted(arrival.policies_seen), options.base)
