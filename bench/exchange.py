@@ -34,6 +34,9 @@ import tempfile
 import threading
 import time
 import uuid
+from typing import Any
+
+from bench.site_ingest import _family, _memory_kb
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = ROOT / "var" / "bench"
@@ -157,9 +160,10 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path) -> tuple[int, float, int, int, str]:
-    """(resources received, seconds, peak RSS kB sampled, ru_maxrss kB, summary line) of
-    `fhir-adapter exchange pull` run as a child process."""
+def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path) -> dict[str, Any]:
+    """Of `fhir-adapter exchange pull` run as a child process: resources received, seconds, CPU
+    seconds (it and its verifying workers), the peak RSS (kB: VmHWM sampled, ru_maxrss at exit),
+    the peak summed PSS of it and its workers, and its summary line."""
     command = [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-a", "--from", base,
                "--client-id", "centre", "--key", str(folder / "centre" / "centre-private.jwk.json"),
                "--since", "all", "--state", str(state), "--db", db]
@@ -168,13 +172,14 @@ def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path) -> tuple
     with errors.open("wb") as err:
         process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                                    stderr=err)
-    peak = [0]
+    peak = [0, 0]  # the puller's VmHWM; the summed PSS of the puller and its verifying workers
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], _hwm_kb(process.pid))
-            time.sleep(0.05)
+            peak[1] = max(peak[1], sum(_memory_kb(pid)[1] for pid in _family(process.pid)))
+            time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -189,8 +194,9 @@ def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path) -> tuple
     if process.returncode != 0 or "resources received" not in summary:
         raise RuntimeError(f"the pull failed ({process.returncode}): {summary}\n"
                            f"{errors.read_text()[-2000:]}")
-    received = int(summary.split(": ", 1)[1].split()[0])
-    return received, seconds, peak[0], usage.ru_maxrss, summary
+    return {"pulled": int(summary.split(": ", 1)[1].split()[0]), "pull_s": seconds, "summary": summary,
+            "cpu": usage.ru_utime + usage.ru_stime, "hwm": peak[0] / 1024, "maxrss": usage.ru_maxrss / 1024,
+            "pss": peak[1] / 1024}
 
 
 def _centre_db(kind: str, tmp: pathlib.Path, label: str) -> tuple[str, str]:
@@ -218,7 +224,7 @@ def _drop(kind: str, schema: str) -> None:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def measure(children: int, kind: str, tmp: pathlib.Path) -> dict[str, float]:
+def measure(children: int, kind: str, tmp: pathlib.Path) -> dict[str, Any]:
     folder = _site(children)
     server = _Server(folder, tmp)
     schema = ""
@@ -227,13 +233,12 @@ def measure(children: int, kind: str, tmp: pathlib.Path) -> dict[str, float]:
         db, schema = _centre_db(kind, tmp, str(children))
         state = tmp / f"state-{children}"
         state.mkdir()
-        pulled, pull_s, hwm, maxrss, summary = pull(server.base, folder, db, state)
-        print(f"{children:,} children: {summary}", flush=True)
+        pulled = pull(server.base, folder, db, state)
+        print(f"{children:,} children: {pulled['summary']}", flush=True)
     finally:
         server.stop()
         _drop(kind, schema)
-    return {"children": children, "plain": plain_n, "plain_s": plain_s, "pulled": pulled, "pull_s": pull_s,
-            "hwm": hwm / 1024, "maxrss": maxrss / 1024}
+    return {"children": children, "plain": plain_n, "plain_s": plain_s, **pulled}
 
 
 def main() -> None:
@@ -253,14 +258,17 @@ def main() -> None:
     print(f"\ncentre store: {args.db}; site: SQLite, `fhir-adapter serve --auth` (gunicorn, 2 workers); "
           f"2 cores shared")
     print("| children | plain $export: resources, s, resources/s | pull: resources, s, resources/s "
-          "(target >= 20,000) | pull / plain | pull peak RSS (VmHWM / ru_maxrss; target < 200 MB) |")
-    print("|---|---|---|---|---|")
+          "(target >= 20,000) | pull / plain | pull CPU s (with its workers), resources per CPU s "
+          "| pull peak RSS, VmHWM / ru_maxrss (target < 200 MB) | peak PSS, pull + workers |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         plain_rate, pull_rate = r["plain"] / r["plain_s"], r["pulled"] / r["pull_s"]
         print(f"| {r['children']:,} | {r['plain']:,.0f}, {r['plain_s']:.1f}, {plain_rate:,.0f} | "
               f"{r['pulled']:,.0f}, {r['pull_s']:.1f}, {pull_rate:,.0f} | {pull_rate / plain_rate:.2f}x | "
-              f"{r['hwm']:,.0f} / {r['maxrss']:,.0f} MB |")
-
+              f"{r['cpu']:.1f}, {r['pulled'] / r['cpu']:,.0f} | {r['hwm']:,.0f} / {r['maxrss']:,.0f} MB | "
+              f"{r['pss']:,.0f} MB |")
+    load = pathlib.Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average at the end (2 cores, shared): {' '.join(load)}")
 
 if __name__ == "__main__":
     main()
