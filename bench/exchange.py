@@ -16,8 +16,10 @@ Measured, in the same run, for each size (N, then N/4 unless --sizes says otherw
 - the pull: `fhir-adapter exchange pull --since all` as a child process into an empty centre
   store (the protocol's definitions only; SQLite in a temporary folder, or a schema of its own
   on PostgreSQL, dropped at the end), end to end (process start to exit, so the site's export
-  under the policy, the downloads, verification and loading are all in it): resources/s and the
-  child's peak RSS (VmHWM sampled from /proc, and the kernel's ru_maxrss at exit).
+  under the policy, the downloads, verification and loading are all in it): resources/s, its
+  CPU seconds with its verifying worker processes (resources per CPU second moves less than
+  resources/s when others share the cores), the puller's peak RSS (VmHWM sampled from /proc,
+  and the kernel's ru_maxrss at exit) and the peak PSS summed over it and its workers.
 Targets: the pull >= 20,000 resources/s; its RSS < 200 MB whatever the size.
 """
 from __future__ import annotations

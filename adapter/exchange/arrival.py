@@ -86,12 +86,12 @@ def _init_worker(parent: int, arrival: Arrival) -> None:
     _WORKER["arrival"] = arrival
 
 
-def _verify_chunk(rtype: str, lines: list[tuple[int, bytes]]) -> tuple[list[str], int, set[str], bytes]:
+def _verify_chunk(rtype: str, lines: list[tuple[int, bytes]]) -> tuple[list[str], int, set[str], set[str], bytes]:
     """In a worker: (problems, up to the cap, "line N: ..."; how many more; policies seen; and,
     when no line has a problem, the parsed resources with their index rows, pickled) of some
-    consecutive lines of a file."""
+    consecutive lines of a file, and the types they refer to."""
     arrival = _WORKER["arrival"]
-    arrival.policies_seen = set()
+    arrival.policies_seen, arrival.types_referred = set(), set()
     problems: list[str] = []
     parsed: list[dict[str, Any] | None] = []
     more = 0
@@ -104,11 +104,12 @@ def _verify_chunk(rtype: str, lines: list[tuple[int, bytes]]) -> tuple[list[str]
             else:
                 more += 1
     if problems or more:
-        return problems, more, arrival.policies_seen, b""
+        return problems, more, arrival.policies_seen, arrival.types_referred, b""
     # What the load needs of these lines, done here rather than in the loading process: the
     # resources as parsed and checked, and their index rows (the store's own extract()).
     prepared = [(r, extract(r)) for r in parsed if r is not None]
-    return problems, more, arrival.policies_seen, pickle.dumps(prepared, pickle.HIGHEST_PROTOCOL)
+    return problems, more, arrival.policies_seen, arrival.types_referred, pickle.dumps(prepared,
+                                                                                       pickle.HIGHEST_PROTOCOL)
 
 
 def prepared_path(path: pathlib.Path) -> pathlib.Path:
@@ -138,6 +139,7 @@ class Arrival:
     policy: Policy
     quarantine: pathlib.Path
     policies_seen: set[str] = field(default_factory=set)
+    types_referred: set[str] = field(default_factory=set)  # by the last file verified (for the load order)
     workers: int = 1
     _pool: ProcessPoolExecutor | None = field(default=None, repr=False, compare=False)
 
@@ -170,10 +172,13 @@ class Arrival:
         if labels != {self.site}:
             problems.append(f"{rtype}.meta.security: labelled for {', '.join(sorted(labels)) or 'no site'}, "
                             f"not {self.site} alone")
+        outside = False
         for ref_type, ref_id in _REFERENCE.findall(line):
-            if ref_type.decode() in self.policy.rekey_ids and not ref_id.decode().startswith(f"{self.site}-"):
+            self.types_referred.add(ref_type.decode())
+            if not outside and ref_type.decode() in self.policy.rekey_ids and not ref_id.decode().startswith(
+                    f"{self.site}-"):
                 problems.append(f"a reference to {ref_type.decode()} outside the namespace of {self.site}")
-                break
+                outside = True
         try:
             findings = structural_findings(resource, pseudonym_system=self.policy.pseudonym_system,
                                            policy=(EXCHANGE_POLICY_SYSTEM, self.policy.name),
@@ -188,6 +193,7 @@ class Arrival:
 
     def verify(self, path: pathlib.Path, rtype: str) -> int:
         """The number of resources in a file that passes every check; Refused otherwise."""
+        self.types_referred = set()
         if self.workers > 1:
             return self._verify_in_workers(path, rtype)
         problems: list[str] = []
@@ -207,14 +213,16 @@ class Arrival:
         pool = self._executor()
         problems: list[str] = []
         more = count = 0
-        in_flight: collections.deque[Future[tuple[list[str], int, set[str], bytes]]] = collections.deque()
+        in_flight: collections.deque[Future[tuple[list[str], int, set[str], set[str], bytes]]] = \
+            collections.deque()
         part = path.with_name(path.name + ".prepared.part")
         with open_private(part, "wb") as out:
             def drain(limit: int) -> None:
                 nonlocal more
                 while len(in_flight) > limit:
-                    found, beyond, seen, prepared = in_flight.popleft().result()
+                    found, beyond, seen, referred, prepared = in_flight.popleft().result()
                     self.policies_seen |= seen
+                    self.types_referred |= referred
                     room = _MAX_PROBLEMS - len(problems)
                     problems.extend(found[:room])
                     more += beyond + len(found[room:])

@@ -287,6 +287,8 @@ def _fetch(site: _Site, state: _State, arrival: Arrival, item: dict[str, Any], d
     done["digest"] = _download(site, url, path)
     try:
         done["count"] = arrival.verify_deletions(path) if deleted else arrival.verify(path, item["type"])
+        if not deleted:
+            done["refers"] = sorted(arrival.types_referred - {item["type"]})
     except Refused as error:
         where = arrival.refuse(path, error)
         report.refused.append(f"{name}: {error.problems[0]} (quarantined: {where})")
@@ -305,7 +307,7 @@ def _load_all(store: Repository, state: _State, arrival: Arrival, fetched: list[
     resolve yet (Procedure before BiologicallyDerivedProduct) waits for the others; the
     deletions come last. One that still does not resolve when nothing else can load is
     reported, not loaded, and the pull is not a success."""
-    waiting = sorted(fetched, key=lambda f: f[1])  # data first, deletions after
+    waiting = _in_reference_order(state, fetched)
     while waiting:
         later = []
         for item, deleted, name in waiting:
@@ -331,6 +333,23 @@ def _load_all(store: Repository, state: _State, arrival: Arrival, fetched: list[
                 report.refused.append(f"{name}: not loaded: {why.issues[0].diagnostics}")
             return
         waiting = [(item, deleted, name) for item, deleted, name, _ in later]
+
+
+def _in_reference_order(state: _State, fetched: list[tuple[dict[str, Any], bool, str]]
+                        ) -> list[tuple[dict[str, Any], bool, str]]:
+    """Data files after the files of the types they refer to (as verification saw them), where
+    that order exists, so that a file's transaction does not write all of it only to find a
+    reference that does not resolve yet and roll back (holding what waits to resolve, as it
+    goes); deletions last."""
+    data = [f for f in fetched if not f[1]]
+    ordered: list[tuple[dict[str, Any], bool, str]] = []
+    while data:
+        pending = {item["type"] for item, _, _ in data}
+        ready = [f for f in data if not pending & set(state.data["files"][f[2]].get("refers", []))
+                 - {f[0]["type"]}] or data[:1]  # a cycle: as they come, the others wait
+        ordered.extend(ready)
+        data = [f for f in data if f not in ready]
+    return [*ordered, *(f for f in fetched if f[1])]
 
 
 def _count(report: PullReport, item: dict[str, Any], deleted: bool, done: dict[str, Any]) -> None:
