@@ -16,6 +16,7 @@ as code, its version as the coding's version).
 """
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
@@ -186,6 +187,28 @@ class Deidentifier:
 
     def keyed(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    def seal(self, text: str) -> str:
+        """`text` (a stored id in a paging cursor) sealed with the site's key (AES-GCM): the
+        client can hand it back, neither read it nor make one up."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        nonce = os.urandom(12)
+        box = AESGCM(self._sealing).encrypt(nonce, text.encode(), b"cursor")
+        return base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
+
+    def unseal(self, token: str) -> str | None:
+        """What `seal` sealed, or None when `token` is not one of this site's seals."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            return AESGCM(self._sealing).decrypt(raw[:12], raw[12:], b"cursor").decode()
+        except (ValueError, InvalidTag, UnicodeDecodeError):
+            return None
+
+    @functools.cached_property
+    def _sealing(self) -> bytes:
+        return hmac.new(self._key, b"paging cursor seal", hashlib.sha256).digest()
 
     def new_id(self, site: str, rtype: str, rid: str) -> str:
         """The id a resource has outside the site: `<site>-<32 hex>` (the same every time)."""

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from adapter.exchange.policy import Deidentifier, load_policy, policy_path
-from adapter.fhir.outcomes import FhirError, forbidden, not_found
+from adapter.fhir.outcomes import FhirError, bad_request, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import beside_store, open_private, private_dir
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
@@ -185,9 +185,24 @@ class PolicyView(Repository):
 
     def search(self, request: SearchRequest) -> SearchPage:
         self.screen(request)
+        if request.cursor is not None:
+            request = replace(request, cursor=self._unsealed(request.cursor))
         page = self.inner.search(request)
         return replace(page, entries=self._all(page.entries), included=self._all(page.included),
-                       total=None)  # some matches may not be shared: a count would say too much
+                       total=None,  # some matches may not be shared: a count would say too much
+                       next_cursor=self._sealed(page.next_cursor), previous_cursor=self._sealed(page.previous_cursor))
+
+    # A paging cursor ends with the stored id of a page's last entry: `site-a-A0020` would tell
+    # the record number, and a made-up cursor would place any stored id among the shared ones.
+    # The client gets it sealed with the site's key, and only a sealed one is taken back.
+    def _sealed(self, cursor: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        return None if cursor is None else (*cursor[:-1], self.policy.seal(str(cursor[-1])))
+
+    def _unsealed(self, cursor: tuple[Any, ...]) -> tuple[Any, ...]:
+        stored = self.policy.unseal(str(cursor[-1])) if cursor else None
+        if stored is None:
+            raise bad_request("_cursor: not a cursor of this search (take the links of its Bundles)", "_cursor")
+        return (*cursor[:-1], stored)
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
         self.screen(request)
