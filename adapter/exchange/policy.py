@@ -250,6 +250,10 @@ class Deidentifier:
                     site, m.group(1).decode(), m.group(2).decode()).encode()), text)
             if rewritten != text:
                 out = orjson.loads(rewritten)
+        if rtype == "Group" and isinstance(out.get("member"), list):
+            # members are stored in record-number order: in that order, the n-th shared id
+            # would be the n-th record number. In the order of their shared ids, nothing.
+            out["member"].sort(key=lambda m: str(((m or {}).get("entity") or {}).get("reference", "")))
         return out
 
     def _id(self, site: str, rtype: str, rid: str) -> str:

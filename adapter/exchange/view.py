@@ -188,7 +188,10 @@ class PolicyView(Repository):
         if request.cursor is not None:
             request = replace(request, cursor=self._unsealed(request.cursor))
         page = self.inner.search(request)
-        return replace(page, entries=self._all(page.entries), included=self._all(page.included),
+        entries = self._all(page.entries)
+        if not request.sort:  # in stored-id order the n-th would be the n-th record number
+            entries.sort(key=lambda e: e.id)
+        return replace(page, entries=entries, included=self._all(page.included),
                        total=None,  # some matches may not be shared: a count would say too much
                        next_cursor=self._sealed(page.next_cursor), previous_cursor=self._sealed(page.previous_cursor))
 
@@ -206,8 +209,8 @@ class PolicyView(Repository):
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
         self.screen(request)
-        for page in self.inner.scan(request, patients):
-            yield self._all(page)
+        for page in self.inner.scan(request, patients):  # read in stored-id order: see search
+            yield sorted(self._all(page), key=lambda e: e.id)
 
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
                    cursor: tuple[Any, ...] | None) -> SearchPage:
