@@ -118,3 +118,50 @@ def test_small_pages_do_not_give_the_record_numbers(site):
     in_record_order = [shared for _, shared in sorted(_stored_to_shared(t, "Patient").items())]
     searched, _ = _walk(f"{base}/Patient?_count=1", headers)
     assert [i.split("/")[1] for i in searched] != in_record_order
+
+
+def _shared_observation(t: Topology) -> dict[str, Any]:
+    return next(r for (rtype, _), r in t.shared("site-a").items() if rtype == "Observation")
+
+
+@pytest.mark.parametrize("spelling", [
+    b'"reference": "Patient/site-b-0123456789abcdef0123456789abcdef"',  # JSON whitespace
+    b'"reference":"Patient\\/site-b-0123456789abcdef0123456789abcdef"',  # an escaped solidus
+    b'"reference":"https://centre.example.org/fhir/Patient/site-b-0123456789abcdef0123456789abcdef"'])
+@pytest.mark.xfail(strict=True, reason="adapter/exchange/arrival.py checks references by a regex over the raw "
+                   "line (not the parsed resource): not ours to change here")
+def test_a_site_cannot_point_into_another_sites_data(site, tmp_path, spelling):
+    from adapter.exchange.arrival import Arrival, Refused
+    from exchange_helpers import POLICY
+    t, _, _ = site
+    observation = _shared_observation(t)
+    line = json.dumps(observation, separators=(",", ":")).encode()
+    line = re.sub(rb'"subject":\{"reference":"[^"]+"', b'"subject":{' + spelling, line)
+    assert b"site-b-" in line and json.loads(line)["subject"]
+    (tmp_path / "Observation.ndjson").write_bytes(line + b"\n")
+    with pytest.raises(Refused):
+        Arrival("site-a", POLICY, tmp_path / "quarantine").verify(tmp_path / "Observation.ndjson", "Observation")
+
+
+@pytest.mark.xfail(strict=True, reason="adapter/exchange/arrival.py lets a site's file carry the centre's own "
+                   "exchange-pull tag, and pull_record.last_success trusts it: not ours to change here")
+def test_a_site_cannot_set_another_sites_since(site):
+    """Site A's store holds a Provenance tagged as the centre's record of a pull of site B, made in
+    2999; the policy lets it out (meta.tag is kept) and the centre loads it: `--since auto` for
+    site B would then ask for nothing before 2999."""
+    from adapter.exchange.pull_record import PULL_SYSTEM, last_success
+    from adapter.store import open_store
+    t, _, _ = site
+    store = t.gateways["site-a"].store
+    template = json.loads(next(e.data for e in store.search(parse_search("Provenance", [("_count", "1")])).entries))
+    store.update({**template, "id": "site-a-fake-pull", "occurredDateTime": "2999-01-01T00:00:00Z",
+                  "meta": {**template["meta"], "tag": [{"system": PULL_SYSTEM, "code": "site-b"}]}})
+    try:
+        assert t.pull("site-a").ok
+        centre = open_store(t.urls["centre"])
+        try:
+            assert last_success(centre, "site-b") is None
+        finally:
+            centre.close()
+    finally:
+        store.delete("Provenance", "site-a-fake-pull")
