@@ -109,10 +109,10 @@ class PolicyView(Repository):
     def _all(self, entries: Iterable[StoredResource]) -> list[StoredResource]:
         return [out for out in map(self._out, entries) if out is not None]
 
-    def _one(self, stored: StoredResource) -> StoredResource:
+    def _one(self, stored: StoredResource, asked: str) -> StoredResource:
         out = self._out(stored)
-        if out is None:
-            raise not_found(f"{stored.resource_type}/{stored.id} is not shared under the exchange policy "
+        if out is None:  # named as the client named it: the stored id of a Group is not its to know
+            raise not_found(f"{stored.resource_type}/{asked} is not shared under the exchange policy "
                             f"{self.policy.policy.name}")
         return out
 
@@ -139,10 +139,11 @@ class PolicyView(Repository):
                         f"{self.policy.policy.name}, {resource_type} is read by search or export, not by id")
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        return self._one(self.inner.read(resource_type, self.stored_id(resource_type, resource_id)))
+        return self._one(self.inner.read(resource_type, self.stored_id(resource_type, resource_id)), resource_id)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
-        return self._one(self.inner.vread(resource_type, self.stored_id(resource_type, resource_id), version_id))
+        return self._one(self.inner.vread(resource_type, self.stored_id(resource_type, resource_id), version_id),
+                         resource_id)
 
     def history(self, resource_type: str | None = None, resource_id: str | None = None,
                 since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
@@ -189,8 +190,12 @@ class PolicyView(Repository):
             request = replace(request, cursor=self._unsealed(request.cursor))
         page = self.inner.search(request)
         entries = self._all(page.entries)
-        if not request.sort:  # in stored-id order the n-th would be the n-th record number
+        # In stored-id order (the store's order, and its order among equal _lastUpdated) the n-th
+        # would be the n-th record number: a page is in shared-id order within its sort order.
+        if not request.sort:
             entries.sort(key=lambda e: e.id)
+        else:  # _lastUpdated only (screen)
+            entries.sort(key=lambda e: (e.last_updated or "", e.id), reverse=request.sort[0].descending)
         return replace(page, entries=entries, included=self._all(page.included),
                        total=None,  # some matches may not be shared: a count would say too much
                        next_cursor=self._sealed(page.next_cursor), previous_cursor=self._sealed(page.previous_cursor))
