@@ -196,3 +196,27 @@ def test_what_is_not_shared_is_not_named_by_its_stored_id(site):
         assert answer.status_code == 404 and "A0099" not in answer.text, answer.text
     finally:
         store.delete("Group", "site-a-A0099-group")
+
+
+def test_what_a_mapping_may_add_later_inside_a_kept_type_does_not_leave(site):
+    """`Observation: keep` keeps what the site's mapping makes today; a Reference's display (a
+    name), a Reference's or any other Identifier (the MRN, the record number), contained
+    resources (narrative, names, full birth dates) are what it may make tomorrow."""
+    from adapter.exchange.view import POLICY_DIR, deidentifier
+    t, _, _ = site
+    policy = deidentifier(t.gateways["site-a"].store, "centre-v1", POLICY_DIR, str(t.folder / "site-a" / "exchange-key"))
+    label = {"system": "http://ucmsc-cp.example.org/fhir/CodeSystem/study-site", "code": "site-a"}
+    lot = {"system": "http://ucmsc-cp.example.org/fhir/sid/site-a-lot", "value": "LOT-7"}
+    out = policy.apply({
+        "resourceType": "Observation", "id": "site-a-A0001-x", "meta": {"security": [label]}, "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/site-a-A0001", "display": "Jane Doe",
+                    "identifier": {"system": "urn:mrn", "value": "A0001"}},
+        "focus": [{"identifier": {"value": "A0001"}}, {"identifier": lot}],
+        "contained": [{"resourceType": "Patient", "id": "p", "text": {"status": "generated", "div": "<div>Jane</div>"},
+                       "name": [{"family": "Doe"}], "birthDate": "2019-05-22"}],
+        "modifierExtension": [{"url": "urn:x", "valueIdentifier": {"value": "A0001"}}]})
+    text = json.dumps(out)
+    assert "A0001" not in text and "Jane" not in text and "Doe" not in text and "2019-05-22" not in text, text
+    assert "contained" not in out and out["focus"][1]["identifier"] == lot
+    assert out["focus"][0]["identifier"]["system"] == policy.policy.pseudonym_system

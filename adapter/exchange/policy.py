@@ -17,6 +17,7 @@ as code, its version as the coding's version).
 from __future__ import annotations
 
 import base64
+import fnmatch
 import functools
 import hashlib
 import hmac
@@ -278,7 +279,9 @@ class Deidentifier:
             child = node.child(key[1:] if key.startswith("_") else key)
             if child is None:  # no rule below: the element goes whole or not at all
                 if action == "keep":
-                    out[key] = item
+                    kept = self._scrubbed(key, item)
+                    if kept not in (None, {}, []):
+                        out[key] = kept
                 continue
             child_rule = child.rule or rule
             if key.startswith("_") and child_rule is not None and child_rule.action in ("generalize", "pseudonymize"):
@@ -287,6 +290,38 @@ class Deidentifier:
             if kept not in (None, {}, []):
                 out[key] = kept
         return out or None
+
+    def _scrubbed(self, key: str, value: Any) -> Any:
+        """What a kept element holds that a rule on the element cannot foresee, whatever a
+        mapping puts there later: contained resources (their narrative, names, birth dates) do
+        not go; an Identifier anywhere (a Reference's, a valueIdentifier) becomes a pseudonym
+        unless its system is a non-personal one; a Reference's display (a name) does not go."""
+        if key == "contained":
+            return None
+        if key in ("identifier", "valueIdentifier"):
+            if isinstance(value, list):
+                return [self._identifier(i) for i in value if isinstance(i, dict)] or None
+            return self._identifier(value) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            items = [self._scrubbed(key, item) for item in value]
+            return [i for i in items if i not in (None, {}, [])] or None
+        if isinstance(value, dict):
+            out = {}
+            for k, item in value.items():
+                if k == "display" and ("reference" in value or "identifier" in value):
+                    continue
+                kept = self._scrubbed(k, item)
+                if kept not in (None, {}, []):
+                    out[k] = kept
+            return out or None
+        return value
+
+    def _identifier(self, identifier: dict[str, Any]) -> dict[str, Any] | None:
+        system = str(identifier.get("system", ""))
+        if system == self.policy.pseudonym_system or any(
+                fnmatch.fnmatchcase(system, p) for p in self.policy.non_personal_identifiers):
+            return identifier
+        return self._pseudonyms(identifier)  # type: ignore[no-any-return]
 
     def _pseudonyms(self, value: Any) -> Any:
         identifiers = value if isinstance(value, list) else [value]
