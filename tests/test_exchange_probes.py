@@ -101,6 +101,8 @@ def test_the_order_of_what_is_shared_does_not_give_the_record_numbers(site):
     group = requests.get(f"{base}/Group?_count=1", headers=headers, timeout=30).json()["entry"][0]["resource"]
     members = [m["entity"]["reference"].split("/")[1] for m in group["member"]]
     assert members == sorted(in_record_order)
+    included = requests.get(f"{base}/Group?_include=Group:member", headers=headers, timeout=30).json()["entry"]
+    assert [e["resource"]["id"] for e in included if e["resource"]["resourceType"] == "Patient"] == sorted(in_record_order)
     kick = requests.get(f"{base}/$export?_type=Patient", headers={**headers, "Prefer": "respond-async"}, timeout=30)
     from auth_helpers import export_manifest_of
     manifest = export_manifest_of(kick.headers["Content-Location"], headers)

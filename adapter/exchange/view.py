@@ -196,7 +196,8 @@ class PolicyView(Repository):
             entries.sort(key=lambda e: e.id)
         else:  # _lastUpdated only (screen)
             entries.sort(key=lambda e: (e.last_updated or "", e.id), reverse=request.sort[0].descending)
-        return replace(page, entries=entries, included=self._all(page.included),
+        included = sorted(self._all(page.included), key=lambda e: (e.resource_type, e.id))  # as entries
+        return replace(page, entries=entries, included=included,
                        total=None,  # some matches may not be shared: a count would say too much
                        next_cursor=self._sealed(page.next_cursor), previous_cursor=self._sealed(page.previous_cursor))
 
