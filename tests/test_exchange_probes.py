@@ -126,6 +126,16 @@ def test_equal_last_updated_does_not_fall_back_on_record_order(site):
         assert got == sorted(got, reverse=order.startswith("-")) and [i for _, i in got] != in_record_order
 
 
+def test_history_is_not_in_record_order(site):
+    """History is in write order, and a site's ingest writes its children in record order."""
+    t, base, headers = site
+    in_record_order = [shared for _, shared in sorted(_stored_to_shared(t, "Patient").items())]
+    history = requests.get(f"{base}/Patient/_history?_count=100", headers=headers, timeout=30).json()
+    got = [e["resource"]["id"] for e in history["entry"]]
+    assert sorted(got) == sorted(in_record_order)
+    assert got != in_record_order and got != in_record_order[::-1]
+
+
 @pytest.mark.xfail(strict=True, reason="pages are cut in stored-id order (adapter/store/sql_store.py): "
                    "a page is sorted, the sequence of small pages is not; not fixed here")
 def test_small_pages_do_not_give_the_record_numbers(site):

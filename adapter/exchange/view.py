@@ -151,7 +151,11 @@ class PolicyView(Repository):
             resource_id = self.stored_id(resource_type, resource_id)
         page = self.inner.history(resource_type, resource_id, since, count, cursor)
         entries = [self.deleted_as_shared(e) if e.deleted else self._out(e) for e in page.entries]
-        return replace(page, entries=[e for e in entries if e is not None], total=None)
+        # newest first, as ever; among writes of the same instant (an ingest writes a site's
+        # children in record order) by shared id, not in write order
+        shown = sorted((e for e in entries if e is not None), key=lambda e: (e.last_updated or "", e.id, e.version_id),
+                       reverse=True)
+        return replace(page, entries=shown, total=None)
 
     def deleted_as_shared(self, tombstone: StoredResource) -> StoredResource | None:
         """A deletion as the policy's client knows the resource (its shared id), or None when
