@@ -81,6 +81,14 @@ def test_a_made_up_cursor_places_no_stored_id(site):
                   f"?_type=Patient&_cursor={encode_cursor(('Patient', 'site-a-A0005'), True)}"):
         answer = requests.get(f"{base}/{query}", headers=headers, timeout=30)
         assert answer.status_code == 400 and answer.json()["resourceType"] == "OperationOutcome", query
+    # nor does a sealed cursor of another type's search: an Observation's stored id (site-a-A0007-...)
+    # placed among the Patients would tell which child comes after it
+    bundle = requests.get(f"{base}/Observation?_count=5", headers=headers, timeout=30).json()
+    following = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
+    cursor = re.search(r"_cursor=([^&]+)", following).group(1)
+    for query in (f"Patient?_cursor={cursor}", f"?_type=Patient&_cursor={encode_cursor(('Patient',) + tuple(json.loads(base64.urlsafe_b64decode(requests.utils.unquote(cursor) + '==='))))}"):
+        answer = requests.get(f"{base}/{query}", headers=headers, timeout=30)
+        assert answer.status_code == 400, (query, answer.text[:200])
 
 
 def _stored_to_shared(t: Topology, rtype: str) -> dict[str, str]:

@@ -189,21 +189,23 @@ class Deidentifier:
     def keyed(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
-    def seal(self, text: str) -> str:
+    def seal(self, text: str, context: str = "") -> str:
         """`text` (a stored id in a paging cursor) sealed with the site's key (AES-GCM): the
         client can hand it back, neither read it nor make one up."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         nonce = os.urandom(12)
-        box = AESGCM(self._sealing).encrypt(nonce, text.encode(), b"cursor")
+        box = AESGCM(self._sealing).encrypt(nonce, text.encode(), f"cursor|{context}".encode())
         return base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
 
-    def unseal(self, token: str) -> str | None:
-        """What `seal` sealed, or None when `token` is not one of this site's seals."""
+    def unseal(self, token: str, context: str = "") -> str | None:
+        """What `seal` sealed for the same `context`, or None when `token` is not such a seal
+        (a cursor of an Observation search placed in a Patient search would place the stored
+        id of a child's Observation among the Patients: `context` is the searched type)."""
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            return AESGCM(self._sealing).decrypt(raw[:12], raw[12:], b"cursor").decode()
+            return AESGCM(self._sealing).decrypt(raw[:12], raw[12:], f"cursor|{context}".encode()).decode()
         except (ValueError, InvalidTag, UnicodeDecodeError):
             return None
 

@@ -191,7 +191,7 @@ class PolicyView(Repository):
     def search(self, request: SearchRequest) -> SearchPage:
         self.screen(request)
         if request.cursor is not None:
-            request = replace(request, cursor=self._unsealed(request.cursor))
+            request = replace(request, cursor=self._unsealed(request.cursor, request.resource_type))
         page = self.inner.search(request)
         entries = self._all(page.entries)
         # In stored-id order (the store's order, and its order among equal _lastUpdated) the n-th
@@ -203,16 +203,17 @@ class PolicyView(Repository):
         included = sorted(self._all(page.included), key=lambda e: (e.resource_type, e.id))  # as entries
         return replace(page, entries=entries, included=included,
                        total=None,  # some matches may not be shared: a count would say too much
-                       next_cursor=self._sealed(page.next_cursor), previous_cursor=self._sealed(page.previous_cursor))
+                       next_cursor=self._sealed(page.next_cursor, request.resource_type),
+                       previous_cursor=self._sealed(page.previous_cursor, request.resource_type))
 
     # A paging cursor ends with the stored id of a page's last entry: `site-a-A0020` would tell
     # the record number, and a made-up cursor would place any stored id among the shared ones.
     # The client gets it sealed with the site's key, and only a sealed one is taken back.
-    def _sealed(self, cursor: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-        return None if cursor is None else (*cursor[:-1], self.policy.seal(str(cursor[-1])))
+    def _sealed(self, cursor: tuple[Any, ...] | None, rtype: str) -> tuple[Any, ...] | None:
+        return None if cursor is None else (*cursor[:-1], self.policy.seal(str(cursor[-1]), rtype))
 
-    def _unsealed(self, cursor: tuple[Any, ...]) -> tuple[Any, ...]:
-        stored = self.policy.unseal(str(cursor[-1])) if cursor else None
+    def _unsealed(self, cursor: tuple[Any, ...], rtype: str) -> tuple[Any, ...]:
+        stored = self.policy.unseal(str(cursor[-1]), rtype) if cursor else None
         if stored is None:
             raise bad_request("_cursor: not a cursor of this search (take the links of its Bundles)", "_cursor")
         return (*cursor[:-1], stored)
