@@ -56,6 +56,10 @@ def test_paging_cursors_carry_no_stored_id(site):
     ids, cursors = _walk(f"{base}/Patient?_count=3", headers)
     assert sorted(ids) == sorted(i for i in shared if i.startswith("Patient/")) and len(ids) == 20
     assert cursors and not [c for c in cursors if "site-a-" in c], cursors[:3]  # sealed: random base64
+    for order in ("_lastUpdated", "-_lastUpdated"):  # sort values sealed with the id: paging still works
+        ids, cursors = _walk(f"{base}/Patient?_count=3&_sort={order}", headers)
+        assert sorted(ids) == sorted(i for i in shared if i.startswith("Patient/"))
+        assert cursors and not [c for c in cursors if "site-a-" in c or re.search(r"\d{4}-\d\d-\d\dT", c)], cursors[:3]
     # across types too: a page's position is the sealed cursor of its type's search, not an entry's id
     ids, cursors = _walk(f"{base}?_type=Group,Patient,ResearchStudy&_count=7", headers)
     assert sorted(ids) == sorted(shared)

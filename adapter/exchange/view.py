@@ -208,15 +208,19 @@ class PolicyView(Repository):
 
     # A paging cursor ends with the stored id of a page's last entry: `site-a-A0020` would tell
     # the record number, and a made-up cursor would place any stored id among the shared ones.
-    # The client gets it sealed with the site's key, and only a sealed one is taken back.
+    # The client gets the whole cursor sealed with the site's key (its sort values too: changed,
+    # they would move a stored id among other entries), and only a sealed one is taken back.
     def _sealed(self, cursor: tuple[Any, ...] | None, rtype: str) -> tuple[Any, ...] | None:
-        return None if cursor is None else (*cursor[:-1], self.policy.seal(str(cursor[-1]), rtype))
+        if cursor is None:
+            return None
+        return (*[None] * (len(cursor) - 1), self.policy.seal(orjson.dumps(list(cursor)).decode(), rtype))
 
     def _unsealed(self, cursor: tuple[Any, ...], rtype: str) -> tuple[Any, ...]:
-        stored = self.policy.unseal(str(cursor[-1]), rtype) if cursor else None
-        if stored is None:
+        opened = self.policy.unseal(str(cursor[-1]), rtype) if cursor else None
+        values = orjson.loads(opened) if opened is not None else None
+        if not isinstance(values, list) or len(values) != len(cursor):
             raise bad_request("_cursor: not a cursor of this search (take the links of its Bundles)", "_cursor")
-        return (*cursor[:-1], stored)
+        return tuple(values)
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
         self.screen(request)
