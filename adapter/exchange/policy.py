@@ -16,6 +16,8 @@ as code, its version as the coding's version).
 """
 from __future__ import annotations
 
+import base64
+import fnmatch
 import functools
 import hashlib
 import hmac
@@ -187,6 +189,30 @@ class Deidentifier:
     def keyed(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
+    def seal(self, text: str, context: str = "") -> str:
+        """`text` (a stored id in a paging cursor) sealed with the site's key (AES-GCM): the
+        client can hand it back, neither read it nor make one up."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        nonce = os.urandom(12)
+        box = AESGCM(self._sealing).encrypt(nonce, text.encode(), f"cursor|{context}".encode())
+        return base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
+
+    def unseal(self, token: str, context: str = "") -> str | None:
+        """What `seal` sealed for the same `context`, or None when `token` is not such a seal
+        (a cursor of an Observation search placed in a Patient search would place the stored
+        id of a child's Observation among the Patients: `context` is the searched type)."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            return AESGCM(self._sealing).decrypt(raw[:12], raw[12:], f"cursor|{context}".encode()).decode()
+        except (ValueError, InvalidTag, UnicodeDecodeError):
+            return None
+
+    @functools.cached_property
+    def _sealing(self) -> bytes:
+        return hmac.new(self._key, b"paging cursor seal", hashlib.sha256).digest()
+
     def new_id(self, site: str, rtype: str, rid: str) -> str:
         """The id a resource has outside the site: `<site>-<32 hex>` (the same every time)."""
         key = (site, rtype, rid)
@@ -227,6 +253,10 @@ class Deidentifier:
                     site, m.group(1).decode(), m.group(2).decode()).encode()), text)
             if rewritten != text:
                 out = orjson.loads(rewritten)
+        if rtype == "Group" and isinstance(out.get("member"), list):
+            # members are stored in record-number order: in that order, the n-th shared id
+            # would be the n-th record number. In the order of their shared ids, nothing.
+            out["member"].sort(key=lambda m: str(((m or {}).get("entity") or {}).get("reference", "")))
         return out
 
     def _id(self, site: str, rtype: str, rid: str) -> str:
@@ -251,7 +281,9 @@ class Deidentifier:
             child = node.child(key[1:] if key.startswith("_") else key)
             if child is None:  # no rule below: the element goes whole or not at all
                 if action == "keep":
-                    out[key] = item
+                    kept = self._scrubbed(key, item)
+                    if kept not in (None, {}, []):
+                        out[key] = kept
                 continue
             child_rule = child.rule or rule
             if key.startswith("_") and child_rule is not None and child_rule.action in ("generalize", "pseudonymize"):
@@ -260,6 +292,38 @@ class Deidentifier:
             if kept not in (None, {}, []):
                 out[key] = kept
         return out or None
+
+    def _scrubbed(self, key: str, value: Any) -> Any:
+        """What a kept element holds that a rule on the element cannot foresee, whatever a
+        mapping puts there later: contained resources (their narrative, names, birth dates) do
+        not go; an Identifier anywhere (a Reference's, a valueIdentifier) becomes a pseudonym
+        unless its system is a non-personal one; a Reference's display (a name) does not go."""
+        if key == "contained":
+            return None
+        if key in ("identifier", "valueIdentifier"):
+            if isinstance(value, list):
+                return [self._identifier(i) for i in value if isinstance(i, dict)] or None
+            return self._identifier(value) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            items = [self._scrubbed(key, item) for item in value]
+            return [i for i in items if i not in (None, {}, [])] or None
+        if isinstance(value, dict):
+            out = {}
+            for k, item in value.items():
+                if k == "display" and ("reference" in value or "identifier" in value):
+                    continue
+                kept = self._scrubbed(k, item)
+                if kept not in (None, {}, []):
+                    out[k] = kept
+            return out or None
+        return value
+
+    def _identifier(self, identifier: dict[str, Any]) -> dict[str, Any] | None:
+        system = str(identifier.get("system", ""))
+        if system == self.policy.pseudonym_system or any(
+                fnmatch.fnmatchcase(system, p) for p in self.policy.non_personal_identifiers):
+            return identifier
+        return self._pseudonyms(identifier)  # type: ignore[no-any-return]
 
     def _pseudonyms(self, value: Any) -> Any:
         identifiers = value if isinstance(value, list) else [value]

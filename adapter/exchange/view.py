@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from adapter.exchange.policy import Deidentifier, load_policy, policy_path
-from adapter.fhir.outcomes import FhirError, forbidden, not_found
+from adapter.fhir.outcomes import FhirError, bad_request, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import beside_store, open_private, private_dir
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
@@ -109,10 +109,10 @@ class PolicyView(Repository):
     def _all(self, entries: Iterable[StoredResource]) -> list[StoredResource]:
         return [out for out in map(self._out, entries) if out is not None]
 
-    def _one(self, stored: StoredResource) -> StoredResource:
+    def _one(self, stored: StoredResource, asked: str) -> StoredResource:
         out = self._out(stored)
-        if out is None:
-            raise not_found(f"{stored.resource_type}/{stored.id} is not shared under the exchange policy "
+        if out is None:  # named as the client named it: the stored id of a Group is not its to know
+            raise not_found(f"{stored.resource_type}/{asked} is not shared under the exchange policy "
                             f"{self.policy.policy.name}")
         return out
 
@@ -139,10 +139,11 @@ class PolicyView(Repository):
                         f"{self.policy.policy.name}, {resource_type} is read by search or export, not by id")
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        return self._one(self.inner.read(resource_type, self.stored_id(resource_type, resource_id)))
+        return self._one(self.inner.read(resource_type, self.stored_id(resource_type, resource_id)), resource_id)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
-        return self._one(self.inner.vread(resource_type, self.stored_id(resource_type, resource_id), version_id))
+        return self._one(self.inner.vread(resource_type, self.stored_id(resource_type, resource_id), version_id),
+                         resource_id)
 
     def history(self, resource_type: str | None = None, resource_id: str | None = None,
                 since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
@@ -150,7 +151,11 @@ class PolicyView(Repository):
             resource_id = self.stored_id(resource_type, resource_id)
         page = self.inner.history(resource_type, resource_id, since, count, cursor)
         entries = [self.deleted_as_shared(e) if e.deleted else self._out(e) for e in page.entries]
-        return replace(page, entries=[e for e in entries if e is not None], total=None)
+        # newest first, as ever; among writes of the same instant (an ingest writes a site's
+        # children in record order) by shared id, not in write order
+        shown = sorted((e for e in entries if e is not None), key=lambda e: (e.last_updated or "", e.id, e.version_id),
+                       reverse=True)
+        return replace(page, entries=shown, total=None)
 
     def deleted_as_shared(self, tombstone: StoredResource) -> StoredResource | None:
         """A deletion as the policy's client knows the resource (its shared id), or None when
@@ -185,14 +190,42 @@ class PolicyView(Repository):
 
     def search(self, request: SearchRequest) -> SearchPage:
         self.screen(request)
+        if request.cursor is not None:
+            request = replace(request, cursor=self._unsealed(request.cursor, request.resource_type))
         page = self.inner.search(request)
-        return replace(page, entries=self._all(page.entries), included=self._all(page.included),
-                       total=None)  # some matches may not be shared: a count would say too much
+        entries = self._all(page.entries)
+        # In stored-id order (the store's order, and its order among equal _lastUpdated) the n-th
+        # would be the n-th record number: a page is in shared-id order within its sort order.
+        if not request.sort:
+            entries.sort(key=lambda e: e.id)
+        else:  # _lastUpdated only (screen)
+            entries.sort(key=lambda e: (e.last_updated or "", e.id), reverse=request.sort[0].descending)
+        included = sorted(self._all(page.included), key=lambda e: (e.resource_type, e.id))  # as entries
+        return replace(page, entries=entries, included=included,
+                       total=None,  # some matches may not be shared: a count would say too much
+                       next_cursor=self._sealed(page.next_cursor, request.resource_type),
+                       previous_cursor=self._sealed(page.previous_cursor, request.resource_type))
+
+    # A paging cursor ends with the stored id of a page's last entry: `site-a-A0020` would tell
+    # the record number, and a made-up cursor would place any stored id among the shared ones.
+    # The client gets the whole cursor sealed with the site's key (its sort values too: changed,
+    # they would move a stored id among other entries), and only a sealed one is taken back.
+    def _sealed(self, cursor: tuple[Any, ...] | None, rtype: str) -> tuple[Any, ...] | None:
+        if cursor is None:
+            return None
+        return (*[None] * (len(cursor) - 1), self.policy.seal(orjson.dumps(list(cursor)).decode(), rtype))
+
+    def _unsealed(self, cursor: tuple[Any, ...], rtype: str) -> tuple[Any, ...]:
+        opened = self.policy.unseal(str(cursor[-1]), rtype) if cursor else None
+        values = orjson.loads(opened) if opened is not None else None
+        if not isinstance(values, list) or len(values) != len(cursor):
+            raise bad_request("_cursor: not a cursor of this search (take the links of its Bundles)", "_cursor")
+        return tuple(values)
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
         self.screen(request)
-        for page in self.inner.scan(request, patients):
-            yield self._all(page)
+        for page in self.inner.scan(request, patients):  # read in stored-id order: see search
+            yield sorted(self._all(page), key=lambda e: e.id)
 
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
                    cursor: tuple[Any, ...] | None) -> SearchPage:

@@ -115,6 +115,7 @@ def _forward(repo: Repository, requests: dict[str, SearchRequest], types: list[s
                                                                    Position | None]:
     entries: list[StoredResource] = []
     following: Position | None = None
+    previous: Position | None = None
     for rtype in types:
         if count == 0 or (start is not None and rtype < start[0]):
             continue
@@ -128,13 +129,16 @@ def _forward(repo: Repository, requests: dict[str, SearchRequest], types: list[s
                 following = (rtype, None)
                 break
             continue
+        if page.entries and not entries and start is not None:
+            # reached by a link: the page before ends where this one starts (the page's own
+            # cursor, not an entry's id: under an exchange policy ids are shared ones, cursors sealed)
+            previous = (rtype, page.previous_cursor[-1] if cursor is not None and page.previous_cursor else None)
         entries += page.entries
         if page.next_cursor is not None:
-            following = (rtype, page.entries[-1].id)
+            following = (rtype, page.next_cursor[-1])
             break
-    previous: Position | None = None
-    if start is not None:  # reached by a link: the page before ends where this one starts
-        previous = (entries[0].resource_type, entries[0].id) if entries else start
+    if start is not None and not entries:
+        previous = start
     return entries, previous, following
 
 
@@ -143,6 +147,8 @@ def _backward(repo: Repository, requests: dict[str, SearchRequest], types: list[
                                                                 Position | None]:
     entries: list[StoredResource] = []
     more = False
+    following: Position | None = None
+    first: Position | None = None
     for rtype in reversed(types):
         if count == 0 or rtype > end[0] or (rtype == end[0] and end[1] is None):
             continue
@@ -155,12 +161,15 @@ def _backward(repo: Repository, requests: dict[str, SearchRequest], types: list[
             if more:
                 break
             continue
+        if page.entries and not entries:  # the last of this page is the last shown
+            following = (rtype, page.next_cursor[-1] if page.next_cursor else None)
+        if page.entries:
+            first = (rtype, page.previous_cursor[-1] if page.previous_cursor else None)
         entries = page.entries + entries
         if page.previous_cursor is not None:
             more = True
             break
-    previous = (entries[0].resource_type, entries[0].id) if more and entries else None
-    following = (entries[-1].resource_type, entries[-1].id) if entries else None
+    previous = first if more and entries else None
     return entries, previous, following
 
 
