@@ -35,7 +35,6 @@ from adapter.fhir.sites import sites_of
 from adapter.fhir.validation import validate
 from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
-from adapter.store.sql_store import SqlTransaction
 
 __all__ = ["Arrival", "Refused", "digest_of", "BATCH", "prepared_path"]
 
@@ -291,6 +290,8 @@ class Arrival:
         written = unchanged = 0
         prepared = prepared_path(path)
         with store.transaction() as tx:
+            tx.lock_all()  # one lock for the file, not one a resource (PostgreSQL's lock table is finite)
+
             def write(batch: list[Any]) -> None:
                 nonlocal written, unchanged
                 for stored in tx.update_many(batch):
@@ -298,7 +299,7 @@ class Arrival:
                     unchanged += stored.unchanged
 
             batch: list[Any] = []
-            if prepared.exists() and isinstance(tx, SqlTransaction):
+            if prepared.exists():
                 # As verified, with the index rows the workers extracted (the store's path for
                 # rows extracted ahead, as an ingest's workers do).
                 for chunk in _prepared(prepared):
@@ -320,6 +321,7 @@ class Arrival:
     def apply_deletions(self, store: Repository, path: pathlib.Path) -> int:
         deleted = 0
         with store.transaction() as tx:
+            tx.lock_all()
             for _, rtype, rid, _ in self._deletions(path):
                 deleted += tx.delete(rtype, rid) is not None
         return deleted

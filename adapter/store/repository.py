@@ -74,10 +74,16 @@ class Transaction(abc.ABC):
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """Tombstone; None when there was nothing to delete."""
 
-    def update_many(self, batch: list[dict[str, Any]]) -> list[StoredResource]:
-        """Update-or-create each of `batch` (validated already), as `update` does, at once:
-        for a transaction that writes a whole file, a batch at a time."""
-        return [self.update(resource) for resource in batch]
+    def update_many(self, batch: list[Loadable]) -> list[StoredResource]:
+        """Update-or-create each of `batch` (validated already; `Indexed` when its index rows
+        were extracted ahead), as `update` does, at once: for a transaction that writes a whole
+        file, a batch at a time."""
+        return [self.update(item.resource if isinstance(item, Indexed) else item) for item in batch]
+
+    def lock_all(self) -> None:
+        """Keep every other writer waiting until this transaction ends: for one that writes a
+        whole file, so that it takes one lock, not one a resource. Nothing to do here."""
+        return None
 
     @abc.abstractmethod
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:

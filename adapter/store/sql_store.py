@@ -31,7 +31,7 @@ from adapter.store.repository import (
 )
 from adapter.store.clients import SqlClients
 from adapter.store.engines import (
-    ByIdReader, bulk_insert, is_postgresql, lock_resources, make_engine, normalize_url, one_of,
+    ByIdReader, bulk_insert, is_postgresql, lock_everything, lock_resources, make_engine, normalize_url, one_of,
 )
 from adapter.store.integrity import Dangling, DanglingReferences, dangling, enabled_by_default
 from adapter.store.migrate import upgrade
@@ -518,10 +518,12 @@ class SqlTransaction(Transaction):
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         return self._store._delete_on(self._conn, resource_type, resource_id)
 
-    def update_many(self, batch: list[dict[str, Any]]) -> list[StoredResource]:
+    def lock_all(self) -> None:
+        lock_everything(self._conn)
+
+    def update_many(self, batch: list[Loadable]) -> list[StoredResource]:
         written: list[dict[str, Any]] = []
-        items: list[Loadable] = [*batch]
-        stored = self._store._write_batch(self._conn, items, written=written)
+        stored = self._store._write_batch(self._conn, batch, written=written)
         if self._store.check_references:
             # Checked now, so that a long transaction keeps only what does not resolve yet (a
             # reference to a resource later in the file) for the check at its end.
