@@ -239,14 +239,19 @@ def test_a_failing_site_is_retried_reported_and_the_others_still_pull(kind, tmp_
 def test_a_file_that_fails_verification_is_refused_whole_and_quarantined(tmp_path):
     from adapter.exchange.arrival import Arrival, Refused
     from exchange_helpers import POLICY
-    good = {"resourceType": "Patient", "id": "site-a-1", "gender": "male", "birthDate": "2019-05",
+    good = {"resourceType": "Patient", "id": "site-a-" + "0" * 32, "gender": "male", "birthDate": "2019-05",
             "meta": {"security": [{"system": "http://ucmsc-cp.example.org/fhir/CodeSystem/study-site", "code": "site-a"},
                                   POLICY.stamp]}}
     cases = {
         "full birth date": {**good, "birthDate": "2019-05-22"},
         "another site's label": {**good, "meta": {"security": [{"system": good["meta"]["security"][0]["system"],
                                                                 "code": "site-b"}, good["meta"]["security"][1]]}},
-        "an id of another namespace": {**good, "id": "site-b-1"},
+        "an id of another namespace": {**good, "id": "site-b-" + "0" * 32},
+        "an id of a site-a-north": {**good, "id": "site-a-north-" + "0" * 32},
+        "a reference into another site": {**good, "link": [{"other": {"reference": "https://x.org/fhir/Patient/site-b-"
+                                                                                 + "0" * 32}, "type": "seealso"}]},
+        "the centre's own pull tag": {**good, "meta": {**good["meta"], "tag": [
+            {"system": "http://ucmsc-cp.example.org/fhir/CodeSystem/exchange-pull", "code": "site-b"}]}},
         "no policy stamp": {**good, "meta": {"security": good["meta"]["security"][:1]}},
         "a name": {**good, "name": [{"family": "Doe"}]},
     }

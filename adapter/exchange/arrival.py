@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy
+from adapter.exchange.pull_record import PULL_SYSTEM
 from adapter.exchange.scan import structural_findings
 from adapter.fhir.extract import Indexed, IndexRows, extract
 from adapter.fhir.sites import sites_of
@@ -41,7 +42,23 @@ __all__ = ["Arrival", "Refused", "digest_of", "BATCH", "prepared_path"]
 BATCH = 500  # resources written at a time inside a file's transaction
 CHUNK = 250  # lines a verifying worker checks at a time (at most 2 chunks per worker in flight)
 _MAX_PROBLEMS = 20  # said per refused file; the rest are counted
-_REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
+_LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([^/]+)(?:/_history/[^/]+)?$")
+
+
+def _references(node: Any) -> Iterator[str]:
+    """`Type/id` of every literal reference in a parsed resource, relative or absolute (a
+    contained `#x` or a reference of no such shape names no resource: skipped)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                match = _LITERAL.search(value)
+                if match:
+                    yield f"{match.group(1)}/{match.group(2)}"
+            else:
+                yield from _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item)
 
 
 class Refused(Exception):
@@ -156,6 +173,13 @@ class Arrival:
     def __getstate__(self) -> dict[str, Any]:  # what a worker gets: not the pool
         return {**self.__dict__, "_pool": None}
 
+    def in_namespace(self, rtype: str, rid: str) -> bool:
+        """`<site>-<32 hex>` for the re-keyed types (so that site-a's ids can never be those of a
+        site-a-north), `<site>-...` for the others."""
+        if rtype in self.policy.rekey_ids:
+            return re.fullmatch(re.escape(self.site) + "-[0-9a-f]{32}", rid) is not None
+        return rid.startswith(f"{self.site}-")
+
     def _problems_of(self, line: bytes, rtype: str) -> tuple[dict[str, Any] | None, list[str]]:
         try:
             resource = orjson.loads(line)
@@ -165,18 +189,22 @@ class Arrival:
             return None, [f"not a {rtype} (the manifest's type for this file)"]
         problems = [f"{i.expression or rtype}: {i.diagnostics}" for i in validate(resource)]
         rid = resource.get("id")
-        if not (isinstance(rid, str) and rid.startswith(f"{self.site}-")):
-            problems.append(f"{rtype}.id: not in the namespace of {self.site} ({self.site}-...)")
+        if not (isinstance(rid, str) and self.in_namespace(rtype, rid)):
+            problems.append(f"{rtype}.id: not in the namespace of {self.site}")
+        if self.policy.tree(rtype) is None:
+            problems.append(f"{rtype}: the policy {self.policy.name} lets no {rtype} out of a site")
         labels = sites_of(resource)
         if labels != {self.site}:
             problems.append(f"{rtype}.meta.security: labelled for {', '.join(sorted(labels)) or 'no site'}, "
                             f"not {self.site} alone")
+        if any(isinstance(t, dict) and t.get("system") == PULL_SYSTEM for t in (resource.get("meta") or {}).get("tag", [])):
+            problems.append(f"{rtype}.meta.tag: the centre's own pull record tag, which no site may send")
         outside = False
-        for ref_type, ref_id in _REFERENCE.findall(line):
-            self.types_referred.add(ref_type.decode())
-            if not outside and ref_type.decode() in self.policy.rekey_ids and not ref_id.decode().startswith(
-                    f"{self.site}-"):
-                problems.append(f"a reference to {ref_type.decode()} outside the namespace of {self.site}")
+        for reference in _references(resource):
+            ref_type, _, ref_id = reference.partition("/")
+            self.types_referred.add(ref_type)
+            if not outside and ref_type in self.policy.rekey_ids and not self.in_namespace(ref_type, ref_id):
+                problems.append(f"a reference to {ref_type} outside the namespace of {self.site}")
                 outside = True
         try:
             findings = structural_findings(resource, pseudonym_system=self.policy.pseudonym_system,
@@ -280,7 +308,7 @@ class Arrival:
                 rtype, _, rid = str(url).partition("/")
                 if not isinstance(request, dict) or request.get("method") != "DELETE" or not rtype:
                     yield number, "", "", "an entry that is no DELETE of Type/id"
-                elif not rid.startswith(f"{self.site}-"):
+                elif not self.in_namespace(rtype, rid):
                     yield number, rtype, rid, f"a deletion outside the namespace of {self.site}"
                 else:
                     yield number, rtype, rid, None

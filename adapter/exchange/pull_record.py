@@ -35,7 +35,8 @@ def record_provenance(store: Repository, report: PullReport, policies: list[str]
     """The pull's Provenance (the same id for the same export: a resumed pull writes it once)."""
     key = hashlib.sha256(f"{report.site}|{report.transaction_time}".encode()).hexdigest()[:24]
     provenance = with_site({
-        "resourceType": "Provenance", "id": f"{report.site}-pull-{key}",
+        # outside every site's namespace (<site>-...): no site's file can write over it
+        "resourceType": "Provenance", "id": f"pull-{report.site}-{key}",
         "meta": {"tag": [{"system": PULL_SYSTEM, "code": report.site}]},
         "target": [{"identifier": {"system": _SITE_ID, "value": report.site},
                     "display": f"the data of {report.site}, as of {report.transaction_time}"}],
