@@ -145,42 +145,42 @@ def _security(t) -> None:
 def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
     proxy = Throttle()
     try:
-        with topology(kind, tmp_path, ("site-a",), base_urls={"site-a": f"{proxy.root}/fhir"}) as t:
-            proxy.target = t.gateways["site-a"].root
-            command = [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-a",
+        with topology(kind, tmp_path, ("site-b",), base_urls={"site-b": f"{proxy.root}/fhir"}) as t:
+            proxy.target = t.gateways["site-b"].root
+            command = [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-b",
                        "--from", f"{proxy.root}/fhir", "--client-id", "centre", "--key", str(t.key_file),
                        "--state", str(t.state), "--db", t.urls["centre"]]
             process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        env={**os.environ, "PYTHONPATH": str(ROOT)})
-            part = t.state / "site-a" / "Observation.ndjson.part"
+            part = t.state / "site-b" / "Observation.ndjson.part"
             deadline = time.monotonic() + 60
             while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
                 assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
                 time.sleep(0.02)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            pending = json.loads((t.state / "site-a" / "pending.json").read_text())
+            pending = json.loads((t.state / "site-b" / "pending.json").read_text())
             assert pending["status_url"] and not any(f.get("loaded") for f in pending["files"].values())
-            assert t.at_centre("site-a") == {}  # nothing half-loaded
+            assert t.at_centre("site-b") == {}  # nothing half-loaded
             fetched_before = dict(proxy.hits)
 
             proxy.slow = False
-            report = t.pull("site-a", base=f"{proxy.root}/fhir")
+            report = t.pull("site-b", base=f"{proxy.root}/fhir")
             assert report.ok
-            assert t.at_centre("site-a") == t.shared("site-a")
-            assert report.received == Counter(rtype for rtype, _ in t.shared("site-a"))
+            assert t.at_centre("site-b") == t.shared("site-b")
+            assert report.received == Counter(rtype for rtype, _ in t.shared("site-b"))
             # the same export job went on; a file verified before the kill was not fetched again
             assert sum(1 for p in proxy.hits if p.endswith("/$export")) == 1
             patient_file = next(p for p in fetched_before if p.endswith("/Patient.ndjson"))
             assert proxy.hits[patient_file] == 1
-            assert not (t.state / "site-a" / "pending.json").exists()
+            assert not (t.state / "site-b" / "pending.json").exists()
 
             # A manifest naming files on another host: not followed, the token not sent there.
             elsewhere = _Broken()
             proxy.rewrite = (proxy.root.encode(), elsewhere.root.encode())
             from adapter.exchange.pull import PullFailed
             with pytest.raises(PullFailed, match="not on the site's origin"):
-                t.pull("site-a", base=f"{proxy.root}/fhir")
+                t.pull("site-b", base=f"{proxy.root}/fhir")
             assert elsewhere.hits == 0
     finally:
         proxy.close()
@@ -219,7 +219,7 @@ def test_a_failing_site_is_retried_reported_and_the_others_still_pull(kind, tmp_
         run = subprocess.run(
             [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-x", "--from", f"{broken.root}/fhir",
              "--site", "site-y", "--from", f"{silent.root}/fhir", "--site", "site-b", "--from", t.fhir("site-b"),
-             "--client-id", "centre", "--key", str(t.key_file), "--retries", "2", "--timeout", "1",
+             "--client-id", "centre", "--key", str(t.key_file), "--retries", "2", "--timeout", "0.5",
              "--state", str(t.state), "--db", t.urls["centre"]],
             cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert run.returncode == 1
