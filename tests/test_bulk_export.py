@@ -9,6 +9,8 @@ import time
 import pytest
 import requests
 
+from r4schema import assert_r4
+
 from adapter.exchange.export import ExportRequest, _write_json
 from adapter.gateway.app import create_app
 
@@ -70,6 +72,28 @@ def test_type_since_and_type_filter(live, data):
     got = files(run_export(f"{live}/$export", _type="Observation",
                            _typeFilter="Observation?code=http://loinc.org|8310-5"))
     assert sorted(r["id"] for r in got["Observation"]) == ["o0", "o12", "o16", "o20", "o24", "o4", "o8"]
+
+
+def test_since_lists_what_was_deleted_since_as_delete_bundles(live, data):
+    """Bulk Data v2: with _since, the manifest's `deleted` files hold transaction Bundles of
+    DELETE entries for what was deleted since, and nothing deleted before or made again."""
+    data.delete("Observation", "o1")
+    since = requests.get(f"{live}/Observation/o1/_history", timeout=30).json()["entry"][0]["response"]["lastModified"]
+    time.sleep(0.01)
+    data.delete("Observation", "o2")
+    data.delete("Observation", "o3")
+    data.update(obs("o3", "p0", "29463-7"))  # made again: no deletion
+    manifest = run_export(f"{live}/$export", _type="Observation", _since=since)
+    assert [(d["type"], d["count"]) for d in manifest["deleted"]] == [("Bundle", 2)]
+    lines = requests.get(manifest["deleted"][0]["url"], timeout=30).text.splitlines()
+    bundles = [json.loads(line) for line in lines]
+    for bundle in bundles:
+        assert_r4(bundle)
+        assert bundle["type"] == "transaction"
+    urls = sorted(e["request"]["url"] for b in bundles for e in b["entry"])
+    assert urls == ["Observation/o1", "Observation/o2"]  # o3 was made again
+    assert {e["request"]["method"] for b in bundles for e in b["entry"]} == {"DELETE"}
+    assert run_export(f"{live}/$export", _type="Observation")["deleted"] == []  # without _since, none
 
 
 def test_patient_and_group_level(live, data):
