@@ -12,14 +12,12 @@ rule, never the value.
 from __future__ import annotations
 
 import collections
-import ctypes
 import hashlib
 import multiprocessing
 import os
 import pathlib
 import pickle
 import re
-import signal
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from adapter.fhir.sites import sites_of
 from adapter.fhir.validation import validate
 from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
+from adapter.workers import die_with_parent
 
 __all__ = ["Arrival", "Refused", "digest_of", "BATCH", "prepared_path"]
 
@@ -84,21 +83,13 @@ def _lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def _die_with_parent(parent: int) -> None:
-    """A verifying worker ends when the pull does, even by kill -9 (Linux's PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: nothing to ask for
-        return
-    if os.getppid() != parent:  # the parent died before the request was made
-        os._exit(1)
 
 
 _WORKER: dict[str, Arrival] = {}
 
 
 def _init_worker(parent: int, arrival: Arrival) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _WORKER["arrival"] = arrival
 
 

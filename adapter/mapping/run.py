@@ -11,13 +11,11 @@ unpickling alone ~40 us a resource), and SQLite serialises the writers' transact
 from __future__ import annotations
 
 import collections
-import ctypes
 import hashlib
 import itertools
 import multiprocessing
 import os
 import pathlib
-import signal
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,6 +28,7 @@ from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.mapping.tally import STATUSES, Tally
 from adapter.store.repository import Loadable, Repository, StoredResource
+from adapter.workers import die_with_parent
 
 __all__ = ["MappingReport", "records", "store_results", "CHUNK"]
 
@@ -178,15 +177,6 @@ def _status(stored: StoredResource) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _die_with_parent(parent: int) -> None:
-    """A worker ends when the ingest does, even by kill -9: left alone it would wait on its
-    queue for ever, holding its memory and its store connections (Linux's PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: nothing to ask for
-        return
-    if os.getppid() != parent:  # the parent died before the request was made
-        os._exit(1)
 
 
 def _map_chunk(rows: list[SourceRow]) -> list[RecordResult]:
@@ -224,7 +214,7 @@ def records(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, 
     context = multiprocessing.get_context("fork")  # workers inherit the compiled spec
     in_flight: collections.deque[tuple[list[SourceRow | RecordResult], Future[list[RecordResult]]]] = \
         collections.deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
                              initargs=(os.getpid(),)) as pool:
         def drain(limit: int) -> Iterator[tuple[SourceRow | None, RecordResult]]:
             while len(in_flight) > limit:
