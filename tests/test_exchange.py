@@ -152,9 +152,10 @@ def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
                        "--state", str(t.state), "--db", t.urls["centre"]]
             process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        env={**os.environ, "PYTHONPATH": str(ROOT)})
-            part = t.state / "site-b" / "Observation.ndjson.part"
+            def downloading() -> bool:  # the Observation file, part-way
+                return any(p.stat().st_size > 0 for p in (t.state / "site-b").glob("*-Observation.ndjson.part"))
             deadline = time.monotonic() + 60
-            while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+            while not downloading() and time.monotonic() < deadline:
                 assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
                 time.sleep(0.02)
             process.send_signal(signal.SIGKILL)
@@ -252,6 +253,12 @@ def test_a_file_that_fails_verification_is_refused_whole_and_quarantined(tmp_pat
                                                                                  + "0" * 32}, "type": "seealso"}]},
         "the centre's own pull tag": {**good, "meta": {**good["meta"], "tag": [
             {"system": "http://ucmsc-cp.example.org/fhir/CodeSystem/exchange-pull", "code": "site-b"}]}},
+        "a versioned reference with an empty version": {**good, "link": [{"other": {
+            "reference": "Patient/site-b-" + "0" * 32 + "/_history/"}, "type": "seealso"}]},
+        "a reference naming no resource": {**good, "link": [{"other": {"reference": "not a reference"},
+                                                             "type": "seealso"}]},
+        "nested too deeply": {**good, "extension": [{"url": "x", "valueString": "y"}], "contained": [
+            json.loads("[" * 300 + "]" * 300)]},
         "no policy stamp": {**good, "meta": {"security": good["meta"]["security"][:1]}},
         "a name": {**good, "name": [{"family": "Doe"}]},
     }
@@ -265,7 +272,42 @@ def test_a_file_that_fails_verification_is_refused_whole_and_quarantined(tmp_pat
             arrival.verify(path, "Patient")
         assert all(p.startswith("line 2: ") for p in refused.value.problems), why
         assert "2019-05-22" not in str(refused.value) and "Doe" not in str(refused.value)
+    # a study id of site-a-north is not site-a's to write; nor a deletion of a type no site sends
+    study = {"resourceType": "ResearchStudy", "id": "site-a-north-study", "status": "active", "meta": good["meta"]}
+    path.write_bytes(json.dumps(study).encode() + b"\n")
+    with pytest.raises(Refused, match="namespace"):
+        arrival.verify(path, "ResearchStudy")
+    deletions = tmp_path / "x.deleted.ndjson"
+    deletions.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": "PlanDefinition/site-a-plan"}}]}) + "\n")
+    with pytest.raises(Refused, match="lets no site send"):
+        arrival.verify_deletions(deletions)
+    # a line longer than the bound is refused without being held whole
+    import adapter.exchange.arrival as arrival_module
+    path.write_bytes(json.dumps(good).encode() + b"\n" + b" " * 5000 + b"\n")
+    original, arrival_module.MAX_LINE = arrival_module.MAX_LINE, 1000
+    try:
+        with pytest.raises(Refused, match="line 2: longer than 1000 bytes"):
+            arrival.verify(path, "Patient")
+    finally:
+        arrival_module.MAX_LINE = original
+    path.write_bytes(json.dumps(good).encode() + b"\n" + json.dumps(cases["a name"]).encode() + b"\n")
+    with pytest.raises(Refused) as refused:
+        arrival.verify(path, "Patient")
     where = arrival.refuse(path, refused.value)
     assert where.parent == tmp_path / "quarantine" / "site-a" and not path.exists()
     assert oct(where.stat().st_mode & 0o777) == "0o600"
     assert "line 2" in pathlib.Path(str(where) + ".why.txt").read_text()
+    # the same file refused again is kept once
+    path.write_bytes(where.read_bytes())
+    assert arrival.refuse(path, refused.value) == where and not path.exists()
+
+
+def test_a_manifest_must_say_its_transaction_time_as_an_instant():
+    from adapter.exchange.pull import _is_manifest
+    good = {"transactionTime": "2026-11-30T01:02:03.456Z", "output": [{"type": "Patient", "url": "https://s/x"}]}
+    assert _is_manifest(good)
+    for bad in ({**good, "transactionTime": "2026"}, {**good, "transactionTime": "garbage"},
+                {**good, "transactionTime": "2026-11-30T01:02:03"}, {**good, "output": [{"type": "Patient"}]},
+                {**good, "deleted": "x"}, []):
+        assert not _is_manifest(bad), bad

@@ -56,6 +56,12 @@ def test_references_follow_the_re_keyed_ids_and_only_a_sites_data_leaves():
         "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy",
                        "valueReference": {"reference": "ResearchStudy/ucmsc-cp"}}]})
     assert observation["subject"] == {"reference": f"Patient/{patient['id']}"}
+    # however the reference is written (absolute, versioned), it leaves as the shared id alone
+    for written in ("https://site-a.example.org/fhir/Patient/site-a-A0001", "Patient/site-a-A0001/_history/3",
+                    "Patient/site-a-A0001/_history/"):
+        shared = policy.apply({"resourceType": "Observation", "id": "site-a-x", "meta": {"security": [SITE]},
+                               "status": "final", "code": {"text": "w"}, "subject": {"reference": written}})
+        assert shared["subject"] == {"reference": f"Patient/{patient['id']}"}, written
     assert observation["extension"][0]["valueReference"] == {"reference": "ResearchStudy/ucmsc-cp"}  # not re-keyed
     assert "note" not in observation and "performer" not in observation
     # a protocol definition, an unlabelled resource, a type no rule names: none leaves

@@ -29,7 +29,7 @@ import orjson
 from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy
 from adapter.exchange.pull_record import PULL_SYSTEM
 from adapter.exchange.scan import structural_findings
-from adapter.fhir.extract import Indexed, IndexRows, extract
+from adapter.fhir.extract import Indexed, IndexRows, extract, parse_reference
 from adapter.fhir.sites import sites_of
 from adapter.fhir.validation import validate
 from adapter.private import open_private, private_dir
@@ -41,18 +41,17 @@ __all__ = ["Arrival", "Refused", "digest_of", "BATCH", "prepared_path"]
 BATCH = 500  # resources written at a time inside a file's transaction
 CHUNK = 250  # lines a verifying worker checks at a time (at most 2 chunks per worker in flight)
 _MAX_PROBLEMS = 20  # said per refused file; the rest are counted
-_LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([^/]+)(?:/_history/[^/]+)?$")
-
-
 def _references(node: Any) -> Iterator[str]:
-    """`Type/id` of every literal reference in a parsed resource, relative or absolute (a
-    contained `#x` or a reference of no such shape names no resource: skipped)."""
+    """`Type/id` of every literal reference in a parsed resource, parsed as the store parses it
+    (relative, absolute, versioned); a reference of no such shape yields "?/<reference>"."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
-                match = _LITERAL.search(value)
-                if match:
-                    yield f"{match.group(1)}/{match.group(2)}"
+                rtype, rid = parse_reference(value)
+                if rtype and rid:
+                    yield f"{rtype}/{rid}"
+                elif not value.startswith(("#", "urn:")):
+                    yield f"?/{value}"
             else:
                 yield from _references(value)
     elif isinstance(node, list):
@@ -76,9 +75,17 @@ def digest_of(path: pathlib.Path) -> str:
     return sha.hexdigest()
 
 
+MAX_LINE = 16 << 20  # bytes: no resource a site sends is near it; a longer line is refused
+
+
 def _lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
+    """The file's non-blank lines; never more than MAX_LINE bytes of one held (Refused)."""
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
+        number = 0
+        while line := handle.readline(MAX_LINE + 1):
+            number += 1
+            if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                raise Refused(path.name, [f"line {number}: longer than {MAX_LINE} bytes"], 0)
             if line.strip():
                 yield number, line
 
@@ -148,6 +155,7 @@ class Arrival:
     policies_seen: set[str] = field(default_factory=set)
     types_referred: set[str] = field(default_factory=set)  # by the last file verified (for the load order)
     workers: int = 1
+    other_sites: frozenset[str] = frozenset()  # the other sites the centre pulls: not to be pointed into
     _pool: ProcessPoolExecutor | None = field(default=None, repr=False, compare=False)
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -165,11 +173,11 @@ class Arrival:
         return {**self.__dict__, "_pool": None}
 
     def in_namespace(self, rtype: str, rid: str) -> bool:
-        """`<site>-<32 hex>` for the re-keyed types (so that site-a's ids can never be those of a
-        site-a-north), `<site>-...` for the others."""
+        """`<site>-<32 hex>` for the re-keyed types, `<site>-<name>` (no further '-') for the
+        others: site-a's ids can never be those of a site-a-north."""
         if rtype in self.policy.rekey_ids:
             return re.fullmatch(re.escape(self.site) + "-[0-9a-f]{32}", rid) is not None
-        return rid.startswith(f"{self.site}-")
+        return re.fullmatch(re.escape(self.site) + r"-[A-Za-z0-9.]+", rid) is not None
 
     def _problems_of(self, line: bytes, rtype: str) -> tuple[dict[str, Any] | None, list[str]]:
         try:
@@ -178,7 +186,10 @@ class Arrival:
             return None, ["not JSON"]
         if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
             return None, [f"not a {rtype} (the manifest's type for this file)"]
-        problems = [f"{i.expression or rtype}: {i.diagnostics}" for i in validate(resource)]
+        try:
+            problems = [f"{i.expression or rtype}: {i.diagnostics}" for i in validate(resource)]
+        except (ValueError, RecursionError):  # nested beyond what the validators walk
+            return resource, ["nested too deeply to be checked"]
         rid = resource.get("id")
         if not (isinstance(rid, str) and self.in_namespace(rtype, rid)):
             problems.append(f"{rtype}.id: not in the namespace of {self.site}")
@@ -193,8 +204,12 @@ class Arrival:
         outside = False
         for reference in _references(resource):
             ref_type, _, ref_id = reference.partition("/")
+            if ref_type == "?":
+                problems.append("a reference that names no Type/id")
+                continue
             self.types_referred.add(ref_type)
-            if not outside and ref_type in self.policy.rekey_ids and not self.in_namespace(ref_type, ref_id):
+            if not outside and not self.in_namespace(ref_type, ref_id) and (
+                    ref_type in self.policy.rekey_ids or any(ref_id.startswith(f"{o}-") for o in self.other_sites)):
                 problems.append(f"a reference to {ref_type} outside the namespace of {self.site}")
                 outside = True
         try:
@@ -301,6 +316,8 @@ class Arrival:
                     yield number, "", "", "an entry that is no DELETE of Type/id"
                 elif not self.in_namespace(rtype, rid):
                     yield number, rtype, rid, f"a deletion outside the namespace of {self.site}"
+                elif self.policy.tree(rtype) is None:
+                    yield number, rtype, rid, f"a deletion of a {rtype}, which the policy lets no site send"
                 else:
                     yield number, rtype, rid, None
 
@@ -346,10 +363,15 @@ class Arrival:
         return deleted
 
     def refuse(self, path: pathlib.Path, error: Refused) -> pathlib.Path:
-        """Move the file into quarantine/<site>/, with a .why.txt beside it; returns its place."""
+        """Move the file into quarantine/<site>/, with a .why.txt beside it; returns its place.
+        The same file refused again (same digest) is kept once."""
         folder = private_dir(self.quarantine / self.site)
+        digest = digest_of(path)[:16]
+        for earlier in folder.glob(f"*-{digest}-{path.name}"):
+            path.unlink()
+            return earlier
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        target = folder / f"{stamp}-{path.name}"
+        target = folder / f"{stamp}-{digest}-{path.name}"
         os.replace(path, target)
         os.chmod(target, 0o600)  # what a site sent is the centre's to guard, however it came
         with open_private(target.with_name(target.name + ".why.txt")) as out:

@@ -2,6 +2,7 @@
 the pulls stand."""
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import sys
@@ -158,6 +159,12 @@ def pull_command(sites: tuple[str, ...], bases: tuple[str, ...], client_id: str,
                 failed = True
                 log_attempt(folder, {"site": site, "ok": False, "error": str(exc)})
                 click.echo(f"{site}: FAILED: {exc}", err=True)
+                continue
+            except Exception as exc:  # a defect or the centre's own store: said, and the others still pulled
+                failed = True
+                logging.getLogger("adapter.exchange").exception("pull of %s", site)
+                log_attempt(folder, {"site": site, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                click.echo(f"{site}: FAILED: {type(exc).__name__}: {exc}"[:2000], err=True)
                 continue
             failed |= not report.ok
             log_attempt(folder, {"site": site, "ok": report.ok, "transactionTime": report.transaction_time,

@@ -125,7 +125,13 @@ def resume_jobs(root: pathlib.Path, repo: Repository,
             granted = job.get("access")
             if isinstance(granted, dict):
                 access = access_of(granted["client"], granted["site"], granted["scope"], granted.get("policy"))
-                held = held_to(access) if held_to else GuardedRepository(repo, access)
+                try:
+                    held = held_to(access) if held_to else GuardedRepository(repo, access)
+                except Exception:  # e.g. its policy is gone or broken: that job fails, the gateway starts
+                    log.exception("export %s cannot be resumed", job_file.parent.name)
+                    job.update(status="failed", error="cannot be resumed", ended=now_instant())
+                    _write_json(job_file, job)
+                    continue
             _spawn(held if isinstance(granted, dict) else repo, job_file.parent)
             resumed += 1
     return resumed

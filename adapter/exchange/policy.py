@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from adapter.fhir.definitions import r4_schema, resource_types
+from adapter.fhir.extract import parse_reference
 from adapter.fhir.sites import sites_of
 from adapter.yamlspec import SpecError, load_checked, package_schema
 
@@ -183,8 +184,6 @@ class Deidentifier:
         self.policy, self._key = policy, key
         self._enrolment = enrolment or (lambda patient_id: None)  # Patient id -> date enrolled
         self._ids: dict[tuple[str, str, str], str] = {}
-        self._reference = re.compile(rb'"reference":"(' + b"|".join(
-            t.encode() for t in sorted(policy.rekey_ids)) + rb')/([A-Za-z0-9\-.]{1,64})"')
 
     def keyed(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
@@ -247,17 +246,29 @@ class Deidentifier:
         meta["security"] = [*(c for c in meta.get("security", []) if c.get("system") != EXCHANGE_POLICY_SYSTEM),
                             self.policy.stamp]
         if self.policy.rekey_ids:
-            text = orjson.dumps(out)
-            rewritten = self._reference.sub(
-                lambda m: b'"reference":"%s/%s"' % (m.group(1), self.new_id(
-                    site, m.group(1).decode(), m.group(2).decode()).encode()), text)
-            if rewritten != text:
-                out = orjson.loads(rewritten)
+            out = orjson.loads(orjson.dumps(out))  # a copy: kept parts are the caller's own objects
+            self._rekey_references(out, site)
         if rtype == "Group" and isinstance(out.get("member"), list):
             # members are stored in record-number order: in that order, the n-th shared id
             # would be the n-th record number. In the order of their shared ids, nothing.
             out["member"].sort(key=lambda m: str(((m or {}).get("entity") or {}).get("reference", "")))
         return out
+
+    def _rekey_references(self, node: Any, site: str) -> None:
+        """Every reference to a re-keyed type, however written (relative, absolute, versioned:
+        parsed as the store parses it), becomes `Type/<shared id>`; the base and the version
+        would tell the stored id or the site's history."""
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "reference" and isinstance(value, str):
+                    rtype, rid = parse_reference(value)
+                    if rtype in self.policy.rekey_ids and rid:
+                        node[key] = f"{rtype}/{self.new_id(site, rtype, rid)}"
+                else:
+                    self._rekey_references(value, site)
+        elif isinstance(node, list):
+            for item in node:
+                self._rekey_references(item, site)
 
     def _id(self, site: str, rtype: str, rid: str) -> str:
         return self.new_id(site, rtype, rid) if rtype in self.policy.rekey_ids else rid

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from adapter.exchange.arrival import Arrival, Refused
+from adapter.exchange.arrival import Arrival, Refused, prepared_path
 from adapter.exchange.policy import Policy
 from adapter.exchange.pull_record import last_success, record_provenance
 from adapter.fhir.dates import now_instant
@@ -52,6 +53,10 @@ class PullFailed(Exception):
 
 class _TooLarge(Exception):
     pass
+
+
+class _JobGone(PullFailed):
+    """The site no longer has the export job (expired, failed, cancelled): start anew."""
 
 
 @dataclass(frozen=True)
@@ -212,23 +217,40 @@ def pull_site(store: Repository, options: PullOptions, say: Callable[[str], None
     else:
         say(f"{options.site}: resuming the pull started {state.data['started']}")
     report.since = state.data["since"]
+    try:
+        return _pull(store, options, site, state, report, say, started)
+    except _JobGone:
+        state.finish()  # the next run starts a new export, from the same point
+        raise
+
+
+def _pull(store: Repository, options: PullOptions, site: _Site, state: _State, report: PullReport,
+          say: Callable[[str], None], started: float) -> PullReport:
     manifest = state.data.get("manifest") or _wait(site, state.data["status_url"], say)
     if "manifest" not in state.data:
         state.data["manifest"] = manifest
         state.save()
     report.transaction_time = manifest["transactionTime"]
-    arrival = Arrival(options.site, options.policy, options.state / "quarantine", workers=options.workers)
+    others = frozenset(p.name for p in options.state.iterdir() if p.is_dir() and p.name not in (
+        options.site, "quarantine"))  # every site pulled here has its folder
+    arrival = Arrival(options.site, options.policy, options.state / "quarantine", workers=options.workers,
+                      other_sites=others)
     items = [*((o, False) for o in manifest.get("output", [])), *((d, True) for d in manifest.get("deleted", []))]
     try:
-        fetched = [(item, deleted, name) for item, deleted in items
-                   if (name := _fetch(site, state, arrival, item, deleted, report, say)) is not None]
+        # Local names by place in the manifest: a site's URLs name nothing on the centre's disk.
+        fetched = [(item, deleted, name) for index, (item, deleted) in enumerate(items)
+                   if (name := _fetch(site, state, arrival, item, deleted, report, say,
+                                      f"{index:04d}-{re.sub('[^A-Za-z]', '', item['type'])[:64]}"
+                                      f"{'.deleted' if deleted else ''}.ndjson")) is not None]
     finally:
         arrival.close()
     _load_all(store, state, arrival, fetched, report, say)
     if report.ok:
         record_provenance(store, report, sorted(arrival.policies_seen), options.base)
-        site.delete(state.data["status_url"])
-        state.finish()
+    # Done with this export either way: what passed is loaded, what did not is in quarantine; a
+    # pull with refusals records no success, so the next one asks from the same point again.
+    site.delete(state.data["status_url"])
+    state.finish()
     report.seconds = time.monotonic() - started
     return report
 
@@ -238,6 +260,25 @@ def _earlier(instant: str | None, seconds: float) -> str | None:
         return instant
     moment = datetime.fromisoformat(instant.replace("Z", "+00:00")) - timedelta(seconds=seconds)
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _is_manifest(manifest: Any) -> bool:
+    """A Bulk Data manifest as the pull relies on it: a transactionTime that is a full instant,
+    output and deleted as lists of {type, url}."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("transactionTime"), str):
+        return False
+    try:
+        when = datetime.fromisoformat(manifest["transactionTime"].replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None or len(manifest["transactionTime"]) < 20:
+        return False
+    for key in ("output", "deleted"):
+        items = manifest.get(key, [])
+        if not isinstance(items, list) or not all(
+                isinstance(i, dict) and isinstance(i.get("url"), str) and isinstance(i.get("type"), str) for i in items):
+            return False
+    return True
 
 
 def _kick_off(site: _Site, since: str | None) -> str:
@@ -259,11 +300,14 @@ def _wait(site: _Site, status_url: str, say: Callable[[str], None]) -> dict[str,
         if answer.status_code == 200:
             try:
                 manifest = answer.json()
-                if isinstance(manifest, dict) and isinstance(manifest.get("transactionTime"), str):
+                if _is_manifest(manifest):
                     return manifest
             except ValueError:
                 pass
             raise PullFailed(f"{site.options.site}: the export's manifest is no Bulk Data manifest")
+        if answer.status_code in (404, 410):
+            raise _JobGone(f"{site.options.site}: the export job is gone (HTTP {answer.status_code}); "
+                           "the next pull starts a new one")
         _check(answer, f"{site.options.site}: export status", 202)
         if answer.headers.get("X-Progress"):
             say(f"{site.options.site}: {answer.headers['X-Progress']}")
@@ -275,15 +319,15 @@ def _wait(site: _Site, status_url: str, say: Callable[[str], None]) -> dict[str,
 
 
 def _fetch(site: _Site, state: _State, arrival: Arrival, item: dict[str, Any], deleted: bool,
-           report: PullReport, say: Callable[[str], None]) -> str | None:
+           report: PullReport, say: Callable[[str], None], name: str) -> str | None:
     """Download and verify one file (unless that was done before a restart); its name, or None
     when it was refused and quarantined."""
     url = item["url"]
-    name = ("deleted-" if deleted else "") + url.rsplit("/", 1)[-1]
     done = state.data["files"].setdefault(name, {})
     path = state.folder / name
     if done.get("loaded") or (done.get("verified") and path.exists()):
         return name
+    prepared_path(path).unlink(missing_ok=True)  # what an earlier verification left is not this file's
     done["digest"] = _download(site, url, path)
     try:
         done["count"] = arrival.verify_deletions(path) if deleted else arrival.verify(path, item["type"])
@@ -370,6 +414,9 @@ def _download(site: _Site, url: str, path: pathlib.Path) -> str:
         try:
             with site.http.get(url, headers={**site.headers(), "Accept": "application/fhir+ndjson"},
                                timeout=site.options.timeout, stream=True) as answer:
+                if answer.status_code in (404, 410):
+                    raise _JobGone(f"{site.options.site}: {url} is gone (HTTP {answer.status_code}); "
+                                   "the next pull starts a new export")
                 _check(answer, f"{site.options.site}: download {url}", 200)
                 with open_private(path.with_name(path.name + ".part"), "wb") as out:
                     for chunk in answer.iter_content(_CHUNK):
@@ -381,6 +428,8 @@ def _download(site: _Site, url: str, path: pathlib.Path) -> str:
                         out.write(chunk)
             os.replace(path.with_name(path.name + ".part"), path)
             return sha.hexdigest()
+        except _JobGone:
+            raise
         except _TooLarge as exc:
             path.with_name(path.name + ".part").unlink(missing_ok=True)
             raise PullFailed(str(exc)) from None

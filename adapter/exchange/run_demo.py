@@ -17,6 +17,7 @@ from adapter.exchange.demo import centre_keys, prepare_centre, prepare_site, reg
 __all__ = ["run_demo"]
 
 SITES = ("site-a", "site-b")
+_MARKER = ".exchange-demo"
 
 
 def _url(folder: pathlib.Path, name: str) -> str:
@@ -59,7 +60,12 @@ def _gateways(folder: pathlib.Path, port: int) -> Iterator[dict[str, str]]:
 
 def run_demo(folder: pathlib.Path, port: int, once: bool, say: Callable[[str], None]) -> int:
     folder = folder.resolve()
+    if folder.exists() and any(folder.iterdir()) and not (folder / _MARKER).exists():
+        say(f"{folder} is not empty and was not made by `exchange demo`: give another --folder")
+        return 2
     shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / _MARKER).write_text("made by fhir-adapter exchange demo; remade on each run\n")
     for name in (*SITES, "centre"):
         (folder / name).mkdir(parents=True)
     private, public = centre_keys(folder / "centre" / "keys")

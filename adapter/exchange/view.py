@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from adapter.exchange.policy import Deidentifier, load_policy, policy_path
+from adapter.exchange.policy import Deidentifier, SpecError, load_policy, policy_path
 from adapter.fhir.outcomes import FhirError, bad_request, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import beside_store, open_private, private_dir
@@ -67,7 +67,13 @@ def deidentifier(store: Repository, name: str, directory: str | os.PathLike[str]
     except OSError:
         raise forbidden(f"this client is registered with the exchange policy {name!r}, which this site does "
                         f"not have ({path}): nothing can be served to it") from None
-    return Deidentifier(_policy(str(directory), name, mtime), exchange_key(key_file), _enrolment_in(store))
+    try:
+        policy = _policy(str(directory), name, mtime)
+    except SpecError as error:
+        raise forbidden(f"this client is registered with the exchange policy {name!r}, which is not usable "
+                        f"here ({len(error.problems)} problem(s): see `fhir-adapter exchange check {name}`): "
+                        "nothing is served under it until it is fixed") from None
+    return Deidentifier(policy, exchange_key(key_file), _enrolment_in(store))
 
 
 def _enrolment_in(store: Repository) -> Any:
