@@ -46,6 +46,23 @@ def _prepared(site: str) -> bytes:
         return path.read_bytes()
 
 
+@functools.cache
+def _prepared_resources(name: str) -> list[dict[str, Any]]:
+    """Every current resource of the prepared SQLite store of `name`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "site.db"
+        path.write_bytes(_prepared(name))
+        store = open_store(f"sqlite:///{path}")
+        try:
+            out = []
+            for rtype in sorted({*DATA, "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet"}):
+                for page in store.scan(parse_search(rtype, [("_count", "1000"), ("_total", "none")])):
+                    out.extend(json.loads(e.data) for e in page)
+            return out
+        finally:
+            store.close()
+
+
 def _content(resource: dict[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     return {**resource, "meta": meta}
@@ -144,10 +161,11 @@ def topology(kind: str, folder: pathlib.Path, sites: tuple[str, ...], base_urls:
                 t.urls[name] = f"sqlite:///{path}"
             else:
                 t.urls[name] = stack.enter_context(reused_postgres_schema())
-                if name == "centre":
-                    prepare_centre(t.urls[name])
-                else:
-                    prepare_site(t.urls[name], name)
+                store = open_store(t.urls[name])
+                try:  # the same resources as the SQLite store prepared once (mapping them again costs seconds)
+                    store.load(_prepared_resources(name), batch_size=100_000)
+                finally:
+                    store.close()
             if name != "centre":
                 register_centre(t.urls[name], t.public_jwks)
                 store = open_store(t.urls[name])
