@@ -90,14 +90,3 @@ def jwks_server(jwks: dict[str, Any]) -> Iterator[JwksServer]:
         served.server.server_close()
         thread.join(timeout=5)
 
-
-def export_manifest_of(status_url: str, headers: dict[str, str]) -> dict[str, Any]:
-    """Poll an export's status URL with these headers until its manifest comes (20 s at most)."""
-    import requests
-    for _ in range(200):
-        answer = requests.get(status_url, headers=headers, timeout=30)
-        if answer.status_code == 200:
-            return answer.json()  # type: ignore[no-any-return]
-        assert answer.status_code == 202, answer.text
-        time.sleep(0.1)
-    raise AssertionError(f"{status_url}: no manifest after 20 s")

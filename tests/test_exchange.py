@@ -124,8 +124,10 @@ def _security(t) -> None:
                         headers={**at_a, "Prefer": "respond-async"}, timeout=30)
     assert kick.status_code == 202
     assert requests.get(kick.headers["Content-Location"], headers=ehr, timeout=30).status_code == 403
-    from auth_helpers import export_manifest_of
-    manifest = export_manifest_of(kick.headers["Content-Location"], at_a)
+    from test_authorisation import export_manifest
+    centre_at_a = requests.Session()
+    centre_at_a.headers.update(at_a)
+    manifest = export_manifest(centre_at_a, kick.headers["Content-Location"])
     patients = requests.get(manifest["output"][0]["url"], headers=at_a, timeout=30).text.splitlines()
     shared = {rid for rtype, rid in t.shared("site-a") if rtype == "Patient"}
     assert {json.loads(line)["id"] for line in patients} == shared and len(shared) == 20
@@ -180,8 +182,8 @@ def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
             elsewhere = _Broken()
             proxy.rewrite = (proxy.root.encode(), elsewhere.root.encode())
             from adapter.exchange.pull import PullFailed
-            with pytest.raises(PullFailed, match="not on the site's origin"):
-                t.pull("site-b", base=f"{proxy.root}/fhir")
+            with pytest.raises(PullFailed, match="not on the site's origin"):  # everything: files to name
+                t.pull("site-b", base=f"{proxy.root}/fhir", since=None)
             assert elsewhere.hits == 0
     finally:
         proxy.close()

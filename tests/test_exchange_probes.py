@@ -116,8 +116,10 @@ def test_the_order_of_what_is_shared_does_not_give_the_record_numbers(site):
     included = requests.get(f"{base}/Group?_include=Group:member", headers=headers, timeout=30).json()["entry"]
     assert [e["resource"]["id"] for e in included if e["resource"]["resourceType"] == "Patient"] == sorted(in_record_order)
     kick = requests.get(f"{base}/$export?_type=Patient", headers={**headers, "Prefer": "respond-async"}, timeout=30)
-    from auth_helpers import export_manifest_of
-    manifest = export_manifest_of(kick.headers["Content-Location"], headers)
+    from test_authorisation import export_manifest
+    http = requests.Session()
+    http.headers.update(headers)
+    manifest = export_manifest(http, kick.headers["Content-Location"])
     lines = requests.get(manifest["output"][0]["url"], headers=headers, timeout=30).text.splitlines()
     assert [json.loads(line)["id"] for line in lines] == sorted(in_record_order)
 

@@ -222,12 +222,6 @@ class Deidentifier:
             found = self._ids[key] = f"{site}-{self.keyed(f'{rtype}/{rid}')[:32]}"
         return found
 
-    def apply_bytes(self, data: bytes) -> bytes | None:
-        """The stored JSON as it may leave, or None when nothing of it may."""
-        resource = orjson.loads(data)
-        out = self.apply(resource)
-        return None if out is None else orjson.dumps(out)
-
     def apply(self, resource: dict[str, Any]) -> dict[str, Any] | None:
         rtype, rid = resource.get("resourceType", ""), resource.get("id")
         tree = self.policy.tree(rtype)

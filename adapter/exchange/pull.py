@@ -14,6 +14,7 @@ and the state says so, or wrote nothing; loading a file again changes nothing ei
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -407,7 +408,6 @@ def _count(report: PullReport, item: dict[str, Any], deleted: bool, done: dict[s
 
 def _download(site: _Site, url: str, path: pathlib.Path) -> str:
     """Stream one file to disk (a .part renamed when whole); its SHA-256."""
-    import hashlib
     _same_site(site, url, "the manifest's file")
     for attempt in range(site.options.retries + 1):
         sha, size = hashlib.sha256(), 0

@@ -107,10 +107,10 @@ class PolicyView(Repository):
     def _out(self, stored: StoredResource) -> StoredResource | None:
         if stored.data is None:
             return stored
-        data = self.policy.apply_bytes(stored.data)
-        if data is None:
+        shared = self.policy.apply(orjson.loads(stored.data))
+        if shared is None:
             return None
-        return replace(stored, id=orjson.loads(data)["id"], data=data)
+        return replace(stored, id=shared["id"], data=orjson.dumps(shared))
 
     def _all(self, entries: Iterable[StoredResource]) -> list[StoredResource]:
         return [out for out in map(self._out, entries) if out is not None]
