@@ -77,3 +77,61 @@ def test_a_value_that_makes_nothing_is_a_warning_with_its_cell(tmp_path):
     assert "1 with warnings" in report.summary()
     with (tmp_path / "q" / "warnings.csv").open(encoding="utf-8") as handle:
         assert [(r["row"], r["column"]) for r in csv.DictReader(handle)] == [("3", "inj_date")]
+
+
+def _made(out: io.BytesIO) -> set[str]:
+    import json
+    return {f"{r['resourceType']}/{r['id']}" for r in map(json.loads, out.getvalue().splitlines())}
+
+
+def test_a_bad_cell_costs_only_the_resources_it_feeds(tmp_path):
+    """A Modified Ashworth 5 loses that Observation; the visit's Barthel and vitals are kept,
+    the row is partly accepted, quarantined whole, and the rejection names what was not made."""
+    source = _site_a_rows(tmp_path, {"redcap_event_name": "month_3_arm_1", "visit_date": "2025-10-01",
+                                     "mas_hams_l": "5", "mas_hams_r": "1+", "barthel": "45", "weight_kg": "18.2"})
+    out = io.BytesIO()
+    report = translate(load_mapping(SPEC), [source], out, KEY, quarantine=tmp_path / "q")
+    assert (report.rows_read, report.rows_accepted, report.rows_partly, report.rows_rejected) == (2, 1, 1, 0)
+    [rejection] = report.rejections
+    lost = "Observation/site-a-A0001-month-3-modified-ashworth-hamstrings-left"
+    assert (rejection.column, rejection.value, rejection.not_made) == ("mas_hams_l", "5", (lost,))
+    made = _made(out)
+    assert lost not in made
+    assert {"Observation/site-a-A0001-month-3-barthel", "Observation/site-a-A0001-month-3-body-weight",
+            "Observation/site-a-A0001-month-3-modified-ashworth-hamstrings-right"} <= made
+    with (tmp_path / "q" / "rejections.csv").open(encoding="utf-8") as handle:
+        [listed] = list(csv.DictReader(handle))
+    assert listed["not_made"] == lost
+    quarantined = (tmp_path / "q" / "export.rejected.csv").read_text(encoding="utf-8").splitlines()
+    assert len(quarantined) == 2 and ",5," in quarantined[1]  # the header and the whole row
+
+
+def test_what_refers_to_a_resource_not_made_is_not_made_either(tmp_path):
+    """A bad route loses the injection alone; a bad sex code loses the Patient, and with it
+    everything of the row (all refer to it)."""
+    source = _site_a_rows(
+        tmp_path,
+        {"redcap_event_name": "injection_1_arm_1", "visit_date": "2025-10-01", "inj_date": "2025-10-01",
+         "inj_route": "7", "weight_kg": "18.2"},
+        {"redcap_event_name": "injection_2_arm_1", "visit_date": "2025-10-08", "inj_date": "2025-10-08",
+         "inj_route": "1"})
+    out = io.BytesIO()
+    spec = load_mapping(SPEC)
+    report = translate(spec, [source], out, KEY)
+    [route] = report.rejections
+    assert (route.column, route.not_made) == ("inj_route", ("Procedure/site-a-A0001-injection-1",))
+    made = _made(out)
+    assert "ResearchSubject/ucmsc-cp-site-a-A0001" in made  # its start is the date, not the route
+    assert "Observation/site-a-A0001-injection-1-body-weight" in made
+    assert "Procedure/site-a-A0001-injection-2" in made and report.rows_partly == 1
+
+    with EXPORT.open(encoding="utf-8") as handle:
+        baseline = next(csv.DictReader(handle))
+    bad_sex = tmp_path / "sex.csv"
+    bad_sex.write_text(source.read_text(encoding="utf-8").splitlines()[0] + "\n" + ",".join(
+        '"9"' if name == "sex" else f'"{value}"' for name, value in baseline.items()) + "\n", encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(spec, [bad_sex], out, KEY)
+    assert (report.rows_rejected, report.rows_partly, out.getvalue()) == (1, 0, b"")
+    [sex] = report.rejections
+    assert sex.column == "sex" and sex.not_made[0] == "Patient/site-a-A0001" and len(sex.not_made) > 5

@@ -71,7 +71,7 @@ def test_translate_dry_run_prints_fhir_and_the_rejections(tmp_path):
     assert {r["resourceType"] for r in resources} >= {"Patient", "Observation", "Procedure", "Provenance"}
     assert "rejected export.ndjson:16 $.visits[0].labs.immunoglobulins.IgG.unit='mmol/L' [site-b.yaml:" \
         in result.stderr
-    assert "19 rows read: 15 accepted, 4 rejected" in result.stderr
+    assert "19 rows read: 15 accepted, 2 partly accepted, 2 rejected (4 rejections)" in result.stderr
 
 
 def test_translate_needs_a_pseudonym_key():
@@ -92,10 +92,11 @@ def test_quarantined_rows_can_be_fixed_and_ingested_again(store, tmp_path):
     first = run("ingest", "--site", "site-c", "--mapping", str(MAPPINGS / "site-c.yaml"), "--db", db,
                 "--no-check-references", "--workers", "1", "--quarantine", str(jail), str(SITES / "site-c/export.csv"))
     assert first.exit_code == 1
-    assert "140 rows read: 135 accepted, 5 rejected" in first.stderr
+    assert "140 rows read: 135 accepted, 2 partly accepted, 3 rejected (5 rejections)" in first.stderr
     with (jail / "rejections.csv").open(encoding="utf-8") as handle:
         listed = list(csv.DictReader(handle))
     assert [r["row"] for r in listed] == ["137", "138", "139", "140", "141"]
+    assert listed[0]["not_made"] == "Observation/site-c-C0001-month-18-gmfm-88-total"  # only what 130 % fed
     assert all(r["rule"].startswith("site-c.yaml:") for r in listed)
     rejected = jail / "export.rejected.csv"
     text = rejected.read_text(encoding="gb18030")  # the source's own encoding and delimiter
@@ -108,6 +109,8 @@ def test_quarantined_rows_can_be_fixed_and_ingested_again(store, tmp_path):
                 "--no-check-references", "--workers", "1", str(rejected))
     assert again.exit_code == 0, again.stderr
     assert "4 rows read: 4 accepted, 0 rejected" in again.stderr
+    # the partly accepted rows' resources were already there: the same ids, unchanged, not copies
+    assert " 0 unchanged" not in again.stderr
     assert table_counts(store)["resources"] > before
 
 

@@ -23,6 +23,10 @@ SITES = ROOT / "fixtures" / "sites"
 MAPPINGS = ROOT / "mappings" / "sites"
 KEY = b"test-pseudonym-key-0123456789"
 CHILDREN = {"site-a": 20, "site-b": 15, "site-c": 15}
+# site B's bad documents are children of their own, partly accepted: one loses a lab, the other
+# the visit with the bad date (its second injection)
+PARTLY_NEW_CHILDREN = {"site-b": 2}
+INJECTIONS_LOST = {"site-b": 1}
 
 
 def expected_rejections(site: str) -> list[dict[str, str]]:
@@ -55,29 +59,46 @@ def test_each_site_loads_with_exactly_the_expected_rejections(checked_store, sit
     expected = expected_rejections(site)
     got = [(r.file.rsplit("/", 1)[-1], str(r.row), r.column, r.value) for r in report.rejections]
     assert got == [(e["file"], e["row"], e["column"], e["value"]) for e in expected]
+    everything = stored(store)
+    ids = {f"{r['resourceType']}/{r['id']}" for r in everything}
     for rejection, wanted in zip(report.rejections, expected, strict=True):
         assert rejection.reason.startswith(wanted["reason"]), (rejection.reason, wanted["reason"])
         assert rejection.rule.startswith(f"{site}.yaml:")
+        # what the cell fed is named, and is not stored: the rest of a partly accepted row is
+        assert not ids & set(rejection.not_made)
+        if wanted["outcome"] == "partly" and "date" not in wanted["reason"]:
+            assert rejection.not_made and all(r.startswith("Observation/") for r in rejection.not_made)
     lines = sum(1 for path in exports(site) for _ in path.open("rb"))
     rows = lines - (1 if spec.tabular else 0)
-    assert report.rows_read == rows == report.rows_accepted + report.rows_rejected
-    assert report.rows_rejected == len(expected)
-    everything = stored(store)
+    assert report.rows_read == rows == report.rows_accepted + report.rows_partly + report.rows_rejected
+    outcomes = Counter(e["outcome"] for e in expected)
+    assert (report.rows_partly, report.rows_rejected) == (outcomes["partly"], outcomes["rejected"])
+    assert report.cells_rejected == len(expected)
     types = Counter(r["resourceType"] for r in everything)
-    assert types["Patient"] == types["ResearchSubject"] == types["Condition"] == CHILDREN[site]
-    assert types["Procedure"] == 4 * CHILDREN[site]  # a rejected document leaves none behind
+    children = CHILDREN[site] + PARTLY_NEW_CHILDREN.get(site, 0)
+    assert types["Patient"] == types["ResearchSubject"] == types["Condition"] == children
+    assert types["Procedure"] == 4 * children - INJECTIONS_LOST.get(site, 0)
     assert sum(types.values()) == len({(r["resourceType"], r["id"]) for r in everything})
     for resource in everything:
         assert validate(resource) == [], resource["id"]
         assert_r4(resource)
 
 
-def test_site_b_bad_documents_leave_nothing_behind(store):
-    """A rejected document's resources are not written, not even those of its good visits."""
-    ingest(load_mapping(MAPPINGS / "site-b.yaml"), exports("site-b"), store, KEY)
-    ids = {r["id"] for r in stored(store)}
-    assert not any(i.startswith("site-b-B9001") or i.startswith("site-b-B9002") for i in ids)
-    assert "site-b-B0004" in ids
+def test_site_b_bad_cells_cost_only_what_they_feed(store):
+    """A bad unit loses that lab's Observation, a bad visit date that visit: the rest of each
+    document is stored, and the fixed documents re-ingest in place from the quarantine."""
+    spec = load_mapping(MAPPINGS / "site-b.yaml")
+    report = ingest(spec, exports("site-b"), store, KEY)
+    unit, day = report.rejections[:2]
+    ids = {f"{r['resourceType']}/{r['id']}" for r in stored(store)}
+    assert unit.not_made and not ids & set(unit.not_made)
+    bad_lab = unit.not_made[0].split("/")[1]
+    lab_siblings = {i for i in ids if i.startswith(f"Observation/{bad_lab.rsplit('-', 1)[0]}-")}
+    assert lab_siblings, "the bad IgG's visit keeps its other labs"
+    record = bad_lab.split("-")[2]
+    month = [i for i in ids if i.startswith(f"Observation/site-b-{record}-") and "-month-" in i]
+    assert month and {i.split("-month-")[1].split("-")[0] for i in month}
+    assert day.column == "$.visits[2].date" and any(i.startswith("Patient/") for i in ids)
 
 
 def test_reingesting_the_same_export_updates_in_place(store):

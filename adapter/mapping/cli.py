@@ -65,10 +65,10 @@ def _report(report: MappingReport, quarantine: pathlib.Path | None) -> None:
         click.echo(f"... and {len(report.warnings) - SHOWN} more warnings", err=True)
     for rejection in report.rejections[:SHOWN]:
         click.echo(f"rejected {rejection}", err=True)
-    hidden = report.rows_rejected and len(report.rejections) - SHOWN
+    hidden = report.rejected_any and len(report.rejections) - SHOWN
     if hidden > 0:
         click.echo(f"... and {hidden} more problems", err=True)
-    if quarantine and (report.rows_rejected or report.warnings):
+    if quarantine and (report.rejected_any or report.warnings):
         click.echo(f"rejected rows and reasons{' and warnings' if report.warnings else ''} in {quarantine}/",
                    err=True)
     click.echo(report.summary(), err=True)
@@ -196,7 +196,7 @@ def translate_command(spec: pathlib.Path, dry_run: bool, out: pathlib.Path | Non
         report = translate(loaded, files, sys.stdout.buffer, key, quarantine=quarantine)
         sys.stdout.flush()
     _report(report, quarantine)
-    if report.rows_rejected:
+    if report.rejected_any:
         sys.exit(1)
 
 
@@ -236,5 +236,5 @@ def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Pat
     _report(report, quarantine)
     click.echo(json.dumps({rtype: {s: counts[s] for s in ("created", "updated", "unchanged")}
                            for rtype, counts in sorted(report.by_type.items())}))
-    if report.rows_rejected:
+    if report.rejected_any:
         sys.exit(1)

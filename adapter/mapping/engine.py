@@ -1,10 +1,15 @@
 """The mapping engine: one source record (a CSV row, a JSON document) at a time to validated FHIR,
-or to rejections that name file, row, column, value, the rule (spec file:line) and the reason.
+or to rejections that name file, row, column, value, the rule (spec file:line), the reason and
+the resources not made.
 
-A record is all or nothing: if any rule fails, or any resource it makes fails validation, the
-whole record is rejected and none of its resources is written. A record that makes nothing is
-rejected too, and a value that a rule drops (its rule made nothing although it had data) is a
-warning with its cell: nothing read is lost without a word. Accepted records also get a
+A bad cell rejects only what it feeds: the resources of the rule that read it (a rule's
+resources are all or nothing), and the record's resources that refer to one of them (an
+adverse event naming an injection that was not made; everything, when the Patient was not
+made). The rest of the record is kept: it is "partly accepted", and it is quarantined whole
+all the same, so that the fixed record re-ingests in place (ids do not depend on what else
+the record made). A record that makes nothing is rejected, and a value that a rule drops (its
+rule made nothing although it had data) is a warning with its cell: nothing read is lost
+without a word. Accepted records also get a
 Provenance (site, file, row, mapping name and version, HMAC-SHA256 of the record with the site's
 key: the record holds the MRN, and an unkeyed digest would give it away to a search over
 candidate MRNs, every other column being rebuilt from the served resources).
@@ -21,7 +26,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
-from adapter.mapping.resources import BUILDERS, Context, keyed_hash, safe_id
+from adapter.mapping.resources import BUILDERS, Context, intended, keyed_hash, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
 
@@ -40,12 +45,16 @@ class Rejection:
     value: str
     rule: str  # spec file:line of the rule, "" for problems of the record itself
     reason: str
+    # "Type/id" of each resource this cell kept from being made (ids as they would have been);
+    # empty when the record made nothing at all
+    not_made: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         where = f"{pathlib.Path(self.file).name}:{self.row}"
         rule = f" [{self.rule}]" if self.rule else ""
         column = f" {self.column}={self.value!r}" if self.column else ""
-        return f"{where}{column}{rule}: {self.reason}"
+        lost = f" (not made: {', '.join(self.not_made)})" if self.not_made else ""
+        return f"{where}{column}{rule}: {self.reason}{lost}"
 
 
 @dataclass
@@ -63,9 +72,17 @@ class RecordResult:
     fired: set[int] = field(default_factory=set)  # rules that made something
     seen: set[str] = field(default_factory=set)  # fields read
 
+    partly: bool = False  # some resources made, some rejected
+
     @property
     def accepted(self) -> bool:
+        """Fully accepted: nothing of it rejected."""
         return not self.rejections
+
+    @property
+    def kept(self) -> bool:
+        """Something of it is written: fully or partly accepted."""
+        return not self.rejections or self.partly
 
 
 def read_source(spec: MappingSpec, path: str | pathlib.Path) -> Iterator[SourceRow | SourceError]:
@@ -182,34 +199,52 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     key_value = root.get(spec.source["record_key"])
     record = text_of(key_value.raw).strip()
     made: list[tuple[Rule, dict[str, Any]]] = []
+    failed = _Failures()
 
-    def reject(problem: Problem, rule: Rule | str) -> None:
-        result.rejections.append(Rejection(row.file, row.line, problem.column, problem.value,
-                                           spec.where(rule) if isinstance(rule, Rule) else rule,
-                                           problem.reason))
+    def reject(problem: Problem, rule: Rule | str, lost: list[str] | None = None) -> None:
+        failed.add(Rejection(row.file, row.line, problem.column, problem.value,
+                             spec.where(rule) if isinstance(rule, Rule) else rule, problem.reason), lost or [])
 
     for name in spec.source.get("unique", []):
         root.get(name)  # read for the duplicate check: counted as used by coverage
     if not record:
         reject(Problem(key_value.label, "", "missing record key"), spec.where_key(("source", "record_key")))
+        result.rejections = failed.rejections()
         return result
 
-    def run(rule: Rule, scope: Scope) -> None:
+    def run(rule: Rule, scope: Scope, lost: list[str] | None = None) -> None:
+        """`lost`: the visit is rejected; only collect what its rules would have made."""
+        context = Context(spec, key, record, scope)
         try:
             if not _holds(rule, scope):
                 return
             for item in _items(rule, scope):
                 context = Context(spec, key, record, item)
                 built = BUILDERS[rule.kind](context, rule)
-                for resource in built if isinstance(built, list) else [built] if built else []:
-                    made.append((rule, resource))
+                rule_made = built if isinstance(built, list) else [built] if built else []
+                if lost is not None:
+                    lost += [_ref(resource) for resource in rule_made]
+                    continue
+                made.extend((rule, resource) for resource in rule_made)
+                if rule_made:
                     result.fired.add(rule.index)
                 dropped = None if built else _dropped(context, rule)
                 if dropped:
                     result.warnings.append(Rejection(row.file, row.line, dropped.column, dropped.value,
                                                      spec.where(rule), dropped.reason))
         except Problem as problem:
-            reject(problem, rule)
+            if lost is None:
+                reject(problem, rule, intended(context, rule))
+            else:
+                lost += intended(context, rule)
+
+    def rejected_visit(problem: Problem, where: str, scope: Scope) -> None:
+        lost: list[str] = []
+        if scope.visit is not None:
+            for rule in spec.rules:
+                if spec.tabular or not rule.per_document:
+                    run(rule, scope, lost)
+        reject(problem, where, [ref for ref in lost if "/" in ref])
 
     try:
         visits = list(_scopes(spec, root))
@@ -227,13 +262,14 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             try:
                 scope.visit_date = date_of(day, spec.source["date_formats"])
             except Problem as problem:
-                reject(problem, spec.where_key(("source", "visit_date")))
+                scope.visit_date = "1900-01-01"  # only to name what the visit would have made
+                rejected_visit(problem, spec.where_key(("source", "visit_date")), scope)
                 continue
         before = len(made)
         for rule in spec.rules:
             if spec.tabular or not rule.per_document:
                 run(rule, scope)
-        if len(made) == before and not spec.tabular:
+        if len(made) == before and not spec.tabular and not failed:
             label = scope.get(spec.source["visit"]["field"]).label
             result.warnings.append(Rejection(row.file, row.line, label, scope.visit or "",
                                              spec.where_key(("source", "visit")), "this visit makes no resource"))
@@ -245,23 +281,78 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     if check:
         for rule, resource in made:
             for issue in _validate(resource):
-                result.rejections.append(Rejection(
-                    row.file, row.line, "", "", spec.where(rule),
-                    f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: {issue.diagnostics}"))
-    if not made and not result.rejections:
+                failed.add(Rejection(row.file, row.line, "", "", spec.where(rule),
+                                     f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
+                                     f"{issue.diagnostics}"), [_ref(resource)])
+    kept = failed.settle(made)
+    if not kept and not failed:
         cell = root.get(spec.source["visit"]["field"]) if spec.tabular else key_value  # what the row is
-        result.rejections.append(Rejection(
+        failed.add(Rejection(
             row.file, row.line, cell.label, text_of(cell.raw), "",
-            "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"))
-    if result.rejections:
+            "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"), [])
+    result.rejections = failed.rejections()
+    if not kept:
         result.warnings = []  # the row is quarantined whole
         return result
-    result.resources = [resource for _, resource in made]
+    result.partly = bool(result.rejections)
+    result.resources = [resource for _, resource in kept]
     result.resources.append(_provenance(spec, key, row, record, result.resources, recorded))
     for resource in result.resources:  # site segregation rests on this label (adapter/fhir/sites.py)
         with_site(resource, spec.site)
     result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
     return result
+
+
+def _ref(resource: dict[str, Any]) -> str:
+    return f"{resource['resourceType']}/{resource['id']}"
+
+
+def _references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == "reference" and isinstance(value, str):
+                yield value
+            else:
+                yield from _references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value)
+
+
+class _Failures:
+    """A record's rejections, each with the resources it kept from being made: its rule's own,
+    and those of the record that refer to one of them (found by `settle`)."""
+
+    def __init__(self) -> None:
+        self._found: list[tuple[Rejection, list[str]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def add(self, rejection: Rejection, lost: list[str]) -> None:
+        self._found.append((rejection, lost))
+
+    def settle(self, made: list[tuple[Rule, dict[str, Any]]]) -> list[tuple[Rule, dict[str, Any]]]:
+        """What is left of `made` once every resource not made, and whatever refers to one, is out."""
+        cause = {ref: i for i, (_, lost) in enumerate(self._found) for ref in lost}
+        kept = [(rule, resource) for rule, resource in made if _ref(resource) not in cause]
+        while cause:
+            still = []
+            for rule, resource in kept:
+                hit = next((cause[ref] for ref in _references(resource) if ref in cause), None)
+                if hit is None:
+                    still.append((rule, resource))
+                else:
+                    self._found[hit][1].append(_ref(resource))
+                    cause[_ref(resource)] = hit
+            if len(still) == len(kept):
+                break
+            kept = still
+        return kept
+
+    def rejections(self) -> list[Rejection]:
+        return [Rejection(r.file, r.row, r.column, r.value, r.rule, r.reason, tuple(dict.fromkeys(lost)))
+                for r, lost in self._found]
 
 
 def _dropped(ctx: Context, rule: Rule) -> Problem | None:

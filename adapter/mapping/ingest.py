@@ -20,7 +20,7 @@ from adapter.store.repository import Repository
 
 __all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
 
-REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason"]
+REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason", "not_made"]
 
 
 def now_recorded() -> str:
@@ -29,7 +29,7 @@ def now_recorded() -> str:
 
 def _cells(r: Any) -> list[Any]:
     """A rejection's (or warning's) line in rejections.csv and warnings.csv."""
-    return [pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason]
+    return [pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason, " ".join(r.not_made)]
 
 
 class Quarantine:
@@ -105,12 +105,12 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
 
     def done(row: SourceRow | None, result: RecordResult) -> Iterator[list[dict[str, Any]]]:
         report.add(result)
-        if result.accepted:
+        if result.kept:
             if jail is not None and result.warnings:
                 jail.warn(result)
             if result.resources:
                 yield result.resources
-        elif jail is not None:
+        if jail is not None and result.rejections:  # a partly accepted row too: fixed, it re-ingests in place
             jail.add(row, result)
 
     try:
@@ -130,7 +130,9 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
                     yield from done(row, result)
             if len(still) == len(deferred):
                 for row, result in still:  # rejected: a row whose references never resolved
-                    result.rejections, result.dangling, result.resources = result.dangling, [], []
+                    result.rejections, result.dangling, result.resources = \
+                        result.rejections + result.dangling, [], []
+                    result.partly = False
                     yield from done(row, result)
                 break
             deferred = still

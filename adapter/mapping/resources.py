@@ -19,7 +19,7 @@ from typing import Any
 from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, text_of
 from adapter.mapping.spec import MappingSpec, Rule
 
-__all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "patient_id", "UCUM", "STUDY_EXTENSION"]
+__all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "intended", "patient_id", "UCUM", "STUDY_EXTENSION"]
 
 UCUM = "http://unitsofmeasure.org"
 STUDY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
@@ -292,6 +292,20 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         resource["bodySite"] = _concept(ctx, {"system": "local", "code": site,
                                               "display": ctx.spec.catalogue.data["body_sites"][site]})
     return resource
+
+
+def intended(ctx: Context, rule: Rule) -> list[str]:
+    """"Type/id" of what a rule would have made here, for a rejection to name (and to find what
+    else of the record refers to it); the type alone where the id rests on the values."""
+    from adapter.protocol.apply import resource_id
+    patient = patient_id(ctx.spec, ctx.key, ctx.record)
+    visit = ctx.scope.visit or ""
+    return {"patient": [f"Patient/{patient}"],
+            "condition": [f"Condition/{ctx.id('cerebral-palsy')}"],
+            "research_subject": [f"ResearchSubject/{resource_id(ctx.spec.catalogue.study, patient)}"],
+            "injection": [f"Procedure/{ctx.id(visit or 'injection')}"],
+            "adverse_event": ["AdverseEvent"],
+            "observation": [f"Observation/{ctx.id(visit, rule.name)}"]}[rule.kind]
 
 
 BUILDERS: dict[str, Callable[[Context, Rule], Any]] = {

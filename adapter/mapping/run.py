@@ -40,7 +40,9 @@ KEEP_REJECTIONS = 10_000  # kept in memory for the report; all are counted (and 
 class MappingReport:
     rows_read: int = 0
     rows_accepted: int = 0
-    rows_rejected: int = 0
+    rows_rejected: int = 0  # nothing of the row written
+    rows_partly: int = 0  # partly accepted: some of its resources written, some rejected
+    cells_rejected: int = 0  # rejections (each names one cell, or a resource that failed validation)
     rows_warned: int = 0  # accepted with a warning (a value that made nothing)
     writes: int = 0  # resources written (or mapped): one resource may be written by many rows
     # distinct resources, {type: {status: n}} (tally.STATUSES), complete once the run is over
@@ -54,8 +56,11 @@ class MappingReport:
 
     def add(self, result: RecordResult) -> None:
         self.rows_read += 1
-        if result.accepted:
-            self.rows_accepted += 1
+        if result.kept:
+            if result.partly:
+                self.rows_partly += 1
+            else:
+                self.rows_accepted += 1
             self.writes += len(result.written)
             if self.tally is None:
                 self.tally = Tally()
@@ -65,10 +70,17 @@ class MappingReport:
                 self.warnings.extend(result.warnings[:max(KEEP_REJECTIONS - len(self.warnings), 0)])
         else:
             self.rows_rejected += 1
+        if result.rejections:
+            self.cells_rejected += len(result.rejections)
             room = KEEP_REJECTIONS - len(self.rejections)
             self.rejections.extend(result.rejections[:max(room, 0)])
         self.fired.update(result.fired)
         self.seen |= result.seen
+
+    @property
+    def rejected_any(self) -> bool:
+        """Something was rejected: a row, or a cell of a partly accepted one."""
+        return bool(self.rows_rejected or self.rows_partly)
 
     def finish(self) -> None:
         if self.tally is not None:
@@ -90,7 +102,10 @@ class MappingReport:
         made = ", ".join(f"{statuses[s]} {s}" for s in reversed(STATUSES) if s != "mapped") \
             if statuses.keys() - {"mapped"} else ""
         warned = f", {self.rows_warned} with warnings" if self.rows_warned else ""
-        return (f"{self.rows_read} rows read: {self.rows_accepted} accepted{warned}, {self.rows_rejected} rejected; "
+        partly = f", {self.rows_partly} partly accepted" if self.rows_partly else ""
+        cells = f" ({self.cells_rejected} rejections)" if self.cells_rejected else ""
+        return (f"{self.rows_read} rows read: {self.rows_accepted} accepted{warned}{partly}, "
+                f"{self.rows_rejected} rejected{cells}; "
                 f"{self.resources} resources{': ' + made if made else ''} ({self.writes} writes{rate})")
 
 
