@@ -192,12 +192,15 @@ def _scopes(spec: MappingSpec, root: Scope) -> Iterator[Scope]:
 
 
 def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
-               check: bool = True) -> RecordResult:
-    """Every rule over one record; with `check`, every resource through the validator too."""
+               check: bool = True, histories: dict[str, list[Any]] | None = None) -> RecordResult:
+    """Every rule over one record; with `check`, every resource through the validator too.
+    `histories`: each record's visits with the fields rules look up (lookups.py)."""
     result = RecordResult(row.file, row.line)
     root = _root_scope(spec, row)
     key_value = root.get(spec.source["record_key"])
     record = text_of(key_value.raw).strip()
+    if histories:
+        root.history = histories.get(record, [])
     made: list[tuple[Rule, dict[str, Any]]] = []
     failed = _Failures()
 

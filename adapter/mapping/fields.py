@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.mapping.arithmetic import combine, is_arithmetic, operation
 from adapter.mapping.values import parse_date, parse_decimal
 
-__all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "text_of", "decimal_of", "date_of",
-           "integer_of"]
+__all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "looked_up", "text_of", "decimal_of",
+           "date_of", "integer_of"]
 
 
 class Problem(Exception):
@@ -58,6 +59,8 @@ class Scope:
     visit: str | None = None
     visit_date: str | None = None  # the visit's date, as a FHIR date
     seen: set[str] | None = None  # fields read, for coverage
+    # the record's visits, with the fields other rows look up (lookups.py); empty when none are
+    history: list[Any] = field(default_factory=list)
 
     def get(self, name: str) -> Value:
         if name in self.bound:
@@ -75,7 +78,7 @@ class Scope:
 
     def child(self, item: Any, item_path: str, bound: dict[str, Value] | None = None) -> Scope:
         return Scope(self.root, self.tabular, self.decimal_mark, item, item_path,
-                     {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen)
+                     {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen, self.history)
 
 
 _ANY_INDEX = re.compile(r"\[\d+\]")
@@ -95,9 +98,9 @@ def evaluate(expr: Any, scope: Scope) -> Value:
         return scope.get(expr)
     if "const" in expr:
         return Value(expr["const"], "(constant)")
-    if "mean" in expr:
-        return _mean(expr, scope)
-    value = scope.get(expr["field"])
+    if is_arithmetic(expr):
+        return _arithmetic(expr, scope)
+    value = _look_up(expr, scope) if "from_visit" in expr or "latest" in expr else scope.get(expr["field"])
     if value.empty:
         return value
     if "split" in expr:
@@ -115,19 +118,43 @@ def evaluate(expr: Any, scope: Scope) -> Value:
     return value
 
 
-def _mean(expr: dict[str, Any], scope: Scope) -> Value:
-    values = [scope.get(name) for name in expr["mean"]]
-    label = f"mean({', '.join(v.label for v in values)})"
+def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
+    op = operation(expr)
+    values = [evaluate(part, scope) for part in expr[op]]
+    shown = [v.label for v in values] if len(values) <= 4 else [values[0].label, "...", values[-1].label]
+    label = f"{op}({', '.join(shown)})"
     if all(v.empty for v in values):
         return Value(None, label)
     missing = [v.label for v in values if v.empty]
     if missing:
         raise Problem(missing[0], "", f"needed for {label}, but empty")
     numbers = [decimal_of(v, scope.decimal_mark) for v in values]
-    mean = sum(numbers, decimal.Decimal(0)) / len(numbers)
+    try:
+        result = combine(op, numbers)
+    except (ZeroDivisionError, decimal.InvalidOperation):
+        raise Problem(values[-1].label, values[-1].raw, f"{label}: a ratio over zero") from None
     if "round" in expr:
-        mean = mean.quantize(decimal.Decimal(1).scaleb(-expr["round"]), rounding=decimal.ROUND_HALF_UP)
-    return Value(mean, label)
+        result = result.quantize(decimal.Decimal(1).scaleb(-expr["round"]), rounding=decimal.ROUND_HALF_UP)
+    return Value(result, label)
+
+
+def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
+    """A field from another row (or visit) of the same record: the `from_visit` one's, or the
+    latest at or before this visit's date (this row included)."""
+    name = expr["field"]
+    scope.get(name)  # read: counted as used by coverage
+    found = [v for v in scope.history if name in v.values]
+    if "from_visit" in expr:
+        found = [v for v in found if v.visit == expr["from_visit"]]
+        where = f"at {expr['from_visit']}"
+    else:
+        day = scope.visit_date
+        found = [v for v in found if day is not None and v.date is not None and v.date <= day]
+        where = f"latest at or before {day or 'the visit date'}"
+    if not found:
+        return Value(None, f"{name} ({where}: none in the record)")
+    visit = max(found, key=lambda v: (v.date or "", v.line))
+    return Value(visit.values[name], f"{name} (line {visit.line}, {visit.visit})")
 
 
 def decimal_of(value: Value, decimal_mark: str) -> decimal.Decimal:
@@ -162,8 +189,18 @@ def fields_of(expr: Any) -> list[str]:
     if isinstance(expr, str):
         return [expr]
     if isinstance(expr, dict):
-        if "mean" in expr:
-            return list(expr["mean"])
+        if is_arithmetic(expr):
+            return [name for part in expr[operation(expr)] for name in fields_of(part)]
         if "field" in expr:
+            return [expr["field"]]
+    return []
+
+
+def looked_up(expr: Any) -> list[str]:
+    """The fields an expression reads from other rows of the record (`from_visit`, `latest`)."""
+    if isinstance(expr, dict):
+        if is_arithmetic(expr):
+            return [name for part in expr[operation(expr)] for name in looked_up(part)]
+        if "from_visit" in expr or "latest" in expr:
             return [expr["field"]]
     return []

@@ -23,6 +23,7 @@ __all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "intended", "patient_
 
 UCUM = "http://unitsofmeasure.org"
 STUDY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
+PQ_TRANSLATION = "http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation"
 _ID_SAFE = re.compile(r"^[A-Za-z0-9.\-]+$")
 
 
@@ -168,7 +169,8 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
     if not cells.empty:
         procedure["extension"].append({
             "url": f"{ctx.spec.catalogue.base}/StructureDefinition/administered-cells",
-            "valueQuantity": {"value": ctx.decimal(cells), "unit": "10^6 cells", "system": UCUM, "code": "10*6"}})
+            "valueQuantity": {"value": _cells(ctx.decimal(cells) * rule.derived.get("cells_million", 1)),
+                              "unit": "10^6 cells", "system": UCUM, "code": "10*6"}})
     lot = ctx.value(rule, "lot")
     if not lot.empty:
         lot_text = text_of(lot.raw).strip()
@@ -179,6 +181,11 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
         procedure["usedReference"] = [{"reference": f"BiologicallyDerivedProduct/{product['id']}"}]
         out.append(product)
     return out
+
+
+def _cells(number: decimal.Decimal) -> decimal.Decimal:
+    """Cells given, to 0.01 million: a per-kg dose times a weight has more digits than meaning."""
+    return number.quantize(decimal.Decimal("0.01")) if number.as_tuple().exponent < -2 else number  # type: ignore[operator]
 
 
 def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
@@ -242,17 +249,30 @@ def _quantity(number: decimal.Decimal, unit: str) -> dict[str, Any]:
     return {"value": number, "unit": unit, "system": UCUM, "code": unit}
 
 
-def _factor(ctx: Context, rule: Rule) -> decimal.Decimal:
+def _source_unit(ctx: Context, rule: Rule) -> tuple[decimal.Decimal, str, str]:
+    """The factor into the concept's unit, and the unit the site wrote (its spelling, and UCUM)."""
+    if "value" in rule.derived:
+        expr = rule.fields["value"]
+        said = expr.get("unit", "") if "field" in expr else ""  # a field with its unit, not arithmetic
+        return rule.derived["value"], said, said
     unit = rule.fields.get("unit")
     if unit is None or rule.factors is None:
-        return decimal.Decimal(1)
+        return decimal.Decimal(1), "", ""
     if isinstance(unit, str):
-        return rule.factors[unit]
+        return rule.factors[unit], unit, unit
     given = ctx.scope.get(unit["field"])
     spelling = text_of(given.raw).strip()
     if spelling not in rule.factors:
         raise Problem(given.label, given.raw, f"unknown unit (expected {' or '.join(rule.factors)})")
-    return rule.factors[spelling]
+    return rule.factors[spelling], spelling, unit["units"][spelling]
+
+
+def _as_sent(quantity: dict[str, Any], value: Value, ctx: Context, spelling: str, ucum: str) -> None:
+    """Keep what the site sent beside a converted value: its number and unit (R4's
+    iso21090-PQ-translation, "the same quantity in a different unit"), so that an auditor can
+    see it was 5230 /uL before it was 5.23 10*9/L."""
+    quantity["extension"] = [{"url": PQ_TRANSLATION, "valueQuantity": {
+        "value": ctx.decimal(value), "unit": spelling, "system": UCUM, "code": ucum}}]
 
 
 def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
@@ -285,8 +305,11 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
             raise Problem(value.label, value.raw, concept["check"]["reason"])
         resource["valueCodeableConcept"] = _concept(ctx, concept["codes"][grade])
     else:
-        number = _checked_number(ctx, value, concept, _factor(ctx, rule))
+        factor, spelling, ucum = _source_unit(ctx, rule)
+        number = _checked_number(ctx, value, concept, factor)
         resource["valueQuantity"] = _quantity(number, concept["unit"])
+        if factor != 1 and ucum:
+            _as_sent(resource["valueQuantity"], value, ctx, spelling, ucum)
     if "body_site" in rule.data:
         site = rule.data["body_site"]
         resource["bodySite"] = _concept(ctx, {"system": "local", "code": site,

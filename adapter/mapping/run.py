@@ -24,6 +24,7 @@ from typing import Any
 
 from adapter.fhir.extract import Indexed, extract
 from adapter.mapping.engine import RecordResult, Rejection, map_record, read_source, unique_key
+from adapter.mapping.lookups import record_histories
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.mapping.tally import STATUSES, Tally
@@ -153,10 +154,11 @@ class _Job:
     check: bool
     store: Repository | None  # write accepted rows here (and return them without resources)
     batch_size: int = 1000
+    histories: dict[str, list[Any]] | None = None  # lookups.record_histories, when the spec looks up
 
 
 def _map_rows(job: _Job, rows: list[SourceRow]) -> list[RecordResult]:
-    results = [map_record(job.spec, job.key, row, job.recorded, job.check) for row in rows]
+    results = [map_record(job.spec, job.key, row, job.recorded, job.check, job.histories) for row in rows]
     if job.store is not None:
         store_results(job.store, results, job.batch_size)
     return results
@@ -208,7 +210,11 @@ def records(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, 
 
     With a `store`, accepted rows are written (a row's resources in one transaction) before
     their result is yielded, and results carry no resources."""
-    job = _Job(spec, key, recorded, check, store, batch_size)
+    histories = None
+    if spec.looked_up:  # a first pass: each record's visits, with the fields rules look up
+        files = list(files)
+        histories = record_histories(spec, files)
+    job = _Job(spec, key, recorded, check, store, batch_size, histories)
     if workers <= 1:
         pending: list[SourceRow | RecordResult] = []
 

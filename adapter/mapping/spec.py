@@ -11,10 +11,11 @@ import csv
 import decimal
 import pathlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
+from adapter.mapping.arithmetic import OPERATIONS, is_arithmetic, unit_of
 from adapter.mapping.fields import fields_of
 from adapter.fhir.units import UnitError, factor
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
@@ -44,6 +45,9 @@ class Rule:
     # observation: the catalogue entry, and per source unit (UCUM) the factor to its unit
     concept: dict[str, Any] | None = None
     factors: dict[str, decimal.Decimal] | None = None
+    # fields whose expression has a unit (arithmetic, or `unit:` on a field): the factor from
+    # it into the unit the field is stored in, worked out when the spec is loaded
+    derived: dict[str, decimal.Decimal] = field(default_factory=dict)
 
     @property
     def per_document(self) -> bool:
@@ -58,6 +62,7 @@ class MappingSpec:
     catalogue: Catalogue
     rules: tuple[Rule, ...]
     visits: tuple[tuple[re.Pattern[str], str], ...]
+    looked_up: frozenset[str] = frozenset()  # fields rules read from other rows of the record
 
     @property
     def site(self) -> str:
@@ -122,9 +127,31 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
                 problems.append(lines.problem(("rules", i, "when", "visit", j), f"{name!r} is not a visit "
                                               "(baseline, injection-N or month-N)"))
     problems += _check_fields(data, lines, path, header)
+    looked = _check_lookups(data, lines, problems)
     if problems:
         raise SpecError(problems)
-    return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits))
+    return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits), looked)
+
+
+def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> frozenset[str]:
+    found: set[str] = set()
+
+    def walk(expr: Any, at: tuple[Any, ...]) -> None:
+        if isinstance(expr, dict) and is_arithmetic(expr):
+            op = next(o for o in OPERATIONS if o in expr)
+            for j, part in enumerate(expr[op]):
+                walk(part, at + (op, j))
+        elif isinstance(expr, dict) and ("from_visit" in expr or "latest" in expr):
+            found.add(expr["field"])
+            if "from_visit" in expr and not _VISIT.match(expr["from_visit"]):
+                problems.append(lines.problem(at + ("from_visit",), f"{expr['from_visit']!r} is not a visit "
+                                              "(baseline, injection-N or month-N)"))
+    for i, rule in enumerate(data["rules"]):
+        kind = next(k for k in KINDS if k in rule)
+        body = rule if kind == "observation" else rule[kind]
+        for name, expr in body.items():
+            walk(expr, ("rules", i) + (() if kind == "observation" else (kind,)) + (name,))
+    return frozenset(found)
 
 
 def _listed(value: Any) -> list[Any]:
@@ -166,7 +193,44 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
         if "body_site" in rule and rule["body_site"] not in catalogue.data["body_sites"]:
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
-    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors)
+    derived = _derived(kind, fields, concept, lines, at if kind == "observation" else at + (kind,), problems,
+                       "unit" in rule and kind == "observation")
+    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived)
+
+
+# The unit a numeric field is stored in, where it is not a plain number.
+TARGET_UNITS = {("injection", "cells_million"): "10*6"}
+
+
+def _derived(kind: str, fields: dict[str, Any], concept: dict[str, Any] | None, lines: Lines,
+             at: tuple[Any, ...], problems: list[str], source_unit: bool) -> dict[str, decimal.Decimal]:
+    """Per field with an arithmetic expression (or a unit of its own), the factor from the unit
+    the expression works out to into the unit the field is stored in; a mismatch is a problem."""
+    found = {}
+    for name, expr in fields.items():
+        if not isinstance(expr, dict) or not (is_arithmetic(expr) or "unit" in expr) or name == "unit":
+            continue
+        if "const" in expr and "unit" not in expr:
+            continue
+        where = lines.problem(at + (name,), "")
+        errors: list[str] = []
+        unit = unit_of(expr, errors)
+        problems.extend(where + error for error in errors)
+        if errors:
+            continue
+        if kind == "observation" and concept is not None:
+            target = concept.get("unit", "1") if name == "value" else \
+                concept.get("components", {}).get(name, {}).get("unit", "1")
+            if source_unit:
+                problems.append(where + "the unit comes from the expression: drop the rule's `unit:`")
+                continue
+        else:
+            target = TARGET_UNITS.get((kind, name), "1")
+        try:
+            found[name] = unit.factor_to(target)
+        except UnitError as exc:
+            problems.append(where + f"{exc} (the {kind}'s {name} is in {target})")
+    return found
 
 
 def _factors(rule: dict[str, Any], concept: dict[str, Any], lines: Lines, at: tuple[Any, ...],
