@@ -16,7 +16,7 @@ from adapter.mapping.arithmetic import combine, is_arithmetic, operation
 from adapter.mapping.values import parse_date, parse_decimal
 
 __all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "looked_up", "text_of", "decimal_of",
-           "date_of", "integer_of"]
+           "date_of", "integer_of", "rounded"]
 
 
 class Problem(Exception):
@@ -123,8 +123,9 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
     values = [evaluate(part, scope) for part in expr[op]]
     shown = [v.label for v in values] if len(values) <= 4 else [values[0].label, "...", values[-1].label]
     label = f"{op}({', '.join(shown)})"
-    if all(v.empty for v in values):
-        return Value(None, label)
+    read = [v for part, v in zip(expr[op], values, strict=True) if fields_of(part)]  # constants aside
+    if all(v.empty for v in read):
+        return Value(None, label)  # nothing to derive it from: the rule makes nothing
     missing = [v.label for v in values if v.empty]
     if missing:
         raise Problem(missing[0], "", f"needed for {label}, but empty")
@@ -134,8 +135,12 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
     except (ZeroDivisionError, decimal.InvalidOperation):
         raise Problem(values[-1].label, values[-1].raw, f"{label}: a ratio over zero") from None
     if "round" in expr:
-        result = result.quantize(decimal.Decimal(1).scaleb(-expr["round"]), rounding=decimal.ROUND_HALF_UP)
+        result = rounded(result, expr["round"])
     return Value(result, label)
+
+
+def rounded(number: decimal.Decimal, places: int) -> decimal.Decimal:
+    return number.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
 
 
 def _look_up(expr: dict[str, Any], scope: Scope) -> Value:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, text_of
+from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, rounded, text_of
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "intended", "patient_id", "UCUM", "STUDY_EXTENSION"]
@@ -169,7 +169,8 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
     if not cells.empty:
         procedure["extension"].append({
             "url": f"{ctx.spec.catalogue.base}/StructureDefinition/administered-cells",
-            "valueQuantity": {"value": _cells(ctx.decimal(cells) * rule.derived.get("cells_million", 1)),
+            "valueQuantity": {"value": _cells(ctx.decimal(cells) * rule.derived.get("cells_million", 1),
+                                              rule.rounding.get("cells_million")),
                               "unit": "10^6 cells", "system": UCUM, "code": "10*6"}})
     lot = ctx.value(rule, "lot")
     if not lot.empty:
@@ -183,9 +184,11 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
     return out
 
 
-def _cells(number: decimal.Decimal) -> decimal.Decimal:
-    """Cells given, to 0.01 million: a per-kg dose times a weight has more digits than meaning."""
-    return number.quantize(decimal.Decimal("0.01")) if number.as_tuple().exponent < -2 else number  # type: ignore[operator]
+def _cells(number: decimal.Decimal, places: int | None) -> decimal.Decimal:
+    """Cells given, to 0.01 million at most: a per-kg dose times a weight has more digits than meaning."""
+    if places is not None:
+        return rounded(number, places)
+    return rounded(number, 2) if number.as_tuple().exponent < -2 else number  # type: ignore[operator]
 
 
 def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
@@ -229,9 +232,13 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
     return resource
 
 
-def _checked_number(ctx: Context, value: Value, concept: dict[str, Any], factor: decimal.Decimal) -> decimal.Decimal:
-    """The value in the concept's unit, if the reference's rule for it (section 4) holds."""
+def _checked_number(ctx: Context, value: Value, concept: dict[str, Any], factor: decimal.Decimal,
+                    places: int | None = None) -> decimal.Decimal:
+    """The value in the concept's unit (rounded to `places`), if the reference's rule for it
+    (section 4) holds."""
     number = ctx.decimal(value) * factor
+    if places is not None:
+        number = rounded(number, places)
     check = concept["check"]
     low, high = (decimal.Decimal(str(check[k])) if k in check else None for k in ("min", "max"))
     if (low is not None and number < low) or (high is not None and number > high):
@@ -306,7 +313,7 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         resource["valueCodeableConcept"] = _concept(ctx, concept["codes"][grade])
     else:
         factor, spelling, ucum = _source_unit(ctx, rule)
-        number = _checked_number(ctx, value, concept, factor)
+        number = _checked_number(ctx, value, concept, factor, rule.rounding.get("value"))
         resource["valueQuantity"] = _quantity(number, concept["unit"])
         if factor != 1 and ucum:
             _as_sent(resource["valueQuantity"], value, ctx, spelling, ucum)

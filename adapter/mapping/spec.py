@@ -11,7 +11,8 @@ import csv
 import decimal
 import pathlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as default
 from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
@@ -47,7 +48,8 @@ class Rule:
     factors: dict[str, decimal.Decimal] | None = None
     # fields whose expression has a unit (arithmetic, or `unit:` on a field): the factor from
     # it into the unit the field is stored in, worked out when the spec is loaded
-    derived: dict[str, decimal.Decimal] = field(default_factory=dict)
+    derived: dict[str, decimal.Decimal] = default(default_factory=dict)
+    rounding: dict[str, int] = default(default_factory=dict)  # decimal places, of a derived value
 
     @property
     def per_document(self) -> bool:
@@ -193,9 +195,15 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
         if "body_site" in rule and rule["body_site"] not in catalogue.data["body_sites"]:
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
+    fields = dict(fields)
     derived = _derived(kind, fields, concept, lines, at if kind == "observation" else at + (kind,), problems,
                        "unit" in rule and kind == "observation")
-    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived)
+    rounding = {}
+    for key in derived:  # rounded in the unit the value is stored in, after the conversion
+        if is_arithmetic(fields[key]) and "round" in fields[key]:
+            rounding[key] = fields[key]["round"]
+            fields[key] = {k: v for k, v in fields[key].items() if k != "round"}
+    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived, rounding)
 
 
 # The unit a numeric field is stored in, where it is not a plain number.

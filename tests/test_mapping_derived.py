@@ -1,0 +1,136 @@
+"""Derived values: arithmetic with units checked when the spec loads, values looked up in another
+row of the same record, and converted values that keep what the site sent."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from adapter.mapping.arithmetic import Unit
+from adapter.mapping.ingest import translate
+from adapter.mapping.spec import load_mapping
+from adapter.yamlspec import SpecError
+from conftest import ROOT
+
+CATALOGUE = ROOT / "mappings" / "sites" / "catalogue.yaml"
+KEY = b"test-pseudonym-key-0123456789"
+HEADER = "id,visit,date,weight,dose_per_kg,route,a1,a2,a3,hb,hb_unit"
+
+SPEC = """
+mapping: {name: derived, version: 1.0.0, site: site-x, catalogue: %(catalogue)s, arm: arm-1,
+          pseudonym_key_env: UNUSED}
+source:
+  format: csv
+  encoding: utf-8
+  date_formats: ["%%Y-%%m-%%d"]
+  record_key: id
+  visit:
+    field: visit
+    values:
+      - {match: screening, visit: baseline}
+      - {match: 'dose(\\d+)', visit: "injection-{1}"}
+      - {match: 'm(\\d+)', visit: "month-{1}"}
+  visit_date: date
+rules:
+  - injection:
+      date: date
+      route: {field: route, map: {IT: intrathecal, IV: intravenous}}
+      cells_million: %(cells)s
+    when: {present: [route]}
+  - observation: body-weight
+    value: weight
+  - observation: %(concept)s
+    value: %(value)s
+"""
+CELLS = "{product: [{field: dose_per_kg, unit: 10*6/kg}, {field: weight, latest: true, unit: kg}]}"
+ITEMS = "[{field: a1, unit: '{score}'}, {field: a2, unit: '{score}'}, {field: a3, unit: '{score}'}]"
+PERCENT = "{ratio: [{sum: %s}, {const: 9, unit: '{score}'}], round: 1}" % ITEMS
+
+
+def spec(tmp_path, cells: str = CELLS, concept: str = "gmfm-88-a", value: str = PERCENT):
+    path = tmp_path / "derived.yaml"
+    path.write_text(SPEC % {"catalogue": CATALOGUE, "cells": cells, "concept": concept, "value": value},
+                    encoding="utf-8")
+    return path
+
+
+def run(tmp_path, *rows: str, **kw: str):
+    source = tmp_path / "export.csv"
+    source.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(load_mapping(spec(tmp_path, **kw)), [source], out, KEY)
+    made = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+    return report, made
+
+
+def problems(path) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        load_mapping(path)
+    return caught.value.problems
+
+
+def test_units_are_worked_out_when_the_spec_loads(tmp_path):
+    load_mapping(spec(tmp_path))  # score / score = a plain number, x 100 into %; 10*6/kg x kg = 10*6
+    [mean] = problems(spec(tmp_path, value="{mean: %s}" % ITEMS))
+    assert "gmfm-88-a.value" in mean or "value" in mean
+    assert "not in %" in mean and "{score}" in mean  # a mean of 0-3 scores is no percentage
+    [weights] = problems(spec(tmp_path, concept="body-weight",
+                              value="{sum: [{field: weight, unit: kg}, {field: a1, unit: g}]}"))
+    assert "different units (kg and g)" in weights
+    [cells] = problems(spec(tmp_path, cells="{product: [{field: dose_per_kg, unit: 10*6/kg}, weight]}"))
+    assert "is in 10*6" in cells  # a per-kg dose times a plain number is no number of cells
+    [ratio] = problems(spec(tmp_path, value="{ratio: [a1, a2, a3]}"))
+    assert "rules[2].value" in ratio  # a ratio of three
+
+
+def test_annotations_count_as_powers():
+    score = Unit.parse("{score}")
+    assert score.times(score, -1).factor_to("%") == 100
+    assert Unit.parse("10*6/kg").times(Unit.parse("kg")).factor_to("10*6") == 1
+    assert Unit.parse("{score}/{item}").annotations == (("{item}", -1), ("{score}", 1))
+
+
+def test_derived_values_and_lookups_across_rows(tmp_path):
+    report, made = run(
+        tmp_path,
+        "C1,screening,2025-03-01,20.0,,,3,2,1,,",
+        "C1,dose1,2025-03-08,,1.5,IT,,,,,",  # weighed at screening: 1.5 x 20.0
+        "C1,dose2,2025-03-15,22.5,2,IT,,,,,",  # weighed the same day: this row's weight
+        "C1,m1,2025-04-15,,,,3,3,NT,,")  # not a number: that dimension only
+    dose1 = made["site-x-C1-injection-1"]["extension"][1]["valueQuantity"]
+    dose2 = made["site-x-C1-injection-2"]["extension"][1]["valueQuantity"]
+    assert (dose1["value"], dose2["value"], dose1["code"]) == (30, 45, "10*6")
+    assert made["site-x-C1-baseline-gmfm-88-a"]["valueQuantity"]["value"] == 66.7
+    assert "site-x-C1-month-1-gmfm-88-a" not in made
+    [bad] = report.rejections
+    assert (bad.row, bad.column, bad.value, bad.not_made) == (5, "a3", "NT", ("Observation/site-x-C1-month-1-gmfm-88-a",))
+    assert report.rows_partly == 0 and report.rows_rejected == 1  # the m1 row made nothing else
+
+
+def test_a_lookup_that_finds_nothing_names_what_it_looked_for(tmp_path):
+    report, made = run(tmp_path, "C2,dose1,2025-03-08,,1.5,IT,,,,,", "C2,screening,2025-03-20,20.0,,,,,,,")
+    [missing] = report.rejections
+    assert missing.row == 2 and "weight (latest at or before 2025-03-08: none in the record)" in missing.column
+    assert missing.not_made == ("Procedure/site-x-C2-injection-1",)
+    assert report.rows_rejected == 1  # the screening row, after the dose, does not count for it
+
+
+def test_from_visit_reads_that_visit_and_zero_is_refused_as_a_divisor(tmp_path):
+    cells = "{product: [{field: dose_per_kg, unit: 10*6/kg}, {field: weight, from_visit: baseline, unit: kg}]}"
+    report, made = run(tmp_path, "C3,screening,2025-03-01,20.0,,,0,0,0,,",
+                       "C3,dose1,2025-03-08,30.0,2,IV,,,,,", cells=cells,
+                       value="{ratio: [{sum: %s}, {sum: %s}]}" % (ITEMS, ITEMS))
+    assert made["site-x-C3-injection-1"]["extension"][1]["valueQuantity"]["value"] == 40  # 2 x 20.0, not 30.0
+    [zero] = report.rejections
+    assert "a ratio over zero" in zero.reason and zero.row == 2
+
+
+def test_a_converted_value_keeps_what_the_site_sent(tmp_path):
+    report, made = run(tmp_path, "C4,screening,2025-03-01,20.0,,,,,,1250,mg/dL",
+                       concept="igg", value="{field: hb, unit: mg/dL}")
+    quantity = made["site-x-C4-baseline-igg"]["valueQuantity"]
+    assert (quantity["value"], quantity["code"]) == (12.5, "g/L")
+    [sent] = quantity["extension"]
+    assert sent["url"] == "http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation"
+    assert (sent["valueQuantity"]["value"], sent["valueQuantity"]["code"]) == (1250, "mg/dL")
