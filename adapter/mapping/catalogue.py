@@ -1,10 +1,13 @@
 """The clinical catalogue (mappings/sites/catalogue.yaml): the codes, units and checks that
-site mappings map into, with `local` codes resolved against the protocol's own CodeSystem."""
+site mappings map into, with `local` codes resolved against the protocol's own CodeSystem, or,
+for codes the protocol does not define, against the catalogue's own (its `local_codes`, body
+sites, codes given with a display, and the item codes of its instruments): a concept a site
+needs is added in this one file."""
 from __future__ import annotations
 
 import functools
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir.units import UnitError, check_unit
@@ -12,7 +15,7 @@ from adapter.protocol.build import build_resources
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Catalogue", "load_catalogue"]
+__all__ = ["Catalogue", "load_catalogue", "catalogue_resources", "item_code", "items_code"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,12 @@ class Catalogue:
     local_codes: dict[str, str]  # code -> display, from the protocol spec
     activities: dict[str, str]  # activity key -> ActivityDefinition canonical (url|version)
     lines: Lines
+    own_codes: dict[str, str] = field(default_factory=dict)  # code -> display, the catalogue's own
+    version: str = "1.0.0"  # the protocol's: the catalogue's CodeSystem goes with it
+
+    @property
+    def own_system(self) -> str:
+        return f"{self.base}/CodeSystem/{self.study}-catalogue"
 
     @property
     def base(self) -> str:
@@ -39,11 +48,64 @@ class Catalogue:
         return self.data["codes"][table]  # type: ignore[no-any-return]
 
     def coding(self, coding: dict[str, Any]) -> dict[str, Any]:
-        """A catalogue coding as FHIR: `local` becomes the protocol CodeSystem, with its display."""
+        """A catalogue coding as FHIR: `local` becomes the protocol CodeSystem (or the catalogue's
+        own, for a code the protocol does not define), with its display."""
         if coding["system"] != LOCAL:
             return dict(coding)
-        return {"system": self.local_system, "code": coding["code"],
-                "display": coding.get("display") or self.local_codes[coding["code"]]}
+        code = coding["code"]
+        if code in self.local_codes:
+            return {"system": self.local_system, "code": code, "display": coding.get("display") or self.local_codes[code]}
+        return {"system": self.own_system, "code": code, "display": coding.get("display") or self.own_codes[code]}
+
+    def instrument(self, key: str) -> dict[str, Any]:
+        return self.data["instruments"][key]  # type: ignore[no-any-return]
+
+    def item_numbers(self, key: str) -> range:
+        """The item numbers of an instrument (GMFM-88: 1-88); none for an unknown one."""
+        spans = self.data.get("instruments", {}).get(key, {}).get("dimensions", {}).values()
+        return range(1, max((last for _, last in spans), default=0) + 1)
+
+
+def item_code(instrument: str, n: int) -> str:
+    return f"{instrument}-item-{n}"
+
+
+def items_code(dimension: str) -> str:
+    """The code of the Observation that keeps a dimension's item scores."""
+    return f"{dimension}-items"
+
+
+def _own_codes(data: dict[str, Any], protocol: dict[str, str]) -> dict[str, str]:
+    """The local codes the catalogue defines itself, with their displays."""
+    own = dict(data.get("local_codes", {}))
+    own.update({k: text for k, text in data["body_sites"].items() if k not in protocol})
+    for obs in data["observations"].values():
+        code = obs["code"]
+        if code["system"] == LOCAL and code["code"] not in protocol and "display" in code:
+            own.setdefault(code["code"], code["display"])
+    for key, instrument in data.get("instruments", {}).items():
+        last = max(span[1] for span in instrument["dimensions"].values())
+        own.update({item_code(key, n): f"{instrument['title']} item {n}" for n in range(1, last + 1)})
+        for dimension in instrument["dimensions"]:
+            named = data["observations"].get(dimension, {}).get("code", {}).get("display") or protocol.get(dimension)
+            own[items_code(dimension)] = f"{(named or dimension).replace(' (%)', '')}: item scores"
+    return {k: v for k, v in own.items() if k not in protocol}
+
+
+def catalogue_resources(catalogue: Catalogue) -> list[dict[str, Any]]:
+    """The catalogue's own CodeSystem (and its ValueSet), written with every ingest so that the
+    codes the data carries are served."""
+    cid = f"{catalogue.study}-catalogue"
+    common = {"version": catalogue.version, "status": "active", "name": "".join(
+        part.capitalize() for part in cid.split("-")), "publisher": "fhir-adapter"}
+    return [
+        {"resourceType": "CodeSystem", "id": cid, "url": catalogue.own_system, **common,
+         "title": "Local codes of the site mapping catalogue", "content": "complete", "caseSensitive": True,
+         "valueSet": f"{catalogue.base}/ValueSet/{cid}",
+         "concept": [{"code": code, "display": display} for code, display in catalogue.own_codes.items()]},
+        {"resourceType": "ValueSet", "id": cid, "url": f"{catalogue.base}/ValueSet/{cid}", **common,
+         "title": "All local codes of the site mapping catalogue",
+         "compose": {"include": [{"system": catalogue.own_system, "version": catalogue.version}]}}]
 
 
 def _codings(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -74,9 +136,15 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     local = dict(spec.data["local_codes"])
     activities = {r["id"].removeprefix(f"{spec.protocol['id']}-"): f"{r['url']}|{r['version']}"
                   for r in build_resources(spec) if r["resourceType"] == "ActivityDefinition"}
-    problems = [lines.problem(where, f"local code {c['code']!r} is not in the protocol's local_codes "
-                              f"({protocol_path})") for where, c in _codings(data)
-                if c["system"] == LOCAL and c["code"] not in local]
+    own = _own_codes(data, local)
+    problems = [lines.problem(where, f"local code {c['code']!r} is neither in the protocol's local_codes "
+                              f"({protocol_path}) nor defined here (local_codes, or a display with the code)")
+                for where, c in _codings(data) if c["system"] == LOCAL and c["code"] not in local
+                and c["code"] not in own]
+    for key, instrument in data.get("instruments", {}).items():
+        for name in [*instrument["dimensions"], instrument["total"]]:
+            if name not in data["observations"]:
+                problems.append(lines.problem(("instruments", key), f"unknown observation {name!r}"))
     used: list[tuple[tuple[Any, ...], str]] = [
         (("observations", k, "activity"), o["activity"]) for k, o in data["observations"].items()]
     used += [(("codes", "route", k, "activity"), r["activity"]) for k, r in data["codes"]["route"].items()]
@@ -93,5 +161,6 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
             problems.append(lines.problem(where, str(exc)))
     if problems:
         raise SpecError(problems)
-    return Catalogue(str(path), data, spec.code_system_url, local, activities, lines)
+    return Catalogue(str(path), data, spec.code_system_url, local, activities, lines, own,
+                     str(spec.protocol["version"]))
 

@@ -144,7 +144,7 @@ def coverage(spec: pathlib.Path, files: tuple[pathlib.Path, ...]) -> None:
     out = io.BytesIO()
     report = translate(loaded, files, out, b"coverage-only-key-not-stored", "2000-01-01T00:00:00Z")
     if loaded.tabular:  # a column a rule names is mapped, even if no row of these files fired it
-        report.seen |= {name for _, name in referenced_fields(loaded.data)}
+        report.seen |= {name for _, name in referenced_fields(loaded.data, loaded.catalogue)}
     items = loaded.source.get("items")
     unused_on_purpose = {u if loaded.tabular or u.startswith("$.") else f"$.{items}[*].{u}"
                          for u in loaded.source.get("unused", [])}

@@ -227,7 +227,12 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                 rule_made = built if isinstance(built, list) else [built] if built else []
                 if lost is not None:
                     lost += [_ref(resource) for resource in rule_made]
+                    lost += [ref for _, refs in context.failures for ref in refs]
                     continue
+                for problem, refs in context.failures:  # the builder kept the rest
+                    reject(problem, rule, refs)
+                result.warnings += [Rejection(row.file, row.line, note.column, note.value, spec.where(rule),
+                                              note.reason) for note in context.notes]
                 made.extend((rule, resource) for resource in rule_made)
                 if rule_made:
                     result.fired.add(rule.index)
@@ -362,6 +367,8 @@ def _dropped(ctx: Context, rule: Rule) -> Problem | None:
     """Why a rule that made nothing dropped data: the first of its fields that is empty, when
     others hold values (an injection's route and lot without its date)."""
     empty, filled = [], []
+    if rule.kind == "instrument":
+        return None  # its items are read by number, and say themselves what they lack
     for name, expr in rule.fields.items():
         if name == "unit" or (isinstance(expr, dict) and "const" in expr):
             continue  # not read from the row

@@ -11,12 +11,15 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from adapter.fhir import jsonio
+from adapter.fhir.extract import Indexed, extract
+from adapter.fhir.validation import validate
+from adapter.mapping.catalogue import catalogue_resources
 from adapter.mapping.engine import RecordResult
 from adapter.mapping.run import MappingReport, records, store_results, timed
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.private import open_private, private_dir
-from adapter.store.repository import Repository
+from adapter.store.repository import Repository, StoredResource
 
 __all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
 
@@ -143,11 +146,26 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
             jail.close()
 
 
+def _write_catalogue(spec: MappingSpec, repo: Repository, report: MappingReport) -> None:
+    """The catalogue's own CodeSystem, which codes of the data may be in: written (or left
+    unchanged) with every ingest, validated like every resource."""
+    made = catalogue_resources(spec.catalogue)
+    for resource in made:
+        issues = validate(resource)
+        if issues:  # the catalogue is ours: a defect, not a site's bad row
+            raise ValueError(f"catalogue {resource['resourceType']}: {issues[0].expression}: {issues[0].diagnostics}")
+    outcomes: list[StoredResource] = []
+    repo.load(iter([[Indexed(r, extract(r)) for r in made]]), analyze=False, outcomes=outcomes)
+    report.count_written([(s.resource_type, s.id, "created" if s.created else "unchanged" if s.unchanged
+                           else "updated") for s in outcomes])
+
+
 def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Repository, key: bytes,
            recorded: str | None = None, workers: int = 1, quarantine: pathlib.Path | None = None,
            progress: bool = False, batch_size: int = 1000) -> MappingReport:
     """Map, validate and store; a row's resources are written in one transaction, or not at all."""
     report, started = MappingReport(), time.perf_counter()
+    _write_catalogue(spec, repo, report)
     for _ in _run(spec, files, key, recorded or now_recorded(), workers, quarantine, progress, report,
                   store=repo, batch_size=batch_size):
         pass  # written by whoever mapped them (this process, or each worker)

@@ -13,10 +13,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, rounded, text_of
+from adapter.mapping.catalogue import item_code, items_code
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "intended", "patient_id", "UCUM", "STUDY_EXTENSION"]
@@ -57,6 +58,10 @@ class Context:
     key: bytes  # the site's pseudonym key
     record: str
     scope: Scope
+    # what a builder that makes several independent resources could not make, without giving
+    # up the rest: (problem, "Type/id" not made); and values it made nothing of (warnings)
+    failures: list[tuple[Problem, list[str]]] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
 
     @property
     def subject(self) -> dict[str, str]:
@@ -324,6 +329,79 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
     return resource
 
 
+NOT_TESTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                          "code": "not-performed", "display": "Not Performed"}], "text": "not tested"}
+
+
+def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
+    """An item-level instrument (GMFM-88): per dimension, an Observation keeping its item scores
+    (one component each; "not tested" as a data-absent reason, never a zero) and the dimension %
+    derived from them; the total % as the mean of the dimensions. A bad item costs its
+    dimension (and the total), not the other dimensions."""
+    key = rule.data["instrument"]
+    spec = ctx.spec.catalogue.instrument(key)
+    template, not_tested = rule.fields["items"], {str(v) for v in rule.fields.get("not_tested", [])}
+    allowed = {str(score) for score in spec["scores"]}
+    top = max(spec["scores"])
+    visit = ctx.scope.visit or ""
+    out: list[dict[str, Any]] = []
+    percentages: dict[str, decimal.Decimal] = {}
+    for dimension, (first, last) in spec["dimensions"].items():
+        items = [(n, ctx.scope.get(template.replace("{n}", str(n)))) for n in range(first, last + 1)]
+        if all(value.empty for _, value in items):
+            continue
+        panel_id = ctx.id(visit, items_code(dimension))
+        components, scores, problem, missing = [], [], None, []
+        for n, value in items:
+            text = text_of(value.raw).strip()
+            component: dict[str, Any] = {"code": _concept(ctx, {"system": "local", "code": item_code(key, n)})}
+            if value.empty or text in not_tested:
+                component["dataAbsentReason"] = NOT_TESTED if text else {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown"}]}
+                missing.append(value)
+            elif text in allowed:
+                component["valueInteger"] = int(text)
+                scores.append(int(text))
+            else:
+                problem = problem or Problem(value.label, value.raw, spec["reason"])
+            components.append(component)
+        if problem is not None:
+            ctx.failures.append((problem, [f"Observation/{panel_id}", f"Observation/{ctx.id(visit, dimension)}"]))
+            continue
+        concept = ctx.spec.catalogue.observation(dimension)
+        panel = _observation_shell(ctx, panel_id, concept, {"system": "local", "code": items_code(dimension)})
+        panel["component"] = components
+        out.append(panel)
+        if missing:
+            ctx.notes.append(Problem(missing[0].label, missing[0].raw,
+                                     f"{dimension} {spec['not_tested_reason']}" if text_of(missing[0].raw).strip()
+                                     else f"{dimension} not derived: an item is empty"))
+            continue
+        percent = (decimal.Decimal(sum(scores)) * 100 / (top * len(items))).quantize(decimal.Decimal("0.1"))
+        percentages[dimension] = percent
+        derived = _observation_shell(ctx, ctx.id(visit, dimension), concept, concept["code"])
+        derived["valueQuantity"] = _quantity(percent, concept["unit"])
+        derived["derivedFrom"] = [{"reference": f"Observation/{panel_id}"}]
+        out.append(derived)
+    if percentages and len(percentages) == len(spec["dimensions"]):
+        concept = ctx.spec.catalogue.observation(spec["total"])
+        total = _observation_shell(ctx, ctx.id(visit, spec["total"]), concept, concept["code"])
+        mean = sum(percentages.values(), decimal.Decimal(0)) / len(percentages)
+        total["valueQuantity"] = _quantity(mean.quantize(decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP),
+                                           concept["unit"])
+        total["derivedFrom"] = [{"reference": f"Observation/{ctx.id(visit, d)}"} for d in spec["dimensions"]]
+        out.append(total)
+    return out
+
+
+def _observation_shell(ctx: Context, rid: str, concept: dict[str, Any], code: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": rid,
+            "extension": [{"url": STUDY_EXTENSION, "valueReference": ctx.study}], "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": concept["category"]}]}],
+            "code": _concept(ctx, code), "subject": ctx.subject, "effectiveDateTime": ctx.visit_date()}
+
+
 def intended(ctx: Context, rule: Rule) -> list[str]:
     """"Type/id" of what a rule would have made here, for a rejection to name (and to find what
     else of the record refers to it); the type alone where the id rests on the values."""
@@ -335,9 +413,18 @@ def intended(ctx: Context, rule: Rule) -> list[str]:
             "research_subject": [f"ResearchSubject/{resource_id(ctx.spec.catalogue.study, patient)}"],
             "injection": [f"Procedure/{ctx.id(visit or 'injection')}"],
             "adverse_event": ["AdverseEvent"],
-            "observation": [f"Observation/{ctx.id(visit, rule.name)}"]}[rule.kind]
+            "observation": [f"Observation/{ctx.id(visit, rule.name)}"],
+            "instrument": [f"Observation/{ctx.id(visit, key)}" for key in _instrument_keys(ctx, rule)]}[rule.kind]
+
+
+def _instrument_keys(ctx: Context, rule: Rule) -> list[str]:
+    if rule.kind != "instrument":
+        return []
+    spec = ctx.spec.catalogue.instrument(rule.data["instrument"])
+    return [k for d in spec["dimensions"] for k in (items_code(d), d)] + [spec["total"]]
 
 
 BUILDERS: dict[str, Callable[[Context, Rule], Any]] = {
     "patient": patient, "condition": condition, "research_subject": research_subject,
-    "injection": injection, "adverse_event": adverse_event, "observation": observation}
+    "injection": injection, "adverse_event": adverse_event, "observation": observation,
+    "instrument": instrument}

@@ -78,6 +78,13 @@ class MappingReport:
         self.fired.update(result.fired)
         self.seen |= result.seen
 
+    def count_written(self, written: list[tuple[str, str, str]]) -> None:
+        """Resources written outside any row (the catalogue's CodeSystem)."""
+        if self.tally is None:
+            self.tally = Tally()
+        self.tally.add(written)
+        self.writes += len(written)
+
     @property
     def rejected_any(self) -> bool:
         """Something was rejected: a row, or a cell of a partly accepted one."""

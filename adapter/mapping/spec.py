@@ -23,7 +23,8 @@ from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
 __all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
 
-KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation")
+KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation", "instrument")
+_FLAT = ("observation", "instrument")  # kinds whose fields sit beside the kind's key, not under it
 # Which catalogue table each coded field's values must be keys of.
 CODE_TABLES = {("patient", "gender"): "gender", ("condition", "cp_type"): "cp-type",
                ("condition", "gmfcs"): "gmfcs", ("injection", "route"): "route",
@@ -128,7 +129,7 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
             if not _VISIT.match(name):
                 problems.append(lines.problem(("rules", i, "when", "visit", j), f"{name!r} is not a visit "
                                               "(baseline, injection-N or month-N)"))
-    problems += _check_fields(data, lines, path, header)
+    problems += _check_fields(data, lines, path, header, catalogue)
     looked = _check_lookups(data, lines, problems)
     if problems:
         raise SpecError(problems)
@@ -150,9 +151,9 @@ def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> f
                                               "(baseline, injection-N or month-N)"))
     for i, rule in enumerate(data["rules"]):
         kind = next(k for k in KINDS if k in rule)
-        body = rule if kind == "observation" else rule[kind]
+        body = rule if kind in _FLAT else rule[kind]
         for name, expr in body.items():
-            walk(expr, ("rules", i) + (() if kind == "observation" else (kind,)) + (name,))
+            walk(expr, ("rules", i) + (() if kind in _FLAT else (kind,)) + (name,))
     return frozenset(found)
 
 
@@ -165,7 +166,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
     kind = next(k for k in KINDS if k in rule)
     at = ("rules", index)
     fields = {k: v for k, v in rule.items() if k not in (kind, "name", "when", "per", "for_each")} \
-        if kind == "observation" else rule[kind]
+        if kind in _FLAT else rule[kind]
     for (table_kind, field), table in CODE_TABLES.items():
         expr = fields.get(field) if table_kind == kind else None
         if isinstance(expr, dict) and "map" in expr:
@@ -177,6 +178,11 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
                                                   f"{', '.join(known)})"))
     concept = factors = None
     name = rule.get("name") or kind.replace("_", "-")
+    if kind == "instrument":
+        name = rule.get("name") or rule["instrument"]
+        if rule["instrument"] not in catalogue.data.get("instruments", {}):
+            problems.append(lines.problem(at + ("instrument",), f"unknown instrument {rule['instrument']!r} (the "
+                                          f"catalogue has: {', '.join(catalogue.data.get('instruments', {}))})"))
     if kind == "observation":
         key = rule["observation"]
         name = rule.get("name") or "-".join(filter(None, [key, rule.get("body_site")]))
@@ -196,7 +202,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
     fields = dict(fields)
-    derived = _derived(kind, fields, concept, lines, at if kind == "observation" else at + (kind,), problems,
+    derived = _derived(kind, fields, concept, lines, at if kind in _FLAT else at + (kind,), problems,
                        "unit" in rule and kind == "observation")
     rounding = {}
     for key in derived:  # rounded in the unit the value is stored in, after the conversion
@@ -260,8 +266,9 @@ def _factors(rule: dict[str, Any], concept: dict[str, Any], lines: Lines, at: tu
     return found
 
 
-def referenced_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
-    """Every source field the spec reads, with where it is read."""
+def referenced_fields(data: dict[str, Any], catalogue: Catalogue | None = None) -> list[tuple[tuple[Any, ...], str]]:
+    """Every source field the spec reads, with where it is read (an instrument's items with the
+    catalogue)."""
     source = data["source"]
     found: list[tuple[tuple[Any, ...], str]] = [(("source", "record_key"), source["record_key"]),
                                                 (("source", "visit", "field"), source["visit"]["field"]),
@@ -269,9 +276,13 @@ def referenced_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
     found += [(("source", "unique", i), f) for i, f in enumerate(source.get("unique", []))]
     for i, rule in enumerate(data["rules"]):
         kind = next(k for k in KINDS if k in rule)
-        body = rule if kind == "observation" else rule[kind]
+        body = rule if kind in _FLAT else rule[kind]
+        if kind == "instrument" and catalogue is not None:
+            found += [(("rules", i, "items"), rule["items"].replace("{n}", str(n)))
+                      for n in catalogue.item_numbers(rule["instrument"])]
         for key, expr in body.items():
-            if key in ("observation", "body_site", "name", "when", "per", "for_each"):
+            if key in ("observation", "body_site", "name", "when", "per", "for_each", "instrument", "items",
+                       "not_tested"):
                 continue
             if key == "unit" and isinstance(expr, dict):
                 found.append((("rules", i, key, "field"), expr["field"]))
@@ -284,7 +295,7 @@ def referenced_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
 
 
 def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
-                  header: list[str] | None) -> list[str]:
+                  header: list[str] | None, catalogue: Catalogue | None = None) -> list[str]:
     source = data["source"]
     if source["format"] not in ("csv", "redcap"):
         return []
@@ -310,7 +321,7 @@ def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
     known = set(header) if header is not None else set(choices) if choices else None
     if known is None:
         return []
-    for where, name in referenced_fields(data):
+    for where, name in referenced_fields(data, catalogue):
         base = name.rsplit("___", 1)[0] if header is None else name
         if name in checkboxes and (header is None or any(h.startswith(name + "___") for h in header)):
             continue
@@ -318,7 +329,7 @@ def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
             problems.append(lines.problem(where, f"unknown column {name!r}"))
     for i, rule in enumerate(data["rules"]):
         kind = next(k for k in KINDS if k in rule)
-        body = rule if kind == "observation" else rule[kind]
+        body = rule if kind in _FLAT else rule[kind]
         for key, expr in body.items():
             if isinstance(expr, dict) and "map" in expr and choices.get(expr["field"]):
                 for code in set(expr["map"]) - choices[expr["field"]]:
