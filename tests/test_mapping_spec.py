@@ -11,7 +11,7 @@ from adapter.mapping.engine import map_record
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import load_mapping
 from adapter.fhir.units import UnitError, factor
-from adapter.yamlspec import SpecError
+from adapter.yamlspec import SpecError, package_schema
 from conftest import ROOT
 
 MAPPINGS = ROOT / "mappings" / "sites"
@@ -67,6 +67,25 @@ def test_each_problem_names_its_line(tmp_path, old, new, needle, message):
     assert message in found[0]
 
 
+@pytest.mark.parametrize("value", ["{sum: [gmfm_a, gmfm_b]}", "{foo: x}", "3"])
+def test_an_unknown_form_of_value_lists_the_forms_allowed(tmp_path, value):
+    """The forms are read from the schema ($defs/value), so a form added there is listed too."""
+    path = spec_with(tmp_path, "{observation: barthel, value: barthel}", f"{{observation: barthel, value: {value}}}")
+    found = problems_of(path)
+    assert len(found) == 1 and found[0].startswith(f"{path}:{line_of(path, 'value: ' + value)}: rules[10].value: ")
+    assert "is not a form allowed here" in found[0] and "text (a column name" in found[0]
+    schema = package_schema("adapter.mapping", "mapping.schema.json")
+    keyed = [alt["required"][0] for alt in schema["$defs"]["value"]["oneOf"] if "required" in alt]
+    assert len(keyed) >= 3 and all(f"{{{key}: ...}}" in found[0] for key in keyed)
+
+
+def test_a_value_whose_keys_name_its_form_gets_that_forms_problem(tmp_path):
+    path = spec_with(tmp_path, "{observation: barthel, value: barthel}",
+                     "{observation: barthel, value: {field: barthel, mapp: {a: b}}}")
+    assert [p.split(": ", 1)[1] for p in problems_of(path)] == [
+        "rules[10].value.mapp: unknown key (expected one of: field, map, part, split)"]
+
+
 def test_columns_are_checked_against_a_sample_header(tmp_path):
     path = spec_with(tmp_path, "{observation: heart-rate, value: hr}", "{observation: heart-rate, value: HR}")
     header = (ROOT / "fixtures/sites/site-a/export.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
@@ -87,6 +106,21 @@ def test_ucum_factors():
     assert factor("10*9/L", "/uL") == 1000
     with pytest.raises(UnitError, match="offset"):
         factor("Cel", "[degF]")
+
+
+@pytest.mark.parametrize("source, target, expected", [
+    ("/100", "%", "1"),  # one per hundred is 1 %
+    ("/3", "%", "33.3333333333"),
+    ("%", "1", "0.01"),
+    ("[ppth]", "%", "0.1"),
+    ("10*3/uL", "10*9/L", "1"),  # 10^3 per uL = 10^9 per L
+    ("10*6/L", "10*9/L", "0.001"),
+    ("mg/(24.h)", "mg/h", "0.0416666666667"),
+    ("10.L", "L", "10"),
+])
+def test_ucum_factors_keep_the_numbers_in_a_unit(source, target, expected):
+    """A UCUM code's plain numbers are part of the unit (`/100` is a hundredth), not dropped."""
+    assert factor(source, target) == decimal.Decimal(expected)
 
 
 BARTHEL = load_mapping(MAPPINGS / "site-a.yaml")
