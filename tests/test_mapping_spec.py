@@ -86,6 +86,69 @@ def test_a_value_whose_keys_name_its_form_gets_that_forms_problem(tmp_path):
         "rules[10].value.mapp: unknown key (expected one of: field, map, part, split)"]
 
 
+SITE_B = (MAPPINGS / "site-b.yaml").read_text(encoding="utf-8")
+PATIENT_A = "  - patient: {mrn: mrn, birth_date: dob"
+
+
+@pytest.mark.parametrize("old, new, needle, text", [
+    ("record_key: record_id", "record_key: mrn", "record_key: mrn", SITE_A),  # would be in every id
+    ("{observation: language-dq, value: lang_dq}", "{observation: language-dq, value: mrn}", "value: mrn", SITE_A),
+    ("identifiers: [mrn]", "identifiers: [mrn, lang_dq]", "value: lang_dq", SITE_A),  # declared, copied
+    ("cells_million: inj_dose_e6", "cells_million: {mean: [inj_dose_e6, mrn]}", "cells_million", SITE_A),
+    ("record_key: $.patient.id", "record_key: $.patient.hospitalNo", "record_key:", SITE_B),
+    ("cp_type: $.diagnosis.icd10", "cp_type: patient.hospitalNo", "cp_type:", SITE_B),  # the same field
+    ("for_each: {items: $.adverseEvents}", "for_each: {items: $.patient}", "items: $.patient", SITE_B),  # holds it
+    ('visit: "month-{month}"', 'visit: "month-{$.patient.hospitalNo}"', "month-{$", SITE_B),  # into ids
+])
+def test_a_direct_identifier_copied_anywhere_is_refused(tmp_path, old, new, needle, text):
+    """Only the patient rule's mrn reads a direct identifier (keyed-hashed); the mrn's field is
+    one whether source.identifiers lists it or not."""
+    path = spec_with(tmp_path, old, new, text)
+    found = problems_of(path)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{path}:{line_of(path, needle)}: "), found
+    assert "is a direct identifier" in found[0] and "only the patient rule's mrn may read it" in found[0]
+
+
+def test_identifiers_may_be_tested_and_used_for_duplicates(tmp_path):
+    path = spec_with(tmp_path, "    when: {visit: baseline}\n  - condition",
+                     "    when: {visit: baseline, present: [mrn]}\n  - condition",
+                     SITE_A.replace("unique: [record_id,", "unique: [mrn, record_id,"))
+    assert load_mapping(path).warnings == ()
+
+
+def test_a_field_that_looks_identifying_but_is_not_declared_is_a_warning(tmp_path):
+    path = spec_with(tmp_path, "{observation: language-dq, value: lang_dq}",
+                     "{observation: language-dq, value: mother_phone}")
+    path.write_text(path.read_text(encoding="utf-8").replace("  dictionary:", "  # dictionary:"), encoding="utf-8")
+    warnings = load_mapping(path).warnings
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}:{line_of(path, 'mother_phone')}: rules[")
+    assert "'mother_phone' looks like a direct identifier" in warnings[0]
+    path.write_text(path.read_text(encoding="utf-8").replace("identifiers: [mrn]", "identifiers: [mrn, mother_phone]"),
+                    encoding="utf-8")
+    assert "is a direct identifier" in problems_of(path)[0]
+
+
+def test_a_declared_identifier_must_be_a_column(tmp_path):
+    path = spec_with(tmp_path, "identifiers: [mrn]", "identifiers: [mrn, child_name]")
+    assert [p.split(": ", 1)[1] for p in problems_of(path)] == ["source.identifiers[1]: unknown column 'child_name'"]
+
+
+def test_a_site_without_mrns_gets_patients_with_their_subject_identifier_only(tmp_path):
+    path = spec_with(tmp_path, PATIENT_A, "  - patient: {birth_date: dob",
+                     SITE_A.replace("identifiers: [mrn]", "identifiers: [child_name]"))
+    path.write_text(path.read_text(encoding="utf-8").replace("  dictionary:", "  # dictionary:"), encoding="utf-8")
+    spec = load_mapping(path)
+    row = SourceRow("x.csv", 2, {"record_id": "A1", "redcap_event_name": "screening_arm_1", "child_name": "Ann Lee",
+                                  "redcap_repeat_instrument": "", "visit_date": "2025-03-01", "dob": "2019-05-22",
+                                  "sex": "2", "cp_type": "1"})
+    result = map_record(spec, b"k" * 16, row, "2026-01-01T00:00:00Z")
+    assert result.accepted, result.rejections
+    patient = next(r for r in result.resources if r["resourceType"] == "Patient")
+    assert patient["identifier"] == [{"system": "http://ucmsc-cp.example.org/fhir/sid/site-a-subject", "value": "A1"}]
+    assert patient["birthDate"] == "2019-05-22" and "Ann Lee" not in str(result.resources)
+
+
 def test_columns_are_checked_against_a_sample_header(tmp_path):
     path = spec_with(tmp_path, "{observation: heart-rate, value: hr}", "{observation: heart-rate, value: HR}")
     header = (ROOT / "fixtures/sites/site-a/export.csv").read_text(encoding="utf-8").splitlines()[0].split(",")

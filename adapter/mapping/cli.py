@@ -96,6 +96,8 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
             first = next(iter(read_source(loaded, sample)), None)
             header = list(first.values) if isinstance(first, SourceRow) else []
     loaded = _load(spec, header)
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{spec}: ok ({len(loaded.rules)} rules, mapping {loaded.name} {loaded.version}, site {loaded.site})")
 
 

@@ -107,15 +107,16 @@ def _concept(ctx: Context, coding: dict[str, Any]) -> dict[str, Any]:
 
 
 def patient(ctx: Context, rule: Rule) -> dict[str, Any]:
-    mrn = text_of(ctx.required(rule, "mrn", "MRN").raw).strip()
     base, site = ctx.spec.catalogue.base, ctx.spec.site
-    pseudonym = keyed_hash(ctx.key, f"{site}|{mrn}".encode())
     resource: dict[str, Any] = {
         "resourceType": "Patient", "id": patient_id(ctx.spec, ctx.key, ctx.record),
         "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                                "code": "PSEUDED", "display": "pseudonymized"}]},
-        "identifier": [{"system": f"{base}/sid/{site}-mrn-hmac", "value": pseudonym},
-                       {"system": f"{base}/sid/{site}-subject", "value": ctx.record}]}
+        "identifier": [{"system": f"{base}/sid/{site}-subject", "value": ctx.record}]}
+    if "mrn" in rule.fields:  # a site without MRNs has no mrn: the Patient keeps its subject identifier
+        mrn = text_of(ctx.required(rule, "mrn", "MRN").raw).strip()
+        pseudonym = keyed_hash(ctx.key, f"{site}|{mrn}".encode())
+        resource["identifier"].insert(0, {"system": f"{base}/sid/{site}-mrn-hmac", "value": pseudonym})
     gender = ctx.value(rule, "gender")
     if not gender.empty:
         resource["gender"] = ctx.code(gender, "gender")
