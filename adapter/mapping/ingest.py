@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import pathlib
 import time
 from collections.abc import Iterable, Iterator
@@ -18,7 +19,7 @@ from adapter.mapping.spec import MappingSpec
 from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
 
-__all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
+__all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS", "missing_definitions"]
 
 REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason"]
 
@@ -139,6 +140,22 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
             bar.close()
         if jail is not None:
             jail.close()
+
+
+def missing_definitions(spec: MappingSpec, repo: Repository) -> str | None:
+    """Why the store lacks the protocol's definitions the mapped resources refer to (the
+    catalogue's ResearchStudy), with the command that loads them; None when they are there."""
+    from adapter.fhir.outcomes import FhirError
+    study = spec.catalogue.study
+    try:
+        if repo.read("ResearchStudy", study) is not None:
+            return None
+    except FhirError:
+        pass  # not known, or deleted
+    protocol = os.path.normpath(pathlib.Path(spec.catalogue.path).parent / spec.catalogue.data["catalogue"]["protocol"])
+    return (f"the store has no ResearchStudy/{study}, which the mapped resources refer to (with reference "
+            f"checks on, their rows are rejected as unresolved): load the protocol's definitions first: "
+            f"fhir-adapter protocol load {protocol} --db ...")
 
 
 def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Repository, key: bytes,
