@@ -149,6 +149,32 @@ def test_a_site_without_mrns_gets_patients_with_their_subject_identifier_only(tm
     assert patient["birthDate"] == "2019-05-22" and "Ann Lee" not in str(result.resources)
 
 
+AE_WHEN = "    for_each: {checked: ae_symptoms}\n    when: {equals: {redcap_repeat_instrument: adverse_event}}\n"
+
+
+def test_a_rule_without_when_on_a_row_with_nothing_for_it_says_to_add_one(tmp_path):
+    """A flat export: without `when:` an adverse-event rule runs on every row, and rejects the
+    rows that have no adverse event; the reason says how to keep it to its own rows."""
+    spec = load_mapping(spec_with(tmp_path, AE_WHEN, ""))
+    values = {"record_id": "A1", "redcap_event_name": "month_1_arm_1", "redcap_repeat_instrument": "",
+              "visit_date": "2025-03-01", "barthel": "50"}
+    reasons = [r.reason for r in map_record(spec, b"k" * 16, SourceRow("x.csv", 2, values), "2026-01-01T00:00:00Z",
+                                            check=False).rejections]
+    assert reasons == ["missing adverse event term (the rule has no `when:`, so it runs on every row, and this "
+                       "row has nothing for it: add `when: {present: [ae_symptoms]}` or `when: {visit: ...}`)"]
+    graded = map_record(spec, b"k" * 16, SourceRow("x.csv", 3, {**values, "ae_grade": "2"}), "2026-01-01T00:00:00Z",
+                        check=False)
+    assert [r.reason for r in graded.rejections] == ["missing adverse event term"]  # its row: no hint
+
+
+def test_a_patient_rule_without_when_makes_no_patient_from_a_row_without_demographics(tmp_path):
+    spec = load_mapping(spec_with(tmp_path, "    when: {visit: baseline}\n  - condition", "  - condition"))
+    values = {"record_id": "A1", "redcap_event_name": "month_1_arm_1", "redcap_repeat_instrument": "",
+              "visit_date": "2025-03-01", "barthel": "50"}
+    result = map_record(spec, b"k" * 16, SourceRow("x.csv", 2, values), "2026-01-01T00:00:00Z", check=False)
+    assert result.accepted and "Patient" not in {r["resourceType"] for r in result.resources}
+
+
 def test_columns_are_checked_against_a_sample_header(tmp_path):
     path = spec_with(tmp_path, "{observation: heart-rate, value: hr}", "{observation: heart-rate, value: HR}")
     header = (ROOT / "fixtures/sites/site-a/export.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
