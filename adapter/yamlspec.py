@@ -105,6 +105,8 @@ def _render(err: jsonschema.ValidationError, where: Lines, schema: dict[str, Any
         if isinstance(err.instance, dict):  # the form its keys name, if one does: that form's own problems
             meant = [i for i, alt in enumerate(alternatives)
                      if alt.get("required") and set(alt["required"]) <= set(err.instance)]
+            most = max((len(alternatives[i]["required"]) for i in meant), default=0)
+            meant = [i for i in meant if len(alternatives[i]["required"]) == most]  # {a, b} over {a}
             if len(meant) == 1:
                 return [p for sub in err.context or () if sub.relative_schema_path[0] == meant[0]
                         for p in _render(sub, where, schema)]

@@ -67,6 +67,13 @@ def test_each_problem_names_its_line(tmp_path, old, new, needle, message):
     assert message in found[0]
 
 
+def test_an_unknown_form_of_for_each_lists_its_forms(tmp_path):
+    path = spec_with(tmp_path, "for_each: {checked: ae_symptoms}", "for_each: {ticked: ae_symptoms}")
+    assert [p.split(": ", 1)[1] for p in problems_of(path)] == [
+        'rules[4].for_each: {"ticked": "ae_symptoms"} is not a form allowed here (the forms: {items: ...}; '
+        "{split: ..., separator: ...}; {checked: ...})"]
+
+
 @pytest.mark.parametrize("value", ["{sum: [gmfm_a, gmfm_b]}", "{foo: x}", "3"])
 def test_an_unknown_form_of_value_lists_the_forms_allowed(tmp_path, value):
     """The forms are read from the schema ($defs/value), so a form added there is listed too."""
@@ -107,7 +114,16 @@ def test_a_direct_identifier_copied_anywhere_is_refused(tmp_path, old, new, need
     found = problems_of(path)
     assert len(found) == 1, found
     assert found[0].startswith(f"{path}:{line_of(path, needle)}: "), found
-    assert "is a direct identifier" in found[0] and "only the patient rule's mrn may read it" in found[0]
+    assert " a direct identifier (" in found[0] and "only the patient rule's mrn may read it" in found[0]
+
+
+def test_a_field_under_a_declared_json_object_is_part_of_it(tmp_path):
+    path = spec_with(tmp_path, "identifiers: [$.patient.hospitalNo]", "identifiers: [$.patient.hospitalNo, $.diagnosis]",
+                     SITE_B)
+    assert [p.split(": ", 2)[1:] for p in problems_of(path)] == [
+        [f"rules[1].condition.{key}", f"'$.diagnosis.{name}' overlaps '$.diagnosis', a direct identifier (declared in "
+         "source.identifiers): it would be copied into a resource; only the patient rule's mrn may read it (as a "
+         "keyed hash)"] for key, name in (("cp_type", "icd10"), ("gmfcs", "gmfcs"))]
 
 
 def test_identifiers_may_be_tested_and_used_for_duplicates(tmp_path):

@@ -296,10 +296,11 @@ def _check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], l
             read += [(("rules", i, "for_each", key), each[key])] if key in each else []
         read += [(("rules", i, "for_each", "split", j), f) for j, f in enumerate(each.get("split", []))]
 
-    def same(name: str, identifier: str) -> bool:  # JSON: `$.a.b` and `a.b`; reading `$.a` reads `$.a.b` too
+    def same(name: str, identifier: str) -> bool:  # JSON: `$.a.b` and `a.b`; `$.a` and `$.a.b` overlap
         if not tabular:
             name, identifier = name.removeprefix("$."), identifier.removeprefix("$.")
-        return name == identifier or (not tabular and identifier.startswith(name + "."))
+        return name == identifier or (not tabular and (identifier.startswith(name + ".")
+                                                       or name.startswith(identifier + ".")))
 
     problems, warnings = [], []
     for where, name in read:
@@ -313,7 +314,8 @@ def _check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], l
                     "visit": "ids", "visit_date": "every Observation's date", "items": "ids"}.get(
                 where[1], "a resource") if where[0] == "source" else "a resource"
             what = "the patient rule's mrn" if hit not in declared else "declared in source.identifiers"
-            problems.append(lines.problem(where, f"{name!r} is a direct identifier ({what}): it would be copied "
+            named = f"{name!r} is" if name == hit else f"{name!r} overlaps {hit!r},"
+            problems.append(lines.problem(where, f"{named} a direct identifier ({what}): it would be copied "
                                           f"into {into}; only the patient rule's mrn may read it (as a keyed hash)"))
         elif where[0] == "rules" and _LOOKS_IDENTIFYING.search(name):
             warnings.append(lines.problem(where, f"{name!r} looks like a direct identifier: if it is, list it in "
