@@ -91,6 +91,10 @@ def test_check_says_when_columns_were_not_checked(workspace):
                                     str(MAPPINGS / "golden/site-c/input.csv")).stderr
     assert "not checked" not in run("mapping", "check", str(workspace / "site-a.yaml")).stderr  # its dictionary
     assert "JSON field paths were not checked" in run("mapping", "check", str(workspace / "site-b.yaml")).stderr
+    spec.write_text(spec.read_text(encoding="utf-8").replace("value: 语言发育商}", "value: 联系电话}"), encoding="utf-8")
+    warned = run("mapping", "check", str(spec))  # a phone column read, not declared: a warning, not a failure
+    assert warned.exit_code == 0 and "warning: " in warned.stderr and "'联系电话' looks like a direct identifier" \
+        in warned.stderr
 
 
 def test_golden_test_without_expected_files_says_to_update(workspace):
