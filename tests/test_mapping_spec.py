@@ -189,6 +189,9 @@ def test_a_patient_rule_without_when_makes_no_patient_from_a_row_without_demogra
               "visit_date": "2025-03-01", "barthel": "50"}
     result = map_record(spec, b"k" * 16, SourceRow("x.csv", 2, values), "2026-01-01T00:00:00Z", check=False)
     assert result.accepted and "Patient" not in {r["resourceType"] for r in result.resources}
+    baseline = {**values, "redcap_event_name": "screening_arm_1", "cp_type": "1"}  # its own row (when: holds)
+    result = map_record(BARTHEL, b"k" * 16, SourceRow("x.csv", 3, baseline), "2026-01-01T00:00:00Z", check=False)
+    assert [(r.column, r.reason) for r in result.rejections] == [("mrn", "missing MRN")]
 
 
 def test_columns_are_checked_against_a_sample_header(tmp_path):

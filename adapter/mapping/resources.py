@@ -135,8 +135,8 @@ def patient(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                                "code": "PSEUDED", "display": "pseudonymized"}]},
         "identifier": [{"system": f"{base}/sid/{site}-subject", "value": ctx.record}]}
-    if rule.fields and ctx.empty(rule):  # not this row's (no `when:`, a flat export): not a bare Patient
-        return None
+    if "when" not in rule.data and not rule.per_document and rule.fields and ctx.empty(rule):
+        return None  # a row that is not the patient's (no `when:`, a flat export): no bare Patient
     if "mrn" in rule.fields:  # a site without MRNs has no mrn: the Patient keeps its subject identifier
         mrn = text_of(ctx.required(rule, "mrn", "MRN").raw).strip()
         pseudonym = keyed_hash(ctx.key, f"{site}|{mrn}".encode())
