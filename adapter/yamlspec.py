@@ -88,14 +88,55 @@ def load_checked(path: str | pathlib.Path, schema: dict[str, Any]) -> tuple[Any,
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        at = tuple(err.absolute_path)
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            allowed = set(err.schema.get("properties", {}))
-            for extra in sorted(set(err.instance) - allowed):
-                problems.append(where.problem(at + (extra,), "unknown key (expected one of: "
-                                              f"{', '.join(sorted(allowed))})"))
-            continue
-        problems.append(where.problem(at, err.message))
+        problems += _render(err, where, schema)
     if problems:
         raise SpecError(problems)
     return data, where
+
+
+def _render(err: jsonschema.ValidationError, where: Lines, schema: dict[str, Any]) -> list[str]:
+    at = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        return [where.problem(at + (extra,), f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+                for extra in sorted(set(err.instance) - allowed)]
+    if err.validator == "oneOf" and isinstance(err.validator_value, list):
+        alternatives = [_resolve(alt, schema) for alt in err.validator_value]
+        if isinstance(err.instance, dict):  # the form its keys name, if one does: that form's own problems
+            meant = [i for i, alt in enumerate(alternatives)
+                     if alt.get("required") and set(alt["required"]) <= set(err.instance)]
+            most = max((len(alternatives[i]["required"]) for i in meant), default=0)
+            meant = [i for i in meant if len(alternatives[i]["required"]) == most]  # {a, b} over {a}
+            if len(meant) == 1:
+                return [p for sub in err.context or () if sub.relative_schema_path[0] == meant[0]
+                        for p in _render(sub, where, schema)]
+        forms = "; ".join(_form(alt) for alt in alternatives)  # from the schema: new forms are listed too
+        return [where.problem(at, f"{_shown(err.instance)} is not a form allowed here (the forms: {forms})")]
+    return [where.problem(at, err.message)]
+
+
+def _resolve(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node and str(node["$ref"]).startswith("#/"):
+        target: Any = schema
+        for part in str(node["$ref"])[2:].split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _form(alternative: dict[str, Any]) -> str:
+    """One form a oneOf allows, as an engineer writes it: `{mean: ...} (also: round)`, `text`."""
+    if alternative.get("type") == "object" or "required" in alternative:
+        required = list(alternative.get("required", []))
+        optional = [k for k in alternative.get("properties", {}) if k not in required]
+        shown = "{" + ", ".join(f"{k}: ..." for k in required) + "}"
+        return shown + (f" (also: {', '.join(optional)})" if optional else "")
+    kinds = alternative.get("type", "any value")
+    kinds = " or ".join(kinds) if isinstance(kinds, list) else kinds
+    kinds = {"string": "text", "array": "a list"}.get(kinds, kinds)
+    return f"{kinds} ({alternative['description']})" if "description" in alternative else kinds
+
+
+def _shown(instance: Any) -> str:
+    text = json.dumps(instance, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -186,3 +186,15 @@ def test_speed_with_20000_needles() -> None:
     started = time.perf_counter()
     assert not any(needles.findings(raw, "Observation/o1") for raw in lines)
     assert time.perf_counter() - started < 5  # ~0.2 s here; generous for a loaded CI machine
+
+
+def test_declared_identifiers_are_found_without_an_mrn_rule(tmp_path) -> None:
+    """A site without an MRN in its patient rule: the fields source.identifiers declares are
+    looked for all the same."""
+    text = (MAPPINGS / "site-c.yaml").read_text(encoding="utf-8").replace("{mrn: 住院号, ", "{")
+    spec = tmp_path / "site-c.yaml"
+    spec.write_text(text.replace("catalogue: catalogue.yaml", f"catalogue: {MAPPINGS / 'catalogue.yaml'}"),
+                    encoding="utf-8")
+    found = Needles.from_sources([(spec, [SITES / "site-c" / "export.csv"])]).findings(
+        line(valueString="MRN94525539"), "Observation/o1")
+    assert [(f.path, f.kind) for f in found] == [("Observation.valueString", "identifier")]

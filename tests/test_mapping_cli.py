@@ -74,6 +74,48 @@ def test_translate_dry_run_prints_fhir_and_the_rejections(tmp_path):
     assert "19 rows read: 15 accepted, 2 partly accepted, 2 rejected (4 rejections)" in result.stderr
 
 
+def test_translate_dry_run_writes_the_fhir_to_out(tmp_path):
+    out = tmp_path / "fhir.ndjson"
+    result = run("translate", "--dry-run", "--out", str(out), "--mapping", str(MAPPINGS / "site-c.yaml"),
+                 str(MAPPINGS / "golden/site-c/input.csv"))
+    assert result.exit_code == 1 and result.stdout == ""  # rows rejected; the FHIR is in the file
+    assert {json.loads(line)["resourceType"] for line in out.read_text(encoding="utf-8").splitlines()} >= {
+        "Patient", "Observation", "Provenance"}
+
+
+def test_check_says_when_columns_were_not_checked(workspace):
+    spec = workspace / "site-c.yaml"  # a CSV without a dictionary
+    result = run("mapping", "check", str(spec))
+    assert result.exit_code == 0 and "columns were not checked" in result.stderr
+    assert "not checked" not in run("mapping", "check", str(spec), "--sample",
+                                    str(MAPPINGS / "golden/site-c/input.csv")).stderr
+    assert "not checked" not in run("mapping", "check", str(workspace / "site-a.yaml")).stderr  # its dictionary
+    assert "JSON field paths were not checked" in run("mapping", "check", str(workspace / "site-b.yaml")).stderr
+    spec.write_text(spec.read_text(encoding="utf-8").replace("value: 语言发育商}", "value: 联系电话}"), encoding="utf-8")
+    warned = run("mapping", "check", str(spec))  # a phone column read, not declared: a warning, not a failure
+    assert warned.exit_code == 0 and "warning: " in warned.stderr and "'联系电话' looks like a direct identifier" \
+        in warned.stderr
+
+
+def test_golden_test_without_expected_files_says_to_update(workspace):
+    (workspace / "golden/site-c/expected.ndjson").unlink()
+    result = run("mapping", "test", str(workspace / "site-c.yaml"))
+    assert result.exit_code == 1 and "FAILED: golden/site-c/input.csv" in result.output
+    assert "no expected output" in result.output and "run with --update" in result.output
+    assert len(result.output.splitlines()) == 2  # not a diff of every resource against nothing
+
+
+def test_missing_definitions_is_quiet_once_the_protocol_is_loaded(store):
+    from adapter.mapping.ingest import missing_definitions
+    from adapter.mapping.spec import load_mapping
+    from adapter.protocol.build import build_resources
+    from adapter.protocol.spec import load_spec
+    spec = load_mapping(MAPPINGS / "site-c.yaml")
+    assert "protocol load" in (missing_definitions(spec, store) or "")
+    store.load(build_resources(load_spec(ROOT / "mappings/protocol/ucmsc-cp-v1.yaml")))
+    assert missing_definitions(spec, store) is None
+
+
 def test_translate_needs_a_pseudonym_key():
     result = CliRunner().invoke(main, ["translate", "--dry-run", "--mapping", str(MAPPINGS / "site-a.yaml"),
                                        str(SITES / "site-a/export.csv")], env={"UCMSC_SITE_A_KEY": ""})
@@ -93,6 +135,9 @@ def test_quarantined_rows_can_be_fixed_and_ingested_again(store, tmp_path):
                 "--no-check-references", "--workers", "1", "--quarantine", str(jail), str(SITES / "site-c/export.csv"))
     assert first.exit_code == 1
     assert "140 rows read: 135 accepted, 2 partly accepted, 3 rejected (5 rejections)" in first.stderr
+    # no protocol in this store: said, not refused (--no-check-references lets the rows in)
+    assert "warning: the store has no ResearchStudy/ucmsc-cp" in first.stderr
+    assert f"fhir-adapter protocol load {ROOT / 'mappings/protocol/ucmsc-cp-v1.yaml'} --db" in first.stderr
     with (jail / "rejections.csv").open(encoding="utf-8") as handle:
         listed = list(csv.DictReader(handle))
     assert [r["row"] for r in listed] == ["137", "138", "139", "140", "141"]

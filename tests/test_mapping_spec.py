@@ -11,7 +11,7 @@ from adapter.mapping.engine import map_record
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import load_mapping
 from adapter.fhir.units import UnitError, factor
-from adapter.yamlspec import SpecError
+from adapter.yamlspec import SpecError, package_schema
 from conftest import ROOT
 
 MAPPINGS = ROOT / "mappings" / "sites"
@@ -67,6 +67,133 @@ def test_each_problem_names_its_line(tmp_path, old, new, needle, message):
     assert message in found[0]
 
 
+def test_an_unknown_form_of_for_each_lists_its_forms(tmp_path):
+    path = spec_with(tmp_path, "for_each: {checked: ae_symptoms}", "for_each: {ticked: ae_symptoms}")
+    assert [p.split(": ", 1)[1] for p in problems_of(path)] == [
+        'rules[4].for_each: {"ticked": "ae_symptoms"} is not a form allowed here (the forms: {items: ...}; '
+        "{split: ..., separator: ...}; {checked: ...})"]
+
+
+@pytest.mark.parametrize("value", ["{total: [gmfm_a, gmfm_b]}", "{foo: x}", "3"])
+def test_an_unknown_form_of_value_lists_the_forms_allowed(tmp_path, value):
+    """The forms are read from the schema ($defs/value), so a form added there is listed too."""
+    path = spec_with(tmp_path, "{observation: barthel, value: barthel}", f"{{observation: barthel, value: {value}}}")
+    found = problems_of(path)
+    assert len(found) == 1 and found[0].startswith(f"{path}:{line_of(path, 'value: ' + value)}: rules[10].value: ")
+    assert "is not a form allowed here" in found[0] and "text (a column name" in found[0]
+    schema = package_schema("adapter.mapping", "mapping.schema.json")
+    keyed = [alt["required"][0] for alt in schema["$defs"]["value"]["oneOf"] if "required" in alt]
+    assert len(keyed) >= 3 and all(f"{{{key}: ...}}" in found[0] for key in keyed)
+
+
+def test_a_value_whose_keys_name_its_form_gets_that_forms_problem(tmp_path):
+    path = spec_with(tmp_path, "{observation: barthel, value: barthel}",
+                     "{observation: barthel, value: {field: barthel, mapp: {a: b}}}")
+    assert [p.split(": ", 1)[1] for p in problems_of(path)] == [
+        "rules[10].value.mapp: unknown key (expected one of: field, from_visit, latest, map, part, split, unit)"]
+
+
+SITE_B = (MAPPINGS / "site-b.yaml").read_text(encoding="utf-8")
+PATIENT_A = "  - patient: {mrn: mrn, birth_date: dob"
+
+
+@pytest.mark.parametrize("old, new, needle, text", [
+    ("record_key: record_id", "record_key: mrn", "record_key: mrn", SITE_A),  # would be in every id
+    ("{observation: language-dq, value: lang_dq}", "{observation: language-dq, value: mrn}", "value: mrn", SITE_A),
+    ("identifiers: [mrn]", "identifiers: [mrn, lang_dq]", "value: lang_dq", SITE_A),  # declared, copied
+    ("cells_million: inj_dose_e6", "cells_million: {mean: [inj_dose_e6, mrn]}", "cells_million", SITE_A),
+    ("record_key: $.patient.id", "record_key: $.patient.hospitalNo", "record_key:", SITE_B),
+    ("cp_type: $.diagnosis.icd10", "cp_type: patient.hospitalNo", "cp_type:", SITE_B),  # the same field
+    ("for_each: {items: $.adverseEvents}", "for_each: {items: $.patient}", "items: $.patient", SITE_B),  # holds it
+    ('visit: "month-{month}"', 'visit: "month-{$.patient.hospitalNo}"', "month-{$", SITE_B),  # into ids
+])
+def test_a_direct_identifier_copied_anywhere_is_refused(tmp_path, old, new, needle, text):
+    """Only the patient rule's mrn reads a direct identifier (keyed-hashed); the mrn's field is
+    one whether source.identifiers lists it or not."""
+    path = spec_with(tmp_path, old, new, text)
+    found = problems_of(path)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{path}:{line_of(path, needle)}: "), found
+    assert " a direct identifier (" in found[0] and "only the patient rule's mrn may read it" in found[0]
+
+
+def test_a_field_under_a_declared_json_object_is_part_of_it(tmp_path):
+    path = spec_with(tmp_path, "identifiers: [$.patient.hospitalNo]", "identifiers: [$.patient.hospitalNo, $.diagnosis]",
+                     SITE_B)
+    assert [p.split(": ", 2)[1:] for p in problems_of(path)] == [
+        [f"rules[1].condition.{key}", f"'$.diagnosis.{name}' overlaps '$.diagnosis', a direct identifier (declared in "
+         "source.identifiers): it would be copied into a resource; only the patient rule's mrn may read it (as a "
+         "keyed hash)"] for key, name in (("cp_type", "icd10"), ("gmfcs", "gmfcs"))]
+
+
+def test_identifiers_may_be_tested_and_used_for_duplicates(tmp_path):
+    path = spec_with(tmp_path, "    when: {visit: baseline}\n  - condition",
+                     "    when: {visit: baseline, present: [mrn]}\n  - condition",
+                     SITE_A.replace("unique: [record_id,", "unique: [mrn, record_id,"))
+    assert load_mapping(path).warnings == ()
+
+
+def test_a_field_that_looks_identifying_but_is_not_declared_is_a_warning(tmp_path):
+    path = spec_with(tmp_path, "{observation: language-dq, value: lang_dq}",
+                     "{observation: language-dq, value: mother_phone}")
+    path.write_text(path.read_text(encoding="utf-8").replace("  dictionary:", "  # dictionary:"), encoding="utf-8")
+    warnings = load_mapping(path).warnings
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}:{line_of(path, 'mother_phone')}: rules[")
+    assert "'mother_phone' looks like a direct identifier" in warnings[0]
+    path.write_text(path.read_text(encoding="utf-8").replace("identifiers: [mrn]", "identifiers: [mrn, mother_phone]"),
+                    encoding="utf-8")
+    assert "is a direct identifier" in problems_of(path)[0]
+
+
+def test_a_declared_identifier_must_be_a_column(tmp_path):
+    path = spec_with(tmp_path, "identifiers: [mrn]", "identifiers: [mrn, child_name]")
+    assert [p.split(": ", 1)[1] for p in problems_of(path)] == ["source.identifiers[1]: unknown column 'child_name'"]
+
+
+def test_a_site_without_mrns_gets_patients_with_their_subject_identifier_only(tmp_path):
+    path = spec_with(tmp_path, PATIENT_A, "  - patient: {birth_date: dob",
+                     SITE_A.replace("identifiers: [mrn]", "identifiers: [child_name]"))
+    path.write_text(path.read_text(encoding="utf-8").replace("  dictionary:", "  # dictionary:"), encoding="utf-8")
+    spec = load_mapping(path)
+    row = SourceRow("x.csv", 2, {"record_id": "A1", "redcap_event_name": "screening_arm_1", "child_name": "Ann Lee",
+                                  "redcap_repeat_instrument": "", "visit_date": "2025-03-01", "dob": "2019-05-22",
+                                  "sex": "2", "cp_type": "1"})
+    result = map_record(spec, b"k" * 16, row, "2026-01-01T00:00:00Z")
+    assert result.accepted, result.rejections
+    patient = next(r for r in result.resources if r["resourceType"] == "Patient")
+    assert patient["identifier"] == [{"system": "http://ucmsc-cp.example.org/fhir/sid/site-a-subject", "value": "A1"}]
+    assert patient["birthDate"] == "2019-05-22" and "Ann Lee" not in str(result.resources)
+
+
+AE_WHEN = "    for_each: {checked: ae_symptoms}\n    when: {equals: {redcap_repeat_instrument: adverse_event}}\n"
+
+
+def test_a_rule_without_when_on_a_row_with_nothing_for_it_says_to_add_one(tmp_path):
+    """A flat export: without `when:` an adverse-event rule runs on every row, and rejects the
+    rows that have no adverse event; the reason says how to keep it to its own rows."""
+    spec = load_mapping(spec_with(tmp_path, AE_WHEN, ""))
+    values = {"record_id": "A1", "redcap_event_name": "month_1_arm_1", "redcap_repeat_instrument": "",
+              "visit_date": "2025-03-01", "barthel": "50"}
+    reasons = [r.reason for r in map_record(spec, b"k" * 16, SourceRow("x.csv", 2, values), "2026-01-01T00:00:00Z",
+                                            check=False).rejections]
+    assert reasons == ["missing adverse event term (the rule has no `when:`, so it runs on every row, and this "
+                       "row has nothing for it: add `when: {present: [ae_symptoms]}` or `when: {visit: ...}`)"]
+    graded = map_record(spec, b"k" * 16, SourceRow("x.csv", 3, {**values, "ae_grade": "2"}), "2026-01-01T00:00:00Z",
+                        check=False)
+    assert [r.reason for r in graded.rejections] == ["missing adverse event term"]  # its row: no hint
+
+
+def test_a_patient_rule_without_when_makes_no_patient_from_a_row_without_demographics(tmp_path):
+    spec = load_mapping(spec_with(tmp_path, "    when: {visit: baseline}\n  - condition", "  - condition"))
+    values = {"record_id": "A1", "redcap_event_name": "month_1_arm_1", "redcap_repeat_instrument": "",
+              "visit_date": "2025-03-01", "barthel": "50"}
+    result = map_record(spec, b"k" * 16, SourceRow("x.csv", 2, values), "2026-01-01T00:00:00Z", check=False)
+    assert result.accepted and "Patient" not in {r["resourceType"] for r in result.resources}
+    baseline = {**values, "redcap_event_name": "screening_arm_1", "cp_type": "1"}  # its own row (when: holds)
+    result = map_record(BARTHEL, b"k" * 16, SourceRow("x.csv", 3, baseline), "2026-01-01T00:00:00Z", check=False)
+    assert [(r.column, r.reason) for r in result.rejections] == [("mrn", "missing MRN")]
+
+
 def test_columns_are_checked_against_a_sample_header(tmp_path):
     path = spec_with(tmp_path, "{observation: heart-rate, value: hr}", "{observation: heart-rate, value: HR}")
     header = (ROOT / "fixtures/sites/site-a/export.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
@@ -87,6 +214,21 @@ def test_ucum_factors():
     assert factor("10*9/L", "/uL") == 1000
     with pytest.raises(UnitError, match="offset"):
         factor("Cel", "[degF]")
+
+
+@pytest.mark.parametrize("source, target, expected", [
+    ("/100", "%", "1"),  # one per hundred is 1 %
+    ("/3", "%", "33.3333333333"),
+    ("%", "1", "0.01"),
+    ("[ppth]", "%", "0.1"),
+    ("10*3/uL", "10*9/L", "1"),  # 10^3 per uL = 10^9 per L
+    ("10*6/L", "10*9/L", "0.001"),
+    ("mg/(24.h)", "mg/h", "0.0416666666667"),
+    ("10.L", "L", "10"),
+])
+def test_ucum_factors_keep_the_numbers_in_a_unit(source, target, expected):
+    """A UCUM code's plain numbers are part of the unit (`/100` is a hundredth), not dropped."""
+    assert factor(source, target) == decimal.Decimal(expected)
 
 
 BARTHEL = load_mapping(MAPPINGS / "site-a.yaml")

@@ -176,7 +176,8 @@ _LABELS = {"mrn": "an MRN", "birth-date": "a birth date", "name": "a name", "add
            "telephone": "a telephone number"}
 # What a patient rule may read, and the kind of identifier it is (today: mrn and birth_date).
 _PATIENT_FIELDS = {"mrn": "mrn", "birth_date": "birth-date", "name": "name", "family": "name",
-                   "given": "name", "address": "address", "phone": "telephone", "telecom": "telephone"}
+                   "given": "name", "address": "address", "phone": "telephone", "telecom": "telephone",
+                   "identifier": "identifier"}  # a field of source.identifiers
 
 
 class Needles:
@@ -207,10 +208,13 @@ class Needles:
         for spec_path, sources in spec_paths_and_sources:
             spec = load_mapping(spec_path)
             rules = [r for r in spec.rules if r.kind == "patient"]
+            read = {f for r in rules for expr in r.fields.values() for f in fields_of(expr)}
+            # the direct identifiers the mapping declares (source.identifiers) that no patient rule reads
+            declared = [{"identifier": f} for f in spec.source.get("identifiers", []) if f not in read]
             for source in sources:
                 for row in read_source(spec, source):
                     if isinstance(row, SourceRow):
-                        for rule_fields in (r.fields for r in rules):
+                        for rule_fields in [r.fields for r in rules] + declared:
                             needles._add_row(spec, rule_fields, row)
         return needles
 

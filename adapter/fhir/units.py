@@ -35,16 +35,20 @@ def check_unit(code: str) -> Any:
 def factor(source: str, target: str) -> decimal.Decimal:
     """Multiply a value in `source` by this to have it in `target` (both UCUM codes).
 
-    >>> factor("mg/dL", "g/L"), factor("10*9/L", "10*9/L")
-    (Decimal('0.01'), Decimal('1'))
+    >>> factor("mg/dL", "g/L"), factor("10*9/L", "10*9/L"), factor("/100", "%")
+    (Decimal('0.01'), Decimal('1'), Decimal('1'))
     """
     if source == target:
         check_unit(source)
         return decimal.Decimal(1)
     registry = _registry()
-    units = [check_unit(source), check_unit(target)]
+    # ucumvert gives a quantity: a UCUM code's plain numbers are its magnitude (`/100` is 1/100
+    # of one, `10*3/uL` is 1000 per uL, `mg/(24.h)` is 1/24 mg/h), not to be dropped.
+    parsed = [check_unit(source), check_unit(target)]
+    sizes = [getattr(p, "magnitude", 1) for p in parsed]
+    units = [getattr(p, "units", p) for p in parsed]
     try:
-        one = registry.Quantity(1, units[0]).to(units[1]).magnitude
+        one = registry.Quantity(sizes[0], units[0]).to(units[1]).magnitude / sizes[1]
         zero = registry.Quantity(0, units[0]).to(units[1]).magnitude
     except Exception as exc:  # pint: DimensionalityError, OffsetUnitCalculusError
         raise UnitError(f"UCUM cannot convert {source!r} to {target!r}") from exc

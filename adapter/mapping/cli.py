@@ -13,7 +13,7 @@ import click
 
 from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.mapping.engine import read_source
-from adapter.mapping.ingest import ingest, translate
+from adapter.mapping.ingest import ingest, missing_definitions, translate
 from adapter.mapping.run import MappingReport
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec, load_mapping, referenced_fields
@@ -87,7 +87,9 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
     """Check a mapping: schema, catalogue concepts and codes, UCUM conversions, columns.
 
     Columns are checked against the REDCap data dictionary the mapping names, or the header
-    of --sample (CSV). Every problem is printed as file:line: key: message.
+    of --sample (CSV); without either they are not checked, and a note says so. Every problem
+    is printed as file:line: key: message; warnings (a field that looks like an undeclared
+    direct identifier) too, without failing.
     """
     header = None
     if sample is not None:
@@ -96,6 +98,14 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
             first = next(iter(read_source(loaded, sample)), None)
             header = list(first.values) if isinstance(first, SourceRow) else []
     loaded = _load(spec, header)
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not loaded.tabular:
+        click.echo("note: JSON field paths were not checked: run `fhir-adapter mapping coverage` on an export",
+                   err=True)
+    elif header is None and "dictionary" not in loaded.source:
+        click.echo("note: columns were not checked (no REDCap dictionary in the mapping): pass --sample EXPORT",
+                   err=True)
     click.echo(f"{spec}: ok ({len(loaded.rules)} rules, mapping {loaded.name} {loaded.version}, site {loaded.site})")
 
 
@@ -175,7 +185,7 @@ def coverage(spec: pathlib.Path, files: tuple[pathlib.Path, ...]) -> None:
               help="The site mapping (mappings/sites/*.yaml).")
 @click.option("--dry-run", is_flag=True, help="Print the FHIR as NDJSON on stdout; nothing is stored.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Write the FHIR as NDJSON to this file instead.")
+              help="Write the FHIR as NDJSON to this file instead of stdout (with or without --dry-run).")
 @KEY_FILE
 @QUARANTINE
 @FILES_ARG
@@ -185,8 +195,8 @@ def translate_command(spec: pathlib.Path, dry_run: bool, out: pathlib.Path | Non
 
     Rejections and the summary go to stderr. Exits 1 when a row was rejected.
     """
-    if dry_run == (out is not None):
-        raise click.UsageError("choose one of --dry-run (FHIR on stdout) or --out FILE")
+    if not dry_run and out is None:  # translate never stores: --dry-run says so, --out says where
+        raise click.UsageError("give --dry-run (FHIR on stdout) or --out FILE (or both: FHIR to FILE)")
     loaded = _load(spec)
     key = pseudonym_key(loaded, key_file)
     if out is not None:
@@ -229,6 +239,9 @@ def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Pat
     key = pseudonym_key(loaded, key_file)
     store = open_store(db, check_references=False if no_check_references else None)
     try:
+        missing = missing_definitions(loaded, store)
+        if missing:
+            click.echo(f"warning: {missing}", err=True)
         report = ingest(loaded, files, store, key, workers=workers, quarantine=quarantine,
                         progress=sys.stderr.isatty())
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import pathlib
 import time
 from collections.abc import Iterable, Iterator
@@ -19,9 +20,9 @@ from adapter.mapping.run import MappingReport, records, store_results, timed
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.private import open_private, private_dir
-from adapter.store.repository import Repository, StoredResource
+from adapter.store.repository import Loadable, Repository, StoredResource
 
-__all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS"]
+__all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS", "missing_definitions"]
 
 REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason", "not_made"]
 
@@ -155,9 +156,26 @@ def _write_catalogue(spec: MappingSpec, repo: Repository, report: MappingReport)
         if issues:  # the catalogue is ours: a defect, not a site's bad row
             raise ValueError(f"catalogue {resource['resourceType']}: {issues[0].expression}: {issues[0].diagnostics}")
     outcomes: list[StoredResource] = []
-    repo.load(iter([[Indexed(r, extract(r)) for r in made]]), analyze=False, outcomes=outcomes)
+    group: list[Loadable] = [Indexed(r, extract(r)) for r in made]
+    repo.load([group], analyze=False, outcomes=outcomes)
     report.count_written([(s.resource_type, s.id, "created" if s.created else "unchanged" if s.unchanged
                            else "updated") for s in outcomes])
+
+
+def missing_definitions(spec: MappingSpec, repo: Repository) -> str | None:
+    """Why the store lacks the protocol's definitions the mapped resources refer to (the
+    catalogue's ResearchStudy), with the command that loads them; None when they are there."""
+    from adapter.fhir.outcomes import FhirError
+    study = spec.catalogue.study
+    try:
+        if repo.read("ResearchStudy", study) is not None:
+            return None
+    except FhirError:
+        pass  # not known, or deleted
+    protocol = os.path.normpath(pathlib.Path(spec.catalogue.path).parent / spec.catalogue.data["catalogue"]["protocol"])
+    return (f"the store has no ResearchStudy/{study}, which the mapped resources refer to (with reference "
+            f"checks on, their rows are rejected as unresolved): load the protocol's definitions first: "
+            f"fhir-adapter protocol load {protocol} --db ...")
 
 
 def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Repository, key: bytes,

@@ -18,6 +18,7 @@ from typing import Any
 
 from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, rounded, text_of
 from adapter.mapping.catalogue import item_code, items_code
+from adapter.mapping.fields import fields_of
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "intended", "patient_id", "UCUM", "STUDY_EXTENSION"]
@@ -78,8 +79,29 @@ class Context:
     def required(self, rule: Rule, name: str, what: str) -> Value:
         value = self.value(rule, name)
         if value.empty:
-            raise Problem(value.label, "", f"missing {what}")
+            raise Problem(value.label, "", f"missing {what}{self._unwhen(rule, name)}")
         return value
+
+    def _unwhen(self, rule: Rule, name: str) -> str:
+        """The hint for a rule without `when:` that met a row with nothing for it (an adverse
+        event rule on every row of a flat export): say how to keep it to its own rows."""
+        if "when" in rule.data or "for_each" in rule.data or not self.empty(rule):
+            return ""
+        fields = fields_of(rule.fields[name])
+        return (f" (the rule has no `when:`, so it runs on every row, and this row has nothing for it: add "
+                f"`when: {{present: [{fields[0] if fields else '...'}]}}` or `when: {{visit: ...}}`)")
+
+    def empty(self, rule: Rule) -> bool:
+        """Every field the rule reads is empty here (constants and units aside)."""
+        for name, expr in rule.fields.items():
+            if name == "unit" or (isinstance(expr, dict) and "const" in expr):
+                continue
+            try:
+                if not self.value(rule, name).empty:
+                    return False
+            except Problem:
+                return False  # it holds something
+        return True
 
     def date(self, value: Value) -> str:
         return date_of(value, self.spec.source["date_formats"])
@@ -112,16 +134,19 @@ def _concept(ctx: Context, coding: dict[str, Any]) -> dict[str, Any]:
     return {"coding": [full], "text": full.get("display", full["code"])}
 
 
-def patient(ctx: Context, rule: Rule) -> dict[str, Any]:
-    mrn = text_of(ctx.required(rule, "mrn", "MRN").raw).strip()
+def patient(ctx: Context, rule: Rule) -> dict[str, Any] | None:
     base, site = ctx.spec.catalogue.base, ctx.spec.site
-    pseudonym = keyed_hash(ctx.key, f"{site}|{mrn}".encode())
     resource: dict[str, Any] = {
         "resourceType": "Patient", "id": patient_id(ctx.spec, ctx.key, ctx.record),
         "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                                "code": "PSEUDED", "display": "pseudonymized"}]},
-        "identifier": [{"system": f"{base}/sid/{site}-mrn-hmac", "value": pseudonym},
-                       {"system": f"{base}/sid/{site}-subject", "value": ctx.record}]}
+        "identifier": [{"system": f"{base}/sid/{site}-subject", "value": ctx.record}]}
+    if "when" not in rule.data and not rule.per_document and rule.fields and ctx.empty(rule):
+        return None  # a row that is not the patient's (no `when:`, a flat export): no bare Patient
+    if "mrn" in rule.fields:  # a site without MRNs has no mrn: the Patient keeps its subject identifier
+        mrn = text_of(ctx.required(rule, "mrn", "MRN").raw).strip()
+        pseudonym = keyed_hash(ctx.key, f"{site}|{mrn}".encode())
+        resource["identifier"].insert(0, {"system": f"{base}/sid/{site}-mrn-hmac", "value": pseudonym})
     gender = ctx.value(rule, "gender")
     if not gender.empty:
         resource["gender"] = ctx.code(gender, "gender")
