@@ -32,6 +32,11 @@ def test_the_summary_counts_distinct_resources_created_then_updated_or_unchanged
     lots = {row["inj_lot"] for row in csv.DictReader(EXPORT.open(encoding="utf-8")) if row["inj_lot"]}
     assert in_store["BiologicallyDerivedProduct"] == len(lots) < in_store["Procedure"]  # a lot serves several
     assert first.resources == sum(in_store.values()) < first.writes
+    # the catalogue's own codes (item codes, body sites the protocol lacks) are served with the data
+    assert in_store["CodeSystem"] == in_store["ValueSet"] == 1
+    import json
+    codes = {c["code"]: c["display"] for c in json.loads(store.read("CodeSystem", "ucmsc-cp-catalogue").data)["concept"]}
+    assert codes["gmfm-88-item-88"] == "GMFM-88 item 88" and codes["elbow-flexors-left"] == "Left elbow flexors"
     assert f"; {first.resources} resources: {first.resources} created, 0 updated, 0 unchanged" in first.summary()
 
     again = ingest(spec, [EXPORT], store, KEY)

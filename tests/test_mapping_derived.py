@@ -134,3 +134,68 @@ def test_a_converted_value_keeps_what_the_site_sent(tmp_path):
     [sent] = quantity["extension"]
     assert sent["url"] == "http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation"
     assert (sent["valueQuantity"]["value"], sent["valueQuantity"]["code"]) == (1250, "mg/dL")
+
+
+GMFM_SPEC = """
+mapping: {name: items, version: 1.0.0, site: site-x, catalogue: %(catalogue)s, arm: arm-1,
+          pseudonym_key_env: UNUSED}
+source:
+  format: csv
+  encoding: utf-8
+  date_formats: ["%%Y-%%m-%%d"]
+  record_key: id
+  visit: {field: visit, values: [{match: screening, visit: baseline}]}
+  visit_date: date
+rules:
+  - {instrument: gmfm-88, items: "item_{n}", not_tested: [NT, "9"]}
+"""
+SPANS = {"a": (1, 17), "b": (18, 37), "c": (38, 51), "d": (52, 64), "e": (65, 88)}
+
+
+def gmfm(tmp_path, items: dict[int, str]):
+    path = tmp_path / "items.yaml"
+    path.write_text(GMFM_SPEC % {"catalogue": CATALOGUE}, encoding="utf-8")
+    source = tmp_path / "items.csv"
+    source.write_text("id,visit,date," + ",".join(f"item_{n}" for n in range(1, 89)) + "\n"
+                      + "C9,screening,2025-03-01," + ",".join(items.get(n, str(n % 4)) for n in range(1, 89)) + "\n",
+                      encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(load_mapping(path), [source], out, KEY)
+    return report, {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+
+
+def test_gmfm_88_items_give_the_dimensions_and_the_total_by_the_reference(tmp_path):
+    report, made = gmfm(tmp_path, {})
+    assert report.rows_accepted == 1 and not report.rejections
+    percent = {}
+    for letter, (first, last) in SPANS.items():  # REFERENCE.md section 4, computed here by hand
+        raw = sum(n % 4 for n in range(first, last + 1))
+        percent[letter] = round(100 * raw / (3 * (last - first + 1)), 1)
+        dimension = made[f"site-x-C9-baseline-gmfm-88-{letter}"]
+        assert dimension["valueQuantity"]["value"] == percent[letter]
+        panel = made[f"site-x-C9-baseline-gmfm-88-{letter}-items"]
+        assert [c["valueInteger"] for c in panel["component"]] == [n % 4 for n in range(first, last + 1)]
+        assert panel["component"][0]["code"]["coding"][0]["code"] == f"gmfm-88-item-{first}"
+        assert dimension["derivedFrom"] == [{"reference": f"Observation/{panel['id']}"}]
+    total = made["site-x-C9-baseline-gmfm-88-total"]["valueQuantity"]["value"]
+    assert total == pytest.approx(sum(percent.values()) / 5, abs=0.051)
+
+
+def test_a_bad_item_costs_its_dimension_and_the_total_and_not_tested_is_no_zero(tmp_path):
+    report, made = gmfm(tmp_path, {20: "4"})
+    [bad] = report.rejections
+    assert (bad.column, bad.value, report.rows_partly) == ("item_20", "4", 1)
+    assert "not a GMFM-88 item score" in bad.reason
+    assert set(bad.not_made) == {"Observation/site-x-C9-baseline-gmfm-88-b-items",
+                                 "Observation/site-x-C9-baseline-gmfm-88-b",
+                                 "Observation/site-x-C9-baseline-gmfm-88-total"}
+    assert {"site-x-C9-baseline-gmfm-88-a", "site-x-C9-baseline-gmfm-88-c", "site-x-C9-baseline-gmfm-88-d",
+            "site-x-C9-baseline-gmfm-88-e"} <= set(made)
+    report, made = gmfm(tmp_path, {40: "NT"})
+    assert report.rows_accepted == 1 and "site-x-C9-baseline-gmfm-88-total" not in made
+    panel_c = made["site-x-C9-baseline-gmfm-88-c-items"]  # kept: the items as sent
+    not_tested = panel_c["component"][40 - 38]
+    assert "valueInteger" not in not_tested and not_tested["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
+    assert "site-x-C9-baseline-gmfm-88-c" not in made  # not derived from a partial dimension
+    [warning] = report.warnings
+    assert warning.column == "item_40" and "not tested" in warning.reason

@@ -371,6 +371,7 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
     visit = ctx.scope.visit or ""
     out: list[dict[str, Any]] = []
     percentages: dict[str, decimal.Decimal] = {}
+    failed: list[int] = []  # ctx.failures of this instrument's dimensions
     for dimension, (first, last) in spec["dimensions"].items():
         items = [(n, ctx.scope.get(template.replace("{n}", str(n)))) for n in range(first, last + 1)]
         if all(value.empty for _, value in items):
@@ -392,6 +393,7 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
             components.append(component)
         if problem is not None:
             ctx.failures.append((problem, [f"Observation/{panel_id}", f"Observation/{ctx.id(visit, dimension)}"]))
+            failed.append(len(ctx.failures) - 1)
             continue
         concept = ctx.spec.catalogue.observation(dimension)
         panel = _observation_shell(ctx, panel_id, concept, {"system": "local", "code": items_code(dimension)})
@@ -402,13 +404,16 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
                                      f"{dimension} {spec['not_tested_reason']}" if text_of(missing[0].raw).strip()
                                      else f"{dimension} not derived: an item is empty"))
             continue
-        percent = (decimal.Decimal(sum(scores)) * 100 / (top * len(items))).quantize(decimal.Decimal("0.1"))
+        percent = (decimal.Decimal(sum(scores)) * 100 / (top * len(items))).quantize(
+            decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
         percentages[dimension] = percent
         derived = _observation_shell(ctx, ctx.id(visit, dimension), concept, concept["code"])
         derived["valueQuantity"] = _quantity(percent, concept["unit"])
         derived["derivedFrom"] = [{"reference": f"Observation/{panel_id}"}]
         out.append(derived)
-    if percentages and len(percentages) == len(spec["dimensions"]):
+    if failed and len(percentages) + len(failed) == len(spec["dimensions"]):  # the total, lost to a bad item
+        ctx.failures[failed[0]][1].append(f"Observation/{ctx.id(visit, spec['total'])}")
+    elif percentages and len(percentages) == len(spec["dimensions"]):
         concept = ctx.spec.catalogue.observation(spec["total"])
         total = _observation_shell(ctx, ctx.id(visit, spec["total"]), concept, concept["code"])
         mean = sum(percentages.values(), decimal.Decimal(0)) / len(percentages)
