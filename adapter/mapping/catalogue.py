@@ -23,6 +23,7 @@ class Catalogue:
     local_codes: dict[str, str]  # code -> display, from the protocol spec
     activities: dict[str, str]  # activity key -> ActivityDefinition canonical (url|version)
     lines: Lines
+    arms: tuple[str, ...] = ()  # the protocol's arm keys (ResearchSubject.assignedArm)
 
     @property
     def base(self) -> str:
@@ -93,5 +94,5 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
             problems.append(lines.problem(where, str(exc)))
     if problems:
         raise SpecError(problems)
-    return Catalogue(str(path), data, spec.code_system_url, local, activities, lines)
+    return Catalogue(str(path), data, spec.code_system_url, local, activities, lines, tuple(spec.data["arms"]))
 
