@@ -70,6 +70,32 @@ def test_each_site_loads_with_exactly_the_expected_rejections(checked_store, sit
     for resource in everything:
         assert validate(resource) == [], resource["id"]
         assert_r4(resource)
+    _assert_visits_are_encounters(site, everything)
+
+
+ENCOUNTERS = {"site-a": 180, "site-b": 135, "site-c": 135}  # one per dated visit that made something
+
+
+def _assert_visits_are_encounters(site: str, everything: list[dict]) -> None:
+    """Every visit is an Encounter of its child on the visit's date, named by the visit key, a
+    target of its row's Provenance; every Observation and Procedure points to its visit's."""
+    encounters = {r["id"]: r for r in everything if r["resourceType"] == "Encounter"}
+    assert len(encounters) == ENCOUNTERS[site]
+    targets = {t["reference"] for r in everything if r["resourceType"] == "Provenance" for t in r["target"]}
+    assert {f"Encounter/{i}" for i in encounters} <= targets
+    for encounter in encounters.values():
+        visit = encounter["type"][0]["coding"][0]["code"]
+        assert encounter["id"] == f"{encounter['subject']['reference'].split('/')[1]}-{visit}"
+        assert (encounter["status"], encounter["class"]["code"]) == ("finished", "AMB")
+    pointing = [r for r in everything if r["resourceType"] in ("Observation", "Procedure", "AdverseEvent")
+                and "encounter" in r]
+    assert len(pointing) >= sum(1 for r in everything if r["resourceType"] in ("Observation", "Procedure"))
+    for resource in pointing:
+        encounter = encounters[resource["encounter"]["reference"].split("/")[1]]
+        assert encounter["subject"] == resource["subject"]
+        if resource["resourceType"] == "Observation":
+            assert encounter["period"]["start"] == resource["effectiveDateTime"][:10]
+            assert resource["id"].startswith(encounter["id"] + "-")
 
 
 def test_site_b_bad_documents_leave_nothing_behind(store):

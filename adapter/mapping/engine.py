@@ -24,6 +24,7 @@ from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, keyed_hash, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
+from adapter.mapping.visits import visit_encounter
 
 __all__ = ["Rejection", "RecordResult", "read_source", "unique_key", "map_record"]
 
@@ -237,6 +238,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             label = scope.get(spec.source["visit"]["field"]).label
             result.warnings.append(Rejection(row.file, row.line, label, scope.visit or "",
                                              spec.where_key(("source", "visit")), "this visit makes no resource"))
+        made += visit_encounter(spec, key, record, scope, made[before:])  # visits as data (visits.py)
     if not spec.tabular:
         for rule in spec.rules:
             if rule.per_document:
