@@ -1,8 +1,9 @@
 """Visits as data: one Encounter per visit of a record, and the visit's resources pointing to it.
 
 A visit scope (a CSV row, a JSON visit item) that made at least one resource and has a visit
-date gets an Encounter `{site}-{record}-{visit}` (status finished, class AMB, period.start the
-visit date, the research study extension), and every Observation, Procedure and AdverseEvent it
+date gets an Encounter `{site}-{record}-{visit}` (status finished, class AMB, period the visit
+date, start and end: without an end the period is ongoing and `date=` never matches it; the
+research study extension), and every Observation, Procedure and AdverseEvent it
 made gets `encounter` = that Encounter. A scope without a visit date makes no Encounter (an
 Encounter without a date says nothing the resource ids do not; REDCap's repeating adverse-event
 rows carry none), and its resources no `encounter`.
@@ -49,7 +50,7 @@ def visit_encounter(spec: MappingSpec, key: bytes, record: str, scope: Scope,
         "type": [{"coding": [{"system": visit_system(catalogue.base, catalogue.study), "code": scope.visit}],
                   "text": scope.visit}],
         "subject": {"reference": f"Patient/{patient_id(spec, key, record)}"},
-        "period": {"start": scope.visit_date}}
+        "period": {"start": scope.visit_date, "end": scope.visit_date}}  # a finished visit of one day
     for _, resource in made:
         if resource["resourceType"] in ENCOUNTER_OF:
             resource["encounter"] = {"reference": f"Encounter/{encounter['id']}"}
