@@ -89,6 +89,9 @@ def _assert_visits_are_encounters(site: str, everything: list[dict]) -> None:
         assert (encounter["status"], encounter["class"]["code"]) == ("finished", "AMB")
     pointing = [r for r in everything if r["resourceType"] in ("Observation", "Procedure", "AdverseEvent")
                 and "encounter" in r]
+    # site A's adverse events come from undated repeat rows, site B's are read per document: no visit
+    events = [r for r in everything if r["resourceType"] == "AdverseEvent"]
+    assert events and all(("encounter" in r) == (site == "site-c") for r in events)
     assert len(pointing) >= sum(1 for r in everything if r["resourceType"] in ("Observation", "Procedure"))
     for resource in pointing:
         encounter = encounters[resource["encounter"]["reference"].split("/")[1]]
