@@ -31,7 +31,7 @@ from test_auth_token import Served
 
 POLICY = load_policy(POLICY_DIR / "centre-v1.yaml")
 DATA = ("Patient", "ResearchStudy", "ResearchSubject", "Condition", "Procedure", "Observation", "AdverseEvent",
-        "BiologicallyDerivedProduct", "CarePlan", "Provenance", "Group")
+        "BiologicallyDerivedProduct", "CarePlan", "Provenance", "Group", "Encounter")
 
 
 @functools.cache

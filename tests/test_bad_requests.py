@@ -32,7 +32,7 @@ CASES = [
     ("POST", "Observation", GOOD, "application/xml", {}, 415, None),
     ("POST", "Observation", GOOD, "text/plain", {}, 415, None),
     ("POST", "Observation", GOOD, FHIR_JSON, {"Accept": "application/fhir+xml"}, 406, None),
-    ("POST", "Encounter", json.dumps({"resourceType": "Encounter", "status": "planned"}), FHIR_JSON, {}, 404, None),
+    ("POST", "Appointment", json.dumps({"resourceType": "Appointment", "status": "proposed"}), FHIR_JSON, {}, 404, None),
     ("PUT", "Observation/o2", GOOD, FHIR_JSON, {}, 400, "Observation.id"),
     ("PUT", "Observation/o1", json.dumps({k: v for k, v in observation().items()}), FHIR_JSON, {}, 400,
      "Observation.id"),

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from adapter.fhir.validation import validate
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
-from adapter.protocol.adherence import adherence
+from adapter.protocol.adherence import Finding, adherence
 from adapter.protocol.cli import SPECS
 from adapter.store.schema import resources
 from conftest import ROOT, table_counts
@@ -82,6 +82,35 @@ def test_each_site_loads_with_exactly_the_expected_rejections(checked_store, sit
     for resource in everything:
         assert validate(resource) == [], resource["id"]
         assert_r4(resource)
+    _assert_visits_are_encounters(site, everything)
+
+
+ENCOUNTERS = {"site-a": 182, "site-b": 152, "site-c": 137}  # per dated visit that made something (partly accepted rows too)
+
+
+def _assert_visits_are_encounters(site: str, everything: list[dict]) -> None:
+    """Every visit is an Encounter of its child on the visit's date, named by the visit key, a
+    target of its row's Provenance; every Observation and Procedure points to its visit's."""
+    encounters = {r["id"]: r for r in everything if r["resourceType"] == "Encounter"}
+    assert len(encounters) == ENCOUNTERS[site]
+    targets = {t["reference"] for r in everything if r["resourceType"] == "Provenance" for t in r["target"]}
+    assert {f"Encounter/{i}" for i in encounters} <= targets
+    for encounter in encounters.values():
+        visit = encounter["type"][0]["coding"][0]["code"]
+        assert encounter["id"] == f"{encounter['subject']['reference'].split('/')[1]}-{visit}"
+        assert (encounter["status"], encounter["class"]["code"]) == ("finished", "AMB")
+    pointing = [r for r in everything if r["resourceType"] in ("Observation", "Procedure", "AdverseEvent")
+                and "encounter" in r]
+    # site A's adverse events come from undated repeat rows, site B's are read per document: no visit
+    events = [r for r in everything if r["resourceType"] == "AdverseEvent"]
+    assert events and all(("encounter" in r) == (site == "site-c") for r in events)
+    assert len(pointing) >= sum(1 for r in everything if r["resourceType"] in ("Observation", "Procedure"))
+    for resource in pointing:
+        encounter = encounters[resource["encounter"]["reference"].split("/")[1]]
+        assert encounter["subject"] == resource["subject"]
+        if resource["resourceType"] == "Observation":
+            assert encounter["period"]["start"] == resource["effectiveDateTime"][:10]
+            assert resource["id"].startswith(encounter["id"] + "-")
 
 
 def test_site_b_bad_cells_cost_only_what_they_feed(store):
@@ -132,7 +161,7 @@ def test_the_mrn_is_never_stored_in_clear_and_the_pseudonym_is_keyed(store, tmp_
     assert moved["identifier"][0]["value"] != hashed["site-a-mrn-hmac"]  # a different key, another pseudonym
 
 
-def test_ingested_injections_are_checked_against_the_protocol(store):
+def test_ingested_injections_are_checked_against_the_protocol(store, tmp_path):
     """The mapped Procedures carry the protocol's codes: adherence finds arm 1's four injections."""
     from adapter.protocol.build import build_resources
     from adapter.protocol.spec import load_spec
@@ -143,6 +172,51 @@ def test_ingested_injections_are_checked_against_the_protocol(store):
     assert len(injections) == 4
     assert {f.status for f in injections} <= {"done-in-window", "done-out-of-window"}
     assert all(f.resource and f.resource.startswith("Procedure/site-a-A0001-injection-") for f in injections)
+    # Visits as data: each planned visit names the child's Encounter of it; an Encounter is searchable
+    # by patient, type (the visit key) and date, and its resources by encounter.
+    assert [f.encounter for f in injections] == [f"Encounter/site-a-A0001-injection-{n}" for n in range(1, 5)]
+    assert {f.encounter for f in findings if f.visit == "baseline"} == {"Encounter/site-a-A0001-baseline"}
+    assert [f.resource.split("/")[1] for f in injections] == [f.encounter.split("/")[1] for f in injections]
+    from adapter.protocol.apply import search_all
+    from adapter.mapping.visits import visit_system
+    system = visit_system("http://ucmsc-cp.example.org/fhir", "ucmsc-cp")
+    [second] = search_all(store, "Encounter", [("patient", "Patient/site-a-A0001"), ("type", f"{system}|injection-2")])
+    assert [e["id"] for e in search_all(store, "Encounter", [("subject", "Patient/site-a-A0001"),
+                                                            ("date", second["period"]["start"])])] == [second["id"]]
+    at_visit = list(search_all(store, "Observation", [("encounter", f"Encounter/{second['id']}")]))
+    assert at_visit and all(o["id"].startswith("site-a-A0001-injection-2-") for o in at_visit)
+    assert [p["id"] for p in search_all(store, "Procedure", [("encounter", f"Encounter/{second['id']}")])] == [
+        "site-a-A0001-injection-2"]
+    # The adverse reaction review: an AdverseEvent recorded for the visit (A0004's fever after its
+    # first injection) does it; without one, a site's "no adverse event" box, mapped by a rule.
+    reviews = {f.visit: f for f in adherence(store, "ucmsc-cp-site-a-A0004", date(2027, 12, 31))
+               if f.activity.endswith("adverse-reaction-review")}
+    assert reviews["c1-d0"].status == "done-in-window"
+    assert reviews["c1-d0"].resource.startswith("AdverseEvent/site-a-A0004-injection-1-ae-")
+    assert reviews["c1-d7"].status == "missing"
+
+    def review(child: str, visit: str) -> Finding:
+        return next(f for f in adherence(store, f"ucmsc-cp-site-a-{child}", date(2027, 12, 31))
+                    if f.visit == visit and f.activity.endswith("adverse-reaction-review"))
+
+    assert review("A0001", "c1-d7").status == "missing"
+    text = (MAPPINGS / "site-a.yaml").read_text(encoding="utf-8").replace(
+        "catalogue: catalogue.yaml", f"catalogue: {MAPPINGS / 'catalogue.yaml'}").replace("  dictionary:", "  # dictionary:")
+    text += '  - {observation: adverse-reaction-review, value: {const: "no"}, when: {equals: {ae_none___1: "1"}}}\n'
+    (tmp_path / "site-a.yaml").write_text(text, encoding="utf-8")
+    from adapter.mapping.engine import map_record
+    from adapter.mapping.sources import SourceRow
+    row = SourceRow("x.csv", 2, {"record_id": "A0001", "redcap_event_name": "injection_2_arm_1",
+                                 "redcap_repeat_instrument": "", "visit_date": second["period"]["start"],
+                                 "ae_none___1": "1"})
+    mapped = map_record(load_mapping(tmp_path / "site-a.yaml"), KEY, row, "2026-01-01T00:00:00Z")
+    box = next(r for r in mapped.resources if r["resourceType"] == "Observation")
+    assert box["valueCodeableConcept"]["coding"][0]["code"] == "N" and box["encounter"]["reference"] == \
+        f"Encounter/{second['id']}"
+    store.load([r for r in mapped.resources if r["resourceType"] == "Observation"])
+    done = review("A0001", "c1-d7")
+    assert (done.status, done.resource, done.encounter) == (
+        "done-in-window", f"Observation/{box['id']}", f"Encounter/{second['id']}")
 
 
 def test_workers_give_the_same_result_as_one_process(monkeypatch):

@@ -58,6 +58,10 @@ def line_of(path, needle: str) -> int:
      "'screening' is not a visit"),
     ("{observation: language-dq, value: lang_dq}", "{observation: blood-pressure, value: lang_dq}",
      "blood-pressure, value: lang_dq", "blood-pressure needs 'systolic' and 'diastolic', not 'value'"),
+    ("  arm: arm-1", "  arm: arm-9", "arm: arm-9", "unknown arm 'arm-9' (the protocol has: arm-1, arm-2)"),
+    ("research_subject: {start: inj_date}", "research_subject: {start: inj_date, arm: {const: arm-3}}", "arm-3",
+     "unknown arm 'arm-3'"),
+    ("  arm: arm-1\n", "", "research_subject", "no arm: give mapping.arm, or `arm` here"),
 ])
 def test_each_problem_names_its_line(tmp_path, old, new, needle, message):
     path = spec_with(tmp_path, old, new)
@@ -253,3 +257,29 @@ def test_barthel_is_accepted_exactly_when_the_reference_allows_it(text):
         assert result.accepted and barthel[0]["valueQuantity"]["value"] == number
     else:
         assert [(r.column, r.value) for r in result.rejections] == [("barthel", text)]
+
+
+def test_the_arm_is_read_per_child_through_a_code_map(tmp_path):
+    """research_subject.arm: a randomisation column with a code map; an unlisted code rejects the
+    ResearchSubject with its file, row, column, value and rule, like every code map."""
+    path = spec_with(tmp_path, "research_subject: {start: inj_date}",
+                     'research_subject: {start: inj_date, arm: {field: rand_arm, map: {"1": arm-1, "2": arm-2}}}')
+    text = path.read_text(encoding="utf-8").replace("  dictionary:", "  # dictionary:").replace("  arm: arm-1\n", "")
+    path.write_text(text, encoding="utf-8")
+    spec = load_mapping(path)
+
+    def mapped(code: str):
+        row = SourceRow("x.csv", 7, {"record_id": "A1", "redcap_event_name": "injection_1_arm_1",
+                                     "redcap_repeat_instrument": "", "visit_date": "2025-03-01",
+                                     "inj_date": "2025-03-01", "inj_route": "1", "rand_arm": code})
+        return map_record(spec, b"k" * 16, row, "2026-01-01T00:00:00Z", check=False)
+
+    arms = [r["assignedArm"] for code in ("1", "2") for r in mapped(code).resources
+            if r["resourceType"] == "ResearchSubject"]
+    assert arms == ["arm-1", "arm-2"]
+    bad = mapped("3")
+    assert [(r.file, r.row, r.column, r.value, r.reason) for r in bad.rejections] == [
+        ("x.csv", 7, "rand_arm", "3", "unknown code '3' (expected '1', '2')")]
+    assert bad.rejections[0].rule == f"spec.yaml:{line_of(path, 'research_subject')}"
+    assert bad.partly and "ResearchSubject" not in {r["resourceType"] for r in bad.resources}  # the injection stays
+    assert "missing arm" in mapped("").rejections[0].reason  # the rule fires: the arm must be readable here

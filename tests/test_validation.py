@@ -84,7 +84,7 @@ def test_r4b_only_element_is_named_as_such():
 @pytest.mark.parametrize("resource,message", [
     ([], "JSON object"),
     ({"status": "final"}, "resourceType"),
-    ({"resourceType": "Encounter", "status": "planned"}, "not served"),
+    ({"resourceType": "Appointment", "status": "proposed"}, "not served"),
 ])
 def test_not_a_served_resource(resource, message):
     [issue] = validate(resource)

@@ -32,6 +32,7 @@ class Catalogue:
     @property
     def own_system(self) -> str:
         return f"{self.base}/CodeSystem/{self.study}-catalogue"
+    arms: tuple[str, ...] = ()  # the protocol's arm keys (ResearchSubject.assignedArm)
 
     @property
     def base(self) -> str:
@@ -162,5 +163,5 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     if problems:
         raise SpecError(problems)
     return Catalogue(str(path), data, spec.code_system_url, local, activities, lines, own,
-                     str(spec.protocol["version"]))
+                     str(spec.protocol["version"]), tuple(spec.data["arms"]))
 

@@ -29,6 +29,7 @@ from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, intended, keyed_hash, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
+from adapter.mapping.visits import visit_encounter
 
 __all__ = ["Rejection", "RecordResult", "read_source", "unique_key", "map_record"]
 
@@ -281,6 +282,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             label = scope.get(spec.source["visit"]["field"]).label
             result.warnings.append(Rejection(row.file, row.line, label, scope.visit or "",
                                              spec.where_key(("source", "visit")), "this visit makes no resource"))
+        made += visit_encounter(spec, key, record, scope, made[before:])  # visits as data (visits.py)
     if not spec.tabular:
         for rule in spec.rules:
             if rule.per_document:
@@ -293,6 +295,9 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                                      f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
                                      f"{issue.diagnostics}"), [_ref(resource)])
     kept = failed.settle(made)
+    if failed:  # a visit whose resources were all rejected keeps no Encounter of its own
+        visited = {ref for _, resource in kept for ref in _references(resource.get("encounter", {}))}
+        kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or _ref(r) in visited]
     if not kept and not failed:
         cell = root.get(spec.source["visit"]["field"]) if spec.tabular else key_value  # what the row is
         failed.add(Rejection(

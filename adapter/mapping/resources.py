@@ -179,7 +179,19 @@ def research_subject(ctx: Context, rule: Rule) -> dict[str, Any]:
     return {"resourceType": "ResearchSubject",
             "id": resource_id(ctx.spec.catalogue.study, patient_id(ctx.spec, ctx.key, ctx.record)),
             "status": "on-study" if status.empty else text_of(status.raw), "period": {"start": start},
-            "study": ctx.study, "individual": ctx.subject, "assignedArm": ctx.spec.data["mapping"]["arm"]}
+            "study": ctx.study, "individual": ctx.subject, "assignedArm": _arm(ctx, rule)}
+
+
+def _arm(ctx: Context, rule: Rule) -> str:
+    """The child's arm: the rule's `arm` (a column, a code map, a constant), else the mapping's."""
+    if "arm" not in rule.fields:
+        return str(ctx.spec.data["mapping"]["arm"])  # load_mapping: present when a rule has no arm
+    value = ctx.required(rule, "arm", "arm (randomisation)")
+    arm = text_of(value.raw).strip()
+    if arm not in ctx.spec.catalogue.arms:  # a column read as it is (a map's targets are checked at load)
+        raise Problem(value.label, value.raw, f"unknown arm {arm!r} (the protocol has: "
+                      f"{', '.join(ctx.spec.catalogue.arms)})")
+    return arm
 
 
 def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:

@@ -134,6 +134,7 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
     looked = _check_lookups(data, lines, problems)
     refused, warnings = _check_identifiers(data, lines)
     problems += refused
+    problems += _check_arms(data, lines, catalogue)
     if problems:
         raise SpecError(problems)
     return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits), looked, tuple(warnings))
@@ -158,6 +159,34 @@ def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> f
         for name, expr in body.items():
             walk(expr, ("rules", i) + (() if kind in _FLAT else (kind,)) + (name,))
     return frozenset(found)
+
+
+def _check_arms(data: dict[str, Any], lines: Lines, catalogue: Catalogue) -> list[str]:
+    """Every arm the spec can give a child (mapping.arm, a research_subject rule's `arm` map
+    targets or constant) is an arm of the protocol; a rule without `arm` needs mapping.arm."""
+    problems = []
+    known = catalogue.arms
+
+    def check(where: tuple[Any, ...], arm: Any) -> None:
+        if arm not in known:
+            problems.append(lines.problem(where, f"unknown arm {arm!r} (the protocol has: {', '.join(known)})"))
+
+    if "arm" in data["mapping"]:
+        check(("mapping", "arm"), data["mapping"]["arm"])
+    for i, rule in enumerate(data["rules"]):
+        if "research_subject" not in rule:
+            continue
+        expr = rule["research_subject"].get("arm")
+        at = ("rules", i, "research_subject", "arm")
+        if expr is None and "arm" not in data["mapping"]:
+            problems.append(lines.problem(("rules", i, "research_subject"), "no arm: give mapping.arm, or "
+                                          "`arm` here (e.g. {field: rand_arm, map: {\"1\": arm-1}})"))
+        elif isinstance(expr, dict) and "map" in expr:
+            for code, arm in expr["map"].items():
+                check(at + ("map", code), arm)
+        elif isinstance(expr, dict) and "const" in expr:
+            check(at + ("const",), expr["const"])
+    return problems
 
 
 def _listed(value: Any) -> list[Any]:

@@ -5,7 +5,11 @@ many days), done with the wrong route (an injection recorded with the other rout
 missing (its window has passed), or not yet due; injections recorded that match no planned one
 are reported as extra. Procedures and planned injections, both in date order, are aligned at
 the least total distance in days (a wrong route counts `WRONG_ROUTE_DAYS` extra; nothing is
-paired beyond `MATCH_DAYS`); Observations likewise, code by code.
+paired beyond `MATCH_DAYS`); Observations likewise, code by code. The adverse reaction review
+of a visit is done by an Observation of its code (a site's "no adverse event" box) or by an
+AdverseEvent recorded at the visit (dated by its Encounter). Each planned visit names the child's
+Encounter of it, when the mapping made one (Encounter.type: the visit key, see
+adapter/mapping/visits.py).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 from adapter.protocol.apply import arm_protocol, read_json, search_all
+from adapter.mapping.visits import protocol_visit
 from adapter.protocol.schedule import DatedVisit, schedule
 from adapter.store.repository import Repository
 
@@ -25,6 +30,8 @@ MATCH_DAYS = 14
 # an intravenous dose on the day an intrathecal one was due is that dose by the wrong route, not
 # next week's intravenous dose a week early.
 WRONG_ROUTE_DAYS = 3
+# The activity code an AdverseEvent also counts for (the protocol's adverse-reaction-review).
+REVIEW_CODE = "adverse-reaction-review"
 STATUSES = ("done-in-window", "done-out-of-window", "wrong-route", "missing", "not-yet-due", "extra")
 
 
@@ -38,8 +45,9 @@ class Finding:
     latest: date | None
     actual: date | None = None
     days_outside: int = 0  # negative: early, positive: late
-    resource: str | None = None  # Procedure/... or Observation/...
+    resource: str | None = None  # Procedure/..., Observation/... or AdverseEvent/...
     code: tuple[str, str] | None = None
+    encounter: str | None = None  # Encounter/... of the child that is this planned visit
 
 
 @dataclass
@@ -109,7 +117,7 @@ def _match(planned: list[_Planned], records: list[tuple[dict[str, Any], date, se
             status, outside = _status(p, r[1], p.code in r[2])
             v = p.visit
             p.finding = Finding(v.visit.id, p.activity, status, v.target, v.earliest, v.latest,
-                                r[1], outside, f"{rtype}/{r[0]['id']}", p.code)
+                                r[1], outside, f"{r[0].get('resourceType') or rtype}/{r[0]['id']}", p.code)
             used.add(recs[j - 1])
             i, j = i - 1, j - 1
         elif cost[i][j] == cost[i - 1][j] + skip:
@@ -170,6 +178,9 @@ def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
     observations = [(o, d, _codes(o)) for o in search_all(repo, "Observation", [("subject", patient)])
                     if (d := _day(o, "effectiveDateTime", "effectivePeriod", "effectiveInstant"))
                     and o.get("status") not in ("entered-in-error", "cancelled") and _codes(o) & wanted]
+    encounters = {e["id"]: e for e in search_all(repo, "Encounter", [("subject", patient)])
+                  if e.get("status") not in ("entered-in-error", "cancelled")}
+    observations += _reviews(repo, patient, encounters, {p.code for p in assessments if p.code[1] == REVIEW_CODE})
     for code in sorted(wanted):
         _match([p for p in assessments if p.code == code], observations, {code}, "Observation")
     findings = []
@@ -179,12 +190,48 @@ def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
             status = "missing" if v.latest < as_of else "not-yet-due"
             p.finding = Finding(v.visit.id, p.activity, status, v.target, v.earliest, v.latest, code=p.code)
         findings.append(p.finding)
+    _link_encounters(findings, visits, injections, encounters, study["id"])
     for resource, day in extra:
         findings.append(Finding("-", "-", "extra", None, None, None, day, 0,
                                 f"Procedure/{resource['id']}", next(iter(_codes(resource)), None)))
     order = {v.visit.id: i for i, v in enumerate(visits)}
     findings.sort(key=lambda f: (order.get(f.visit, len(order)), f.activity, f.code or ("", "")))
     return findings
+
+
+def _reviews(repo: Repository, patient: str, encounters: dict[str, dict[str, Any]],
+             codes: set[tuple[str, str]]) -> list[tuple[dict[str, Any], date, set[tuple[str, str]]]]:
+    """AdverseEvents as records of the adverse reaction review: an event recorded at a visit shows
+    the review was done there, dated by its Encounter (else by its own date, the onset)."""
+    if not codes:
+        return []
+    found = []
+    for event in search_all(repo, "AdverseEvent", [("subject", patient)]):
+        if event.get("actuality") == "potential":
+            continue
+        at = encounters.get(((event.get("encounter") or {}).get("reference") or "").removeprefix("Encounter/"))
+        day = _day(at, "period") if at else _day(event, "date")
+        if day:
+            found.append((event, day, codes))
+    return found
+
+
+def _link_encounters(findings: list[Finding], visits: list[DatedVisit], injections: list[_Planned],
+                     encounters: dict[str, dict[str, Any]], study: str) -> None:
+    """Each planned visit's finding names the child's Encounter of that visit: Encounter.type
+    holds the visit key (adapter/mapping/visits.py), which the arm's plan turns into its visit."""
+    order = [d.visit.id for d in visits]
+    injected = sorted({p.visit.visit.id for p in injections}, key=order.index)
+    by_visit: dict[str, str] = {}
+    for encounter in encounters.values():
+        for concept in encounter.get("type") or []:
+            for coding in concept.get("coding") or []:
+                if str(coding.get("system", "")).endswith(f"/CodeSystem/{study}-visit"):
+                    planned = protocol_visit(str(coding.get("code", "")), injected)
+                    if planned:
+                        by_visit.setdefault(planned, f"Encounter/{encounter['id']}")
+    for finding in findings:
+        finding.encounter = by_visit.get(finding.visit)
 
 
 def as_parameters(subject_id: str, as_of: date, findings: list[Finding]) -> dict[str, Any]:
@@ -209,5 +256,7 @@ def as_parameters(subject_id: str, as_of: date, findings: list[Finding]) -> dict
             part.append({"name": "daysOutsideWindow", "valueInteger": f.days_outside})
         if f.resource:
             part.append({"name": "resource", "valueReference": {"reference": f.resource}})
+        if f.encounter:
+            part.append({"name": "encounter", "valueReference": {"reference": f.encounter}})
         params.append({"name": "finding", "part": part})
     return {"resourceType": "Parameters", "parameter": params}
