@@ -274,11 +274,11 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                 scope.visit_date = "1900-01-01"  # only to name what the visit would have made
                 rejected_visit(problem, spec.where_key(("source", "visit_date")), scope)
                 continue
-        before = len(made)
+        before, failures = len(made), len(failed)
         for rule in spec.rules:
             if spec.tabular or not rule.per_document:
                 run(rule, scope)
-        if len(made) == before and not spec.tabular and not failed:
+        if len(made) == before and not spec.tabular and len(failed) == failures:
             label = scope.get(spec.source["visit"]["field"]).label
             result.warnings.append(Rejection(row.file, row.line, label, scope.visit or "",
                                              spec.where_key(("source", "visit")), "this visit makes no resource"))
@@ -339,8 +339,8 @@ class _Failures:
     def __init__(self) -> None:
         self._found: list[tuple[Rejection, list[str]]] = []
 
-    def __bool__(self) -> bool:
-        return bool(self._found)
+    def __len__(self) -> int:
+        return len(self._found)
 
     def add(self, rejection: Rejection, lost: list[str]) -> None:
         self._found.append((rejection, lost))
