@@ -141,7 +141,7 @@ def _serve(host: str, port: int, db: str, workers: int, options: ServeOptions) -
 
 
 def _ingest_demo_sites(store: Repository) -> list[tuple[str, str]]:
-    """The three synthetic sites' exports through their mappings (their bad rows are rejected,
+    """Every synthetic site's export through its mapping (their bad rows are rejected,
     as fixtures/sites/*/expected-rejections.csv says)."""
     from adapter.mapping.ingest import ingest
     from adapter.mapping.spec import load_mapping

@@ -65,7 +65,9 @@ def test_demo_no_serve_loads_the_demo_data(demo_db):
     _, result = demo_db
     assert result.returncode == 0, result.stderr
     assert "protocol: 40 resources from ucmsc-cp-v1.yaml" in result.stdout
-    assert "37 read, 37 loaded, 0 rejected" in result.stdout and "; 55 care plans" in result.stdout
+    # a care plan for every child on study: 3 demo children, and sites A-D's 20 + 17 + 15 + 12
+    assert "37 read, 37 loaded, 0 rejected" in result.stdout and "67 care plans" in result.stdout
+    assert "site site-d: 120 rows read: 114 accepted, 2 with warnings, 3 partly accepted, 3 rejected" in result.stdout
 
 
 def test_serve_refuses_a_public_address_without_the_flag(db_url):

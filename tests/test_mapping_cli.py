@@ -33,7 +33,7 @@ def workspace(tmp_path):
     return tmp_path / "mappings" / "sites"
 
 
-@pytest.mark.parametrize("site", ["site-a", "site-b", "site-c"])
+@pytest.mark.parametrize("site", ["site-a", "site-b", "site-c", "site-d"])
 def test_check_and_golden_tests_pass_for_each_site(site):
     checked = run("mapping", "check", str(MAPPINGS / f"{site}.yaml"))
     assert checked.exit_code == 0 and "ok (" in checked.output

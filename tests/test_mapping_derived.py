@@ -112,7 +112,8 @@ def test_derived_values_and_lookups_across_rows(tmp_path):
 def test_a_lookup_that_finds_nothing_names_what_it_looked_for(tmp_path):
     report, made = run(tmp_path, "C2,dose1,2025-03-08,,1.5,IT,,,,,", "C2,screening,2025-03-20,20.0,,,,,,,")
     [missing] = report.rejections
-    assert missing.row == 2 and "weight (latest at or before 2025-03-08: none in the record)" in missing.column
+    assert (missing.row, missing.column) == (2, "weight")
+    assert "but empty (latest at or before 2025-03-08: none in the record)" in missing.reason
     assert missing.not_made == ("Procedure/site-x-C2-injection-1",)
     assert report.rows_rejected == 1  # the screening row, after the dose, does not count for it
 

@@ -209,7 +209,7 @@ def test_columns_are_checked_against_a_sample_header(tmp_path):
 
 
 def test_the_committed_site_mappings_are_clean():
-    for name in ("site-a", "site-b", "site-c"):
+    for name in ("site-a", "site-b", "site-c", "site-d"):
         assert load_mapping(MAPPINGS / f"{name}.yaml").rules
 
 

@@ -1,4 +1,4 @@
-"""The three synthetic sites' exports (fixtures for the site mappings): reproducible, plausible,
+"""The four synthetic sites' exports (fixtures for the site mappings): reproducible, plausible,
 and bad exactly where expected-rejections.csv says."""
 from __future__ import annotations
 
@@ -78,3 +78,38 @@ def test_site_c_is_gb18030_semicolons_and_decimal_commas():
     weights = [r["体重(kg)"] for r in rows]
     assert all("," in w and "." not in w for w in weights)
     assert bad[min(bad)]["column"] == "GMFM-88总分(%)"
+
+
+def test_site_d_is_longitudinal_per_arm_with_items_doses_per_kg_and_no_mrn():
+    bad = expected("site-d")
+    with (SITES / "site-d" / "export.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "mrn" not in rows[0] and "redcap_data_access_group" in rows[0]
+    dictionary = (SITES / "site-d" / "dictionary.csv").read_text(encoding="utf-8")
+    assert "rand_arm,enrolment" in dictionary and "gmfm_88,gmfm88" in dictionary
+    arms, children, not_tested = {}, set(), 0
+    for line, row in enumerate(rows, 2):
+        if line in bad:
+            column = bad[line]["column"]
+            if column.startswith("weight_kg ("):  # the lookup found no weight: the dose row has none
+                assert row["weight_kg"] == "" and row["adm_dose_per_kg"] and row["visit_date"] in column
+            else:
+                assert row[column] == bad[line]["value"]
+            continue
+        event, record = row["redcap_event_name"], row["record_id"]
+        children.add(record)
+        if event.startswith("screening_"):
+            arms[record] = row["rand_arm"]
+            assert row["weight_kg"] and row["child_name"]
+        assert event.endswith(f"_arm_{arms[record]}")  # REDCap names a longitudinal project's events per arm
+        if event.startswith("dose_") and not row["redcap_repeat_instrument"]:
+            assert not row["weight_kg"] and 0.9 <= float(row["adm_dose_per_kg"]) <= 1.1
+            assert row["adm_route"] == ("3" if arms[record] == "2" else "2" if event.startswith("dose_4") else "1")
+        if row["gmfm_1"]:
+            items = [row[f"gmfm_{n}"] for n in range(1, 89)]
+            assert set(items) <= {"0", "1", "2", "3", "NT"}
+            not_tested += "NT" in items
+            assert row["mas_elbow_l"] in MAS and row["mas_elbow_r"] in MAS
+    assert len(children) == 12 and Counter(arms.values()) == {"1": 8, "2": 4}
+    assert not_tested == 2 and len(bad) == 6
+    assert Counter(e["outcome"] for e in bad.values()) == {"partly": 3, "rejected": 3}

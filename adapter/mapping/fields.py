@@ -40,6 +40,7 @@ def text_of(value: Any) -> str:
 class Value:
     raw: Any  # None when the source has nothing there
     label: str
+    note: str = ""  # why it is empty, when that is not plain (a lookup that found nothing)
 
     @property
     def empty(self) -> bool:
@@ -126,9 +127,10 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
     read = [v for part, v in zip(expr[op], values, strict=True) if fields_of(part)]  # constants aside
     if all(v.empty for v in read):
         return Value(None, label)  # nothing to derive it from: the rule makes nothing
-    missing = [v.label for v in values if v.empty]
+    missing = [v for v in values if v.empty]
     if missing:
-        raise Problem(missing[0], "", f"needed for {label}, but empty")
+        why = f" ({missing[0].note})" if missing[0].note else ""
+        raise Problem(missing[0].label, "", f"needed for {label}, but empty{why}")
     numbers = [decimal_of(v, scope.decimal_mark) for v in values]
     try:
         result = combine(op, numbers)
@@ -157,7 +159,7 @@ def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
         found = [v for v in found if day is not None and v.date is not None and v.date <= day]
         where = f"latest at or before {day or 'the visit date'}"
     if not found:
-        return Value(None, f"{name} ({where}: none in the record)")
+        return Value(None, name, f"{where}: none in the record")
     visit = max(found, key=lambda v: (v.date or "", v.line))
     return Value(visit.values[name], f"{name} (line {visit.line}, {visit.visit})")
 

@@ -79,7 +79,8 @@ class Context:
     def required(self, rule: Rule, name: str, what: str) -> Value:
         value = self.value(rule, name)
         if value.empty:
-            raise Problem(value.label, "", f"missing {what}{self._unwhen(rule, name)}")
+            why = f" ({value.note})" if value.note else self._unwhen(rule, name)
+            raise Problem(value.label, "", f"missing {what}{why}")
         return value
 
     def _unwhen(self, rule: Rule, name: str) -> str:
