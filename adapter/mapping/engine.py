@@ -25,6 +25,7 @@ from typing import Any
 from adapter.fhir import jsonio
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import ShapeValidator
+from adapter.mapping.failures import Failures, Rejection, ref_of, references_in
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, intended, keyed_hash, safe_id
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
@@ -36,26 +37,6 @@ __all__ = ["Rejection", "RecordResult", "read_source", "unique_key", "map_record
 _PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 # Full validation once per resource shape, values on every resource (see ShapeValidator).
 _validate = ShapeValidator()
-
-
-@dataclass(frozen=True)
-class Rejection:
-    file: str
-    row: int  # the line the record starts on
-    column: str  # a column name, or a JSON path such as $.visits[2].date
-    value: str
-    rule: str  # spec file:line of the rule, "" for problems of the record itself
-    reason: str
-    # "Type/id" of each resource this cell kept from being made (ids as they would have been);
-    # empty when the record made nothing at all
-    not_made: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        where = f"{pathlib.Path(self.file).name}:{self.row}"
-        rule = f" [{self.rule}]" if self.rule else ""
-        column = f" {self.column}={self.value!r}" if self.column else ""
-        lost = f" (not made: {', '.join(self.not_made)})" if self.not_made else ""
-        return f"{where}{column}{rule}: {self.reason}{lost}"
 
 
 @dataclass
@@ -203,7 +184,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     if histories:
         root.history = histories.get(record, [])
     made: list[tuple[Rule, dict[str, Any]]] = []
-    failed = _Failures()
+    failed = Failures()
 
     def reject(problem: Problem, rule: Rule | str, lost: list[str] | None = None) -> None:
         failed.add(Rejection(row.file, row.line, problem.column, problem.value,
@@ -227,7 +208,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                 built = BUILDERS[rule.kind](context, rule)
                 rule_made = built if isinstance(built, list) else [built] if built else []
                 if lost is not None:
-                    lost += [_ref(resource) for resource in rule_made]
+                    lost += [ref_of(resource) for resource in rule_made]
                     lost += [ref for _, refs in context.failures for ref in refs]
                     continue
                 for problem, refs in context.failures:  # the builder kept the rest
@@ -293,11 +274,11 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             for issue in _validate(resource):
                 failed.add(Rejection(row.file, row.line, "", "", spec.where(rule),
                                      f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
-                                     f"{issue.diagnostics}"), [_ref(resource)])
+                                     f"{issue.diagnostics}"), [ref_of(resource)])
     kept = failed.settle(made)
     if failed:  # a visit whose resources were all rejected keeps no Encounter of its own
-        visited = {ref for _, resource in kept for ref in _references(resource.get("encounter", {}))}
-        kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or _ref(r) in visited]
+        visited = {ref for _, resource in kept for ref in references_in(resource.get("encounter", {}))}
+        kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or ref_of(r) in visited]
     if not kept and not failed:
         cell = root.get(spec.source["visit"]["field"]) if spec.tabular else key_value  # what the row is
         failed.add(Rejection(
@@ -314,58 +295,6 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         with_site(resource, spec.site)
     result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
     return result
-
-
-def _ref(resource: dict[str, Any]) -> str:
-    return f"{resource['resourceType']}/{resource['id']}"
-
-
-def _references(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for name, value in node.items():
-            if name == "reference" and isinstance(value, str):
-                yield value
-            else:
-                yield from _references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _references(value)
-
-
-class _Failures:
-    """A record's rejections, each with the resources it kept from being made: its rule's own,
-    and those of the record that refer to one of them (found by `settle`)."""
-
-    def __init__(self) -> None:
-        self._found: list[tuple[Rejection, list[str]]] = []
-
-    def __len__(self) -> int:
-        return len(self._found)
-
-    def add(self, rejection: Rejection, lost: list[str]) -> None:
-        self._found.append((rejection, lost))
-
-    def settle(self, made: list[tuple[Rule, dict[str, Any]]]) -> list[tuple[Rule, dict[str, Any]]]:
-        """What is left of `made` once every resource not made, and whatever refers to one, is out."""
-        cause = {ref: i for i, (_, lost) in enumerate(self._found) for ref in lost}
-        kept = [(rule, resource) for rule, resource in made if _ref(resource) not in cause]
-        while cause:
-            still = []
-            for rule, resource in kept:
-                hit = next((cause[ref] for ref in _references(resource) if ref in cause), None)
-                if hit is None:
-                    still.append((rule, resource))
-                else:
-                    self._found[hit][1].append(_ref(resource))
-                    cause[_ref(resource)] = hit
-            if len(still) == len(kept):
-                break
-            kept = still
-        return kept
-
-    def rejections(self) -> list[Rejection]:
-        return [Rejection(r.file, r.row, r.column, r.value, r.rule, r.reason, tuple(dict.fromkeys(lost)))
-                for r, lost in self._found]
 
 
 def _dropped(ctx: Context, rule: Rule) -> Problem | None:

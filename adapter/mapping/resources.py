@@ -3,136 +3,20 @@
 Ids are deterministic, made of (site, record key, visit, item), so ingesting the same export
 again updates the same resources, and references between them need no lookup. The MRN never
 leaves this module in clear: the Patient carries a keyed hash (HMAC-SHA256 with the site's key).
-Every hash of source values is keyed with it too: an unkeyed one could be recomputed over
-candidate values by anyone holding the public mapping.
 """
 from __future__ import annotations
 
 import decimal
-import hashlib
-import hmac
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from adapter.mapping.fields import Problem, Scope, Value, date_of, decimal_of, evaluate, integer_of, rounded, text_of
-from adapter.mapping.catalogue import item_code, items_code
-from adapter.mapping.fields import fields_of
-from adapter.mapping.spec import MappingSpec, Rule
+from adapter.mapping.context import (PQ_TRANSLATION, STUDY_EXTENSION, UCUM, Context, coded, keyed_hash,
+                                     patient_id, safe_id, ucum_quantity)
+from adapter.mapping.fields import Problem, Value, integer_of, rounded, text_of
+from adapter.mapping.instruments import instrument, instrument_keys
+from adapter.mapping.spec import Rule
 
 __all__ = ["Context", "safe_id", "keyed_hash", "BUILDERS", "intended", "patient_id", "UCUM", "STUDY_EXTENSION"]
-
-UCUM = "http://unitsofmeasure.org"
-STUDY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
-PQ_TRANSLATION = "http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation"
-_ID_SAFE = re.compile(r"^[A-Za-z0-9.\-]+$")
-
-
-def safe_id(key: bytes, *parts: str) -> str:
-    """A FHIR id from parts; a keyed hash of them when a part has other characters or it
-    passes 64.
-
-    >>> safe_id(b"k", "site-a", "A0001", "month-3", "barthel")
-    'site-a-A0001-month-3-barthel'
-    >>> safe_id(b"k", "site-c", "患者1") != safe_id(b"other key", "site-c", "患者1")
-    True
-    """
-    joined = "-".join(parts)
-    if len(joined) <= 64 and _ID_SAFE.match(joined):
-        return joined
-    return f"{parts[0][:30]}-{keyed_hash(key, joined.encode())[:32]}"
-
-
-def keyed_hash(key: bytes, data: bytes) -> str:
-    """HMAC-SHA256 (hex) with the site's pseudonym key."""
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
-
-
-def patient_id(spec: MappingSpec, key: bytes, record: str) -> str:
-    return safe_id(key, spec.site, record)
-
-
-@dataclass
-class Context:
-    spec: MappingSpec
-    key: bytes  # the site's pseudonym key
-    record: str
-    scope: Scope
-    # what a builder that makes several independent resources could not make, without giving
-    # up the rest: (problem, "Type/id" not made); and values it made nothing of (warnings)
-    failures: list[tuple[Problem, list[str]]] = field(default_factory=list)
-    notes: list[Problem] = field(default_factory=list)
-
-    @property
-    def subject(self) -> dict[str, str]:
-        return {"reference": f"Patient/{patient_id(self.spec, self.key, self.record)}"}
-
-    @property
-    def study(self) -> dict[str, str]:
-        return {"reference": f"ResearchStudy/{self.spec.catalogue.study}"}
-
-    def value(self, rule: Rule, name: str) -> Value:
-        expr = rule.fields.get(name)
-        return Value(None, name) if expr is None else evaluate(expr, self.scope)
-
-    def required(self, rule: Rule, name: str, what: str) -> Value:
-        value = self.value(rule, name)
-        if value.empty:
-            why = f" ({value.note})" if value.note else self._unwhen(rule, name)
-            raise Problem(value.label, "", f"missing {what}{why}")
-        return value
-
-    def _unwhen(self, rule: Rule, name: str) -> str:
-        """The hint for a rule without `when:` that met a row with nothing for it (an adverse
-        event rule on every row of a flat export): say how to keep it to its own rows."""
-        if "when" in rule.data or "for_each" in rule.data or not self.empty(rule):
-            return ""
-        fields = fields_of(rule.fields[name])
-        return (f" (the rule has no `when:`, so it runs on every row, and this row has nothing for it: add "
-                f"`when: {{present: [{fields[0] if fields else '...'}]}}` or `when: {{visit: ...}}`)")
-
-    def empty(self, rule: Rule) -> bool:
-        """Every field the rule reads is empty here (constants and units aside)."""
-        for name, expr in rule.fields.items():
-            if name == "unit" or (isinstance(expr, dict) and "const" in expr):
-                continue
-            try:
-                if not self.value(rule, name).empty:
-                    return False
-            except Problem:
-                return False  # it holds something
-        return True
-
-    def date(self, value: Value) -> str:
-        return date_of(value, self.spec.source["date_formats"])
-
-    @property
-    def decimal_mark(self) -> str:
-        return str(self.spec.source.get("decimal_mark", "."))
-
-    def decimal(self, value: Value) -> decimal.Decimal:
-        return decimal_of(value, self.decimal_mark)
-
-    def code(self, value: Value, table: str) -> Any:
-        codes = self.spec.catalogue.codes(table)
-        key = text_of(value.raw).strip()
-        if key not in codes:
-            raise Problem(value.label, value.raw, f"unknown {table} {key!r} (expected {', '.join(codes)})")
-        return codes[key]
-
-    def visit_date(self) -> str:
-        if self.scope.visit_date is None:
-            raise Problem(self.scope.get(self.spec.source["visit_date"]).label, "", "missing visit date")
-        return self.scope.visit_date
-
-    def id(self, *parts: str) -> str:
-        return safe_id(self.key, self.spec.site, self.record, *parts)
-
-
-def _concept(ctx: Context, coding: dict[str, Any]) -> dict[str, Any]:
-    full = ctx.spec.catalogue.coding(coding)
-    return {"coding": [full], "text": full.get("display", full["code"])}
 
 
 def patient(ctx: Context, rule: Rule) -> dict[str, Any] | None:
@@ -165,10 +49,10 @@ def condition(ctx: Context, rule: Rule) -> dict[str, Any]:
                                        "code": "active"}]},
         "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
                                            "code": "confirmed"}]},
-        "code": _concept(ctx, cp), "subject": ctx.subject}
+        "code": coded(ctx, cp), "subject": ctx.subject}
     gmfcs = ctx.value(rule, "gmfcs")
     if not gmfcs.empty:
-        resource["stage"] = [{"summary": _concept(ctx, ctx.code(gmfcs, "gmfcs")),
+        resource["stage"] = [{"summary": coded(ctx, ctx.code(gmfcs, "gmfcs")),
                               "type": {"text": "Gross Motor Function Classification System (GMFCS) level"}}]
     return resource
 
@@ -205,7 +89,7 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
         "resourceType": "Procedure", "id": ctx.id(ctx.scope.visit or "injection"),
         "extension": [{"url": STUDY_EXTENSION, "valueReference": ctx.study}],
         "instantiatesCanonical": [ctx.spec.catalogue.activities[route["activity"]]],
-        "status": "completed", "code": _concept(ctx, route["code"]), "subject": ctx.subject,
+        "status": "completed", "code": coded(ctx, route["code"]), "subject": ctx.subject,
         "performedDateTime": day}
     out = [procedure]
     cells = ctx.value(rule, "cells_million")
@@ -240,7 +124,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
     onset = ctx.value(rule, "onset")
     day = ctx.date(onset) if not onset.empty else None
     resource: dict[str, Any] = {
-        "resourceType": "AdverseEvent", "id": "", "actuality": "actual", "event": _concept(ctx, term),
+        "resourceType": "AdverseEvent", "id": "", "actuality": "actual", "event": coded(ctx, term),
         "subject": ctx.subject, "study": [ctx.study]}
     if day:
         resource["date"] = day
@@ -249,7 +133,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
         number = str(integer_of(grade, ctx.decimal_mark, "not a CTCAE grade (1-5)"))
         entry = ctx.code(Value(number, grade.label), "ctcae-grade")
         resource["extension"] = [{"url": f"{ctx.spec.catalogue.base}/StructureDefinition/ctcae-grade",
-                                  "valueCodeableConcept": _concept(ctx, entry["code"])}]
+                                  "valueCodeableConcept": coded(ctx, entry["code"])}]
         resource["severity"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
                                             "code": entry["severity"]}]}
     serious = ctx.value(rule, "serious")
@@ -295,10 +179,6 @@ def _checked_number(ctx: Context, value: Value, concept: dict[str, Any], factor:
     return number
 
 
-def _quantity(number: decimal.Decimal, unit: str) -> dict[str, Any]:
-    return {"value": number, "unit": unit, "system": UCUM, "code": unit}
-
-
 def _source_unit(ctx: Context, rule: Rule) -> tuple[decimal.Decimal, str, str]:
     """The factor into the concept's unit, and the unit the site wrote (its spelling, and UCUM)."""
     if "value" in rule.derived:
@@ -334,15 +214,15 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         "status": "final",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                                   "code": concept["category"]}]}],
-        "code": _concept(ctx, concept["code"]), "subject": ctx.subject}
+        "code": coded(ctx, concept["code"]), "subject": ctx.subject}
     if concept["value"] == "components":
         parts = {name: ctx.value(rule, name) for name in concept["components"]}
         if all(v.empty for v in parts.values()):
             return None
         resource["effectiveDateTime"] = ctx.visit_date()
         resource["component"] = [
-            {"code": _concept(ctx, spec["code"]),
-             "valueQuantity": _quantity(_checked_number(ctx, parts[name], spec, decimal.Decimal(1)), spec["unit"])}
+            {"code": coded(ctx, spec["code"]),
+             "valueQuantity": ucum_quantity(_checked_number(ctx, parts[name], spec, decimal.Decimal(1)), spec["unit"])}
             for name, spec in concept["components"].items() if not parts[name].empty]
         return resource
     value = ctx.value(rule, "value")
@@ -353,96 +233,18 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         grade = text_of(value.raw).strip()
         if grade not in concept["codes"]:
             raise Problem(value.label, value.raw, concept["check"]["reason"])
-        resource["valueCodeableConcept"] = _concept(ctx, concept["codes"][grade])
+        resource["valueCodeableConcept"] = coded(ctx, concept["codes"][grade])
     else:
         factor, spelling, ucum = _source_unit(ctx, rule)
         number = _checked_number(ctx, value, concept, factor, rule.rounding.get("value"))
-        resource["valueQuantity"] = _quantity(number, concept["unit"])
+        resource["valueQuantity"] = ucum_quantity(number, concept["unit"])
         if factor != 1 and ucum:
             _as_sent(resource["valueQuantity"], value, ctx, spelling, ucum)
     if "body_site" in rule.data:
         site = rule.data["body_site"]
-        resource["bodySite"] = _concept(ctx, {"system": "local", "code": site,
+        resource["bodySite"] = coded(ctx, {"system": "local", "code": site,
                                               "display": ctx.spec.catalogue.data["body_sites"][site]})
     return resource
-
-
-NOT_TESTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                          "code": "not-performed", "display": "Not Performed"}], "text": "not tested"}
-
-
-def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
-    """An item-level instrument (GMFM-88): per dimension, an Observation keeping its item scores
-    (one component each; "not tested" as a data-absent reason, never a zero) and the dimension %
-    derived from them; the total % as the mean of the dimensions. A bad item costs its
-    dimension (and the total), not the other dimensions."""
-    key = rule.data["instrument"]
-    spec = ctx.spec.catalogue.instrument(key)
-    template, not_tested = rule.fields["items"], {str(v) for v in rule.fields.get("not_tested", [])}
-    allowed = {str(score) for score in spec["scores"]}
-    top = max(spec["scores"])
-    visit = ctx.scope.visit or ""
-    out: list[dict[str, Any]] = []
-    percentages: dict[str, decimal.Decimal] = {}
-    failed: list[int] = []  # ctx.failures of this instrument's dimensions
-    for dimension, (first, last) in spec["dimensions"].items():
-        items = [(n, ctx.scope.get(template.replace("{n}", str(n)))) for n in range(first, last + 1)]
-        if all(value.empty for _, value in items):
-            continue
-        panel_id = ctx.id(visit, items_code(dimension))
-        components, scores, problem, missing = [], [], None, []
-        for n, value in items:
-            text = text_of(value.raw).strip()
-            component: dict[str, Any] = {"code": _concept(ctx, {"system": "local", "code": item_code(key, n)})}
-            if value.empty or text in not_tested:
-                component["dataAbsentReason"] = NOT_TESTED if text else {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown"}]}
-                missing.append(value)
-            elif text in allowed:
-                component["valueInteger"] = int(text)
-                scores.append(int(text))
-            else:
-                problem = problem or Problem(value.label, value.raw, spec["reason"])
-            components.append(component)
-        if problem is not None:
-            ctx.failures.append((problem, [f"Observation/{panel_id}", f"Observation/{ctx.id(visit, dimension)}"]))
-            failed.append(len(ctx.failures) - 1)
-            continue
-        concept = ctx.spec.catalogue.observation(dimension)
-        panel = _observation_shell(ctx, panel_id, concept, {"system": "local", "code": items_code(dimension)})
-        panel["component"] = components
-        out.append(panel)
-        if missing:
-            ctx.notes.append(Problem(missing[0].label, missing[0].raw,
-                                     f"{dimension} {spec['not_tested_reason']}" if text_of(missing[0].raw).strip()
-                                     else f"{dimension} not derived: an item is empty"))
-            continue
-        percent = (decimal.Decimal(sum(scores)) * 100 / (top * len(items))).quantize(
-            decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
-        percentages[dimension] = percent
-        derived = _observation_shell(ctx, ctx.id(visit, dimension), concept, concept["code"])
-        derived["valueQuantity"] = _quantity(percent, concept["unit"])
-        derived["derivedFrom"] = [{"reference": f"Observation/{panel_id}"}]
-        out.append(derived)
-    if failed and len(percentages) + len(failed) == len(spec["dimensions"]):  # the total, lost to a bad item
-        ctx.failures[failed[0]][1].append(f"Observation/{ctx.id(visit, spec['total'])}")
-    elif percentages and len(percentages) == len(spec["dimensions"]):
-        concept = ctx.spec.catalogue.observation(spec["total"])
-        total = _observation_shell(ctx, ctx.id(visit, spec["total"]), concept, concept["code"])
-        mean = sum(percentages.values(), decimal.Decimal(0)) / len(percentages)
-        total["valueQuantity"] = _quantity(mean.quantize(decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP),
-                                           concept["unit"])
-        total["derivedFrom"] = [{"reference": f"Observation/{ctx.id(visit, d)}"} for d in spec["dimensions"]]
-        out.append(total)
-    return out
-
-
-def _observation_shell(ctx: Context, rid: str, concept: dict[str, Any], code: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": rid,
-            "extension": [{"url": STUDY_EXTENSION, "valueReference": ctx.study}], "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": concept["category"]}]}],
-            "code": _concept(ctx, code), "subject": ctx.subject, "effectiveDateTime": ctx.visit_date()}
 
 
 def intended(ctx: Context, rule: Rule) -> list[str]:
@@ -457,14 +259,7 @@ def intended(ctx: Context, rule: Rule) -> list[str]:
             "injection": [f"Procedure/{ctx.id(visit or 'injection')}"],
             "adverse_event": ["AdverseEvent"],
             "observation": [f"Observation/{ctx.id(visit, rule.name)}"],
-            "instrument": [f"Observation/{ctx.id(visit, key)}" for key in _instrument_keys(ctx, rule)]}[rule.kind]
-
-
-def _instrument_keys(ctx: Context, rule: Rule) -> list[str]:
-    if rule.kind != "instrument":
-        return []
-    spec = ctx.spec.catalogue.instrument(rule.data["instrument"])
-    return [k for d in spec["dimensions"] for k in (items_code(d), d)] + [spec["total"]]
+            "instrument": [f"Observation/{ctx.id(visit, key)}" for key in instrument_keys(ctx, rule)]}[rule.kind]
 
 
 BUILDERS: dict[str, Callable[[Context, Rule], Any]] = {

@@ -16,9 +16,9 @@ from dataclasses import field as default
 from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
-from adapter.mapping.arithmetic import OPERATIONS, is_arithmetic, unit_of
+from adapter.mapping.arithmetic import OPERATIONS, is_arithmetic
 from adapter.mapping.fields import fields_of
-from adapter.fhir.units import UnitError, factor
+from adapter.mapping.spec_units import derived_factors, source_factors
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
 __all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
@@ -132,7 +132,8 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
                                               "(baseline, injection-N or month-N)"))
     problems += _check_fields(data, lines, path, header, catalogue)
     looked = _check_lookups(data, lines, problems)
-    refused, warnings = _check_identifiers(data, lines)
+    from adapter.mapping.identifiers import check_identifiers  # it reads the spec's fields as spec.py does
+    refused, warnings = check_identifiers(data, lines)
     problems += refused
     problems += _check_arms(data, lines, catalogue)
     if problems:
@@ -223,7 +224,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
                                           f"has: {', '.join(catalogue.data['observations'])})"))
         else:
             concept = catalogue.observation(key)
-            factors = _factors(rule, concept, lines, at, problems)
+            factors = source_factors(rule, concept, lines, at, problems)
             needs = list(concept["components"]) if concept["value"] == "components" else ["value"]
             missing = [n for n in needs if n not in rule]
             unwanted = [n for n in ("value", "systolic", "diastolic") if n in rule and n not in needs]
@@ -234,7 +235,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
     fields = dict(fields)
-    derived = _derived(kind, fields, concept, lines, at if kind in _FLAT else at + (kind,), problems,
+    derived = derived_factors(kind, fields, concept, lines, at if kind in _FLAT else at + (kind,), problems,
                        "unit" in rule and kind == "observation")
     rounding = {}
     for key in derived:  # rounded in the unit the value is stored in, after the conversion
@@ -242,60 +243,6 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             rounding[key] = fields[key]["round"]
             fields[key] = {k: v for k, v in fields[key].items() if k != "round"}
     return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived, rounding)
-
-
-# The unit a numeric field is stored in, where it is not a plain number.
-TARGET_UNITS = {("injection", "cells_million"): "10*6"}
-
-
-def _derived(kind: str, fields: dict[str, Any], concept: dict[str, Any] | None, lines: Lines,
-             at: tuple[Any, ...], problems: list[str], source_unit: bool) -> dict[str, decimal.Decimal]:
-    """Per field with an arithmetic expression (or a unit of its own), the factor from the unit
-    the expression works out to into the unit the field is stored in; a mismatch is a problem."""
-    found = {}
-    for name, expr in fields.items():
-        if not isinstance(expr, dict) or not (is_arithmetic(expr) or "unit" in expr) or name == "unit":
-            continue
-        if "const" in expr and "unit" not in expr:
-            continue
-        where = lines.problem(at + (name,), "")
-        errors: list[str] = []
-        unit = unit_of(expr, errors)
-        problems.extend(where + error for error in errors)
-        if errors:
-            continue
-        if kind == "observation" and concept is not None:
-            target = concept.get("unit", "1") if name == "value" else \
-                concept.get("components", {}).get(name, {}).get("unit", "1")
-            if source_unit:
-                problems.append(where + "the unit comes from the expression: drop the rule's `unit:`")
-                continue
-        else:
-            target = TARGET_UNITS.get((kind, name), "1")
-        try:
-            found[name] = unit.factor_to(target)
-        except UnitError as exc:
-            problems.append(where + f"{exc} (the {kind}'s {name} is in {target})")
-    return found
-
-
-def _factors(rule: dict[str, Any], concept: dict[str, Any], lines: Lines, at: tuple[Any, ...],
-             problems: list[str]) -> dict[str, decimal.Decimal] | None:
-    unit = rule.get("unit")
-    if unit is None:
-        return None
-    if "unit" not in concept:
-        problems.append(lines.problem(at + ("unit",), f"{rule['observation']} has no unit"))
-        return None
-    spellings = {unit: unit} if isinstance(unit, str) else unit["units"]
-    found = {}
-    for spelling, ucum in spellings.items():
-        try:
-            found[spelling] = factor(ucum, concept["unit"])
-        except UnitError as exc:
-            where = at + ("unit",) if isinstance(unit, str) else at + ("unit", "units", spelling)
-            problems.append(lines.problem(where, str(exc)))
-    return found
 
 
 def referenced_fields(data: dict[str, Any], catalogue: Catalogue | None = None) -> list[tuple[tuple[Any, ...], str]]:
@@ -370,66 +317,3 @@ def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
                                                   f"{code!r} is not a choice of {expr['field']} in the data "
                                                   f"dictionary ({', '.join(sorted(choices[expr['field']]))})"))
     return problems
-
-
-def _in_rule(data: dict[str, Any], where: tuple[Any, ...]) -> tuple[Any, ...]:
-    """("rules", 3, "route") -> ("rules", 3, "injection", "route"): where the key is written."""
-    if where[0] != "rules" or where[2] == "when":
-        return where
-    kind = next(k for k in KINDS if k in data["rules"][where[1]])
-    return where if kind == "observation" else where[:2] + (kind,) + where[2:]
-
-
-# Column names that look like a direct identifier: read but not declared, `mapping check` warns.
-_LOOKS_IDENTIFYING = re.compile(r"mrn|name|phone|mobile|e-?mail|address|passport|ssn|姓名|电话|手机|地址|住址|身份证|住院号",
-                                re.IGNORECASE)
-
-
-def _check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], list[str]]:
-    """Direct identifiers (source.identifiers, and whatever the patient rule's mrn reads) must
-    never be copied into a resource or an id: only the mrn reads one, as a keyed hash; `when`
-    may test one and `unique` use one (duplicate detection and keyed hashes only).
-
-    Returns the problems, and warnings for fields read whose names look identifying."""
-    source = data["source"]
-    tabular = source["format"] in ("csv", "redcap")
-    declared = list(source.get("identifiers", []))
-    mrns = [f for rule in data["rules"] if "patient" in rule for f in fields_of(rule["patient"].get("mrn"))]
-    identifiers = declared + [m for m in mrns if m not in declared]
-    read = [(_in_rule(data, where), name) for where, name in referenced_fields(data)
-            if where[0] == "rules" or where[1] in ("record_key", "visit", "visit_date")]
-    read += [(("source", "items"), source["items"])] if "items" in source else []
-    for i, value in enumerate(source["visit"]["values"]):
-        read += [(("source", "visit", "values", i, "visit"), name)
-                 for name in re.findall(r"\{([^}]+)\}", value["visit"]) if not name.isdigit()]
-    for i, rule in enumerate(data["rules"]):
-        each = rule.get("for_each", {})
-        for key in ("items", "checked"):
-            read += [(("rules", i, "for_each", key), each[key])] if key in each else []
-        read += [(("rules", i, "for_each", "split", j), f) for j, f in enumerate(each.get("split", []))]
-
-    def same(name: str, identifier: str) -> bool:  # JSON: `$.a.b` and `a.b`; `$.a` and `$.a.b` overlap
-        if not tabular:
-            name, identifier = name.removeprefix("$."), identifier.removeprefix("$.")
-        return name == identifier or (not tabular and (identifier.startswith(name + ".")
-                                                       or name.startswith(identifier + ".")))
-
-    problems, warnings = [], []
-    for where, name in read:
-        if where[0] == "rules" and "when" in where:
-            continue  # tested, never copied
-        if where[0] == "rules" and where[2:] == ("patient", "mrn"):
-            continue  # the patient's MRN: a keyed hash
-        hit = next((ident for ident in identifiers if same(name, ident)), None)
-        if hit is not None:
-            into = {"record_key": "every id, the Patient's subject identifier and every Provenance",
-                    "visit": "ids", "visit_date": "every Observation's date", "items": "ids"}.get(
-                where[1], "a resource") if where[0] == "source" else "a resource"
-            what = "the patient rule's mrn" if hit not in declared else "declared in source.identifiers"
-            named = f"{name!r} is" if name == hit else f"{name!r} overlaps {hit!r},"
-            problems.append(lines.problem(where, f"{named} a direct identifier ({what}): it would be copied "
-                                          f"into {into}; only the patient rule's mrn may read it (as a keyed hash)"))
-        elif where[0] == "rules" and _LOOKS_IDENTIFYING.search(name):
-            warnings.append(lines.problem(where, f"{name!r} looks like a direct identifier: if it is, list it in "
-                                          "source.identifiers (mapping check then refuses copying it)"))
-    return problems, warnings

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from adapter.mapping.fields import Scope
-from adapter.mapping.resources import STUDY_EXTENSION, patient_id, safe_id
+from adapter.mapping.context import STUDY_EXTENSION, patient_id, safe_id
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["visit_encounter", "visit_system", "protocol_visit", "ENCOUNTER_OF", "ACT_CODE"]
