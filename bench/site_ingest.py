@@ -1,6 +1,10 @@
-"""Site ingest benchmark: site A's REDCap export scaled to N children, end to end into SQLite.
+"""Site ingest benchmark: a site's export scaled to N children, end to end into SQLite.
 
-Usage: python -m bench.site_ingest [--children 10000] [--workers 2] [--db URL]
+Usage: python -m bench.site_ingest [--children 10000] [--workers 2] [--db URL] [--site a|d]
+
+Site A: REDCap flat export, one value per cell. Site D: REDCap longitudinal with item-level
+GMFM-88 (88 item columns, dimensions and total derived), cells given derived from a per-kg dose
+and a weight looked up on an earlier row (a first pass over the file), an arm read per child.
 
 The site generator (fixtures/sites/generate.py) writes an export of N children (about 9 rows
 and 160 resources each); `fhir-adapter ingest` then reads, maps, validates and stores it in a
@@ -28,22 +32,26 @@ from adapter.mapping.spec import load_mapping
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SITES = ROOT / "fixtures" / "sites"
-SPEC = ROOT / "mappings" / "sites" / "site-a.yaml"
+SPECS_OF = {"a": ROOT / "mappings" / "sites" / "site-a.yaml", "d": ROOT / "mappings" / "sites" / "site-d.yaml"}
+SPEC = SPECS_OF["a"]
 KEY = "bench-pseudonym-key-not-a-secret"
 
 
-def write_export(children: int, path: pathlib.Path) -> int:
-    """Site A's export of `children` synthetic children, written child by child; rows written."""
+def write_export(children: int, path: pathlib.Path, site: str = "a") -> int:
+    """A site's export of `children` synthetic children, written child by child; rows written."""
     sys.path.insert(0, str(SITES))
     from generate import _csv_text, make_child  # the fixtures' own cohort model
-    from site_a import HEADER, rows_of
     import random
+    import site_a
+    import site_d
+    HEADER = site_a.HEADER if site == "a" else site_d.HEADER  # noqa: N806
     rng = random.Random(2025_01)
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as handle:
         handle.write(_csv_text(HEADER, []))
         for n in range(1, children + 1):
-            child_rows = rows_of(make_child(rng, "A", n))
+            child = make_child(rng, site.upper(), n)
+            child_rows = site_a.rows_of(child) if site == "a" else site_d.rows_of(n, child)
             handle.write(_csv_text(HEADER, child_rows).split("\n", 1)[1])
             rows += len(child_rows)
     return rows
@@ -79,13 +87,13 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
 
 
-def end_to_end(export: pathlib.Path, db: str, workers: int) -> tuple[float, dict[str, int], str]:
+def end_to_end(export: pathlib.Path, db: str, workers: int, site: str = "a") -> tuple[float, dict[str, int], str]:
     """Seconds, peak memory (kB: the largest process's RSS, the family's summed RSS and PSS),
     and the ingest's summary line."""
-    command = [sys.executable, "-m", "adapter.cli", "ingest", "--site", "site-a", "--mapping", str(SPEC),
-               "--db", db, "--workers", str(workers), str(export)]
+    command = [sys.executable, "-m", "adapter.cli", "ingest", "--site", f"site-{site}", "--mapping",
+               str(SPECS_OF[site]), "--db", db, "--workers", str(workers), str(export)]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env={**os.environ, "UCMSC_SITE_A_KEY": KEY},
+    process = subprocess.Popen(command, env={**os.environ, f"UCMSC_SITE_{site.upper()}_KEY": KEY},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = {"largest RSS": 0, "summed RSS": 0, "summed PSS": 0}
 
@@ -106,7 +114,7 @@ def end_to_end(export: pathlib.Path, db: str, workers: int) -> tuple[float, dict
     return seconds, peak, summary
 
 
-def validation_alone(export: pathlib.Path, rows: int) -> float:
+def validation_alone(export: pathlib.Path, rows: int, site: str = "a") -> float:
     """Resources/s of validate() alone over the resources of the export's first `rows` rows."""
     sample = pathlib.Path(tempfile.mkdtemp()) / "sample.csv"
     with export.open(encoding="utf-8") as src, sample.open("w", encoding="utf-8") as dst:
@@ -115,7 +123,7 @@ def validation_alone(export: pathlib.Path, rows: int) -> float:
                 break
             dst.write(line)
     out = io.BytesIO()
-    translate(load_mapping(SPEC), [sample], out, KEY.encode(), "2026-01-01T00:00:00Z")
+    translate(load_mapping(SPECS_OF[site]), [sample], out, KEY.encode(), "2026-01-01T00:00:00Z")
     from adapter.fhir import jsonio
     resources = [jsonio.parse(line) for line in out.getvalue().splitlines()]
     validate(resources[0])  # warm the model and schema caches
@@ -130,17 +138,18 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
+    parser.add_argument("--site", choices=sorted(SPECS_OF), default="a", help="whose export layout (default: a)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         export = pathlib.Path(tmp) / "export.csv"
         started = time.perf_counter()
-        rows = write_export(args.children, export)
+        rows = write_export(args.children, export, args.site)
         print(f"export: {args.children:,} children, {rows:,} rows, {export.stat().st_size / 1e6:.1f} MB "
               f"(generated in {time.perf_counter() - started:.0f} s)")
-        baseline = validation_alone(export, 2000)
+        baseline = validation_alone(export, 2000, args.site)
         db = args.db or f"sqlite:///{tmp}/bench.db"
         load_protocol(db, SPECS / "ucmsc-cp-v1.yaml")  # what the rows refer to (references are checked)
-        seconds, memory, summary = end_to_end(export, db, args.workers)
+        seconds, memory, summary = end_to_end(export, db, args.workers, args.site)
         resources = int(summary.split(";")[1].split()[0]) if "resources" in summary else 0
         print(f"ingest --workers {args.workers}: {summary}")
         print("| measure | value |\n|---|---|")

@@ -111,6 +111,19 @@ def test_a_bad_cell_costs_only_the_resources_it_feeds(tmp_path):
     assert len(quarantined) == 2 and ",5," in quarantined[1]  # the header and the whole row
 
 
+def test_a_value_derived_from_a_rejected_cell_is_not_made(tmp_path):
+    """Site A derives the GMFM-88 total as the mean of the five dimensions: with dimension B at
+    130 %, the total (which would have been 'valid') goes with it, named as its cost."""
+    dims = {"gmfm_a": "40", "gmfm_b": "130", "gmfm_c": "20", "gmfm_d": "10", "gmfm_e": "0"}
+    source = _site_a_rows(tmp_path, {"redcap_event_name": "month_3_arm_1", "visit_date": "2025-10-01", **dims})
+    out = io.BytesIO()
+    report = translate(load_mapping(SPEC), [source], out, KEY)
+    [bad] = report.rejections
+    assert bad.column == "gmfm_b" and set(bad.not_made) == {"Observation/site-a-A0001-month-3-gmfm-88-b",
+                                                            "Observation/site-a-A0001-month-3-gmfm-88-total"}
+    assert {"Observation/site-a-A0001-month-3-gmfm-88-a", "Observation/site-a-A0001-month-3-gmfm-88-e"} <= _made(out)
+
+
 def test_what_refers_to_a_resource_not_made_is_not_made_either(tmp_path):
     """A bad route loses the injection alone; a bad sex code loses the Patient, and with it
     everything of the row (all refer to it)."""

@@ -184,11 +184,12 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     if histories:
         root.history = histories.get(record, [])
     made: list[tuple[Rule, dict[str, Any]]] = []
+    reads: dict[int, set[str]] = {}  # id() of a resource made -> the cells its rule read
     failed = Failures()
 
-    def reject(problem: Problem, rule: Rule | str, lost: list[str] | None = None) -> None:
+    def reject(problem: Problem, rule: Rule | str, lost: list[str] | None = None, origin: int | None = None) -> None:
         failed.add(Rejection(row.file, row.line, problem.column, problem.value,
-                             spec.where(rule) if isinstance(rule, Rule) else rule, problem.reason), lost or [])
+                             spec.where(rule) if isinstance(rule, Rule) else rule, problem.reason), lost or [], origin)
 
     for name in spec.source.get("unique", []):
         root.get(name)  # read for the duplicate check: counted as used by coverage
@@ -203,6 +204,8 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         try:
             if not _holds(rule, scope):
                 return
+            read: set[str] = set()  # the cells its builder reads: a rejected one taints what it made
+            scope.reads = read
             for item in _items(rule, scope):
                 context = Context(spec, key, record, item)
                 built = BUILDERS[rule.kind](context, rule)
@@ -212,10 +215,11 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                     lost += [ref for _, refs in context.failures for ref in refs]
                     continue
                 for problem, refs in context.failures:  # the builder kept the rest
-                    reject(problem, rule, refs)
+                    reject(problem, rule, refs, id(read))
                 result.warnings += [Rejection(row.file, row.line, note.column, note.value, spec.where(rule),
                                               note.reason) for note in context.notes]
                 made.extend((rule, resource) for resource in rule_made)
+                reads.update((id(resource), read) for resource in rule_made)
                 if rule_made:
                     result.fired.add(rule.index)
                 dropped = None if built else _dropped(context, rule)
@@ -224,9 +228,11 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                                                      spec.where(rule), dropped.reason))
         except Problem as problem:
             if lost is None:
-                reject(problem, rule, intended(context, rule))
+                reject(problem, rule, intended(context, rule), id(scope.reads) if scope.reads is not None else None)
             else:
                 lost += intended(context, rule)
+        finally:
+            scope.reads = None
 
     def rejected_visit(problem: Problem, where: str, scope: Scope) -> None:
         lost: list[str] = []
@@ -275,7 +281,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                 failed.add(Rejection(row.file, row.line, "", "", spec.where(rule),
                                      f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
                                      f"{issue.diagnostics}"), [ref_of(resource)])
-    kept = failed.settle(made)
+    kept = failed.settle(made, reads)
     if failed:  # a visit whose resources were all rejected keeps no Encounter of its own
         visited = {ref for _, resource in kept for ref in references_in(resource.get("encounter", {}))}
         kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or ref_of(r) in visited]

@@ -29,7 +29,8 @@ class Rejection:
         where = f"{pathlib.Path(self.file).name}:{self.row}"
         rule = f" [{self.rule}]" if self.rule else ""
         column = f" {self.column}={self.value!r}" if self.column else ""
-        lost = f" (not made: {', '.join(self.not_made)})" if self.not_made else ""
+        shown = list(self.not_made[:3]) + ([f"and {len(self.not_made) - 3} more"] if len(self.not_made) > 3 else [])
+        lost = f" (not made: {', '.join(shown)})" if self.not_made else ""
         return f"{where}{column}{rule}: {self.reason}{lost}"
 
 
@@ -55,17 +56,34 @@ class Failures:
 
     def __init__(self) -> None:
         self._found: list[tuple[Rejection, list[str]]] = []
+        self._origin: list[int | None] = []  # id() of the read set of the rule run that failed
 
     def __len__(self) -> int:
         return len(self._found)
 
-    def add(self, rejection: Rejection, lost: list[str]) -> None:
+    def add(self, rejection: Rejection, lost: list[str], origin: int | None = None) -> None:
         self._found.append((rejection, lost))
+        self._origin.append(origin)
 
-    def settle(self, made: list[tuple[Rule, dict[str, Any]]]) -> list[tuple[Rule, dict[str, Any]]]:
-        """What is left of `made` once every resource not made, and whatever refers to one, is out."""
+    def settle(self, made: list[tuple[Rule, dict[str, Any]]],
+               reads: dict[int, set[str]] | None = None) -> list[tuple[Rule, dict[str, Any]]]:
+        """What is left of `made` once every resource not made is out, and whatever refers to
+        one, or was derived from a rejected cell (`reads`: by id() of a resource, the cells
+        its rule read: a GMFM total computed from a dimension of 130 %)."""
         cause = {ref: i for i, (_, lost) in enumerate(self._found) for ref in lost}
-        kept = [(rule, resource) for rule, resource in made if ref_of(resource) not in cause]
+        cells = {r.column: i for i, (r, _) in enumerate(self._found) if r.column}
+        kept = []
+        for rule, resource in made:
+            read = (reads or {}).get(id(resource), set())
+            # a rule's own bad cell cost it what it said (a GMFM item: its dimension, not the others)
+            tainted = next((cells[c] for c in read if c in cells and self._origin[cells[c]] != id(read)), None)
+            if ref_of(resource) in cause:
+                continue
+            if tainted is not None:
+                self._found[tainted][1].append(ref_of(resource))
+                cause[ref_of(resource)] = tainted
+                continue
+            kept.append((rule, resource))
         while cause:
             still = []
             for rule, resource in kept:

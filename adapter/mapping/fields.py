@@ -62,6 +62,7 @@ class Scope:
     seen: set[str] | None = None  # fields read, for coverage
     # the record's visits, with the fields other rows look up (lookups.py); empty when none are
     history: list[Any] = field(default_factory=list)
+    reads: set[str] | None = None  # the cells (exact labels) one rule's builder read, when tracked
 
     def get(self, name: str) -> Value:
         if name in self.bound:
@@ -73,13 +74,16 @@ class Scope:
         else:
             base = self.item if self.item is not None else self.root
             value = Value(_walk(base, name), f"{self.item_path}.{name}")
+        if self.reads is not None:
+            self.reads.add(value.label)
         if self.seen is not None:
             self.seen.add(_ANY_INDEX.sub("[*]", value.label))
         return value
 
     def child(self, item: Any, item_path: str, bound: dict[str, Value] | None = None) -> Scope:
         return Scope(self.root, self.tabular, self.decimal_mark, item, item_path,
-                     {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen, self.history)
+                     {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen, self.history,
+                     self.reads)
 
 
 _ANY_INDEX = re.compile(r"\[\d+\]")
