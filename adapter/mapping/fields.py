@@ -137,7 +137,10 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
     except (ZeroDivisionError, decimal.InvalidOperation):
         raise Problem(values[-1].label, values[-1].raw, f"{label}: a ratio over zero") from None
     if "round" in expr:
-        result = rounded(result, expr["round"])
+        try:
+            result = rounded(result, expr["round"])
+        except decimal.InvalidOperation:  # more digits than decimal's context holds (1E+30 to 0.01)
+            raise Problem(label, result, f"{label}: too large to round to {expr['round']} places") from None
     return Value(result, label)
 
 

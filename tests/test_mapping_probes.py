@@ -1,0 +1,65 @@
+"""Probes of the mapping engine's derived values, lookups and per-cell rejection: each test is a
+defect found by review (they fail until it is fixed)."""
+from __future__ import annotations
+
+import pytest
+
+from adapter.mapping.arithmetic import Unit
+from adapter.mapping.spec import load_mapping
+from test_mapping_derived import run, spec
+
+LOOKUP_FROM_BASELINE = ("{product: [{field: dose_per_kg, unit: 10*6/kg}, "
+                        "{field: weight, from_visit: baseline, unit: kg}]}")
+
+
+def test_round_of_a_large_value_is_a_rejection_not_a_traceback(tmp_path):
+    """`round:` on a derived value of more than 28 digits raises decimal.InvalidOperation out of translate."""
+    report, made = run(tmp_path, "C1,screening,2025-03-01,,,,1e30,,,,",
+                       concept="body-weight", value="{sum: [{field: a1, unit: kg}], round: 2}")
+    [bad] = report.rejections
+    assert bad.column in ("a1", "sum(a1)") and report.rows_rejected == 1
+
+
+def test_sum_of_kg_and_a_product_in_kg_loads(tmp_path):
+    """Units of sum/mean are compared as text: kg + (g x 0.001 kg/g), the docs' own advice, is refused."""
+    load_mapping(spec(tmp_path, concept="body-weight",
+                      value="{sum: [{field: a1, unit: kg}, {product: [{field: a2, unit: g}, {const: 0.001, unit: kg/g}]}]}"))
+
+
+def test_sum_of_kg_and_kg_times_a_plain_constant_loads(tmp_path):
+    """kg x 2 (a plain constant) and kg / 4 are both kg, but `(kg).(1)` != `(kg)/(1)` refuses the spec."""
+    load_mapping(spec(tmp_path, concept="body-weight",
+                      value="{sum: [{product: [{field: a1, unit: kg}, {const: 2}]}, {ratio: [{field: a2, unit: kg}, {const: 4}]}]}"))
+
+
+def test_a_unit_whose_annotations_are_all_it_has_converts():
+    """Unit('{score}/{item}').ucum is '/', no UCUM unit: a ratio of two {score}/{item} values cannot reach %."""
+    per_item = Unit.parse("{score}/{item}")
+    assert per_item.times(per_item, -1).factor_to("%") == 100
+    assert per_item.factor_to("{score}/{item}") == 1
+
+
+def test_ucum_reads_a_slash_left_to_right():
+    """Unit.parse puts every annotation after the first '/' in the denominator: UCUM's kg/{x}.{x} is kg."""
+    assert Unit.parse("kg/{x}.{x}").annotations == ()
+
+
+def test_a_negative_per_kg_dose_gives_no_negative_cell_count(tmp_path):
+    """cells_million is never checked: -1.5 x 20 kg stores a Procedure of -30 million cells, row accepted."""
+    report, made = run(tmp_path, "C1,screening,2025-03-01,20.0,,,,,,,", "C1,dose1,2025-03-08,,-1.5,IT,,,,,")
+    assert "site-x-C1-injection-1" not in made and report.rejections
+
+
+def test_a_duplicate_row_is_not_looked_up(tmp_path):
+    """The lookup pass keeps rows the mapping pass rejects as duplicates: from_visit reads the duplicate's weight."""
+    report, made = run(tmp_path, "C1,screening,2025-03-01,20.0,,,,,,,", "C1,screening,2025-03-02,30.0,,,,,,,",
+                       "C1,dose1,2025-03-08,,1,IT,,,,,", cells=LOOKUP_FROM_BASELINE)
+    assert [r.reason for r in report.rejections] == ["duplicate of line 2"]
+    cells = made["site-x-C1-injection-1"]["extension"][1]["valueQuantity"]["value"]
+    assert cells == 20  # the first occurrence's weight (the one stored), not 30
+
+
+def test_a_rejected_weight_does_not_feed_the_dose(tmp_path):
+    """A weight rejected by its concept's check (500 kg) is still looked up: 1.5 x 500 = 750 million cells stored."""
+    report, made = run(tmp_path, "C1,screening,2025-03-01,500,,,,,,,", "C1,dose1,2025-03-08,,1.5,IT,,,,,")
+    assert "site-x-C1-injection-1" not in made
