@@ -137,15 +137,15 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
     except (ZeroDivisionError, decimal.InvalidOperation):
         raise Problem(values[-1].label, values[-1].raw, f"{label}: a ratio over zero") from None
     if "round" in expr:
-        try:
-            result = rounded(result, expr["round"])
-        except decimal.InvalidOperation:  # more digits than decimal's context holds (1E+30 to 0.01)
-            raise Problem(label, result, f"{label}: too large to round to {expr['round']} places") from None
+        result = rounded(result, expr["round"])
     return Value(result, label)
 
 
 def rounded(number: decimal.Decimal, places: int) -> decimal.Decimal:
-    return number.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+    try:
+        return number.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+    except decimal.InvalidOperation:  # more digits than the context's precision: nothing to round
+        return number
 
 
 def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
