@@ -63,3 +63,31 @@ def test_a_rejected_weight_does_not_feed_the_dose(tmp_path):
     """A weight rejected by its concept's check (500 kg) is still looked up: 1.5 x 500 = 750 million cells stored."""
     report, made = run(tmp_path, "C1,screening,2025-03-01,500,,,,,,,", "C1,dose1,2025-03-08,,1.5,IT,,,,,")
     assert "site-x-C1-injection-1" not in made
+
+
+def test_a_quarantined_dose_row_re_ingests_once_fixed(tmp_path):
+    """The quarantine holds only the bad row: fixed, a dose row re-ingested alone cannot find its screening weight."""
+    import io
+
+    from adapter.mapping.ingest import translate
+    from test_mapping_derived import HEADER, KEY
+    source = tmp_path / "export.csv"
+    source.write_text("\n".join([HEADER, "C1,screening,2025-03-01,20.0,,,,,,,",
+                                 "C1,dose1,2025-03-08,,1.5,XX,,,,,"]) + "\n", encoding="utf-8")
+    mapping = load_mapping(spec(tmp_path))
+    first = translate(mapping, [source], io.BytesIO(), KEY, quarantine=tmp_path / "q")
+    assert [r.column for r in first.rejections] == ["route"]
+    quarantined = tmp_path / "q" / "export.rejected.csv"
+    quarantined.write_text(quarantined.read_text(encoding="utf-8").replace(",XX,", ",IT,"), encoding="utf-8")
+    again = translate(mapping, [quarantined], io.BytesIO(), KEY)
+    assert not again.rejections and again.rows_accepted == 1  # rejected: weight 'latest ...: none in the record'
+
+
+def test_rows_whose_references_never_resolve_say_what_they_cost(checked_store):
+    """A row rejected at ingest end for references that never resolve has an empty not_made, though nothing of it was stored."""
+    from adapter.mapping.ingest import ingest
+    from conftest import ROOT
+    mapping = load_mapping(ROOT / "mappings" / "sites" / "site-c.yaml")
+    report = ingest(mapping, [ROOT / "fixtures" / "sites" / "site-c" / "export.csv"], checked_store, b"k" * 32)
+    dangling = [r for r in report.rejections if "does not resolve" in r.reason]
+    assert dangling and all(r.not_made for r in dangling)
