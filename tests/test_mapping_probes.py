@@ -91,3 +91,13 @@ def test_rows_whose_references_never_resolve_say_what_they_cost(checked_store):
     report = ingest(mapping, [ROOT / "fixtures" / "sites" / "site-c" / "export.csv"], checked_store, b"k" * 32)
     dangling = [r for r in report.rejections if "does not resolve" in r.reason]
     assert dangling and all(r.not_made for r in dangling)
+
+
+def test_a_unit_relabelled_at_factor_one_keeps_what_the_site_sent(tmp_path):
+    """The PQ-translation is only written when the factor is not 1: 1.5 10*3/uL stored as 1.5 10*9/L loses the site's unit."""
+    report, made = run(tmp_path, "C4,screening,2025-03-01,20.0,,,,,,1.5,",
+                       concept="cd3-count", value="{field: hb, unit: '10*3/uL'}")
+    quantity = made["site-x-C4-baseline-cd3-count"]["valueQuantity"]
+    assert quantity["code"] == "10*9/L"
+    [sent] = quantity.get("extension", [None])
+    assert sent is not None and sent["valueQuantity"]["code"] == "10*3/uL"
