@@ -101,3 +101,52 @@ def test_a_unit_relabelled_at_factor_one_keeps_what_the_site_sent(tmp_path):
     assert quantity["code"] == "10*9/L"
     [sent] = quantity.get("extension", [None])
     assert sent is not None and sent["valueQuantity"]["code"] == "10*3/uL"
+
+
+AE_SPEC = """
+mapping: {name: ae, version: 1.0.0, site: site-s, catalogue: %(catalogue)s, arm: arm-1, pseudonym_key_env: UNUSED}
+source:
+  format: csv
+  encoding: utf-8
+  date_formats: ["%%Y-%%m-%%d"]
+  record_key: id
+  visit: {field: visit, values: [{match: screening, visit: baseline}, {match: 'dose(\\d+)', visit: "injection-{1}"}]}
+  visit_date: date
+rules:
+  - patient: {birth_date: dob, gender: {field: sex, map: {F: female, M: male}}}
+    when: {visit: baseline}
+  - injection: {date: date, route: {field: route, map: {IT: intrathecal}}, cells_million: cells}
+    when: {present: [route]}
+  - adverse_event: {term: {field: terms, map: {fever: fever, rash: rash}}, grade: grades, onset: date}
+    for_each: {split: [terms, grades], separator: ";"}
+"""
+
+
+def adverse_events(tmp_path, *rows: str):
+    import io
+    import json
+
+    from adapter.mapping.ingest import translate
+    from test_mapping_derived import CATALOGUE, KEY
+    path = tmp_path / "ae.yaml"
+    path.write_text(AE_SPEC % {"catalogue": CATALOGUE}, encoding="utf-8")
+    source = tmp_path / "ae.csv"
+    source.write_text("\n".join(["id,visit,date,dob,sex,route,cells,terms,grades",
+                                 "P1,screening,2025-03-01,2020-01-01,F,,,,", *rows]) + "\n", encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(load_mapping(path), [source], out, KEY)
+    return report, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_two_adverse_events_of_one_row_do_not_share_an_id(tmp_path):
+    """for_each split: a fever of grade 1 and one of grade 3 on one day get the same id; one overwrites the other, row accepted."""
+    report, made = adverse_events(tmp_path, "P1,dose1,2025-03-22,,,IT,20,fever;fever,1;3")
+    events = [r["id"] for r in made if r["resourceType"] == "AdverseEvent"]
+    assert len(events) == len(set(events)) or report.rejections or report.warnings
+
+
+def test_not_made_names_the_adverse_events_a_bad_split_cost(tmp_path):
+    """not_made is 'AdverseEvent' (no id) when a for_each item fails, not `Type/id` as documented."""
+    report, made = adverse_events(tmp_path, "P1,dose1,2025-03-22,,,IT,20,fever;cough,1;2")
+    [bad] = report.rejections
+    assert bad.column == "terms" and all("/" in entry for entry in bad.not_made)
