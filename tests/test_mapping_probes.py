@@ -150,3 +150,44 @@ def test_not_made_names_the_adverse_events_a_bad_split_cost(tmp_path):
     report, made = adverse_events(tmp_path, "P1,dose1,2025-03-22,,,IT,20,fever;cough,1;2")
     [bad] = report.rejections
     assert bad.column == "terms" and all("/" in entry for entry in bad.not_made)
+
+
+JSON_SPEC = """
+mapping: {name: j, version: 1.0.0, site: site-j, catalogue: %(catalogue)s, arm: arm-1, pseudonym_key_env: UNUSED}
+source:
+  format: ndjson
+  encoding: utf-8
+  date_formats: ["%%Y-%%m-%%d"]
+  record_key: $.patient.id
+  items: visits
+  visit: {field: kind, values: [{match: baseline, visit: baseline}, {match: infusion, visit: "injection-{n}"}]}
+  visit_date: date
+rules:
+  - patient: {birth_date: $.patient.birth, gender: {field: $.patient.gender, map: {F: female, M: male}}}
+    per: document
+  - injection:
+      date: date
+      route: {field: route, map: {IT: intrathecal}}
+      cells_million: {product: [{field: dose, unit: 10*6/kg}, {field: weight, latest: true, unit: kg}]}
+    when: {present: [route]}
+"""
+
+
+def test_latest_in_a_json_document_includes_the_current_visit_whatever_the_order(tmp_path):
+    """Visits of one JSON document share its line: on a same-day tie `latest` takes the first listed, not this visit's own weight."""
+    import io
+    import json
+
+    from adapter.mapping.ingest import translate
+    from test_mapping_derived import CATALOGUE, KEY
+    path = tmp_path / "j.yaml"
+    path.write_text(JSON_SPEC % {"catalogue": CATALOGUE}, encoding="utf-8")
+    source = tmp_path / "j.ndjson"
+    source.write_text(json.dumps({"patient": {"id": "J7", "birth": "2020-01-01", "gender": "F"}, "visits": [
+        {"kind": "baseline", "date": "2025-03-08", "weight": 20},
+        {"kind": "infusion", "n": 1, "date": "2025-03-08", "route": "IT", "dose": 1, "weight": 25}]}) + "\n",
+        encoding="utf-8")
+    out = io.BytesIO()
+    translate(load_mapping(path), [source], out, KEY)
+    [procedure] = [r for r in map(json.loads, out.getvalue().splitlines()) if r["resourceType"] == "Procedure"]
+    assert procedure["extension"][1]["valueQuantity"]["value"] == 25  # this visit's own weight (got 20)
