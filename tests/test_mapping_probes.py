@@ -191,3 +191,35 @@ def test_latest_in_a_json_document_includes_the_current_visit_whatever_the_order
     translate(load_mapping(path), [source], out, KEY)
     [procedure] = [r for r in map(json.loads, out.getvalue().splitlines()) if r["resourceType"] == "Procedure"]
     assert procedure["extension"][1]["valueQuantity"]["value"] == 25  # this visit's own weight (got 20)
+
+
+def _blood_pressure(tmp_path, fields: str, row: str):
+    import test_mapping_derived as derived
+    template = derived.SPEC.replace("    value: %(value)s\n", "    %(value)s\n")
+    path = tmp_path / "bp.yaml"
+    path.write_text(template % {"catalogue": derived.CATALOGUE, "cells": derived.CELLS, "concept": "blood-pressure",
+                                "value": fields}, encoding="utf-8")
+    import io
+    import json
+
+    from adapter.mapping.ingest import translate
+    source = tmp_path / "export.csv"
+    source.write_text(derived.HEADER + "\n" + row + "\n", encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(load_mapping(path), [source], out, derived.KEY)
+    made = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+    return report, [c["valueQuantity"]["value"] for c in made["site-x-C1-baseline-blood-pressure"]["component"]]
+
+
+def test_a_blood_pressure_component_in_its_own_unit_is_converted(tmp_path):
+    """Components ignored the factor worked out at load: 13.3 kPa was checked as 13.3 mm[Hg] (fixed: resources.py components)."""
+    report, values = _blood_pressure(tmp_path, "systolic: {field: a1, unit: kPa}\n    diastolic: {field: a2, unit: kPa}",
+                                     "C1,screening,2025-03-01,,,,13.3,8.0,,,")
+    assert [round(v) for v in values] == [100, 60]
+
+
+def test_a_blood_pressure_component_is_rounded_as_asked(tmp_path):
+    """Components dropped `round:` silently (spec.py strips it, the component never applied it): 100.5 stayed (fixed)."""
+    report, values = _blood_pressure(tmp_path, "systolic: {mean: [a1, a2], round: 0}\n    diastolic: a3",
+                                     "C1,screening,2025-03-01,,,,100,101,60,,")
+    assert values == [101, 60]
