@@ -223,3 +223,11 @@ def test_a_blood_pressure_component_is_rounded_as_asked(tmp_path):
     report, values = _blood_pressure(tmp_path, "systolic: {mean: [a1, a2], round: 0}\n    diastolic: a3",
                                      "C1,screening,2025-03-01,,,,100,101,60,,")
     assert values == [101, 60]
+
+
+def test_from_visit_does_not_read_a_visit_with_a_bad_date(tmp_path):
+    """Docs: 'a visit with a bad date never counts'; from_visit still reads the rejected screening row's weight (20 x 1)."""
+    report, made = run(tmp_path, "C1,screening,2025-13-01,20.0,,,,,,,", "C1,dose1,2025-03-08,,1,IT,,,,,",
+                       cells=LOOKUP_FROM_BASELINE)
+    assert report.rows_rejected == 1  # the screening row, for its date
+    assert "site-x-C1-injection-1" not in made
