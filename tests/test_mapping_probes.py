@@ -2,7 +2,6 @@
 defect found by review (they fail until it is fixed)."""
 from __future__ import annotations
 
-import pytest
 
 from adapter.mapping.arithmetic import Unit
 from adapter.mapping.spec import load_mapping
