@@ -146,7 +146,10 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
 
 
 def rounded(number: decimal.Decimal, places: int) -> decimal.Decimal:
-    return number.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+    try:
+        return number.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+    except decimal.InvalidOperation:  # more digits than the context's precision: nothing to round
+        return number
 
 
 def _look_up(expr: dict[str, Any], scope: Scope) -> Value:

@@ -222,7 +222,8 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         resource["effectiveDateTime"] = ctx.visit_date()
         resource["component"] = [
             {"code": coded(ctx, spec["code"]),
-             "valueQuantity": ucum_quantity(_checked_number(ctx, parts[name], spec, decimal.Decimal(1)), spec["unit"])}
+             "valueQuantity": ucum_quantity(_checked_number(ctx, parts[name], spec, rule.derived.get(name, decimal.Decimal(1)),
+                                                        rule.rounding.get(name)), spec["unit"])}
             for name, spec in concept["components"].items() if not parts[name].empty]
         return resource
     value = ctx.value(rule, "value")
