@@ -1,5 +1,5 @@
 """Probes of the mapping engine's derived values, lookups and per-cell rejection: each test is a
-defect found by review (they fail until it is fixed)."""
+defect a review found (its docstring says what it was), kept as the reproducer once fixed."""
 from __future__ import annotations
 
 
@@ -65,7 +65,8 @@ def test_a_rejected_weight_does_not_feed_the_dose(tmp_path):
 
 
 def test_a_quarantined_dose_row_re_ingests_once_fixed(tmp_path):
-    """The quarantine holds only the bad row: fixed, a dose row re-ingested alone cannot find its screening weight."""
+    """The quarantine held only the bad row: fixed, a dose row re-ingested alone could not find its screening
+    weight (now the rows it looks values up in are quarantined with it)."""
     import io
 
     from adapter.mapping.ingest import translate
@@ -78,8 +79,9 @@ def test_a_quarantined_dose_row_re_ingests_once_fixed(tmp_path):
     assert [r.column for r in first.rejections] == ["route"]
     quarantined = tmp_path / "q" / "export.rejected.csv"
     quarantined.write_text(quarantined.read_text(encoding="utf-8").replace(",XX,", ",IT,"), encoding="utf-8")
+    assert quarantined.read_text(encoding="utf-8").count("\n") == 3  # header, the dose row, its screening row
     again = translate(mapping, [quarantined], io.BytesIO(), KEY)
-    assert not again.rejections and again.rows_accepted == 1  # rejected: weight 'latest ...: none in the record'
+    assert not again.rejections and again.rows_accepted == 2  # was: weight 'latest ...: none in the record'
 
 
 def test_rows_whose_references_never_resolve_say_what_they_cost(checked_store):
@@ -228,5 +230,6 @@ def test_from_visit_does_not_read_a_visit_with_a_bad_date(tmp_path):
     """Docs: 'a visit with a bad date never counts'; from_visit still reads the rejected screening row's weight (20 x 1)."""
     report, made = run(tmp_path, "C1,screening,2025-13-01,20.0,,,,,,,", "C1,dose1,2025-03-08,,1,IT,,,,,",
                        cells=LOOKUP_FROM_BASELINE)
-    assert report.rows_rejected == 1  # the screening row, for its date
+    assert report.rows_rejected == 2  # the screening row, for its date; the dose, for want of its weight
     assert "site-x-C1-injection-1" not in made
+    assert "at baseline: none in the record" in report.rejections[1].reason

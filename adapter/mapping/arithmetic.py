@@ -24,6 +24,7 @@ __all__ = ["OPERATIONS", "ANY", "Unit", "unit_of", "is_arithmetic", "combine"]
 # operation -> (how many operands: None for any number >= 1, how units combine)
 OPERATIONS = ("sum", "difference", "product", "ratio", "mean", "min", "max")
 _ANNOTATION = re.compile(r"\{[^}]*\}")
+_EMPTY_TERM = re.compile(r"(^|[(./])(?=[)./]|$)")  # where a term was only an annotation
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,10 @@ class Unit:
 
     @classmethod
     def parse(cls, code: str) -> Unit:
-        found = collections.Counter(_ANNOTATION.findall(code))
-        # annotations in a denominator count negatively: `{score}/{item}`
-        denominator = code.split("/", 1)[1] if "/" in code else ""
-        for name in _ANNOTATION.findall(denominator):
-            found[name] -= 2
+        """Annotations with their powers, read as UCUM reads: left to right, `/` dividing by
+        the one term after it (`kg/{x}.{x}` is kg), a bracketed term as one."""
+        found: collections.Counter[str] = collections.Counter()
+        _powers(code, 0, 1, found)
         return cls(code, tuple(sorted((k, v) for k, v in found.items() if v)))
 
     def times(self, other: Unit, power: int = 1) -> Unit:
@@ -59,9 +59,9 @@ class Unit:
 
     @property
     def ucum(self) -> str:
-        """The code without annotations, for UCUM to convert (`{score}` is 1 to UCUM)."""
-        bare = _ANNOTATION.sub("", self.code).replace("()", "(1)")
-        return bare if bare and not bare.startswith(".") else "1"
+        """The code without annotations, for UCUM to convert (`{score}` is 1 to UCUM); a term
+        that was only an annotation becomes 1 (`{score}/{item}` is `1/1`)."""
+        return _EMPTY_TERM.sub(r"\g<1>1", _ANNOTATION.sub("", self.code)) or "1"
 
     def factor_to(self, target: str) -> decimal.Decimal:
         """Multiply by this to have the value in `target`; UnitError if it cannot be."""
@@ -113,11 +113,44 @@ def unit_of(expr: Any, problems: list[str], where: str = "") -> Unit:
         return result
     if op == "ratio":
         return units[0].times(units[1], -1)
-    different = [u for u in units[1:] if (u.code, u.annotations) != (units[0].code, units[0].annotations)]
+    different = [u for u in units[1:] if not _same(u, units[0])]
     if different:
         problems.append(f"{where}{op} of values in different units ({units[0]} and {different[0]}): "
                         "bring them to one unit first (a product by a constant with a unit)")
     return units[0]
+
+
+def _same(one: Unit, other: Unit) -> bool:
+    """One unit however written (kg, (kg).(1), (kg)/(1), (g).(kg/g)): no conversion needed."""
+    if one.open or other.open or (one.code, one.annotations) == (other.code, other.annotations):
+        return True
+    from adapter.fhir.units import UnitError
+    try:
+        return one.factor_to(other.code) == 1
+    except UnitError:
+        return False
+
+
+def _powers(code: str, at: int, sign: int, found: collections.Counter[str]) -> int:
+    """Count the annotations of the terms from `at` to the end or a closing bracket, each term
+    with `sign` (negated for the term after a `/`); returns where it stopped."""
+    term_sign = sign
+    while at < len(code):
+        char = code[at]
+        if char == ")":
+            return at + 1
+        if char in "./":
+            term_sign = -sign if char == "/" else sign
+            at += 1
+        elif char == "(":
+            at = _powers(code, at + 1, term_sign, found)
+        elif char == "{":
+            end = code.index("}", at)
+            found[code[at:end + 1]] += term_sign
+            at = end + 1
+        else:
+            at += 1
+    return at
 
 
 def combine(op: str, numbers: list[decimal.Decimal]) -> decimal.Decimal:

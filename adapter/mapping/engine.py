@@ -52,6 +52,8 @@ class RecordResult:
     # of the ingest (its resources kept), rejected with these if they still do not
     dangling: list[Rejection] = field(default_factory=list)
     fired: set[int] = field(default_factory=set)  # rules that made something
+    # rows (file, line) of its record holding values its rules look up: quarantined with it
+    looked: set[tuple[str, int]] = field(default_factory=set)
     seen: set[str] = field(default_factory=set)  # fields read
 
     partly: bool = False  # some resources made, some rejected
@@ -218,6 +220,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                     reject(problem, rule, refs, id(read))
                 result.warnings += [Rejection(row.file, row.line, note.column, note.value, spec.where(rule),
                                               note.reason) for note in context.notes]
+                _distinct(rule_made, {ref_of(r) for _, r in made}, key)
                 made.extend((rule, resource) for resource in rule_made)
                 reads.update((id(resource), read) for resource in rule_made)
                 if rule_made:
@@ -248,6 +251,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         reject(problem, spec.where_key(("source", "items")))
         visits = []
     for scope in visits:
+        scope.place = (row.file, row.line, scope.item_path)
         try:
             scope.visit = _visit(spec, scope)
         except Problem as problem:
@@ -291,6 +295,8 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
             row.file, row.line, cell.label, text_of(cell.raw), "",
             "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"), [])
     result.rejections = failed.rejections()
+    if result.rejections and root.history:  # quarantined with the rows it may read values from
+        result.looked = {v.place[:2] for v in root.history if v.values} - {(row.file, row.line)}
     if not kept:
         result.warnings = []  # the row is quarantined whole
         return result
@@ -301,6 +307,20 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         with_site(resource, spec.site)
     result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
     return result
+
+
+def _distinct(resources: list[dict[str, Any]], taken: set[str], key: bytes) -> None:
+    """Two adverse events of one row with one term and onset (a fever of grade 1, then of grade
+    3) would share an id, the second overwriting the first: the second gets `-2`, and so on (in
+    the row's order, so a re-ingest gives the same ids). Nothing of a row refers to an adverse
+    event, so nothing else changes."""
+    for resource in resources:
+        if resource["resourceType"] == "AdverseEvent" and ref_of(resource) in taken:
+            base, n = resource["id"], 2
+            while f"AdverseEvent/{safe_id(key, base, str(n))}" in taken:
+                n += 1
+            resource["id"] = safe_id(key, base, str(n))
+        taken.add(ref_of(resource))
 
 
 def _dropped(ctx: Context, rule: Rule) -> Problem | None:

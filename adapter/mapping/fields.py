@@ -63,6 +63,7 @@ class Scope:
     # the record's visits, with the fields other rows look up (lookups.py); empty when none are
     history: list[Any] = field(default_factory=list)
     reads: set[str] | None = None  # the cells (exact labels) one rule's builder read, when tracked
+    place: tuple[str, int, str] | None = None  # file, line, item path of this visit (lookups' "here")
 
     def get(self, name: str) -> Value:
         if name in self.bound:
@@ -83,7 +84,7 @@ class Scope:
     def child(self, item: Any, item_path: str, bound: dict[str, Value] | None = None) -> Scope:
         return Scope(self.root, self.tabular, self.decimal_mark, item, item_path,
                      {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen, self.history,
-                     self.reads)
+                     self.reads, self.place)
 
 
 _ANY_INDEX = re.compile(r"\[\d+\]")
@@ -154,7 +155,7 @@ def rounded(number: decimal.Decimal, places: int) -> decimal.Decimal:
 
 def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
     """A field from another row (or visit) of the same record: the `from_visit` one's, or the
-    latest at or before this visit's date (this row included)."""
+    latest at or before this visit's date (this row included, and preferred on the same day)."""
     name = expr["field"]
     scope.get(name)  # read: counted as used by coverage
     found = [v for v in scope.history if name in v.values]
@@ -167,8 +168,8 @@ def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
         where = f"latest at or before {day or 'the visit date'}"
     if not found:
         return Value(None, name, f"{where}: none in the record")
-    visit = max(found, key=lambda v: (v.date or "", v.line))
-    return Value(visit.values[name], f"{name} (line {visit.line}, {visit.visit})")
+    visit = max(found, key=lambda v: (v.date or "", v.place == scope.place, v.order))
+    return Value(visit.values[name], f"{name} (line {visit.place[1]}, {visit.visit})")
 
 
 def decimal_of(value: Value, decimal_mark: str) -> decimal.Decimal:

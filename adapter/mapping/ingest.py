@@ -17,7 +17,7 @@ from adapter.fhir.validation import validate
 from adapter.mapping.catalogue import catalogue_resources
 from adapter.mapping.engine import RecordResult
 from adapter.mapping.run import MappingReport, records, store_results, timed
-from adapter.mapping.sources import SourceRow
+from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.private import open_private, private_dir
 from adapter.store.repository import Loadable, Repository, StoredResource
@@ -50,6 +50,8 @@ class Quarantine:
         self._rows: dict[str, tuple[Any, Any]] = {}
         self.files: list[pathlib.Path] = [directory / "rejections.csv"]
         self._warnings: Any = None
+        self._written: set[tuple[str, int]] = set()
+        self._context: set[tuple[str, int]] = set()  # rows a quarantined row reads values from
 
     def add(self, row: SourceRow | None, result: RecordResult) -> None:
         self._writer.writerows(_cells(r) for r in result.rejections)
@@ -57,6 +59,8 @@ class Quarantine:
             return  # the same record is kept at its first line
         if row is not None:
             self._write_row(row)
+            self._written.add((row.file, row.line))
+            self._context |= result.looked
 
     def warn(self, result: RecordResult) -> None:
         if self._warnings is None:  # opened at the first warning: most ingests have none
@@ -85,7 +89,19 @@ class Quarantine:
         else:
             handle.write(jsonio.dumps(row.values) + b"\n")
 
+    def _write_context(self) -> None:
+        """The rows the quarantined ones looked values up in (a dose row's screening weight),
+        appended as they are, so that the fixed file re-ingests alone (they re-ingest unchanged)."""
+        from adapter.mapping.engine import read_source
+        wanted = self._context - self._written
+        for file in sorted({file for file, _ in wanted}):
+            for row in read_source(self.spec, file):
+                if not isinstance(row, SourceError) and (row.file, row.line) in wanted:
+                    self._write_row(row)
+
     def close(self) -> None:
+        if self._context - self._written:
+            self._write_context()
         self._report.close()
         if self._warnings is not None:
             self._warnings_file.close()

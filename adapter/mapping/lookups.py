@@ -3,17 +3,20 @@ record, every visit's date and the few fields that rules look up (`from_visit`, 
 that a dose row can read the weight of the screening row.
 
 Only the looked-up fields are kept (a few bytes a visit), never whole rows: the mapping pass
-still streams. With no lookup in the spec there is no first pass.
+still streams. With no lookup in the spec there is no first pass. What the mapping pass rejects
+never feeds a lookup: a duplicate row, a visit with an unknown visit or a bad date, and a value
+that the observation rule reading the same field rejects (a weight of 500 kg).
 """
 from __future__ import annotations
 
+import decimal
 import pathlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.mapping.engine import _root_scope, _scopes, _visit, read_source
-from adapter.mapping.fields import Problem, date_of, text_of
+from adapter.mapping.engine import _root_scope, _scopes, _visit, read_source, unique_key
+from adapter.mapping.fields import Problem, Value, date_of, decimal_of, text_of
 from adapter.mapping.sources import SourceError
 from adapter.mapping.spec import MappingSpec
 
@@ -23,21 +26,29 @@ __all__ = ["Visit", "record_histories"]
 @dataclass(frozen=True)
 class Visit:
     visit: str
-    date: str | None  # FHIR date; None when the row has none (or a bad one)
-    line: int
-    values: dict[str, Any]  # the looked-up fields this visit has a value for
+    date: str | None  # FHIR date; None when the row has none
+    order: int  # place in the export(s), for ties on a date
+    place: tuple[str, int, str]  # file, line, JSON item path: which row (and visit) it is
+    values: dict[str, Any]  # the looked-up fields this visit has an accepted value for
 
 
 def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> dict[str, list[Visit]]:
-    """Per record key, its visits (rows that cannot be read, or whose visit is unknown, are
-    left out: the mapping pass rejects them)."""
+    """Per record key, its visits (rows that cannot be read, duplicates, and visits whose visit
+    or date the mapping pass rejects are left out)."""
     histories: dict[str, list[Visit]] = {}
     if not spec.looked_up:
         return histories
+    checks = _checks(spec)
+    seen: set[tuple[str, ...]] = set()
+    order = 0
     for path in files:
         for row in read_source(spec, path):
             if isinstance(row, SourceError):
                 continue
+            identity = unique_key(spec, row)
+            if identity in seen:
+                continue  # a duplicate: the mapping pass rejects it
+            seen.add(identity)
             root = _root_scope(spec, row)
             record = text_of(root.get(spec.source["record_key"]).raw).strip()
             if not record:
@@ -49,13 +60,42 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
             for scope in scopes:
                 try:
                     visit = _visit(spec, scope)
-                except Problem:
-                    continue
-                day = scope.get(spec.source["visit_date"])
-                try:
+                    day = scope.get(spec.source["visit_date"])
                     date = None if day.empty else date_of(day, spec.source["date_formats"])
                 except Problem:
-                    date = None
-                values = {name: got.raw for name in spec.looked_up if not (got := scope.get(name)).empty}
-                histories.setdefault(record, []).append(Visit(visit, date, row.line, values))
+                    continue  # an unknown visit or a bad date: the visit is rejected
+                values = {}
+                for name in spec.looked_up:
+                    got = scope.get(name)
+                    if not got.empty and all(check(got) for check in checks.get(name, [])):
+                        values[name] = got.raw
+                order += 1
+                histories.setdefault(record, []).append(
+                    Visit(visit, date, order, (row.file, row.line, scope.item_path), values))
     return histories
+
+
+def _checks(spec: MappingSpec) -> dict[str, list[Any]]:
+    """Per looked-up field, the range checks of the observation rules that read it as their
+    value (the body-weight rule's 2-150 kg for `weight_kg`)."""
+    found: dict[str, list[Any]] = {}
+    mark = str(spec.source.get("decimal_mark", "."))
+    for rule in spec.rules:
+        expr = rule.fields.get("value") if rule.kind == "observation" else None
+        name = expr if isinstance(expr, str) else expr.get("field") if isinstance(expr, dict) and \
+            set(expr) <= {"field", "unit"} else None
+        concept = rule.concept
+        if name not in spec.looked_up or concept is None or "check" not in concept or "unit" in rule.fields:
+            continue
+        factor = rule.derived.get("value", decimal.Decimal(1))
+        low, high = (decimal.Decimal(str(concept["check"][k])) if k in concept["check"] else None
+                     for k in ("min", "max"))
+
+        def check(value: Value, factor: decimal.Decimal = factor, low: Any = low, high: Any = high) -> bool:
+            try:
+                number = decimal_of(value, mark) * factor
+            except Problem:
+                return False
+            return (low is None or number >= low) and (high is None or number <= high)
+        found.setdefault(name, []).append(check)
+    return found

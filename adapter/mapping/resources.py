@@ -94,10 +94,13 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
     out = [procedure]
     cells = ctx.value(rule, "cells_million")
     if not cells.empty:
+        number = ctx.decimal(cells) * rule.derived.get("cells_million", 1)
+        if not 0 < number <= MAX_CELLS_MILLION:  # before rounding: 1E+300 is no dose
+            raise Problem(cells.label, cells.raw if not isinstance(cells.raw, decimal.Decimal) else f"{number:f}"[:40],
+                          f"not a number of cells given (more than 0, at most {MAX_CELLS_MILLION:,} x 10^6)")
         procedure["extension"].append({
             "url": f"{ctx.spec.catalogue.base}/StructureDefinition/administered-cells",
-            "valueQuantity": {"value": _cells(ctx.decimal(cells) * rule.derived.get("cells_million", 1),
-                                              rule.rounding.get("cells_million")),
+            "valueQuantity": {"value": _cells(number, rule.rounding.get("cells_million")),
                               "unit": "10^6 cells", "system": UCUM, "code": "10*6"}})
     lot = ctx.value(rule, "lot")
     if not lot.empty:
@@ -109,6 +112,27 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
         procedure["usedReference"] = [{"reference": f"BiologicallyDerivedProduct/{product['id']}"}]
         out.append(product)
     return out
+
+
+# An injection's cells, in millions: the protocol gives 1 x 10^6/kg (REFERENCE.md: trials gave
+# 2 x 10^7 to 5.5 x 10^7 a dose); 10^10 is far above any, and below it a typo still passes.
+MAX_CELLS_MILLION = 10_000
+
+
+def _adverse_event_id(ctx: Context, rule: Rule) -> str:
+    """The id an adverse event would have had, for a rejection to name; where a value it rests
+    on is what failed (or a list it comes from), the id's prefix and `*`."""
+    try:
+        term = ctx.value(rule, "term")
+        onset = ctx.value(rule, "onset")
+        after = ctx.value(rule, "after_injection")
+        visit = f"injection-{integer_of(after, ctx.decimal_mark)}" if not after.empty else ctx.scope.visit
+        day = ctx.date(onset) if not onset.empty else ""
+        if not term.empty:
+            return f"AdverseEvent/{ctx.id(visit or 'no-visit', 'ae', text_of(term.raw), day)}"
+    except Problem:
+        pass
+    return f"AdverseEvent/{ctx.id(ctx.scope.visit or 'no-visit', 'ae')}-*"
 
 
 def _cells(number: decimal.Decimal, places: int | None) -> decimal.Decimal:
@@ -239,7 +263,7 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         factor, spelling, ucum = _source_unit(ctx, rule)
         number = _checked_number(ctx, value, concept, factor, rule.rounding.get("value"))
         resource["valueQuantity"] = ucum_quantity(number, concept["unit"])
-        if factor != 1 and ucum:
+        if ucum and ucum != concept["unit"]:  # converted, or only relabelled (10*3/uL is 10*9/L)
             _as_sent(resource["valueQuantity"], value, ctx, spelling, ucum)
     if "body_site" in rule.data:
         site = rule.data["body_site"]
@@ -258,7 +282,7 @@ def intended(ctx: Context, rule: Rule) -> list[str]:
             "condition": [f"Condition/{ctx.id('cerebral-palsy')}"],
             "research_subject": [f"ResearchSubject/{resource_id(ctx.spec.catalogue.study, patient)}"],
             "injection": [f"Procedure/{ctx.id(visit or 'injection')}"],
-            "adverse_event": ["AdverseEvent"],
+            "adverse_event": [_adverse_event_id(ctx, rule)],
             "observation": [f"Observation/{ctx.id(visit, rule.name)}"],
             "instrument": [f"Observation/{ctx.id(visit, key)}" for key in instrument_keys(ctx, rule)]}[rule.kind]
 

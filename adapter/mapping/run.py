@@ -186,7 +186,8 @@ def store_results(store: Repository, results: list[RecordResult], batch_size: in
     done = iter(outcomes)
     for position, result in enumerate(writing):
         if position in refused:
-            result.dangling = [Rejection(result.file, result.line, d.expression, d.reference, "", d.reason)
+            lost = tuple(f"{r['resourceType']}/{r['id']}" for r in result.resources)  # the row's group, whole
+            result.dangling = [Rejection(result.file, result.line, d.expression, d.reference, "", d.reason, lost)
                                for d in refused[position]]
             continue
         result.dangling = []
