@@ -16,6 +16,7 @@ from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.exchange.cli import exchange
 from adapter.loading import load_files
 from adapter.mapping.cli import SITE_SPECS, ingest_command, mapping, translate_command
+from adapter.outcomes.cli import outcomes_command
 from adapter.protocol.cli import SPECS, load_protocol, protocol
 from adapter.serve_options import check_base_url, gunicorn_args, parse_host, worker_env
 from adapter.store import Repository, open_store
@@ -281,6 +282,7 @@ main.add_command(translate_command)
 main.add_command(ingest_command)
 main.add_command(audit_command)
 main.add_command(exchange)
+main.add_command(outcomes_command)
 
 if __name__ == "__main__":
     main()
