@@ -17,7 +17,9 @@ _T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
 
 
 def t_975(df: int) -> float:
-    """>>> t_975(9), t_975(1000)
+    """The 0.975 quantile of Student's t with `df` degrees of freedom.
+
+    >>> t_975(9), t_975(1000)
     (2.262, 1.96)
     """
     return _T_975[df - 1] if 1 <= df <= len(_T_975) else 1.96
@@ -36,7 +38,9 @@ class Summary:
 
 
 def summarise(changes: list[Decimal]) -> Summary:
-    """>>> s = summarise([Decimal(5), Decimal(10), Decimal(15)])
+    """n, mean, SD, 95% CI, median and quartiles of the changes.
+
+    >>> s = summarise([Decimal(5), Decimal(10), Decimal(15)])
     >>> (s.n, s.mean, s.sd, round(s.ci_low, 2), s.median, s.q1, s.q3)
     (3, 10.0, 5.0, -2.42, 10.0, 7.5, 12.5)
     """
