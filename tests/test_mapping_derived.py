@@ -74,7 +74,7 @@ def problems(path) -> list[str]:
 def test_units_are_worked_out_when_the_spec_loads(tmp_path):
     load_mapping(spec(tmp_path))  # score / score = a plain number, x 100 into %; 10*6/kg x kg = 10*6
     [mean] = problems(spec(tmp_path, value="{mean: %s}" % ITEMS))
-    assert "gmfm-88-a.value" in mean or "value" in mean
+    assert ": rules[2].value: " in mean
     assert "not in %" in mean and "{score}" in mean  # a mean of 0-3 scores is no percentage
     [weights] = problems(spec(tmp_path, concept="body-weight",
                               value="{sum: [{field: weight, unit: kg}, {field: a1, unit: g}]}"))
@@ -201,3 +201,25 @@ def test_a_bad_item_costs_its_dimension_and_the_total_and_not_tested_is_no_zero(
     assert "site-x-C9-baseline-gmfm-88-c" not in made  # not derived from a partial dimension
     [warning] = report.warnings
     assert warning.column == "item_40" and "not tested" in warning.reason
+
+
+@pytest.mark.parametrize("concept, value, message", [
+    ("body-weight", "{field: weight, latest: true}", "would be stored as this visit's measurement"),
+    ("body-weight", "{sum: [{field: weight, unit: kg}, {const: abc, unit: kg}]}", "'abc' is no finite number"),
+    ("body-weight", "{ratio: [{field: weight, unit: kg}, {const: 0}]}", "a ratio over zero, whatever the row"),
+    ("modified-ashworth", "{sum: [a1, a2]}", "a coded concept takes a code, not arithmetic"),
+])
+def test_values_no_row_could_make_right_are_refused_when_the_spec_loads(tmp_path, concept, value, message):
+    """A review found each accepted by `mapping check`, then rejecting (or, for a bare lookup,
+    silently copying an old weight forward as this visit's) on every row."""
+    [problem] = problems(spec(tmp_path, concept=concept, value=value))
+    assert message in problem and ": rules[2].value: " in problem
+
+
+def test_a_ratio_over_zero_is_named_by_its_expression_not_by_the_cell(tmp_path):
+    """A divisor of 0 is a fine value for other rules (GMFM A of 0 %): the rejection names the ratio,
+    so that it does not take the other rules reading that cell with it."""
+    report, made = run(tmp_path, "C5,screening,2025-03-01,20.0,,,0,0,0,,",
+                       value="{ratio: [{sum: %s}, {sum: %s}]}" % (ITEMS, ITEMS))
+    [zero] = report.rejections
+    assert zero.column.startswith("ratio(") and "site-x-C5-baseline-body-weight" in made

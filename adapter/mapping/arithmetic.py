@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["OPERATIONS", "ANY", "Unit", "unit_of", "is_arithmetic", "combine"]
 
-# operation -> (how many operands: None for any number >= 1, how units combine)
+# difference and ratio take two values, the others one or more (mean two or more)
 OPERATIONS = ("sum", "difference", "product", "ratio", "mean", "min", "max")
 _ANNOTATION = re.compile(r"\{[^}]*\}")
 _EMPTY_TERM = re.compile(r"(^|[(./])(?=[)./]|$)")  # where a term was only an annotation

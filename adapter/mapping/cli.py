@@ -193,7 +193,7 @@ def translate_command(spec: pathlib.Path, dry_run: bool, out: pathlib.Path | Non
                       quarantine: pathlib.Path | None, files: tuple[pathlib.Path, ...]) -> None:
     """Map and validate site exports to FHIR without storing anything.
 
-    Rejections and the summary go to stderr. Exits 1 when a row was rejected.
+    Rejections and the summary go to stderr. Exits 1 when anything (a row, or a cell) was rejected.
     """
     if not dry_run and out is None:  # translate never stores: --dry-run says so, --out says where
         raise click.UsageError("give --dry-run (FHIR on stdout) or --out FILE (or both: FHIR to FILE)")
@@ -225,12 +225,14 @@ def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Pat
                    files: tuple[pathlib.Path, ...]) -> None:
     """Map, validate and store site exports; ingesting the same rows again updates them in place.
 
-    Each accepted row's resources (and its Provenance) are written together or not at all;
-    rejected rows (a row that makes no resource among them) are listed (file, row, column,
-    value, rule, reason) and, with --quarantine, written out to fix and ingest again; a value
-    that made nothing in an accepted row is a warning (warnings.csv). The summary counts
-    distinct resources, created, updated and unchanged, by type. A row whose references do not
-    resolve once the rest is written is rejected too. Exits 1 when a row was rejected.
+    A bad cell costs only the resources it feeds: each rejection is listed (file, row, column,
+    value, rule, reason, resources not made); what a row keeps and its Provenance are written
+    together. With --quarantine, rejected and partly accepted rows (with the rows of their
+    record they look values up in) are written out to fix and ingest again; a value that made
+    nothing is a warning (warnings.csv). The summary counts rows accepted, partly accepted and
+    rejected, and distinct resources created, updated and unchanged, by type. A row whose
+    references do not resolve once the rest is written is rejected whole. Exits 1 when anything
+    was rejected.
     """
     from adapter.store import open_store
     loaded = _load(spec)

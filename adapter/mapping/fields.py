@@ -140,7 +140,8 @@ def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
     try:
         result = combine(op, numbers)
     except (ZeroDivisionError, decimal.InvalidOperation):
-        raise Problem(values[-1].label, values[-1].raw, f"{label}: a ratio over zero") from None
+        # named by the expression, not the divisor's cell: a 0 is a fine value for other rules
+        raise Problem(label, values[-1].raw, "a ratio over zero") from None
     if "round" in expr:
         result = rounded(result, expr["round"])
     return Value(result, label)

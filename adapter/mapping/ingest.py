@@ -37,9 +37,10 @@ def _cells(r: Any) -> list[Any]:
 
 
 class Quarantine:
-    """`rejections.csv` (file,row,column,value,rule,reason) and, per source file, the rejected
-    rows as they were (same header, encoding and delimiter; NDJSON lines for JSON sources);
-    `warnings.csv` (same columns): values of accepted rows that made nothing."""
+    """`rejections.csv` (file,row,column,value,rule,reason,not_made) and, per source file, the
+    rejected and partly accepted rows as they were (same header, encoding and delimiter; NDJSON
+    lines for JSON sources), with the rows of their record they look values up in; and
+    `warnings.csv` (the same columns): values of accepted rows that made nothing."""
 
     def __init__(self, spec: MappingSpec, directory: pathlib.Path) -> None:
         self.spec, self.directory = spec, directory

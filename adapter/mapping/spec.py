@@ -18,7 +18,7 @@ from typing import Any
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.arithmetic import OPERATIONS, is_arithmetic
 from adapter.mapping.fields import fields_of
-from adapter.mapping.spec_units import derived_factors, source_factors
+from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
 __all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
@@ -235,6 +235,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
     fields = dict(fields)
+    problems += value_problems(kind, rule, fields, concept, lines, at if kind in _FLAT else at + (kind,))
     derived = derived_factors(kind, fields, concept, lines, at if kind in _FLAT else at + (kind,), problems,
                        "unit" in rule and kind == "observation")
     rounding = {}

@@ -11,7 +11,7 @@ from adapter.fhir.units import UnitError, factor
 from adapter.mapping.arithmetic import is_arithmetic, unit_of
 from adapter.yamlspec import Lines
 
-__all__ = ["derived_factors", "source_factors", "TARGET_UNITS"]
+__all__ = ["derived_factors", "source_factors", "value_problems", "TARGET_UNITS"]
 
 
 # The unit a numeric field is stored in, where it is not a plain number.
@@ -66,3 +66,42 @@ def source_factors(rule: dict[str, Any], concept: dict[str, Any], lines: Lines, 
             where = at + ("unit",) if isinstance(unit, str) else at + ("unit", "units", spelling)
             problems.append(lines.problem(where, str(exc)))
     return found
+
+
+def value_problems(kind: str, rule: dict[str, Any], fields: dict[str, Any], concept: dict[str, Any] | None,
+                   lines: Lines, at: tuple[Any, ...]) -> list[str]:
+    """Values a spec may not write, refused before any row is read: a measurement looked up in
+    another visit (it would be stored as this visit's), arithmetic into a coded concept, a
+    constant that is no finite number or divides by zero, an observation made per document."""
+    found = []
+    if kind in ("observation", "instrument") and rule.get("per") == "document":
+        found.append(lines.problem(at + ("per",), "an observation is of a visit: not `per: document`"))
+    for name, expr in fields.items():
+        where = at + (name,)
+        if kind in ("observation", "instrument") and isinstance(expr, dict) and (
+                "from_visit" in expr or "latest" in expr):
+            found.append(lines.problem(where, "a value looked up in another visit would be stored as this visit's "
+                                       "measurement: use it inside arithmetic (a dose x a weight), or read this "
+                                       "visit's own field"))
+        if kind == "observation" and concept is not None and concept.get("value") == "coded" and is_arithmetic(expr):
+            found.append(lines.problem(where, "a coded concept takes a code, not arithmetic"))
+        found += [lines.problem(where, message) for message in _constant_problems(expr)]
+    return found
+
+
+def _constant_problems(expr: Any, divisor: bool = False) -> list[str]:
+    if not isinstance(expr, dict):
+        return []
+    if "const" in expr and ("unit" in expr or divisor):
+        value = expr["const"]
+        try:
+            number = decimal.Decimal(str(value)) if not isinstance(value, bool) else None
+        except decimal.InvalidOperation:
+            number = None
+        if number is None or not number.is_finite():
+            return [f"{value!r} is no finite number"]
+        return ["a ratio over zero, whatever the row"] if divisor and number == 0 else []
+    if is_arithmetic(expr):
+        op = next(o for o in ("sum", "difference", "product", "ratio", "mean", "min", "max") if o in expr)
+        return [m for i, part in enumerate(expr[op]) for m in _constant_problems(part, op == "ratio" and i == 1)]
+    return []
