@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OPERATIONS", "ANY", "Unit", "unit_of", "is_arithmetic", "combine"]
+__all__ = ["OPERATIONS", "ANY", "Unit", "unit_of", "is_arithmetic", "operation", "combine"]
 
 # difference and ratio take two values, the others one or more (mean two or more)
 OPERATIONS = ("sum", "difference", "product", "ratio", "mean", "min", "max")

@@ -220,7 +220,8 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                     reject(problem, rule, refs, id(read))
                 result.warnings += [Rejection(row.file, row.line, note.column, note.value, spec.where(rule),
                                               note.reason) for note in context.notes]
-                _distinct(rule_made, {ref_of(r) for _, r in made}, key)
+                if any(r["resourceType"] == "AdverseEvent" for r in rule_made):  # not on every rule
+                    _distinct(rule_made, {ref_of(r) for _, r in made}, key)
                 made.extend((rule, resource) for resource in rule_made)
                 reads.update((id(resource), read) for resource in rule_made)
                 if rule_made:

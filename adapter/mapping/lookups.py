@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.mapping.engine import _root_scope, _scopes, _visit, read_source, unique_key
-from adapter.mapping.fields import Problem, Value, date_of, decimal_of, text_of
+from adapter.mapping.context import Context
+from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
+from adapter.mapping.resources import checked_number
 from adapter.mapping.sources import SourceError
-from adapter.mapping.spec import MappingSpec
+from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Visit", "record_histories"]
 
@@ -67,7 +69,7 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
                 values = {}
                 for name in spec.looked_up:
                     got = scope.get(name)
-                    if not got.empty and all(check(got) for check in checks.get(name, [])):
+                    if not got.empty and all(check(got, scope) for check in checks.get(name, [])):
                         values[name] = got.raw
                 order += 1
                 histories.setdefault(record, []).append(
@@ -76,26 +78,24 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
 
 
 def _checks(spec: MappingSpec) -> dict[str, list[Any]]:
-    """Per looked-up field, the range checks of the observation rules that read it as their
-    value (the body-weight rule's 2-150 kg for `weight_kg`)."""
+    """Per looked-up field, the checks of the observation rules that read it as their value
+    (the body-weight rule's 2-150 kg for `weight_kg`): the very check those rules apply."""
     found: dict[str, list[Any]] = {}
-    mark = str(spec.source.get("decimal_mark", "."))
     for rule in spec.rules:
         expr = rule.fields.get("value") if rule.kind == "observation" else None
         name = expr if isinstance(expr, str) else expr.get("field") if isinstance(expr, dict) and \
             set(expr) <= {"field", "unit"} else None
-        concept = rule.concept
-        if name not in spec.looked_up or concept is None or "check" not in concept or "unit" in rule.fields:
+        if name not in spec.looked_up or rule.concept is None or "check" not in rule.concept \
+                or "unit" in rule.fields:
             continue
-        factor = rule.derived.get("value", decimal.Decimal(1))
-        low, high = (decimal.Decimal(str(concept["check"][k])) if k in concept["check"] else None
-                     for k in ("min", "max"))
 
-        def check(value: Value, factor: decimal.Decimal = factor, low: Any = low, high: Any = high) -> bool:
+        def check(value: Value, scope: Scope, rule: Rule = rule) -> bool:
+            assert rule.concept is not None
             try:
-                number = decimal_of(value, mark) * factor
+                checked_number(Context(spec, b"", "", scope), value, rule.concept,
+                               rule.derived.get("value", decimal.Decimal(1)))
             except Problem:
                 return False
-            return (low is None or number >= low) and (high is None or number <= high)
+            return True
         found.setdefault(name, []).append(check)
     return found

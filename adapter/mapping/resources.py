@@ -183,7 +183,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
     return resource
 
 
-def _checked_number(ctx: Context, value: Value, concept: dict[str, Any], factor: decimal.Decimal,
+def checked_number(ctx: Context, value: Value, concept: dict[str, Any], factor: decimal.Decimal,
                     places: int | None = None) -> decimal.Decimal:
     """The value in the concept's unit (rounded to `places`), if the reference's rule for it
     (section 4) holds."""
@@ -246,7 +246,7 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         resource["effectiveDateTime"] = ctx.visit_date()
         resource["component"] = [
             {"code": coded(ctx, spec["code"]),
-             "valueQuantity": ucum_quantity(_checked_number(ctx, parts[name], spec, rule.derived.get(name, decimal.Decimal(1)),
+             "valueQuantity": ucum_quantity(checked_number(ctx, parts[name], spec, rule.derived.get(name, decimal.Decimal(1)),
                                                         rule.rounding.get(name)), spec["unit"])}
             for name, spec in concept["components"].items() if not parts[name].empty]
         return resource
@@ -261,7 +261,7 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
         resource["valueCodeableConcept"] = coded(ctx, concept["codes"][grade])
     else:
         factor, spelling, ucum = _source_unit(ctx, rule)
-        number = _checked_number(ctx, value, concept, factor, rule.rounding.get("value"))
+        number = checked_number(ctx, value, concept, factor, rule.rounding.get("value"))
         resource["valueQuantity"] = ucum_quantity(number, concept["unit"])
         if ucum and ucum != concept["unit"]:  # converted, or only relabelled (10*3/uL is 10*9/L)
             _as_sent(resource["valueQuantity"], value, ctx, spelling, ucum)

@@ -16,7 +16,7 @@ from dataclasses import field as default
 from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
-from adapter.mapping.arithmetic import OPERATIONS, is_arithmetic
+from adapter.mapping.arithmetic import is_arithmetic, operation
 from adapter.mapping.fields import fields_of
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
@@ -146,7 +146,7 @@ def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> f
 
     def walk(expr: Any, at: tuple[Any, ...]) -> None:
         if isinstance(expr, dict) and is_arithmetic(expr):
-            op = next(o for o in OPERATIONS if o in expr)
+            op = operation(expr)
             for j, part in enumerate(expr[op]):
                 walk(part, at + (op, j))
         elif isinstance(expr, dict) and ("from_visit" in expr or "latest" in expr):

@@ -8,7 +8,7 @@ import decimal
 from typing import Any
 
 from adapter.fhir.units import UnitError, factor
-from adapter.mapping.arithmetic import is_arithmetic, unit_of
+from adapter.mapping.arithmetic import is_arithmetic, operation, unit_of
 from adapter.yamlspec import Lines
 
 __all__ = ["derived_factors", "source_factors", "value_problems", "TARGET_UNITS"]
@@ -102,6 +102,6 @@ def _constant_problems(expr: Any, divisor: bool = False) -> list[str]:
             return [f"{value!r} is no finite number"]
         return ["a ratio over zero, whatever the row"] if divisor and number == 0 else []
     if is_arithmetic(expr):
-        op = next(o for o in ("sum", "difference", "product", "ratio", "mean", "min", "max") if o in expr)
+        op = operation(expr)
         return [m for i, part in enumerate(expr[op]) for m in _constant_problems(part, op == "ratio" and i == 1)]
     return []
