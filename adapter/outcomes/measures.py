@@ -67,9 +67,11 @@ def _value(observation: dict[str, Any]) -> Decimal | None:
     return None if value is None or isinstance(value, bool) else Decimal(str(value))
 
 
-def child_changes(store: Repository, outcome: Outcome, study: str) -> list[ChildChange]:
+def child_changes(store: Repository, outcome: Outcome, study: str,
+                  period: tuple[str, str] | None = None) -> list[ChildChange]:
     """Per child of the study and follow-up visit of the outcome, the baseline and follow-up
-    values (each with its Observation), in patient then visit order."""
+    values (each with its Observation), in patient then visit order. With a period (first and
+    last day, YYYY-MM-DD), a value taken on another day is left out, as if it had not been taken."""
     subjects = {}
     for subject in search_all(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
         sites = sites_of(subject)
@@ -82,6 +84,8 @@ def child_changes(store: Repository, outcome: Outcome, study: str) -> list[Child
                               key=lambda o: o["id"]):
         visit = visits.get(observation.get("encounter", {}).get("reference", ""))
         value = _value(observation)
+        if period and not period[0] <= str(observation.get("effectiveDateTime", ""))[:10] <= period[1]:
+            continue
         if visit and value is not None:
             values.setdefault((observation["subject"]["reference"], visit), (value, f"Observation/{observation['id']}"))
     changes = []
