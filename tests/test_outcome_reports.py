@@ -222,6 +222,48 @@ def test_a_fhir_client_evaluates_a_measure_over_real_http(four_sites):
         thread.join(timeout=5)
 
 
+def test_a_cached_result_is_never_stale_nor_shared_between_views(four_sites):
+    from adapter.auth.guard import GuardedRepository, access_of
+    from adapter.outcomes.evaluate import evaluate_measure
+    from datetime import date
+    store = four_sites.extensions["fhir_store"]
+    period = (date(2000, 1, 1), date(2030, 12, 31))
+    before = evaluate_measure(store, "ucmsc-cp-adl", "subject-list", None, period)
+    site_a = evaluate_measure(GuardedRepository(store, access_of("a", "site-a", "system/*.rs")), "ucmsc-cp-adl",
+                              "subject-list", None, period)
+    listed = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in site_a["contained"]}
+    assert listed["month-1-initial-population"] and all(
+        p.startswith("Patient/site-a-") for p in listed["month-1-initial-population"])
+    everyone = {c["id"]: c for c in before["contained"]}
+    assert len(everyone["month-1-initial-population"]["entry"]) > len(listed["month-1-initial-population"])
+    # a write changes a follow-up value: the next report has it, not the cached one
+    group = next(g for g in before["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    patient = everyone[group["population"][1]["subjectResults"]["reference"][1:]]["entry"][0]["item"]["reference"]
+    child = evaluate_measure(store, "ucmsc-cp-adl", "subject", patient, period)
+    month_1 = next(g for g in child["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    follow_up = next(r["reference"] for r in child["evaluatedResource"]
+                     if _value_of(store, r["reference"]) == _statistics(month_1)["follow-up"])
+    observation = _read(store, follow_up)
+    observation["valueQuantity"]["value"] += 10
+    store.update(observation)
+    after = evaluate_measure(store, "ucmsc-cp-adl", "population", None, period)
+    mean = next(_statistics(g)["mean"] for g in after["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    n = _statistics(group)["n"]
+    assert mean == pytest.approx(_statistics(group)["mean"] + 10 / n)
+    observation["valueQuantity"]["value"] -= 10
+    store.update(observation)
+
+
+def _read(store, reference: str) -> dict:
+    import json
+    kind, rid = reference.split("/")
+    return json.loads(store.read(kind, rid).data)
+
+
+def _value_of(store, reference: str):
+    return _read(store, reference)["valueQuantity"]["value"]
+
+
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
                                           (60, 2.000298), (120, 1.979930), (1000, 1.962339)])
 def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):

@@ -11,7 +11,7 @@ from typing import Any
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 from adapter.outcomes.definitions import outcome_of_measure
-from adapter.outcomes.measures import child_changes
+from adapter.outcomes.cache import changes as cached_changes
 from adapter.outcomes.reports import REPORT_TYPES, measure_report
 from adapter.protocol.apply import read_json
 from adapter.store.repository import Repository
@@ -50,7 +50,7 @@ def evaluate_measure(repo: Repository, measure_id: str, report_type: str, subjec
     measure = read_json(repo, "Measure", measure_id)
     outcome, study = outcome_of_measure(measure)
     members = _members(repo, subject) if subject else None
-    changes = [c for c in child_changes(repo, outcome, study, (period[0].isoformat(), period[1].isoformat()))
+    changes = [c for c in cached_changes(repo, outcome, study, (period[0].isoformat(), period[1].isoformat()))
                if members is None or c.patient in members]
     visit_system = next((c.get("system") for g in measure.get("group", [])[:1]
                          for c in (g.get("code") or {}).get("coding", [])[:1]), None)
