@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from adapter.fhir.sites import sites_of
 from adapter.outcomes.statistics import Summary, summarise
-from adapter.protocol.apply import search_all
+from adapter.outcomes.reading import measured_at_visits, study_subjects
 from adapter.protocol.spec import Spec
 from adapter.store.repository import Repository
 
@@ -61,41 +60,21 @@ class ChildChange:
         return "no baseline value" if self.baseline is None else "no follow-up value" if self.follow_up is None else ""
 
 
-def _value(observation: dict[str, Any]) -> Decimal | None:
-    quantity = observation.get("valueQuantity", {}).get("value")
-    value = quantity if quantity is not None else observation.get("valueInteger")
-    return None if value is None or isinstance(value, bool) else Decimal(str(value))
-
-
 def child_changes(store: Repository, outcome: Outcome, study: str,
                   period: tuple[str, str] | None = None) -> list[ChildChange]:
     """Per child of the study and follow-up visit of the outcome, the baseline and follow-up
     values (each with its Observation), in patient then visit order. With a period (first and
     last day, YYYY-MM-DD), a value taken on another day is left out, as if it had not been taken."""
-    subjects = {}
-    for subject in search_all(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
-        sites = sites_of(subject)
-        subjects[subject["individual"]["reference"]] = (subject.get("assignedArm", ""),
-                                                        next(iter(sites)) if len(sites) == 1 else "")
-    visits = {f"Encounter/{e['id']}": coding["code"] for e in search_all(store, "Encounter", [])
-              for kind in e.get("type", [])[:1] for coding in kind.get("coding", [])[:1]}
-    values: dict[tuple[str, str], tuple[Decimal, str]] = {}
-    for observation in sorted(search_all(store, "Observation", [("code", f"{outcome.system}|{outcome.code}")]),
-                              key=lambda o: o["id"]):
-        visit = visits.get(observation.get("encounter", {}).get("reference", ""))
-        value = _value(observation)
-        if period and not period[0] <= str(observation.get("effectiveDateTime", ""))[:10] <= period[1]:
-            continue
-        if visit and value is not None:
-            values.setdefault((observation["subject"]["reference"], visit), (value, f"Observation/{observation['id']}"))
+    subjects = study_subjects(store, study)
+    values = measured_at_visits(store, outcome.system, outcome.code, None, period)
     changes = []
     for patient, (arm, site) in sorted(subjects.items()):
         base = values.get((patient, outcome.baseline))
         for visit in outcome.follow_up:
             later = values.get((patient, visit))
-            changes.append(ChildChange(patient, arm, site, visit, base[0] if base else None,
-                                       later[0] if later else None, base[1] if base else None,
-                                       later[1] if later else None))
+            changes.append(ChildChange(patient, arm, site, visit, base.value if base else None,
+                                       later.value if later else None, base.observation if base else None,
+                                       later.observation if later else None))
     return changes
 
 

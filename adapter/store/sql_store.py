@@ -169,18 +169,18 @@ class SqlStore(Repository, SqlClients):
         return SqlStore(self.url, migrate=False, check_references=self.check_references)
 
     def generation(self) -> tuple[int, str, int]:
-        """The newest history row's number and time, and how many rows lie in the last
-        GENERATION_WINDOW numbers. SQLite commits one writer at a time, in number order;
-        PostgreSQL may commit a transaction that took a lower number after a higher one: the
-        count then changes though the newest row does not. Its time tells a store emptied and
-        written again (SQLite numbers from 1 again) from the one before. Two indexed lookups,
+        """The newest history row's number and time and, on PostgreSQL, how many rows lie in
+        the last GENERATION_WINDOW numbers. SQLite commits one writer at a time, in number
+        order; PostgreSQL may commit a transaction that took a lower number after a higher one:
+        the count then changes though the newest row does not. The time tells a store emptied
+        and written again (SQLite numbers from 1 again) from the one before. Indexed lookups,
         whatever the store's size."""
         with self._autocommit.connect() as conn:
             newest = conn.execute(select(history.c.seq, history.c.last_updated)
                                   .order_by(history.c.seq.desc()).limit(1)).first()
             top, when = (newest.seq, newest.last_updated) if newest else (0, "")
-            recent = conn.execute(select(func.count()).select_from(history)
-                                  .where(history.c.seq > top - GENERATION_WINDOW)).scalar() or 0
+            recent = conn.execute(select(func.count()).select_from(history).where(
+                history.c.seq > top - GENERATION_WINDOW)).scalar() or 0 if self._pg else 0
         return top, when, recent
 
     def derived(self) -> dict[Any, Any]:
