@@ -264,6 +264,15 @@ def _value_of(store, reference: str):
     return _read(store, reference)["valueQuantity"]["value"]
 
 
+def test_a_scan_at_once_gives_the_same_pages_as_one_by_one(four_sites):
+    from adapter.fhir.search import parse_search
+    store = four_sites.extensions["fhir_store"]
+    request = parse_search("Observation", [("code", "http://loinc.org|96761-2"), ("_count", "7")])
+    by_page = [[e.id for e in page] for page in store.scan(request)]
+    at_once = [[e.id for e in page] for page in store.scan(request, at_once=True)]
+    assert at_once == by_page and len(by_page) > 3 and all(len(p) == 7 for p in at_once[:-1])
+
+
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
                                           (60, 2.000298), (120, 1.979930), (1000, 1.962339)])
 def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):

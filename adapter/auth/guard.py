@@ -301,9 +301,10 @@ class GuardedRepository(Repository):
              outcomes: list[StoredResource] | None = None, refused: Refused | None = None) -> int:
         raise forbidden("bulk loading is done by the command line (fhir-adapter load / ingest), not by a client")
 
-    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
-        self._checks.need(request.resource_type, "s", f"export of {request.resource_type}")
-        return self.inner.scan(self._checks.narrowed(request), patients)
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
+             at_once: bool = False) -> Iterator[list[StoredResource]]:
+        self._checks.need(request.resource_type, "s", f"{'search' if at_once else 'export'} of {request.resource_type}")
+        return self.inner.scan(self._checks.narrowed(request), patients, at_once)
 
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
                    cursor: tuple[Any, ...] | None) -> SearchPage:

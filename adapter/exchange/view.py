@@ -228,9 +228,10 @@ class PolicyView(Repository):
             raise bad_request("_cursor: not a cursor of this search (take the links of its Bundles)", "_cursor")
         return tuple(values)
 
-    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
+             at_once: bool = False) -> Iterator[list[StoredResource]]:
         self.screen(request)
-        for page in self.inner.scan(request, patients):  # read in stored-id order: see search
+        for page in self.inner.scan(request, patients, at_once):  # read in stored-id order: see search
             yield sorted(self._all(page), key=lambda e: e.id)
 
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,

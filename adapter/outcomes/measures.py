@@ -66,7 +66,7 @@ def child_changes(store: Repository, outcome: Outcome, study: str,
     values (each with its Observation), in patient then visit order. With a period (first and
     last day, YYYY-MM-DD), a value taken on another day is left out, as if it had not been taken."""
     subjects = study_subjects(store, study)
-    values = measured_at_visits(store, outcome.system, outcome.code, None, period)
+    values = measured_at_visits(store, outcome.system, outcome.code, (outcome.baseline, *outcome.follow_up), None, period)
     changes = []
     for patient, (arm, site) in sorted(subjects.items()):
         base = values.get((patient, outcome.baseline))

@@ -149,9 +149,13 @@ class Repository(abc.ABC):
         with a 422), so that the caller can report it, or offer it again once the rest is in."""
 
     @abc.abstractmethod
-    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
+             at_once: bool = False) -> Iterator[list[StoredResource]]:
         """Every match of a search, page by page (`request.count` each), for exports; with
-        `patients`, only their compartments ("*": every patient's)."""
+        `patients`, only their compartments ("*": every patient's). `at_once`: read in one
+        statement (one snapshot, one pass over the index) for a caller that uses the pages as
+        they come, rather than page by page (an export writes files between pages and should
+        not hold a snapshot that long)."""
 
     @abc.abstractmethod
     def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,

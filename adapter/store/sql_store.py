@@ -447,15 +447,26 @@ class SqlStore(Repository, SqlClients):
         included, left_out = included_resources(conn, request, entries) if request.includes else ([], 0)
         return SearchPage(entries, total, next_cursor, included, left_out, previous_cursor)
 
-    def scan(self, request: SearchRequest, patients: list[str] | str | None = None) -> Iterator[list[StoredResource]]:
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
+             at_once: bool = False) -> Iterator[list[StoredResource]]:
         """Every match of a search in pages of `request.count`, by id (keyset), each page read
-        on its own; `patients` keeps the compartment of those patients ("*": of any)."""
+        on its own, or (`at_once`) all of them by one statement, fetched a page at a time: paging
+        by keyset gathers the driving filter's matches again for every page, 15x the work at
+        50,000 matches; `patients` keeps the compartment of those patients ("*": of any)."""
         cursor: tuple[Any, ...] | None = None
         while True:
             paged = replace(request, sort=(), cursor=cursor, includes=(), total="none")
             query, _ = build_queries(paged)
+            if at_once:
+                query = query.limit(None)
             if patients is not None:
                 query = query.where(in_compartment(request.resource_type, patients))
+            if at_once:
+                with self._read() as conn:
+                    for rows in conn.execute(query).partitions(paged.count):
+                        yield [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
+                                              False, r.data) for r in rows]
+                return
             with self._read() as conn:
                 rows = conn.execute(query).all()
             page = rows[:paged.count]
