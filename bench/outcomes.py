@@ -29,7 +29,7 @@ from collections import defaultdict
 from typing import Any
 
 import requests
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from adapter.gateway.app import create_app
 from adapter.protocol.cli import SPECS, load_protocol
@@ -64,6 +64,11 @@ def baseline(path: str, system: str, code: str, baseline_visit: str, visits: lis
     return time.perf_counter() - started
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 def _timed(session: requests.Session, url: str, params: dict[str, str]) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     response = session.get(url, params=params, timeout=600)
@@ -89,7 +94,7 @@ def main() -> None:
             print(f"store: {summary} ({seconds:.0f} s)")
         app = create_app({"DATABASE_URL": db, "EXPORT_DIR": f"{tmp}/exports", "REQUEST_TIMEOUT": 0,
                           "STATEMENT_TIMEOUT": 0})
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_port}/fhir"
         url = f"{base}/Measure/ucmsc-cp-{args.measure}/$evaluate-measure"
