@@ -187,7 +187,7 @@ def probes(draw: Any) -> Probe:
     shape = draw(st.sampled_from([  # searches and writes twice as often as the rest
         "search", "search", "search-post", "read", "vread", "history", "history-type", "history-system",
         "create", "create", "update", "update", "conditional", "delete", "validate", "everything", "apply",
-        "adherence", "export", "bundle", "bundle", "metadata", "unknown", "patch", "patch", "compartment",
+        "adherence", "evaluate-measure", "export", "bundle", "bundle", "metadata", "unknown", "patch", "patch", "compartment",
         "system",
     ]))
     headers: dict[str, str] = {}
@@ -248,6 +248,16 @@ def probes(draw: Any) -> Probe:
                      headers)
     if shape == "adherence":
         return Probe("GET", f"ResearchSubject/{rid}/$adherence{q}", None, headers)
+    if shape == "evaluate-measure":
+        inputs = draw(st.dictionaries(st.sampled_from(["periodStart", "periodEnd", "reportType", "subject", "persist",
+                                                       "practitioner"]),
+                                     _WEIRD_TEXT | st.sampled_from(["2026", "2026-02", "2026-02-30", "population",
+                                                                    "subject-list", "Patient/p1", "Group/p1", "true"]),
+                                     max_size=5))
+        query = "?" + "&".join(f"{k}={v}" for k, v in inputs.items()) if inputs else q
+        return Probe(draw(st.sampled_from(["GET", "POST"])), f"Measure/{rid}/$evaluate-measure{query}",
+                     draw(st.sampled_from([None, b"{}", b'{"resourceType":"Parameters","parameter":[1]}'])),
+                     headers)
     if shape == "export":
         headers["Prefer"] = "respond-async"
         return Probe("GET", draw(st.sampled_from(["$export", "Patient/$export", f"Group/{rid}/$export",

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import fhirpy
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from werkzeug.serving import make_server
 import threading
 
@@ -271,6 +272,27 @@ def test_a_scan_at_once_gives_the_same_pages_as_one_by_one(four_sites):
     by_page = [[e.id for e in page] for page in store.scan(request)]
     at_once = [[e.id for e in page] for page in store.scan(request, at_once=True)]
     assert at_once == by_page and len(by_page) > 3 and all(len(p) == 7 for p in at_once[:-1])
+
+
+_INPUT = st.sampled_from(["2026", "2026-02", "2026-02-30", "0000", "9999-12-31", "2020-1-1", "", " ", "%00", "population",
+                          "subject-list", "subject", "Patient/site-a-A0001", "Patient/nobody", "Group/x", "Patient/",
+                          "Patient/a/b", "true", "false", "TRUE", "x" * 300]) | st.text(max_size=8)
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(inputs=st.dictionaries(st.sampled_from(["periodStart", "periodEnd", "reportType", "subject", "persist"]),
+                              _INPUT, max_size=5), post=st.booleans())
+def test_evaluate_measure_answers_any_input_with_a_report_or_an_outcome(four_sites, inputs, post):
+    client = four_sites.test_client()
+    if post:
+        body = {"resourceType": "Parameters", "parameter": [{"name": k, "valueString": v} for k, v in inputs.items()
+                                                            if k != "persist"]}
+        response = client.post(f"/fhir/{ADL}", json=body, content_type="application/fhir+json")
+    else:
+        response = client.get(f"/fhir/{ADL}", query_string=inputs)
+    assert response.status_code < 500, response.get_data(as_text=True)
+    kind = response.get_json()["resourceType"]
+    assert kind == ("MeasureReport" if response.status_code == 200 else "OperationOutcome")
 
 
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
