@@ -129,6 +129,18 @@ def test_individual_report_gives_the_childs_values_and_both_observations(four_si
     assert group["measureScore"]["value"] == pytest.approx(values["follow-up"] - values["baseline"])
 
 
+def test_a_patient_who_is_no_child_of_the_study_is_counted_nowhere_and_told_why(four_sites):
+    client = four_sites.test_client()
+    made = client.post("/fhir/Patient", json={"resourceType": "Patient"}, content_type="application/fhir+json").get_json()
+    report = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "subject": f"Patient/{made['id']}"}).get_json()
+    assert validate(report) == [] and [g["code"]["coding"][0]["code"] for g in report["group"]] == \
+        ["month-1", "month-3", "month-6", "month-12"]
+    for group in report["group"]:
+        assert _count(group, "initial-population") == 0 and "measureScore" not in group
+        reason = group["extension"][0]["extension"][0]["extension"][0]
+        assert reason == {"url": "reason", "valueString": "not a child of the study"}
+
+
 def test_a_group_subject_counts_its_members_only(four_sites):
     client = four_sites.test_client()
     everyone = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list"}).get_json()

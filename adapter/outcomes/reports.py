@@ -122,6 +122,15 @@ def _individual_group(base: str, visit_coding: dict[str, Any], change: ChildChan
     return group
 
 
+def _not_enrolled(base: str, visit_coding: dict[str, Any], visit: str) -> dict[str, Any]:
+    """A visit's group for a Patient who is no child of the study: counted nowhere, and why."""
+    return {"code": {"coding": [visit_coding], "text": visit},
+            "extension": [{"url": statistics_url(base), "extension": [
+                {"url": "missing", "extension": [*_part("reason", "not a child of the study"), *_part("count", 1)]}]}],
+            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": 0}
+                           for code in ("initial-population", "measure-population")]}
+
+
 def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_system: str,
                    changes: Iterable[ChildChange], report_type: str, period: tuple[date, date],
                    subject: str | None) -> dict[str, Any]:
@@ -137,7 +146,8 @@ def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_s
         "group": [],
     }
     if report_type == "subject":
-        report["group"] = [_individual_group(base, {"system": visit_system, "code": c.visit}, c) for c in members]
+        report["group"] = [_individual_group(base, {"system": visit_system, "code": c.visit}, c) for c in members] \
+            or [_not_enrolled(base, {"system": visit_system, "code": visit}, visit) for visit in outcome.follow_up]
         evaluated = sorted({o for c in members for o in (c.baseline_observation, c.follow_up_observation) if o})
         if evaluated:
             report["evaluatedResource"] = [{"reference": o} for o in evaluated]
