@@ -28,7 +28,8 @@ from adapter.protocol.spec import Spec
 from adapter.store.repository import Repository
 
 __all__ = ["Outcome", "Category", "RatioPart", "ChildChange", "outcomes_of", "child_changes", "population", "Row",
-           "COLUMNS", "SUMMARIES", "readings", "Reading"]
+           "COLUMNS", "SUMMARIES", "readings", "Reading",
+           "paired", "missing_reason", "PER_BODY_SITE"]
 
 SUMMARIES = ("change", "shift", "adverse-events")
 PER_BODY_SITE = "child-and-body-site"
@@ -107,7 +108,7 @@ class ChildChange:
     @property
     def missing(self) -> str:
         """Why there is no change: "" when there is one."""
-        return _missing(self.baseline is None, self.follow_up is None, self.baseline_gap, self.follow_up_gap)
+        return missing_reason(self.baseline is None, self.follow_up is None, self.baseline_gap, self.follow_up_gap)
 
     @property
     def out_of_window(self) -> bool:
@@ -120,7 +121,8 @@ class ChildChange:
         return self.baseline_days_outside is not None and self.follow_up_days_outside is not None
 
 
-def _missing(no_base: bool, no_later: bool, base_gap: str, later_gap: str) -> str:
+def missing_reason(no_base: bool, no_later: bool, base_gap: str, later_gap: str) -> str:
+    """Why a pair has no change: the baseline's and the follow-up's reasons, "; "-joined."""
     if no_base and no_later and not base_gap and not later_gap:
         return "no baseline and no follow-up value"
     reasons = ([base_gap or "no baseline value"] if no_base else []) + \
