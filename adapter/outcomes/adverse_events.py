@@ -14,8 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.outcomes.cohort import Cohort, cohort as read_cohort
-from adapter.protocol.apply import search_all
+from adapter.outcomes.cohort import Cohort, cohort as read_cohort, stored
 from adapter.store.repository import Repository
 
 __all__ = ["AdverseEventCount", "AdverseEventRow", "adverse_event_rows", "wilson", "AE_COLUMNS", "GRADES",
@@ -110,7 +109,7 @@ def adverse_event_rows(store: Repository, study: str, by: str | None = None, coh
     of AdverseEvent, whatever the number of children."""
     children = cohort or read_cohort(store, study)
     events: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
-    for event in sorted(search_all(store, "AdverseEvent", []), key=lambda e: e["id"]):
+    for event in sorted(stored(store, "AdverseEvent", []), key=lambda e: e["id"]):
         patient = (event.get("subject") or {}).get("reference", "")
         if patient in children.children and event.get("actuality", "actual") == "actual":
             events[patient].append(classify(event))

@@ -11,20 +11,39 @@ same arm and start date), never per outcome or per visit.
 """
 from __future__ import annotations
 
+import decimal
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.sites import sites_of
-from adapter.protocol.apply import arm_protocol, read_json, search_all
+from adapter.fhir.search import encode_cursor, parse_search
+from adapter.protocol.apply import arm_protocol, read_json
 from adapter.protocol.schedule import schedule
 from adapter.store.repository import Repository
 
-__all__ = ["Child", "Cohort", "cohort", "day_of"]
+__all__ = ["Child", "Cohort", "cohort", "day_of", "stored"]
 
 _INJECTION = re.compile(r"^c\d+-d\d+$")
+
+
+def stored(store: Repository, resource_type: str, params: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    """Every match of a search, page after page (as adapter.protocol.apply.search_all), parsed
+    for reading only: decimals as Decimal, without the duplicate-key and depth checks that every
+    stored resource passed when it was written (they took two thirds of a report's time)."""
+    cursor: tuple[Any, ...] | None = None
+    while True:
+        extra: list[tuple[str, str]] = [("_cursor", encode_cursor(cursor))] if cursor else []
+        page = store.search(parse_search(resource_type, params + [("_count", "1000"), ("_total", "none")] + extra))
+        for entry in page.entries:
+            yield json.loads(entry.data or b"{}", parse_float=decimal.Decimal)
+        cursor = page.next_cursor
+        if cursor is None:
+            return
 
 
 @dataclass(frozen=True)
@@ -102,13 +121,13 @@ def cohort(store: Repository, study: str) -> Cohort:
     """Read the study's ResearchSubjects, every Encounter and the arms' PlanDefinitions: one search
     each, whatever the number of children."""
     children = {}
-    for subject in search_all(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
+    for subject in stored(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
         sites = sites_of(subject)
         patient = subject["individual"]["reference"]
         children[patient] = Child(patient, subject.get("assignedArm", ""), next(iter(sites)) if len(sites) == 1 else "",
                                   day_of((subject.get("period") or {}).get("start")))
     visits = {}
-    for encounter in search_all(store, "Encounter", []):
+    for encounter in stored(store, "Encounter", []):
         for kind in encounter.get("type", [])[:1]:
             for coding in kind.get("coding", [])[:1]:
                 visits[f"Encounter/{encounter['id']}"] = (coding["code"], day_of(encounter.get("period")))

@@ -21,9 +21,8 @@ from datetime import date
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
-from adapter.outcomes.cohort import Cohort, cohort as read_cohort, day_of
+from adapter.outcomes.cohort import Cohort, cohort as read_cohort, day_of, stored
 from adapter.outcomes.statistics import Summary, summarise
-from adapter.protocol.apply import search_all
 from adapter.protocol.spec import Spec
 from adapter.store.repository import Repository
 
@@ -161,7 +160,7 @@ def _observations(store: Repository, system: str, code: str, cohort: Cohort
                   ) -> Iterator[tuple[tuple[str, str, str], dict[str, Any], date | None]]:
     """(patient, visit, body site), the Observation and its day, for every Observation of the
     code placed at a visit by its Encounter, in id order: one search, whatever the number of children."""
-    for observation in sorted(search_all(store, "Observation", [("code", f"{system}|{code}")]), key=lambda o: o["id"]):
+    for observation in sorted(stored(store, "Observation", [("code", f"{system}|{code}")]), key=lambda o: o["id"]):
         if observation.get("status") in _VOID:
             continue
         visit = cohort.visits.get(observation.get("encounter", {}).get("reference", ""))
