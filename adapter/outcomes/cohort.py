@@ -128,6 +128,8 @@ def cohort(store: Repository, study: str) -> Cohort:
                                   day_of((subject.get("period") or {}).get("start")))
     visits = {}
     for encounter in stored(store, "Encounter", []):
+        if encounter.get("status") in ("entered-in-error", "cancelled"):  # as $adherence: no visit took place
+            continue
         for kind in encounter.get("type", [])[:1]:
             for coding in kind.get("coding", [])[:1]:
                 visits[f"Encounter/{encounter['id']}"] = (coding["code"], day_of(encounter.get("period")))
