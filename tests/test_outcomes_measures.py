@@ -249,8 +249,9 @@ def test_adverse_events_by_grade_equal_the_calculation_by_hand(four_sites):
     store, _ = four_sites
     by_grade, children, enrolled = adverse_events_by_hand()
     (row,) = adverse_event_rows(store, "ucmsc-cp")
-    assert {c.value: c.events for c in row.counts if c.dimension == "grade"} == dict(by_grade)
-    assert {c.value: c.children for c in row.counts if c.dimension == "grade"} == dict(children)
+    assert {c.value: c.events for c in row.counts if c.dimension == "grade" and c.events} == dict(by_grade)
+    assert {c.value: c.children for c in row.counts if c.dimension == "grade" and c.children} == dict(children)
+    assert [c.value for c in row.counts if c.dimension == "grade"][:5] == ["1", "2", "3", "4", "5"]  # zeros listed
     assert row.events == sum(by_grade.values()) and row.enrolled == sum(enrolled.values())
     assert row.rate == pytest.approx(row.children / row.enrolled) and row.rate_low <= row.rate <= row.rate_high
     per_site = {r.group: r for r in adverse_event_rows(store, "ucmsc-cp", by="site")}
@@ -382,3 +383,30 @@ def test_the_command_prints_and_writes_shift_tables_and_adverse_events(four_site
         assert next(csv.reader(handle)) == COLUMNS
     help_text = CliRunner().invoke(main, ["outcomes", "--help"]).output
     assert "--measure mas" in help_text and "--measure adverse-events" in help_text
+
+
+def test_population_and_shift_tables_keep_out_of_window_and_unchecked_values_apart():
+    from decimal import Decimal as D
+
+    from adapter.outcomes.measures import ChildChange
+    from adapter.outcomes.shifts import ChildShift, shift_table
+    adl = OUTCOMES["adl"]
+    changes = [ChildChange("Patient/1", "arm-1", "site-a", "month-1", D(10), D(20), "O/1", "O/2", "", 0, 0),
+               ChildChange("Patient/2", "arm-1", "site-a", "month-1", D(10), D(15), "O/3", "O/4", "", 0, 0),
+               ChildChange("Patient/3", "arm-1", "site-a", "month-1", D(10), D(90), "O/5", "O/6", "", 0, -9),
+               ChildChange("Patient/4", "arm-1", "site-a", "month-1", D(10), D(40), "O/7", "O/8", "", None, None),
+               ChildChange("Patient/5", "arm-1", "site-a", "month-1", None, D(40), None, "O/9", "", None, 0)]
+    (row,) = population(adl, changes)
+    assert (row.summary.n, row.summary.mean, row.window_unknown) == (3, 15.0, 1)  # 10, 5 and the unchecked 30
+    assert (row.out_of_window.n, row.out_of_window.mean) == (1, 80.0)  # 9 days early: apart
+    assert row.missing == {"no baseline value": 1} and changes[2].out_of_window and not changes[3].window_checked
+    mas = OUTCOMES["mas"]
+    shifts = [ChildShift("Patient/1", "arm-1", "site-a", "month-3", "hamstrings-left", "1", "1+", "O/1", "O/2", 0, 0),
+              ChildShift("Patient/1", "arm-1", "site-a", "month-3", "hamstrings-right", "1", "1", "O/3", "O/4", 0, 0),
+              ChildShift("Patient/2", "arm-1", "site-a", "month-3", "hamstrings-left", "2", "1", "O/5", "O/6", 0, 12),
+              ChildShift("Patient/3", "arm-1", "site-a", "month-3", "", None, "2", None, "O/7", None, 0,
+                         "no baseline value")]
+    (table,) = shift_table(mas, shifts)
+    assert {k: v for k, v in table.counts.items() if v} == {("1", "1+"): 1, ("1", "1"): 1}
+    assert {k: v for k, v in table.out_of_window.items() if v} == {("2", "1"): 1}
+    assert (table.n, table.children, table.n_out_of_window, table.missing) == (2, 1, 1, {"no baseline value": 1})

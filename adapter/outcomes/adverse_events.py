@@ -17,7 +17,8 @@ from typing import Any
 from adapter.outcomes.cohort import Cohort, cohort as read_cohort, stored
 from adapter.store.repository import Repository
 
-__all__ = ["AdverseEventCount", "AdverseEventRow", "adverse_event_rows", "wilson", "AE_COLUMNS", "GRADES",
+__all__ = ["AdverseEventCount", "AdverseEventRow", "adverse_event_rows", "classify", "wilson", "AE_COLUMNS", "GRADES",
+           "STANDARD",
            "NOT_GRADED", "NOT_RECORDED", "NOT_ASSESSED"]
 
 # CTCAE v5 grades as NCIt codes (mappings/sites/catalogue.yaml, codes: ctcae-grade).
@@ -26,6 +27,12 @@ NOT_GRADED, NOT_RECORDED, NOT_ASSESSED = "not graded", "not recorded", "not asse
 # R4 4.0.1 causality codes, strongest first: an event with several suspects counts once, by the strongest.
 _CAUSALITY = ["Certain", "Probably-Likely", "Possible", "Unlikely", "Conditional-Classified",
               "Unassessable-Unclassifiable"]
+
+
+# The values every group lists, zeros included (a MeasureReport's strata stay the same whatever
+# the data); any other value seen (e.g. "not graded") follows them.
+STANDARD = {"grade": ("1", "2", "3", "4", "5"), "seriousness": ("Serious", "Non-serious"),
+            "causality": ("Certain", "Probably-Likely", "Possible", "Unlikely")}
 
 
 def wilson(k: int, n: int) -> tuple[float, float] | None:
@@ -58,7 +65,7 @@ class AdverseEventRow:
     enrolled: children of the study in the group (ResearchSubjects); events: their adverse
     events; children: those with at least one; rate: children / enrolled (None when none are
     enrolled), with its 95% Wilson interval (rate_low, rate_high); counts: by grade, seriousness
-    and causality (every value seen in the study, zeros included).
+    and causality (the STANDARD values, then any other seen in the study; zeros included).
     """
     outcome: str
     group: str
@@ -113,7 +120,8 @@ def adverse_event_rows(store: Repository, study: str, by: str | None = None, coh
         patient = (event.get("subject") or {}).get("reference", "")
         if patient in children.children and event.get("actuality", "actual") == "actual":
             events[patient].append(classify(event))
-    values = {d: sorted({e[d] for found in events.values() for e in found}) for d in ("grade", "seriousness", "causality")}
+    seen = {d: {e[d] for found in events.values() for e in found} for d in ("grade", "seriousness", "causality")}
+    values = {d: list(STANDARD[d]) + sorted(seen[d] - set(STANDARD[d])) for d in STANDARD}
     members: dict[str, list[str]] = collections.defaultdict(list)
     for patient in children.children:
         members[children.group(patient, by)].append(patient)
