@@ -331,7 +331,7 @@ def test_a_ratio_with_a_missing_part_is_missing_with_that_reason(four_sites, tmp
         store.delete("Observation", cd8["id"])
         after = next(c for c in child_changes(store, ratio, "ucmsc-cp") if c.patient == child.patient
                      and c.visit == "month-6")
-        assert after.change is None and after.missing == "no CD8+ % value (a part of the ratio)"
+        assert after.change is None and after.missing == "no follow-up value (no CD8+ % value, a part of the ratio)"
     finally:
         store.close()
 

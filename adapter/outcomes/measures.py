@@ -121,11 +121,15 @@ class ChildChange:
 
 
 def missing_reason(no_base: bool, no_later: bool, base_gap: str, later_gap: str) -> str:
-    """Why a pair has no change: the baseline's and the follow-up's reasons, "; "-joined."""
+    """Why a pair has no change: the baseline's and the follow-up's reasons, "; "-joined.
+
+    >>> missing_reason(True, False, "", ""), missing_reason(False, True, "", "no CD8+ % value")
+    ('no baseline value', 'no follow-up value (no CD8+ % value)')
+    """
     if no_base and no_later and not base_gap and not later_gap:
         return "no baseline and no follow-up value"
-    reasons = ([base_gap or "no baseline value"] if no_base else []) + \
-        ([later_gap or "no follow-up value"] if no_later else [])
+    reasons = ([f"no baseline value ({base_gap})" if base_gap else "no baseline value"] if no_base else []) + \
+        ([f"no follow-up value ({later_gap})" if later_gap else "no follow-up value"] if no_later else [])
     return "; ".join(reasons)
 
 
@@ -173,19 +177,19 @@ def _observations(store: Repository, system: str, code: str, cohort: Cohort
 def readings(store: Repository, outcome: Outcome, cohort: Cohort) -> dict[tuple[str, str, str], Reading]:
     """(patient, visit key, body site) -> the child's value there: the first Observation (by id)
     that has one. Body site is "" unless the outcome is per child and body site."""
-    per_site = outcome.per == PER_BODY_SITE
-    found: dict[tuple[str, str, str], Reading] = {}
     if outcome.ratio:
         return _ratios(store, outcome, cohort)
+    per_site = outcome.per == PER_BODY_SITE
+    found: dict[tuple[str, str, str], Reading] = {}
     for (patient, visit, site), observation, day in _observations(store, outcome.system, outcome.code, cohort):
         key = (patient, visit, site if per_site else "")
         if outcome.summary == "shift":
             label = _category(observation, outcome.categories)
             reading = Reading(label, f"Observation/{observation['id']}", day,
-                              "" if label else "the value is none of the outcome's categories")
+                              "" if label else "a value none of the outcome's categories")
         else:
             number = _number(observation)
-            reading = Reading(number, f"Observation/{observation['id']}", day, "" if number is not None else "no number")
+            reading = Reading(number, f"Observation/{observation['id']}", day, "" if number is not None else "an Observation without a number")
         if key not in found or (found[key].value is None and reading.value is not None):
             found[key] = reading
     return found
@@ -211,13 +215,13 @@ def _ratios(store: Repository, outcome: Outcome, cohort: Cohort) -> dict[tuple[s
                 try:
                     value: Decimal | None = top[0] / bottom[0]
                 except (DivisionByZero, InvalidOperation):
-                    gaps.append(f"{part.denominator_label} is 0")
+                    gaps.append(f"{part.denominator_label} is 0, a part of the ratio")
                     continue
                 found[key] = Reading(value, f"{top[1]} / {bottom[1]}", top[2] or bottom[2])
                 break
             if top or bottom:
                 gaps.append(f"no {part.numerator_label if not (top and top[0] is not None) else part.denominator_label}"
-                            " value (a part of the ratio)")
+                            " value, a part of the ratio")
         else:
             found[key] = Reading(None, "", None, "; ".join(gaps))
     return found
