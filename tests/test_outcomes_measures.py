@@ -343,11 +343,11 @@ BAD = {
                                 "'code' is a required property"),
     "categories on a change": ("  x: {title: t, code: {system: local, code: gmfm-66}, baseline: baseline, "
                                "follow_up: [month-6], categories: [{label: a, system: s, code: a}, "
-                               "{label: b, system: s, code: b}]}\n", "outcomes.x.categories: not for a 'change' outcome"),
+                               "{label: b, system: s, code: b}]}\n", "outcomes.x.categories: not for an outcome of summary 'change'"),
     "an unknown summary": ("  x: {title: t, summary: mean, code: {system: local, code: gmfm-66}, baseline: baseline, "
                            "follow_up: [month-6]}\n", "'mean' is not one of ['change', 'shift', 'adverse-events']"),
     "a code on adverse events": ("  x: {title: t, summary: adverse-events, code: {system: local, code: gmfm-66}}\n",
-                                 "outcomes.x.code: not for a 'adverse-events' outcome"),
+                                 "outcomes.x.code: not for an outcome of summary 'adverse-events'"),
     "an unknown local code": ("  x: {title: t, code: {system: local, code: nope}, baseline: baseline, "
                               "follow_up: [month-6]}\n", "outcomes.x.code.code: local code 'nope' is not in local_codes"),
 }

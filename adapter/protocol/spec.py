@@ -96,7 +96,7 @@ _NOT_FOR = {"change": ("categories",), "shift": ("ratio",),
 def _outcome_problems(key: str, outcome: dict[str, Any], local: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     summary = outcome.get("summary", "change")
     found: list[tuple[tuple[Any, ...], str]] = [
-        (("outcomes", key, name), f"not for a {summary!r} outcome (summary: {summary})")
+        (("outcomes", key, name), f"not for an outcome of summary {summary!r}")
         for name in _NOT_FOR[summary] if name in outcome]
     codings = ([(("code",), outcome["code"])] if "code" in outcome else []) + [
         (("ratio", i, part), pair[part]) for i, pair in enumerate(outcome.get("ratio", []))
