@@ -273,7 +273,7 @@ def moved(four_sites, tmp_path):
     copy = open_store(f"sqlite:///{path}")
     children = cohort(copy, "ucmsc-cp")
     adl = OUTCOMES["adl"]
-    change = next(c for c in child_changes(copy, adl, "ucmsc-cp", children) if c.visit == "month-6" and c.change is not None)
+    change = next(c for c in child_changes(copy, adl, "ucmsc-cp", cohort=children) if c.visit == "month-6" and c.change is not None)
     observation = read_json(copy, "Observation", change.follow_up_observation.split("/")[1])
     day = children.windows(change.patient)["month-6"][1]
     from datetime import timedelta

@@ -21,7 +21,8 @@ def resources():
 def test_every_resource_is_valid_and_r4():
     built = resources()
     assert Counter(k.split("/")[0] for k in built) == {
-        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 1, "ValueSet": 1}
+        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 1, "ValueSet": 1,
+        "Measure": len(load_spec(SPEC).data["outcomes"])}
     for key, resource in built.items():
         assert validate(resource) == [], key
         assert_r4(resource)

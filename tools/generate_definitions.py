@@ -34,7 +34,7 @@ import tempfile
 SERVED_TYPES = [
     "Patient", "ResearchStudy", "ResearchSubject", "PlanDefinition", "ActivityDefinition",
     "CarePlan", "Condition", "Procedure", "Observation", "AdverseEvent",
-    "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group", "AuditEvent", "Encounter",
+    "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group", "AuditEvent", "Encounter", "Measure", "MeasureReport",
 ]
 EXTRA_SCHEMA_TYPES = ["Bundle", "OperationOutcome", "CapabilityStatement", "Parameters"]
 COMMON_PARAMS = ["_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"]

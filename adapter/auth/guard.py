@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +39,8 @@ from adapter.store.repository import (
 __all__ = ["Access", "GuardedRepository", "DEFINITION_TYPES", "forbidden", "access_of"]
 
 # The study's protocol: readable by every authorised client, written by the centre only.
-DEFINITION_TYPES = frozenset({"ResearchStudy", "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet"})
+DEFINITION_TYPES = frozenset({"ResearchStudy", "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet",
+                              "Measure"})
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,15 @@ class GuardedRepository(Repository):
 
     def reopen(self) -> Repository:
         return GuardedRepository(self.inner.reopen(), self.access)
+
+    def view(self) -> Hashable:
+        return (self.inner.view(), self.access.site, str(self.access.scopes), self.access.policy)
+
+    def generation(self) -> Hashable:
+        return self.inner.generation()
+
+    def derived(self) -> dict[Any, Any]:
+        return self.inner.derived()
 
     def analyze(self) -> None:
         self.inner.analyze()

@@ -13,7 +13,7 @@ import functools
 import os
 import pathlib
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -248,6 +248,15 @@ class PolicyView(Repository):
 
     def reopen(self) -> Repository:
         return PolicyView(self.inner.reopen(), self.policy)
+
+    def view(self) -> Hashable:
+        return ("policy", self.inner.view())
+
+    def generation(self) -> Hashable:
+        return self.inner.generation()
+
+    def derived(self) -> dict[Any, Any]:
+        return self.inner.derived()
 
     def analyze(self) -> None:
         self.inner.analyze()

@@ -13,35 +13,15 @@ from adapter.fhir.outcomes import FhirError, Issue, bad_request, operation_outco
 from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, parse_count, parse_since
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
+from adapter.gateway.evaluate_measure import DEFINITION as _EVALUATE_MEASURE, evaluate_measure_get, evaluate_measure_post
 from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
+from adapter.gateway.operation_inputs import _inputs, _parameters
 from adapter.protocol.adherence import adherence, as_parameters
 from adapter.protocol.apply import apply_plan
 from adapter.store.repository import Repository
 
 __all__ = ["apply_operation", "adherence_operation", "validate_operation", "OPERATION_ROUTES",
            "operations_of"]
-
-
-def _parameters(body: Any) -> list[dict[str, Any]]:
-    """The `parameter` list of a Parameters body; 400 for anything else."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise bad_request("an operation's POST body must be a Parameters resource", "resourceType")
-    params = body.get("parameter") or []
-    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-        raise bad_request("Parameters.parameter must be a list of parameters", "Parameters.parameter")
-    return params
-
-
-def _inputs(req: FhirRequest) -> dict[str, str]:
-    values = {k: v for k, v in req.params if not k.startswith("_")}
-    if req.body:
-        for param in _parameters(jsonio.parse(req.body)):
-            value = next((v for k, v in param.items() if k.startswith("value")), None)
-            if isinstance(value, dict):
-                value = value.get("reference")
-            if value is not None:
-                values[param.get("name", "")] = str(value).lower() if isinstance(value, bool) else str(value)
-    return values
 
 
 def _date(values: dict[str, str], name: str, default: date | None = None) -> date:
@@ -159,7 +139,8 @@ OPERATION_ROUTES: tuple[Route, ...] = (
     for rtype, name, definition, get, post in (
         ("Patient", "everything", _EVERYTHING, everything_operation, everything_operation),
         ("PlanDefinition", "apply", _APPLY, apply_get, apply_operation),
-        ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation, adherence_operation))
+        ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation, adherence_operation),
+        ("Measure", "evaluate-measure", _EVALUATE_MEASURE, evaluate_measure_get, evaluate_measure_post))
     for method, handler in (("GET", get), ("POST", post)))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from adapter.mapping.fields import Scope
 from adapter.mapping.context import STUDY_EXTENSION, patient_id, safe_id
+from adapter.protocol.schedule import visit_system
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["visit_encounter", "visit_system", "protocol_visit", "ENCOUNTER_OF", "ACT_CODE"]
@@ -29,11 +30,6 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 # The resource types of a visit that point to its Encounter (each has `encounter` in R4).
 ENCOUNTER_OF = ("Observation", "Procedure", "AdverseEvent")
 _VISIT = re.compile(r"^(baseline|injection-(\d+)|month-(\d+))$")
-
-
-def visit_system(base: str, study: str) -> str:
-    """The system of the visit keys in Encounter.type (an open pattern, not a published CodeSystem)."""
-    return f"{base}/CodeSystem/{study}-visit"
 
 
 def visit_encounter(spec: MappingSpec, key: bytes, record: str, scope: Scope,

@@ -69,7 +69,7 @@ def outcomes_command(measures: tuple[str, ...], by: str | None, csv_path: pathli
         children = cohort(store, study)
         for outcome in chosen:
             if outcome.summary == "change":
-                changes.append((outcome, child_changes(store, outcome, study, children)))
+                changes.append((outcome, child_changes(store, outcome, study, cohort=children)))
             elif outcome.summary == "shift":
                 per_child = child_shifts(store, outcome, study, children)
                 shifts += shift_table(outcome, per_child, by)

@@ -1,5 +1,5 @@
-"""The study's children and their visits, read once for every outcome: each child's arm, site and
-dated visit windows, and each Encounter's visit key and date.
+"""The study's children, read once for every outcome: each child's arm, site and dated visit
+windows; and what an Encounter says of its visit (its key and date).
 
 A value's visit is its Encounter's (Encounter.type: the visit key the site mapping gave it,
 baseline or month-N); whether it was taken in that visit's window is the rule of `$adherence`
@@ -75,7 +75,6 @@ class Cohort:
     """The children of a study (by Patient reference) and what their visits are."""
     study: str
     children: dict[str, Child]
-    visits: dict[str, tuple[str, date | None]]  # Encounter/id -> (visit key, the visit's day)
     plans: dict[str, dict[str, Any]]  # arm -> its protocol PlanDefinition (absent: none stored)
     _windows: dict[tuple[str, date], dict[str, tuple[date, date]]] = field(default_factory=dict)
 
@@ -112,27 +111,33 @@ class Cohort:
         earliest, latest = windows[visit]
         return (day - earliest).days if day < earliest else (day - latest).days if day > latest else 0
 
+    @staticmethod
+    def visits_of(encounters: list[dict[str, Any]]) -> dict[str, tuple[str, date | None]]:
+        """Encounter/id -> (visit key, the visit's day) of Encounters (an entered-in-error or
+        cancelled one, as for $adherence, is no visit)."""
+        visits = {}
+        for encounter in encounters:
+            if encounter.get("status") in ("entered-in-error", "cancelled"):
+                continue
+            for kind in encounter.get("type", [])[:1]:
+                for coding in kind.get("coding", [])[:1]:
+                    visits[f"Encounter/{encounter['id']}"] = (str(coding.get("code")), day_of(encounter.get("period")))
+        return visits
+
     def group(self, patient: str, by: str | None) -> str:
         child = self.children[patient]
         return "all" if by is None else child.arm if by == "arm" else child.site
 
 
 def cohort(store: Repository, study: str) -> Cohort:
-    """Read the study's ResearchSubjects, every Encounter and the arms' PlanDefinitions: one search
-    each, whatever the number of children."""
+    """Read the study's ResearchSubjects (one search, whatever the number of children) and the arms'
+    PlanDefinitions."""
     children = {}
     for subject in stored(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
         sites = sites_of(subject)
         patient = subject["individual"]["reference"]
         children[patient] = Child(patient, subject.get("assignedArm", ""), next(iter(sites)) if len(sites) == 1 else "",
                                   day_of((subject.get("period") or {}).get("start")))
-    visits = {}
-    for encounter in stored(store, "Encounter", []):
-        if encounter.get("status") in ("entered-in-error", "cancelled"):  # as $adherence: no visit took place
-            continue
-        for kind in encounter.get("type", [])[:1]:
-            for coding in kind.get("coding", [])[:1]:
-                visits[f"Encounter/{encounter['id']}"] = (coding["code"], day_of(encounter.get("period")))
     plans: dict[str, dict[str, Any]] = {}
     try:
         research = read_json(store, "ResearchStudy", study)
@@ -143,4 +148,4 @@ def cohort(store: Repository, study: str) -> Cohort:
             plans[arm] = read_json(store, "PlanDefinition", arm_protocol(research, arm))
         except FhirError:  # the arm has no stored protocol (422, 404): its values' windows are unknown
             continue
-    return Cohort(study, dict(sorted(children.items())), visits, plans)
+    return Cohort(study, dict(sorted(children.items())), plans)

@@ -21,7 +21,8 @@ from datetime import date
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
-from adapter.outcomes.cohort import Cohort, cohort as read_cohort, day_of, stored
+from adapter.outcomes.cohort import Cohort, cohort as read_cohort, day_of
+from adapter.outcomes.reading import pages
 from adapter.outcomes.statistics import Summary, summarise
 from adapter.protocol.spec import Spec
 from adapter.store.repository import Repository
@@ -160,28 +161,38 @@ def _body_site(observation: dict[str, Any]) -> str:
     return str(next(iter((observation.get("bodySite") or {}).get("coding") or [{}])).get("code", ""))
 
 
-def _observations(store: Repository, system: str, code: str, cohort: Cohort
+def _observations(store: Repository, system: str, code: str, cohort: Cohort, period: tuple[str, str] | None = None
                   ) -> Iterator[tuple[tuple[str, str, str], dict[str, Any], date | None]]:
     """(patient, visit, body site), the Observation and its day, for every Observation of the
-    code placed at a visit by its Encounter, in id order: one search, whatever the number of children."""
-    for observation in sorted(stored(store, "Observation", [("code", f"{system}|{code}")]), key=lambda o: o["id"]):
-        if observation.get("status") in _VOID:
-            continue
-        visit = cohort.visits.get(observation.get("encounter", {}).get("reference", ""))
-        patient = (observation.get("subject") or {}).get("reference", "")
-        if visit and patient in cohort.children:
-            day = day_of(observation.get("effectiveDateTime")) or day_of(observation.get("effectivePeriod")) or visit[1]
-            yield (patient, visit[0], _body_site(observation)), observation, day
+    code placed at a visit by its Encounter, in id order: one search (the Encounters included),
+    whatever the number of children. With a period (first and last day, YYYY-MM-DD), a value
+    taken on another day is left out, as if it had not been taken."""
+    for observations, encounters in pages(store, "Observation", [("code", f"{system}|{code}"),
+                                                                  ("_include", "Observation:encounter"),
+                                                                  ("_sort", "_id")]):
+        visits = cohort.visits_of(encounters)
+        for observation in observations:
+            if observation.get("status") in _VOID:
+                continue
+            visit = visits.get(observation.get("encounter", {}).get("reference", ""))
+            patient = (observation.get("subject") or {}).get("reference", "")
+            if visit and patient in cohort.children:
+                day = day_of(observation.get("effectiveDateTime")) or day_of(observation.get("effectivePeriod")) \
+                    or visit[1]
+                if period and not (day and period[0] <= day.isoformat() <= period[1]):
+                    continue
+                yield (patient, visit[0], _body_site(observation)), observation, day
 
 
-def readings(store: Repository, outcome: Outcome, cohort: Cohort) -> dict[tuple[str, str, str], Reading]:
+def readings(store: Repository, outcome: Outcome, cohort: Cohort, period: tuple[str, str] | None = None
+             ) -> dict[tuple[str, str, str], Reading]:
     """(patient, visit key, body site) -> the child's value there: the first Observation (by id)
     that has one. Body site is "" unless the outcome is per child and body site."""
     if outcome.ratio:
-        return _ratios(store, outcome, cohort)
+        return _ratios(store, outcome, cohort, period)
     per_site = outcome.per == PER_BODY_SITE
     found: dict[tuple[str, str, str], Reading] = {}
-    for (patient, visit, site), observation, day in _observations(store, outcome.system, outcome.code, cohort):
+    for (patient, visit, site), observation, day in _observations(store, outcome.system, outcome.code, cohort, period):
         key = (patient, visit, site if per_site else "")
         if outcome.summary == "shift":
             label = _category(observation, outcome.categories)
@@ -195,13 +206,14 @@ def readings(store: Repository, outcome: Outcome, cohort: Cohort) -> dict[tuple[
     return found
 
 
-def _ratios(store: Repository, outcome: Outcome, cohort: Cohort) -> dict[tuple[str, str, str], Reading]:
+def _ratios(store: Repository, outcome: Outcome, cohort: Cohort, period: tuple[str, str] | None
+            ) -> dict[tuple[str, str, str], Reading]:
     """A ratio's value at each visit: numerator / denominator of the first declared pair the visit
     has both parts of; with only one part, or a zero denominator, missing with that reason."""
     parts: dict[tuple[str, str], dict[tuple[str, str, str], tuple[Decimal | None, str, date | None]]] = {}
     for coding in dict.fromkeys(c for p in outcome.ratio for c in (p.numerator, p.denominator)):
         values: dict[tuple[str, str, str], tuple[Decimal | None, str, date | None]] = {}
-        for (patient, visit, _), observation, day in _observations(store, coding[0], coding[1], cohort):
+        for (patient, visit, _), observation, day in _observations(store, coding[0], coding[1], cohort, period):
             number = _number(observation)
             if (patient, visit, "") not in values or values[(patient, visit, "")][0] is None:
                 values[(patient, visit, "")] = (number, f"Observation/{observation['id']}", day)
@@ -242,14 +254,16 @@ def paired(outcome: Outcome, cohort: Cohort, found: dict[tuple[str, str, str], R
                 yield patient, visit, site, base, found.get((patient, visit, site))
 
 
-def child_changes(store: Repository, outcome: Outcome, study: str, cohort: Cohort | None = None) -> list[ChildChange]:
+def child_changes(store: Repository, outcome: Outcome, study: str, period: tuple[str, str] | None = None,
+                  cohort: Cohort | None = None) -> list[ChildChange]:
     """Per child of the study (and muscle) and follow-up visit of the outcome, the baseline and
     follow-up values (each with its Observation, and how far out of its visit's window it was),
-    in patient then visit order. Pass `cohort` (adapter.outcomes.cohort.cohort) to share the
-    children and their schedules between outcomes."""
+    in patient then visit order. With a period (first and last day, YYYY-MM-DD), a value taken
+    on another day is left out, as if it had not been taken. Pass `cohort`
+    (adapter.outcomes.cohort.cohort) to share the children and their schedules between outcomes."""
     children = cohort or read_cohort(store, study)
     changes = []
-    for patient, visit, site, base, later in paired(outcome, children, readings(store, outcome, children)):
+    for patient, visit, site, base, later in paired(outcome, children, readings(store, outcome, children, period)):
         child = children.children[patient]
         b = base.value if base and isinstance(base.value, Decimal) else None
         f = later.value if later and isinstance(later.value, Decimal) else None

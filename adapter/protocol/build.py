@@ -3,7 +3,8 @@
 ResearchStudy -> protocol PlanDefinition per arm (type clinical-protocol; its actions are the
 visits, timed by relatedAction from the first injection or the last one, windows in the
 AcceptableOffsetRangeSoa extension) -> a PlanDefinition per visit -> ActivityDefinitions; plus
-the CodeSystem and ValueSet of the local codes. Ids and canonical URLs come from the spec and
+the CodeSystem and ValueSet of the local codes; a Measure per outcome measure
+(adapter/outcomes/definitions.py). Ids and canonical URLs come from the spec and
 nothing depends on the clock, so building twice gives the same bytes.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from adapter.outcomes.definitions import measure_resources
+from adapter.outcomes.measures import outcomes_of
 from adapter.protocol.schedule import INDEX, WINDOW_EXTENSION as WINDOW, Visit, visit_plan
 from adapter.protocol.spec import Spec
 
@@ -160,7 +163,7 @@ def build_resources(spec: Spec) -> list[dict[str, Any]]:
             f"\n\nEligibility: {c}" for c in p.get("eligibility", [])),
         "arm": [{"name": arm_id, "description": arm["title"]} for arm_id, arm in spec.data["arms"].items()],
     }
-    return [study, *protocols, *out, *activities.values(), cs, vs]
+    return [study, *protocols, *out, *activities.values(), cs, vs, *measure_resources(spec, outcomes_of(spec))]
 
 
 def build_bundle(spec: Spec) -> dict[str, Any]:

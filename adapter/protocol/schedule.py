@@ -15,7 +15,7 @@ from typing import Any
 from adapter.fhir.outcomes import FhirError, Issue
 from adapter.protocol.spec import Spec
 
-__all__ = ["Visit", "DatedVisit", "visit_plan", "schedule", "protocol_actions", "add_months", "INDEX",
+__all__ = ["visit_system", "Visit", "DatedVisit", "visit_plan", "schedule", "protocol_actions", "add_months", "INDEX",
            "WINDOW_EXTENSION", "MAX_PLAN_ACTIONS"]
 
 WINDOW_EXTENSION = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/AcceptableOffsetRangeSoa"
@@ -178,3 +178,8 @@ def _window(related: dict[str, Any]) -> tuple[int, int]:
             return int(rng["low"]["value"]), int(rng["high"]["value"])
     value = int(related["offsetDuration"]["value"])
     return value, value
+
+
+def visit_system(base: str, study: str) -> str:
+    """The system of the visit keys in Encounter.type (an open pattern, not a published CodeSystem)."""
+    return f"{base}/CodeSystem/{study}-visit"

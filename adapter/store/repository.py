@@ -7,7 +7,7 @@ Errors are raised as `FhirError`s (404, 410, 409, 412) so callers need no store-
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +164,24 @@ class Repository(abc.ABC):
         them here; a handle held to a client's scopes (adapter/auth/guard.py) says fewer. What a
         request that names no type (a system search, an export) goes over."""
         return types
+
+    def view(self) -> Hashable:
+        """What this handle lets its user see, as a hashable value: two handles on the same store
+        with the same view answer every read and search alike, so a result derived from one may
+        be given to the other (a cache key). The bare store sees everything; a handle held to a
+        client's site, scopes or exchange policy says which."""
+        return ()
+
+    def generation(self) -> Hashable:
+        """A value that changes whenever a write commits: a result derived from the store holds
+        while it stays the same. None: this handle cannot tell, so nothing may be cached."""
+        return None
+
+    def derived(self) -> dict[Any, Any]:
+        """Room for results derived from the store, shared by every handle on this store object
+        and kept while it lives; keyed by their callers with view() and generation(). Here: a
+        new dict each time, so nothing is kept."""
+        return {}
 
     def require(self, resource_type: str, permissions: str, what: str) -> None:
         """For an operation that reads and writes nothing (e.g. $validate): 403 unless this

@@ -51,6 +51,9 @@ _CURRENT_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted
 _HISTORY_COLUMNS = (*_CURRENT_COLUMNS, "method")
 
 
+# History rows counted by generation(): a transaction still open when the count is taken has its
+# numbers among the last this many, unless that many were written and committed in the meantime.
+GENERATION_WINDOW = 100_000
 DEADLOCK_RETRIES = 5  # attempts of a bulk-load batch that PostgreSQL ended as a deadlock
 
 
@@ -74,6 +77,7 @@ class SqlStore(Repository, SqlClients):
         self._snapshot = self.engine.execution_options(isolation_level="REPEATABLE READ") \
             if self._pg else self.engine  # an SQLite transaction is already one snapshot
         self._by_id = ByIdReader(self.url)
+        self._derived: dict[Any, Any] = {}
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -163,6 +167,24 @@ class SqlStore(Repository, SqlClients):
 
     def reopen(self) -> SqlStore:
         return SqlStore(self.url, migrate=False, check_references=self.check_references)
+
+    def generation(self) -> tuple[int, str, int]:
+        """The newest history row's number and time and, on PostgreSQL, how many rows lie in
+        the last GENERATION_WINDOW numbers. SQLite commits one writer at a time, in number
+        order; PostgreSQL may commit a transaction that took a lower number after a higher one:
+        the count then changes though the newest row does not. The time tells a store emptied
+        and written again (SQLite numbers from 1 again) from the one before. Indexed lookups,
+        whatever the store's size."""
+        with self._autocommit.connect() as conn:
+            newest = conn.execute(select(history.c.seq, history.c.last_updated)
+                                  .order_by(history.c.seq.desc()).limit(1)).first()
+            top, when = (newest.seq, newest.last_updated) if newest else (0, "")
+            recent = conn.execute(select(func.count()).select_from(history).where(
+                history.c.seq > top - GENERATION_WINDOW)).scalar() or 0 if self._pg else 0
+        return top, when, recent
+
+    def derived(self) -> dict[Any, Any]:
+        return self._derived
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics.

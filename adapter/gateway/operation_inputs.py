@@ -1,0 +1,32 @@
+"""An operation's inputs: the query string (GET) and a Parameters body (POST), combined."""
+from __future__ import annotations
+
+from typing import Any
+
+from adapter.fhir import jsonio
+from adapter.fhir.outcomes import bad_request
+from adapter.gateway.interactions import FhirRequest
+
+__all__ = ["_inputs", "_parameters"]
+
+
+def _parameters(body: Any) -> list[dict[str, Any]]:
+    """The `parameter` list of a Parameters body; 400 for anything else."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise bad_request("an operation's POST body must be a Parameters resource", "resourceType")
+    params = body.get("parameter") or []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise bad_request("Parameters.parameter must be a list of parameters", "Parameters.parameter")
+    return params
+
+
+def _inputs(req: FhirRequest) -> dict[str, str]:
+    values = {k: v for k, v in req.params if not k.startswith("_")}
+    if req.body:
+        for param in _parameters(jsonio.parse(req.body)):
+            value = next((v for k, v in param.items() if k.startswith("value")), None)
+            if isinstance(value, dict):
+                value = value.get("reference")
+            if value is not None:
+                values[param.get("name", "")] = str(value).lower() if isinstance(value, bool) else str(value)
+    return values

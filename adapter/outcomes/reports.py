@@ -1,0 +1,160 @@
+"""MeasureReports of the protocol's outcome measures: what `Measure/[id]/$evaluate-measure` answers.
+
+R4's MeasureReport has a score per group and stratum but no place for a spread, so the summary
+statistics travel in one extension, `change-statistics` (n, mean, SD, 95% CI, median, quartiles,
+and the children missing a value by reason), on each group and stratum; an individual report
+carries the child's baseline and follow-up values there and references both Observations in
+`evaluatedResource`. The numbers are the ones `fhir-adapter outcomes` prints: both come from
+adapter/outcomes/measures.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from adapter.fhir.dates import now_instant
+from adapter.outcomes.definitions import POPULATION, STRATIFIERS, stratifier_system
+from adapter.outcomes.measures import ChildChange, Outcome, Row, population
+from adapter.outcomes.statistics import Summary
+
+__all__ = ["measure_report", "REPORT_TYPES", "statistics_url"]
+
+# $evaluate-measure's reportType (R4) -> MeasureReport.type
+REPORT_TYPES = {"subject": "individual", "subject-list": "subject-list", "population": "summary"}
+
+
+def statistics_url(base: str) -> str:
+    return f"{base}/StructureDefinition/change-statistics"
+
+
+def _number(value: Decimal | float | None) -> float | int | None:
+    if value is None:
+        return None
+    number = round(float(value), 6)
+    return int(number) if number.is_integer() else number
+
+
+def _part(url: str, value: Decimal | float | int | str | None) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"url": url, "valueString": value}]
+    if isinstance(value, int) and not isinstance(value, bool) and url in ("n", "count"):
+        return [{"url": url, "valueInteger": value}]
+    return [{"url": url, "valueDecimal": _number(value)}]
+
+
+def _statistics(base: str, summary: Summary, missing: dict[str, int]) -> dict[str, Any]:
+    parts = [*_part("n", summary.n)]
+    for name, value in (("mean", summary.mean), ("sd", summary.sd), ("ci95-low", summary.ci_low),
+                        ("ci95-high", summary.ci_high), ("median", summary.median), ("q1", summary.q1),
+                        ("q3", summary.q3)):
+        parts += _part(name, value)
+    parts += [{"url": "missing", "extension": [*_part("reason", reason), *_part("count", count)]}
+              for reason, count in sorted(missing.items())]
+    return {"url": statistics_url(base), "extension": parts}
+
+
+def _population(code: str, count: int, subjects: list[str] | None, contained: list[dict[str, Any]],
+                list_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": count}
+    if subjects is not None:  # subject-list: who is counted, as a contained List
+        contained.append({"resourceType": "List", "id": list_id, "status": "current", "mode": "snapshot",
+                          **({"entry": [{"item": {"reference": s}} for s in subjects]} if subjects else {})})
+        out["subjectResults"] = {"reference": f"#{list_id}"}
+    return out
+
+
+def _populations(members: list[ChildChange], listed: bool, contained: list[dict[str, Any]],
+                 prefix: str) -> list[dict[str, Any]]:
+    # as the Measure says and population() counts: a change with a value out of its visit's
+    # window is excluded (reported apart), never in the measure population's statistics
+    counted = [m for m in members if m.change is not None and not m.out_of_window]
+    apart = [m for m in members if m.change is not None and m.out_of_window]
+    return [
+        _population("initial-population", len(members), [m.patient for m in members] if listed else None,
+                    contained, f"{prefix}-initial-population"),
+        _population("measure-population", len(counted), [m.patient for m in counted] if listed else None,
+                    contained, f"{prefix}-measure-population"),
+        _population("measure-population-exclusion", len(apart), [m.patient for m in apart] if listed else None,
+                    contained, f"{prefix}-measure-population-exclusion"),
+    ]
+
+
+def _score(summary: Summary) -> dict[str, Any]:
+    return {} if summary.mean is None else {"measureScore": {"value": _number(summary.mean)}}
+
+
+def _summary_group(base: str, visit_coding: dict[str, Any], visit: str, members: list[ChildChange],
+                   rows: dict[str | None, list[Row]], listed: bool, contained: list[dict[str, Any]]) -> dict[str, Any]:
+    overall = next(r for r in rows[None] if r.visit == visit)
+    group: dict[str, Any] = {
+        "code": {"coding": [visit_coding], "text": visit},
+        "extension": [_statistics(base, overall.summary, overall.missing)],
+        "population": _populations(members, listed, contained, visit),
+        **_score(overall.summary),
+        "stratifier": [],
+    }
+    for key in STRATIFIERS:
+        strata = []
+        for row in (r for r in rows[key] if r.visit == visit):
+            inside = [m for m in members if (m.arm if key == "arm" else m.site) == row.group]
+            strata.append({
+                "extension": [_statistics(base, row.summary, row.missing)],
+                "value": {"text": row.group or "(none)"},
+                "population": _populations(inside, listed, contained, f"{visit}-{key}-{row.group or 'none'}"),
+                **_score(row.summary)})
+        group["stratifier"].append({"code": [{"coding": [{"system": stratifier_system(base), "code": key}],
+                                              "text": key}], "stratum": strata})
+    return group
+
+
+def _individual_group(base: str, visit_coding: dict[str, Any], change: ChildChange) -> dict[str, Any]:
+    parts = [*_part("baseline", change.baseline), *_part("follow-up", change.follow_up)]
+    if change.missing:
+        parts.append({"url": "missing", "extension": [*_part("reason", change.missing), *_part("count", 1)]})
+    group: dict[str, Any] = {
+        "code": {"coding": [visit_coding], "text": change.visit},
+        "extension": [{"url": statistics_url(base), "extension": parts}],
+        "population": [{"code": {"coding": [{"system": POPULATION, "code": "initial-population"}]}, "count": 1},
+                       {"code": {"coding": [{"system": POPULATION, "code": "measure-population"}]},
+                        "count": int(change.change is not None)}],
+    }
+    if change.change is not None:
+        group["measureScore"] = {"value": _number(change.change)}
+    return group
+
+
+def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_system: str,
+                   changes: Iterable[ChildChange], report_type: str, period: tuple[date, date],
+                   subject: str | None) -> dict[str, Any]:
+    """The MeasureReport of `changes` (one per child and follow-up visit, already restricted to the
+    subject and the period) as `report_type` (subject, subject-list or population) asks."""
+    members = list(changes)
+    report: dict[str, Any] = {
+        "resourceType": "MeasureReport", "status": "complete", "type": REPORT_TYPES[report_type],
+        "measure": f"{measure['url']}|{measure['version']}" if measure.get("version") else measure["url"],
+        **({"subject": {"reference": subject}} if subject else {}),
+        "date": now_instant(),
+        "period": {"start": period[0].isoformat(), "end": period[1].isoformat()},
+        "group": [],
+    }
+    if report_type == "subject":
+        report["group"] = [_individual_group(base, {"system": visit_system, "code": c.visit}, c) for c in members]
+        evaluated = sorted({o for c in members for o in (c.baseline_observation, c.follow_up_observation) if o})
+        if evaluated:
+            report["evaluatedResource"] = [{"reference": o} for o in evaluated]
+        return report
+    rows: dict[str | None, list[Row]] = {by: population(outcome, members, by) for by in (None, *STRATIFIERS)}
+    contained: list[dict[str, Any]] = []
+    for visit in outcome.follow_up:
+        at_visit = [m for m in members if m.visit == visit]
+        if not any(r.visit == visit for r in rows[None]):
+            continue
+        report["group"].append(_summary_group(base, {"system": visit_system, "code": visit}, visit, at_visit, rows,
+                                              report_type == "subject-list", contained))
+    if contained:
+        report["contained"] = contained
+    return report

@@ -1,0 +1,296 @@
+"""The trial's results as FHIR: a Measure per outcome from `protocol build`, and MeasureReports
+from Measure/[id]/$evaluate-measure that equal the calculation made by hand from the four sites'
+raw exports (tests/test_outcomes.py: by_hand), on both stores."""
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections import defaultdict
+
+import fhirpy
+import pytest
+from werkzeug.serving import make_server
+import threading
+
+from adapter.fhir.validation import validate
+from adapter.gateway.app import create_app
+from adapter.mapping.ingest import ingest
+from adapter.mapping.spec import load_mapping
+from adapter.outcomes.statistics import t_975
+from adapter.private import open_private
+from adapter.protocol.build import build_resources
+from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import load_spec
+from adapter.store import open_store
+from conftest import ROOT, _migrated_sqlite, reused_postgres_schema
+from r4schema import problems as r4_problems
+from test_outcomes import KEY, SITES, by_hand
+
+ADL = "Measure/ucmsc-cp-adl/$evaluate-measure"
+WHOLE = {"periodStart": "2000", "periodEnd": "2030"}
+STATISTICS = "http://ucmsc-cp.example.org/fhir/StructureDefinition/change-statistics"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def four_sites(request, tmp_path_factory):
+    """The protocol's definitions and the four sites' exports, ingested once a store; a gateway
+    on it (Flask's test client) for the tests below, which write only MeasureReports."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("reports") / "adapter.db"
+        with open_private(path, "wb") as out:
+            out.write(_migrated_sqlite())
+        where = contextlib.nullcontext(f"sqlite:///{path}")
+    else:
+        where = reused_postgres_schema()
+    with where as url:
+        store = open_store(url)
+        store.load(build_resources(load_spec(SPECS / "ucmsc-cp-v1.yaml")))
+        for site in ("site-a", "site-b", "site-c", "site-d"):
+            ingest(load_mapping(ROOT / "mappings" / "sites" / f"{site}.yaml"),
+                   sorted((SITES / site).glob("export.*")), store, KEY)
+        store.close()
+        app = create_app({"DATABASE_URL": url, "EXPORT_DIR": str(tmp_path_factory.mktemp("exports"))})
+        yield app
+        app.extensions["fhir_store"].close()
+
+
+def _statistics(element: dict) -> dict:
+    return {part["url"]: next(v for k, v in part.items() if k.startswith("value"))
+            for part in next(e for e in element["extension"] if e["url"] == STATISTICS)["extension"]
+            if part["url"] != "missing"}
+
+
+def _count(element: dict, code: str) -> int:
+    return next(p["count"] for p in element["population"] if p["code"]["coding"][0]["code"] == code)
+
+
+def test_protocol_build_emits_a_valid_measure_per_outcome_with_a_group_per_follow_up_visit():
+    spec = load_spec(SPECS / "ucmsc-cp-v1.yaml")
+    measures = {r["id"]: r for r in build_resources(spec) if r["resourceType"] == "Measure"}
+    assert set(measures) == {f"ucmsc-cp-{key}" for key in spec.data["outcomes"]}
+    for key, outcome in spec.data["outcomes"].items():
+        measure = measures[f"ucmsc-cp-{key}"]
+        assert validate(measure) == [] and r4_problems(measure) == []
+        summary = outcome.get("summary", "change")
+        if summary == "adverse-events":  # one group: children with an event / children enrolled
+            assert len(measure["group"]) == 1 and measure["scoring"]["coding"][0]["code"] == "proportion"
+            continue
+        assert [g["code"]["coding"][0]["code"] for g in measure["group"]] == outcome["follow_up"]
+        assert measure["scoring"]["coding"][0]["code"] == {"change": "continuous-variable", "shift": "cohort"}[summary]
+
+
+@pytest.mark.parametrize("by", ["arm", "site"])
+def test_population_report_equals_the_calculation_by_hand(four_sites, by):
+    response = four_sites.test_client().get(f"/fhir/{ADL}", query_string=WHOLE)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert validate(report) == [] and r4_problems(report) == []
+    assert report["type"] == "summary"
+    expected: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (visit, arm, site), changes in by_hand().items():
+        expected[(visit, arm if by == "arm" else site)] += changes
+    found = {}
+    for group in report["group"]:
+        visit = group["code"]["coding"][0]["code"]
+        stratifier = next(s for s in group["stratifier"] if s["code"][0]["coding"][0]["code"] == by)
+        for stratum in stratifier["stratum"]:
+            found[(visit, stratum["value"]["text"])] = stratum
+    assert set(found) == set(expected)
+    for key, changes in expected.items():
+        numbers = _statistics(found[key])
+        assert numbers["n"] == _count(found[key], "measure-population") == len(changes), key
+        assert numbers["mean"] == pytest.approx(statistics.fmean(changes)) == found[key]["measureScore"]["value"]
+        if len(changes) > 1:
+            sd = statistics.stdev(changes)
+            half = t_975(len(changes) - 1) * sd / len(changes) ** 0.5
+            assert numbers["sd"] == pytest.approx(sd, abs=1e-6)
+            assert (numbers["ci95-low"], numbers["ci95-high"]) == pytest.approx(
+                (statistics.fmean(changes) - half, statistics.fmean(changes) + half), abs=1e-6)
+        assert numbers["median"] == pytest.approx(statistics.median(changes))
+
+
+def test_individual_report_gives_the_childs_values_and_both_observations(four_sites):
+    client = four_sites.test_client()
+    summary = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list"}).get_json()
+    month_1 = next(g for g in summary["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    listed = next(p for p in month_1["population"] if p["code"]["coding"][0]["code"] == "measure-population")
+    lists = {c["id"]: c for c in summary["contained"]}
+    patient = lists[listed["subjectResults"]["reference"][1:]]["entry"][0]["item"]["reference"]
+    assert len(lists[listed["subjectResults"]["reference"][1:]]["entry"]) == listed["count"]
+    report = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "subject": patient}).get_json()
+    assert report["type"] == "individual" and report["subject"]["reference"] == patient
+    assert validate(report) == [] and r4_problems(report) == []
+    group = next(g for g in report["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    values = _statistics(group)
+    evaluated = [e["reference"] for e in report["evaluatedResource"]]
+    observed = {}
+    for reference in evaluated:
+        observation = client.get(f"/fhir/{reference}").get_json()
+        assert observation["subject"]["reference"] == patient
+        observed[observation["valueQuantity"]["value"]] = reference
+    assert values["baseline"] in observed and values["follow-up"] in observed
+    assert group["measureScore"]["value"] == pytest.approx(values["follow-up"] - values["baseline"])
+
+
+def test_a_group_subject_counts_its_members_only(four_sites):
+    client = four_sites.test_client()
+    everyone = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list"}).get_json()
+    lists = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in everyone["contained"]}
+    chosen = lists["month-3-initial-population"][:5]
+    group = {"resourceType": "Group", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": p}} for p in chosen]}
+    made = client.post("/fhir/Group", json=group, content_type="application/fhir+json").get_json()
+    report = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list",
+                                                       "subject": f"Group/{made['id']}"}).get_json()
+    contained = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in report["contained"]}
+    assert contained["month-3-initial-population"] == chosen
+    assert set(contained["month-3-measure-population"]) <= set(chosen)
+
+
+def test_the_period_leaves_out_values_taken_on_other_days(four_sites):
+    client = four_sites.test_client()
+    whole = client.get(f"/fhir/{ADL}", query_string=WHOLE).get_json()
+    nothing = client.get(f"/fhir/{ADL}", query_string={"periodStart": "1990-01-01", "periodEnd": "1990-12"}).get_json()
+    for before, after in zip(whole["group"], nothing["group"], strict=True):
+        assert _count(before, "measure-population") > 0 and _count(after, "measure-population") == 0
+        assert _count(after, "initial-population") == _count(before, "initial-population")
+        missing = [m for m in next(e for e in after["extension"] if e["url"] == STATISTICS)["extension"]
+                   if m["url"] == "missing"]
+        assert sum(p["valueInteger"] for m in missing for p in m["extension"] if p["url"] == "count") \
+            == _count(after, "initial-population")
+
+
+def test_persist_stores_the_report_by_post_only(four_sites):
+    client = four_sites.test_client()
+    refused = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "persist": "true"})
+    assert refused.status_code == 405 and refused.headers["Allow"] == "POST"
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "periodStart", "valueDate": "2000-01-01"}, {"name": "periodEnd", "valueDate": "2030-12-31"},
+        {"name": "persist", "valueBoolean": True}]}
+    made = client.post(f"/fhir/{ADL}", json=body, content_type="application/fhir+json")
+    assert made.status_code == 201, made.get_data(as_text=True)
+    stored = client.get(f"/fhir/MeasureReport/{made.get_json()['id']}").get_json()
+    assert stored["group"] == made.get_json()["group"]
+    found = client.get("/fhir/MeasureReport", query_string={
+        "measure": "http://ucmsc-cp.example.org/fhir/Measure/ucmsc-cp-adl|1.0.0"}).get_json()
+    assert made.get_json()["id"] in {e["resource"]["id"] for e in found.get("entry", [])}
+
+
+@pytest.mark.parametrize("query, status, where", [
+    ({"periodEnd": "2030"}, 400, "periodStart"),
+    ({"periodStart": "2000", "periodEnd": "2030-13"}, 400, "periodEnd"),
+    ({"periodStart": "2030", "periodEnd": "2000"}, 400, "periodStart"),
+    ({**WHOLE, "reportType": "everything"}, 400, "reportType"),
+    ({**WHOLE, "reportType": "subject"}, 400, "subject"),
+    ({**WHOLE, "reportType": "subject", "subject": "Group/x"}, 400, "subject"),
+    ({**WHOLE, "subject": "Observation/x"}, 400, "subject"),
+    ({**WHOLE, "subject": "Patient/nobody"}, 404, None),
+    ({**WHOLE, "practitioner": "Practitioner/p"}, 400, "practitioner"),
+])
+def test_bad_inputs_get_an_operation_outcome_naming_the_parameter(four_sites, query, status, where):
+    response = four_sites.test_client().get(f"/fhir/{ADL}", query_string=query)
+    assert response.status_code == status, response.get_data(as_text=True)
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    if where:
+        assert outcome["issue"][0]["expression"] == [where]
+
+
+def test_a_measure_this_server_cannot_evaluate_is_422_and_an_unknown_one_404(four_sites):
+    client = four_sites.test_client()
+    made = client.post("/fhir/Measure", json={"resourceType": "Measure", "status": "draft"},
+                       content_type="application/fhir+json").get_json()
+    response = client.get(f"/fhir/Measure/{made['id']}/$evaluate-measure", query_string=WHOLE)
+    assert response.status_code == 422 and response.get_json()["issue"][0]["expression"] == ["Measure.extension"]
+    assert client.get("/fhir/Measure/nope/$evaluate-measure", query_string=WHOLE).status_code == 404
+
+
+def test_the_capability_statement_lists_evaluate_measure(four_sites):
+    statement = four_sites.test_client().get("/fhir/metadata").get_json()
+    measure = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Measure")
+    assert [o["name"] for o in measure["operation"]] == ["validate", "evaluate-measure"]
+
+
+def test_a_fhir_client_evaluates_a_measure_over_real_http(four_sites):
+    server = make_server("127.0.0.1", 0, four_sites, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        client = fhirpy.SyncFHIRClient(f"http://127.0.0.1:{server.server_port}/fhir")
+        report = client.resource("Measure", id="ucmsc-cp-gmfm-88-total").execute(
+            "$evaluate-measure", method="get", params={**WHOLE, "reportType": "population"})
+        assert report["resourceType"] == "MeasureReport"
+        assert [g["code"]["coding"][0]["code"] for g in report["group"]] == ["month-1", "month-3", "month-6", "month-12"]
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def test_a_cached_result_is_never_stale_nor_shared_between_views(four_sites):
+    from adapter.auth.guard import GuardedRepository, access_of
+    from adapter.outcomes.evaluate import evaluate_measure
+    from datetime import date
+    store = four_sites.extensions["fhir_store"]
+    period = (date(2000, 1, 1), date(2030, 12, 31))
+    before = evaluate_measure(store, "ucmsc-cp-adl", "subject-list", None, period)
+    site_a = evaluate_measure(GuardedRepository(store, access_of("a", "site-a", "system/*.rs")), "ucmsc-cp-adl",
+                              "subject-list", None, period)
+    listed = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in site_a["contained"]}
+    assert listed["month-1-initial-population"] and all(
+        p.startswith("Patient/site-a-") for p in listed["month-1-initial-population"])
+    everyone = {c["id"]: c for c in before["contained"]}
+    assert len(everyone["month-1-initial-population"]["entry"]) > len(listed["month-1-initial-population"])
+    # a write changes a follow-up value: the next report has it, not the cached one
+    group = next(g for g in before["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    patient = everyone[group["population"][1]["subjectResults"]["reference"][1:]]["entry"][0]["item"]["reference"]
+    child = evaluate_measure(store, "ucmsc-cp-adl", "subject", patient, period)
+    month_1 = next(g for g in child["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    follow_up = next(r["reference"] for r in child["evaluatedResource"]
+                     if _value_of(store, r["reference"]) == _statistics(month_1)["follow-up"])
+    observation = _read(store, follow_up)
+    observation["valueQuantity"]["value"] += 10
+    store.update(observation)
+    after = evaluate_measure(store, "ucmsc-cp-adl", "population", None, period)
+    mean = next(_statistics(g)["mean"] for g in after["group"] if g["code"]["coding"][0]["code"] == "month-1")
+    n = _statistics(group)["n"]
+    assert mean == pytest.approx(_statistics(group)["mean"] + 10 / n)
+    observation["valueQuantity"]["value"] -= 10
+    store.update(observation)
+
+
+def _read(store, reference: str) -> dict:
+    import json
+    kind, rid = reference.split("/")
+    return json.loads(store.read(kind, rid).data)
+
+
+def _value_of(store, reference: str):
+    return _read(store, reference)["valueQuantity"]["value"]
+
+
+@pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
+                                          (60, 2.000298), (120, 1.979930), (1000, 1.962339)])
+def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):
+    # qt(0.975, df) in R; past 30 the normal's 1.96 would make a 95% interval too narrow.
+    assert t_975(df) == pytest.approx(quantile, abs=2e-5)
+
+
+def test_a_ratio_measure_evaluates_to_the_modules_figures_and_shift_and_adverse_events_are_422(four_sites):
+    """A ratio outcome's Measure carries its two codes (not the ratio's own LOINC code, which no
+    site sends): its report equals adapter/outcomes/measures.py's; the summaries $evaluate-measure
+    does not compute yet (shift, adverse-events) are a 422, not a report of nothing."""
+    from adapter.outcomes.measures import child_changes, outcomes_of, population
+    client = four_sites.test_client()
+    response = client.get("/fhir/Measure/ucmsc-cp-cd4-cd8-ratio/$evaluate-measure", query_string=WHOLE)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    ratio = outcomes_of(load_spec(SPECS / "ucmsc-cp-v1.yaml"))["cd4-cd8-ratio"]
+    store = four_sites.extensions["fhir_store"]
+    rows = {r.visit: r for r in population(ratio, child_changes(store, ratio, "ucmsc-cp"))}
+    for group in report["group"]:
+        row = rows[group["code"]["coding"][0]["code"]]
+        assert _statistics(group)["n"] == row.summary.n > 0
+        assert _statistics(group)["mean"] == pytest.approx(row.summary.mean, abs=1e-6)
+    for key in ("mas", "adverse-events"):
+        refused = client.get(f"/fhir/Measure/ucmsc-cp-{key}/$evaluate-measure", query_string=WHOLE)
+        assert refused.status_code == 422 and "summary" in refused.get_json()["issue"][0]["diagnostics"]
