@@ -72,8 +72,12 @@ def test_protocol_build_emits_a_valid_measure_per_outcome_with_a_group_per_follo
     for key, outcome in spec.data["outcomes"].items():
         measure = measures[f"ucmsc-cp-{key}"]
         assert validate(measure) == [] and r4_problems(measure) == []
+        summary = outcome.get("summary", "change")
+        if summary == "adverse-events":  # one group: children with an event / children enrolled
+            assert len(measure["group"]) == 1 and measure["scoring"]["coding"][0]["code"] == "proportion"
+            continue
         assert [g["code"]["coding"][0]["code"] for g in measure["group"]] == outcome["follow_up"]
-        assert measure["scoring"]["coding"][0]["code"] == "continuous-variable"
+        assert measure["scoring"]["coding"][0]["code"] == {"change": "continuous-variable", "shift": "cohort"}[summary]
 
 
 @pytest.mark.parametrize("by", ["arm", "site"])
@@ -312,3 +316,24 @@ def test_evaluate_measure_answers_any_input_with_a_report_or_an_outcome(four_sit
 def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):
     # qt(0.975, df) in R; past 30 the normal's 1.96 would make a 95% interval too narrow.
     assert t_975(df) == pytest.approx(quantile, abs=2e-5)
+
+
+def test_a_ratio_measure_evaluates_to_the_modules_figures_and_shift_and_adverse_events_are_422(four_sites):
+    """A ratio outcome's Measure carries its two codes (not the ratio's own LOINC code, which no
+    site sends): its report equals adapter/outcomes/measures.py's; the summaries $evaluate-measure
+    does not compute yet (shift, adverse-events) are a 422, not a report of nothing."""
+    from adapter.outcomes.measures import child_changes, outcomes_of, population
+    client = four_sites.test_client()
+    response = client.get("/fhir/Measure/ucmsc-cp-cd4-cd8-ratio/$evaluate-measure", query_string=WHOLE)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    ratio = outcomes_of(load_spec(SPECS / "ucmsc-cp-v1.yaml"))["cd4-cd8-ratio"]
+    store = four_sites.extensions["fhir_store"]
+    rows = {r.visit: r for r in population(ratio, child_changes(store, ratio, "ucmsc-cp"))}
+    for group in report["group"]:
+        row = rows[group["code"]["coding"][0]["code"]]
+        assert _statistics(group)["n"] == row.summary.n > 0
+        assert _statistics(group)["mean"] == pytest.approx(row.summary.mean, abs=1e-6)
+    for key in ("mas", "adverse-events"):
+        refused = client.get(f"/fhir/Measure/ucmsc-cp-{key}/$evaluate-measure", query_string=WHOLE)
+        assert refused.status_code == 422 and "summary" in refused.get_json()["issue"][0]["diagnostics"]

@@ -98,6 +98,11 @@ def by_hand() -> dict[tuple[str, str, str], list[float]]:
 
 @pytest.fixture(scope="module")
 def four_sites(tmp_path_factory):
+    yield from four_sites_store(tmp_path_factory)
+
+
+def four_sites_store(tmp_path_factory):
+    """The protocol definitions and the four sites' exports, ingested into a new SQLite store."""
     from adapter.protocol.build import build_resources
     from adapter.store import open_store
     path = tmp_path_factory.mktemp("outcomes") / "four.db"

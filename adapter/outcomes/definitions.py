@@ -2,7 +2,7 @@
 
 A Measure says in words (description, population criteria) what is counted, and says it as data
 in one extension, `outcome-definition` (the study, the Observation code, the baseline visit, the
-follow-up visits, the summary): `$evaluate-measure` computes a MeasureReport from the stored
+follow-up visits, the summary; a ratio's two codes, a shift's categories, `per` body site): `$evaluate-measure` computes a MeasureReport from the stored
 Measure alone, so a Measure a user writes the same way is evaluated the same way. One group per
 follow-up visit (its code: the visit key, as Encounter.type names it), stratified by arm and by
 site.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.fhir.outcomes import FhirError, Issue
-from adapter.outcomes.measures import Outcome
+from adapter.outcomes.measures import Outcome, RatioPart
 from adapter.protocol.schedule import visit_system
 from adapter.protocol.spec import Spec
 
@@ -70,29 +70,91 @@ def _group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
     }
 
 
+def _shift_group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
+    group = _group(spec, outcome, visit)
+    group["code"]["text"] = f"Shift from {outcome.baseline} at {visit}"
+    group["description"] = (f"{outcome.title}: per {outcome.per.replace('-', ' ')}, the {outcome.baseline} category "
+                            f"x the {visit} category ({', '.join(c.label for c in outcome.categories)}); counts, no means")
+    group["population"] = [p for p in group["population"] if p["code"]["coding"][0]["code"] != "measure-observation"]
+    return group
+
+
+def _adverse_event_group(spec: Spec) -> dict[str, Any]:
+    pid = spec.protocol["id"]
+    enrolled = f"ResearchSubject.where(study.reference = 'ResearchStudy/{pid}')"
+    populations = [
+        ("initial-population", enrolled, "every child enrolled in the study (a ResearchSubject of it)"),
+        ("denominator", enrolled, "the children enrolled in the group"),
+        ("numerator", "AdverseEvent.where(actuality = 'actual').subject",
+         "children with at least one actual AdverseEvent; events are also counted by CTCAE grade, "
+         "seriousness and causality"),
+    ]
+    return {
+        "description": "Children with at least one adverse event / children enrolled, per arm and site",
+        "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]},
+                        "criteria": _criteria(expression, words)} for code, expression, words in populations],
+        "stratifier": [{"code": {"coding": [{"system": stratifier_system(spec.base), "code": key}], "text": key},
+                        "criteria": _criteria("ResearchSubject.assignedArm" if key == "arm"
+                                              else "ResearchSubject.identifier.system", words)}
+                       for key, words in STRATIFIERS.items()],
+    }
+
+
+# measure-scoring of each outcome summary (adapter/outcomes/measures.py SUMMARIES)
+_SCORINGS = {"change": "continuous-variable", "shift": "cohort", "adverse-events": "proportion"}
+
+
+def _definition_parts(spec: Spec, outcome: Outcome) -> list[dict[str, Any]]:
+    """The outcome as data (the spec's `outcomes:` entry): what `outcome_of_measure` reads back."""
+    parts: list[dict[str, Any]] = [{"url": "study", "valueReference": {"reference": f"ResearchStudy/{spec.protocol['id']}"}}]
+    if outcome.code:
+        parts.append({"url": "code", "valueCoding": {"system": outcome.system, "code": outcome.code}})
+    if outcome.baseline:
+        parts.append({"url": "baseline", "valueCode": outcome.baseline})
+    parts += [{"url": "follow-up", "valueCode": visit} for visit in outcome.follow_up]
+    parts.append({"url": "summary", "valueCode": outcome.summary})
+    if outcome.summary != "adverse-events" and outcome.per != "child":
+        parts.append({"url": "per", "valueCode": outcome.per})
+    parts += [{"url": "ratio", "extension": [
+        {"url": "numerator", "valueCoding": {"system": r.numerator[0], "code": r.numerator[1], "display": r.numerator_label}},
+        {"url": "denominator", "valueCoding": {"system": r.denominator[0], "code": r.denominator[1],
+                                               "display": r.denominator_label}}]} for r in outcome.ratio]
+    parts += [{"url": "category", "valueCoding": {"system": c.system, "code": c.code, "display": c.label}}
+              for c in outcome.categories]
+    return parts
+
+
 def measure_resource(spec: Spec, outcome: Outcome) -> dict[str, Any]:
     p = spec.protocol
     rid = f"{p['id']}-{outcome.key}"
-    parts: list[dict[str, Any]] = [
-        {"url": "study", "valueReference": {"reference": f"ResearchStudy/{p['id']}"}},
-        {"url": "code", "valueCoding": {"system": outcome.system, "code": outcome.code}},
-        {"url": "baseline", "valueCode": outcome.baseline},
-        *({"url": "follow-up", "valueCode": visit} for visit in outcome.follow_up),
-        {"url": "summary", "valueCode": "change"},
-    ]
+    parts = _definition_parts(spec, outcome)
+    if outcome.summary == "adverse-events":
+        groups = [_adverse_event_group(spec)]
+        description = (f"{outcome.title} in the {p['title']} study: per arm and site, the children enrolled, "
+                       "their actual AdverseEvents and the children with at least one (the rate), by CTCAE grade, "
+                       "seriousness and causality. What an event does not say is counted as such, never guessed.")
+    else:
+        groups = [(_shift_group if outcome.summary == "shift" else _group)(spec, outcome, visit)
+                  for visit in outcome.follow_up]
+        value = (f"numerator / denominator of {' or '.join(f'{r.numerator_label} / {r.denominator_label}' for r in outcome.ratio)}"
+                 " at the same visit" if outcome.ratio else
+                 f"the value of the Observation coded {outcome.system}|{outcome.code}")
+        what = ("Each child's (and muscle's) shift is the category at the follow-up visit against the one at "
+                f"{outcome.baseline}" if outcome.summary == "shift" else
+                f"Each child's change is the follow-up value minus the {outcome.baseline} value")
+        description = (f"{outcome.title} in the {p['title']} study. {what}, {value}, placed at its visit by its "
+                       "Encounter. Missing values are counted by reason and never imputed; values outside their "
+                       "visit's window are reported apart.")
     return {
         "resourceType": "Measure", "id": rid, "url": f"{spec.base}/Measure/{rid}", "version": p["version"],
         "name": "".join(part.capitalize() for part in rid.split("-")), "title": outcome.title,
         "status": "active", "date": p["date"],
         "extension": [{"url": definition_url(spec.base), "extension": parts}],
         "subjectCodeableConcept": {"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "Patient"}]},
-        "description": f"{outcome.title} in the {p['title']} study. Each child's change is the follow-up "
-                       f"value minus the {outcome.baseline} value of the Observation coded {outcome.system}|"
-                       f"{outcome.code}, placed at its visit by its Encounter. Missing values are counted by "
-                       "reason and never imputed; values outside their visit's window are reported apart.",
-        "scoring": {"coding": [{"system": _SCORING, "code": "continuous-variable"}]},
+        "description": description,
+        "scoring": {"coding": [{"system": _SCORING, "code": _SCORINGS[outcome.summary]}]},
         "type": [{"coding": [{"system": _TYPE, "code": "outcome"}]}],
-        "group": [_group(spec, outcome, visit) for visit in outcome.follow_up],
+        "group": groups,
     }
 
 
@@ -102,6 +164,14 @@ def measure_resources(spec: Spec, outcomes: dict[str, Outcome]) -> list[dict[str
 
 def _unprocessable(message: str, path: str) -> FhirError:
     return FhirError(422, [Issue("not-supported", message, path)])
+
+
+def _ratio_part(extension: dict[str, Any]) -> RatioPart:
+    """A `ratio` part of the definition: its numerator and denominator Codings."""
+    found = {p.get("url"): p.get("valueCoding") for p in extension.get("extension", [])}
+    top, bottom = found["numerator"], found["denominator"]
+    return RatioPart((top["system"], top["code"]), (bottom["system"], bottom["code"]),
+                     str(top.get("display", "numerator")), str(bottom.get("display", "denominator")))
 
 
 def outcome_of_measure(measure: dict[str, Any]) -> tuple[Outcome, str]:
@@ -117,15 +187,17 @@ def outcome_of_measure(measure: dict[str, Any]) -> tuple[Outcome, str]:
     for part in definition.get("extension", []):
         value = next((v for k, v in part.items() if k.startswith("value")), None)
         parts.setdefault(part.get("url", ""), []).append(value)
+    summary = (parts.get("summary") or ["change"])[0]
+    if summary != "change":  # shift tables and adverse events: adapter/outcomes/shifts.py, adverse_events.py
+        raise _unprocessable(f"summary {summary!r} is not one this server evaluates", "Measure.extension")
     try:
         study = parts["study"][0]["reference"].split("/", 1)[1]
         coding = parts["code"][0]
+        ratio = tuple(_ratio_part(e) for e in definition.get("extension", []) if e.get("url") == "ratio")
         outcome = Outcome(str(measure.get("id")), str(measure.get("title", measure.get("id"))),
-                          coding["system"], coding["code"], parts["baseline"][0], tuple(parts["follow-up"]))
+                          coding["system"], coding["code"], parts["baseline"][0], tuple(parts["follow-up"]),
+                          per=str((parts.get("per") or ["child"])[0]), ratio=ratio)
     except (KeyError, IndexError, TypeError, AttributeError):
         raise _unprocessable("the outcome-definition extension needs study (a ResearchStudy reference), code "
                              "(a Coding), baseline and follow-up (visit keys)", "Measure.extension") from None
-    summary = (parts.get("summary") or ["change"])[0]
-    if summary != "change":
-        raise _unprocessable(f"summary {summary!r} is not one this server evaluates", "Measure.extension")
     return outcome, study

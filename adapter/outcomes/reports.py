@@ -69,12 +69,17 @@ def _population(code: str, count: int, subjects: list[str] | None, contained: li
 
 def _populations(members: list[ChildChange], listed: bool, contained: list[dict[str, Any]],
                  prefix: str) -> list[dict[str, Any]]:
-    counted = [m for m in members if m.change is not None]
+    # as the Measure says and population() counts: a change with a value out of its visit's
+    # window is excluded (reported apart), never in the measure population's statistics
+    counted = [m for m in members if m.change is not None and not m.out_of_window]
+    apart = [m for m in members if m.change is not None and m.out_of_window]
     return [
         _population("initial-population", len(members), [m.patient for m in members] if listed else None,
                     contained, f"{prefix}-initial-population"),
         _population("measure-population", len(counted), [m.patient for m in counted] if listed else None,
                     contained, f"{prefix}-measure-population"),
+        _population("measure-population-exclusion", len(apart), [m.patient for m in apart] if listed else None,
+                    contained, f"{prefix}-measure-population-exclusion"),
     ]
 
 

@@ -83,4 +83,31 @@ def _cross_references(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
         found.append((("follow_up",), "follow-up months must increase"))
     for i, visit in enumerate(data["follow_up"]):
         known(("follow_up", i, "activities"), visit["activities"])
+    for key, outcome in data.get("outcomes", {}).items():
+        found += _outcome_problems(key, outcome, local)
+    return found
+
+
+# What each outcome summary may not have (the schema requires what each needs).
+_NOT_FOR = {"change": ("categories",), "shift": ("ratio",),
+            "adverse-events": ("code", "baseline", "follow_up", "per", "ratio", "categories")}
+
+
+def _outcome_problems(key: str, outcome: dict[str, Any], local: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    summary = outcome.get("summary", "change")
+    found: list[tuple[tuple[Any, ...], str]] = [
+        (("outcomes", key, name), f"not for an outcome of summary {summary!r}")
+        for name in _NOT_FOR[summary] if name in outcome]
+    codings = ([(("code",), outcome["code"])] if "code" in outcome else []) + [
+        (("ratio", i, part), pair[part]) for i, pair in enumerate(outcome.get("ratio", []))
+        for part in ("numerator", "denominator")] + [
+        (("categories", i), c) for i, c in enumerate(outcome.get("categories", []))]
+    for where, coding in codings:
+        if coding["system"] == LOCAL and str(coding["code"]) not in local:
+            found.append((("outcomes", key) + where + ("code",), f"local code {coding['code']!r} is not in local_codes"))
+    labels = [str(c["label"]) for c in outcome.get("categories", [])]
+    if len(set(labels)) != len(labels):
+        found.append((("outcomes", key, "categories"), "category labels must be distinct"))
+    if "baseline" in outcome and outcome["baseline"] in outcome.get("follow_up", []):
+        found.append((("outcomes", key, "follow_up"), f"the baseline visit {outcome['baseline']!r} is not a follow-up"))
     return found
