@@ -8,7 +8,7 @@ import pathlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from adapter.mapping.engine import read_source
 from adapter.mapping.ingest import translate
@@ -44,7 +44,7 @@ def _leaves(node: Any, path: str, out: set[str]) -> None:
         out.add(path)
 
 
-def coverage(spec: MappingSpec, files: Iterable[str | pathlib.Path], out: IO[bytes] | None = None) -> Coverage:
+def coverage(spec: MappingSpec, files: Iterable[str | pathlib.Path], out: BinaryIO | io.BytesIO | None = None) -> Coverage:
     """Read the files once for their columns, then translate them (a dry run; the FHIR as NDJSON
     to `out` when given)."""
     files = list(files)

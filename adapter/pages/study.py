@@ -1,0 +1,169 @@
+"""What the study page shows, from the repository the request may use: enrolment by site and
+arm, change from baseline per arm (the same `population()` the outcomes command and
+Measure/$evaluate-measure use, so the numbers agree), adherence per child and visit, and
+adverse events by grade, seriousness and causality."""
+from __future__ import annotations
+
+import collections
+import functools
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from adapter.fhir.outcomes import FhirError
+from adapter.fhir.sites import sites_of
+from adapter.outcomes.measures import Outcome, Row, child_changes, outcomes_of, population
+from adapter.pages.figures import bar_figure, change_figure
+from adapter.protocol.adherence import adherence
+from adapter.protocol.apply import search_all
+from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import Spec, load_spec
+from adapter.store.repository import Repository
+
+__all__ = ["spec", "enrolment", "outcome_sections", "adherence_matrix", "adverse_event_counts",
+           "PLOTTED", "MATRIX_ROWS"]
+
+PLOTTED = ("adl", "gmfm-88-total", "gmfm-66")  # the protocol's primary and key secondary outcomes
+# Children per page of the adherence matrix: each child is a few searches, so a page of 200
+# stays around a second while the study grows to 10,000 children.
+MATRIX_ROWS = 200
+# Worst first: a visit with any activity by the wrong route is shown as that.
+_ORDER = ("wrong-route", "missing", "done-out-of-window", "not-yet-due", "done-in-window")
+EXTRA = "extra"
+
+
+@functools.cache
+def spec() -> Spec:
+    return load_spec(SPECS / "ucmsc-cp-v1.yaml")
+
+
+def _site(subject: dict[str, Any]) -> str:
+    sites = sites_of(subject)
+    return next(iter(sites)) if len(sites) == 1 else "(no site)"
+
+
+@dataclass
+class Enrolment:
+    subjects: list[dict[str, Any]]
+    sites: list[str]
+    arms: list[str]
+    counts: dict[tuple[str, str], int]  # (site, arm) -> children
+    figure: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def by_site(self) -> dict[str, int]:
+        return {site: sum(n for (s, _), n in self.counts.items() if s == site) for site in self.sites}
+
+    @property
+    def by_arm(self) -> dict[str, int]:
+        return {arm: sum(n for (_, a), n in self.counts.items() if a == arm) for arm in self.arms}
+
+
+def enrolment(repo: Repository, study: str) -> Enrolment:
+    subjects = sorted(search_all(repo, "ResearchSubject", [("study", f"ResearchStudy/{study}")]),
+                      key=lambda s: s["id"])
+    counts = collections.Counter((_site(s), s.get("assignedArm") or "(no arm)") for s in subjects)
+    sites = sorted({site for site, _ in counts})
+    arms = sorted({arm for _, arm in counts})
+    figure = bar_figure("Children enrolled by site and arm", sites,
+                        {arm: [counts[(site, arm)] for site in sites] for arm in arms})
+    return Enrolment(subjects, sites, arms, dict(counts), figure)
+
+
+@dataclass
+class OutcomeSection:
+    outcome: Outcome
+    rows: list[Row]
+    figure: dict[str, Any]
+
+
+def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
+    known = outcomes_of(spec())
+    sections = []
+    for key in PLOTTED:
+        outcome = known[key]
+        rows = population(outcome, child_changes(repo, outcome, study), "arm")
+        sections.append(OutcomeSection(outcome, rows, change_figure(
+            f"{outcome.title}: change from baseline, mean and 95% CI", outcome.follow_up, rows)))
+    return sections
+
+
+@dataclass
+class MatrixRow:
+    patient: str  # Patient id
+    site: str
+    arm: str
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # visit -> (status, what the cell says on hover)
+    problem: str = ""  # why the child could not be checked
+
+
+@dataclass
+class Matrix:
+    visits: list[str]
+    rows: list[MatrixRow]
+    total: int
+    page: int
+    pages: int
+    as_of: date
+    per_page: int = MATRIX_ROWS
+
+
+def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: date, page: int) -> Matrix:
+    """A page of children x visits; each cell the visit's worst status (see _ORDER)."""
+    pages = max(1, -(-len(subjects) // MATRIX_ROWS))
+    page = min(max(page, 1), pages)
+    rows: list[MatrixRow] = []
+    visits: dict[str, None] = {}  # in the order the plans list them
+    for subject in subjects[(page - 1) * MATRIX_ROWS:page * MATRIX_ROWS]:
+        patient = subject["individual"]["reference"].split("/")[-1]
+        row = MatrixRow(patient, _site(subject), subject.get("assignedArm") or "")
+        try:
+            findings = adherence(repo, subject["id"], as_of)
+        except FhirError as error:
+            row.problem = error.issues[0].diagnostics if error.issues else str(error)
+            rows.append(row)
+            continue
+        by_visit: dict[str, list[str]] = collections.defaultdict(list)
+        for finding in findings:
+            if finding.status != EXTRA:
+                visits.setdefault(finding.visit, None)
+                by_visit[finding.visit].append(finding.status)
+        for visit, statuses in by_visit.items():
+            worst = min(statuses, key=_ORDER.index)
+            counted = collections.Counter(statuses)
+            row.cells[visit] = (worst, ", ".join(f"{n} {s}" for s, n in sorted(counted.items())))
+        rows.append(row)
+    return Matrix(list(visits), rows, len(subjects), page, pages, as_of)
+
+
+def _coding_label(concept: dict[str, Any] | None) -> str:
+    if not concept:
+        return "(not recorded)"
+    coding = (concept.get("coding") or [{}])[0]
+    return str(concept.get("text") or coding.get("display") or coding.get("code") or "(not recorded)")
+
+
+def grade_of(event: dict[str, Any]) -> str:
+    for ext in event.get("extension", []):
+        if ext.get("url", "").endswith("/ctcae-grade"):
+            return _coding_label(ext.get("valueCodeableConcept"))
+    return "(not graded)"
+
+
+def causality_of(event: dict[str, Any]) -> list[str]:
+    found = [_coding_label(c.get("assessment")) for s in event.get("suspectEntity", [])
+             for c in s.get("causality", [])]
+    return found or ["(not assessed)"]
+
+
+def adverse_event_counts(repo: Repository) -> dict[str, collections.Counter[str]]:
+    """Adverse events counted by grade, seriousness and causality (an event with two suspect
+    entities counts once per assessment under causality)."""
+    counts: dict[str, collections.Counter[str]] = {"grade": collections.Counter(),
+                                                   "seriousness": collections.Counter(),
+                                                   "causality": collections.Counter()}
+    for event in search_all(repo, "AdverseEvent", []):
+        counts["grade"][grade_of(event)] += 1
+        counts["seriousness"][_coding_label(event.get("seriousness"))] += 1
+        counts["causality"].update(causality_of(event))
+    return counts
