@@ -20,6 +20,7 @@ from adapter.store.repository import Repository
 __all__ = ["ChildPage", "child_page", "MAX_VALUES"]
 
 MAX_VALUES = 1000  # rows of the values table; a child has ~150 in the protocol's 12 months
+_OR_LIMIT = 100  # values ORed in one search parameter (adapter/fhir/search.py MAX_VALUES)
 
 
 @dataclass
@@ -46,12 +47,16 @@ class ChildPage:
     notes: list[str] = field(default_factory=list)
 
 
-def _provenance(repo: Repository, patient: str, notes: list[str]) -> dict[str, Source]:
-    """Each target reference -> its Source. A token without Provenance read gets a note, not
-    an error page: the values are still its to see."""
+def _provenance(repo: Repository, targets: list[str], notes: list[str]) -> dict[str, Source]:
+    """Each target reference -> its Source. Searched by target, 100 ORed references a search
+    (the parameter's limit): a mapped row's Provenance names the Patient only in the row that
+    made it, so `patient=` would miss the later visits. A token without Provenance read gets a
+    note, not an error page: the values are still its to see."""
     sources: dict[str, Source] = {}
+    found: list[dict[str, Any]] = []
     try:
-        found = list(search_all(repo, "Provenance", [("patient", f"Patient/{patient}")]))
+        for start in range(0, len(targets), _OR_LIMIT):
+            found += search_all(repo, "Provenance", [("target", ",".join(targets[start:start + _OR_LIMIT]))])
     except FhirError as error:
         notes.append(f"Provenance not shown: {error}")
         return sources
@@ -131,5 +136,8 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
         events.append({"id": e["id"], "date": e.get("date", ""), "event": _label(e.get("event")),
                        "grade": grade_of(e), "seriousness": _label(e.get("seriousness")),
                        "causality": ", ".join(causality_of(e)), "outcome": _label(e.get("outcome"))})
+    shown = [f"Patient/{patient_id}", *(f"Observation/{v['id']}" for v in values[:MAX_VALUES]),
+             *(f"AdverseEvent/{e['id']}" for e in events), *(f.resource for f in findings if f.resource)]
     return ChildPage(patient, subject, _timeline(findings) if findings else None, findings, problem, scores,
-                     values[:MAX_VALUES], len(values), events, _provenance(repo, patient_id, notes), notes)
+                     values[:MAX_VALUES], len(values), events, _provenance(repo, list(dict.fromkeys(shown)), notes),
+                     notes)

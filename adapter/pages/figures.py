@@ -21,10 +21,12 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
 def change_figure(title: str, visits: Sequence[str], rows: Sequence[Row]) -> dict[str, Any]:
     """Mean change from baseline per visit, one trace per group, 95% CI as error bars and
     n written under each point (visible text, not only on hover). Visits where a group has
-    no change at all get no point: there is nothing to draw."""
+    no change at all get no point: there is nothing to draw (and a group without any, no trace)."""
     data = []
     for group in sorted({r.group for r in rows}):
         shown = [r for v in visits for r in rows if r.group == group and r.visit == v and r.summary.mean is not None]
+        if not shown:
+            continue  # a group with no change at any visit: its table rows say n=0
         means = [r.summary.mean for r in shown]
         data.append({
             "type": "scatter", "mode": "lines+markers+text", "name": group,

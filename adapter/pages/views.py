@@ -44,12 +44,13 @@ def _as_of() -> date:
 
 
 def _same_origin() -> bool:
-    """A POST from our own pages: browsers send Sec-Fetch-Site and Origin on every POST, so a
-    form on another site (CSRF, or signing a person in with someone else's token) is refused.
-    A client sending neither is no browser, and a browser is what a cookie would be abused in."""
+    """A POST from our own pages: browsers send Sec-Fetch-Site (or, older ones, Origin) on every
+    POST, so a form on another site (CSRF, or signing a person in with someone else's token) is
+    refused. Sec-Fetch-Site is decisive when present: no page can set it. A client sending
+    neither is no browser, and a browser is what a cookie could be abused in."""
     fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return False
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
     origin = request.headers.get("Origin")
     if origin is None:
         return True
@@ -86,7 +87,7 @@ def pages_blueprint(repository: Callable[[], Repository]) -> Blueprint:
     def page_headers(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # no-referrer would make Origin "null"
         return response
 
     @pages.get(f"/assets/plotly-{plotly.__version__}.min.js")
