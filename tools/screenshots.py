@@ -52,12 +52,12 @@ def shoot(base: str, out: pathlib.Path) -> list[str]:
     errors: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         for name, path in PAGES.items():
             page.goto(base + path, wait_until="networkidle")
-            page.screenshot(path=str(out / f"{name}.png"), full_page=name != "child")
+            page.screenshot(path=str(out / f"{name}.png"), full_page=name == "workbench")  # the others: their top
         browser.close()
     return errors
 

@@ -23,7 +23,7 @@ def change_figure(title: str, visits: Sequence[str], rows: Sequence[Row]) -> dic
     n written under each point (visible text, not only on hover). Visits where a group has
     no change at all get no point: there is nothing to draw (and a group without any, no trace)."""
     data = []
-    for group in sorted({r.group for r in rows}):
+    for i, group in enumerate(sorted({r.group for r in rows})):
         shown = [r for v in visits for r in rows if r.group == group and r.visit == v and r.summary.mean is not None]
         if not shown:
             continue  # a group with no change at any visit: its table rows say n=0
@@ -31,7 +31,7 @@ def change_figure(title: str, visits: Sequence[str], rows: Sequence[Row]) -> dic
         data.append({
             "type": "scatter", "mode": "lines+markers+text", "name": group,
             "x": [r.visit for r in shown], "y": means,
-            "text": [f"n={r.summary.n}" for r in shown], "textposition": "bottom center",
+            "text": [f"n={r.summary.n}" for r in shown], "textposition": "bottom right" if i % 2 == 0 else "top left",  # apart
             "error_y": {"type": "data", "symmetric": False,
                         "array": [(r.summary.ci_high - r.summary.mean) if r.summary.ci_high is not None
                                   and r.summary.mean is not None else 0 for r in shown],

@@ -84,7 +84,7 @@ def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
         outcome = known[key]
         rows = population(outcome, child_changes(repo, outcome, study), "arm")
         sections.append(OutcomeSection(outcome, rows, change_figure(
-            f"{outcome.title}: change from baseline, mean and 95% CI", outcome.follow_up, rows)))
+            "Mean change from baseline and 95% CI, by arm", outcome.follow_up, rows)))
     return sections
 
 
