@@ -87,6 +87,7 @@ def auth_server(four_sites: tuple[Any, str], tmp_path_factory: pytest.TempPathFa
     store = server.app.extensions["fhir_store"]
     if store.get_client("pages-site-a") is None:
         store.add_client(ClientRecord("pages-site-a", "system/*.rs", jwks, site="site-a"))
+        store.add_client(ClientRecord("pages-subjects-only", "system/ResearchSubject.rs", jwks, site="site-a"))
     yield server
     server.close()
 
@@ -216,15 +217,19 @@ def test_the_workbench_shows_a_fixtures_rejections_and_stores_nothing(
     context.close()
 
 
+def _token(root: str, client: str, scope: str) -> str:
+    answer = requests.post(f"{root}/auth/token", timeout=30, data=token_form(
+        assertion(RSA_KEY, client, f"{root}/auth/token"), scope))
+    return str(answer.json()["access_token"])
+
+
 def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
         browser: Any, auth_server: Server, four_sites: tuple[Any, str]) -> None:
     root = auth_server.root
     context = browser.new_context()
     page, _ = visit(context, f"{root}/ui/?as-of={AS_OF}")
     assert page.url.startswith(f"{root}/ui/sign-in")  # redirected, not a FHIR 401
-    answer = requests.post(f"{root}/auth/token", timeout=30, data=token_form(
-        assertion(RSA_KEY, "pages-site-a", f"{root}/auth/token"), "system/*.rs"))
-    token = answer.json()["access_token"]
+    token = _token(root, "pages-site-a", "system/*.rs")
     # A form from another site is refused, whatever it carries.
     forged = requests.post(f"{root}/ui/sign-in", data={"token": token}, headers={"Origin": "http://evil.example"},
                            allow_redirects=False, timeout=30)
@@ -246,3 +251,8 @@ def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
     api = requests.get(f"{root}/fhir/Patient?_count=1", cookies={"fhir_adapter_ui_token": token}, timeout=30)
     assert api.status_code == 401
     context.close()
+    # A token that may read ResearchSubjects only: enrolment shown, the other sections say why not.
+    narrow = requests.get(f"{root}/ui/", cookies={"fhir_adapter_ui_token": _token(
+        root, "pages-subjects-only", "system/ResearchSubject.rs")}, timeout=30)
+    assert narrow.status_code == 200 and 'id="enrolled-total">20<' in narrow.text
+    assert narrow.text.count("not shown with your access") == 3

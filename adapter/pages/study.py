@@ -120,7 +120,9 @@ def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: da
         try:
             findings = adherence(repo, subject["id"], as_of)
         except FhirError as error:
-            row.problem = error.issues[0].diagnostics if error.issues else str(error)
+            if error.status == 403:
+                raise  # the reader's access, not this child: said once for the section
+            row.problem = str(error)  # e.g. no start date: this child cannot be checked
             rows.append(row)
             continue
         by_visit: dict[str, list[str]] = collections.defaultdict(list)

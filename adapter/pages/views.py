@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import date
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import plotly
@@ -30,6 +31,7 @@ __all__ = ["pages_blueprint"]
 log = logging.getLogger("adapter.pages")
 _PLOTLY_JS = plotly.__file__.rsplit("/", 1)[0] + "/package_data/plotly.min.js"
 _YEAR = 365 * 24 * 3600
+T = TypeVar("T")
 # Scripts and styles from this server only; Plotly sets inline styles on the SVG it draws.
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
@@ -67,6 +69,18 @@ def _local(target: str | None) -> str:
     if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
         return target
     return PREFIX + "/"
+
+
+def _allowed(notes: list[str], what: str, make: Callable[[], T]) -> T | None:
+    """A section of a page, or None and a note when the token may not read what it needs (a
+    403): the rest of the page is still the reader's to see."""
+    try:
+        return make()
+    except FhirError as error:
+        if error.status != 403:
+            raise
+        notes.append(f"{what}: not shown with your access ({error})")
+        return None
 
 
 def _error(status: int, message: str) -> tuple[str, int]:
@@ -109,10 +123,13 @@ def pages_blueprint(repository: Callable[[], Repository]) -> Blueprint:
         page = request.args.get("page", "1")
         started = time.perf_counter()
         enrolled = enrolment(repo, study_id)
-        matrix = adherence_matrix(repo, enrolled.subjects, _as_of(), int(page) if page.isdigit() else 1)
-        return render_template("study.html", enrolled=enrolled, sections=outcome_sections(repo, study_id),
-                               matrix=matrix, events=adverse_event_counts(repo), study=study_id,
-                               seconds=time.perf_counter() - started)
+        notes: list[str] = []
+        as_of, number = _as_of(), int(page) if page.isdigit() else 1
+        sections = _allowed(notes, "Change from baseline", lambda: outcome_sections(repo, study_id))
+        matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+        events = _allowed(notes, "Adverse events", lambda: adverse_event_counts(repo))
+        return render_template("study.html", enrolled=enrolled, sections=sections or [], matrix=matrix,
+                               events=events, study=study_id, notes=notes, seconds=time.perf_counter() - started)
 
     @pages.get("/child/<patient_id>")
     def child(patient_id: str) -> str:
