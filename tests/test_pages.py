@@ -88,6 +88,7 @@ def auth_server(four_sites: tuple[Any, str], tmp_path_factory: pytest.TempPathFa
     if store.get_client("pages-site-a") is None:
         store.add_client(ClientRecord("pages-site-a", "system/*.rs", jwks, site="site-a"))
         store.add_client(ClientRecord("pages-subjects-only", "system/ResearchSubject.rs", jwks, site="site-a"))
+        store.add_client(ClientRecord("pages-site-a-ingest", "system/*.cruds", jwks, site="site-a"))
     yield server
     server.close()
 
@@ -256,3 +257,11 @@ def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
         root, "pages-subjects-only", "system/ResearchSubject.rs")}, timeout=30)
     assert narrow.status_code == 200 and 'id="enrolled-total">20<' in narrow.text
     assert narrow.text.count("not shown with your access") == 3
+    # A site's user who may ingest may try its own site's mapping in the workbench, not another's.
+    ingest = {"fhir_adapter_ui_token": _token(root, "pages-site-a-ingest", "system/*.cruds")}
+    own = requests.get(f"{root}/ui/workbench", params={"mapping": "site-a", "fixture": "site-a/export.csv"},
+                       cookies=ingest, timeout=60)
+    assert own.status_code == 200 and 'id="rows-read">188<' in own.text
+    other = requests.get(f"{root}/ui/workbench", params={"mapping": "site-b", "fixture": "site-b/export.ndjson"},
+                         cookies=ingest, timeout=60)
+    assert other.status_code == 403 and "another site" in other.text

@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from adapter.exchange.view import POLICY_DIR, default_exchange_key_file
-from adapter.gateway.access import guarded, repository
+from adapter.gateway.access import current_access, guarded, repository
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
 from adapter.private import beside_store
@@ -114,7 +114,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             token_endpoint.token_url(base, fhir_path) if app.config["AUTH"] else None)))
     app.register_blueprint(blueprint, url_prefix=fhir_path)
     # The web pages read through the same per-request repository as the API (issue 14).
-    app.register_blueprint(pages_blueprint(repository), url_prefix=PAGES_PREFIX)
+    app.register_blueprint(pages_blueprint(repository, current_access), url_prefix=PAGES_PREFIX)
     token_endpoint.register(app)
     _register_errors(app)
     authorise.register(app)  # after begin_request: a request too long to serve is refused unread

@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from adapter.auth.guard import Access
 from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, bad_request
 from adapter.pages import COOKIE, PREFIX
@@ -87,7 +88,11 @@ def _error(status: int, message: str) -> tuple[str, int]:
     return render_template("error.html", status=status, message=message), status
 
 
-def pages_blueprint(repository: Callable[[], Repository]) -> Blueprint:
+def pages_blueprint(repository: Callable[[], Repository],
+                    access: Callable[[], Access | None] = lambda: None) -> Blueprint:
+    """The pages, reading through `repository()` (the store as the current request may use it);
+    `access()` is who asks (None: auth off), for what the repository cannot say: which site's
+    mapping a site's user may try in the workbench."""
     pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                       static_url_path="/static")
 
@@ -143,6 +148,10 @@ def pages_blueprint(repository: Callable[[], Repository]) -> Blueprint:
         repository().require("Patient", "c", "the mapping workbench (a dry run of an ingest)")
         run, choices = None, fixtures()
         mapping = request.values.get("mapping", "")
+        who = access()
+        allowed = [m for m in mappings() if who is None or who.site is None or m == who.site]
+        if mapping and mapping not in allowed:
+            return _error(403, f"{mapping} is another site's mapping; yours: {', '.join(allowed) or 'none'}")
         if request.method == "POST" and "file" in request.files and request.files["file"].filename:
             upload = request.files["file"]
             run = dry_run(mapping, upload.filename or "upload", upload=upload.read())
@@ -154,7 +163,7 @@ def pages_blueprint(repository: Callable[[], Repository]) -> Blueprint:
                 return _error(400, f"no fixture named {name!r}; choose one from the list")
         elif request.method == "POST":
             return _error(400, "choose a fixture or a file to upload")
-        return render_template("workbench.html", run=run, mappings=mappings(), fixtures=list(choices),
+        return render_template("workbench.html", run=run, mappings=allowed, fixtures=list(choices),
                                chosen=mapping, limit=current_app.config.get("MAX_CONTENT_LENGTH"))
 
     @pages.route("/sign-in", methods=["GET", "POST"])
