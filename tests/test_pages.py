@@ -142,6 +142,7 @@ def test_study_and_child_pages_show_the_stores_numbers_and_draw_their_plots(
         for i, group in enumerate(groups):
             drawn = [r for r in rows if r.group == group and r.summary.mean is not None]
             assert traces.nth(i).locator("path.point").count() == len(drawn), (key, group)
+            assert traces.nth(i).locator("path.yerror").count() == len(drawn), (key, group)
             labels = traces.nth(i).locator(".textpoint text").all_text_contents()  # SVG: no innerText
             assert labels == [f"n={r.summary.n}" for r in drawn], (key, group)
         if key == "adl":
