@@ -33,3 +33,9 @@ def test_a_file_of_another_shape_or_an_unknown_mapping_is_said_not_raised():
     assert "unknown mapping" in dry_run("../site-a", "x", upload=b"").error
     empty = dry_run("site-a", "empty.csv", upload=b"")
     assert empty.error or (empty.found is not None and empty.found.report.rows_read == 0)
+
+
+def test_a_long_upload_is_cut_to_its_first_rows_and_says_so(monkeypatch):
+    monkeypatch.setattr("adapter.pages.workbench.MAX_ROWS", 50)
+    run = dry_run("site-a", "export.csv", upload=(SITES / "site-a" / "export.csv").read_bytes())
+    assert run.cut == (50, 188) and run.found is not None and run.found.report.rows_read == 50
