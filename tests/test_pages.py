@@ -85,10 +85,10 @@ def auth_server(four_sites: tuple[Any, str], tmp_path_factory: pytest.TempPathFa
                          AUTH_CLIENT_CACHE_SECONDS=0))
     jwks = json.dumps(public_jwks(RSA_KEY))
     store = server.app.extensions["fhir_store"]
-    if store.get_client("pages-site-a") is None:
-        store.add_client(ClientRecord("pages-site-a", "system/*.rs", jwks, site="site-a"))
-        store.add_client(ClientRecord("pages-subjects-only", "system/ResearchSubject.rs", jwks, site="site-a"))
-        store.add_client(ClientRecord("pages-site-a-ingest", "system/*.cruds", jwks, site="site-a"))
+    for name, scope in (("pages-site-a", "system/*.rs"), ("pages-subjects-only", "system/ResearchSubject.rs"),
+                        ("pages-site-a-ingest", "system/*.cruds")):  # all of site A
+        if store.get_client(name) is None:  # the session's store: registered once
+            store.add_client(ClientRecord(name, scope, jwks, site="site-a"))
     yield server
     server.close()
 
