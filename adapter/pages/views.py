@@ -6,7 +6,10 @@ accepts the sign-in cookie on /ui/ paths only (adapter/gateway/authorise.py).
 """
 from __future__ import annotations
 
+import functools
+import gzip
 import logging
+import pathlib
 import time
 from collections.abc import Callable
 from datetime import date
@@ -36,6 +39,11 @@ T = TypeVar("T")
 # Scripts and styles from this server only; Plotly sets inline styles on the SVG it draws.
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+@functools.cache
+def _plotly_gzipped() -> bytes:
+    return gzip.compress(pathlib.Path(_PLOTLY_JS).read_bytes(), compresslevel=6, mtime=0)
 
 
 def _as_of() -> date:
@@ -111,8 +119,14 @@ def pages_blueprint(repository: Callable[[], Repository],
 
     @pages.get(f"/assets/plotly-{plotly.__version__}.min.js")
     def plotly_js() -> Response:
-        # The version is in the name, so the file may be cached for a year.
-        response = send_file(_PLOTLY_JS, mimetype="text/javascript", max_age=_YEAR)
+        # The version is in the name, so the file may be cached for a year; gzipped (4.8 MB
+        # -> 1.4 MB) once per process for the browsers that take it, as nearly all do.
+        if request.accept_encodings.quality("gzip") > 0:
+            response = Response(_plotly_gzipped(), mimetype="text/javascript")
+            response.headers["Content-Encoding"] = "gzip"
+        else:
+            response = send_file(_PLOTLY_JS, mimetype="text/javascript")
+        response.vary.add("Accept-Encoding")
         response.headers["Cache-Control"] = f"public, max-age={_YEAR}, immutable"
         return response
 
