@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB ?= sqlite:///var/adapter.db
 
-.PHONY: install run test lint bench definitions clean
+.PHONY: install run test lint bench screenshots definitions clean
 
 $(BIN)/fhir-adapter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.read
+
+# docs/screenshots/{study,child,workbench}.png: the pages on the demo store, in Debian's Chromium
+# (apt-get install chromium; Playwright never downloads a browser here).
+screenshots: install
+	$(BIN)/python tools/screenshots.py
 
 # Regenerate adapter/fhir/data/ from the official R4 definitions (needs ../shared and npm).
 definitions:

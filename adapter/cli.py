@@ -271,6 +271,7 @@ def demo(db: str, no_serve: bool, host: str, port: int, workers: int) -> None:
         click.echo(f"  curl '{base}/{path}'")
     click.echo(f"  curl -i -H 'Prefer: respond-async' '{base}/Group/site-c-cohort/$export'   "
                "(then GET the Content-Location until 200)")
+    click.echo(f"Pages: http://{host}:{port}/ui/ (the study), http://{host}:{port}/ui/workbench (a mapping's dry run)")
     click.echo("Stop with Ctrl-C.\n")
     _serve(host, port, db, workers, ServeOptions())
 

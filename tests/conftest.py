@@ -323,6 +323,29 @@ def served(db_url: str, store: SqlStore) -> str:
     return base
 
 
+@pytest.fixture(scope="session")
+def four_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    """The protocol and the four sites' exports through their mappings, in one SQLite store for
+    the session (the outcomes tests and the pages' browser tests only read it); (store, URL)."""
+    from adapter.mapping.ingest import ingest
+    from adapter.mapping.spec import load_mapping
+    from adapter.protocol.build import build_resources
+    from adapter.protocol.cli import SPECS
+    from adapter.protocol.spec import load_spec
+    from adapter.store import open_store
+    path = tmp_path_factory.mktemp("outcomes") / "four.db"
+    store = open_store(f"sqlite:///{path}")
+    store.load(build_resources(load_spec(SPECS / "ucmsc-cp-v1.yaml")))
+    for site in ("site-a", "site-b", "site-c", "site-d"):
+        ingest(load_mapping(ROOT / "mappings" / "sites" / f"{site}.yaml"),
+               sorted((ROOT / "fixtures" / "sites" / site).glob("export.*")), store, SITES_KEY)
+    yield store, f"sqlite:///{path}"
+    store.close()
+
+
+SITES_KEY = b"test-pseudonym-key-0123456789"
+
+
 def observation(**extra: Any) -> dict[str, Any]:
     body = {"resourceType": "Observation", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},

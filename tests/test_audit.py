@@ -305,3 +305,17 @@ def test_audit_default_follows_auth(env, expected, tmp_path, monkeypatch):
         if "audit_writer" in app.extensions:
             app.extensions["audit_writer"].close()
         app.extensions["fhir_store"].close()
+
+
+def test_page_views_are_audited_the_child_page_as_a_read_of_the_child(audited, db_url):
+    """The web pages show patient data too: each page view is one AuditEvent; the sign-in page
+    and the scripts and styles are not."""
+    audited.extensions["fhir_store"].load([{"resourceType": "Patient", "id": "p1"}])
+    client = audited.test_client()
+    assert client.get("/ui/child/p1").status_code == 200
+    assert client.get("/ui/static/pages.css").status_code == 200
+    assert client.get("/ui/sign-in").status_code == 303  # auth off: straight to the pages
+    flush_all()
+    events = audit_events(db_url)
+    assert [(_subtype(e), e["action"], _patients(e)) for e in events] == [("read", "R", {"Patient/p1"})]
+    assert events[0]["entity"][0]["what"]["reference"] == "Patient/p1"

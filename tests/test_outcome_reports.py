@@ -25,7 +25,8 @@ from adapter.protocol.spec import load_spec
 from adapter.store import open_store
 from conftest import ROOT, _migrated_sqlite, reused_postgres_schema
 from r4schema import problems as r4_problems
-from test_outcomes import KEY, SITES, by_hand
+from conftest import SITES_KEY as KEY
+from test_outcomes import SITES, by_hand
 
 ADL = "Measure/ucmsc-cp-adl/$evaluate-measure"
 WHOLE = {"periodStart": "2000", "periodEnd": "2030"}
@@ -33,7 +34,7 @@ STATISTICS = "http://ucmsc-cp.example.org/fhir/StructureDefinition/change-statis
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def four_sites(request, tmp_path_factory):
+def four_sites_gateway(request, tmp_path_factory):
     """The protocol's definitions and the four sites' exports, ingested once a store; a gateway
     on it (Flask's test client) for the tests below, which write only MeasureReports."""
     if request.param == "sqlite":
@@ -81,8 +82,8 @@ def test_protocol_build_emits_a_valid_measure_per_outcome_with_a_group_per_follo
 
 
 @pytest.mark.parametrize("by", ["arm", "site"])
-def test_population_report_equals_the_calculation_by_hand(four_sites, by):
-    response = four_sites.test_client().get(f"/fhir/{ADL}", query_string=WHOLE)
+def test_population_report_equals_the_calculation_by_hand(four_sites_gateway, by):
+    response = four_sites_gateway.test_client().get(f"/fhir/{ADL}", query_string=WHOLE)
     assert response.status_code == 200, response.get_data(as_text=True)
     report = response.get_json()
     assert validate(report) == [] and r4_problems(report) == []
@@ -110,8 +111,8 @@ def test_population_report_equals_the_calculation_by_hand(four_sites, by):
         assert numbers["median"] == pytest.approx(statistics.median(changes))
 
 
-def test_individual_report_gives_the_childs_values_and_both_observations(four_sites):
-    client = four_sites.test_client()
+def test_individual_report_gives_the_childs_values_and_both_observations(four_sites_gateway):
+    client = four_sites_gateway.test_client()
     summary = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list"}).get_json()
     month_1 = next(g for g in summary["group"] if g["code"]["coding"][0]["code"] == "month-1")
     listed = next(p for p in month_1["population"] if p["code"]["coding"][0]["code"] == "measure-population")
@@ -133,8 +134,8 @@ def test_individual_report_gives_the_childs_values_and_both_observations(four_si
     assert group["measureScore"]["value"] == pytest.approx(values["follow-up"] - values["baseline"])
 
 
-def test_a_patient_who_is_no_child_of_the_study_is_counted_nowhere_and_told_why(four_sites):
-    client = four_sites.test_client()
+def test_a_patient_who_is_no_child_of_the_study_is_counted_nowhere_and_told_why(four_sites_gateway):
+    client = four_sites_gateway.test_client()
     made = client.post("/fhir/Patient", json={"resourceType": "Patient"}, content_type="application/fhir+json").get_json()
     report = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "subject": f"Patient/{made['id']}"}).get_json()
     assert validate(report) == [] and [g["code"]["coding"][0]["code"] for g in report["group"]] == \
@@ -145,8 +146,8 @@ def test_a_patient_who_is_no_child_of_the_study_is_counted_nowhere_and_told_why(
         assert reason == {"url": "reason", "valueString": "not a child of the study"}
 
 
-def test_a_group_subject_counts_its_members_only(four_sites):
-    client = four_sites.test_client()
+def test_a_group_subject_counts_its_members_only(four_sites_gateway):
+    client = four_sites_gateway.test_client()
     everyone = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list"}).get_json()
     lists = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in everyone["contained"]}
     chosen = lists["month-3-initial-population"][:5]
@@ -160,8 +161,8 @@ def test_a_group_subject_counts_its_members_only(four_sites):
     assert set(contained["month-3-measure-population"]) <= set(chosen)
 
 
-def test_the_period_leaves_out_values_taken_on_other_days(four_sites):
-    client = four_sites.test_client()
+def test_the_period_leaves_out_values_taken_on_other_days(four_sites_gateway):
+    client = four_sites_gateway.test_client()
     whole = client.get(f"/fhir/{ADL}", query_string=WHOLE).get_json()
     nothing = client.get(f"/fhir/{ADL}", query_string={"periodStart": "1990-01-01", "periodEnd": "1990-12"}).get_json()
     for before, after in zip(whole["group"], nothing["group"], strict=True):
@@ -173,8 +174,8 @@ def test_the_period_leaves_out_values_taken_on_other_days(four_sites):
             == _count(after, "initial-population")
 
 
-def test_persist_stores_the_report_by_post_only(four_sites):
-    client = four_sites.test_client()
+def test_persist_stores_the_report_by_post_only(four_sites_gateway):
+    client = four_sites_gateway.test_client()
     refused = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "persist": "true"})
     assert refused.status_code == 405 and refused.headers["Allow"] == "POST"
     body = {"resourceType": "Parameters", "parameter": [
@@ -200,8 +201,8 @@ def test_persist_stores_the_report_by_post_only(four_sites):
     ({**WHOLE, "subject": "Patient/nobody"}, 404, None),
     ({**WHOLE, "practitioner": "Practitioner/p"}, 400, "practitioner"),
 ])
-def test_bad_inputs_get_an_operation_outcome_naming_the_parameter(four_sites, query, status, where):
-    response = four_sites.test_client().get(f"/fhir/{ADL}", query_string=query)
+def test_bad_inputs_get_an_operation_outcome_naming_the_parameter(four_sites_gateway, query, status, where):
+    response = four_sites_gateway.test_client().get(f"/fhir/{ADL}", query_string=query)
     assert response.status_code == status, response.get_data(as_text=True)
     outcome = response.get_json()
     assert outcome["resourceType"] == "OperationOutcome"
@@ -209,8 +210,8 @@ def test_bad_inputs_get_an_operation_outcome_naming_the_parameter(four_sites, qu
         assert outcome["issue"][0]["expression"] == [where]
 
 
-def test_a_measure_this_server_cannot_evaluate_is_422_and_an_unknown_one_404(four_sites):
-    client = four_sites.test_client()
+def test_a_measure_this_server_cannot_evaluate_is_422_and_an_unknown_one_404(four_sites_gateway):
+    client = four_sites_gateway.test_client()
     made = client.post("/fhir/Measure", json={"resourceType": "Measure", "status": "draft"},
                        content_type="application/fhir+json").get_json()
     response = client.get(f"/fhir/Measure/{made['id']}/$evaluate-measure", query_string=WHOLE)
@@ -218,14 +219,14 @@ def test_a_measure_this_server_cannot_evaluate_is_422_and_an_unknown_one_404(fou
     assert client.get("/fhir/Measure/nope/$evaluate-measure", query_string=WHOLE).status_code == 404
 
 
-def test_the_capability_statement_lists_evaluate_measure(four_sites):
-    statement = four_sites.test_client().get("/fhir/metadata").get_json()
+def test_the_capability_statement_lists_evaluate_measure(four_sites_gateway):
+    statement = four_sites_gateway.test_client().get("/fhir/metadata").get_json()
     measure = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Measure")
     assert [o["name"] for o in measure["operation"]] == ["validate", "evaluate-measure"]
 
 
-def test_a_fhir_client_evaluates_a_measure_over_real_http(four_sites):
-    server = make_server("127.0.0.1", 0, four_sites, threaded=True)
+def test_a_fhir_client_evaluates_a_measure_over_real_http(four_sites_gateway):
+    server = make_server("127.0.0.1", 0, four_sites_gateway, threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -239,11 +240,11 @@ def test_a_fhir_client_evaluates_a_measure_over_real_http(four_sites):
         thread.join(timeout=5)
 
 
-def test_a_cached_result_is_never_stale_nor_shared_between_views(four_sites):
+def test_a_cached_result_is_never_stale_nor_shared_between_views(four_sites_gateway):
     from adapter.auth.guard import GuardedRepository, access_of
     from adapter.outcomes.evaluate import evaluate_measure
     from datetime import date
-    store = four_sites.extensions["fhir_store"]
+    store = four_sites_gateway.extensions["fhir_store"]
     period = (date(2000, 1, 1), date(2030, 12, 31))
     before = evaluate_measure(store, "ucmsc-cp-adl", "subject-list", None, period)
     site_a = evaluate_measure(GuardedRepository(store, access_of("a", "site-a", "system/*.rs")), "ucmsc-cp-adl",
@@ -281,9 +282,9 @@ def _value_of(store, reference: str):
     return _read(store, reference)["valueQuantity"]["value"]
 
 
-def test_a_scan_at_once_gives_the_same_pages_as_one_by_one(four_sites):
+def test_a_scan_at_once_gives_the_same_pages_as_one_by_one(four_sites_gateway):
     from adapter.fhir.search import parse_search
-    store = four_sites.extensions["fhir_store"]
+    store = four_sites_gateway.extensions["fhir_store"]
     request = parse_search("Observation", [("code", "http://loinc.org|96761-2"), ("_count", "7")])
     by_page = [[e.id for e in page] for page in store.scan(request)]
     at_once = [[e.id for e in page] for page in store.scan(request, at_once=True)]
@@ -298,8 +299,8 @@ _INPUT = st.sampled_from(["2026", "2026-02", "2026-02-30", "0000", "9999-12-31",
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(inputs=st.dictionaries(st.sampled_from(["periodStart", "periodEnd", "reportType", "subject", "persist"]),
                               _INPUT, max_size=5), post=st.booleans())
-def test_evaluate_measure_answers_any_input_with_a_report_or_an_outcome(four_sites, inputs, post):
-    client = four_sites.test_client()
+def test_evaluate_measure_answers_any_input_with_a_report_or_an_outcome(four_sites_gateway, inputs, post):
+    client = four_sites_gateway.test_client()
     if post:
         body = {"resourceType": "Parameters", "parameter": [{"name": k, "valueString": v} for k, v in inputs.items()
                                                             if k != "persist"]}
@@ -318,17 +319,17 @@ def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):
     assert t_975(df) == pytest.approx(quantile, abs=2e-5)
 
 
-def test_a_ratio_measure_evaluates_to_the_modules_figures_and_shift_and_adverse_events_are_422(four_sites):
+def test_a_ratio_measure_evaluates_to_the_modules_figures_and_shift_and_adverse_events_are_422(four_sites_gateway):
     """A ratio outcome's Measure carries its two codes (not the ratio's own LOINC code, which no
     site sends): its report equals adapter/outcomes/measures.py's; the summaries $evaluate-measure
     does not compute yet (shift, adverse-events) are a 422, not a report of nothing."""
     from adapter.outcomes.measures import child_changes, outcomes_of, population
-    client = four_sites.test_client()
+    client = four_sites_gateway.test_client()
     response = client.get("/fhir/Measure/ucmsc-cp-cd4-cd8-ratio/$evaluate-measure", query_string=WHOLE)
     assert response.status_code == 200, response.get_data(as_text=True)
     report = response.get_json()
     ratio = outcomes_of(load_spec(SPECS / "ucmsc-cp-v1.yaml"))["cd4-cd8-ratio"]
-    store = four_sites.extensions["fhir_store"]
+    store = four_sites_gateway.extensions["fhir_store"]
     rows = {r.visit: r for r in population(ratio, child_changes(store, ratio, "ucmsc-cp"))}
     for group in report["group"]:
         row = rows[group["code"]["coding"][0]["code"]]

@@ -12,8 +12,6 @@ import pytest
 from click.testing import CliRunner
 
 from adapter.cli import main
-from adapter.mapping.ingest import ingest
-from adapter.mapping.spec import load_mapping
 from adapter.outcomes.measures import child_changes, outcomes_of, population
 from adapter.outcomes.statistics import t_975
 from adapter.protocol.cli import SPECS
@@ -21,7 +19,6 @@ from adapter.protocol.spec import load_spec
 from conftest import ROOT
 
 SITES = ROOT / "fixtures" / "sites"
-KEY = b"test-pseudonym-key-0123456789"
 
 
 def _bad_rows(site: str) -> tuple[set[int], dict[int, str]]:
@@ -94,25 +91,6 @@ def by_hand() -> dict[tuple[str, str, str], list[float]]:
             if visit in ("month-1", "month-3", "month-6", "month-12") and base is not None:
                 changes[(visit, found["arms"].get(record, "arm-1"), site)].append(value - base)
     return changes
-
-
-@pytest.fixture(scope="module")
-def four_sites(tmp_path_factory):
-    yield from four_sites_store(tmp_path_factory)
-
-
-def four_sites_store(tmp_path_factory):
-    """The protocol definitions and the four sites' exports, ingested into a new SQLite store."""
-    from adapter.protocol.build import build_resources
-    from adapter.store import open_store
-    path = tmp_path_factory.mktemp("outcomes") / "four.db"
-    store = open_store(f"sqlite:///{path}")
-    store.load(build_resources(load_spec(SPECS / "ucmsc-cp-v1.yaml")))
-    for site in ("site-a", "site-b", "site-c", "site-d"):
-        ingest(load_mapping(ROOT / "mappings" / "sites" / f"{site}.yaml"), sorted((SITES / site).glob("export.*")),
-               store, KEY)
-    yield store, f"sqlite:///{path}"
-    store.close()
 
 
 @pytest.mark.parametrize("by", ["arm", "site"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -24,14 +23,16 @@ from adapter.outcomes.measures import COLUMNS, child_changes, outcomes_of, popul
 from adapter.outcomes.shifts import shift_rows
 from adapter.protocol.cli import SPECS
 from adapter.protocol.spec import SpecError, load_spec
-from test_outcomes import SITES, _bad_rows, _real_date, four_sites_store
-
-
-@pytest.fixture(scope="module")
-def four_sites(tmp_path_factory):
-    yield from four_sites_store(tmp_path_factory)
+from test_outcomes import SITES, _bad_rows, _real_date
 
 SPEC = load_spec(SPECS / "ucmsc-cp-v1.yaml")
+
+
+def _copy(url: str, path) -> None:
+    """The session's store as it is now, WAL included (a file copy would miss what the WAL holds)."""
+    import sqlite3
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(path) as target:
+        source.backup(target)
 OUTCOMES = outcomes_of(SPEC)
 DIMENSIONS = {"a": (1, 17), "b": (18, 37), "c": (38, 51), "d": (52, 64), "e": (65, 88)}
 
@@ -269,7 +270,7 @@ def moved(four_sites, tmp_path):
     from adapter.store import open_store
     store, url = four_sites
     path = tmp_path / "moved.db"
-    shutil.copy(url.removeprefix("sqlite:///"), path)
+    _copy(url, path)
     copy = open_store(f"sqlite:///{path}")
     children = cohort(copy, "ucmsc-cp")
     adl = OUTCOMES["adl"]
@@ -320,7 +321,7 @@ def test_a_ratio_with_a_missing_part_is_missing_with_that_reason(four_sites, tmp
     from adapter.store import open_store
     _, url = four_sites
     path = tmp_path / "part.db"
-    shutil.copy(url.removeprefix("sqlite:///"), path)
+    _copy(url, path)
     store = open_store(f"sqlite:///{path}")
     try:
         ratio = OUTCOMES["cd4-cd8-ratio"]

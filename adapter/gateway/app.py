@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from adapter.exchange.view import POLICY_DIR, default_exchange_key_file
-from adapter.gateway.access import guarded
+from adapter.gateway.access import current_access, guarded, repository
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
 from adapter.private import beside_store
@@ -31,6 +31,7 @@ from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.rest import blueprint, error_response
 from adapter.gateway import authorise, token_endpoint
+from adapter.pages import PREFIX as PAGES_PREFIX, pages_blueprint
 from adapter.store import DEFAULT_DB, open_store
 from adapter.store.engines import normalize_url, request_deadline
 from adapter.store.integrity import enabled_by_default
@@ -112,6 +113,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             base, started, app.config["REFERENTIAL_INTEGRITY"],
             token_endpoint.token_url(base, fhir_path) if app.config["AUTH"] else None)))
     app.register_blueprint(blueprint, url_prefix=fhir_path)
+    # The web pages read through the same per-request repository as the API (issue 14).
+    app.register_blueprint(pages_blueprint(repository, current_access), url_prefix=PAGES_PREFIX)
     token_endpoint.register(app)
     _register_errors(app)
     authorise.register(app)  # after begin_request: a request too long to serve is refused unread

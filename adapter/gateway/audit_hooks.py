@@ -16,6 +16,7 @@ from adapter.audit.record import AccessRecord
 from adapter.audit.writer import AuditWriter
 from adapter.gateway.base import is_public
 from adapter.gateway.readonly import refuse_write
+from adapter.pages import is_page, is_public_page
 from adapter.gateway.rest import ENDPOINT_ROUTES
 
 __all__ = ["register", "interaction_of"]
@@ -39,6 +40,24 @@ def interaction_of(endpoint: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
+# The web pages (adapter/pages) as the audit trail sees them: the child page is a read of the
+# Patient (so the trail names the child), the study page reads across types, the workbench
+# maps a site's export (MRNs and all) without storing it.
+_PAGES = {"pages.child": ("read", None), "pages.study": ("search-system", None),
+          "pages.workbench": ("operation", "$workbench-dry-run")}
+
+
+def _page_record(response: Response, auth_on: bool) -> AccessRecord:
+    interaction, operation = _PAGES.get(request.endpoint or "", (None, None))
+    patient = (request.view_args or {}).get("patient_id") if interaction == "read" else None
+    access = g.get("access")
+    return AccessRecord(
+        request.method, request.path.lstrip("/"), request.environ.get("QUERY_STRING", ""), response.status_code,
+        interaction, operation, "Patient" if patient else None, patient, None, None, None, None,
+        getattr(access, "client", None), getattr(access, "site", None), auth_on, request.remote_addr,
+        time.time(), None)
+
+
 def register(app: Flask) -> None:
     fhir_path = app.config["FHIR_PATH"]
 
@@ -58,6 +77,10 @@ def register(app: Flask) -> None:
     @app.after_request
     def audit(response: Response) -> Response:
         path = request.path
+        if is_page(path):
+            if not is_public_page(path) and request.method != "OPTIONS":
+                writer.record(_page_record(response, auth_on))
+            return response
         if request.method == "OPTIONS" or not path.startswith(fhir_path) or is_public(path, fhir_path):
             return response
         interaction, operation = interaction_of(request.endpoint)

@@ -4,14 +4,22 @@ With authorisation on (config AUTH), every request but the public ones (the Capa
 the SMART configuration; the token endpoint lives outside the FHIR base) must carry a valid
 access token; its grant becomes `g.access`, and from it the guarded repository
 (adapter/gateway/access.py) that every handler is given.
+
+The web pages (/ui/) take the token from the cookie a person's sign-in set instead (a browser
+cannot do SMART Backend Services itself), and send a page request without a valid one to the
+sign-in page. The cookie counts on /ui/ paths only: the API never acts on it, so a cross-site
+request cannot use it there.
 """
 from __future__ import annotations
 
-from flask import Flask, g, request
+from urllib.parse import quote
+
+from flask import Flask, Response, g, redirect, request
 
 from adapter.auth.guard import access_of
 from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, Issue
+from adapter.pages import COOKIE, PREFIX as PAGES, is_page, is_public_page
 
 __all__ = ["register", "unauthorised"]
 
@@ -23,18 +31,35 @@ def register(app: Flask) -> None:
     public = {fhir + p for p in _PUBLIC} | {fhir + p + "/" for p in _PUBLIC}
 
     @app.before_request
-    def authorise() -> None:
+    def authorise() -> Response | None:
         g.access = None
+        if app.config.get("AUTH") and is_page(request.path):
+            return _authorise_page()
         # OPTIONS: a CORS preflight carries no credentials (Fetch standard); /auth/: the token
         # endpoint authenticates the client by its assertion instead.
         if not app.config.get("AUTH") or request.path in public or request.method == "OPTIONS" \
                 or request.path.startswith("/auth/"):
-            return
+            return None
         try:
             grant = authenticate(request.headers.get("Authorization"))
         except Unauthenticated as error:
             raise unauthorised(str(error), bool(request.headers.get("Authorization"))) from None
         g.access = access_of(grant.client, grant.site, grant.scope, grant.policy)
+        return None
+
+
+def _authorise_page() -> Response | None:
+    """A page: its grant from the sign-in cookie, or (HTML, not a FHIR 401) to the sign-in page."""
+    if is_public_page(request.path):
+        return None
+    token = request.cookies.get(COOKIE)
+    try:
+        grant = authenticate(f"Bearer {token}" if token else None)
+    except Unauthenticated:
+        back = request.full_path if request.method == "GET" else PAGES + "/"
+        return redirect(f"{PAGES}/sign-in?next={quote(back.rstrip('?'), safe='/')}", 303)  # type: ignore[return-value]
+    g.access = access_of(grant.client, grant.site, grant.scope, grant.policy)
+    return None
 
 
 def unauthorised(reason: str, token_sent: bool) -> FhirError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from adapter.gateway.base import is_public
+from adapter.pages import is_asset
 
 __all__ = ["register", "cors_origins"]
 
@@ -49,7 +50,8 @@ def register(app: Flask) -> None:
         headers = response.headers
         headers["X-Content-Type-Options"] = "nosniff"
         # Everything but the server's description of itself may carry patient data (or a token).
-        if not is_public(request.path, fhir_path):
+        # (The pages' scripts and styles are versioned files without data: cached.)
+        if not is_public(request.path, fhir_path) and not is_asset(request.path):
             headers["Cache-Control"] = "no-store"
         if origins:
             _vary_origin(response)  # the answer differs by Origin: caches must keep them apart

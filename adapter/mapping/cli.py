@@ -1,13 +1,10 @@
 """`fhir-adapter mapping check|test|coverage`, `fhir-adapter translate` and `fhir-adapter ingest`."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import pathlib
-import re
 import sys
-from typing import Any
 
 import click
 
@@ -16,7 +13,7 @@ from adapter.mapping.engine import read_source
 from adapter.mapping.ingest import ingest, missing_definitions, translate
 from adapter.mapping.run import MappingReport
 from adapter.mapping.sources import SourceRow
-from adapter.mapping.spec import MappingSpec, load_mapping, referenced_fields
+from adapter.mapping.spec import MappingSpec, load_mapping
 from adapter.yamlspec import SpecError
 
 __all__ = ["mapping", "translate_command", "ingest_command", "pseudonym_key", "SITE_SPECS"]
@@ -126,58 +123,23 @@ def test_command(spec: pathlib.Path, update: bool) -> None:
         sys.exit(1)
 
 
-def _leaves(node: Any, path: str, out: set[str]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            _leaves(value, f"{path}.{key}", out)
-    elif isinstance(node, list):
-        for item in node:
-            _leaves(item, f"{path}[*]", out)
-    else:
-        out.add(path)
-
-
 @mapping.command()
 @SPEC_ARG
 @FILES_ARG
 def coverage(spec: pathlib.Path, files: tuple[pathlib.Path, ...]) -> None:
     """Which source columns the mapping reads and which it leaves, and rules that never fired."""
+    from adapter.mapping.coverage import coverage as coverage_of
     loaded = _load(spec)
-    present: set[str] = set()
-    for path in files:
-        for row in read_source(loaded, path):
-            if isinstance(row, SourceRow):
-                if loaded.tabular:
-                    present |= set(row.values)
-                else:
-                    _leaves(row.values, "$", present)
-    out = io.BytesIO()
-    report = translate(loaded, files, out, b"coverage-only-key-not-stored", "2000-01-01T00:00:00Z")
-    if loaded.tabular:  # a column a rule names is mapped, even if no row of these files fired it
-        report.seen |= {name for _, name in referenced_fields(loaded.data, loaded.catalogue)}
-    items = loaded.source.get("items")
-    unused_on_purpose = {u if loaded.tabular or u.startswith("$.") else f"$.{items}[*].{u}"
-                         for u in loaded.source.get("unused", [])}
-
-    def covered(column: str) -> bool:
-        return column in report.seen or re.sub(r"___\w+$", "", column) in report.seen or any(
-            column == u or column.startswith(u + ".") or column.startswith(u + "[") for u in unused_on_purpose)
-
-    click.echo(f"columns read ({len(report.seen & present)}):")
-    for column in sorted(report.seen & present):
-        click.echo(f"  {column}")
-    click.echo(f"columns left unused on purpose ({len(unused_on_purpose)}):")
-    for column in sorted(unused_on_purpose):
-        click.echo(f"  {column}")
-    unused = sorted(c for c in present if not covered(c))
-    click.echo(f"columns not mapped ({len(unused)}):")
-    for column in unused:
-        click.echo(f"  {column}")
-    never = [r for r in loaded.rules if not report.fired[r.index]]
-    click.echo(f"rules never fired ({len(never)}):")
-    for rule in never:
+    found = coverage_of(loaded, files)
+    for title, columns in (("columns read", found.read), ("columns left unused on purpose", found.unused_on_purpose),
+                           ("columns not mapped", found.not_mapped)):
+        click.echo(f"{title} ({len(columns)}):")
+        for column in columns:
+            click.echo(f"  {column}")
+    click.echo(f"rules never fired ({len(found.never_fired)}):")
+    for rule in found.never_fired:
         click.echo(f"  {loaded.where(rule)} {rule.name}")
-    click.echo(f"rules fired: {len(loaded.rules) - len(never)} of {len(loaded.rules)}; {report.summary()}")
+    click.echo(f"rules fired: {found.rules - len(found.never_fired)} of {found.rules}; {found.report.summary()}")
 
 
 @click.command("translate")

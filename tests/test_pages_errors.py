@@ -1,0 +1,50 @@
+"""The pages answer every error as an HTML page, never a FHIR OperationOutcome or a traceback,
+and refuse a form posted from another site (without a browser: Flask's test client)."""
+from __future__ import annotations
+
+import pytest
+
+from adapter.gateway.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """One SQLite store for the module: what is tested here is the pages', not the store's."""
+    folder = tmp_path_factory.mktemp("pages-errors")
+    app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'adapter.db'}", "EXPORT_DIR": str(folder / "exports"),
+                      "REFERENTIAL_INTEGRITY": False})
+    yield app.test_client()
+    app.extensions["fhir_store"].close()
+
+
+@pytest.mark.parametrize(("path", "status", "says"), [
+    ("/ui/child/no-such-child", 404, "no-such-child"),
+    ("/ui/no/such/page", 404, "there is no page /ui/no/such/page"),
+    ("/ui/?as-of=yesterday", 400, "as-of"),
+    ("/ui/workbench?mapping=site-a&fixture=/etc/passwd", 400, "no fixture named"),
+])
+def test_errors_are_html_pages(client, path, status, says):
+    answer = client.get(path)
+    assert answer.status_code == status and answer.mimetype == "text/html"
+    assert says in answer.get_data(as_text=True)
+
+
+def test_an_unexpected_error_is_a_generic_page_and_goes_to_the_log(client, monkeypatch, caplog):
+    def broken(*_args):
+        raise RuntimeError("secret detail")
+    monkeypatch.setattr("adapter.pages.views.child_page", broken)
+    answer = client.get("/ui/child/p1")
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 500 and answer.mimetype == "text/html"
+    assert "secret detail" not in text and "Traceback" not in text
+    assert "secret detail" in caplog.text
+
+
+def test_a_form_from_another_site_is_refused(client):
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}):
+        answer = client.post("/ui/workbench", data={"mapping": "site-a", "fixture": "site-a/export.csv"},
+                             headers=headers)
+        assert answer.status_code == 403 and "another site" in answer.get_data(as_text=True)
+    same = client.post("/ui/workbench", data={"mapping": "site-a", "fixture": "site-a/export.csv"},
+                       headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200 and 'id="rows-read">188<' in same.get_data(as_text=True)
