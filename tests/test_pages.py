@@ -17,6 +17,8 @@ from datetime import date
 from typing import Any
 
 import pytest
+
+from adapter.pages.study import MATRIX_ROWS
 import requests
 from werkzeug.serving import make_server
 
@@ -148,12 +150,14 @@ def test_study_and_child_pages_show_the_stores_numbers_and_draw_their_plots(
         if key == "adl":
             arm_2 = [r for r in rows if r.group == "arm-2"]
             assert arm_2 and all(r.summary.n == 4 for r in arm_2)  # as tests/test_outcomes.py
-    # Adherence: one row per child (fewer than a page), each linking to the child's page.
-    assert page.locator("tr.child").count() == len(subjects)
+    # Adherence: one row per child, a page of them, each linking to the child's page.
+    assert page.locator("tr.child").count() == min(len(subjects), MATRIX_ROWS)
     assert page.locator("tr.child td.cell.done-in-window").count() > 0
-    # Adverse events: counted as stored.
-    events = list(search_all(store, "AdverseEvent", []))
-    assert page.locator("table.ae[data-by='grade'] tfoot td").inner_text() == str(len(events))
+    # Adverse events: the study's children's, as stored.
+    children = {s["individual"]["reference"] for s in subjects}
+    events = [e for e in search_all(store, "AdverseEvent", []) if e["subject"]["reference"] in children]
+    assert page.locator("table.ae[data-by='grade'] tfoot td").first.inner_text() == str(len(events))
+    assert page.locator("table.ae-summary tr[data-group='all'] td").nth(1).inner_text() == str(len(subjects))
     assert errors == []
 
     # The child page, reached by its link.

@@ -19,6 +19,7 @@ from typing import Any
 
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.sites import sites_of
+from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.protocol.apply import arm_protocol, read_json
 from adapter.protocol.schedule import schedule
@@ -118,6 +119,12 @@ class Cohort:
 
 
 def cohort(store: Repository, study: str) -> Cohort:
+    """The study's children and their arms' PlanDefinitions, kept while the store is unchanged
+    (adapter/outcomes/memo.py): every outcome of a report or a page shares them."""
+    return remember(store, "cohort", study, lambda: _read_cohort(store, study))
+
+
+def _read_cohort(store: Repository, study: str) -> Cohort:
     """Read the study's ResearchSubjects (one search, whatever the number of children) and the arms'
     PlanDefinitions."""
     children = {}

@@ -22,6 +22,7 @@ from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
 from adapter.outcomes.cohort import Cohort, cohort as read_cohort, day_of
+from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.outcomes.statistics import Summary, summarise
 from adapter.protocol.spec import Spec
@@ -169,7 +170,8 @@ def _visits(store: Repository, outcome: Outcome) -> dict[str, tuple[str, date | 
     if not keys:
         return {}
     escaped = ",".join(k.replace("\\", "\\\\").replace(",", "\\,") for k in keys)
-    return Cohort.visits_of(list(matches(store, "Encounter", [("type", escaped)])))
+    return remember(store, "visits", tuple(keys),
+                    lambda: Cohort.visits_of(list(matches(store, "Encounter", [("type", escaped)]))))
 
 
 def _observations(store: Repository, system: str, code: str, cohort: Cohort,

@@ -6,36 +6,31 @@ from __future__ import annotations
 
 import collections
 import functools
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.sites import sites_of
-from adapter.outcomes.measures import Outcome, Row, child_changes, outcomes_of, population
+from adapter.outcomes.adverse_events import AdverseEventRow, adverse_event_rows
+from adapter.outcomes.cache import changes
+from adapter.outcomes.cohort import cohort
+from adapter.outcomes.measures import Outcome, Row, outcomes_of, population
+from adapter.outcomes.memo import remember
+from adapter.outcomes.reading import matches
 from adapter.pages.figures import bar_figure, change_figure
 from adapter.protocol.adherence import adherence
-from adapter.protocol.apply import search_all
 from adapter.protocol.cli import SPECS
 from adapter.protocol.spec import Spec, load_spec
 from adapter.store.repository import Repository
 
-__all__ = ["spec", "enrolment", "outcome_sections", "adherence_matrix", "adverse_event_counts",
+__all__ = ["spec", "enrolment", "outcome_sections", "adherence_matrix", "adverse_events", "grade_of", "causality_of",
            "PLOTTED", "MATRIX_ROWS"]
 
 PLOTTED = ("adl", "gmfm-88-total", "gmfm-66")  # the protocol's primary and key secondary outcomes
-# Children per page of the adherence matrix: each child is a few searches (~20 ms), so a page
-# costs about 2 s whatever the study's size.
-MATRIX_ROWS = 100
-# The change-from-baseline figures read every outcome Observation of the study: ~0.65 s per
-# 1,000 children per outcome (measured, SQLite), some 20 s for three outcomes at 10,000. They are
-# kept this long per reader (client, site, scopes, policy) and worker, so a page read again, or
-# the matrix paged through, does not pay it again; the page says how old they are.
-OUTCOMES_SECONDS = 60.0
-_remembered: dict[Any, tuple[float, list[OutcomeSection]]] = {}
-_lock = threading.Lock()
+# Children per page of the adherence matrix: each child is four searches (~8 ms with the protocol's
+# definitions read once a page), so a page costs about 0.4 s whatever the study's size.
+MATRIX_ROWS = 50
 # Worst first: a visit with any activity by the wrong route is shown as that.
 _ORDER = ("wrong-route", "missing", "done-out-of-window", "not-yet-due", "done-in-window")
 EXTRA = "extra"
@@ -69,8 +64,8 @@ class Enrolment:
 
 
 def enrolment(repo: Repository, study: str) -> Enrolment:
-    subjects = sorted(search_all(repo, "ResearchSubject", [("study", f"ResearchStudy/{study}")]),
-                      key=lambda s: s["id"])
+    subjects = remember(repo, "study-page-subjects", study, lambda: sorted(
+        matches(repo, "ResearchSubject", [("study", f"ResearchStudy/{study}")]), key=lambda s: s["id"]))
     counts = collections.Counter((_site(s), s.get("assignedArm") or "(no arm)") for s in subjects)
     sites = sorted({site for site, _ in counts})
     arms = sorted({arm for _, arm in counts})
@@ -86,28 +81,18 @@ class OutcomeSection:
     figure: dict[str, Any]
 
 
-def outcome_sections(repo: Repository, study: str, reader: Any = None) -> tuple[list[OutcomeSection], float]:
-    """The plotted outcomes per arm, and how many seconds ago they were computed (0: now).
-    `reader` identifies who reads (what their repository lets through): their figures may be
-    remembered for OUTCOMES_SECONDS; None computes them afresh."""
-    now = time.monotonic()
-    with _lock:
-        for key in [k for k, (at, _) in _remembered.items() if now - at > OUTCOMES_SECONDS]:
-            del _remembered[key]  # forgotten when stale, so the dict stays as small as its readers
-        kept = _remembered.get((reader, study)) if reader is not None else None
-    if kept is not None:
-        return kept[1], now - kept[0]
+def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
+    """The plotted outcomes per arm. Each child's values come from adapter/outcomes/cache.py:
+    kept per reader's view and store generation, so a page read again (or the matrix paged
+    through) does not read them again, and any write shows on the next page."""
     known = outcomes_of(spec())
     sections = []
     for key in PLOTTED:
         outcome = known[key]
-        rows = population(outcome, child_changes(repo, outcome, study), "arm")
+        rows = population(outcome, changes(repo, outcome, study), "arm")
         sections.append(OutcomeSection(outcome, rows, change_figure(
             "Mean change from baseline and 95% CI, by arm", outcome.follow_up, rows)))
-    if reader is not None:
-        with _lock:
-            _remembered[(reader, study)] = (now, sections)
-    return sections, 0.0
+    return sections
 
 
 @dataclass
@@ -136,11 +121,12 @@ def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: da
     page = min(max(page, 1), pages)
     rows: list[MatrixRow] = []
     visits: dict[str, None] = {}  # in the order the plans list them
+    definitions: dict[Any, Any] = {}  # the protocol's, read once for the page
     for subject in subjects[(page - 1) * MATRIX_ROWS:page * MATRIX_ROWS]:
         patient = subject["individual"]["reference"].split("/")[-1]
         row = MatrixRow(patient, _site(subject), subject.get("assignedArm") or "")
         try:
-            findings = adherence(repo, subject["id"], as_of)
+            findings = adherence(repo, subject["id"], as_of, definitions)
         except FhirError as error:
             if error.status == 403:
                 raise  # the reader's access, not this child: said once for the section
@@ -180,14 +166,10 @@ def causality_of(event: dict[str, Any]) -> list[str]:
     return found or ["(not assessed)"]
 
 
-def adverse_event_counts(repo: Repository) -> dict[str, collections.Counter[str]]:
-    """Adverse events counted by grade, seriousness and causality (an event with two suspect
-    entities counts once per assessment under causality)."""
-    counts: dict[str, collections.Counter[str]] = {"grade": collections.Counter(),
-                                                   "seriousness": collections.Counter(),
-                                                   "causality": collections.Counter()}
-    for event in search_all(repo, "AdverseEvent", []):
-        counts["grade"][grade_of(event)] += 1
-        counts["seriousness"][_coding_label(event.get("seriousness"))] += 1
-        counts["causality"].update(causality_of(event))
-    return counts
+def adverse_events(repo: Repository, study: str) -> list[AdverseEventRow]:
+    """Every child's row ("all"), then one per arm: the same adverse_event_rows() as the adverse
+    events' MeasureReport and `fhir-adapter outcomes --measure adverse-events`."""
+    def rows() -> list[AdverseEventRow]:
+        children = cohort(repo, study)
+        return adverse_event_rows(repo, study, cohort=children) + adverse_event_rows(repo, study, "arm", cohort=children)
+    return remember(repo, "study-page-adverse-events", study, rows)

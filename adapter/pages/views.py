@@ -26,7 +26,7 @@ from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, bad_request
 from adapter.pages import COOKIE, PREFIX
 from adapter.pages.child import child_page
-from adapter.pages.study import adherence_matrix, adverse_event_counts, enrolment, outcome_sections, spec
+from adapter.pages.study import adherence_matrix, adverse_events, enrolment, outcome_sections, spec
 from adapter.pages.workbench import dry_run, fixtures, mappings
 from adapter.store.repository import Repository
 
@@ -144,14 +144,10 @@ def pages_blueprint(repository: Callable[[], Repository],
         enrolled = enrolment(repo, study_id)
         notes: list[str] = []
         as_of, number = _as_of(), int(page) if page.isdigit() else 1
-        who = access()  # None with auth off: one reader, the whole store
-        reader = (current_app.config["DATABASE_URL"],  # one process may serve several stores (tests)
-                  *(("all",) if who is None else (who.client, who.site, str(who.scopes), who.policy)))
-        sections, age = _allowed(notes, "Change from baseline", lambda: outcome_sections(repo, study_id, reader)) \
-            or ([], 0.0)
+        sections = _allowed(notes, "Change from baseline", lambda: outcome_sections(repo, study_id)) or []
         matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
-        events = _allowed(notes, "Adverse events", lambda: adverse_event_counts(repo))
-        return render_template("study.html", enrolled=enrolled, sections=sections, age=age, matrix=matrix,
+        events = _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))
+        return render_template("study.html", enrolled=enrolled, sections=sections, matrix=matrix,
                                events=events, study=study_id, notes=notes, seconds=time.perf_counter() - started)
 
     @pages.get("/child/<patient_id>")

@@ -72,7 +72,7 @@ def _codes(resource: dict[str, Any]) -> set[tuple[str, str]]:
     return {(c.get("system", ""), c.get("code", "")) for c in (resource.get("code") or {}).get("coding", [])}
 
 
-def _definitions(repo: Repository, canonical: str, rtype: str, cache: dict[str, Any]) -> dict[str, Any]:
+def _definitions(repo: Repository, canonical: str, rtype: str, cache: dict[Any, Any]) -> dict[str, Any]:
     url = canonical.split("|")[0]
     if url not in cache:
         found = next(search_all(repo, rtype, [("url", url)]), None)
@@ -134,7 +134,10 @@ def _pair_cost(planned: _Planned, record: tuple[dict[str, Any], date, set[tuple[
     return distance + (0 if planned.code in record[2] else WRONG_ROUTE_DAYS)
 
 
-def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
+def adherence(repo: Repository, subject_id: str, as_of: date,
+              definitions: dict[Any, Any] | None = None) -> list[Finding]:
+    """The findings of one child. `definitions`: the study's definitions read so far (shared by a
+    caller checking many children, e.g. the study page's matrix: 81 searches a child otherwise)."""
     subject = read_json(repo, "ResearchSubject", subject_id)
     start = (subject.get("period") or {}).get("start")
     arm = subject.get("assignedArm")
@@ -142,14 +145,19 @@ def adherence(repo: Repository, subject_id: str, as_of: date) -> list[Finding]:
         raise FhirError(422, [Issue("processing", f"ResearchSubject/{subject_id} needs period.start (the "
                                     "day of the first injection, a full date) and assignedArm to be "
                                     "checked against the protocol", "ResearchSubject.period.start")])
-    study = read_json(repo, "ResearchStudy", subject["study"]["reference"].split("/")[-1])
+    cache: dict[Any, Any] = {} if definitions is None else definitions
+    study_id = subject["study"]["reference"].split("/")[-1]
+    if ("ResearchStudy", study_id) not in cache:
+        cache[("ResearchStudy", study_id)] = read_json(repo, "ResearchStudy", study_id)
+    study = cache[("ResearchStudy", study_id)]
     plan_id = arm_protocol(study, arm)
-    plan = read_json(repo, "PlanDefinition", plan_id)
+    if ("PlanDefinition", plan_id) not in cache:
+        cache[("PlanDefinition", plan_id)] = read_json(repo, "PlanDefinition", plan_id)
+    plan = cache[("PlanDefinition", plan_id)]
     patient = subject["individual"]["reference"]
     actions = {a["id"]: a for a in plan.get("action", [])}
     injections: list[_Planned] = []
     assessments: list[_Planned] = []
-    cache: dict[str, Any] = {}
     visits = schedule(plan, date.fromisoformat(start[:10]))
     for dated in visits:
         visit_def = _definitions(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)

@@ -1,0 +1,43 @@
+"""Results derived from the store, kept while the store is unchanged.
+
+Kept on the store object (Repository.derived) under the handle's view (site, scopes, exchange
+policy: a site's client never gets what the centre's read) and the store's generation, which
+changes with every committed write: a result is used only while no write has committed since it
+was computed, so nothing is ever served stale. When a write has, every result of that kind is
+dropped as the new one is kept; a few per kind are kept at most.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from adapter.store.repository import Repository
+
+__all__ = ["remember", "KEPT"]
+
+KEPT = 16  # results kept per kind and store
+_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+def remember(repo: Repository, kind: str, key: Hashable, compute: Callable[[], T]) -> T:
+    """compute(), or the result kept for (the handle's view, key) at the store's generation."""
+    generation = repo.generation()
+    if generation is None:
+        return compute()
+    kept: dict[Any, Any] = repo.derived().setdefault(kind, {})
+    full = (repo.view(), key)
+    with _LOCK:
+        hit = kept.get(full)
+        if hit is not None and hit[0] == generation:
+            kept[full] = kept.pop(full)  # newest last
+            return hit[1]  # type: ignore[no-any-return]
+    value = compute()
+    with _LOCK:
+        for stale in [k for k, (at, _) in kept.items() if at != generation or k == full]:
+            del kept[stale]
+        kept[full] = (generation, value)
+        while len(kept) > KEPT:
+            del kept[next(iter(kept))]
+    return value
