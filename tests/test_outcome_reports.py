@@ -312,6 +312,51 @@ def test_evaluate_measure_answers_any_input_with_a_report_or_an_outcome(four_sit
     assert kind == ("MeasureReport" if response.status_code == 200 else "OperationOutcome")
 
 
+def _stratum_count(stratum: dict, code: str) -> int:
+    return next(p["count"] for p in stratum["population"] if p["code"]["coding"][0]["code"] == code)
+
+
+def test_the_modified_ashworth_report_is_the_shift_table_by_hand(four_sites_gateway):
+    from test_outcomes_measures import mas_by_hand
+    report = four_sites_gateway.test_client().get("/fhir/Measure/ucmsc-cp-mas/$evaluate-measure",
+                                                  query_string=WHOLE).get_json()
+    assert validate(report) == [] and r4_problems(report) == [] and report["type"] == "summary"
+    group = next(g for g in report["group"] if g["code"]["coding"][0]["code"] == "month-6")
+    pairs, _ = mas_by_hand("month-6")
+    shift = next(s for s in group["stratifier"] if s["code"][0]["coding"][0]["code"] == "shift")
+    table = {(s["component"][0]["value"]["text"], s["component"][1]["value"]["text"]):
+             _stratum_count(s, "measure-population") for s in shift["stratum"]}
+    assert len(table) == 36 and {k: v for k, v in table.items() if v} == dict(pairs)
+    assert _count(group, "measure-population") == sum(pairs.values())
+    by_arm = next(s for s in group["stratifier"] if s["code"][0]["coding"][0]["code"] == "arm-shift")
+    assert sum(_stratum_count(s, "measure-population") for s in by_arm["stratum"]) == sum(pairs.values())
+    refused = four_sites_gateway.test_client().get("/fhir/Measure/ucmsc-cp-mas/$evaluate-measure",
+                                                   query_string={**WHOLE, "reportType": "subject-list"})
+    assert refused.status_code == 400 and refused.get_json()["issue"][0]["expression"] == ["reportType"]
+
+
+def test_the_adverse_event_report_is_the_count_by_hand(four_sites_gateway):
+    from test_outcomes_measures import adverse_events_by_hand
+    client = four_sites_gateway.test_client()
+    report = client.get("/fhir/Measure/ucmsc-cp-adverse-events/$evaluate-measure", query_string=WHOLE).get_json()
+    assert validate(report) == [] and r4_problems(report) == []
+    (group,) = report["group"]
+    by_grade, children, enrolled = adverse_events_by_hand()
+    assert _count(group, "denominator") == _count(group, "initial-population") == sum(enrolled.values())
+    grade = next(s for s in group["stratifier"] if s["code"][0]["coding"][0]["code"] == "grade")
+    events = {s["value"]["text"]: next(p["valueInteger"] for p in s["extension"][0]["extension"] if p["url"] == "events")
+              for s in grade["stratum"]}
+    assert {k: v for k, v in events.items() if v} == dict(by_grade)
+    assert {s["value"]["text"]: _stratum_count(s, "numerator") for s in grade["stratum"]
+            if _stratum_count(s, "numerator")} == dict(children)
+    assert group["measureScore"]["value"] == pytest.approx(_count(group, "numerator") / _count(group, "denominator"))
+    by_site = next(s for s in group["stratifier"] if s["code"][0]["coding"][0]["code"] == "site")
+    assert {s["value"]["text"]: _stratum_count(s, "denominator") for s in by_site["stratum"]} == enrolled
+    child = client.get("/fhir/Measure/ucmsc-cp-adverse-events/$evaluate-measure",
+                       query_string={**WHOLE, "subject": "Patient/site-a-A0001"}).get_json()
+    assert child["type"] == "individual" and _count(child["group"][0], "denominator") == 1
+
+
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
                                           (60, 2.000298), (120, 1.979930), (1000, 1.962339)])
 def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):
@@ -319,10 +364,10 @@ def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):
     assert t_975(df) == pytest.approx(quantile, abs=2e-5)
 
 
-def test_a_ratio_measure_evaluates_to_the_modules_figures_and_shift_and_adverse_events_are_422(four_sites_gateway):
+def test_a_ratio_measure_evaluates_to_the_modules_figures_and_an_unknown_summary_is_422(four_sites_gateway):
     """A ratio outcome's Measure carries its two codes (not the ratio's own LOINC code, which no
-    site sends): its report equals adapter/outcomes/measures.py's; the summaries $evaluate-measure
-    does not compute yet (shift, adverse-events) are a 422, not a report of nothing."""
+    site sends): its report equals adapter/outcomes/measures.py's; a summary this server does not
+    compute is a 422, not a report of nothing."""
     from adapter.outcomes.measures import child_changes, outcomes_of, population
     client = four_sites_gateway.test_client()
     response = client.get("/fhir/Measure/ucmsc-cp-cd4-cd8-ratio/$evaluate-measure", query_string=WHOLE)
@@ -335,6 +380,11 @@ def test_a_ratio_measure_evaluates_to_the_modules_figures_and_shift_and_adverse_
         row = rows[group["code"]["coding"][0]["code"]]
         assert _statistics(group)["n"] == row.summary.n > 0
         assert _statistics(group)["mean"] == pytest.approx(row.summary.mean, abs=1e-6)
-    for key in ("mas", "adverse-events"):
-        refused = client.get(f"/fhir/Measure/ucmsc-cp-{key}/$evaluate-measure", query_string=WHOLE)
-        assert refused.status_code == 422 and "summary" in refused.get_json()["issue"][0]["diagnostics"]
+    measure = client.get("/fhir/Measure/ucmsc-cp-adl").get_json()
+    for part in measure["extension"][0]["extension"]:
+        if part["url"] == "summary":
+            part["valueCode"] = "survival"
+    measure["id"] = "ucmsc-cp-survival"
+    assert client.put("/fhir/Measure/ucmsc-cp-survival", json=measure, content_type="application/fhir+json").status_code < 300
+    refused = client.get("/fhir/Measure/ucmsc-cp-survival/$evaluate-measure", query_string=WHOLE)
+    assert refused.status_code == 422 and "summary" in refused.get_json()["issue"][0]["diagnostics"]

@@ -111,13 +111,18 @@ def classify(event: dict[str, Any]) -> dict[str, str]:
 
 
 def adverse_event_rows(store: Repository, study: str, by: str | None = None, cohort: Cohort | None = None,
-                       key: str = "adverse-events") -> list[AdverseEventRow]:
+                       key: str = "adverse-events", period: tuple[str, str] | None = None) -> list[AdverseEventRow]:
     """Per group ("all", or each arm or site, `by`) the adverse-event counts and rate. One search
-    of AdverseEvent, whatever the number of children."""
+    of AdverseEvent, whatever the number of children. With a period (first and last day,
+    YYYY-MM-DD), an event dated on another day (AdverseEvent.date, else detected) is left out;
+    an undated one is counted."""
     children = cohort or read_cohort(store, study)
     events: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
     for event in sorted(stored(store, "AdverseEvent", []), key=lambda e: e["id"]):
         patient = (event.get("subject") or {}).get("reference", "")
+        day = str(event.get("date") or event.get("detected") or "")[:10]
+        if period and day and not period[0] <= day <= period[1]:
+            continue
         if patient in children.children and event.get("actuality", "actual") == "actual":
             events[patient].append(classify(event))
     seen = {d: {e[d] for found in events.values() for e in found} for d in ("grade", "seriousness", "causality")}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.fhir.outcomes import FhirError, Issue
-from adapter.outcomes.measures import Outcome, RatioPart
+from adapter.outcomes.measures import Category, Outcome, RatioPart
 from adapter.protocol.schedule import visit_system
 from adapter.protocol.spec import Spec
 
@@ -76,7 +76,22 @@ def _shift_group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
     group["description"] = (f"{outcome.title}: per {outcome.per.replace('-', ' ')}, the {outcome.baseline} category "
                             f"x the {visit} category ({', '.join(c.label for c in outcome.categories)}); counts, no means")
     group["population"] = [p for p in group["population"] if p["code"]["coding"][0]["code"] != "measure-observation"]
+    value = (f"Observation.where(code.coding.where(system = '{outcome.system}' and code = '{outcome.code}')"
+             ".exists()).value")
+    words = {"baseline": f"the category at {outcome.baseline}", "follow-up": f"the category at {visit}", **STRATIFIERS}
+    expressions = {"baseline": value, "follow-up": value, "arm": "ResearchSubject.assignedArm",
+                   "site": "ResearchSubject.identifier.system"}
+    group["stratifier"] = [
+        {"code": _concept(spec, key), "description": f"pairs by {' x '.join(parts)}",
+         "component": [{"code": _concept(spec, part), "criteria": _criteria(expressions[part], words[part])}
+                       for part in parts]}
+        for key, parts in (("shift", ("baseline", "follow-up")), ("arm-shift", ("arm", "baseline", "follow-up")),
+                           ("site-shift", ("site", "baseline", "follow-up")))]
     return group
+
+
+def _concept(spec: Spec, key: str) -> dict[str, Any]:
+    return {"coding": [{"system": stratifier_system(spec.base), "code": key}], "text": key}
 
 
 def _adverse_event_group(spec: Spec) -> dict[str, Any]:
@@ -93,11 +108,24 @@ def _adverse_event_group(spec: Spec) -> dict[str, Any]:
         "description": "Children with at least one adverse event / children enrolled, per arm and site",
         "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]},
                         "criteria": _criteria(expression, words)} for code, expression, words in populations],
-        "stratifier": [{"code": {"coding": [{"system": stratifier_system(spec.base), "code": key}], "text": key},
+        "stratifier": [{"code": _concept(spec, key),
                         "criteria": _criteria("ResearchSubject.assignedArm" if key == "arm"
                                               else "ResearchSubject.identifier.system", words)}
-                       for key, words in STRATIFIERS.items()],
+                       for key, words in STRATIFIERS.items()] + [
+            {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}
+            for key, expression in _AE_DIMENSIONS.items()] + [
+            {"code": _concept(spec, f"arm-{key}"), "component": [
+                {"code": _concept(spec, "arm"), "criteria": _criteria("ResearchSubject.assignedArm", STRATIFIERS["arm"])},
+                {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}]}
+            for key, expression in _AE_DIMENSIONS.items()],
     }
+
+
+_AE_DIMENSIONS = {
+    "grade": "AdverseEvent.extension.where(url.endsWith('/ctcae-grade')).value",
+    "seriousness": "AdverseEvent.seriousness",
+    "causality": "AdverseEvent.suspectEntity.causality.assessment",
+}
 
 
 # measure-scoring of each outcome summary (adapter/outcomes/measures.py SUMMARIES)
@@ -187,17 +215,25 @@ def outcome_of_measure(measure: dict[str, Any]) -> tuple[Outcome, str]:
     for part in definition.get("extension", []):
         value = next((v for k, v in part.items() if k.startswith("value")), None)
         parts.setdefault(part.get("url", ""), []).append(value)
-    summary = (parts.get("summary") or ["change"])[0]
-    if summary != "change":  # shift tables and adverse events: adapter/outcomes/shifts.py, adverse_events.py
-        raise _unprocessable(f"summary {summary!r} is not one this server evaluates", "Measure.extension")
+    summary = str((parts.get("summary") or ["change"])[0])
+    if summary not in _SCORINGS:
+        raise _unprocessable(f"summary {summary!r} is not one this server evaluates (it evaluates "
+                             f"{', '.join(_SCORINGS)})", "Measure.extension")
     try:
         study = parts["study"][0]["reference"].split("/", 1)[1]
+        if summary == "adverse-events":
+            return Outcome(str(measure.get("id")), str(measure.get("title", measure.get("id"))), "", "", "", (),
+                           summary), study
         coding = parts["code"][0]
         ratio = tuple(_ratio_part(e) for e in definition.get("extension", []) if e.get("url") == "ratio")
+        categories = tuple(Category(str(c["display"]), c["system"], c["code"]) for c in parts.get("category", []))
+        if summary == "shift" and not categories:
+            raise KeyError("category")
         outcome = Outcome(str(measure.get("id")), str(measure.get("title", measure.get("id"))),
                           coding["system"], coding["code"], parts["baseline"][0], tuple(parts["follow-up"]),
-                          per=str((parts.get("per") or ["child"])[0]), ratio=ratio)
+                          summary, per=str((parts.get("per") or ["child"])[0]), ratio=ratio, categories=categories)
     except (KeyError, IndexError, TypeError, AttributeError):
         raise _unprocessable("the outcome-definition extension needs study (a ResearchStudy reference), code "
-                             "(a Coding), baseline and follow-up (visit keys)", "Measure.extension") from None
+                             "(a Coding), baseline and follow-up (visit keys), and for a shift its categories "
+                             "(Codings with a display)", "Measure.extension") from None
     return outcome, study

@@ -12,7 +12,13 @@ from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 from adapter.outcomes.definitions import outcome_of_measure
 from adapter.outcomes.cache import changes as cached_changes
-from adapter.outcomes.reports import REPORT_TYPES, measure_report
+from adapter.outcomes.adverse_events import adverse_event_rows
+from adapter.outcomes.cohort import Cohort, cohort
+from adapter.outcomes.measures import Outcome
+from adapter.outcomes.memo import remember
+from adapter.outcomes.reports import REPORT_TYPES, measure_report, report_header, statistics_url
+from adapter.outcomes.shifts import child_shifts, shift_table
+from adapter.outcomes.tabulated_reports import adverse_event_groups, shift_groups
 from adapter.protocol.apply import read_json
 from adapter.store.repository import Repository
 
@@ -50,13 +56,40 @@ def evaluate_measure(repo: Repository, measure_id: str, report_type: str, subjec
     measure = read_json(repo, "Measure", measure_id)
     outcome, study = outcome_of_measure(measure)
     members = _members(repo, subject) if subject else None
-    changes = [c for c in cached_changes(repo, outcome, study, (period[0].isoformat(), period[1].isoformat()))
-               if members is None or c.patient in members]
-    visit_system = next((c.get("system") for g in measure.get("group", [])[:1]
-                         for c in (g.get("code") or {}).get("coding", [])[:1]), None)
+    days = (period[0].isoformat(), period[1].isoformat())
     base = str(measure.get("url", "")).rsplit("/Measure/", 1)[0]
-    report = measure_report(measure, outcome, base, visit_system or f"{base}/CodeSystem/{study}-visit", changes,
-                            report_type, period, subject)
+    visit_system = next((c.get("system") for g in measure.get("group", [])[:1]
+                         for c in (g.get("code") or {}).get("coding", [])[:1] if g.get("code")), None) \
+        or f"{base}/CodeSystem/{study}-visit"
+    if outcome.summary == "change":
+        changes = [c for c in cached_changes(repo, outcome, study, days) if members is None or c.patient in members]
+        report = measure_report(measure, outcome, base, visit_system, changes, report_type, period, subject)
+    else:
+        report = _tabulated(repo, measure, outcome, study, base, visit_system, report_type, period, subject, members)
     if persist:
         report = jsonio.parse(repo.create(report).data or b"{}")
+    return report
+
+
+def _tabulated(repo: Repository, measure: dict[str, Any], outcome: Outcome, study: str, base: str,
+               visit_system: str, report_type: str, period: tuple[date, date], subject: str | None,
+               members: set[str] | None) -> dict[str, Any]:
+    """The report of a shift or adverse-event Measure: tables of counts (tabulated_reports.py)."""
+    if report_type == "subject-list":
+        raise bad_request(f"reportType subject-list lists children per population of a change outcome; "
+                          f"{outcome.key} is a {outcome.summary} measure: ask for population or subject", "reportType")
+    days = (period[0].isoformat(), period[1].isoformat())
+    children = cohort(repo, study)
+    if members is not None:
+        children = Cohort(children.study, {p: c for p, c in children.children.items() if p in members}, children.plans)
+    report = report_header(measure, report_type, period, subject)
+    if outcome.summary == "shift":
+        shifts = [s for s in remember(repo, "outcome-shifts", (outcome, study, days),
+                                      lambda: child_shifts(repo, outcome, study, cohort(repo, study), days))
+                  if members is None or s.patient in members]
+        rows = {by: shift_table(outcome, shifts, by) for by in (None, "arm", "site")}
+        report["group"] = shift_groups(base, statistics_url(base), outcome, visit_system, rows)
+    else:
+        report["group"] = adverse_event_groups(base, {by: adverse_event_rows(repo, study, by, children, outcome.key, days)
+                                                      for by in (None, "arm", "site")})
     return report

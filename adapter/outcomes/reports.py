@@ -19,7 +19,7 @@ from adapter.outcomes.definitions import POPULATION, STRATIFIERS, stratifier_sys
 from adapter.outcomes.measures import ChildChange, Outcome, Row, population
 from adapter.outcomes.statistics import Summary
 
-__all__ = ["measure_report", "REPORT_TYPES", "statistics_url"]
+__all__ = ["measure_report", "report_header", "REPORT_TYPES", "statistics_url"]
 
 # $evaluate-measure's reportType (R4) -> MeasureReport.type
 REPORT_TYPES = {"subject": "individual", "subject-list": "subject-list", "population": "summary"}
@@ -136,13 +136,10 @@ def _not_enrolled(base: str, visit_coding: dict[str, Any], visit: str) -> dict[s
                            for code in ("initial-population", "measure-population")]}
 
 
-def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_system: str,
-                   changes: Iterable[ChildChange], report_type: str, period: tuple[date, date],
-                   subject: str | None) -> dict[str, Any]:
-    """The MeasureReport of `changes` (one per child and follow-up visit, already restricted to the
-    subject and the period) as `report_type` (subject, subject-list or population) asks."""
-    members = list(changes)
-    report: dict[str, Any] = {
+def report_header(measure: dict[str, Any], report_type: str, period: tuple[date, date],
+                  subject: str | None) -> dict[str, Any]:
+    """A MeasureReport of the Measure, without groups yet."""
+    return {
         "resourceType": "MeasureReport", "status": "complete", "type": REPORT_TYPES[report_type],
         "measure": f"{measure['url']}|{measure['version']}" if measure.get("version") else measure["url"],
         **({"subject": {"reference": subject}} if subject else {}),
@@ -150,6 +147,15 @@ def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_s
         "period": {"start": period[0].isoformat(), "end": period[1].isoformat()},
         "group": [],
     }
+
+
+def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_system: str,
+                   changes: Iterable[ChildChange], report_type: str, period: tuple[date, date],
+                   subject: str | None) -> dict[str, Any]:
+    """The MeasureReport of `changes` (one per child and follow-up visit, already restricted to the
+    subject and the period) as `report_type` (subject, subject-list or population) asks."""
+    members = list(changes)
+    report = report_header(measure, report_type, period, subject)
     if report_type == "subject":
         report["group"] = [_individual_group(base, {"system": visit_system, "code": c.visit}, c) for c in members] \
             or [_not_enrolled(base, {"system": visit_system, "code": visit}, visit) for visit in outcome.follow_up]

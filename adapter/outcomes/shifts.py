@@ -39,11 +39,13 @@ class ChildShift:
         return bool(self.baseline_days_outside) or bool(self.follow_up_days_outside)
 
 
-def child_shifts(store: Repository, outcome: Outcome, study: str, cohort: Cohort | None = None) -> list[ChildShift]:
-    """Per child (and muscle) and follow-up visit, the baseline and follow-up categories."""
+def child_shifts(store: Repository, outcome: Outcome, study: str, cohort: Cohort | None = None,
+                 period: tuple[str, str] | None = None) -> list[ChildShift]:
+    """Per child (and muscle) and follow-up visit, the baseline and follow-up categories. With a
+    period (first and last day, YYYY-MM-DD), a value taken on another day is left out."""
     children = cohort or read_cohort(store, study)
     found = []
-    for patient, visit, site, base, later in paired(outcome, children, readings(store, outcome, children)):
+    for patient, visit, site, base, later in paired(outcome, children, readings(store, outcome, children, period)):
         child = children.children[patient]
         b = base.value if base and isinstance(base.value, str) else None
         f = later.value if later and isinstance(later.value, str) else None
