@@ -138,6 +138,17 @@ def test_study_and_child_pages_show_the_stores_numbers_and_draw_their_plots(
             n, mean = table[(row.visit, row.group)]
             assert n == row.summary.n
             assert (mean == "" if row.summary.mean is None else float(mean) == pytest.approx(row.summary.mean))
+        # ... and what the same server's $evaluate-measure answers, stratum by stratum.
+        report = requests.get(f"{open_server.root}/fhir/Measure/ucmsc-cp-{key}/$evaluate-measure", timeout=60,
+                              params={"periodStart": "2000", "periodEnd": "2100"}).json()
+        for group in report["group"]:
+            by_arm = next(s for s in group["stratifier"] if s["code"][0]["coding"][0]["code"] == "arm")
+            for stratum in by_arm["stratum"]:
+                n, mean = table[(group["code"]["coding"][0]["code"], stratum["value"]["text"])]
+                counted = next(p["count"] for p in stratum["population"]
+                               if p["code"]["coding"][0]["code"] == "measure-population")
+                assert n == counted and (mean == "" if "measureScore" not in stratum
+                                         else float(mean) == pytest.approx(stratum["measureScore"]["value"], abs=1e-3))
         traces = page.locator(f"#change-{key} .scatterlayer .trace")
         groups = sorted({r.group for r in rows if r.summary.mean is not None})
         assert traces.count() == len(groups)
