@@ -149,14 +149,14 @@ def test_a_patient_who_is_no_child_of_the_study_is_counted_nowhere_and_told_why(
 def test_a_group_subject_counts_its_members_only(four_sites_gateway):
     client = four_sites_gateway.test_client()
     everyone = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list"}).get_json()
-    lists = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in everyone["contained"]}
+    lists = {c["title"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in everyone["contained"]}
     chosen = lists["month-3-initial-population"][:5]
     group = {"resourceType": "Group", "type": "person", "actual": True,
              "member": [{"entity": {"reference": p}} for p in chosen]}
     made = client.post("/fhir/Group", json=group, content_type="application/fhir+json").get_json()
     report = client.get(f"/fhir/{ADL}", query_string={**WHOLE, "reportType": "subject-list",
                                                        "subject": f"Group/{made['id']}"}).get_json()
-    contained = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in report["contained"]}
+    contained = {c["title"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in report["contained"]}
     assert contained["month-3-initial-population"] == chosen
     assert set(contained["month-3-measure-population"]) <= set(chosen)
 
@@ -172,6 +172,9 @@ def test_the_period_leaves_out_values_taken_on_other_days(four_sites_gateway):
                    if m["url"] == "missing"]
         assert sum(p["valueInteger"] for m in missing for p in m["extension"] if p["url"] == "count") \
             == _count(after, "initial-population")
+        reasons = {p["valueString"] for m in missing for p in m["extension"] if p["url"] == "reason"}
+        assert "no baseline value (taken outside the report period); no follow-up value (taken outside the " \
+            "report period)" in reasons
 
 
 def test_persist_stores_the_report_by_post_only(four_sites_gateway):
@@ -249,11 +252,12 @@ def test_a_cached_result_is_never_stale_nor_shared_between_views(four_sites_gate
     before = evaluate_measure(store, "ucmsc-cp-adl", "subject-list", None, period)
     site_a = evaluate_measure(GuardedRepository(store, access_of("a", "site-a", "system/*.rs")), "ucmsc-cp-adl",
                               "subject-list", None, period)
-    listed = {c["id"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in site_a["contained"]}
+    listed = {c["title"]: [e["item"]["reference"] for e in c.get("entry", [])] for c in site_a["contained"]}
     assert listed["month-1-initial-population"] and all(
         p.startswith("Patient/site-a-") for p in listed["month-1-initial-population"])
     everyone = {c["id"]: c for c in before["contained"]}
-    assert len(everyone["month-1-initial-population"]["entry"]) > len(listed["month-1-initial-population"])
+    titled = {c["title"]: c for c in before["contained"]}
+    assert len(titled["month-1-initial-population"]["entry"]) > len(listed["month-1-initial-population"])
     # a write changes a follow-up value: the next report has it, not the cached one
     group = next(g for g in before["group"] if g["code"]["coding"][0]["code"] == "month-1")
     patient = everyone[group["population"][1]["subjectResults"]["reference"][1:]]["entry"][0]["item"]["reference"]
@@ -355,6 +359,78 @@ def test_the_adverse_event_report_is_the_count_by_hand(four_sites_gateway):
     child = client.get("/fhir/Measure/ucmsc-cp-adverse-events/$evaluate-measure",
                        query_string={**WHOLE, "subject": "Patient/site-a-A0001"}).get_json()
     assert child["type"] == "individual" and _count(child["group"][0], "denominator") == 1
+
+
+def test_the_servers_own_audit_events_do_not_end_what_is_cached(four_sites_gateway):
+    """Every audited request writes an AuditEvent: counted as a write, nothing would stay cached."""
+    store = four_sites_gateway.extensions["fhir_store"]
+    before = store.generation()
+    store.load([{"resourceType": "AuditEvent", "id": "audit-generation-probe", "recorded": "2026-11-30T00:00:00Z",
+                 "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+                 "agent": [{"requestor": True, "who": {"display": "probe"}}], "source": {"observer": {"display": "x"}}}])
+    assert store.generation() == before
+    made = store.create({"resourceType": "CodeSystem", "status": "draft", "content": "not-present"})
+    assert store.generation() != before
+    store.delete("CodeSystem", made.id)
+
+
+def test_a_reader_who_may_not_read_the_protocol_is_refused_not_given_unchecked_windows(four_sites_gateway):
+    from adapter.auth.guard import GuardedRepository, access_of
+    from adapter.fhir.outcomes import FhirError
+    from adapter.outcomes.evaluate import evaluate_measure
+    from datetime import date
+    narrow = GuardedRepository(four_sites_gateway.extensions["fhir_store"], access_of(
+        "narrow", None, "system/Measure.r system/ResearchSubject.rs system/Observation.rs system/Encounter.rs"))
+    with pytest.raises(FhirError) as refused:
+        evaluate_measure(narrow, "ucmsc-cp-adl", "population", None, (date(2000, 1, 1), date(2100, 1, 1)))
+    assert refused.value.status == 403
+
+
+def test_a_child_report_of_a_per_muscle_outcome_has_a_stratum_per_muscle(four_sites_gateway):
+    report = four_sites_gateway.test_client().get("/fhir/Measure/ucmsc-cp-mrc/$evaluate-measure", query_string={
+        **WHOLE, "subject": "Patient/site-a-A0001"}).get_json()
+    assert validate(report) == [] and r4_problems(report) == []
+    visits = [g["code"]["coding"][0]["code"] for g in report["group"]]
+    assert len(visits) == len(set(visits)) == 3
+    muscles = report["group"][0]["stratifier"][0]["stratum"]
+    assert len(muscles) > 1 and len({m["value"]["text"] for m in muscles}) == len(muscles)
+    assert _count(report["group"][0], "initial-population") == len(muscles)
+
+
+def test_a_group_without_members_gets_groups_of_zeros_not_empty_arrays(four_sites_gateway):
+    client = four_sites_gateway.test_client()
+    made = client.post("/fhir/Group", json={"resourceType": "Group", "type": "person", "actual": True},
+                       content_type="application/fhir+json").get_json()
+    for measure in ("adl", "mas", "adverse-events"):
+        report = client.get(f"/fhir/Measure/ucmsc-cp-{measure}/$evaluate-measure",
+                            query_string={**WHOLE, "subject": f"Group/{made['id']}", "reportType": "population"}).get_json()
+        assert report["group"] and all(_count(g, "initial-population") == 0 for g in report["group"]), measure
+        assert validate(report) == [] and r4_problems(report) == []
+
+
+def test_a_measure_written_by_hand_with_odd_values_is_a_422_and_one_without_url_evaluates(four_sites_gateway):
+    client = four_sites_gateway.test_client()
+    measure = client.get("/fhir/Measure/ucmsc-cp-adl").get_json()
+    odd = {**measure, "id": "odd"}
+    odd["extension"] = [{**measure["extension"][0], "extension": [
+        {"url": "follow-up", "valueInteger": 3} if p["url"] == "follow-up" else p
+        for p in measure["extension"][0]["extension"]]}]
+    assert client.put("/fhir/Measure/odd", json=odd, content_type="application/fhir+json").status_code < 300
+    answer = client.get("/fhir/Measure/odd/$evaluate-measure", query_string=WHOLE)
+    assert answer.status_code == 422 and answer.get_json()["issue"][0]["expression"] == ["Measure.extension"]
+    plain = {k: v for k, v in measure.items() if k not in ("url", "version", "meta")}
+    plain["id"] = "no-url"
+    assert client.put("/fhir/Measure/no-url", json=plain, content_type="application/fhir+json").status_code < 300
+    answer = client.get("/fhir/Measure/no-url/$evaluate-measure", query_string=WHOLE)
+    assert answer.status_code == 200 and answer.get_json()["measure"] == "Measure/no-url"
+
+
+def test_built_measures_keep_invariant_mea_1():
+    """A stratifier is a code and criteria, or components alone (R4 mea-1)."""
+    for measure in (r for r in build_resources(load_spec(SPECS / "ucmsc-cp-v1.yaml")) if r["resourceType"] == "Measure"):
+        for group in measure["group"]:
+            for stratifier in group.get("stratifier", []):
+                assert bool({"code", "description", "criteria"} & set(stratifier)) != bool(stratifier.get("component"))
 
 
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from datetime import date
 from click.testing import CliRunner
 
 from adapter.cli import main
@@ -298,6 +299,27 @@ def test_an_out_of_window_value_is_reported_apart_never_mixed_in(moved):
     assert cells["n_out_of_window"] == 1 and COLUMNS[:13] == ["outcome", "visit", "group", "n", "n_missing",
                                                               "mean_change", "sd", "ci95_low", "ci95_high", "median",
                                                               "q1", "q3", "missing"]
+
+
+def test_the_measure_reports_keep_an_out_of_window_value_apart_too(moved):
+    """The population report and the child's own: excluded, with its days outside, never the score."""
+    from adapter.outcomes.evaluate import evaluate_measure
+    from adapter.outcomes.reports import statistics_url
+    store, before = moved
+    period = (date(2000, 1, 1), date(2100, 1, 1))
+    child = evaluate_measure(store, "ucmsc-cp-adl", "subject", before.patient, period)
+    group = next(g for g in child["group"] if g["code"]["coding"][0]["code"] == "month-6")
+    counts = {p["code"]["coding"][0]["code"]: p["count"] for p in group["population"]}
+    assert counts == {"initial-population": 1, "measure-population": 0, "measure-population-exclusion": 1}
+    assert "measureScore" not in group
+    parts = {p["url"]: p.get("valueInteger", p.get("valueDecimal")) for p in group["extension"][0]["extension"]
+             if group["extension"][0]["url"] == statistics_url("http://ucmsc-cp.example.org/fhir")}
+    assert parts["follow-up-days-outside"] == 30 and parts["change"] == float(before.change)
+    everyone = evaluate_measure(store, "ucmsc-cp-adl", "population", None, period)
+    month_6 = next(g for g in everyone["group"] if g["code"]["coding"][0]["code"] == "month-6")
+    stats = {p["url"]: p.get("valueInteger", p.get("valueDecimal")) for p in month_6["extension"][0]["extension"]
+             if "url" in p and p["url"] != "missing"}
+    assert stats["out-of-window-n"] == 1 and stats["out-of-window-mean"] == float(before.change)
 
 
 def test_a_missing_value_is_counted_with_its_reason(four_sites):

@@ -251,7 +251,9 @@ class PolicyView(Repository):
         return PolicyView(self.inner.reopen(), self.policy)
 
     def view(self) -> Hashable:
-        return ("policy", self.inner.view())
+        # The policy as it is now and the site's key (a digest of both, never the key): an edited
+        # policy file or a new key must not serve what was derived under the old ones.
+        return ("policy", self.policy.keyed(f"view:{self.policy.policy!r}"), self.inner.view())
 
     def generation(self) -> Hashable:
         return self.inner.generation()

@@ -136,11 +136,15 @@ def _read_cohort(store: Repository, study: str) -> Cohort:
     plans: dict[str, dict[str, Any]] = {}
     try:
         research = read_json(store, "ResearchStudy", study)
-    except FhirError:  # no study definition stored (404/410): values are not checked against windows
+    except FhirError as error:  # not stored (404/410): values are not checked against windows
+        if error.status not in (404, 410):
+            raise  # a 403 is the reader's access: never a reason to count every value as in window
         research = {}
     for arm in {c.arm for c in children.values() if c.arm}:
         try:
             plans[arm] = read_json(store, "PlanDefinition", arm_protocol(research, arm))
-        except FhirError:  # the arm has no stored protocol (422, 404): its values' windows are unknown
+        except FhirError as error:  # the arm has no stored protocol (422, 404): its windows are unknown
+            if error.status not in (404, 410, 422):
+                raise
             continue
     return Cohort(study, dict(sorted(children.items())), plans)

@@ -82,9 +82,8 @@ def _shift_group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
     expressions = {"baseline": value, "follow-up": value, "arm": "ResearchSubject.assignedArm",
                    "site": "ResearchSubject.identifier.system"}
     group["stratifier"] = [
-        {"code": _concept(spec, key), "description": f"pairs by {' x '.join(parts)}",
-         "component": [{"code": _concept(spec, part), "criteria": _criteria(expressions[part], words[part])}
-                       for part in parts]}
+        {"component": [{"code": _concept(spec, part), "criteria": _criteria(expressions[part], words[part])}
+                       for part in parts]}  # mea-1: components alone (the report names it `key`)
         for key, parts in (("shift", ("baseline", "follow-up")), ("arm-shift", ("arm", "baseline", "follow-up")),
                            ("site-shift", ("site", "baseline", "follow-up")))]
     return group
@@ -114,7 +113,7 @@ def _adverse_event_group(spec: Spec) -> dict[str, Any]:
                        for key, words in STRATIFIERS.items()] + [
             {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}
             for key, expression in _AE_DIMENSIONS.items()] + [
-            {"code": _concept(spec, f"arm-{key}"), "component": [
+            {"component": [  # mea-1: components alone (the report's stratifier is `arm-{key}`)
                 {"code": _concept(spec, "arm"), "criteria": _criteria("ResearchSubject.assignedArm", STRATIFIERS["arm"])},
                 {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}]}
             for key, expression in _AE_DIMENSIONS.items()],
@@ -202,6 +201,21 @@ def _ratio_part(extension: dict[str, Any]) -> RatioPart:
                      str(top.get("display", "numerator")), str(bottom.get("display", "denominator")))
 
 
+def _check_types(parts: dict[str, list[Any]]) -> None:
+    """KeyError unless each part has the type outcome_of_measure reads (a Measure written by hand
+    may give a visit as an integer: a 422, not a traceback)."""
+    reference = (parts.get("study") or [None])[0]
+    if not isinstance(reference, dict) or not str(reference.get("reference", "")).startswith("ResearchStudy/"):
+        raise KeyError("study")
+    for name in ("baseline", "follow-up", "summary", "per"):
+        if not all(isinstance(v, str) and v for v in parts.get(name, [])):
+            raise KeyError(name)
+    for name in ("code", "category"):
+        if not all(isinstance(v, dict) and isinstance(v.get("system"), str) and isinstance(v.get("code"), str)
+                   and isinstance(v.get("display", ""), str) for v in parts.get(name, [])):
+            raise KeyError(name)
+
+
 def outcome_of_measure(measure: dict[str, Any]) -> tuple[Outcome, str]:
     """The Outcome a stored Measure defines, and its study's id; 422 naming the element when the
     Measure is not one this server can evaluate."""
@@ -220,6 +234,7 @@ def outcome_of_measure(measure: dict[str, Any]) -> tuple[Outcome, str]:
         raise _unprocessable(f"summary {summary!r} is not one this server evaluates (it evaluates "
                              f"{', '.join(_SCORINGS)})", "Measure.extension")
     try:
+        _check_types(parts)
         study = parts["study"][0]["reference"].split("/", 1)[1]
         if summary == "adverse-events":
             return Outcome(str(measure.get("id")), str(measure.get("title", measure.get("id"))), "", "", "", (),

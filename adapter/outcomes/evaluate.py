@@ -10,7 +10,7 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
-from adapter.outcomes.definitions import outcome_of_measure
+from adapter.outcomes.definitions import definition_url, outcome_of_measure
 from adapter.outcomes.cache import changes as cached_changes
 from adapter.outcomes.adverse_events import adverse_event_rows
 from adapter.outcomes.cohort import Cohort, cohort
@@ -57,7 +57,9 @@ def evaluate_measure(repo: Repository, measure_id: str, report_type: str, subjec
     outcome, study = outcome_of_measure(measure)
     members = _members(repo, subject) if subject else None
     days = (period[0].isoformat(), period[1].isoformat())
-    base = str(measure.get("url", "")).rsplit("/Measure/", 1)[0]
+    # the base of the extensions a report carries: the one the Measure's own definition uses
+    base = next(str(x["url"])[:-len(definition_url(""))] for x in measure.get("extension", [])
+                if str(x.get("url", "")).endswith(definition_url("")))
     visit_system = next((c.get("system") for g in measure.get("group", [])[:1]
                          for c in (g.get("code") or {}).get("coding", [])[:1] if g.get("code")), None) \
         or f"{base}/CodeSystem/{study}-visit"

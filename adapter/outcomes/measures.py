@@ -204,9 +204,12 @@ def readings(store: Repository, outcome: Outcome, cohort: Cohort, period: tuple[
     per_site = outcome.per == PER_BODY_SITE
     found: dict[tuple[str, str, str], Reading] = {}
     for (patient, visit, site), observation, day in _observations(store, outcome.system, outcome.code, cohort,
-                                                                  visits, period):
+                                                                  visits):
         key = (patient, visit, site if per_site else "")
-        if outcome.summary == "shift":
+        if period and not (day and period[0] <= day.isoformat() <= period[1]):
+            # left out, and said: a baseline before the period is not "no baseline value"
+            reading = Reading(None, f"Observation/{observation['id']}", day, "taken outside the report period")
+        elif outcome.summary == "shift":
             label = _category(observation, outcome.categories)
             reading = Reading(label, f"Observation/{observation['id']}", day,
                               "" if label else "a value none of the outcome's categories")

@@ -29,6 +29,10 @@ def statistics_url(base: str) -> str:
     return f"{base}/StructureDefinition/change-statistics"
 
 
+_INTEGERS = ("n", "count", "children", "window-unknown", "out-of-window-n", "baseline-days-outside",
+             "follow-up-days-outside")
+
+
 def _number(value: Decimal | float | None) -> float | int | None:
     if value is None:
         return None
@@ -41,27 +45,36 @@ def _part(url: str, value: Decimal | float | int | str | None) -> list[dict[str,
         return []
     if isinstance(value, str):
         return [{"url": url, "valueString": value}]
-    if isinstance(value, int) and not isinstance(value, bool) and url in ("n", "count"):
+    if isinstance(value, int) and not isinstance(value, bool) and url in _INTEGERS:
         return [{"url": url, "valueInteger": value}]
     return [{"url": url, "valueDecimal": _number(value)}]
 
 
-def _statistics(base: str, summary: Summary, missing: dict[str, int]) -> dict[str, Any]:
+def _statistics(base: str, row: Row) -> dict[str, Any]:
+    """A group's or stratum's figures: the in-window summary, how many of it could not be checked
+    against a window, the children it counts (fewer than n when per child and muscle), the
+    out-of-window changes' own n and mean (apart), and the missing by reason."""
+    summary, apart = row.summary, row.out_of_window
     parts = [*_part("n", summary.n)]
     for name, value in (("mean", summary.mean), ("sd", summary.sd), ("ci95-low", summary.ci_low),
                         ("ci95-high", summary.ci_high), ("median", summary.median), ("q1", summary.q1),
                         ("q3", summary.q3)):
         parts += _part(name, value)
+    parts += [*_part("children", row.children), *_part("window-unknown", row.window_unknown),
+              *_part("out-of-window-n", apart.n), *_part("out-of-window-mean", apart.mean)]
     parts += [{"url": "missing", "extension": [*_part("reason", reason), *_part("count", count)]}
-              for reason, count in sorted(missing.items())]
+              for reason, count in sorted(row.missing.items())]
     return {"url": statistics_url(base), "extension": parts}
 
 
 def _population(code: str, count: int, subjects: list[str] | None, contained: list[dict[str, Any]],
-                list_id: str) -> dict[str, Any]:
+                title: str) -> dict[str, Any]:
     out: dict[str, Any] = {"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": count}
-    if subjects is not None:  # subject-list: who is counted, as a contained List
+    if subjects is not None:  # subject-list: who is counted (once, even per muscle), as a contained List
+        subjects = list(dict.fromkeys(subjects))
+        list_id = f"list-{len(contained) + 1}"  # numbered: arm and site names are no ids
         contained.append({"resourceType": "List", "id": list_id, "status": "current", "mode": "snapshot",
+                          "title": title,
                           **({"entry": [{"item": {"reference": s}} for s in subjects]} if subjects else {})})
         out["subjectResults"] = {"reference": f"#{list_id}"}
     return out
@@ -92,7 +105,7 @@ def _summary_group(base: str, visit_coding: dict[str, Any], visit: str, members:
     overall = next(r for r in rows[None] if r.visit == visit)
     group: dict[str, Any] = {
         "code": {"coding": [visit_coding], "text": visit},
-        "extension": [_statistics(base, overall.summary, overall.missing)],
+        "extension": [_statistics(base, overall)],
         "population": _populations(members, listed, contained, visit),
         **_score(overall.summary),
         "stratifier": [],
@@ -102,7 +115,7 @@ def _summary_group(base: str, visit_coding: dict[str, Any], visit: str, members:
         for row in (r for r in rows[key] if r.visit == visit):
             inside = [m for m in members if (m.arm if key == "arm" else m.site) == row.group]
             strata.append({
-                "extension": [_statistics(base, row.summary, row.missing)],
+                "extension": [_statistics(base, row)],
                 "value": {"text": row.group or "(none)"},
                 "population": _populations(inside, listed, contained, f"{visit}-{key}-{row.group or 'none'}"),
                 **_score(row.summary)})
@@ -111,20 +124,44 @@ def _summary_group(base: str, visit_coding: dict[str, Any], visit: str, members:
     return group
 
 
-def _individual_group(base: str, visit_coding: dict[str, Any], change: ChildChange) -> dict[str, Any]:
-    parts = [*_part("baseline", change.baseline), *_part("follow-up", change.follow_up)]
+def _child_values(base: str, change: ChildChange) -> dict[str, Any]:
+    """One child's (and muscle's) values at a follow-up visit: populations, score, extension.
+    A change with a value out of its visit's window is excluded, as in the population report."""
+    counted = change.change is not None and not change.out_of_window
+    parts = [*_part("baseline", change.baseline), *_part("follow-up", change.follow_up),
+             *_part("change", change.change), *_part("baseline-days-outside", change.baseline_days_outside),
+             *_part("follow-up-days-outside", change.follow_up_days_outside)]
     if change.missing:
         parts.append({"url": "missing", "extension": [*_part("reason", change.missing), *_part("count", 1)]})
-    group: dict[str, Any] = {
-        "code": {"coding": [visit_coding], "text": change.visit},
-        "extension": [{"url": statistics_url(base), "extension": parts}],
-        "population": [{"code": {"coding": [{"system": POPULATION, "code": "initial-population"}]}, "count": 1},
-                       {"code": {"coding": [{"system": POPULATION, "code": "measure-population"}]},
-                        "count": int(change.change is not None)}],
-    }
-    if change.change is not None:
-        group["measureScore"] = {"value": _number(change.change)}
-    return group
+    return {"extension": [{"url": statistics_url(base), "extension": parts}],
+            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": n}
+                           for code, n in (("initial-population", 1), ("measure-population", int(counted)),
+                                           ("measure-population-exclusion",
+                                            int(change.change is not None and change.out_of_window)))],
+            **({"measureScore": {"value": _number(change.change)}} if counted else {})}
+
+
+def _individual_group(base: str, visit_coding: dict[str, Any], visit: str, changes: list[ChildChange]) -> dict[str, Any]:
+    """A visit's group of one child: its values, or per muscle (a body-site stratum each) and the
+    counts summed, for an outcome per child and muscle."""
+    if len(changes) == 1 and not changes[0].body_site:
+        return {"code": {"coding": [visit_coding], "text": visit}, **_child_values(base, changes[0])}
+    strata = [{"value": {"coding": [{"system": "http://snomed.info/sct", "code": c.body_site}], "text": c.body_site}
+               if c.body_site else {"text": "(no body site)"}, **_child_values(base, c)} for c in changes]
+    totals = {code: sum(p["count"] for s in strata for p in s["population"] if p["code"]["coding"][0]["code"] == code)
+              for code in ("initial-population", "measure-population", "measure-population-exclusion")}
+    return {"code": {"coding": [visit_coding], "text": visit},
+            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": n}
+                           for code, n in totals.items()],
+            "stratifier": [{"code": [{"coding": [{"system": stratifier_system(base), "code": "body-site"}],
+                                      "text": "body-site"}], "stratum": strata}]}
+
+
+def _empty_group(visit_coding: dict[str, Any], visit: str) -> dict[str, Any]:
+    """A visit no child has a value at: counted as such (FHIR has no empty arrays)."""
+    return {"code": {"coding": [visit_coding], "text": visit},
+            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": 0}
+                           for code in ("initial-population", "measure-population", "measure-population-exclusion")]}
 
 
 def _not_enrolled(base: str, visit_coding: dict[str, Any], visit: str) -> dict[str, Any]:
@@ -141,7 +178,8 @@ def report_header(measure: dict[str, Any], report_type: str, period: tuple[date,
     """A MeasureReport of the Measure, without groups yet."""
     return {
         "resourceType": "MeasureReport", "status": "complete", "type": REPORT_TYPES[report_type],
-        "measure": f"{measure['url']}|{measure['version']}" if measure.get("version") else measure["url"],
+        "measure": f"{measure['url']}|{measure['version']}" if measure.get("version") and measure.get("url")
+        else measure.get("url") or f"Measure/{measure.get('id')}",
         **({"subject": {"reference": subject}} if subject else {}),
         "date": now_instant(),
         "period": {"start": period[0].isoformat(), "end": period[1].isoformat()},
@@ -157,9 +195,12 @@ def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_s
     members = list(changes)
     report = report_header(measure, report_type, period, subject)
     if report_type == "subject":
-        report["group"] = [_individual_group(base, {"system": visit_system, "code": c.visit}, c) for c in members] \
+        report["group"] = [_individual_group(base, {"system": visit_system, "code": visit}, visit,
+                                             [c for c in members if c.visit == visit])
+                           for visit in outcome.follow_up if any(c.visit == visit for c in members)] \
             or [_not_enrolled(base, {"system": visit_system, "code": visit}, visit) for visit in outcome.follow_up]
-        evaluated = sorted({o for c in members for o in (c.baseline_observation, c.follow_up_observation) if o})
+        evaluated = sorted({o for c in members for found in (c.baseline_observation, c.follow_up_observation)
+                            if found for o in found.split(" / ")})  # a ratio's value has two
         if evaluated:
             report["evaluatedResource"] = [{"reference": o} for o in evaluated]
         return report
@@ -168,6 +209,7 @@ def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_s
     for visit in outcome.follow_up:
         at_visit = [m for m in members if m.visit == visit]
         if not any(r.visit == visit for r in rows[None]):
+            report["group"].append(_empty_group({"system": visit_system, "code": visit}, visit))
             continue
         report["group"].append(_summary_group(base, {"system": visit_system, "code": visit}, visit, at_visit, rows,
                                               report_type == "subject-list", contained))

@@ -76,7 +76,10 @@ def shift_groups(base: str, statistics_url: str, outcome: Any, visit_system: str
     groups = []
     for visit in outcome.follow_up:
         overall = next((r for r in rows[None] if r.visit == visit), None)
-        if overall is None:
+        if overall is None:  # no child at all: counted as such (FHIR has no empty arrays)
+            groups.append({"code": {"coding": [{"system": visit_system, "code": visit}], "text": visit},
+                           "population": _populations(initial_population=0, measure_population=0,
+                                                      measure_population_exclusion=0)})
             continue
         group: dict[str, Any] = {
             "code": {"coding": [{"system": visit_system, "code": visit}], "text": visit},
@@ -117,8 +120,8 @@ def _proportion(base: str, enrolled: int, children: int, events: int, low: float
 def adverse_event_groups(base: str, rows: dict[str | None, list[AdverseEventRow]]) -> list[dict[str, Any]]:
     """The one group of an adverse-event MeasureReport: rows per grouping (None: all, "arm", "site")."""
     overall = rows[None][0] if rows[None] else None
-    if overall is None:
-        return []
+    if overall is None:  # no child at all: counted as such (FHIR has no empty arrays)
+        return [{"code": _concept(base, "adverse-events"), **_proportion(base, 0, 0, 0)}]
     group: dict[str, Any] = {"code": _concept(base, "adverse-events"),
                              **_proportion(base, overall.enrolled, overall.children, overall.events,
                                            overall.rate_low, overall.rate_high), "stratifier": []}

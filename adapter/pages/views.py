@@ -143,7 +143,7 @@ def pages_blueprint(repository: Callable[[], Repository],
         started = time.perf_counter()
         enrolled = enrolment(repo, study_id)
         notes: list[str] = []
-        as_of, number = _as_of(), int(page) if page.isdigit() else 1
+        as_of, number = _as_of(), int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
         sections = _allowed(notes, "Change from baseline", lambda: outcome_sections(repo, study_id)) or []
         matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
         events = _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from adapter.fhir.dates import date_range, now_instant
 from adapter.fhir.ids import check_id
+from adapter.fhir.definitions import AUDIT_TYPE
 from adapter.fhir.extract import Indexed, IndexRows, extract
 from adapter.fhir.jsonio import dumps, parse
 from adapter.fhir.outcomes import FhirError, conflict, gone, not_found, precondition_failed
@@ -170,17 +171,19 @@ class SqlStore(Repository, SqlClients):
 
     def generation(self) -> tuple[int, str, int]:
         """The newest history row's number and time and, on PostgreSQL, how many rows lie in
-        the last GENERATION_WINDOW numbers. SQLite commits one writer at a time, in number
-        order; PostgreSQL may commit a transaction that took a lower number after a higher one:
-        the count then changes though the newest row does not. The time tells a store emptied
-        and written again (SQLite numbers from 1 again) from the one before. Indexed lookups,
-        whatever the store's size."""
+        the last GENERATION_WINDOW numbers, AuditEvents left out: the server writes one for
+        every audited request, reads included, and no derived result reads them. SQLite commits
+        one writer at a time, in number order; PostgreSQL may commit a transaction that took a
+        lower number after a higher one: the count then changes though the newest row does not.
+        The time tells a store emptied and written again (SQLite numbers from 1 again) from the
+        one before. Index walks from the newest row, whatever the store's size."""
+        data = history.c.res_type != AUDIT_TYPE
         with self._autocommit.connect() as conn:
-            newest = conn.execute(select(history.c.seq, history.c.last_updated)
+            newest = conn.execute(select(history.c.seq, history.c.last_updated).where(data)
                                   .order_by(history.c.seq.desc()).limit(1)).first()
             top, when = (newest.seq, newest.last_updated) if newest else (0, "")
             recent = conn.execute(select(func.count()).select_from(history).where(
-                history.c.seq > top - GENERATION_WINDOW)).scalar() or 0 if self._pg else 0
+                history.c.seq > top - GENERATION_WINDOW, data)).scalar() or 0 if self._pg else 0
         return top, when, recent
 
     def derived(self) -> dict[Any, Any]:
