@@ -283,3 +283,6 @@ def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
     other = requests.get(f"{root}/ui/workbench", params={"mapping": "site-b", "fixture": "site-b/export.ndjson"},
                          cookies=ingest, timeout=60)
     assert other.status_code == 403 and "another site" in other.text
+    theirs = requests.get(f"{root}/ui/workbench", params={"mapping": "site-a", "fixture": "site-b/export.ndjson"},
+                          cookies=ingest, timeout=60)  # its own mapping over another site's file
+    assert theirs.status_code == 403 and "another site&#39;s file" in theirs.text

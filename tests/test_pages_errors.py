@@ -2,9 +2,12 @@
 and refuse a form posted from another site (without a browser: Flask's test client)."""
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from adapter.gateway.app import create_app
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,8 @@ def client(tmp_path_factory):
     ("/ui/no/such/page", 404, "there is no page /ui/no/such/page"),
     ("/ui/?as-of=yesterday", 400, "as-of"),
     ("/ui/workbench?mapping=site-a&fixture=/etc/passwd", 400, "no fixture named"),
+    ("/ui/study?page=%C2%B2", 200, "Study"),  # a digit to str.isdigit, not to int()
+    ("/ui/study?page=" + "9" * 5000, 200, "Study"),
 ])
 def test_errors_are_html_pages(client, path, status, says):
     answer = client.get(path)
@@ -48,3 +53,17 @@ def test_a_form_from_another_site_is_refused(client):
     same = client.post("/ui/workbench", data={"mapping": "site-a", "fixture": "site-a/export.csv"},
                        headers={"Sec-Fetch-Site": "same-origin"})
     assert same.status_code == 200 and 'id="rows-read">188<' in same.get_data(as_text=True)
+
+
+def test_a_rejected_identifier_is_withheld_from_the_page(client):
+    """A bad birth date or MRN cell is a rejection like any other, but its value stays in the file."""
+    rows = (ROOT / "fixtures" / "sites" / "site-a" / "export.csv").read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    first = rows[1].split(",")
+    first[header.index("dob")] = "2019-13-45"
+    upload = "\n".join([rows[0], ",".join(first)]) + "\n"
+    answer = client.post("/ui/workbench", data={"mapping": "site-a", "file": (io.BytesIO(upload.encode()), "x.csv")},
+                         content_type="multipart/form-data", headers={"Origin": "http://localhost"})
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 200 and "2019-13-45" not in text
+    assert "(withheld: a direct identifier)" in text

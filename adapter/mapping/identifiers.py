@@ -10,7 +10,7 @@ from adapter.mapping.fields import fields_of
 from adapter.mapping.spec import _FLAT, KINDS, referenced_fields
 from adapter.yamlspec import Lines
 
-__all__ = ["check_identifiers"]
+__all__ = ["check_identifiers", "direct_identifiers"]
 
 
 def _in_rule(data: dict[str, Any], where: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -26,6 +26,14 @@ _LOOKS_IDENTIFYING = re.compile(r"mrn|name|phone|mobile|e-?mail|address|passport
                                 re.IGNORECASE)
 
 
+def direct_identifiers(data: dict[str, Any]) -> list[str]:
+    """The fields a mapping names as direct identifiers: source.identifiers, then what the patient
+    rule's mrn reads."""
+    declared = list(data["source"].get("identifiers", []))
+    mrns = [f for rule in data["rules"] if "patient" in rule for f in fields_of(rule["patient"].get("mrn"))]
+    return declared + [m for m in mrns if m not in declared]
+
+
 def check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], list[str]]:
     """Direct identifiers (source.identifiers, and whatever the patient rule's mrn reads) must
     never be copied into a resource or an id: only the mrn reads one, as a keyed hash; `when`
@@ -35,8 +43,7 @@ def check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], li
     source = data["source"]
     tabular = source["format"] in ("csv", "redcap")
     declared = list(source.get("identifiers", []))
-    mrns = [f for rule in data["rules"] if "patient" in rule for f in fields_of(rule["patient"].get("mrn"))]
-    identifiers = declared + [m for m in mrns if m not in declared]
+    identifiers = direct_identifiers(data)
     read = [(_in_rule(data, where), name) for where, name in referenced_fields(data)
             if where[0] == "rules" or where[1] in ("record_key", "visit", "visit_date")]
     read += [(("source", "items"), source["items"])] if "items" in source else []

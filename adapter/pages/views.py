@@ -171,6 +171,8 @@ def pages_blueprint(repository: Callable[[], Repository],
             run = dry_run(mapping, upload.filename or "upload", upload=upload.read())
         elif request.values.get("fixture"):
             name = request.values["fixture"]
+            if who is not None and who.site is not None and not name.startswith(f"{who.site}/"):
+                return _error(403, f"{name} is another site's file; a site's user tries its own site's only")
             if name in choices:
                 run = dry_run(mapping, name, path=choices[name])
             else:

@@ -16,6 +16,8 @@ from typing import Any
 from adapter.fhir import jsonio
 from adapter.mapping.cli import SITE_SPECS
 from adapter.mapping.coverage import Coverage, coverage
+from adapter.mapping.fields import fields_of
+from adapter.mapping.identifiers import direct_identifiers
 from adapter.mapping.spec import load_mapping
 from adapter.yamlspec import SpecError
 
@@ -53,6 +55,9 @@ class DryRun:
     children: int = 0
     types: dict[str, int] = field(default_factory=dict)
     cut: tuple[int, int] | None = None  # (rows mapped, rows in the upload) when it was cut
+    # Columns whose rejected values are not shown: the mapping's direct identifiers (an MRN, a
+    # name) stay in the file, never on a page.
+    withheld: set[str] = field(default_factory=set)
 
 
 def dry_run(mapping: str, source: str, path: pathlib.Path | None = None, upload: bytes | None = None) -> DryRun:
@@ -77,6 +82,9 @@ def dry_run(mapping: str, source: str, path: pathlib.Path | None = None, upload:
                 path.write_bytes(upload)
             assert path is not None
             run.found = coverage(spec, [path], out)
+            run.withheld = set(direct_identifiers(spec.data)) | {  # and birth dates, whole
+                f for rule in spec.data["rules"] if "patient" in rule
+                for f in fields_of(rule["patient"].get("birth_date"))}
     except Exception as error:  # a file of any shape may come: say why, never a 500
         log.info("workbench: %s on %s failed: %r", mapping, source, error)
         run.error = f"the file could not be read as {spec.source.get('format', 'csv')} for {mapping}: " \
