@@ -15,7 +15,7 @@ from datetime import date
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 from adapter.gateway.interactions import FhirRequest, FhirResponse
-from adapter.gateway.operation_inputs import _inputs
+from adapter.gateway.operation_inputs import operation_inputs
 from adapter.outcomes.evaluate import evaluate_measure
 from adapter.store.repository import Repository
 
@@ -43,7 +43,7 @@ def _day(values: dict[str, str], name: str, last: bool) -> date:
 
 
 def _evaluate(req: FhirRequest, repo: Repository, may_persist: bool) -> FhirResponse:
-    values = _inputs(req)
+    values = operation_inputs(req)
     unknown = sorted(set(values) - _KNOWN)
     if unknown:
         raise FhirError(400, [Issue("not-supported", f"parameter {name!r} is not supported by this server's "

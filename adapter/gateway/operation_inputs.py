@@ -7,10 +7,10 @@ from adapter.fhir import jsonio
 from adapter.fhir.outcomes import bad_request
 from adapter.gateway.interactions import FhirRequest
 
-__all__ = ["_inputs", "_parameters"]
+__all__ = ["operation_inputs", "parameters_of"]
 
 
-def _parameters(body: Any) -> list[dict[str, Any]]:
+def parameters_of(body: Any) -> list[dict[str, Any]]:
     """The `parameter` list of a Parameters body; 400 for anything else."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise bad_request("an operation's POST body must be a Parameters resource", "resourceType")
@@ -20,10 +20,10 @@ def _parameters(body: Any) -> list[dict[str, Any]]:
     return params
 
 
-def _inputs(req: FhirRequest) -> dict[str, str]:
+def operation_inputs(req: FhirRequest) -> dict[str, str]:
     values = {k: v for k, v in req.params if not k.startswith("_")}
     if req.body:
-        for param in _parameters(jsonio.parse(req.body)):
+        for param in parameters_of(jsonio.parse(req.body)):
             value = next((v for k, v in param.items() if k.startswith("value")), None)
             if isinstance(value, dict):
                 value = value.get("reference")

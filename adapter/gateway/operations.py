@@ -15,7 +15,7 @@ from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.evaluate_measure import DEFINITION as _EVALUATE_MEASURE, evaluate_measure_get, evaluate_measure_post
 from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
-from adapter.gateway.operation_inputs import _inputs, _parameters
+from adapter.gateway.operation_inputs import operation_inputs, parameters_of
 from adapter.protocol.adherence import adherence, as_parameters
 from adapter.protocol.apply import apply_plan
 from adapter.store.repository import Repository
@@ -40,7 +40,7 @@ def apply_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     """PlanDefinition/{id}/$apply: subject (Patient/ID), start (date of the first injection; by
     default the child's ResearchSubject period.start, else today, as a CarePlan.note says),
     persist (true: store the CarePlan and create or update the ResearchSubject)."""
-    values = _inputs(req)
+    values = operation_inputs(req)
     if not values.get("subject"):
         raise bad_request("parameter 'subject' (Patient/ID) is required", "subject")
     persist = values.get("persist", "false").lower()
@@ -62,7 +62,7 @@ def apply_get(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 def adherence_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     """ResearchSubject/{id}/$adherence: as-of (date; default today)."""
-    values = _inputs(req)
+    values = operation_inputs(req)
     as_of = _date(values, "as-of", date.today())
     report: dict[str, Any] = as_parameters(req.id or "", as_of, adherence(repo, req.id or "", as_of))
     return FhirResponse(200, jsonio.dumps(report))
@@ -80,7 +80,7 @@ def validate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     if req.body:
         resource = jsonio.parse(req.body)
         if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
-            resource = next((p.get("resource") for p in _parameters(resource)
+            resource = next((p.get("resource") for p in parameters_of(resource)
                              if p.get("name") == "resource"), None)
             if resource is None:
                 raise bad_request("a Parameters body needs a 'resource' parameter", "resource")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.fhir.outcomes import FhirError, Issue
+from adapter.fhir.sites import SITE_SYSTEM
 from adapter.outcomes.measures import Category, Outcome, RatioPart
 from adapter.protocol.schedule import visit_system
 from adapter.protocol.spec import Spec
@@ -24,6 +25,10 @@ _SCORING = "http://terminology.hl7.org/CodeSystem/measure-scoring"
 _TYPE = "http://terminology.hl7.org/CodeSystem/measure-type"
 STRATIFIERS = {"arm": "the child's arm (ResearchSubject.assignedArm)",
                "site": "the child's site (the site label of its ResearchSubject)"}
+
+
+# The site of a child: its ResearchSubject's site security label (adapter/fhir/sites.py).
+_SITE_LABEL = f"ResearchSubject.meta.security.where(system = '{SITE_SYSTEM}').code"
 
 
 def definition_url(base: str) -> str:
@@ -65,7 +70,7 @@ def _group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
                        for code, expression, words in populations],
         "stratifier": [{"code": {"coding": [{"system": stratifier_system(spec.base), "code": key}], "text": key},
                         "criteria": _criteria("ResearchSubject.assignedArm" if key == "arm"
-                                              else "ResearchSubject.identifier.system", words)}
+                                              else _SITE_LABEL, words)}
                        for key, words in STRATIFIERS.items()],
     }
 
@@ -80,7 +85,7 @@ def _shift_group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
              ".exists()).value")
     words = {"baseline": f"the category at {outcome.baseline}", "follow-up": f"the category at {visit}", **STRATIFIERS}
     expressions = {"baseline": value, "follow-up": value, "arm": "ResearchSubject.assignedArm",
-                   "site": "ResearchSubject.identifier.system"}
+                   "site": _SITE_LABEL}
     group["stratifier"] = [
         {"component": [{"code": _concept(spec, part), "criteria": _criteria(expressions[part], words[part])}
                        for part in parts]}  # mea-1: components alone (the report names it `key`)
@@ -104,12 +109,13 @@ def _adverse_event_group(spec: Spec) -> dict[str, Any]:
          "seriousness and causality"),
     ]
     return {
+        "code": _concept(spec, "adverse-events"),
         "description": "Children with at least one adverse event / children enrolled, per arm and site",
         "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]},
                         "criteria": _criteria(expression, words)} for code, expression, words in populations],
         "stratifier": [{"code": _concept(spec, key),
                         "criteria": _criteria("ResearchSubject.assignedArm" if key == "arm"
-                                              else "ResearchSubject.identifier.system", words)}
+                                              else _SITE_LABEL, words)}
                        for key, words in STRATIFIERS.items()] + [
             {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}
             for key, expression in _AE_DIMENSIONS.items()] + [

@@ -465,8 +465,8 @@ class SqlStore(Repository, SqlClients):
             if patients is not None:
                 query = query.where(in_compartment(request.resource_type, patients))
             if at_once:
-                with self._read() as conn:
-                    for rows in conn.execute(query).partitions(paged.count):
+                with self._read() as conn:  # a server-side cursor on PostgreSQL: a page in memory at a time
+                    for rows in conn.execution_options(stream_results=True).execute(query).partitions(paged.count):
                         yield [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                               False, r.data) for r in rows]
                 return
