@@ -433,6 +433,23 @@ def test_built_measures_keep_invariant_mea_1():
                 assert bool({"code", "description", "criteria"} & set(stratifier)) != bool(stratifier.get("component"))
 
 
+def test_a_result_is_built_with_the_cyclic_collector_paused_and_kept_until_a_write(four_sites_gateway):
+    import gc
+    from adapter.outcomes.memo import remember
+    store = four_sites_gateway.extensions["fhir_store"]
+    seen = []
+
+    def compute():
+        seen.append(gc.isenabled())
+        return len(seen)
+    assert gc.isenabled()
+    assert remember(store, "probe", "k", compute) == remember(store, "probe", "k", compute) == 1
+    assert seen == [False] and gc.isenabled()
+    made = store.create({"resourceType": "CodeSystem", "status": "draft", "content": "not-present"})
+    assert remember(store, "probe", "k", compute) == 2
+    store.delete("CodeSystem", made.id)
+
+
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
                                           (60, 2.000298), (120, 1.979930), (1000, 1.962339)])
 def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):
