@@ -157,6 +157,20 @@ def _drop_reused_schemas() -> Iterator[None]:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+@contextlib.contextmanager
+def migrated_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """For a module-scoped fixture parametrized "sqlite"/"postgresql": the URL of a new, migrated
+    store of that kind (an SQLite file in a new folder, or a reused PostgreSQL schema)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("store") / "adapter.db"
+        with open_private(path, "wb") as out:
+            out.write(_migrated_sqlite())
+        yield f"sqlite:///{path}"
+    else:
+        with reused_postgres_schema() as url:
+            yield url
+
+
 @functools.cache
 def _migrated_sqlite() -> bytes:
     """The bytes of an empty, migrated SQLite store: copied for each test, not migrated again."""

@@ -1,7 +1,6 @@
 """The fhir-adapter console script, run as a user would."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -12,10 +11,9 @@ import sys
 import pytest
 import requests
 
-from adapter.private import open_private
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
-from conftest import ROOT, _migrated_sqlite, observation, reused_postgres_schema, wait_until_serving
+from conftest import ROOT, migrated_store, observation, wait_until_serving
 
 CLI = [str(pathlib.Path(sys.executable).parent / "fhir-adapter")]
 
@@ -52,14 +50,7 @@ def test_init_db_then_load_reports_rejections(tmp_path, db_url):
 def demo_db(request, tmp_path_factory):
     """A migrated store (as db_url gives) after `demo --no-serve`, and that run: made once a
     store for the two tests below (the demo's ingests take 8-14 s), which only read it."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("demo") / "adapter.db"
-        with open_private(path, "wb") as out:
-            out.write(_migrated_sqlite())
-        store = contextlib.nullcontext(f"sqlite:///{path}")
-    else:
-        store = reused_postgres_schema()
-    with store as url:
+    with migrated_store(request, tmp_path_factory) as url:
         yield url, run("demo", "--db", url, "--no-serve")
 
 

@@ -3,7 +3,6 @@ from Measure/[id]/$evaluate-measure that equal the calculation made by hand from
 raw exports (tests/test_outcomes.py: by_hand), on both stores."""
 from __future__ import annotations
 
-import contextlib
 import statistics
 from collections import defaultdict
 
@@ -18,12 +17,11 @@ from adapter.gateway.app import create_app
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
 from adapter.outcomes.statistics import t_975
-from adapter.private import open_private
 from adapter.protocol.build import build_resources
 from adapter.protocol.cli import SPECS
 from adapter.protocol.spec import load_spec
 from adapter.store import open_store
-from conftest import ROOT, _migrated_sqlite, reused_postgres_schema
+from conftest import ROOT, migrated_store
 from r4schema import problems as r4_problems
 from conftest import SITES_KEY as KEY
 from test_outcomes import SITES, by_hand
@@ -37,14 +35,7 @@ STATISTICS = "http://ucmsc-cp.example.org/fhir/StructureDefinition/change-statis
 def four_sites_gateway(request, tmp_path_factory):
     """The protocol's definitions and the four sites' exports, ingested once a store; a gateway
     on it (Flask's test client) for the tests below, which write only MeasureReports."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("reports") / "adapter.db"
-        with open_private(path, "wb") as out:
-            out.write(_migrated_sqlite())
-        where = contextlib.nullcontext(f"sqlite:///{path}")
-    else:
-        where = reused_postgres_schema()
-    with where as url:
+    with migrated_store(request, tmp_path_factory) as url:
         store = open_store(url)
         store.load(build_resources(load_spec(SPECS / "ucmsc-cp-v1.yaml")))
         for site in ("site-a", "site-b", "site-c", "site-d"):

@@ -54,18 +54,25 @@ def _real_date(text: str) -> bool:
     return True
 
 
-def _site_b() -> dict:
+def site_b_visits():
+    """(record, visit key, the visit's dict, the document) of site B's kept documents."""
     rejected, _ = _bad_rows("site-b")
-    values = {}
     for line, text in enumerate((SITES / "site-b" / "export.ndjson").read_text(encoding="utf-8").splitlines(), 1):
         if line in rejected:
             continue
         document = json.loads(text)
         for visit in document["visits"]:
             kind = {"baseline": "baseline", "follow-up": f"month-{visit.get('month')}"}.get(visit["kind"])
-            adl = visit.get("scores", {}).get("adl")
-            if kind and adl is not None and _real_date(visit["date"]):
-                values.setdefault((document["patient"]["id"], kind), float(adl))
+            if kind and _real_date(visit["date"]):
+                yield document["patient"]["id"], kind, visit, document
+
+
+def _site_b() -> dict:
+    values = {}
+    for record, kind, visit, _ in site_b_visits():
+        adl = visit.get("scores", {}).get("adl")
+        if adl is not None:
+            values.setdefault((record, kind), float(adl))
     return {"values": values, "arms": {}}
 
 

@@ -24,7 +24,7 @@ from adapter.outcomes.measures import COLUMNS, child_changes, outcomes_of, popul
 from adapter.outcomes.shifts import shift_rows
 from adapter.protocol.cli import SPECS
 from adapter.protocol.spec import SpecError, load_spec
-from test_outcomes import SITES, _bad_rows, _real_date
+from test_outcomes import SITES, _bad_rows, site_b_visits
 
 SPEC = load_spec(SPECS / "ucmsc-cp-v1.yaml")
 
@@ -65,19 +65,6 @@ PATTERNS = {"site-a": ("utf-8", ",", r"(?:screening|month_(\d+))_arm_1"),
             "site-d": ("utf-8", ",", r"(?:screening|fu_m(\d+))_arm_[12]")}
 
 
-def _site_b_visits():
-    """(record, visit key, the visit's dict, the document) of site B's kept documents."""
-    rejected, _ = _bad_rows("site-b")
-    for line, text in enumerate((SITES / "site-b" / "export.ndjson").read_text(encoding="utf-8").splitlines(), 1):
-        if line in rejected:
-            continue
-        document = json.loads(text)
-        for visit in document["visits"]:
-            kind = {"baseline": "baseline", "follow-up": f"month-{visit.get('month')}"}.get(visit["kind"])
-            if kind and _real_date(visit["date"]):
-                yield document["patient"]["id"], kind, visit, document
-
-
 def _num(text: str | None) -> Decimal | None:
     return Decimal(text.replace(",", ".")) if text not in (None, "") else None
 
@@ -112,7 +99,7 @@ def gmfm_by_hand(which: str) -> dict[tuple[str, str], dict[str, Decimal]]:
                 value = dims.get(which)
             if value is not None:
                 values[(site, record)].setdefault(visit, value)
-    for record, visit, found, _ in _site_b_visits():
+    for record, visit, found, _ in site_b_visits():
         gmfm = found.get("scores", {}).get("gmfm88")
         if gmfm:
             dims = {d: Decimal(str(gmfm[d.upper()])) for d in DIMENSIONS}
@@ -127,7 +114,7 @@ def ratio_by_hand() -> dict[tuple[str, str], dict[str, float]]:
         for record, visit, row, lost in _csv_rows(site, *PATTERNS[site]):
             if visit and row.get("cd4_pct") and row.get("cd8_pct") and lost not in ("cd4_pct", "cd8_pct"):
                 values[(site, record)].setdefault(visit, float(row["cd4_pct"]) / float(row["cd8_pct"]))
-    for record, visit, found, _ in _site_b_visits():
+    for record, visit, found, _ in site_b_visits():
         cells = found.get("labs", {}).get("lymphocytes", {})
         if "CD4" in cells and "CD8" in cells:
             values[("site-b", record)].setdefault(visit, cells["CD4"]["value"] / cells["CD8"]["value"])
@@ -185,7 +172,7 @@ def mas_by_hand(visit: str) -> tuple[Counter, int]:
             for name in names:
                 if at and row.get(name) and lost != name:
                     grades[(site, record, name)].setdefault(at, row[name])
-    for record, at, found, _ in _site_b_visits():
+    for record, at, found, _ in site_b_visits():
         for muscle, sides in found.get("scores", {}).get("ashworth", {}).items():
             for side, grade in sides.items():
                 grades[("site-b", record, f"{muscle}-{side}")].setdefault(at, grade)
