@@ -441,6 +441,28 @@ def test_a_result_is_built_with_the_cyclic_collector_paused_and_kept_until_a_wri
     store.delete("CodeSystem", made.id)
 
 
+def test_readers_asking_at_once_wait_for_one_build(four_sites_gateway):
+    import threading
+    import time
+    from adapter.outcomes.memo import remember
+    store = four_sites_gateway.extensions["fhir_store"]
+    builds = []
+
+    def compute():
+        builds.append(1)
+        time.sleep(0.3)
+        return "built"
+    answers = []
+    readers = [threading.Thread(target=lambda: answers.append(remember(store, "probe-at-once", "k", compute)))
+               for _ in range(5)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert answers == ["built"] * 5 and builds == [1]
+    assert not store.derived()["being built"]  # nothing left behind per key
+
+
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (5, 2.571), (30, 2.042), (31, 2.039513), (40, 2.021075),
                                           (60, 2.000298), (120, 1.979930), (1000, 1.962339)])
 def test_the_95_percent_interval_uses_students_t_at_every_size(df, quantile):

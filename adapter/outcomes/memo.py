@@ -35,8 +35,26 @@ def remember(repo: Repository, kind: str, key: Hashable, compute: Callable[[], T
         if hit is not None and hit[0] == generation:
             kept[full] = kept.pop(full)  # newest last
             return hit[1]  # type: ignore[no-any-return]
-    with _collector_paused():
-        value = compute()
+        # One computation per result at a time: readers who ask while it is being built wait for
+        # it rather than build it too (ten people opening the study page after a write would
+        # otherwise cost ten times the reads, all at once).
+        builds: dict[Any, threading.Lock] = repo.derived().setdefault("being built", {})
+        building = builds.setdefault((kind, full), threading.Lock())
+    with building:
+        with _LOCK:
+            hit = kept.get(full)
+            if hit is not None and hit[0] == generation:
+                return hit[1]  # type: ignore[no-any-return]
+        try:
+            with _collector_paused():
+                value = compute()
+            return _keep(kept, full, generation, value)
+        finally:  # kept by now (or failed): a reader arriving later finds it, or builds anew
+            with _LOCK:
+                builds.pop((kind, full), None)
+
+
+def _keep(kept: dict[Any, Any], full: Any, generation: Hashable, value: T) -> T:
     with _LOCK:
         for stale in [k for k, (at, _) in kept.items() if at != generation or k == full]:
             del kept[stale]
