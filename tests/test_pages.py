@@ -103,6 +103,7 @@ def visit(context: Any, url: str) -> tuple[Any, list[str]]:
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-fragment]')", timeout=60_000)  # sections that follow
     return page, errors
 
 
@@ -271,10 +272,16 @@ def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
     assert api.status_code == 401
     context.close()
     # A token that may read ResearchSubjects only: enrolment shown, the other sections say why not.
-    narrow = requests.get(f"{root}/ui/", cookies={"fhir_adapter_ui_token": _token(
-        root, "pages-subjects-only", "system/ResearchSubject.rs")}, timeout=30)
+    subjects_only = {"fhir_adapter_ui_token": _token(root, "pages-subjects-only", "system/ResearchSubject.rs")}
+    narrow = requests.get(f"{root}/ui/", params={"whole": "1"}, cookies=subjects_only, timeout=30)
     assert narrow.status_code == 200 and 'id="enrolled-total">20<' in narrow.text
     assert narrow.text.count("not shown with your access") == 3
+    # The same sections as fragments (what the page fetches): the same refusal, said in each.
+    for fragment in ("outcomes", "adverse-events"):
+        part = requests.get(f"{root}/ui/study/{fragment}", cookies=subjects_only, headers={"X-Fragment": "1"},
+                            timeout=30)
+        assert part.status_code == 200 and part.text.count("not shown with your access") == 1
+        assert "<html" not in part.text
     # A site's user who may ingest may try its own site's mapping in the workbench, not another's.
     ingest = {"fhir_adapter_ui_token": _token(root, "pages-site-a-ingest", "system/*.cruds")}
     own = requests.get(f"{root}/ui/workbench", params={"mapping": "site-a", "fixture": "site-a/export.csv"},

@@ -67,3 +67,13 @@ def test_a_rejected_identifier_is_withheld_from_the_page(client):
     text = answer.get_data(as_text=True)
     assert answer.status_code == 200 and "2019-13-45" not in text
     assert "(withheld: a direct identifier)" in text
+
+
+def test_a_fragment_opened_as_a_page_is_the_whole_study_page(client):
+    """Without the page's script (no X-Fragment header) a section's URL leads to the study page
+    with every section in place."""
+    answer = client.get("/ui/study/outcomes")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/ui/study?whole=1#outcomes")
+    whole = client.get("/ui/study?whole=1").get_data(as_text=True)
+    assert 'id="outcomes"' in whole and "data-fragment" not in whole
+    assert 'data-fragment="/ui/study/outcomes"' in client.get("/ui/study").get_data(as_text=True)

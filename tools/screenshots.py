@@ -57,6 +57,9 @@ def shoot(base: str, out: pathlib.Path) -> list[str]:
         page.on("pageerror", lambda e: errors.append(str(e)))
         for name, path in PAGES.items():
             page.goto(base + path, wait_until="networkidle")
+            # the study page's sections that follow it (pages.js fetches them), and their plots
+            page.wait_for_function("() => !document.querySelector('[data-fragment]')", timeout=60_000)
+            page.wait_for_load_state("networkidle")
             page.screenshot(path=str(out / f"{name}.png"), full_page=name == "workbench")  # the others: their top
         browser.close()
     return errors

@@ -44,6 +44,7 @@ def interaction_of(endpoint: str | None) -> tuple[str | None, str | None]:
 # Patient (so the trail names the child), the study page reads across types, the workbench
 # maps a site's export (MRNs and all) without storing it.
 _PAGES = {"pages.child": ("read", None), "pages.study": ("search-system", None),
+          "pages.study_outcomes": ("search-system", None), "pages.study_adverse_events": ("search-system", None),
           "pages.workbench": ("operation", "$workbench-dry-run")}
 
 

@@ -144,11 +144,32 @@ def pages_blueprint(repository: Callable[[], Repository],
         enrolled = enrolment(repo, study_id)
         notes: list[str] = []
         as_of, number = _as_of(), int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
-        sections = _allowed(notes, "Change from baseline", lambda: outcome_sections(repo, study_id)) or []
+        # The outcomes and adverse events read the whole study once after a write (3 s at 10,000
+        # children): by default the page comes first and they follow as fragments (pages.js);
+        # ?whole=1 renders them in place (no script).
+        lazy = request.args.get("whole") != "1"
+        sections = None if lazy else _allowed(notes, "Change from baseline",
+                                              lambda: outcome_sections(repo, study_id)) or []
         matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
-        events = _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))
-        return render_template("study.html", enrolled=enrolled, sections=sections, matrix=matrix,
+        events = None if lazy else _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))
+        return render_template("study.html", enrolled=enrolled, sections=sections, matrix=matrix, lazy=lazy,
                                events=events, study=study_id, notes=notes, seconds=time.perf_counter() - started)
+
+    @pages.get("/study/outcomes")
+    def study_outcomes() -> ResponseReturnValue:
+        if request.headers.get("X-Fragment") != "1":  # opened as a page: the whole study page, in place
+            return redirect(url_for("pages.study", whole="1", _anchor="outcomes"))
+        repo, notes = repository(), list[str]()
+        sections = _allowed(notes, "Change from baseline", lambda: outcome_sections(repo, spec().protocol["id"]))
+        return render_template("study_outcomes.html", sections=sections or [], section_notes=notes)
+
+    @pages.get("/study/adverse-events")
+    def study_adverse_events() -> ResponseReturnValue:
+        if request.headers.get("X-Fragment") != "1":
+            return redirect(url_for("pages.study", whole="1", _anchor="adverse-events"))
+        repo, notes = repository(), list[str]()
+        events = _allowed(notes, "Adverse events", lambda: adverse_events(repo, spec().protocol["id"]))
+        return render_template("study_adverse_events.html", events=events, section_notes=notes)
 
     @pages.get("/child/<patient_id>")
     def child(patient_id: str) -> str:
