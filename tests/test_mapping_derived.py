@@ -223,3 +223,62 @@ def test_a_ratio_over_zero_is_named_by_its_expression_not_by_the_cell(tmp_path):
                        value="{ratio: [{sum: %s}, {sum: %s}]}" % (ITEMS, ITEMS))
     [zero] = report.rejections
     assert zero.column.startswith("ratio(") and "site-x-C5-baseline-body-weight" in made
+
+
+# Reproducers of a second read of the mapping engine (2026-11-30).
+
+@pytest.mark.parametrize("weight_first", [True, False])
+def test_a_value_derived_from_a_rejected_cell_is_never_kept_whatever_the_rules_order(tmp_path, weight_first):
+    """The rule run that rejected a cell was named by id() of its read set, which a later rule's
+    new set could reuse: with the weight rule first, 500 million cells from a 500 kg weight
+    were kept."""
+    text = spec(tmp_path, cells="{product: [{field: dose_per_kg, unit: 10*6/kg}, {field: weight, unit: kg}]}",
+                concept="body-weight", value="weight").read_text()
+    injection = text[text.index("  - injection:"):text.index("  - observation: body-weight")]
+    weight = "  - observation: body-weight\n    value: weight\n"
+    rules = text[:text.index("  - injection:")] + (weight + injection if weight_first else injection + weight)
+    (tmp_path / "derived.yaml").write_text(rules, encoding="utf-8")
+    source = tmp_path / "export.csv"
+    source.write_text(HEADER + "\nC1,dose1,2025-03-01,500,1,IT,,,,,\n", encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(load_mapping(tmp_path / "derived.yaml"), [source], out, KEY)
+    made = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert not [r for r in made if r["resourceType"] == "Procedure"]
+    assert [(r.column, r.value) for r in report.rejections] == [("weight", "500")]
+
+
+def test_a_looked_up_value_is_checked_as_its_rule_stores_it_with_a_unit_of_the_rule(tmp_path):
+    """A rule-level `unit:` skipped the check a looked-up weight must pass: a rejected 500 kg
+    fed the next visit's dose."""
+    path = spec(tmp_path)
+    path.write_text(path.read_text().replace("  - observation: body-weight\n    value: weight\n",
+                                             "  - observation: body-weight\n    value: weight\n    unit: kg\n"))
+    source = tmp_path / "export.csv"
+    source.write_text("\n".join([HEADER, "C1,screening,2025-03-01,500,,,,,,,", "C1,dose1,2025-03-08,,1.5,IT,,,,,"])
+                      + "\n", encoding="utf-8")
+    out = io.BytesIO()
+    translate(load_mapping(path), [source], out, KEY)
+    made = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+    assert "site-x-C1-injection-1" not in made
+
+
+def test_two_values_for_one_resource_in_a_row_are_a_rejection_not_an_overwrite(tmp_path):
+    path = spec(tmp_path, concept="body-weight", value="a1")
+    path.write_text(path.read_text().replace("    value: a1\n", "    value: a1\n    for_each: {split: [a1], separator: ';'}\n"))
+    source = tmp_path / "export.csv"
+    source.write_text(HEADER + "\nC1,screening,2025-03-01,,,,20;21,,,,\n", encoding="utf-8")
+    out = io.BytesIO()
+    report = translate(load_mapping(path), [source], out, KEY)
+    weights = [r for r in map(json.loads, out.getvalue().splitlines()) if r["resourceType"] == "Observation"]
+    assert [w["valueQuantity"]["value"] for w in weights] == [20]
+    [twice] = report.rejections
+    assert (twice.column, twice.value) == ("a1", "21") and "a second value" in twice.reason
+    assert report.rows_partly == 1
+
+
+@pytest.mark.parametrize("value, says", [
+    ("{sum: [{field: a1, unit: '{kg'}]}", "not closed"),
+    ("{product: [{field: a1, unit: kg}, {const: abc}]}", "'abc' is no finite number"),
+])
+def test_a_unit_or_constant_that_cannot_be_is_refused_when_the_spec_loads(tmp_path, value, says):
+    assert any(says in p for p in problems(spec(tmp_path, concept="body-weight", value=value)))

@@ -95,7 +95,14 @@ def unit_of(expr: Any, problems: list[str], where: str = "") -> Unit:
     if isinstance(expr, str):
         return ANY
     if not is_arithmetic(expr):
-        return Unit.parse(expr["unit"]) if "unit" in expr else Unit("1") if "const" in expr else ANY
+        if "unit" not in expr:
+            return Unit("1") if "const" in expr else ANY
+        from adapter.fhir.units import UnitError
+        try:
+            return Unit.parse(expr["unit"])
+        except UnitError as error:
+            problems.append(f"{where}{error}")
+            return ANY
     op = operation(expr)
     units = [unit_of(part, problems, where) for part in expr[op]]
     if op in ("difference", "ratio") and len(units) != 2:
@@ -145,7 +152,10 @@ def _powers(code: str, at: int, sign: int, found: collections.Counter[str]) -> i
         elif char == "(":
             at = _powers(code, at + 1, term_sign, found)
         elif char == "{":
-            end = code.index("}", at)
+            end = code.find("}", at)
+            if end < 0:
+                from adapter.fhir.units import UnitError
+                raise UnitError(f"{code!r}: the annotation opened by '{{' is not closed")
             found[code[at:end + 1]] += term_sign
             at = end + 1
         else:

@@ -16,6 +16,8 @@ candidate MRNs, every other column being rebuilt from the served resources).
 """
 from __future__ import annotations
 
+import itertools
+
 import pathlib
 import re
 from collections.abc import Iterator
@@ -186,7 +188,12 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     if histories:
         root.history = histories.get(record, [])
     made: list[tuple[Rule, dict[str, Any]]] = []
-    reads: dict[int, set[str]] = {}  # id() of a resource made -> the cells its rule read
+    taken: set[str] = set()  # Type/id of what the row's rules made so far
+    # id() of a resource made -> (the run of the rule that made it, the cells that run read). A
+    # run is numbered, not named by id() of its set: a set freed by a rule that made nothing lends
+    # its id to the next rule's, which would then pass for the rule that rejected the cell.
+    reads: dict[int, tuple[int, set[str]]] = {}
+    runs = itertools.count()
     failed = Failures()
 
     def reject(problem: Problem, rule: Rule | str, lost: list[str] | None = None, origin: int | None = None) -> None:
@@ -202,7 +209,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
 
     def run(rule: Rule, scope: Scope, lost: list[str] | None = None) -> None:
         """`lost`: the visit is rejected; only collect what its rules would have made."""
-        context = Context(spec, key, record, scope)
+        context, number = Context(spec, key, record, scope), next(runs)
         try:
             if not _holds(rule, scope):
                 return
@@ -217,13 +224,15 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                     lost += [ref for _, refs in context.failures for ref in refs]
                     continue
                 for problem, refs in context.failures:  # the builder kept the rest
-                    reject(problem, rule, refs, id(read))
+                    reject(problem, rule, refs, number)
                 result.warnings += [Rejection(row.file, row.line, note.column, note.value, spec.where(rule),
                                               note.reason) for note in context.notes]
-                if any(r["resourceType"] == "AdverseEvent" for r in rule_made):  # not on every rule
-                    _distinct(rule_made, {ref_of(r) for _, r in made}, key)
+                for twice in _distinct(rule_made, taken, key):
+                    reject(Problem(_value_label(rule), _shown(twice), f"a second value for {ref_of(twice)} in "
+                                   "this row (one per visit and code: the first is kept)"), rule, [], number)
+                rule_made = [r for r in rule_made if not r.pop(_TWICE, False)]
                 made.extend((rule, resource) for resource in rule_made)
-                reads.update((id(resource), read) for resource in rule_made)
+                reads.update((id(resource), (number, read)) for resource in rule_made)
                 if rule_made:
                     result.fired.add(rule.index)
                 dropped = None if built else _dropped(context, rule)
@@ -232,7 +241,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                                                      spec.where(rule), dropped.reason))
         except Problem as problem:
             if lost is None:
-                reject(problem, rule, intended(context, rule), id(scope.reads) if scope.reads is not None else None)
+                reject(problem, rule, intended(context, rule), number if scope.reads is not None else None)
             else:
                 lost += intended(context, rule)
         finally:
@@ -310,18 +319,42 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
     return result
 
 
-def _distinct(resources: list[dict[str, Any]], taken: set[str], key: bytes) -> None:
-    """Two adverse events of one row with one term and onset (a fever of grade 1, then of grade
-    3) would share an id, the second overwriting the first: the second gets `-2`, and so on (in
-    the row's order, so a re-ingest gives the same ids). Nothing of a row refers to an adverse
-    event, so nothing else changes."""
+_TWICE = "__made twice__"  # marks a resource whose id the row had made already (never stored)
+
+
+def _distinct(resources: list[dict[str, Any]], taken: set[str], key: bytes) -> list[dict[str, Any]]:
+    """Two resources of one row with one id would be one, the second overwriting the first. Two
+    adverse events with one term and onset (a fever of grade 1, then of grade 3) are two events:
+    the second gets `-2`, and so on (in the row's order, so a re-ingest gives the same ids; nothing
+    of a row refers to an adverse event). Anything else (two weights of one visit) is one value
+    too many: it is marked _TWICE, and returned for the rejection."""
+    twice: list[dict[str, Any]] = []
     for resource in resources:
-        if resource["resourceType"] == "AdverseEvent" and ref_of(resource) in taken:
+        if ref_of(resource) in taken:
+            if resource["resourceType"] != "AdverseEvent":
+                resource[_TWICE] = True
+                twice.append(resource)
+                continue
             base, n = resource["id"], 2
             while f"AdverseEvent/{safe_id(key, base, str(n))}" in taken:
                 n += 1
             resource["id"] = safe_id(key, base, str(n))
         taken.add(ref_of(resource))
+    return twice
+
+
+def _shown(resource: dict[str, Any]) -> str:
+    """The value a resource holds, as a rejection shows it: a number, or a code."""
+    if "valueQuantity" in resource:
+        return str(resource["valueQuantity"].get("value", ""))
+    codings: list[dict[str, Any]] = (resource.get("valueCodeableConcept") or {}).get("coding") or [{}]
+    return str(codings[0].get("code", ""))
+
+
+def _value_label(rule: Rule) -> str:
+    """The column a rule takes its value from, when it is one (for a rejection naming it)."""
+    value = rule.fields.get("value")
+    return value if isinstance(value, str) else str(value.get("field", "")) if isinstance(value, dict) else ""
 
 
 def _dropped(ctx: Context, rule: Rule) -> Problem | None:

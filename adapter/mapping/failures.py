@@ -66,17 +66,18 @@ class Failures:
         self._origin.append(origin)
 
     def settle(self, made: list[tuple[Rule, dict[str, Any]]],
-               reads: dict[int, set[str]] | None = None) -> list[tuple[Rule, dict[str, Any]]]:
+               reads: dict[int, tuple[int, set[str]]] | None = None) -> list[tuple[Rule, dict[str, Any]]]:
         """What is left of `made` once every resource not made is out, and whatever refers to
-        one, or was derived from a rejected cell (`reads`: by id() of a resource, the cells
-        its rule read: a GMFM total computed from a dimension of 130 %)."""
+        one, or was derived from a rejected cell (`reads`: by id() of a resource, the number of
+        the rule run that made it and the cells it read: a GMFM total computed from a dimension
+        of 130 %)."""
         cause = {ref: i for i, (_, lost) in enumerate(self._found) for ref in lost}
         cells = {r.column: i for i, (r, _) in enumerate(self._found) if r.column}
         kept = []
         for rule, resource in made:
-            read = (reads or {}).get(id(resource), set())
+            run, read = (reads or {}).get(id(resource), (None, set()))
             # a rule's own bad cell cost it what it said (a GMFM item: its dimension, not the others)
-            tainted = next((cells[c] for c in read if c in cells and self._origin[cells[c]] != id(read)), None)
+            tainted = next((cells[c] for c in read if c in cells and self._origin[cells[c]] != run), None)
             if ref_of(resource) in cause:
                 continue
             if tainted is not None:

@@ -9,7 +9,6 @@ that the observation rule reading the same field rejects (a weight of 500 kg).
 """
 from __future__ import annotations
 
-import decimal
 import pathlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 from adapter.mapping.engine import _root_scope, _scopes, _visit, read_source, unique_key
 from adapter.mapping.context import Context
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
-from adapter.mapping.resources import checked_number
+from adapter.mapping.resources import stored_number
 from adapter.mapping.sources import SourceError
 from adapter.mapping.spec import MappingSpec, Rule
 
@@ -79,21 +78,19 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
 
 def _checks(spec: MappingSpec) -> dict[str, list[Any]]:
     """Per looked-up field, the checks of the observation rules that read it as their value
-    (the body-weight rule's 2-150 kg for `weight_kg`): the very check those rules apply."""
+    (the body-weight rule's 2-150 kg for `weight_kg`): the number that rule would store, unit
+    conversion and rounding included (resources.stored_number)."""
     found: dict[str, list[Any]] = {}
     for rule in spec.rules:
         expr = rule.fields.get("value") if rule.kind == "observation" else None
         name = expr if isinstance(expr, str) else expr.get("field") if isinstance(expr, dict) and \
             set(expr) <= {"field", "unit"} else None
-        if name not in spec.looked_up or rule.concept is None or "check" not in rule.concept \
-                or "unit" in rule.fields:
+        if name not in spec.looked_up or rule.concept is None or "check" not in rule.concept:
             continue
 
         def check(value: Value, scope: Scope, rule: Rule = rule) -> bool:
-            assert rule.concept is not None
             try:
-                checked_number(Context(spec, b"", "", scope), value, rule.concept,
-                               rule.derived.get("value", decimal.Decimal(1)))
+                stored_number(Context(spec, b"", "", scope), rule, value)
             except Problem:
                 return False
             return True

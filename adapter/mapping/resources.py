@@ -221,6 +221,15 @@ def _source_unit(ctx: Context, rule: Rule) -> tuple[decimal.Decimal, str, str]:
     return rule.factors[spelling], spelling, unit["units"][spelling]
 
 
+def stored_number(ctx: Context, rule: Rule, value: Value) -> tuple[decimal.Decimal, str, str]:
+    """The number an observation rule stores for `value` (in its concept's unit, rounded, checked:
+    a Problem when the check fails), and the unit the site wrote (spelling, UCUM). What a lookup
+    of the value takes too (adapter/mapping/lookups.py), so that the two cannot differ."""
+    assert rule.concept is not None
+    factor, spelling, ucum = _source_unit(ctx, rule)
+    return checked_number(ctx, value, rule.concept, factor, rule.rounding.get("value")), spelling, ucum
+
+
 def _as_sent(quantity: dict[str, Any], value: Value, ctx: Context, spelling: str, ucum: str) -> None:
     """Keep what the site sent beside a converted value: its number and unit (R4's
     iso21090-PQ-translation, "the same quantity in a different unit"), so that an auditor can
@@ -260,8 +269,7 @@ def observation(ctx: Context, rule: Rule) -> dict[str, Any] | None:
             raise Problem(value.label, value.raw, concept["check"]["reason"])
         resource["valueCodeableConcept"] = coded(ctx, concept["codes"][grade])
     else:
-        factor, spelling, ucum = _source_unit(ctx, rule)
-        number = checked_number(ctx, value, concept, factor, rule.rounding.get("value"))
+        number, spelling, ucum = stored_number(ctx, rule, value)
         resource["valueQuantity"] = ucum_quantity(number, concept["unit"])
         if ucum and ucum != concept["unit"]:  # converted, or only relabelled (10*3/uL is 10*9/L)
             _as_sent(resource["valueQuantity"], value, ctx, spelling, ucum)

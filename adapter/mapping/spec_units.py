@@ -89,10 +89,12 @@ def value_problems(kind: str, rule: dict[str, Any], fields: dict[str, Any], conc
     return found
 
 
-def _constant_problems(expr: Any, divisor: bool = False) -> list[str]:
+def _constant_problems(expr: Any, divisor: bool = False, operand: bool = False) -> list[str]:
+    """A constant that is an operand of arithmetic (or has a unit) must be a finite number, and
+    no divisor may be zero; a constant elsewhere (a route's `const: IT`) is text."""
     if not isinstance(expr, dict):
         return []
-    if "const" in expr and ("unit" in expr or divisor):
+    if "const" in expr and ("unit" in expr or divisor or operand):
         value = expr["const"]
         try:
             number = decimal.Decimal(str(value)) if not isinstance(value, bool) else None
@@ -103,5 +105,6 @@ def _constant_problems(expr: Any, divisor: bool = False) -> list[str]:
         return ["a ratio over zero, whatever the row"] if divisor and number == 0 else []
     if is_arithmetic(expr):
         op = operation(expr)
-        return [m for i, part in enumerate(expr[op]) for m in _constant_problems(part, op == "ratio" and i == 1)]
+        return [m for i, part in enumerate(expr[op])
+                for m in _constant_problems(part, op == "ratio" and i == 1, operand=True)]
     return []
