@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.outcomes.cohort import Cohort, cohort as read_cohort, stored
+from adapter.outcomes.cohort import Cohort, cohort as read_cohort
+from adapter.outcomes.reading import matches
 from adapter.store.repository import Repository
 
-__all__ = ["AdverseEventCount", "AdverseEventRow", "adverse_event_rows", "classify", "wilson", "AE_COLUMNS", "GRADES",
+__all__ = ["AdverseEventCount", "AdverseEventRow", "adverse_event_rows", "study_events", "classify", "wilson", "AE_COLUMNS", "GRADES",
            "STANDARD",
            "NOT_GRADED", "NOT_RECORDED", "NOT_ASSESSED"]
 
@@ -110,21 +111,30 @@ def classify(event: dict[str, Any]) -> dict[str, str]:
             "causality": causality or NOT_ASSESSED}
 
 
-def adverse_event_rows(store: Repository, study: str, by: str | None = None, cohort: Cohort | None = None,
-                       key: str = "adverse-events", period: tuple[str, str] | None = None) -> list[AdverseEventRow]:
-    """Per group ("all", or each arm or site, `by`) the adverse-event counts and rate. One search
-    of AdverseEvent, whatever the number of children. With a period (first and last day,
-    YYYY-MM-DD), an event dated on another day (AdverseEvent.date, else detected) is left out;
-    an undated one is counted."""
-    children = cohort or read_cohort(store, study)
+def study_events(store: Repository, children: Cohort,
+                 period: tuple[str, str] | None = None) -> dict[str, list[dict[str, str]]]:
+    """Each child's actual AdverseEvents, classified (grade, seriousness, causality), in id order:
+    one search of AdverseEvent, whatever the number of children; what every grouping counts.
+    With a period (first and last day, YYYY-MM-DD), an event dated on another day
+    (AdverseEvent.date, else detected) is left out; an undated one is counted."""
     events: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
-    for event in sorted(stored(store, "AdverseEvent", []), key=lambda e: e["id"]):
+    for event in matches(store, "AdverseEvent", []):
         patient = (event.get("subject") or {}).get("reference", "")
         day = str(event.get("date") or event.get("detected") or "")[:10]
         if period and day and not period[0] <= day <= period[1]:
             continue
         if patient in children.children and event.get("actuality", "actual") == "actual":
             events[patient].append(classify(event))
+    return events
+
+
+def adverse_event_rows(store: Repository, study: str, by: str | None = None, cohort: Cohort | None = None,
+                       key: str = "adverse-events", period: tuple[str, str] | None = None,
+                       events: dict[str, list[dict[str, str]]] | None = None) -> list[AdverseEventRow]:
+    """Per group ("all", or each arm or site, `by`) the adverse-event counts and rate, from
+    `events` (study_events of the same children) or, without them, a search of its own."""
+    children = cohort or read_cohort(store, study)
+    events = study_events(store, children, period) if events is None else events
     seen = {d: {e[d] for found in events.values() for e in found} for d in ("grade", "seriousness", "causality")}
     values = {d: list(STANDARD[d]) + sorted(seen[d] - set(STANDARD[d])) for d in STANDARD}
     members: dict[str, list[str]] = collections.defaultdict(list)

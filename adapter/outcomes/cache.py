@@ -1,8 +1,7 @@
 """Each child's changes, computed once while the store is unchanged (adapter/outcomes/memo.py).
 
 A report over 10,000 children reads tens of thousands of Observations and Encounters; the pages
-and repeated `$evaluate-measure` calls ask for the same ones again. A result is a list of small
-records, about 1 MB per 10,000 children.
+and repeated `$evaluate-measure` calls ask for the same ones again.
 """
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ same arm and start date), never per outcome or per visit.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -25,14 +24,9 @@ from adapter.protocol.apply import arm_protocol, read_json
 from adapter.protocol.schedule import schedule
 from adapter.store.repository import Repository
 
-__all__ = ["Child", "Cohort", "cohort", "day_of", "stored"]
+__all__ = ["Child", "Cohort", "cohort", "day_of"]
 
 _INJECTION = re.compile(r"^c\d+-d\d+$")
-
-
-def stored(store: Repository, resource_type: str, params: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
-    """Every match of a search, parsed for reading only (adapter/outcomes/reading.py)."""
-    return matches(store, resource_type, params)
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ def _read_cohort(store: Repository, study: str) -> Cohort:
     """Read the study's ResearchSubjects (one search, whatever the number of children) and the arms'
     PlanDefinitions."""
     children = {}
-    for subject in stored(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
+    for subject in matches(store, "ResearchSubject", [("study", f"ResearchStudy/{study}")]):
         sites = sites_of(subject)
         patient = subject["individual"]["reference"]
         children[patient] = Child(patient, subject.get("assignedArm", ""), next(iter(sites)) if len(sites) == 1 else "",

@@ -18,7 +18,8 @@ from adapter.protocol.schedule import visit_system
 from adapter.protocol.spec import Spec
 
 __all__ = ["measure_resources", "outcome_of_measure", "definition_url", "POPULATION", "STRATIFIERS",
-           "stratifier_system"]
+           "stratifier_system", "stratifier_concept", "population_code", "population_counts",
+           "definition_base"]
 
 POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
 _SCORING = "http://terminology.hl7.org/CodeSystem/measure-scoring"
@@ -37,6 +38,20 @@ def definition_url(base: str) -> str:
 
 def stratifier_system(base: str) -> str:
     return f"{base}/CodeSystem/outcome-stratifier"
+
+
+def stratifier_concept(base: str, key: str) -> dict[str, Any]:
+    """A stratifier's (or a component's) code, in the Measure and in its reports alike."""
+    return {"coding": [{"system": stratifier_system(base), "code": key}], "text": key}
+
+
+def population_code(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": POPULATION, "code": code}]}
+
+
+def population_counts(**counts: int) -> list[dict[str, Any]]:
+    """A report's populations: population_counts(initial_population=3, numerator=1)."""
+    return [{"code": population_code(code.replace("_", "-")), "count": n} for code, n in counts.items()]
 
 
 def _criteria(expression: str, description: str) -> dict[str, Any]:
@@ -65,10 +80,10 @@ def _group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
                  "text": f"Change from {outcome.baseline} at {visit}"},
         "description": f"{outcome.title}: {visit} minus {outcome.baseline}, per child; per population "
                        "n, mean, SD, 95% CI (Student's t), median and IQR",
-        "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]},
+        "population": [{"code": population_code(code),
                         "criteria": _criteria(expression, words)}
                        for code, expression, words in populations],
-        "stratifier": [{"code": {"coding": [{"system": stratifier_system(spec.base), "code": key}], "text": key},
+        "stratifier": [{"code": stratifier_concept(spec.base, key),
                         "criteria": _criteria("ResearchSubject.assignedArm" if key == "arm"
                                               else _SITE_LABEL, words)}
                        for key, words in STRATIFIERS.items()],
@@ -87,15 +102,11 @@ def _shift_group(spec: Spec, outcome: Outcome, visit: str) -> dict[str, Any]:
     expressions = {"baseline": value, "follow-up": value, "arm": "ResearchSubject.assignedArm",
                    "site": _SITE_LABEL}
     group["stratifier"] = [
-        {"component": [{"code": _concept(spec, part), "criteria": _criteria(expressions[part], words[part])}
+        {"component": [{"code": stratifier_concept(spec.base, part), "criteria": _criteria(expressions[part], words[part])}
                        for part in parts]}  # mea-1: components alone (the report names it `key`)
         for key, parts in (("shift", ("baseline", "follow-up")), ("arm-shift", ("arm", "baseline", "follow-up")),
                            ("site-shift", ("site", "baseline", "follow-up")))]
     return group
-
-
-def _concept(spec: Spec, key: str) -> dict[str, Any]:
-    return {"coding": [{"system": stratifier_system(spec.base), "code": key}], "text": key}
 
 
 def _adverse_event_group(spec: Spec) -> dict[str, Any]:
@@ -109,19 +120,19 @@ def _adverse_event_group(spec: Spec) -> dict[str, Any]:
          "seriousness and causality"),
     ]
     return {
-        "code": _concept(spec, "adverse-events"),
+        "code": stratifier_concept(spec.base, "adverse-events"),
         "description": "Children with at least one adverse event / children enrolled, per arm and site",
-        "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]},
+        "population": [{"code": population_code(code),
                         "criteria": _criteria(expression, words)} for code, expression, words in populations],
-        "stratifier": [{"code": _concept(spec, key),
+        "stratifier": [{"code": stratifier_concept(spec.base, key),
                         "criteria": _criteria("ResearchSubject.assignedArm" if key == "arm"
                                               else _SITE_LABEL, words)}
                        for key, words in STRATIFIERS.items()] + [
-            {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}
+            {"code": stratifier_concept(spec.base, key), "criteria": _criteria(expression, f"events and children by {key}")}
             for key, expression in _AE_DIMENSIONS.items()] + [
             {"component": [  # mea-1: components alone (the report's stratifier is `arm-{key}`)
-                {"code": _concept(spec, "arm"), "criteria": _criteria("ResearchSubject.assignedArm", STRATIFIERS["arm"])},
-                {"code": _concept(spec, key), "criteria": _criteria(expression, f"events and children by {key}")}]}
+                {"code": stratifier_concept(spec.base, "arm"), "criteria": _criteria("ResearchSubject.assignedArm", STRATIFIERS["arm"])},
+                {"code": stratifier_concept(spec.base, key), "criteria": _criteria(expression, f"events and children by {key}")}]}
             for key, expression in _AE_DIMENSIONS.items()],
     }
 
@@ -207,6 +218,18 @@ def _ratio_part(extension: dict[str, Any]) -> RatioPart:
                      str(top.get("display", "numerator")), str(bottom.get("display", "denominator")))
 
 
+def _definition(measure: dict[str, Any]) -> dict[str, Any] | None:
+    return next((e for e in measure.get("extension", []) if str(e.get("url", "")).endswith(definition_url(""))),
+                None)
+
+
+def definition_base(measure: dict[str, Any]) -> str:
+    """The base of the Measure's own outcome-definition extension ("" without one): the reports'
+    extensions are named under it."""
+    definition = _definition(measure)
+    return str(definition["url"])[:-len(definition_url(""))] if definition else ""
+
+
 def _check_types(parts: dict[str, list[Any]]) -> None:
     """KeyError unless each part has the type outcome_of_measure reads (a Measure written by hand
     may give a visit as an integer: a 422, not a traceback)."""
@@ -225,8 +248,7 @@ def _check_types(parts: dict[str, list[Any]]) -> None:
 def outcome_of_measure(measure: dict[str, Any]) -> tuple[Outcome, str]:
     """The Outcome a stored Measure defines, and its study's id; 422 naming the element when the
     Measure is not one this server can evaluate."""
-    definition = next((e for e in measure.get("extension", [])
-                       if str(e.get("url", "")).endswith(definition_url(""))), None)
+    definition = _definition(measure)
     if definition is None:
         raise _unprocessable(f"Measure/{measure.get('id')} has no outcome-definition extension: this "
                              "server evaluates the protocol's outcome measures (see `protocol build`)",

@@ -10,9 +10,9 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
-from adapter.outcomes.definitions import definition_url, outcome_of_measure
+from adapter.outcomes.definitions import definition_base, outcome_of_measure
 from adapter.outcomes.cache import changes as cached_changes
-from adapter.outcomes.adverse_events import adverse_event_rows
+from adapter.outcomes.adverse_events import adverse_event_rows, study_events
 from adapter.outcomes.cohort import Cohort, cohort
 from adapter.outcomes.measures import Outcome
 from adapter.outcomes.memo import remember
@@ -57,9 +57,7 @@ def evaluate_measure(repo: Repository, measure_id: str, report_type: str, subjec
     outcome, study = outcome_of_measure(measure)
     members = _members(repo, subject) if subject else None
     days = (period[0].isoformat(), period[1].isoformat())
-    # the base of the extensions a report carries: the one the Measure's own definition uses
-    base = next(str(x["url"])[:-len(definition_url(""))] for x in measure.get("extension", [])
-                if str(x.get("url", "")).endswith(definition_url("")))
+    base = definition_base(measure)
     visit_system = next((c.get("system") for g in measure.get("group", [])[:1]
                          for c in (g.get("code") or {}).get("coding", [])[:1] if g.get("code")), None) \
         or f"{base}/CodeSystem/{study}-visit"
@@ -92,6 +90,8 @@ def _tabulated(repo: Repository, measure: dict[str, Any], outcome: Outcome, stud
         rows = {by: shift_table(outcome, shifts, by) for by in (None, "arm", "site")}
         report["group"] = shift_groups(base, statistics_url(base), outcome, visit_system, rows)
     else:
-        report["group"] = adverse_event_groups(base, {by: adverse_event_rows(repo, study, by, children, outcome.key, days)
+        events = study_events(repo, children, days)
+        report["group"] = adverse_event_groups(base, {by: adverse_event_rows(repo, study, by, children, outcome.key,
+                                                                             events=events)
                                                       for by in (None, "arm", "site")})
     return report

@@ -21,7 +21,7 @@ from datetime import date
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
-from adapter.outcomes.cohort import Cohort, cohort as read_cohort, day_of
+from adapter.outcomes.cohort import Child, Cohort, cohort as read_cohort, day_of
 from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.outcomes.statistics import Summary, summarise
@@ -278,18 +278,30 @@ def child_changes(store: Repository, outcome: Outcome, study: str, period: tuple
     on another day is left out, as if it had not been taken. Pass `cohort`
     (adapter.outcomes.cohort.cohort) to share the children and their schedules between outcomes."""
     children = cohort or read_cohort(store, study)
-    changes = []
-    for patient, visit, site, base, later in paired(outcome, children, readings(store, outcome, children, period)):
-        child = children.children[patient]
-        b = base.value if base and isinstance(base.value, Decimal) else None
-        f = later.value if later and isinstance(later.value, Decimal) else None
-        changes.append(ChildChange(
-            patient, child.arm, child.site, visit, b, f, base.observation if b is not None and base else None,
-            later.observation if f is not None and later else None, site,
-            children.days_outside(patient, outcome.baseline, base.day) if b is not None and base else None,
-            children.days_outside(patient, visit, later.day) if f is not None and later else None,
-            base.gap if base and b is None else "", later.gap if later and f is None else ""))
-    return changes
+    return [ChildChange(child.patient, child.arm, child.site, visit, b, f, b_seen, f_seen, site, b_out, f_out, b_gap,
+                        f_gap)
+            for child, visit, site, (b, f, b_seen, f_seen, b_out, f_out, b_gap, f_gap)
+            in paired_sides(outcome, children, readings(store, outcome, children, period), Decimal)]
+
+
+Sides = tuple[Any, Any, "str | None", "str | None", "int | None", "int | None", str, str]
+
+
+def paired_sides(outcome: Outcome, cohort: Cohort, found: dict[tuple[str, str, str], Reading], kind: type
+                 ) -> Iterator[tuple[Child, str, str, Sides]]:
+    """paired(), each pair as (child, follow-up visit, body site, sides): the baseline and follow-up
+    values when they are of `kind` (a number for a change, a category label for a shift; else
+    None), their Observations, their days outside their visits' windows, and why either is
+    missing (its reading's gap)."""
+    for patient, visit, site, base, later in paired(outcome, cohort, found):
+        b = base.value if base and isinstance(base.value, kind) else None
+        f = later.value if later and isinstance(later.value, kind) else None
+        yield cohort.children[patient], visit, site, (
+            b, f, base.observation if base and b is not None else None,
+            later.observation if later and f is not None else None,
+            cohort.days_outside(patient, outcome.baseline, base.day) if base and b is not None else None,
+            cohort.days_outside(patient, visit, later.day) if later and f is not None else None,
+            base.gap if base and b is None else "", later.gap if later and f is None else "")
 
 
 _EMPTY = summarise([])

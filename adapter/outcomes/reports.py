@@ -15,11 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from adapter.fhir.dates import now_instant
-from adapter.outcomes.definitions import POPULATION, STRATIFIERS, stratifier_system
+from adapter.outcomes.definitions import STRATIFIERS, population_code, population_counts, stratifier_concept
 from adapter.outcomes.measures import ChildChange, Outcome, Row, population
 from adapter.outcomes.statistics import Summary
 
-__all__ = ["measure_report", "report_header", "REPORT_TYPES", "statistics_url"]
+__all__ = ["measure_report", "report_header", "empty_group", "REPORT_TYPES", "statistics_url"]
 
 # $evaluate-measure's reportType (R4) -> MeasureReport.type
 REPORT_TYPES = {"subject": "individual", "subject-list": "subject-list", "population": "summary"}
@@ -69,7 +69,7 @@ def _statistics(base: str, row: Row) -> dict[str, Any]:
 
 def _population(code: str, count: int, subjects: list[str] | None, contained: list[dict[str, Any]],
                 title: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": count}
+    out: dict[str, Any] = {"code": population_code(code), "count": count}
     if subjects is not None:  # subject-list: who is counted (once, even per muscle), as a contained List
         subjects = list(dict.fromkeys(subjects))
         list_id = f"list-{len(contained) + 1}"  # numbered: arm and site names are no ids
@@ -119,8 +119,7 @@ def _summary_group(base: str, visit_coding: dict[str, Any], visit: str, members:
                 "value": {"text": row.group or "(none)"},
                 "population": _populations(inside, listed, contained, f"{visit}-{key}-{row.group or 'none'}"),
                 **_score(row.summary)})
-        group["stratifier"].append({"code": [{"coding": [{"system": stratifier_system(base), "code": key}],
-                                              "text": key}], "stratum": strata})
+        group["stratifier"].append({"code": [stratifier_concept(base, key)], "stratum": strata})
     return group
 
 
@@ -134,10 +133,9 @@ def _child_values(base: str, change: ChildChange) -> dict[str, Any]:
     if change.missing:
         parts.append({"url": "missing", "extension": [*_part("reason", change.missing), *_part("count", 1)]})
     return {"extension": [{"url": statistics_url(base), "extension": parts}],
-            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": n}
-                           for code, n in (("initial-population", 1), ("measure-population", int(counted)),
-                                           ("measure-population-exclusion",
-                                            int(change.change is not None and change.out_of_window)))],
+            "population": population_counts(initial_population=1, measure_population=int(counted),
+                                            measure_population_exclusion=int(change.change is not None
+                                                                             and change.out_of_window)),
             **({"measureScore": {"value": _number(change.change)}} if counted else {})}
 
 
@@ -146,22 +144,21 @@ def _individual_group(base: str, visit_coding: dict[str, Any], visit: str, chang
     counts summed, for an outcome per child and muscle."""
     if len(changes) == 1 and not changes[0].body_site:
         return {"code": {"coding": [visit_coding], "text": visit}, **_child_values(base, changes[0])}
-    strata = [{"value": {"coding": [{"system": "http://snomed.info/sct", "code": c.body_site}], "text": c.body_site}
-               if c.body_site else {"text": "(no body site)"}, **_child_values(base, c)} for c in changes]
-    totals = {code: sum(p["count"] for s in strata for p in s["population"] if p["code"]["coding"][0]["code"] == code)
-              for code in ("initial-population", "measure-population", "measure-population-exclusion")}
+    # the body site as the Observation coded it (the catalogue's own code or SNOMED): its code as text
+    strata = [{"value": {"text": c.body_site or "(no body site)"}, **_child_values(base, c)} for c in changes]
+    counted = [c for c in changes if c.change is not None]
     return {"code": {"coding": [visit_coding], "text": visit},
-            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": n}
-                           for code, n in totals.items()],
-            "stratifier": [{"code": [{"coding": [{"system": stratifier_system(base), "code": "body-site"}],
-                                      "text": "body-site"}], "stratum": strata}]}
+            "population": population_counts(initial_population=len(changes),
+                                            measure_population=sum(not c.out_of_window for c in counted),
+                                            measure_population_exclusion=sum(c.out_of_window for c in counted)),
+            "stratifier": [{"code": [stratifier_concept(base, "body-site")], "stratum": strata}]}
 
 
-def _empty_group(visit_coding: dict[str, Any], visit: str) -> dict[str, Any]:
+def empty_group(visit_coding: dict[str, Any], visit: str) -> dict[str, Any]:
     """A visit no child has a value at: counted as such (FHIR has no empty arrays)."""
     return {"code": {"coding": [visit_coding], "text": visit},
-            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": 0}
-                           for code in ("initial-population", "measure-population", "measure-population-exclusion")]}
+            "population": population_counts(initial_population=0, measure_population=0,
+                                            measure_population_exclusion=0)}
 
 
 def _not_enrolled(base: str, visit_coding: dict[str, Any], visit: str) -> dict[str, Any]:
@@ -169,8 +166,7 @@ def _not_enrolled(base: str, visit_coding: dict[str, Any], visit: str) -> dict[s
     return {"code": {"coding": [visit_coding], "text": visit},
             "extension": [{"url": statistics_url(base), "extension": [
                 {"url": "missing", "extension": [*_part("reason", "not a child of the study"), *_part("count", 1)]}]}],
-            "population": [{"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": 0}
-                           for code in ("initial-population", "measure-population")]}
+            "population": population_counts(initial_population=0, measure_population=0)}
 
 
 def report_header(measure: dict[str, Any], report_type: str, period: tuple[date, date],
@@ -209,7 +205,7 @@ def measure_report(measure: dict[str, Any], outcome: Outcome, base: str, visit_s
     for visit in outcome.follow_up:
         at_visit = [m for m in members if m.visit == visit]
         if not any(r.visit == visit for r in rows[None]):
-            report["group"].append(_empty_group({"system": visit_system, "code": visit}, visit))
+            report["group"].append(empty_group({"system": visit_system, "code": visit}, visit))
             continue
         report["group"].append(_summary_group(base, {"system": visit_system, "code": visit}, visit, at_visit, rows,
                                               report_type == "subject-list", contained))

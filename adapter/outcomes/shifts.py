@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.outcomes.cohort import Cohort, cohort as read_cohort
-from adapter.outcomes.measures import Outcome, missing_reason, paired, readings
+from adapter.outcomes.measures import Outcome, missing_reason, paired_sides, readings
 from adapter.store.repository import Repository
 
 __all__ = ["ChildShift", "ShiftRow", "child_shifts", "shift_rows", "shift_table", "SHIFT_COLUMNS"]
@@ -44,19 +44,10 @@ def child_shifts(store: Repository, outcome: Outcome, study: str, cohort: Cohort
     """Per child (and muscle) and follow-up visit, the baseline and follow-up categories. With a
     period (first and last day, YYYY-MM-DD), a value taken on another day is left out."""
     children = cohort or read_cohort(store, study)
-    found = []
-    for patient, visit, site, base, later in paired(outcome, children, readings(store, outcome, children, period)):
-        child = children.children[patient]
-        b = base.value if base and isinstance(base.value, str) else None
-        f = later.value if later and isinstance(later.value, str) else None
-        found.append(ChildShift(
-            patient, child.arm, child.site, visit, site, b, f, base.observation if base and b else None,
-            later.observation if later and f else None,
-            children.days_outside(patient, outcome.baseline, base.day) if base and b else None,
-            children.days_outside(patient, visit, later.day) if later and f else None,
-            "" if b and f else missing_reason(b is None, f is None, base.gap if base and not b else "",
-                                        later.gap if later and not f else "")))
-    return found
+    return [ChildShift(child.patient, child.arm, child.site, visit, site, b, f, b_seen, f_seen, b_out, f_out,
+                       "" if b is not None and f is not None else missing_reason(b is None, f is None, b_gap, f_gap))
+            for child, visit, site, (b, f, b_seen, f_seen, b_out, f_out, b_gap, f_gap)
+            in paired_sides(outcome, children, readings(store, outcome, children, period), str)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.outcomes.adverse_events import AdverseEventRow
-from adapter.outcomes.definitions import POPULATION, stratifier_system
+from adapter.outcomes.definitions import population_counts, stratifier_concept
+from adapter.outcomes.reports import empty_group
 from adapter.outcomes.shifts import ShiftRow
 
 __all__ = ["shift_groups", "adverse_event_groups", "counts_url"]
@@ -28,17 +29,8 @@ def counts_url(base: str) -> str:
     return f"{base}/StructureDefinition/adverse-event-counts"
 
 
-def _populations(**counts: int) -> list[dict[str, Any]]:
-    return [{"code": {"coding": [{"system": POPULATION, "code": code.replace("_", "-")}]}, "count": n}
-            for code, n in counts.items()]
-
-
-def _concept(base: str, key: str) -> dict[str, Any]:
-    return {"coding": [{"system": stratifier_system(base), "code": key}], "text": key}
-
-
 def _component(base: str, key: str, value: dict[str, Any]) -> dict[str, Any]:
-    return {"code": _concept(base, key), "value": value}
+    return {"code": stratifier_concept(base, key), "value": value}
 
 
 def _missing(base: str, url: str, missing: dict[str, int]) -> list[dict[str, Any]]:
@@ -65,7 +57,7 @@ def _shift_strata(base: str, outcome: Any, row: ShiftRow, by: str | None) -> lis
         if by:
             components.insert(0, _component(base, by, {"text": row.group or "(none)"}))
         strata.append({"component": components,
-                       "population": _populations(measure_population=n,
+                       "population": population_counts(measure_population=n,
                                                   measure_population_exclusion=row.out_of_window[(before, after)])})
     return strata
 
@@ -77,22 +69,20 @@ def shift_groups(base: str, statistics_url: str, outcome: Any, visit_system: str
     for visit in outcome.follow_up:
         overall = next((r for r in rows[None] if r.visit == visit), None)
         if overall is None:  # no child at all: counted as such (FHIR has no empty arrays)
-            groups.append({"code": {"coding": [{"system": visit_system, "code": visit}], "text": visit},
-                           "population": _populations(initial_population=0, measure_population=0,
-                                                      measure_population_exclusion=0)})
+            groups.append(empty_group({"system": visit_system, "code": visit}, visit))
             continue
         group: dict[str, Any] = {
             "code": {"coding": [{"system": visit_system, "code": visit}], "text": visit},
             "extension": _missing(base, statistics_url, overall.missing),
-            "population": _populations(initial_population=overall.n + overall.n_out_of_window
+            "population": population_counts(initial_population=overall.n + overall.n_out_of_window
                                        + sum(overall.missing.values()),
                                        measure_population=overall.n,
                                        measure_population_exclusion=overall.n_out_of_window),
-            "stratifier": [{"code": [_concept(base, "shift")], "stratum": _shift_strata(base, outcome, overall, None)}],
+            "stratifier": [{"code": [stratifier_concept(base, "shift")], "stratum": _shift_strata(base, outcome, overall, None)}],
         }
         for by in ("arm", "site"):
             strata = [s for r in rows[by] if r.visit == visit for s in _shift_strata(base, outcome, r, by)]
-            group["stratifier"].append({"code": [_concept(base, f"{by}-shift")], "stratum": strata})
+            group["stratifier"].append({"code": [stratifier_concept(base, f"{by}-shift")], "stratum": strata})
         if not group["extension"]:
             del group["extension"]
         groups.append(group)
@@ -110,7 +100,7 @@ def _counts(base: str, events: int, low: float | None, high: float | None) -> li
 def _proportion(base: str, enrolled: int, children: int, events: int, low: float | None = None,
                 high: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"extension": _counts(base, events, low, high),
-                           "population": _populations(initial_population=enrolled, denominator=enrolled,
+                           "population": population_counts(initial_population=enrolled, denominator=enrolled,
                                                       numerator=children)}
     if enrolled:
         out["measureScore"] = {"value": round(children / enrolled, 6)}
@@ -121,19 +111,19 @@ def adverse_event_groups(base: str, rows: dict[str | None, list[AdverseEventRow]
     """The one group of an adverse-event MeasureReport: rows per grouping (None: all, "arm", "site")."""
     overall = rows[None][0] if rows[None] else None
     if overall is None:  # no child at all: counted as such (FHIR has no empty arrays)
-        return [{"code": _concept(base, "adverse-events"), **_proportion(base, 0, 0, 0)}]
-    group: dict[str, Any] = {"code": _concept(base, "adverse-events"),
+        return [{"code": stratifier_concept(base, "adverse-events"), **_proportion(base, 0, 0, 0)}]
+    group: dict[str, Any] = {"code": stratifier_concept(base, "adverse-events"),
                              **_proportion(base, overall.enrolled, overall.children, overall.events,
                                            overall.rate_low, overall.rate_high), "stratifier": []}
     for by in ("arm", "site"):
-        group["stratifier"].append({"code": [_concept(base, by)], "stratum": [
+        group["stratifier"].append({"code": [stratifier_concept(base, by)], "stratum": [
             {"value": {"text": r.group or "(none)"},
              **_proportion(base, r.enrolled, r.children, r.events, r.rate_low, r.rate_high)} for r in rows[by]]})
     for dimension in ("grade", "seriousness", "causality"):
-        group["stratifier"].append({"code": [_concept(base, dimension)], "stratum": [
+        group["stratifier"].append({"code": [stratifier_concept(base, dimension)], "stratum": [
             {"value": {"text": c.value}, **_proportion(base, overall.enrolled, c.children, c.events)}
             for c in overall.counts if c.dimension == dimension]})
-        group["stratifier"].append({"code": [_concept(base, f"arm-{dimension}")], "stratum": [
+        group["stratifier"].append({"code": [stratifier_concept(base, f"arm-{dimension}")], "stratum": [
             {"component": [_component(base, "arm", {"text": r.group or "(none)"}),
                            _component(base, dimension, {"text": c.value})],
              **_proportion(base, r.enrolled, c.children, c.events)}

@@ -12,7 +12,7 @@ from typing import Any
 
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.sites import sites_of
-from adapter.outcomes.adverse_events import AdverseEventRow, adverse_event_rows
+from adapter.outcomes.adverse_events import AdverseEventRow, adverse_event_rows, study_events
 from adapter.outcomes.cache import changes
 from adapter.outcomes.cohort import cohort
 from adapter.outcomes.measures import Outcome, Row, outcomes_of, population
@@ -171,5 +171,6 @@ def adverse_events(repo: Repository, study: str) -> list[AdverseEventRow]:
     events' MeasureReport and `fhir-adapter outcomes --measure adverse-events`."""
     def rows() -> list[AdverseEventRow]:
         children = cohort(repo, study)
-        return adverse_event_rows(repo, study, cohort=children) + adverse_event_rows(repo, study, "arm", cohort=children)
+        events = study_events(repo, children)
+        return [row for by in (None, "arm") for row in adverse_event_rows(repo, study, by, children, events=events)]
     return remember(repo, "study-page-adverse-events", study, rows)
