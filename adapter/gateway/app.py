@@ -29,6 +29,7 @@ from adapter.fhir.outcomes import (
 from adapter.gateway import audit_hooks, encoding, headers
 from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
+from adapter.gateway.lean_read import lean_reads
 from adapter.gateway.rest import blueprint, error_response
 from adapter.gateway import authorise, token_endpoint
 from adapter.pages import PREFIX as PAGES_PREFIX, pages_blueprint
@@ -68,7 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     AUTH_JWKS_REFETCH_SECONDS; see adapter/gateway/token_endpoint.py), AUDIT (an AuditEvent per
     FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed; default none),
     EXCHANGE_POLICY_DIR (the exchange policies, default mappings/exchange) and EXCHANGE_KEY_FILE
-    (the site's pseudonym key for them, made on first use; default beside the SQLite file).
+    (the site's pseudonym key for them, made on first use; default beside the SQLite file),
+    LEAN_READS (False: plain reads by id pass through Flask too; adapter/gateway/lean_read.py).
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
@@ -121,7 +123,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     audit_hooks.register(app)
     headers.register(app)
     encoding.register(app)
-    app.wsgi_app = _answer_aborts(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = _answer_aborts(lean_reads(app, app.wsgi_app))  # type: ignore[method-assign]
     _warm_up()
     return app
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Flask, Response, g, redirect, request
+from flask import Flask, Response, current_app, g, redirect, request
 
-from adapter.auth.guard import access_of
-from adapter.auth.tokens import Unauthenticated, authenticate
+from adapter.auth.guard import Access, access_of
+from adapter.auth.tokens import TokenService, Unauthenticated
 from adapter.fhir.outcomes import FhirError, Issue
 from adapter.pages import COOKIE, PREFIX as PAGES, is_page, is_public_page
 
-__all__ = ["register", "unauthorised"]
+__all__ = ["register", "unauthorised", "access_from"]
 
 _PUBLIC = ("/metadata", "/.well-known/smart-configuration")
 
@@ -40,12 +40,23 @@ def register(app: Flask) -> None:
         if not app.config.get("AUTH") or request.path in public or request.method == "OPTIONS" \
                 or request.path.startswith("/auth/"):
             return None
+        header = request.headers.get("Authorization")
         try:
-            grant = authenticate(request.headers.get("Authorization"))
+            g.access = access_from(app, header)
         except Unauthenticated as error:
-            raise unauthorised(str(error), bool(request.headers.get("Authorization"))) from None
-        g.access = access_of(grant.client, grant.site, grant.scope, grant.policy)
+            raise unauthorised(str(error), bool(header)) from None
         return None
+
+
+def access_from(app: Flask, authorization: str | None) -> Access:
+    """The grant of an `Authorization: Bearer` header, or Unauthenticated: the one check, for
+    this hook and for the lean read path (adapter/gateway/lean_read.py), which runs outside
+    Flask's app context."""
+    service: TokenService | None = app.extensions.get("fhir_auth")
+    if service is None:
+        raise Unauthenticated("authorisation is not set up on this server (config AUTH is off)")
+    grant = service.authenticate(authorization)
+    return access_of(grant.client, grant.site, grant.scope, grant.policy)
 
 
 def _authorise_page() -> Response | None:
@@ -54,11 +65,10 @@ def _authorise_page() -> Response | None:
         return None
     token = request.cookies.get(COOKIE)
     try:
-        grant = authenticate(f"Bearer {token}" if token else None)
+        g.access = access_from(current_app._get_current_object(), f"Bearer {token}" if token else None)  # type: ignore[attr-defined]
     except Unauthenticated:
         back = request.full_path if request.method == "GET" else PAGES + "/"
         return redirect(f"{PAGES}/sign-in?next={quote(back.rstrip('?'), safe='/')}", 303)  # type: ignore[return-value]
-    g.access = access_of(grant.client, grant.site, grant.scope, grant.policy)
     return None
 
 

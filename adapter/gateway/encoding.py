@@ -9,11 +9,12 @@ from __future__ import annotations
 import gzip
 
 from flask import Flask, Response, request
+from werkzeug.http import parse_accept_header
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, bad_request
 
-__all__ = ["register", "GZIP_MIN_SIZE"]
+__all__ = ["register", "GZIP_MIN_SIZE", "gzipped"]
 
 # Below this a gzip member saves too little to be worth the CPU (and the header overhead on a
 # 300-byte Patient read).
@@ -52,10 +53,19 @@ def _finish(response: Response) -> Response:
             except FhirError:  # not ours to judge: sent as it was made
                 pass
             response.set_data(body)
-        if len(body) >= GZIP_MIN_SIZE and "Content-Encoding" not in response.headers \
-                and request.accept_encodings.quality("gzip") > 0:
-            # mtime 0: the same bytes for the same answer, whatever the clock says
-            response.set_data(gzip.compress(body, compresslevel=6, mtime=0))
+        packed = None if "Content-Encoding" in response.headers else \
+            gzipped(body, request.environ.get("HTTP_ACCEPT_ENCODING"))
+        if packed is not None:
+            response.set_data(packed)
             response.headers["Content-Encoding"] = "gzip"
             response.vary.add("Accept-Encoding")
     return response
+
+
+def gzipped(body: bytes, accept_encoding: str | None) -> bytes | None:
+    """The body gzipped when it is worth it and the client accepts gzip, else None (shared with
+    the lean read path, adapter/gateway/lean_read.py)."""
+    if len(body) < GZIP_MIN_SIZE or not accept_encoding or parse_accept_header(accept_encoding).quality("gzip") <= 0:
+        return None
+    # mtime 0: the same bytes for the same answer, whatever the clock says
+    return gzip.compress(body, compresslevel=6, mtime=0)

@@ -8,7 +8,10 @@ from flask import Flask, Response, request
 from adapter.gateway.base import is_public
 from adapter.pages import is_asset
 
-__all__ = ["register", "cors_origins"]
+__all__ = ["register", "cors_origins", "DATA_HEADERS"]
+
+# What every answer that may carry patient data gets (the lean read path, lean_read.py, too).
+DATA_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 
 _ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
 _ALLOW_HEADERS = "Authorization, Content-Type, Prefer, If-Match, If-None-Match, If-None-Exist"
@@ -48,11 +51,12 @@ def register(app: Flask) -> None:
     @app.after_request
     def security_headers(response: Response) -> Response:
         headers = response.headers
-        headers["X-Content-Type-Options"] = "nosniff"
+        nosniff, no_store = DATA_HEADERS
+        headers[nosniff[0]] = nosniff[1]
         # Everything but the server's description of itself may carry patient data (or a token).
         # (The pages' scripts and styles are versioned files without data: cached.)
         if not is_public(request.path, fhir_path) and not is_asset(request.path):
-            headers["Cache-Control"] = "no-store"
+            headers[no_store[0]] = no_store[1]
         if origins:
             _vary_origin(response)  # the answer differs by Origin: caches must keep them apart
             origin = request.headers.get("Origin")
