@@ -111,3 +111,41 @@ def test_shape_validator_checks_values_on_every_resource():
     assert check({**good, "effectiveDateTime": "2025-1-2"})  # the schema's date pattern
     assert check({**good, "effectiveDateTime": "2025-02-03"}) == []
     assert check({**good, "colour": "blue"})  # a new shape: fully validated
+
+
+def test_empty_arrays_and_objects_are_refused_at_their_element():
+    """FHIR JSON leaves an element without content out; neither the R4B models nor the R4
+    schema refuse `[]` or `{}` (found by bench/validation.py's detection table)."""
+    issues = validate({**observation(), "identifier": [], "code": {"coding": [{"system": "http://loinc.org",
+                                                                                "code": "29463-7"}], "extension": []},
+                       "meta": {}})
+    where = {i.expression: i.diagnostics for i in issues}
+    assert set(where) == {"Observation.identifier", "Observation.code.extension", "Observation.meta"}
+    assert "empty array" in where["Observation.identifier"] and "empty object" in where["Observation.meta"]
+
+
+def test_shape_validator_checks_integer_ranges_on_every_resource():
+    """A range is a value, not a shape: a known shape with an integer past its range, or a
+    positiveInt of 0 (an element the R4 schema names by reference), is refused every time."""
+    from adapter.fhir.validation import ShapeValidator
+    check = ShapeValidator()
+    assert check({"resourceType": "Patient", "multipleBirthInteger": 2}) == []
+    [issue] = check({"resourceType": "Patient", "multipleBirthInteger": 2 ** 40})
+    assert issue.expression == "Patient.multipleBirthInteger" and "2147483647" in issue.diagnostics
+    plan = {"resourceType": "PlanDefinition", "status": "active", "action": [{"timingTiming": {"repeat": {"count": 1}}}]}
+    assert check(plan) == []
+    plan["action"][0]["timingTiming"]["repeat"]["count"] = 0
+    [issue] = check(plan)
+    assert issue.expression == "PlanDefinition.action[0].timingTiming.repeat.count" and "positiveInt" in issue.diagnostics
+    plan["action"][0]["timingTiming"]["repeat"]["count"] = parse(b"1.0")
+    assert [i.expression for i in validate(plan)] == ["PlanDefinition.action[0].timingTiming.repeat.count"]
+
+
+def test_an_empty_array_sent_over_rest_is_a_4xx_naming_the_element(client):
+    answer = client.post("/fhir/Observation", json={**observation(), "identifier": []},
+                         content_type="application/fhir+json")
+    assert answer.status_code in (400, 422)
+    outcome = answer.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == ["Observation.identifier"]
+    assert client.get("/fhir/Observation").get_json().get("total", 0) == 0

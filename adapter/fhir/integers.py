@@ -5,6 +5,9 @@ integer pattern (`-?([0]|([1-9][0-9]*))`) refuses, though the R4B models and the
 Bodies are parsed with integers as `int` and every other number as `Decimal` (jsonio), so an
 integer element holding a `Decimal` was written as a decimal. The walk follows the R4 schema's
 definitions and visits only the branches that can hold an integer element.
+
+Each integer element's range is checked here too (integer: 32-bit signed, unsignedInt from 0,
+positiveInt from 1): a value, not a shape, so the shape-cached validator must not skip it.
 """
 from __future__ import annotations
 
@@ -21,8 +24,29 @@ __all__ = ["integer_issues"]
 _RESOURCE = "ResourceList"
 
 
+_MAX = 2 ** 31 - 1
+# The R4 schema tells the three integer types apart by their patterns only.
+_RANGES = {"^-?([0]|([1-9][0-9]*))$": (-_MAX - 1, "integer"), "^[0]|([1-9][0-9]*)$": (0, "unsignedInt"),
+           "^[1-9][0-9]*$": (1, "positiveInt")}
+
+
+_NAMED = {"integer": (-_MAX - 1, "integer"), "unsignedInt": (0, "unsignedInt"), "positiveInt": (1, "positiveInt")}
+
+
 def _is_integer(prop: dict[str, Any]) -> bool:
-    return prop.get("type") == "number" and "pattern" in prop  # decimals have no pattern
+    """An integer element, written out (a pattern: decimals have none inline) or by reference
+    to one of the three integer types (Timing.repeat.count is a `$ref` to positiveInt)."""
+    if prop.get("type") == "number" and "pattern" in prop:
+        return True
+    return _ref(prop) in _NAMED
+
+
+def _range(prop: dict[str, Any]) -> tuple[int, str]:
+    named = _ref(prop)
+    if named in _NAMED:
+        return _NAMED[named]
+    pattern = prop.get("pattern") or prop.get("items", {}).get("pattern")
+    return _RANGES.get(pattern, (-_MAX - 1, "integer"))
 
 
 def _ref(prop: dict[str, Any]) -> str | None:
@@ -31,10 +55,10 @@ def _ref(prop: dict[str, Any]) -> str | None:
 
 
 @functools.cache
-def _shape(definition: str) -> tuple[frozenset[str], dict[str, str]]:
-    """(integer elements, complex children worth visiting) of one definition."""
+def _shape(definition: str) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """(integer elements with their lowest value and type, complex children worth visiting)."""
     props = r4_schema()["definitions"].get(definition, {}).get("properties", {})
-    integers = frozenset(n for n, p in props.items() if _is_integer(p) or _is_integer(p.get("items", {})))
+    integers = {n: _range(p) for n, p in props.items() if _is_integer(p) or _is_integer(p.get("items", {}))}
     children = {n: ref for n, p in props.items() if (ref := _ref(p)) and _may_hold_integers(ref)}
     return integers, children
 
@@ -70,6 +94,10 @@ def _walk(definition: str, node: dict[str, Any], path: str) -> Iterator[Issue]:
             if name in integers and isinstance(item, decimal.Decimal):
                 yield Issue("value", f"{item} is not a FHIR integer: write it without a decimal point "
                             "or exponent", where)
+            elif name in integers and isinstance(item, int) and not isinstance(item, bool) and \
+                    not integers[name][0] <= item <= _MAX:
+                low, kind = integers[name]
+                yield Issue("value", f"{item} is outside the range of a FHIR {kind} ({low} to {_MAX})", where)
             elif name in children and isinstance(item, dict):
                 child = children[name]
                 if child == _RESOURCE:
