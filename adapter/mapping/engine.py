@@ -86,8 +86,12 @@ def _root_scope(spec: MappingSpec, row: SourceRow) -> Scope:
 
 def unique_key(spec: MappingSpec, row: SourceRow) -> tuple[str, ...]:
     """What identifies the record: a second one with the same key is a duplicate."""
-    scope = _root_scope(spec, row)
+    if row.key is not None:
+        return row.key  # worked out once per row, by the duplicate check (run.py)
     names = spec.source.get("unique") or [spec.source["record_key"], spec.source["visit"]["field"]]
+    if spec.tabular:  # a column each: what Scope.get reads, without a scope
+        return tuple(text_of(row.values.get(name)).strip() for name in names)
+    scope = _root_scope(spec, row)
     return tuple(text_of(scope.get(name).raw).strip() for name in names)
 
 
