@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,41 @@ def test_ingest_rejects_the_rows_whose_references_never_resolve(checked_store) -
     assert {(r.column, r.value) for r in dangling} >= {("ResearchSubject.study.reference", "ResearchStudy/ucmsc-cp")}
     assert table_counts(checked_store)["resources"] == 2  # the catalogue's CodeSystem and ValueSet alone
 
+
+
+def test_walk_visits_a_nodes_own_elements_in_the_definitions_order() -> None:
+    """reference_elements looks at the elements a node has, not every element its definition
+    could hold a Reference in: the same (path, value) pairs in the same order as walking the
+    definition, on the R4 examples and the sites' golden outputs."""
+    import glob
+
+    from adapter.fhir import jsonio
+    from adapter.fhir import references as rf
+
+    def by_definition(node: Any, definition: str, path: str) -> Any:
+        if not isinstance(node, dict):
+            return
+        if definition == "ResourceList":
+            definition = str(node.get("resourceType"))
+        if definition == "Reference" and isinstance(node.get("reference"), str):
+            yield f"{path}.reference", node["reference"]
+        for name, kind in rf._children(definition):
+            value = node.get(name)
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    yield from by_definition(item, kind, f"{path}.{name}[{i}]")
+            elif value is not None:
+                yield from by_definition(value, kind, f"{path}.{name}")
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    found = 0
+    files = sorted(glob.glob(str(root / "fixtures/r4-examples/*.json")))
+    resources = [jsonio.parse(pathlib.Path(f).read_bytes()) for f in files]
+    for f in sorted(glob.glob(str(root / "mappings/sites/golden/*/expected.ndjson"))):
+        resources += [jsonio.parse(line) for line in pathlib.Path(f).read_bytes().splitlines() if line.strip()]
+    for resource in resources:
+        rtype = str(resource.get("resourceType"))
+        expected = list(by_definition(resource, rtype, rtype))
+        assert list(rf.reference_elements(resource)) == expected, resource.get("id")
+        found += len(expected)
+    assert found > 5000

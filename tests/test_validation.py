@@ -149,3 +149,22 @@ def test_an_empty_array_sent_over_rest_is_a_4xx_naming_the_element(client):
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["expression"] == ["Observation.identifier"]
     assert client.get("/fhir/Observation").get_json().get("total", 0) == 0
+
+
+def test_shape_signature_tells_apart_what_the_model_layer_would():
+    """The model layer is skipped only for a signature seen valid: keys, nesting, list lengths and
+    scalar types all count, and a key cannot pass for structure (the old string shape's
+    `{a:int,b:str}` could be spelled by one key holding ':' and ',')."""
+    from adapter.fhir.validation import ShapeValidator, signature
+    assert signature({"a": [1, "x"]}) == signature({"a": [5, "y"]})
+    different = [({"a": 1}, {"a": True}), ({"a": 1}, {"a": 1.5}), ({"a": [1]}, {"a": [1, 2]}),
+                 ({"a": {"b": 1}}, {"a": [{"b": 1}]}), ({"a": 1, "b": "x"}, {"b": "x", "a": 1}),
+                 ({"a": {}, "b": 1}, {"a": {"b": 1}}), ({"a:int,b": "x"}, {"a": 1, "b": "x"}),
+                 ({"a": [[1], 2]}, {"a": [[1, 2]]})]
+    for one, other in different:
+        assert signature(one) != signature(other), (one, other)
+    check = ShapeValidator()
+    good = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "effectiveDateTime": "2025-01-02"}
+    assert check(good) == []
+    assert check({**good, "code": {"text": 5}})  # same keys, a number where text is a string
+    assert check({**good, "code": [{"text": "x"}]})  # a list where one is allowed

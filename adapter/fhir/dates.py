@@ -7,6 +7,7 @@ Ranges are inclusive pairs of UTC timestamps written as fixed-width text
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -32,6 +33,7 @@ def _utc(moment: datetime, tz: str | None) -> datetime:
     return moment
 
 
+@functools.lru_cache(maxsize=4096)  # pure: a visit's date, a batch's lastUpdated come again and again
 def date_range(text: str) -> tuple[str, str]:
     """Inclusive UTC range of a FHIR date, dateTime or instant; ValueError if malformed.
 

@@ -265,10 +265,25 @@ def _component_values(rows: IndexRows) -> Iterator[tuple[Any, ...]]:
         yield None, text, None, None, None, None
 
 
+@functools.lru_cache(maxsize=4096)  # bounded: a client may send endless sets of elements
+def _applicable(resource_type: str, elements: tuple[str, ...]) -> tuple[tuple[str, SearchParam], ...]:
+    """The search parameters that can have a value in a resource with these top-level elements:
+    those whose paths start at one of them (a composite's instance may be the resource itself),
+    and those read by FHIRPath. Resources of one type share a few sets of elements, so this is
+    worked out once per set rather than every parameter tried on every resource."""
+    present = set(elements)
+    out = []
+    for code, param in search_params(resource_type).items():
+        if param.paths is None or any((not c.path and param.type == "composite") or (c.path and c.path[0] in present)
+                                      for c in param.paths):
+            out.append((code, param))
+    return tuple(out)
+
+
 def extract(resource: dict[str, Any]) -> IndexRows:
     """All index rows of a resource, for every search parameter of its type."""
     rows = IndexRows()
-    for code, param in search_params(resource["resourceType"]).items():
+    for code, param in _applicable(resource["resourceType"], tuple(resource)):
         if param.type == "composite":
             _composite(rows, param, resource)
             continue

@@ -57,6 +57,12 @@ def _children(definition: str) -> tuple[tuple[str, str], ...]:
 
 
 @functools.cache
+def _child_kinds(definition: str) -> dict[str, tuple[int, str]]:
+    """_children by property name: (its place among them, its type)."""
+    return {name: (i, kind) for i, (name, kind) in enumerate(_children(definition))}
+
+
+@functools.cache
 def _holders() -> frozenset[str]:
     """Definitions from which a Reference can be reached (a fixed point over the schema)."""
     defs = r4_schema()["definitions"]
@@ -93,8 +99,12 @@ def _walk(node: Any, definition: str, path: str) -> Iterator[tuple[str, str]]:
         definition = str(node.get("resourceType"))
     if definition == "Reference" and isinstance(node.get("reference"), str):
         yield f"{path}.reference", node["reference"]
-    for name, kind in _children(definition):
-        value = node.get(name)
+    kinds = _child_kinds(definition)
+    present = [name for name in node if name in kinds]  # the node's few elements, not all its definition's
+    if len(present) > 1:
+        present.sort(key=lambda name: kinds[name][0])  # in the definition's order, as before
+    for name in present:
+        kind, value = kinds[name][1], node[name]
         if isinstance(value, list):
             for i, item in enumerate(value):
                 yield from _walk(item, kind, f"{path}.{name}[{i}]")

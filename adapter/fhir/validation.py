@@ -23,7 +23,7 @@ from adapter.fhir.ids import id_problem
 from adapter.fhir.integers import integer_issues
 from adapter.fhir.outcomes import Issue
 
-__all__ = ["validate", "expression", "ShapeValidator", "shape"]
+__all__ = ["validate", "expression", "ShapeValidator", "shape", "signature"]
 
 
 def expression(resource_type: str, loc: tuple[Any, ...] | list[Any]) -> str:
@@ -75,28 +75,70 @@ def shape(node: Any) -> str:
     return type(node).__name__
 
 
+_END = object()  # closes a dict or list in a signature (no key or type can equal it)
+
+
+def _signature(node: Any, append: Any) -> None:
+    kind = type(node)
+    if kind is dict:
+        append(dict)
+        for key, value in node.items():
+            append(key)
+            kind = type(value)
+            if kind is dict or kind is list:
+                _signature(value, append)
+            else:
+                append(kind)  # a scalar's type, inline: most nodes are leaves
+        append(_END)
+    elif kind is list:
+        append(list)
+        for value in node:
+            kind = type(value)
+            if kind is dict or kind is list:
+                _signature(value, append)
+            else:
+                append(kind)
+        append(_END)
+    else:
+        append(kind)
+
+
+def signature(node: Any) -> tuple[Any, ...]:
+    """`shape` as a tuple of keys and types (dict and list open, a marker closes), 2-3x cheaper
+    to make and unambiguous: keys are strings and markers are not, so no key can pass for
+    structure (a key such as "a:int" cannot make two shapes equal).
+
+    >>> signature({"a": [1, "x"]}) == signature({"a": [2, "y"]}), signature({"a": [1]}) == signature({"a": [True]})
+    (True, False)
+    """
+    out: list[Any] = []
+    _signature(node, out.append)
+    return tuple(out)
+
+
 class ShapeValidator:
     """`validate` for many resources made from the same templates (a site mapping's output).
 
     The R4B model layer checks structure: element names, datatypes, cardinality, required
     elements, one value[x]. For two resources of the same shape (same keys, list lengths and
-    scalar types) it cannot answer differently, so it runs once per shape; the layers that look
-    at values (the R4 schema's primitive patterns, required bindings) run on every resource.
+    scalar types) it cannot answer differently, so it runs once per shape (`signature`); the
+    layers that look at values (the R4 schema's primitive patterns, required bindings) run on
+    every resource.
     The model costs ~165 us a resource, the other two ~15 us. One validator per process.
     (Empty arrays and objects are shape too: a shape holding one is never valid, never kept.)
     """
 
     def __init__(self) -> None:
-        self._valid: set[str] = set()
+        self._valid: set[tuple[Any, ...]] = set()
 
     def __call__(self, resource: dict[str, Any]) -> list[Issue]:
-        signature = shape(resource)
-        if signature not in self._valid:
+        shaped = signature(resource)
+        if shaped not in self._valid:
             issues = validate(resource)
             if not issues:
                 if len(self._valid) >= 10_000:  # a source with endless shapes: stay bounded
                     self._valid.clear()
-                self._valid.add(signature)
+                self._valid.add(shaped)
             return issues
         rtype = resource["resourceType"]
         issues = list(_binding_issues(rtype, resource))

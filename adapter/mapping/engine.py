@@ -86,8 +86,12 @@ def _root_scope(spec: MappingSpec, row: SourceRow) -> Scope:
 
 def unique_key(spec: MappingSpec, row: SourceRow) -> tuple[str, ...]:
     """What identifies the record: a second one with the same key is a duplicate."""
-    scope = _root_scope(spec, row)
+    if row.key is not None:
+        return row.key  # worked out once per row, by the duplicate check (run.py)
     names = spec.source.get("unique") or [spec.source["record_key"], spec.source["visit"]["field"]]
+    if spec.tabular:  # a column each: what Scope.get reads, without a scope
+        return tuple(text_of(row.values.get(name)).strip() for name in names)
+    scope = _root_scope(spec, row)
     return tuple(text_of(scope.get(name).raw).strip() for name in names)
 
 
@@ -115,17 +119,22 @@ def _visit(spec: MappingSpec, scope: Scope) -> str:
 
 
 def _holds(rule: Rule, scope: Scope) -> bool:
-    when = rule.data.get("when")
-    if not when:
-        return True
-    if "visit" in when:
-        wanted = when["visit"] if isinstance(when["visit"], list) else [when["visit"]]
-        if scope.visit not in wanted:
+    return rule.when is None or rule.when.holds(scope)
+
+
+def _idle(rule: Rule, scope: Scope) -> bool:
+    """Every column the rule reads is empty in this row: it would make, reject and warn of
+    nothing (plan.idle_columns); what it would have read is recorded as read."""
+    if rule.idle is None:
+        return False
+    row = scope.root
+    for column in rule.idle:
+        value = row.get(column)
+        if value is not None and (not isinstance(value, str) or value.strip()):
             return False
-    for name, expected in when.get("equals", {}).items():
-        if text_of(scope.get(name).raw).strip() != expected:
-            return False
-    return all(not scope.get(name).empty for name in when.get("present", []))
+    if scope.seen is not None:
+        scope.seen |= rule.idle_seen
+    return True
 
 
 def _items(rule: Rule, scope: Scope) -> Iterator[Scope]:
@@ -211,7 +220,7 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         """`lost`: the visit is rejected; only collect what its rules would have made."""
         context, number = Context(spec, key, record, scope), next(runs)
         try:
-            if not _holds(rule, scope):
+            if not _holds(rule, scope) or _idle(rule, scope):
                 return
             read: set[str] = set()  # the cells its builder reads: a rejected one taints what it made
             scope.reads = read

@@ -11,6 +11,7 @@ unpickling alone ~40 us a resource), and SQLite serialises the writers' transact
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import multiprocessing
@@ -125,14 +126,16 @@ class _Duplicates:
         self.spec = spec
         self.first: dict[bytes, tuple[str, int]] = {}
 
-    def check(self, row: SourceRow) -> RecordResult | None:
+    def check(self, row: SourceRow) -> SourceRow | RecordResult:
+        """The row, with its key (computed once: the Provenance reuses it), or its rejection."""
         key = unique_key(self.spec, row)
+        row = dataclasses.replace(row, key=key)
         if not key[0]:
-            return None  # no record key: map_record rejects it, naming the key column
+            return row  # no record key: map_record rejects it, naming the key column
         digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
         file, line = self.first.setdefault(digest, (row.file, row.line))
         if (file, line) == (row.file, row.line):
-            return None
+            return row
         where = f"line {line}" if file == row.file else f"{pathlib.Path(file).name} line {line}"
         column = self.spec.source.get("unique", [self.spec.source["record_key"]])[0]
         label = column if self.spec.tabular or column.startswith("$.") else f"$.{column}"
@@ -150,7 +153,7 @@ def _rows(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> Iterator[So
                 yield RecordResult(row.file, row.line, rejections=[
                     Rejection(row.file, row.line, "", "", "", row.reason)])
                 continue
-            yield duplicates.check(row) or row
+            yield duplicates.check(row)
 
 
 @dataclass

@@ -22,6 +22,9 @@ class SourceRow:
     file: str
     line: int  # the line the row starts on; a CSV header is line 1
     values: dict[str, Any]
+    # what identifies the record (engine.unique_key), once the run has worked it out for the
+    # duplicate check: the Provenance reuses it rather than reading the row a second time
+    key: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

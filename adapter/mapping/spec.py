@@ -18,6 +18,7 @@ from typing import Any
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.arithmetic import is_arithmetic, operation
 from adapter.mapping.fields import fields_of
+from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
@@ -51,6 +52,10 @@ class Rule:
     # it into the unit the field is stored in, worked out when the spec is loaded
     derived: dict[str, decimal.Decimal] = default(default_factory=dict)
     rounding: dict[str, int] = default(default_factory=dict)  # decimal places, of a derived value
+    when: When | None = None  # `when:` compiled (plan.py)
+    # the columns whose being all empty in a row means the rule does nothing there (plan.py)
+    idle: tuple[str, ...] | None = None
+    idle_seen: frozenset[str] = frozenset()  # those columns as coverage records them
 
     @property
     def per_document(self) -> bool:
@@ -109,7 +114,8 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
     except SpecError as exc:
         raise SpecError([lines.problem(("mapping", "catalogue"), p) for p in exc.problems]) from exc
     problems: list[str] = []
-    rules = [_compile(i, rule, lines, catalogue, problems) for i, rule in enumerate(data["rules"])]
+    tabular = data["source"]["format"] in ("csv", "redcap")
+    rules = [_compile(i, rule, lines, catalogue, problems, tabular) for i, rule in enumerate(data["rules"])]
     visits = []
     for i, value in enumerate(data["source"]["visit"]["values"]):
         try:
@@ -195,7 +201,7 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogue,
-             problems: list[str]) -> Rule:
+             problems: list[str], tabular: bool = True) -> Rule:
     kind = next(k for k in KINDS if k in rule)
     at = ("rules", index)
     fields = {k: v for k, v in rule.items() if k not in (kind, "name", "when", "per", "for_each")} \
@@ -243,7 +249,9 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
         if is_arithmetic(fields[key]) and "round" in fields[key]:
             rounding[key] = fields[key]["round"]
             fields[key] = {k: v for k, v in fields[key].items() if k != "round"}
-    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived, rounding)
+    idle = idle_columns(kind, rule, fields, tabular)
+    return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived, rounding,
+                compile_when(rule), idle, seen_labels(idle))
 
 
 def referenced_fields(data: dict[str, Any], catalogue: Catalogue | None = None) -> list[tuple[tuple[Any, ...], str]]:
