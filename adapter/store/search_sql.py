@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement, Select, and_, case, exists, false, func, literal, not_, or_, select, true,
 )
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.sql.elements import ColumnElement as _Col
 
 from adapter.fhir.dates import MAX, MIN
@@ -25,7 +26,7 @@ from adapter.store.compartment import in_compartment
 from adapter.store.schema import INDEX_TABLES, resources
 
 __all__ = ["build_queries", "breadth_query", "sort_columns", "matching_ids", "with_comparable_units",
-           "ESTIMATE_BOUND", "BROAD"]
+           "ordered_driver", "ESTIMATE_BOUND", "BROAD"]
 
 ESTIMATE_BOUND = 10_000  # _total=estimate counts this far, then gives no total
 BROAD = 1_000  # a driving filter with more index entries than this makes a broad search
@@ -229,12 +230,56 @@ def _filter_clause(f: Filter, rtype: str, driving: bool, walk: bool = False) -> 
     return not_(matching) if f.modifier == "not" else matching  # :not also matches no value
 
 
-def _base(request: SearchRequest, probe: bool = False) -> list[ColumnElement[bool]]:
+def _base(request: SearchRequest, probe: bool = False, skip: Filter | None = None) -> list[ColumnElement[bool]]:
     rtype = request.resource_type
     driving = None if probe else _driving_filter(request.filters)
     return [resources.c.res_type == rtype, resources.c.deleted == false(),
-            *(_filter_clause(f, rtype, f is driving, probe) for f in request.filters),
+            *(_filter_clause(f, rtype, f is driving, probe) for f in request.filters if f is not skip),
             *([in_compartment(rtype, [request.compartment])] if request.compartment is not None else [])]
+
+
+def ordered_driver(request: SearchRequest) -> Filter | None:
+    """The driving filter when its index rows come in id order: one value that fixes every
+    lookup column before res_id (a patient's reference, a code with its system, an exact string
+    or uri) in a search without _sort. The page then walks those rows in id order and stops at
+    the page, whatever the number of matches; an IN-subquery would gather every match first."""
+    if request.sort:
+        return None
+    f = _driving_filter(request.filters)
+    if f is None or len(f.values) != 1 or f.type in ("chain", "has", "composite"):
+        return None
+    value = f.values[0]
+    if f.type == "reference" and not f.modifier:
+        return f if value[0] and value[1] is not None else None
+    if (f.type == "token" or f.modifier == "identifier") and f.modifier != "text":
+        return f if value[1] is not None and value[0] else None
+    if (f.type == "string" and f.modifier == "exact") or (f.type == "uri" and not f.modifier):
+        return f
+    return None
+
+
+def _driven(f: Filter, request: SearchRequest, conditions: list[ColumnElement[bool]], lateral: bool) -> Select[Any]:
+    """The page driven by a walk of `f`'s lookup index in id order, joined to `resources` (the
+    other conditions), stopped by the LIMIT. DISTINCT: a resource may hold the same index row
+    twice. SQLite: DISTINCT rows (a b-tree of the rows returned, not of every match).
+    PostgreSQL: DISTINCT ON the walked id, each id's resource in a LATERAL subquery; joined
+    plainly, it planned a merge join over every resource of the type, blind to where one
+    patient's ids lie."""
+    rtype = request.resource_type
+    d = _index_table(f).alias("drive")  # not the table: probes of the same table stay correlated
+    walk = [d.c.res_type == rtype, d.c.param == _param(f), _value_clause(f, d, f.values[0])]
+    if request.cursor is not None:
+        walk.append(d.c.res_id > request.cursor[-1])
+    columns = (resources.c.res_id, resources.c.version_id, resources.c.last_updated, resources.c.data)
+    if not lateral:
+        joined = d.join(resources, and_(resources.c.res_type == d.c.res_type, resources.c.res_id == d.c.res_id))
+        drive_id = d.c.res_id.label("drive_id")
+        return (select(*columns, drive_id).select_from(joined).where(*walk, *conditions).distinct()
+                .order_by(drive_id).limit(request.count + 1))
+    ids = select(d.c.res_id).where(*walk).subquery("walk")
+    hit = select(*columns).where(resources.c.res_id == ids.c.res_id, *conditions).limit(1).lateral("hit")
+    return (select(*hit.c).select_from(ids.join(hit, true())).ext(distinct_on(ids.c.res_id))
+            .order_by(ids.c.res_id).limit(request.count + 1))
 
 
 def sort_columns(request: SearchRequest) -> list[tuple[_Col[Any], bool]]:
@@ -309,28 +354,41 @@ def with_comparable_units(request: SearchRequest, stored_codes: Any) -> SearchRe
     return replace(request, filters=tuple(filters))
 
 
-def breadth_query(request: SearchRequest) -> Select[Any] | None:
-    """How many index entries the driving filter has, counted up to BROAD + 1 (an index range
-    walk, never more): past BROAD the search is broad (see `build_queries(probe=True)`)."""
+def breadth_query(request: SearchRequest, bound: int = BROAD, narrow: bool = False) -> Select[Any] | None:
+    """How many index entries the driving filter has, counted up to `bound` + 1 (an index range
+    walk, never more): past BROAD the search is broad (see `build_queries(probe=True)`).
+    None for a filter narrow by nature (one patient's, one id's, one identifier's), unless
+    `narrow`: a patient may have many entries too."""
     driving = _driving_filter(request.filters)
-    if driving is None or driving.type in ("chain", "has") or driving.code in _SELECTIVITY:
-        return None  # one patient's, one id's, one identifier's: narrow by nature, no query spent
+    if driving is None or driving.type in ("chain", "has") or (driving.code in _SELECTIVITY and not narrow):
+        return None
     t = _index_table(driving)
     entries = select(literal(1)).where(t.c.res_type == request.resource_type, t.c.param == _param(driving),
                                        or_(*(_value_clause(driving, t, v) for v in driving.values)))
-    return select(func.count()).select_from(entries.limit(BROAD + 1).subquery())
+    return select(func.count()).select_from(entries.limit(bound + 1).subquery())
 
 
-def build_queries(request: SearchRequest, probe: bool = False) -> tuple[Select[Any], Select[Any]]:
+def _narrow(request: SearchRequest) -> bool:
+    driving = _driving_filter(request.filters)
+    return driving is not None and driving.code in _SELECTIVITY and driving.type not in ("chain", "has")
+
+
+def build_queries(request: SearchRequest, probe: bool = False,
+                  ordered: str | None = None) -> tuple[Select[Any], Select[Any]]:
     """The page query (count + 1 rows, to know whether there is a next page) and the count.
 
     `probe`: every filter an EXISTS probe, none driving. For a broad search without _sort this
     walks the type's resources in id order and stops at the page: with >= ESTIMATE_BOUND matches
     among N resources, a page of 20 costs about 20 * N / ESTIMATE_BOUND probes, where driving
-    from the index would gather and sort every match first."""
+    from the index would gather and sort every match first.
+
+    `ordered` (the dialect's name): a page without _sort whose driving filter's index rows
+    come in id order (`ordered_driver`) walks them and stops at the page (`_driven`); else,
+    and for the page before a cursor, the driving filter is an IN-subquery."""
     keys = sort_columns(request)
     base = _base(request, probe)
-    conditions = list(base)
+    drive = None if probe or ordered is None else ordered_driver(request)
+    conditions = _base(request, probe, skip=drive) if drive is not None else list(base)
     if request.cursor is not None:
         if len(request.cursor) != len(keys) + 1:
             raise bad_request("_cursor does not belong to this search", "_cursor")
@@ -341,10 +399,16 @@ def build_queries(request: SearchRequest, probe: bool = False) -> tuple[Select[A
         order.append(column.desc() if desc else column.asc())
     order.append(resources.c.res_id.asc())
     labelled = [column.label(f"k{i}") for i, (column, _) in enumerate(keys)]
-    page = (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
-                   resources.c.data, *labelled)
-            .where(*conditions).order_by(*order).limit(request.count + 1))
+    if drive is not None:
+        page = _driven(drive, request, conditions, lateral=ordered == "postgresql")
+    else:
+        page = (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated, resources.c.data,
+                       *labelled).where(*conditions).order_by(*order).limit(request.count + 1))
     if request.total == "estimate":  # counted up to a bound: cheap however broad the search
         bounded = select(literal(1)).select_from(resources).where(*base).limit(ESTIMATE_BOUND + 1).subquery()
-        return page, select(func.count()).select_from(bounded)
+        count = select(func.count()).select_from(bounded)
+        entries = breadth_query(request, ESTIMATE_BOUND, narrow=True) if _narrow(request) else None
+        if entries is not None:  # a patient with more entries than the bound: not counted (-1)
+            count = select(case((entries.scalar_subquery() > ESTIMATE_BOUND, -1), else_=count.scalar_subquery()))
+        return page, count
     return page, select(func.count()).select_from(resources).where(*base)

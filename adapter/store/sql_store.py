@@ -42,7 +42,7 @@ from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
 from adapter.store.paging import backward_queries, row_key
 from adapter.store.search_sql import (
-    BROAD, ESTIMATE_BOUND, UCUM, breadth_query, build_queries, with_comparable_units,
+    BROAD, ESTIMATE_BOUND, UCUM, breadth_query, build_queries, ordered_driver, with_comparable_units,
 )
 
 __all__ = ["SqlStore"]
@@ -422,19 +422,26 @@ class SqlStore(Repository, SqlClients):
                for f in request.filters if not f.modifier):
             request = with_comparable_units(request, lambda code, composite: self._ucum_codes(
                 conn, request.resource_type, code, composite))
-        queries = backward_queries if request.before else build_queries
-        query, count = queries(request)
+        if request.before:
+            query, count = backward_queries(request)
+        else:  # an index walk in id order where the driving filter allows it
+            query, count = build_queries(request, ordered=conn.dialect.name)
         breadth = breadth_query(request)
         broad = breadth is not None and conn.execute(breadth).scalar_one() > BROAD
-        if broad and not request.sort:
+        if broad and not request.sort and (request.before or ordered_driver(request) is None):
+            queries = backward_queries if request.before else build_queries
             query = queries(request, probe=True)[0]  # walk in id order, stop at the page
-        total: int | None = None
-        if request.total == "accurate" or (request.total == "estimate" and not broad):
-            total = conn.execute(count).scalar_one()
-            if request.total == "estimate" and total > ESTIMATE_BOUND:
-                total = None  # an estimate is not worth counting further
         rows = conn.execute(query).all() if request.count > 0 else []
         more = len(rows) > request.count
+        total: int | None = None
+        if request.total == "accurate" or (request.total == "estimate" and not broad):
+            if (request.cursor is None and not request.before and request.count > 0 and not more
+                    and (request.total == "accurate" or len(rows) <= ESTIMATE_BOUND)):
+                total = len(rows)  # every match is on this first page: nothing to count
+            else:
+                total = conn.execute(count).scalar_one()
+                if request.total == "estimate" and not 0 <= total <= ESTIMATE_BOUND:
+                    total = None  # an estimate is not worth counting further (-1: not counted)
         page = rows[:request.count][::-1] if request.before else rows[:request.count]  # read last-first
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
