@@ -189,6 +189,22 @@ def ordered_driver(request: SearchRequest) -> Filter | None:
     return None
 
 
+def _walk(f: Filter, request: SearchRequest, s: Slots) -> tuple[Any, list[ColumnElement[bool]], Any]:
+    """The driving filter's index rows (an alias: probes of the same table stay correlated), the
+    conditions of its walk, and those rows joined to `resources`."""
+    d = _index_table(f).alias("drive")
+    walk = [d.c.res_type == request.resource_type, d.c.param == _param(f), s.clause(f, d, only=0)]
+    return d, walk, d.join(resources, and_(resources.c.res_type == d.c.res_type, resources.c.res_id == d.c.res_id))
+
+
+def _driven_count(f: Filter, request: SearchRequest, s: Slots, conditions: list[ColumnElement[bool]],
+                  bound: int | None) -> Select[Any]:
+    """The matches counted (up to `bound` + 1) by the same walk: no IN-list of every match."""
+    d, walk, joined = _walk(f, request, s)
+    ids = select(d.c.res_id).select_from(joined).where(*walk, *conditions).distinct()
+    return select(func.count()).select_from((ids if bound is None else ids.limit(bound + 1)).subquery())
+
+
 def _driven(f: Filter, request: SearchRequest, s: Slots, conditions: list[ColumnElement[bool]],
             lateral: bool) -> Select[Any]:
     """The page driven by a walk of `f`'s lookup index in id order, joined to `resources` (the
@@ -197,14 +213,11 @@ def _driven(f: Filter, request: SearchRequest, s: Slots, conditions: list[Column
     PostgreSQL: DISTINCT ON the walked id, each id's resource in a LATERAL subquery; joined
     plainly, it planned a merge join over every resource of the type, blind to where one
     patient's ids lie."""
-    rtype = request.resource_type
-    d = _index_table(f).alias("drive")  # not the table: probes of the same table stay correlated
-    walk = [d.c.res_type == rtype, d.c.param == _param(f), s.clause(f, d, only=0)]
+    d, walk, joined = _walk(f, request, s)
     if request.cursor is not None:
         walk.append(d.c.res_id > s.cursor()[-1])
     columns = (resources.c.res_id, resources.c.version_id, resources.c.last_updated, resources.c.data)
     if not lateral:
-        joined = d.join(resources, and_(resources.c.res_type == d.c.res_type, resources.c.res_id == d.c.res_id))
         drive_id = d.c.res_id.label("drive_id")
         return (select(*columns, drive_id).select_from(joined).where(*walk, *conditions).distinct()
                 .order_by(drive_id).limit(request.count + 1))
@@ -344,11 +357,16 @@ def build_queries(request: SearchRequest, probe: bool = False, ordered: str | No
     else:
         page = (select(resources.c.res_id, resources.c.version_id, resources.c.last_updated, resources.c.data,
                        *labelled).where(*conditions).order_by(*order).limit(request.count + 1))
-    if request.total == "estimate":  # counted up to a bound: cheap however broad the search
-        bounded = select(literal(1)).select_from(resources).where(*base).limit(ESTIMATE_BOUND + 1).subquery()
+    bound = ESTIMATE_BOUND if request.total == "estimate" else None
+    if drive is not None:
+        count = _driven_count(drive, request, s, _base(request, s, skip=drive), bound)
+    elif bound is not None:  # counted up to a bound: cheap however broad the search
+        bounded = select(literal(1)).select_from(resources).where(*base).limit(bound + 1).subquery()
         count = select(func.count()).select_from(bounded)
-        entries = breadth_query(request, ESTIMATE_BOUND, narrow=True, slots=s) if _narrow(request) else None
-        if entries is not None:  # a patient with more entries than the bound: not counted (-1)
-            count = select(case((entries.scalar_subquery() > ESTIMATE_BOUND, -1), else_=count.scalar_subquery()))
-        return page, count
-    return page, select(func.count()).select_from(resources).where(*base)
+    else:
+        count = select(func.count()).select_from(resources).where(*base)
+    if bound is not None and _narrow(request):  # a patient with more entries than BROAD is broad too
+        entries = breadth_query(request, narrow=True, slots=s)
+        assert entries is not None
+        count = select(case((entries.scalar_subquery() > BROAD, -1), else_=count.scalar_subquery()))
+    return page, count
