@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.sql.elements import ColumnElement as _Col
+from sqlalchemy.sql.util import find_tables
+from sqlalchemy.sql.visitors import replacement_traverse
 from sqlalchemy.types import NullType
 
 from adapter.fhir.dates import MAX, MIN
@@ -197,11 +199,21 @@ def _walk(f: Filter, request: SearchRequest, s: Slots) -> tuple[Any, list[Column
     return d, walk, d.join(resources, and_(resources.c.res_type == d.c.res_type, resources.c.res_id == d.c.res_id))
 
 
-def _driven_count(f: Filter, request: SearchRequest, s: Slots, conditions: list[ColumnElement[bool]],
-                  bound: int | None) -> Select[Any]:
-    """The matches counted (up to `bound` + 1) by the same walk: no IN-list of every match."""
-    d, walk, joined = _walk(f, request, s)
-    ids = select(d.c.res_id).select_from(joined).where(*walk, *conditions).distinct()
+def _by_walk(d: Any) -> Any:
+    return lambda element: d.c.res_id if element is resources.c.res_id else None
+
+
+def _driven_count(f: Filter, request: SearchRequest, s: Slots, bound: int | None) -> Select[Any]:
+    """The matches counted (up to `bound` + 1) by the same walk, the other filters probed by the
+    walked id: no IN-list of every match, no read of `resources` (a deleted resource has no
+    index rows)."""
+    d, walk, _ = _walk(f, request, s)
+    rtype = request.resource_type
+    probes = [*(_filter_clause(g, rtype, s, False) for g in request.filters if g is not f),
+              *([in_compartment(rtype, [s.patient()])] if request.compartment is not None else [])]
+    by_walk: list[Any] = [replacement_traverse(c, {}, _by_walk(d)) for c in probes]
+    ids = select(d.c.res_id).where(*walk, *by_walk).distinct()
+    assert all(resources not in find_tables(c, check_columns=True) for c in by_walk)
     return select(func.count()).select_from((ids if bound is None else ids.limit(bound + 1)).subquery())
 
 
@@ -359,7 +371,7 @@ def build_queries(request: SearchRequest, probe: bool = False, ordered: str | No
                        *labelled).where(*conditions).order_by(*order).limit(request.count + 1))
     bound = ESTIMATE_BOUND if request.total == "estimate" else None
     if drive is not None:
-        count = _driven_count(drive, request, s, _base(request, s, skip=drive), bound)
+        count = _driven_count(drive, request, s, bound)
     elif bound is not None:  # counted up to a bound: cheap however broad the search
         bounded = select(literal(1)).select_from(resources).where(*base).limit(bound + 1).subquery()
         count = select(func.count()).select_from(bounded)
