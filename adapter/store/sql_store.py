@@ -425,16 +425,19 @@ class SqlStore(Repository, SqlClients):
             request = with_comparable_units(request, lambda code, composite: self._ucum_codes(
                 conn, request.resource_type, code, composite))
         slots = Slots(request)  # its values; its statements by shape (statements.py)
-        queries = backward_queries if request.before else build_queries
-        ordered = None if request.before else conn.dialect.name  # an index walk in id order where it can
+
+        def queries(probe: bool = False) -> tuple[Any, Any]:  # forward: an index walk in id order where it can
+            if request.before:
+                return backward_queries(request, probe, slots=slots)
+            return build_queries(request, probe, ordered=conn.dialect.name, slots=slots)
+
         broad = False
         if (measures_breadth(request) and statements.run(
                 conn, "breadth", slots, lambda: _present(breadth_query(request, slots=slots))).scalar_one() > BROAD):
             broad = True
         probe = broad and not request.sort and (request.before or ordered_driver(request) is None)
-        rows = statements.run(conn, ("page", probe), slots, lambda: queries(
-            request, probe, **({"ordered": ordered} if ordered else {}), slots=slots)[0]
-        ).all() if request.count > 0 else []
+        rows = statements.run(conn, ("page", probe), slots, lambda: queries(probe)[0]).all() \
+            if request.count > 0 else []
         more = len(rows) > request.count
         total: int | None = None
         if request.total == "accurate" or (request.total == "estimate" and not broad):
@@ -442,7 +445,7 @@ class SqlStore(Repository, SqlClients):
                     and (request.total == "accurate" or len(rows) <= ESTIMATE_BOUND)):
                 total = len(rows)  # every match is on this first page: nothing to count
             else:
-                total = statements.run(conn, "count", slots, lambda: queries(request, slots=slots)[1]).scalar_one()
+                total = statements.run(conn, "count", slots, lambda: queries()[1]).scalar_one()
                 if request.total == "estimate" and not 0 <= total <= ESTIMATE_BOUND:
                     total = None  # an estimate is not worth counting further (-1: not counted)
         page = rows[:request.count][::-1] if request.before else rows[:request.count]  # read last-first
