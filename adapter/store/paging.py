@@ -9,15 +9,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, case, or_
 from sqlalchemy.sql.elements import ColumnElement as _Col
 
-from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import SearchRequest
 from adapter.store.schema import resources
-from adapter.store.search_sql import build_queries, sort_columns
+from adapter.store.search_sql import Slots, build_queries, sort_columns
 
 __all__ = ["backward_queries", "row_key"]
 
 
-def _before(keys: list[tuple[_Col[Any], bool]], cursor: tuple[Any, ...]) -> ColumnElement[bool]:
+def _before(keys: list[tuple[_Col[Any], bool]], cursor: list[Any]) -> ColumnElement[bool]:
     """Rows strictly before the cursor in (keys..., id) order with NULLs last: the mirror of
     search_sql's `_after`."""
     *values, last_id = cursor
@@ -31,15 +30,15 @@ def _before(keys: list[tuple[_Col[Any], bool]], cursor: tuple[Any, ...]) -> Colu
     return clause
 
 
-def backward_queries(request: SearchRequest, probe: bool = False) -> tuple[Select[Any], Select[Any]]:
+def backward_queries(request: SearchRequest, probe: bool = False,
+                     slots: Slots | None = None) -> tuple[Select[Any], Select[Any]]:
     """`build_queries` for the page before `request.cursor` (from the end when there is none):
     its rows come last-first, count + 1 of them to tell whether there are more before."""
+    s = slots or Slots(request)  # the cursor's values bound too
     keys = sort_columns(request)
-    page, count = build_queries(replace(request, cursor=None, before=False), probe)
+    page, count = build_queries(replace(request, cursor=None, before=False), probe, slots=s)
     if request.cursor is not None:
-        if len(request.cursor) != len(keys) + 1:
-            raise bad_request("_cursor does not belong to this search", "_cursor")
-        page = page.where(_before(keys, request.cursor))
+        page = page.where(_before(keys, s.cursor()))
     order: list[Any] = []
     for column, desc in keys:
         order.append(case((column.is_(None), 1), else_=0).desc())

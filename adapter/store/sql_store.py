@@ -40,9 +40,11 @@ from adapter.store.site_labels import inherit_sites
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
+from adapter.store import statements
 from adapter.store.paging import backward_queries, row_key
 from adapter.store.search_sql import (
-    BROAD, ESTIMATE_BOUND, UCUM, breadth_query, build_queries, with_comparable_units,
+    BROAD, ESTIMATE_BOUND, UCUM, Slots, breadth_query, build_queries, measures_breadth, ordered_driver,
+    with_comparable_units,
 )
 
 __all__ = ["SqlStore"]
@@ -422,19 +424,30 @@ class SqlStore(Repository, SqlClients):
                for f in request.filters if not f.modifier):
             request = with_comparable_units(request, lambda code, composite: self._ucum_codes(
                 conn, request.resource_type, code, composite))
-        queries = backward_queries if request.before else build_queries
-        query, count = queries(request)
-        breadth = breadth_query(request)
-        broad = breadth is not None and conn.execute(breadth).scalar_one() > BROAD
-        if broad and not request.sort:
-            query = queries(request, probe=True)[0]  # walk in id order, stop at the page
+        slots = Slots(request)  # its values; its statements by shape (statements.py)
+
+        def queries(probe: bool = False) -> tuple[Any, Any]:  # forward: an index walk in id order where it can
+            if request.before:
+                return backward_queries(request, probe, slots=slots)
+            return build_queries(request, probe, ordered=conn.dialect.name, slots=slots)
+
+        broad = False
+        if (measures_breadth(request) and statements.run(
+                conn, "breadth", slots, lambda: _present(breadth_query(request, slots=slots))).scalar_one() > BROAD):
+            broad = True
+        probe = broad and not request.sort and (request.before or ordered_driver(request) is None)
+        rows = statements.run(conn, ("page", probe), slots, lambda: queries(probe)[0]).all() \
+            if request.count > 0 else []
+        more = len(rows) > request.count
         total: int | None = None
         if request.total == "accurate" or (request.total == "estimate" and not broad):
-            total = conn.execute(count).scalar_one()
-            if request.total == "estimate" and total > ESTIMATE_BOUND:
-                total = None  # an estimate is not worth counting further
-        rows = conn.execute(query).all() if request.count > 0 else []
-        more = len(rows) > request.count
+            if (request.cursor is None and not request.before and request.count > 0 and not more
+                    and (request.total == "accurate" or len(rows) <= ESTIMATE_BOUND)):
+                total = len(rows)  # every match is on this first page: nothing to count
+            else:
+                total = statements.run(conn, "count", slots, lambda: queries()[1]).scalar_one()
+                if request.total == "estimate" and not 0 <= total <= ESTIMATE_BOUND:
+                    total = None  # an estimate is not worth counting further (-1: not counted)
         page = rows[:request.count][::-1] if request.before else rows[:request.count]  # read last-first
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
@@ -520,6 +533,11 @@ def _with_last_updated(given: IndexRows | None, body: dict[str, Any]) -> IndexRo
     ahead = [row for row in given.date if row[0] != "_lastUpdated"]
     # The row extract() makes for Resource.meta.lastUpdated, without a second extraction.
     return replace(given, date=[*ahead, ("_lastUpdated", *date_range(body["meta"]["lastUpdated"]))])
+
+
+def _present(query: Any) -> Any:
+    assert query is not None
+    return query
 
 
 def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
