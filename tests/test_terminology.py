@@ -155,3 +155,15 @@ def test_subsumes_from_the_nesting_and_parent_properties(http, live, terminology
     instance = call(http, f"{live}/CodeSystem/limbs/$subsumes", body=params(
         ("codingA", "Coding", {"system": LIMBS, "code": a}), ("codingB", "Coding", {"system": LIMBS, "code": b})))
     assert one(instance, "outcome") == outcome
+
+
+def test_a_version_is_chosen_by_parameter_or_canonical_else_the_latest_written(http, live, terminology):
+    older = LIMBS_CS | {"id": "limbs-v1", "version": "1", "concept": [{"code": "leg", "display": "Leg (v1)"}]}
+    terminology.load([older])  # written after v2: the latest written when no version is asked for
+    def display(**query: str) -> str:
+        return one(call(http, f"{live}/CodeSystem/$lookup", {"code": "leg", **query}), "display")
+    assert display(system=LIMBS) == "Leg (v1)"
+    assert display(system=LIMBS, version="2") == "Leg"
+    assert display(system=f"{LIMBS}|2") == "Leg"
+    missing = call(http, f"{live}/CodeSystem/$lookup", {"system": LIMBS, "version": "9", "code": "leg"}, status=404)
+    assert missing["issue"][0]["expression"] == ["system"] and "version 9" in missing["issue"][0]["diagnostics"]
