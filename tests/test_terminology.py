@@ -167,3 +167,17 @@ def test_a_version_is_chosen_by_parameter_or_canonical_else_the_latest_written(h
     assert display(system=f"{LIMBS}|2") == "Leg"
     missing = call(http, f"{live}/CodeSystem/$lookup", {"system": LIMBS, "version": "9", "code": "leg"}, status=404)
     assert missing["issue"][0]["expression"] == ["system"] and "version 9" in missing["issue"][0]["diagnostics"]
+
+
+def test_the_terminology_package_knows_no_web_framework_and_no_sql():
+    import ast
+    import pathlib
+    package = pathlib.Path(__file__).resolve().parent.parent / "adapter" / "terminology"
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith("adapter.") or name.startswith(
+                    ("adapter.fhir", "adapter.store.repository", "adapter.terminology")), (path.name, name)
+                assert name.split(".")[0] not in ("flask", "werkzeug", "sqlalchemy", "psycopg", "sqlite3"), (path.name, name)
