@@ -16,7 +16,7 @@ from adapter.store.repository import Repository
 from adapter.terminology import (
     expand, lookup, subsumes, translate, validate_code_in_system, validate_code_in_value_set,
 )
-from adapter.terminology.parameters import parameters, validation
+from adapter.terminology.parameters import validation
 from adapter.terminology.resolve import resolve
 from adapter.terminology.translate import concept_maps
 
@@ -159,19 +159,14 @@ def translate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     codings = _codings(inputs)
     reverse = bool(inputs.flag("reverse"))
     given = inputs.resource("conceptMap", "ConceptMap")
-    results = []
-    for coding in codings:
-        maps = [given] if given is not None and req.id is None else concept_maps(
-            repo, req.id, inputs.text("url"), inputs.text("conceptMapVersion"), coding.get("system"),
-            inputs.text("source"), inputs.text("target"), reverse)
-        results.append(translate(repo, maps, coding.get("system"), coding["code"], inputs.text("targetsystem"), reverse))
-    if len(results) == 1:
-        return _ok(results[0])
-    merged = [p for r in results for p in r["parameter"] if p["name"] == "match"]
-    result = any(r["parameter"][0]["valueBoolean"] for r in results)
-    messages = "; ".join(p["valueString"] for r in results for p in r["parameter"] if p["name"] == "message")
-    return _ok(parameters([{"name": "result", "valueBoolean": result},
-                           {"name": "message", "valueString": messages} if messages else None, *merged]))
+    url, version = inputs.text("url"), inputs.text("conceptMapVersion")
+    source, target = inputs.text("source"), inputs.text("target")
+
+    def maps_for(system: str | None) -> list[dict[str, Any]]:
+        if given is not None and req.id is None:
+            return [given]
+        return concept_maps(repo, req.id, url, version, system, source, target, reverse)
+    return _ok(translate(repo, maps_for, codings, inputs.text("targetsystem"), reverse))
 
 
 _OPERATIONS: tuple[tuple[str, str, Callable[[FhirRequest, Repository], FhirResponse]], ...] = (

@@ -9,9 +9,11 @@ map gives (equivalence `wider`: a catch-all is broader than what it catches), an
 to what the named ConceptMap says, followed once per map (a cycle ends there). In reverse the
 map is read from target to source, equivalences turned round (wider/narrower,
 subsumes/specializes), and `unmapped` does not apply: it speaks of source codes only.
+`dependsOn` and `product` are not evaluated (the `dependency` input is refused as not supported).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from adapter.fhir import jsonio
@@ -104,21 +106,27 @@ def _backward(cmap: dict[str, Any], system: str | None, code: str, target_system
     return found
 
 
-def translate(repo: Repository, maps: list[dict[str, Any]], system: str | None, code: str,
-              target_system: str | None = None, reverse: bool = False) -> dict[str, Any]:
-    """result (a match that is not unmatched or disjoint), message, and every match."""
+def translate(repo: Repository, maps_for: Callable[[str | None], list[dict[str, Any]]],
+              codings: list[dict[str, Any]], target_system: str | None = None, reverse: bool = False) -> dict[str, Any]:
+    """result (any match that is not unmatched or disjoint), message, and every match, of one
+    or more codings (a CodeableConcept's), each through the maps `maps_for` its system gives."""
     notes: list[str] = []
     found: list[dict[str, Any]] = []
-    for cmap in maps:
-        if reverse:
-            found += _backward(cmap, system, code, target_system)
-        else:
-            found += _forward(repo, cmap, system, code, target_system,
-                              frozenset({str(cmap.get("url", "")).partition("|")[0]}), notes)
+    for given in codings:
+        system, code = given.get("system"), given["code"]
+        maps = maps_for(system)
+        these: list[dict[str, Any]] = []
+        for cmap in maps:
+            if reverse:
+                these += _backward(cmap, system, code, target_system)
+            else:
+                these += _forward(repo, cmap, system, code, target_system,
+                                  frozenset({str(cmap.get("url", "")).partition("|")[0]}), notes)
+        if not any(p["part"][0]["valueCode"] not in _NO_MATCH for p in these):
+            where = f"{system}#{code}" if system else code
+            notes.insert(0, f"no mapping of {where}" + (" (in reverse)" if reverse else "")
+                         + f" in {', '.join(str(m.get('url')) for m in maps) or 'any ConceptMap on this server'}")
+        found += these
     result = any(p["part"][0]["valueCode"] not in _NO_MATCH for p in found)
-    if not result:
-        where = f"{system}#{code}" if system else code
-        notes.insert(0, f"no mapping of {where}" + (" (in reverse)" if reverse else "")
-                     + f" in {', '.join(str(m.get('url')) for m in maps) or 'any ConceptMap on this server'}")
     return parameters([param("result", "Boolean", result),
                        param("message", "String", "; ".join(notes)) if notes else None, *found])
