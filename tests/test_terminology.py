@@ -122,6 +122,15 @@ def test_code_system_validate_code(http, live, terminology):
     by_coding = call(http, f"{live}/CodeSystem/$validate-code", body=params(
         ("coding", "Coding", {"system": LIMBS, "code": "knee", "display": "Knee"})))
     assert one(by_coding, "result") is True
+    concept = {"coding": [{"system": GENDER, "code": "male"}, {"system": LIMBS, "code": "tail"}]}
+    neither = call(http, f"{live}/CodeSystem/limbs/$validate-code", body={"resourceType": "Parameters", "parameter": [
+        {"name": "codeableConcept", "valueCodeableConcept": concept}]})
+    assert one(neither, "result") is False
+    assert "not of the code system" in one(neither, "message") and "'tail'" in one(neither, "message")
+    concept["coding"].append({"system": LIMBS, "code": "arm"})
+    either = call(http, f"{live}/CodeSystem/limbs/$validate-code", body={"resourceType": "Parameters", "parameter": [
+        {"name": "codeableConcept", "valueCodeableConcept": concept}]})
+    assert one(either, "result") is True and one(either, "display") == "Arm"
 
 
 def test_value_set_validate_code(http, live, terminology):

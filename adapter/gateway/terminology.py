@@ -104,17 +104,7 @@ def validate_code_system_operation(req: FhirRequest, repo: Repository) -> FhirRe
     else:
         url = inputs.text("url") or next((c.get("system") for c in codings if c.get("system")), None)
         code_system = resolve(repo, "CodeSystem", url=url, version=inputs.text("version"))
-    url = code_system.get("url")
-    results: list[tuple[bool, str | None, str | None]] = []
-    for coding in codings:
-        if coding.get("system") not in (None, url):
-            results.append((False, f"{coding['system']}#{coding['code']} is not of the code system {url}", None))
-        else:
-            results.append(validate_code_in_system(code_system, coding["code"], coding.get("display")))
-    valid = next((r for r in results if r[0]), None)
-    if valid is not None:
-        return _ok(validation(*valid))
-    return _ok(validation(False, "; ".join(r[1] for r in results if r[1]), next((r[2] for r in results if r[2]), None)))
+    return _ok(validation(*validate_code_in_system(code_system, codings)))
 
 
 def _value_set(req: FhirRequest, repo: Repository, inputs: Inputs) -> dict[str, Any]:

@@ -78,16 +78,27 @@ def lookup(code_system: dict[str, Any], code: str, wanted: list[str], expression
     return parameters(items)
 
 
-def validate_code_in_system(code_system: dict[str, Any], code: str, display: str | None) -> tuple[bool, str | None, str | None]:
-    """(result, message, display): whether the system defines the code, and the display is one of it."""
-    index = Concepts.of(code_system)
-    concept = index.get(code)
+def _validate_one(index: Concepts, code_system: dict[str, Any], coding: dict[str, Any]) -> tuple[bool, str | None, str | None]:
+    if coding.get("system") not in (None, index.url):
+        return False, f"{coding['system']}#{coding['code']} is not of the code system {index.url}", None
+    concept = index.get(coding["code"])
     if concept is None:
         held = "" if index.complete else (f" (this server holds only part of it: content "
                                           f"{code_system.get('content')})")
-        return False, f"unknown code {code!r} in the CodeSystem {index.url}{held}", None
-    problem = display_issue(concept, display, index.url)
+        return False, f"unknown code {coding['code']!r} in the CodeSystem {index.url}{held}", None
+    problem = display_issue(concept, coding.get("display"), index.url)
     return problem is None, problem, _display(concept)
+
+
+def validate_code_in_system(code_system: dict[str, Any], codings: list[dict[str, Any]]) -> tuple[bool, str | None, str | None]:
+    """(result, message, display): whether the system defines the code of any of `codings` (a
+    CodeableConcept's), with a display that is one of it; the messages of the others are kept."""
+    index = Concepts.of(code_system)
+    results = [_validate_one(index, code_system, c) for c in codings]
+    valid = next((r for r in results if r[0]), None)
+    if valid is not None:
+        return valid
+    return False, "; ".join(r[1] for r in results if r[1]) or None, next((r[2] for r in results if r[2]), None)
 
 
 def subsumes(code_system: dict[str, Any], code_a: str, code_b: str,
