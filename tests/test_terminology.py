@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from adapter.mapping.catalogue import catalogue_resources, load_catalogue
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
 from terminology_helpers import (
     GENDER, LIMBS, LIMBS_CS, LOCAL_CS, LOCAL_VS, VALUE_SETS, call, one, params, parts, values, vs_url,
 )
+from conftest import ROOT
 from test_protocol_spec import SPEC
 
 PROTOCOL = build_resources(load_spec(SPEC))
+CATALOGUE = ROOT / "mappings" / "sites" / "catalogue.yaml"
 LOCAL_CONCEPTS = next(r for r in PROTOCOL if r["resourceType"] == "CodeSystem")["concept"]
 
 
@@ -43,6 +46,17 @@ def test_expand_the_protocols_value_set_paged_and_filtered(http, live, terminolo
     assert {"name": "filter", "valueString": "GmFm"} in found["expansion"]["parameter"]
     none = call(http, f"{live}/ValueSet/$expand", {"url": LOCAL_VS, "count": "0"})
     assert none["expansion"]["total"] == len(LOCAL_CONCEPTS) and "contains" not in none["expansion"]
+
+
+def test_expand_and_look_up_the_catalogues_codes(http, live, store):
+    code_system, value_set = catalogue_resources(load_catalogue(CATALOGUE))
+    store.load([code_system, value_set])
+    found = call(http, f"{live}/ValueSet/$expand", {"url": value_set["url"], "filter": "item 1", "count": "2"})
+    matching = [c["code"] for c in code_system["concept"] if "item 1" in c["display"].lower()]
+    assert found["expansion"]["total"] == len(matching) > 2 and codes(found) == matching[:2]
+    first = code_system["concept"][0]
+    looked_up = call(http, f"{live}/CodeSystem/{code_system['id']}/$lookup", {"code": first["code"]})
+    assert one(looked_up, "display") == first["display"] and one(looked_up, "version") == code_system["version"]
 
 
 def test_expand_filters_imports_excludes_and_flags(http, live, terminology):
@@ -88,6 +102,10 @@ def test_expand_a_value_set_sent_in_the_body(http, live, terminology):
     answer = call(http, f"{live}/ValueSet/$expand", body={"resourceType": "Parameters", "parameter": [
         {"name": "valueSet", "resource": inline}]})
     assert codes(answer) == ["arm", "left-arm"]
+    # the query string and the body together: count by one, the value set by the other
+    first = call(http, f"{live}/ValueSet/$expand", params={"count": "1"}, body={
+        "resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": inline}]})
+    assert codes(first) == ["arm"] and first["expansion"]["total"] == 2
 
 
 def test_lookup_displays_designations_and_properties(http, live, terminology):
