@@ -73,6 +73,12 @@ def test_translate_the_official_gender_map_both_ways(http, live, maps):
     elsewhere = call(http, f"{live}/ConceptMap/$translate", {"system": GENDER, "code": "female",
                                                              "targetsystem": "http://example.org/none"})
     assert one(elsewhere, "result") is False and "no mapping" in one(elsewhere, "message")
+    found_back = call(http, f"{live}/ConceptMap/$translate", {"system": V2_SEX, "code": "F", "reverse": "true"})
+    assert matches(found_back) == [("equal", GENDER, "female", url)]  # found by its groups' target
+    scoped = {"system": GENDER, "code": "male", "source": "http://hl7.org/fhir/ValueSet/administrative-gender"}
+    assert matches(call(http, f"{live}/ConceptMap/$translate", scoped | {
+        "target": "http://terminology.hl7.org/ValueSet/v2-0001"})) == [("equal", V2_SEX, "M", url)]
+    assert matches(call(http, f"{live}/ConceptMap/$translate", scoped | {"target": "http://example.org/ValueSet/x"})) == []
     address = call(http, f"{live}/ConceptMap/101/$translate", {"system": "http://hl7.org/fhir/address-use", "code": "old"})
     assert one(address, "result") is False and matches(address)[0][0] == "disjoint"  # a match that is no mapping
 
