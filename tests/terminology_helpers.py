@@ -67,6 +67,11 @@ VALUE_SETS = [
     value_set("all-loinc", [{"system": "http://loinc.org"}]),
     value_set("some-loinc", [{"system": "http://loinc.org", "concept": [{"code": "29463-7", "display": "Body weight"}]}]),
     value_set("cycle", [{"valueSet": [vs_url("cycle")]}]),
+    {"resourceType": "ValueSet", "id": "pre-expanded", "url": vs_url("pre-expanded"), "status": "active",
+     "expansion": {"timestamp": "2026-01-01T00:00:00Z", "contains": [
+         {"abstract": True, "display": "Sides", "contains": [  # a grouping without a code: no member
+             {"system": LIMBS, "code": "left-leg", "display": "Left leg"},
+             {"system": LIMBS, "code": "right-leg", "display": "Right leg", "inactive": True}]}]}},
 ]
 
 

@@ -76,6 +76,8 @@ def test_expand_filters_imports_excludes_and_flags(http, live, terminology):
     assert "old-thing" not in codes(expanded("limbs-all", activeOnly="true"))
     assert "designation" not in expanded("limbs-all")["expansion"]["contains"][0]
     assert codes(expanded("some-loinc")) == ["29463-7"]  # listed codes of a system not held: as listed
+    assert codes(expanded("pre-expanded")) == ["left-leg", "right-leg"]  # no compose: its expansion, flat
+    assert codes(expanded("pre-expanded", activeOnly="true", filter="LEG")) == ["left-leg"]
 
 
 def test_expand_the_core_required_value_sets(http, live, terminology):
