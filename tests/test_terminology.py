@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from adapter.terminology.expand import MAX_EXPANSION
 from adapter.mapping.catalogue import catalogue_resources, load_catalogue
 from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
 from terminology_helpers import (
-    GENDER, LIMBS, LIMBS_CS, LOCAL_CS, LOCAL_VS, VALUE_SETS, call, one, params, parts, values, vs_url,
+    GENDER, LIMBS, LIMBS_CS, LOCAL_CS, LOCAL_VS, VALUE_SETS, call, one, params, parts, value_set, values, vs_url,
 )
 from conftest import ROOT
 from test_protocol_spec import SPEC
@@ -210,3 +211,15 @@ def test_the_terminology_package_knows_no_web_framework_and_no_sql():
                 assert not name.startswith("adapter.") or name.startswith(
                     ("adapter.fhir", "adapter.store.repository", "adapter.terminology")), (path.name, name)
                 assert name.split(".")[0] not in ("flask", "werkzeug", "sqlalchemy", "psycopg", "sqlite3"), (path.name, name)
+
+
+def test_an_expansion_past_the_limit_is_refused_not_cut_short(http, live, store):
+    big = {"resourceType": "CodeSystem", "id": "big", "url": "http://example.org/fhir/CodeSystem/big",
+           "status": "active", "content": "complete",
+           "concept": [{"code": f"c{i}"} for i in range(MAX_EXPANSION + 1)]}
+    store.load([big, value_set("big", [{"system": big["url"]}])])
+    outcome = call(http, f"{live}/ValueSet/$expand", {"url": vs_url("big"), "count": "1"}, status=422)
+    assert outcome["issue"][0]["code"] == "too-costly" and str(MAX_EXPANSION) in outcome["issue"][0]["diagnostics"]
+    # the limit is on what a value set holds, not on the code system it draws from
+    store.load([value_set("two", [{"system": big["url"], "concept": [{"code": "c7"}, {"code": "c70"}]}])])
+    assert codes(call(http, f"{live}/ValueSet/$expand", {"url": vs_url("two")})) == ["c7", "c70"]
