@@ -128,6 +128,8 @@ def test_lookup_displays_designations_and_properties(http, live, terminology):
     male = call(http, f"{live}/CodeSystem/$lookup", {"system": GENDER, "code": "male"})
     assert one(male, "display") == "Male" and one(male, "name") == "AdministrativeGender"
     assert {"code": "definition", "value": "Male."} in [parts(p) for p in values(male, "property")]
+    unknown = call(http, f"{live}/CodeSystem/$lookup", {"system": GENDER, "code": "nobody"}, status=404)
+    assert "only part of it" in unknown["issue"][0]["diagnostics"]  # what the core value sets hold of it
 
 
 def test_code_system_validate_code(http, live, terminology):

@@ -20,9 +20,15 @@ __all__ = ["lookup", "validate_code_in_system", "subsumes", "display_issue"]
 _TOP_LEVEL = ("name", "version", "display")  # always answered: name and display are 1..1
 
 
+def _held(index: Concepts) -> str:
+    return "" if index.complete else \
+        f" (this server holds only part of it: content {index.resource.get('content')})"
+
+
 def _unknown(index: Concepts, code: str, expression: str) -> FhirError:
     return FhirError(404, [Issue("not-found", f"no code {code!r} in the CodeSystem {index.url}"
-                                 + (f" version {index.version}" if index.version else ""), expression)])
+                                 + (f" version {index.version}" if index.version else "") + _held(index),
+                                 expression)])
 
 
 def _display(concept: dict[str, Any]) -> str:
@@ -78,14 +84,12 @@ def lookup(code_system: dict[str, Any], code: str, wanted: list[str], expression
     return parameters(items)
 
 
-def _validate_one(index: Concepts, code_system: dict[str, Any], coding: dict[str, Any]) -> tuple[bool, str | None, str | None]:
+def _validate_one(index: Concepts, coding: dict[str, Any]) -> tuple[bool, str | None, str | None]:
     if coding.get("system") not in (None, index.url):
         return False, f"{coding['system']}#{coding['code']} is not of the code system {index.url}", None
     concept = index.get(coding["code"])
     if concept is None:
-        held = "" if index.complete else (f" (this server holds only part of it: content "
-                                          f"{code_system.get('content')})")
-        return False, f"unknown code {coding['code']!r} in the CodeSystem {index.url}{held}", None
+        return False, f"unknown code {coding['code']!r} in the CodeSystem {index.url}{_held(index)}", None
     problem = display_issue(concept, coding.get("display"), index.url)
     return problem is None, problem, _display(concept)
 
@@ -94,7 +98,7 @@ def validate_code_in_system(code_system: dict[str, Any], codings: list[dict[str,
     """(result, message, display): whether the system defines the code of any of `codings` (a
     CodeableConcept's), with a display that is one of it; the messages of the others are kept."""
     index = Concepts.of(code_system)
-    results = [_validate_one(index, code_system, c) for c in codings]
+    results = [_validate_one(index, c) for c in codings]
     valid = next((r for r in results if r[0]), None)
     if valid is not None:
         return valid
