@@ -1,4 +1,8 @@
-"""An operation's inputs: the query string (GET) and a Parameters body (POST), combined."""
+"""An operation's inputs: the query string (GET) and a Parameters body (POST), combined.
+
+`operation_inputs` flattens them to one string each, for operations whose inputs are all
+simple; `operation_values` keeps every input as given (repeats, Codings, CodeableConcepts,
+resources), for those that take more (the terminology operations)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +11,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.outcomes import bad_request
 from adapter.gateway.interactions import FhirRequest
 
-__all__ = ["operation_inputs", "parameters_of"]
+__all__ = ["operation_inputs", "operation_values", "parameters_of"]
 
 
 def parameters_of(body: Any) -> list[dict[str, Any]]:
@@ -29,4 +33,23 @@ def operation_inputs(req: FhirRequest) -> dict[str, str]:
                 value = value.get("reference")
             if value is not None:
                 values[param.get("name", "")] = str(value).lower() if isinstance(value, bool) else str(value)
+    return values
+
+
+def operation_values(req: FhirRequest) -> list[tuple[str, Any]]:
+    """Every input as (name, value), in order, repeats kept: a query-string value as its
+    string; a Parameters body's value[x] as given (a Coding or CodeableConcept as its JSON
+    object) and a `resource` as the resource. Parameters given as parts only are left out."""
+    values: list[tuple[str, Any]] = [(k, v) for k, v in req.params if not k.startswith("_")]
+    if req.body:
+        for param in parameters_of(jsonio.parse(req.body)):
+            name = param.get("name")
+            if not isinstance(name, str) or not name:
+                raise bad_request("every parameter of a Parameters body needs a name", "Parameters.parameter.name")
+            if "resource" in param:
+                values.append((name, param["resource"]))
+                continue
+            value = next((v for k, v in param.items() if k.startswith("value")), None)
+            if value is not None:
+                values.append((name, value))
     return values

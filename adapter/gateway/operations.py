@@ -16,6 +16,7 @@ from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.evaluate_measure import DEFINITION as _EVALUATE_MEASURE, evaluate_measure_get, evaluate_measure_post
 from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
 from adapter.gateway.operation_inputs import operation_inputs, parameters_of
+from adapter.gateway.terminology import TERMINOLOGY_ROUTES
 from adapter.protocol.adherence import adherence, as_parameters
 from adapter.protocol.apply import apply_plan
 from adapter.store.repository import Repository
@@ -141,7 +142,7 @@ OPERATION_ROUTES: tuple[Route, ...] = (
         ("PlanDefinition", "apply", _APPLY, apply_get, apply_operation),
         ("ResearchSubject", "adherence", _ADHERENCE, adherence_operation, adherence_operation),
         ("Measure", "evaluate-measure", _EVALUATE_MEASURE, evaluate_measure_get, evaluate_measure_post))
-    for method, handler in (("GET", get), ("POST", post)))
+    for method, handler in (("GET", get), ("POST", post))) + TERMINOLOGY_ROUTES
 
 
 def operations_of(resource_type: str) -> list[Route]:
