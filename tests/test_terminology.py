@@ -164,7 +164,8 @@ def test_value_set_validate_code(http, live, terminology):
     outside = check("legs", system=LIMBS, code="left-arm")
     assert one(outside, "result") is False and "not in the value set" in one(outside, "message")
     assert one(check("legs", system=LIMBS, code="knee", display="Kneecap"), "result") is False
-    assert one(check("legs", code="knee"), "result") is True  # no system: the one member with the code
+    alone = http.get(f"{live}/ValueSet/$validate-code", params={"url": vs_url("legs"), "code": "knee"})
+    assert alone.status_code == 400 and alone.json()["issue"][0]["expression"] == ["system"]
     assert one(check("abstract-too", system=LIMBS, code="limb"), "result") is True
     abstract = check("abstract-too", system=LIMBS, code="limb", abstract="false")
     assert one(abstract, "result") is False and "abstract" in one(abstract, "message")

@@ -120,6 +120,10 @@ def validate_value_set_operation(req: FhirRequest, repo: Repository) -> FhirResp
     inputs = Inputs(req, "validate-code", {"url", "valueSet", "valueSetVersion", "code", "system", "systemVersion",
                                            "display", "coding", "codeableConcept", "abstract"}, _DISPLAY_ONLY)
     codings = _codings(inputs, version="systemVersion")
+    if inputs.text("code") and not inputs.text("system"):
+        # R4: "If a code is provided, a system or a context must be provided"; context is refused
+        raise bad_request("parameter 'system' is required with 'code' (a code alone may be in several "
+                          "code systems)", "system", code="required")
     abstract = inputs.flag("abstract")
     return _ok(validation(*validate_code_in_value_set(repo, _value_set(req, repo, inputs), codings, abstract)))
 

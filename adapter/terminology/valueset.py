@@ -1,8 +1,8 @@
 """ValueSet/$validate-code (https://hl7.org/fhir/R4/valueset-operation-validate-code.html):
 whether a code is in a value set, against its full expansion (expand.py).
 
-A code without a system matches a member of that code alone when only one member has it. An
-abstract member is valid unless the client says `abstract=false` (R4 gives no default).
+A coding without a system (inside a CodeableConcept; the gateway refuses a bare code without
+one) matches a member of that code alone when only one member has it. An abstract member is valid unless the client says `abstract=false` (R4 gives no default).
 A wrong display answers false, with a message, as in codesystem.py.
 """
 from __future__ import annotations
