@@ -192,7 +192,8 @@ _TERMINOLOGY_SOUND = {
     "CodeSystem/$validate-code": {"url": _GENDER, "code": "female", "display": "Female"},
     "CodeSystem/$subsumes": {"system": _GENDER, "codeA": "male", "codeB": "other"},
     "ValueSet/$expand": {"url": "http://hl7.org/fhir/ValueSet/administrative-gender", "filter": "a", "count": "2"},
-    "ValueSet/$validate-code": {"url": "http://hl7.org/fhir/ValueSet/observation-status", "code": "final"},
+    "ValueSet/$validate-code": {"url": "http://hl7.org/fhir/ValueSet/observation-status",
+                                "system": "http://hl7.org/fhir/observation-status", "code": "final"},
     "ConceptMap/$translate": {"system": _GENDER, "code": "male"},
 }
 _TERMINOLOGY_VALUES = st.sampled_from([
