@@ -33,6 +33,7 @@ class Catalogue:
     def own_system(self) -> str:
         return f"{self.base}/CodeSystem/{self.study}-catalogue"
     arms: tuple[str, ...] = ()  # the protocol's arm keys (ResearchSubject.assignedArm)
+    sites: dict[str, str] = field(default_factory=dict)  # the protocol's site codes -> Organization name
 
     @property
     def base(self) -> str:
@@ -163,5 +164,6 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     if problems:
         raise SpecError(problems)
     return Catalogue(str(path), data, spec.code_system_url, local, activities, lines, own,
-                     str(spec.protocol["version"]), tuple(spec.data["arms"]))
+                     str(spec.protocol["version"]), tuple(spec.data["arms"]),
+                     {site: entry["name"] for site, entry in spec.data.get("sites", {}).items()})
 

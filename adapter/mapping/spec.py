@@ -142,6 +142,11 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
     refused, warnings = check_identifiers(data, lines)
     problems += refused
     problems += _check_arms(data, lines, catalogue)
+    site = data["mapping"]["site"]
+    if catalogue.sites and site not in catalogue.sites:  # its data's Provenance would name no Organization
+        problems.append(lines.problem(("mapping", "site"), f"unknown site {site!r}: not one of the protocol's "
+                                      f"sites ({', '.join(catalogue.sites)}; add it under `sites:` in "
+                                      f"{catalogue.data['catalogue']['protocol']})"))
     if problems:
         raise SpecError(problems)
     return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits), looked, tuple(warnings))
