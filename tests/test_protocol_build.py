@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from adapter.fhir.sites import SITE_SYSTEM
 from adapter.fhir.validation import validate
 from adapter.protocol.build import build_resources, bundle_bytes
 from adapter.protocol.schedule import WINDOW_EXTENSION
@@ -21,7 +22,7 @@ def resources():
 def test_every_resource_is_valid_and_r4():
     built = resources()
     assert Counter(k.split("/")[0] for k in built) == {
-        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 1, "ValueSet": 1,
+        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 2, "ValueSet": 1,
         "Measure": len(load_spec(SPEC).data["outcomes"]), "Organization": 5, "Location": 4}
     for key, resource in built.items():
         assert validate(resource) == [], key
@@ -50,6 +51,9 @@ def test_the_sponsor_and_sites_are_organizations_and_the_sites_locations():
         assert organisation["name"] and location["name"] and location["status"] == "active"
     assert built["Location/site-c"]["address"] == {"country": "CN"}
     assert built["Organization/ucmsc-cp-sponsor"]["name"].startswith("UC-MSC CP trial sponsor")
+    # the site codes are those of the security label that segregates the sites' data
+    sites = built["CodeSystem/study-site"]
+    assert sites["url"] == SITE_SYSTEM and [c["code"] for c in sites["concept"]] == [f"site-{x}" for x in "abcd"]
 
 
 def test_visits_are_timed_with_related_actions_and_windows():

@@ -4,7 +4,9 @@ A site is an Organization (who: the author of its data, https://hl7.org/fhir/R4/
 and a Location (where the trial runs there, https://hl7.org/fhir/R4/location.html), both with the
 site code as id. R4's ResearchStudy.site is Reference(Location), so a study names its sites by
 their Locations, and each Location's managingOrganization leads to the Organization; the
-sponsor is R4's ResearchStudy.sponsor, Reference(Organization).
+sponsor is R4's ResearchStudy.sponsor, Reference(Organization). The site codes are also the
+codes of the security label that segregates each site's data (adapter/fhir/sites.py): they are
+published as the CodeSystem `study-site`, so that the label's codes are served too.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from adapter.protocol.spec import Spec
 
-__all__ = ["organisation_resources", "site_reference", "sponsor_reference", "site_location_references",
+__all__ = ["organisation_resources", "site_code_system", "site_reference", "sponsor_reference", "site_location_references",
            "SITE_SYSTEM_PATH"]
 
 SITE_SYSTEM_PATH = "sid/site"  # {base}/sid/site|site-a: the identifier sites had before they were resources
@@ -37,9 +39,18 @@ def site_location_references(spec: Spec) -> list[dict[str, str]]:
             for site, entry in spec.data.get("sites", {}).items()]
 
 
+def site_code_system(spec: Spec) -> dict[str, Any]:
+    """The sites as codes: the system of the site security label (adapter/fhir/sites.py)."""
+    p = spec.protocol
+    return {"resourceType": "CodeSystem", "id": "study-site", "url": f"{spec.base}/CodeSystem/study-site",
+            "version": p["version"], "name": "StudySite", "title": f"The sites of {p['title']}",
+            "status": "active", "date": p["date"], "content": "complete", "caseSensitive": True,
+            "concept": [{"code": site, "display": entry["name"]} for site, entry in spec.data["sites"].items()]}
+
+
 def organisation_resources(spec: Spec) -> list[dict[str, Any]]:
-    """The sponsor's Organization, then per site its Organization and Location (none when the
-    spec names neither)."""
+    """The sponsor's Organization, then per site its Organization and Location, and the sites'
+    CodeSystem (none of them when the spec names neither)."""
     out: list[dict[str, Any]] = []
     sponsor = spec.data.get("sponsor")
     if sponsor:
@@ -62,4 +73,6 @@ def organisation_resources(spec: Spec) -> list[dict[str, Any]]:
             org["address"] = _address(entry)
             location["address"] = _address(entry)[0]
         out += [org, location]
+    if spec.data.get("sites"):
+        out.append(site_code_system(spec))
     return out
