@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import sys
+from typing import Any
 
 import click
 
@@ -109,7 +110,7 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
                f"{sum(len(g['element']) for g in cm.get('group', []))} codes)")
 
 
-def _checked_concept_map(loaded: MappingSpec) -> dict[str, object]:
+def _checked_concept_map(loaded: MappingSpec) -> dict[str, Any]:
     """The mapping's ConceptMap, valid R4, or the problem at the mapping's header (a map's
     unknown target is refused where it is written, when the spec loads)."""
     from adapter.fhir.validation import validate
