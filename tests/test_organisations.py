@@ -75,3 +75,21 @@ def test_each_site_study_names_its_location(live, http, loaded):
                                                                       "ResearchStudy/ucmsc-cp"]
     stored = json.loads(loaded.read("ResearchStudy", "site-a-study").data)
     assert stored["partOf"] == [{"reference": "ResearchStudy/ucmsc-cp"}] and stored["site"][0]["reference"] == "Location/site-a"
+
+
+@pytest.mark.parametrize("with_protocol", [True, False])
+def test_a_pull_s_provenance_names_the_site_organization_when_the_centre_has_it(checked_store, with_protocol):
+    """A site the protocol lists: its Organization; one it does not (or before the protocol is
+    loaded): its identifier, so that the pull is recorded rather than refused as dangling."""
+    from adapter.exchange.pull import PullReport
+    from adapter.exchange.pull_record import record_provenance
+    if with_protocol:
+        checked_store.load(build_resources(load_spec(SPECS / "ucmsc-cp-v1.yaml")))
+    report = PullReport(site="site-b", transaction_time="2026-11-30T10:00:00Z", files={"Patient.ndjson": "ab" * 32})
+    made = record_provenance(checked_store, report, ["centre-v1|1.0.0"], "https://site-b.example.org/fhir")
+    stored = json.loads(checked_store.read("Provenance", made["id"]).data)
+    author = next(a["who"] for a in stored["agent"] if a["type"]["coding"][0]["code"] == "author")
+    if with_protocol:
+        assert author == {"reference": "Organization/site-b", "display": "Site B university hospital (synthetic)"}
+    else:
+        assert author == {"identifier": {"system": f"{BASE}/sid/site", "value": "site-b"}, "display": "site-b"}
