@@ -16,7 +16,15 @@ from adapter.mapping.reference import load_reference
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Catalogue", "load_catalogue", "catalogue_resources", "item_code", "items_code"]
+__all__ = ["Catalogue", "load_catalogue", "catalogue_resources", "item_code", "items_code", "FIXED_SYSTEMS"]
+
+_HL7 = "http://terminology.hl7.org/CodeSystem/"
+# Code tables whose entries are bare codes of one R4 code system: the resources are written with
+# these systems (resources.py) and the ConceptMaps name them as targets (concept_maps.py).
+FIXED_SYSTEMS = {"gender": "http://hl7.org/fhir/administrative-gender",
+                 "seriousness": _HL7 + "adverse-event-seriousness",
+                 "causality": _HL7 + "adverse-event-causality-assess",
+                 "outcome": _HL7 + "adverse-event-outcome"}
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,11 @@ import pathlib
 import urllib.parse
 from typing import Any
 
-from adapter.mapping.catalogue import Catalogue
+from adapter.mapping.catalogue import FIXED_SYSTEMS, Catalogue
 from adapter.mapping.spec import _FLAT, CODE_TABLES, KINDS, MappingSpec
 
-__all__ = ["concept_map", "code_maps", "source_system", "target_coding", "FIXED_SYSTEMS"]
+__all__ = ["concept_map", "code_maps", "source_system", "target_coding"]
 
-_HL7 = "http://terminology.hl7.org/CodeSystem/"
-# Tables whose catalogue entries are bare codes of one R4 code system (resources.py writes them so).
-FIXED_SYSTEMS = {"gender": "http://hl7.org/fhir/administrative-gender",
-                 "seriousness": _HL7 + "adverse-event-seriousness",
-                 "causality": _HL7 + "adverse-event-causality-assess",
-                 "outcome": _HL7 + "adverse-event-outcome"}
 _REQUIRED = pathlib.Path(__file__).resolve().parent.parent / "fhir" / "data" / "required-valuesets.json"
 
 
