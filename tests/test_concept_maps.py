@@ -130,3 +130,20 @@ def test_a_column_s_source_system_is_stable_and_ascii():
     system = source_system(spec, "性别")
     assert system == "http://ucmsc-cp.example.org/fhir/site-code/site-c/%E6%80%A7%E5%88%AB"
     assert urllib.parse.unquote(system.rsplit("/", 1)[1]) == "性别" and system.isascii()
+
+
+def test_an_entry_that_is_not_equivalent_says_so(tmp_path):
+    """Site D's combined IV + IT route is recorded as intravenous: narrower, with why."""
+    spec = load_mapping(MAPPINGS / "site-d.yaml")
+    route = targets(concept_map(spec), source_system(spec, "adm_route"))
+    assert route["2"] == route["3"][:2] + ("equivalent",) and route["3"][2] == "narrower"
+    [comment] = [e["target"][0].get("comment") for g in concept_map(spec)["group"] for e in g["element"]
+                 if g["source"] == source_system(spec, "adm_route") and e["code"] == "3"]
+    assert "combined" in comment
+    # R4's cmd-1: a narrower map needs its comment, so the spec does too
+    text = (MAPPINGS / "site-d.yaml").read_text(encoding="utf-8")
+    path = spec_with(tmp_path, ', comment: "combined IV + IT, recorded as the IV injection"}', "}", text)
+    result = CliRunner().invoke(main, ["mapping", "check", str(path)])
+    line = next(i for i, t in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "equivalence: narrower" in t)
+    problem = f"{path}:{line}: rules[3].injection.route.map.3: 'comment' is a required property"
+    assert result.exit_code != 0 and problem in result.output, result.output

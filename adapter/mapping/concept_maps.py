@@ -6,7 +6,8 @@ column and target system. A site's codes have no code system of their own, so ea
 a stable canonical: `{base}/site-code/{site}/{column}` (the column as the spec names it,
 percent-encoded: `性别` becomes `%E6%80%A7%E5%88%AB`). The targets are the codings the adapter
 writes (the catalogue's, with `local` resolved to the protocol's or the catalogue's CodeSystem;
-R4's own systems for gender and the AdverseEvent codes). The arm map (ResearchSubject.assignedArm,
+R4's own systems for gender and the AdverseEvent codes), `equivalent` unless the map's entry says
+otherwise (`{to: intravenous, equivalence: narrower, comment: ...}`: site D's combined route). The arm map (ResearchSubject.assignedArm,
 a string, not a code) is not a code map and is left out.
 
 A value outside a map is rejected with its row today, so no group has `unmapped`: R4's modes
@@ -21,6 +22,7 @@ import urllib.parse
 from typing import Any
 
 from adapter.mapping.catalogue import FIXED_SYSTEMS, Catalogue
+from adapter.mapping.fields import map_target
 from adapter.mapping.spec import _FLAT, CODE_TABLES, KINDS, MappingSpec
 
 __all__ = ["concept_map", "code_maps", "source_system", "target_coding"]
@@ -52,8 +54,9 @@ def target_coding(catalogue: Catalogue, table: str, key: str) -> dict[str, str]:
                             and isinstance(entry["code"], dict) else entry)
 
 
-def code_maps(spec: MappingSpec) -> list[tuple[str, str, dict[str, str]]]:
-    """(column, catalogue table, {site code: catalogue key}) of every code map, in rule order."""
+def code_maps(spec: MappingSpec) -> list[tuple[str, str, dict[str, Any]]]:
+    """(column, catalogue table, {site code: map entry}) of every code map, in rule order; an
+    entry is the catalogue key, or {to: key, equivalence, comment}."""
     found = []
     for rule in spec.data["rules"]:
         kind = next(k for k in KINDS if k in rule)
@@ -61,7 +64,7 @@ def code_maps(spec: MappingSpec) -> list[tuple[str, str, dict[str, str]]]:
         for (table_kind, field), table in CODE_TABLES.items():
             expr = body.get(field) if table_kind == kind and isinstance(body, dict) else None
             if isinstance(expr, dict) and "map" in expr:
-                found.append((str(expr["field"]), table, {str(k): str(v) for k, v in expr["map"].items()}))
+                found.append((str(expr["field"]), table, {str(k): v for k, v in expr["map"].items()}))
     return found
 
 
@@ -72,15 +75,20 @@ def concept_map(spec: MappingSpec) -> dict[str, Any]:
     columns = []
     for column, table, table_map in code_maps(spec):
         columns.append(f"{column} ({table})")
-        for code, key in table_map.items():
-            target = target_coding(spec.catalogue, table, key)
+        for code, entry in table_map.items():
+            target = target_coding(spec.catalogue, table, map_target(entry))
             group = groups.setdefault((source_system(spec, column), target["system"]), {
                 "source": source_system(spec, column), "target": target["system"], "element": []})
             if any(e["code"] == code for e in group["element"]):
                 continue  # the same column mapped by two rules: one element
-            element_target = {"code": target["code"], "equivalence": "equivalent"}
+            element_target = {"code": target["code"]}
             if target.get("display"):
                 element_target["display"] = target["display"]
+            # equivalent unless the spec says otherwise (a site code the catalogue has no key for)
+            element_target["equivalence"] = entry.get("equivalence", "equivalent") if isinstance(entry, dict) \
+                else "equivalent"
+            if isinstance(entry, dict) and entry.get("comment"):
+                element_target["comment"] = entry["comment"]
             group["element"].append({"code": code, "target": [element_target]})
     title = spec.data["mapping"].get("title", name)
     made: dict[str, Any] = {
