@@ -15,7 +15,8 @@ from typing import Any
 
 from adapter.outcomes.definitions import measure_resources
 from adapter.outcomes.measures import outcomes_of
-from adapter.protocol.organisations import organisation_resources, site_location_references, sponsor_reference
+from adapter.protocol.organisations import (organisation_resources, site_code_system, site_location_references,
+                                            sponsor_reference)
 from adapter.protocol.schedule import INDEX, WINDOW_EXTENSION as WINDOW, Visit, visit_plan
 from adapter.protocol.spec import Spec
 
@@ -169,7 +170,9 @@ def build_resources(spec: Spec) -> list[dict[str, Any]]:
         study["sponsor"] = sponsor_reference(spec)
     if site_location_references(spec):
         study["site"] = site_location_references(spec)
-    return [*organisation_resources(spec), study, *protocols, *out, *activities.values(), cs, vs, *measure_resources(spec, outcomes_of(spec))]
+    sites = [site_code_system(spec)] if spec.sites else []  # after the local codes: those come first
+    return [*organisation_resources(spec), study, *protocols, *out, *activities.values(), cs, vs, *sites,
+            *measure_resources(spec, outcomes_of(spec))]
 
 
 def build_bundle(spec: Spec) -> dict[str, Any]:

@@ -49,8 +49,8 @@ def site_code_system(spec: Spec) -> dict[str, Any]:
 
 
 def organisation_resources(spec: Spec) -> list[dict[str, Any]]:
-    """The sponsor's Organization, then per site its Organization and Location, and the sites'
-    CodeSystem (none of them when the spec names neither)."""
+    """The sponsor's Organization, then per site its Organization and Location (none when the
+    spec names neither)."""
     out: list[dict[str, Any]] = []
     sponsor = spec.data.get("sponsor")
     if sponsor:
@@ -73,6 +73,4 @@ def organisation_resources(spec: Spec) -> list[dict[str, Any]]:
             org["address"] = _address(entry)
             location["address"] = _address(entry)[0]
         out += [org, location]
-    if spec.data.get("sites"):
-        out.append(site_code_system(spec))
     return out
