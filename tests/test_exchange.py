@@ -60,6 +60,19 @@ def test_the_centre_follows_each_site_and_nothing_identifying_leaves(kind, tmp_p
             patient = next(r for (rtype, _), r in expected.items() if rtype == "Patient")
             assert len(patient["birthDate"]) == 7 and patient["extension"][0]["valueAge"]["unit"] == "mo"
             assert all(rid.startswith(f"{site}-") and "A0" not in rid and "B0" not in rid for _, rid in expected)
+            # the site's Organization and Location go as references (not re-keyed; the policy drops
+            # a reference's display): the centre has them, from the protocol's definitions
+            authors = [a["who"] for (rtype, _), r in expected.items() if rtype == "Provenance" for a in r["agent"]
+                       if a["type"]["coding"][0]["code"] == "author"]
+            assert authors and all(who == {"reference": f"Organization/{site}"} for who in authors)
+            study = next(r for (rtype, _), r in expected.items() if rtype == "ResearchStudy")
+            assert study["site"] == [{"reference": f"Location/{site}"}]
+            centre = t.gateways["centre"].store
+            assert centre.read("Organization", site) and centre.read("Location", site)
+            from adapter.fhir.search import parse_search
+            pulls = centre.search(parse_search("Provenance", [
+                ("agent", f"Organization/{site}"), ("_tag", f"http://ucmsc-cp.example.org/fhir/CodeSystem/exchange-pull|{site}")]))
+            assert len(pulls.entries) == 1  # the centre's record of the pull names the site's Organization too
 
         # Nothing identifying reached the centre: every stored byte, MRNs, birth dates, record numbers.
         stored = _centre_bytes(t.urls["centre"])

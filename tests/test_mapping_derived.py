@@ -18,7 +18,7 @@ KEY = b"test-pseudonym-key-0123456789"
 HEADER = "id,visit,date,weight,dose_per_kg,route,a1,a2,a3,hb,hb_unit"
 
 SPEC = """
-mapping: {name: derived, version: 1.0.0, site: site-x, catalogue: %(catalogue)s, arm: arm-1,
+mapping: {name: derived, version: 1.0.0, site: site-d, catalogue: %(catalogue)s, arm: arm-1,
           pseudonym_key_env: UNUSED}
 source:
   format: csv
@@ -99,13 +99,13 @@ def test_derived_values_and_lookups_across_rows(tmp_path):
         "C1,dose1,2025-03-08,,1.5,IT,,,,,",  # weighed at screening: 1.5 x 20.0
         "C1,dose2,2025-03-15,22.5,2,IT,,,,,",  # weighed the same day: this row's weight
         "C1,m1,2025-04-15,,,,3,3,NT,,")  # not a number: that dimension only
-    dose1 = made["site-x-C1-injection-1"]["extension"][1]["valueQuantity"]
-    dose2 = made["site-x-C1-injection-2"]["extension"][1]["valueQuantity"]
+    dose1 = made["site-d-C1-injection-1"]["extension"][1]["valueQuantity"]
+    dose2 = made["site-d-C1-injection-2"]["extension"][1]["valueQuantity"]
     assert (dose1["value"], dose2["value"], dose1["code"]) == (30, 45, "10*6")
-    assert made["site-x-C1-baseline-gmfm-88-a"]["valueQuantity"]["value"] == 66.7
-    assert "site-x-C1-month-1-gmfm-88-a" not in made
+    assert made["site-d-C1-baseline-gmfm-88-a"]["valueQuantity"]["value"] == 66.7
+    assert "site-d-C1-month-1-gmfm-88-a" not in made
     [bad] = report.rejections
-    assert (bad.row, bad.column, bad.value, bad.not_made) == (5, "a3", "NT", ("Observation/site-x-C1-month-1-gmfm-88-a",))
+    assert (bad.row, bad.column, bad.value, bad.not_made) == (5, "a3", "NT", ("Observation/site-d-C1-month-1-gmfm-88-a",))
     assert report.rows_partly == 0 and report.rows_rejected == 1  # the m1 row made nothing else
 
 
@@ -114,7 +114,7 @@ def test_a_lookup_that_finds_nothing_names_what_it_looked_for(tmp_path):
     [missing] = report.rejections
     assert (missing.row, missing.column) == (2, "weight")
     assert "but empty (latest at or before 2025-03-08: none in the record)" in missing.reason
-    assert missing.not_made == ("Procedure/site-x-C2-injection-1",)
+    assert missing.not_made == ("Procedure/site-d-C2-injection-1",)
     assert report.rows_rejected == 1  # the screening row, after the dose, does not count for it
 
 
@@ -123,7 +123,7 @@ def test_from_visit_reads_that_visit_and_zero_is_refused_as_a_divisor(tmp_path):
     report, made = run(tmp_path, "C3,screening,2025-03-01,20.0,,,0,0,0,,",
                        "C3,dose1,2025-03-08,30.0,2,IV,,,,,", cells=cells,
                        value="{ratio: [{sum: %s}, {sum: %s}]}" % (ITEMS, ITEMS))
-    assert made["site-x-C3-injection-1"]["extension"][1]["valueQuantity"]["value"] == 40  # 2 x 20.0, not 30.0
+    assert made["site-d-C3-injection-1"]["extension"][1]["valueQuantity"]["value"] == 40  # 2 x 20.0, not 30.0
     [zero] = report.rejections
     assert "a ratio over zero" in zero.reason and zero.row == 2
 
@@ -131,7 +131,7 @@ def test_from_visit_reads_that_visit_and_zero_is_refused_as_a_divisor(tmp_path):
 def test_a_converted_value_keeps_what_the_site_sent(tmp_path):
     report, made = run(tmp_path, "C4,screening,2025-03-01,20.0,,,,,,1250,mg/dL",
                        concept="igg", value="{field: hb, unit: mg/dL}")
-    quantity = made["site-x-C4-baseline-igg"]["valueQuantity"]
+    quantity = made["site-d-C4-baseline-igg"]["valueQuantity"]
     assert (quantity["value"], quantity["code"]) == (12.5, "g/L")
     [sent] = quantity["extension"]
     assert sent["url"] == "http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation"
@@ -139,7 +139,7 @@ def test_a_converted_value_keeps_what_the_site_sent(tmp_path):
 
 
 GMFM_SPEC = """
-mapping: {name: items, version: 1.0.0, site: site-x, catalogue: %(catalogue)s, arm: arm-1,
+mapping: {name: items, version: 1.0.0, site: site-d, catalogue: %(catalogue)s, arm: arm-1,
           pseudonym_key_env: UNUSED}
 source:
   format: csv
@@ -173,13 +173,13 @@ def test_gmfm_88_items_give_the_dimensions_and_the_total_by_the_reference(tmp_pa
     for letter, (first, last) in SPANS.items():  # REFERENCE.md section 4, computed here by hand
         raw = sum(n % 4 for n in range(first, last + 1))
         percent[letter] = round(100 * raw / (3 * (last - first + 1)), 1)
-        dimension = made[f"site-x-C9-baseline-gmfm-88-{letter}"]
+        dimension = made[f"site-d-C9-baseline-gmfm-88-{letter}"]
         assert dimension["valueQuantity"]["value"] == percent[letter]
-        panel = made[f"site-x-C9-baseline-gmfm-88-{letter}-items"]
+        panel = made[f"site-d-C9-baseline-gmfm-88-{letter}-items"]
         assert [c["valueInteger"] for c in panel["component"]] == [n % 4 for n in range(first, last + 1)]
         assert panel["component"][0]["code"]["coding"][0]["code"] == f"gmfm-88-item-{first}"
         assert dimension["derivedFrom"] == [{"reference": f"Observation/{panel['id']}"}]
-    total = made["site-x-C9-baseline-gmfm-88-total"]["valueQuantity"]["value"]
+    total = made["site-d-C9-baseline-gmfm-88-total"]["valueQuantity"]["value"]
     assert total == pytest.approx(sum(percent.values()) / 5, abs=0.051)
 
 
@@ -188,17 +188,17 @@ def test_a_bad_item_costs_its_dimension_and_the_total_and_not_tested_is_no_zero(
     [bad] = report.rejections
     assert (bad.column, bad.value, report.rows_partly) == ("item_20", "4", 1)
     assert "not a GMFM-88 item score" in bad.reason
-    assert set(bad.not_made) == {"Observation/site-x-C9-baseline-gmfm-88-b-items",
-                                 "Observation/site-x-C9-baseline-gmfm-88-b",
-                                 "Observation/site-x-C9-baseline-gmfm-88-total"}
-    assert {"site-x-C9-baseline-gmfm-88-a", "site-x-C9-baseline-gmfm-88-c", "site-x-C9-baseline-gmfm-88-d",
-            "site-x-C9-baseline-gmfm-88-e"} <= set(made)
+    assert set(bad.not_made) == {"Observation/site-d-C9-baseline-gmfm-88-b-items",
+                                 "Observation/site-d-C9-baseline-gmfm-88-b",
+                                 "Observation/site-d-C9-baseline-gmfm-88-total"}
+    assert {"site-d-C9-baseline-gmfm-88-a", "site-d-C9-baseline-gmfm-88-c", "site-d-C9-baseline-gmfm-88-d",
+            "site-d-C9-baseline-gmfm-88-e"} <= set(made)
     report, made = gmfm(tmp_path, {40: "NT"})
-    assert report.rows_accepted == 1 and "site-x-C9-baseline-gmfm-88-total" not in made
-    panel_c = made["site-x-C9-baseline-gmfm-88-c-items"]  # kept: the items as sent
+    assert report.rows_accepted == 1 and "site-d-C9-baseline-gmfm-88-total" not in made
+    panel_c = made["site-d-C9-baseline-gmfm-88-c-items"]  # kept: the items as sent
     not_tested = panel_c["component"][40 - 38]
     assert "valueInteger" not in not_tested and not_tested["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
-    assert "site-x-C9-baseline-gmfm-88-c" not in made  # not derived from a partial dimension
+    assert "site-d-C9-baseline-gmfm-88-c" not in made  # not derived from a partial dimension
     [warning] = report.warnings
     assert warning.column == "item_40" and "not tested" in warning.reason
 
@@ -222,7 +222,7 @@ def test_a_ratio_over_zero_is_named_by_its_expression_not_by_the_cell(tmp_path):
     report, made = run(tmp_path, "C5,screening,2025-03-01,20.0,,,0,0,0,,",
                        value="{ratio: [{sum: %s}, {sum: %s}]}" % (ITEMS, ITEMS))
     [zero] = report.rejections
-    assert zero.column.startswith("ratio(") and "site-x-C5-baseline-body-weight" in made
+    assert zero.column.startswith("ratio(") and "site-d-C5-baseline-body-weight" in made
 
 
 # Reproducers of a second read of the mapping engine (2026-11-30).
@@ -259,7 +259,7 @@ def test_a_looked_up_value_is_checked_as_its_rule_stores_it_with_a_unit_of_the_r
     out = io.BytesIO()
     translate(load_mapping(path), [source], out, KEY)
     made = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
-    assert "site-x-C1-injection-1" not in made
+    assert "site-d-C1-injection-1" not in made
 
 
 def test_two_values_for_one_resource_in_a_row_are_a_rejection_not_an_overwrite(tmp_path):

@@ -46,7 +46,7 @@ def test_ucum_reads_a_slash_left_to_right():
 def test_a_negative_per_kg_dose_gives_no_negative_cell_count(tmp_path):
     """cells_million is never checked: -1.5 x 20 kg stores a Procedure of -30 million cells, row accepted."""
     report, made = run(tmp_path, "C1,screening,2025-03-01,20.0,,,,,,,", "C1,dose1,2025-03-08,,-1.5,IT,,,,,")
-    assert "site-x-C1-injection-1" not in made and report.rejections
+    assert "site-d-C1-injection-1" not in made and report.rejections
 
 
 def test_a_duplicate_row_is_not_looked_up(tmp_path):
@@ -54,14 +54,14 @@ def test_a_duplicate_row_is_not_looked_up(tmp_path):
     report, made = run(tmp_path, "C1,screening,2025-03-01,20.0,,,,,,,", "C1,screening,2025-03-02,30.0,,,,,,,",
                        "C1,dose1,2025-03-08,,1,IT,,,,,", cells=LOOKUP_FROM_BASELINE)
     assert [r.reason for r in report.rejections] == ["duplicate of line 2"]
-    cells = made["site-x-C1-injection-1"]["extension"][1]["valueQuantity"]["value"]
+    cells = made["site-d-C1-injection-1"]["extension"][1]["valueQuantity"]["value"]
     assert cells == 20  # the first occurrence's weight (the one stored), not 30
 
 
 def test_a_rejected_weight_does_not_feed_the_dose(tmp_path):
     """A weight rejected by its concept's check (500 kg) is still looked up: 1.5 x 500 = 750 million cells stored."""
     report, made = run(tmp_path, "C1,screening,2025-03-01,500,,,,,,,", "C1,dose1,2025-03-08,,1.5,IT,,,,,")
-    assert "site-x-C1-injection-1" not in made
+    assert "site-d-C1-injection-1" not in made
 
 
 def test_a_quarantined_dose_row_re_ingests_once_fixed(tmp_path):
@@ -98,14 +98,14 @@ def test_a_unit_relabelled_at_factor_one_keeps_what_the_site_sent(tmp_path):
     """The PQ-translation is only written when the factor is not 1: 1.5 10*3/uL stored as 1.5 10*9/L loses the site's unit."""
     report, made = run(tmp_path, "C4,screening,2025-03-01,20.0,,,,,,1.5,",
                        concept="cd3-count", value="{field: hb, unit: '10*3/uL'}")
-    quantity = made["site-x-C4-baseline-cd3-count"]["valueQuantity"]
+    quantity = made["site-d-C4-baseline-cd3-count"]["valueQuantity"]
     assert quantity["code"] == "10*9/L"
     [sent] = quantity.get("extension", [None])
     assert sent is not None and sent["valueQuantity"]["code"] == "10*3/uL"
 
 
 AE_SPEC = """
-mapping: {name: ae, version: 1.0.0, site: site-s, catalogue: %(catalogue)s, arm: arm-1, pseudonym_key_env: UNUSED}
+mapping: {name: ae, version: 1.0.0, site: site-a, catalogue: %(catalogue)s, arm: arm-1, pseudonym_key_env: UNUSED}
 source:
   format: csv
   encoding: utf-8
@@ -144,7 +144,7 @@ def test_two_adverse_events_of_one_row_do_not_share_an_id(tmp_path):
     other, the row accepted (now the second gets -2)."""
     report, made = adverse_events(tmp_path, "P1,dose1,2025-03-22,,,IT,20,fever;fever,1;3")
     events = [r["id"] for r in made if r["resourceType"] == "AdverseEvent"]
-    assert events == ["site-s-P1-injection-1-ae-fever-2025-03-22", "site-s-P1-injection-1-ae-fever-2025-03-22-2"]
+    assert events == ["site-a-P1-injection-1-ae-fever-2025-03-22", "site-a-P1-injection-1-ae-fever-2025-03-22-2"]
     assert not report.rejections
 
 
@@ -152,11 +152,11 @@ def test_not_made_names_the_adverse_events_a_bad_split_cost(tmp_path):
     """not_made is 'AdverseEvent' (no id) when a for_each item fails, not `Type/id` as documented."""
     report, made = adverse_events(tmp_path, "P1,dose1,2025-03-22,,,IT,20,fever;cough,1;2")
     [bad] = report.rejections
-    assert bad.column == "terms" and bad.not_made == ("AdverseEvent/site-s-P1-injection-1-ae-*",)
+    assert bad.column == "terms" and bad.not_made == ("AdverseEvent/site-a-P1-injection-1-ae-*",)
 
 
 JSON_SPEC = """
-mapping: {name: j, version: 1.0.0, site: site-j, catalogue: %(catalogue)s, arm: arm-1, pseudonym_key_env: UNUSED}
+mapping: {name: j, version: 1.0.0, site: site-b, catalogue: %(catalogue)s, arm: arm-1, pseudonym_key_env: UNUSED}
 source:
   format: ndjson
   encoding: utf-8
@@ -211,7 +211,7 @@ def _blood_pressure(tmp_path, fields: str, row: str):
     out = io.BytesIO()
     report = translate(load_mapping(path), [source], out, derived.KEY)
     made = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
-    return report, [c["valueQuantity"]["value"] for c in made["site-x-C1-baseline-blood-pressure"]["component"]]
+    return report, [c["valueQuantity"]["value"] for c in made["site-d-C1-baseline-blood-pressure"]["component"]]
 
 
 def test_a_blood_pressure_component_in_its_own_unit_is_converted(tmp_path):
@@ -233,5 +233,5 @@ def test_from_visit_does_not_read_a_visit_with_a_bad_date(tmp_path):
     report, made = run(tmp_path, "C1,screening,2025-13-01,20.0,,,,,,,", "C1,dose1,2025-03-08,,1,IT,,,,,",
                        cells=LOOKUP_FROM_BASELINE)
     assert report.rows_rejected == 2  # the screening row, for its date; the dose, for want of its weight
-    assert "site-x-C1-injection-1" not in made
+    assert "site-d-C1-injection-1" not in made
     assert "at baseline: none in the record" in report.rejections[1].reason

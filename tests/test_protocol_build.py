@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from adapter.fhir.sites import SITE_SYSTEM
 from adapter.fhir.validation import validate
 from adapter.protocol.build import build_resources, bundle_bytes
 from adapter.protocol.schedule import WINDOW_EXTENSION
@@ -21,8 +22,8 @@ def resources():
 def test_every_resource_is_valid_and_r4():
     built = resources()
     assert Counter(k.split("/")[0] for k in built) == {
-        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 1, "ValueSet": 1,
-        "Measure": len(load_spec(SPEC).data["outcomes"])}
+        "PlanDefinition": 26, "ActivityDefinition": 11, "ResearchStudy": 1, "CodeSystem": 2, "ValueSet": 1,
+        "Measure": len(load_spec(SPEC).data["outcomes"]), "Organization": 5, "Location": 4}
     for key, resource in built.items():
         assert validate(resource) == [], key
         assert_r4(resource)
@@ -35,6 +36,24 @@ def test_study_points_at_one_protocol_per_arm():
                                                            "PlanDefinition/ucmsc-cp-arm-2"]
     assert [a["name"] for a in study["arm"]] == ["arm-1", "arm-2"]
     assert study["phase"]["coding"][0]["code"] == "n-a"
+
+
+def test_the_sponsor_and_sites_are_organizations_and_the_sites_locations():
+    built = resources()
+    study = built["ResearchStudy/ucmsc-cp"]
+    assert study["sponsor"]["reference"] == "Organization/ucmsc-cp-sponsor"
+    assert [s["reference"] for s in study["site"]] == [f"Location/site-{x}" for x in "abcd"]
+    for site in ("site-a", "site-b", "site-c", "site-d"):
+        organisation, location = built[f"Organization/{site}"], built[f"Location/{site}"]
+        assert location["managingOrganization"]["reference"] == f"Organization/{site}"
+        # the identifier sites had before they were resources, so that either finds them
+        assert organisation["identifier"] == [{"system": "http://ucmsc-cp.example.org/fhir/sid/site", "value": site}]
+        assert organisation["name"] and location["name"] and location["status"] == "active"
+    assert built["Location/site-c"]["address"] == {"country": "CN"}
+    assert built["Organization/ucmsc-cp-sponsor"]["name"].startswith("UC-MSC CP trial sponsor")
+    # the site codes are those of the security label that segregates the sites' data
+    sites = built["CodeSystem/study-site"]
+    assert sites["url"] == SITE_SYSTEM and [c["code"] for c in sites["concept"]] == [f"site-{x}" for x in "abcd"]
 
 
 def test_visits_are_timed_with_related_actions_and_windows():

@@ -48,6 +48,9 @@ def _line_of(path: pathlib.Path, text: str) -> int:
     (lambda d: d["arms"]["arm-1"]["visits"].reverse(), "arms.arm-1.visits", "must start at 0 and increase"),
     (lambda d: d["activities"]["intrathecal-injection"].pop("route"), "activities.intrathecal-injection",
      "'route' is a required property"),
+    (lambda d: d["sites"]["site-a"].pop("location"), "sites.site-a", "'location' is a required property"),
+    (lambda d: d["sites"].update({"Site E": {"name": "E", "location": "E"}}), "sites", "does not match"),
+    (lambda d: d["sponsor"].update(id="site-b"), "sponsor.id", "the sponsor's id 'site-b' is also a site code"),
 ])
 def test_bad_specs_name_file_line_and_key(tmp_path, change, key, words):
     error = _bad(tmp_path, change)

@@ -160,7 +160,7 @@ def test_ingest_rejects_the_rows_whose_references_never_resolve(checked_store) -
     dangling = [r for r in report.rejections if "does not resolve" in r.reason]
     assert dangling and report.rows_accepted + report.rows_partly + report.rows_rejected == report.rows_read
     assert {(r.column, r.value) for r in dangling} >= {("ResearchSubject.study.reference", "ResearchStudy/ucmsc-cp")}
-    assert table_counts(checked_store)["resources"] == 2  # the catalogue's CodeSystem and ValueSet alone
+    assert table_counts(checked_store)["resources"] == 3  # the catalogue's CodeSystem and ValueSet, the ConceptMap
 
 
 

@@ -1,7 +1,8 @@
 """Cohorts as Group resources, for Group-level export and for EHRs that pull by group: one
 Group per study arm (from the ResearchSubjects) and one per site (the Patients carrying the
 site's subject identifier, which site mappings give every child). Each site also gets its own
-ResearchStudy, `partOf` the protocol's study and enrolling its cohort Group: what a site's
+ResearchStudy, `partOf` the protocol's study, enrolling its cohort Group and naming its site's
+Location (R4 ResearchStudy.site; the Location's managingOrganization is the site): what a site's
 adapter publishes of itself, and what the coordinating centre receives with its data.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from adapter.fhir.outcomes import invalid
+from adapter.fhir.outcomes import FhirError, invalid
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
@@ -31,10 +32,20 @@ def _group(gid: str, name: str, members: list[str], characteristic: str) -> dict
             "member": [{"entity": {"reference": ref}} for ref in sorted(members)]}
 
 
-def _site_study(study: str, site: str, title: str) -> dict[str, Any]:
-    return with_site({"resourceType": "ResearchStudy", "id": f"{site}-study", "status": "active",
-                      "title": f"{title}: its part of {study}", "partOf": [{"reference": f"ResearchStudy/{study}"}],
-                      "enrollment": [{"reference": f"Group/{site}-cohort"}]}, site)
+def _site_study(repo: Repository, study: str, site: str, title: str) -> dict[str, Any]:
+    """R4's ResearchStudy.site is Reference(Location): the site's Location (whose
+    managingOrganization is the site's Organization), when the protocol's definitions list the
+    site; R4 has no element naming the Organization itself (R5's `associatedParty` is not R4)."""
+    made = {"resourceType": "ResearchStudy", "id": f"{site}-study", "status": "active",
+            "title": f"{title}: its part of {study}", "partOf": [{"reference": f"ResearchStudy/{study}"}],
+            "enrollment": [{"reference": f"Group/{site}-cohort"}]}
+    try:
+        location = repo.read("Location", site)
+    except FhirError:  # unknown (a site the protocol does not list), or deleted
+        location = None
+    if location is not None and location.data:
+        made["site"] = [{"reference": f"Location/{site}", "display": json.loads(location.data).get("name", site)}]
+    return with_site(made, site)
 
 
 def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -53,7 +64,7 @@ def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> 
         if patients:
             groups.append(with_site(_group(f"{site}-cohort", f"{title}: its children",
                                            [f"Patient/{p['id']}" for p in patients], f"child of {site}"), site))
-            groups.extend(_site_study(study, site, title) for study in studies[:1])
+            groups.extend(_site_study(repo, study, site, title) for study in studies[:1])
     for group in groups:
         issues = validate(group)
         if issues:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from adapter.fhir.dates import now_instant
+from adapter.fhir.outcomes import FhirError
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
@@ -31,6 +32,19 @@ _SHA256 = "http://ucmsc-cp.example.org/fhir/sid/sha256"
 _POLICY_URL = "http://ucmsc-cp.example.org/fhir/exchange-policy"
 
 
+def _site_agent(store: Repository, site: str) -> dict[str, Any]:
+    """The site's Organization, as the mapping's Provenance names it, when the centre has it (the
+    protocol's definitions loaded); else the site's identifier, so that a pull from a site the
+    protocol does not list is still recorded rather than refused as a dangling reference."""
+    try:
+        found = store.read("Organization", site)
+    except FhirError:  # unknown, or deleted
+        found = None
+    if found is not None and found.data:
+        return {"reference": f"Organization/{site}", "display": json.loads(found.data).get("name", site)}
+    return {"identifier": {"system": _SITE_ID, "value": site}, "display": site}
+
+
 def record_provenance(store: Repository, report: PullReport, policies: list[str], base: str) -> dict[str, Any]:
     """The pull's Provenance (the same id for the same export: a resumed pull writes it once)."""
     key = hashlib.sha256(f"{report.site}|{report.transaction_time}".encode()).hexdigest()[:24]
@@ -46,7 +60,7 @@ def record_provenance(store: Repository, report: PullReport, policies: list[str]
         "agent": [
             {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                   "code": "author"}]},
-             "who": {"identifier": {"system": _SITE_ID, "value": report.site}, "display": report.site}},
+             "who": _site_agent(store, report.site)},
             {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                   "code": "assembler"}]},
              "who": {"display": "fhir-adapter exchange pull"}}],

@@ -12,10 +12,19 @@ from typing import Any
 
 from adapter.fhir.units import UnitError, check_unit
 from adapter.protocol.build import build_resources
+from adapter.mapping.reference import load_reference
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Catalogue", "load_catalogue", "catalogue_resources", "item_code", "items_code"]
+__all__ = ["Catalogue", "load_catalogue", "catalogue_resources", "item_code", "items_code", "FIXED_SYSTEMS"]
+
+_HL7 = "http://terminology.hl7.org/CodeSystem/"
+# Code tables whose entries are bare codes of one R4 code system: the resources are written with
+# these systems (resources.py) and the ConceptMaps name them as targets (concept_maps.py).
+FIXED_SYSTEMS = {"gender": "http://hl7.org/fhir/administrative-gender",
+                 "seriousness": _HL7 + "adverse-event-seriousness",
+                 "causality": _HL7 + "adverse-event-causality-assess",
+                 "outcome": _HL7 + "adverse-event-outcome"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Catalogue:
     def own_system(self) -> str:
         return f"{self.base}/CodeSystem/{self.study}-catalogue"
     arms: tuple[str, ...] = ()  # the protocol's arm keys (ResearchSubject.assignedArm)
+    sites: dict[str, str] = field(default_factory=dict)  # the protocol's site codes -> Organization name
 
     @property
     def base(self) -> str:
@@ -123,6 +133,22 @@ def _codings(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]
     return found
 
 
+def _unreferenced(data: dict[str, Any], lines: Lines, folder: pathlib.Path) -> list[str]:
+    """Codes of external systems (not `local`) that the reference table does not list: a typo in
+    a LOINC code, or a code nobody checked against the clinical reference."""
+    if "reference" not in data["catalogue"]:
+        return []
+    try:
+        reference = load_reference(folder / data["catalogue"]["reference"])
+    except SpecError as exc:
+        return [lines.problem(("catalogue", "reference"), f"reference table: {exc.problems[0]}")]
+    codings = _codings(data) + [(("codes", "ctcae-grade", k, "code"), g["code"])
+                                for k, g in data["codes"].get("ctcae-grade", {}).items()]
+    return [lines.problem(where, f"{c['system']}|{c['code']} is not in the reference table "
+                          f"({data['catalogue']['reference']})")
+            for where, c in codings if c["system"] != LOCAL and not reference.knows(c["system"], str(c["code"]))]
+
+
 @functools.cache
 def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     """Read and check the catalogue: schema, local codes known to the protocol, activities the
@@ -142,6 +168,7 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
                               f"({protocol_path}) nor defined here (local_codes, or a display with the code)")
                 for where, c in _codings(data) if c["system"] == LOCAL and c["code"] not in local
                 and c["code"] not in own]
+    problems += _unreferenced(data, lines, pathlib.Path(path).parent)
     for key, instrument in data.get("instruments", {}).items():
         for name in [*instrument["dimensions"], instrument["total"]]:
             if name not in data["observations"]:
@@ -163,5 +190,6 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     if problems:
         raise SpecError(problems)
     return Catalogue(str(path), data, spec.code_system_url, local, activities, lines, own,
-                     str(spec.protocol["version"]), tuple(spec.data["arms"]))
+                     str(spec.protocol["version"]), tuple(spec.data["arms"]),
+                     {site: entry["name"] for site, entry in spec.data.get("sites", {}).items()})
 

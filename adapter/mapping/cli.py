@@ -1,10 +1,11 @@
-"""`fhir-adapter mapping check|test|coverage`, `fhir-adapter translate` and `fhir-adapter ingest`."""
+"""`fhir-adapter mapping check|test|coverage|concept-maps`, `fhir-adapter translate` and `fhir-adapter ingest`."""
 from __future__ import annotations
 
 import json
 import os
 import pathlib
 import sys
+from typing import Any
 
 import click
 
@@ -103,7 +104,43 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
     elif header is None and "dictionary" not in loaded.source:
         click.echo("note: columns were not checked (no REDCap dictionary in the mapping): pass --sample EXPORT",
                    err=True)
-    click.echo(f"{spec}: ok ({len(loaded.rules)} rules, mapping {loaded.name} {loaded.version}, site {loaded.site})")
+    cm = _checked_concept_map(loaded)
+    click.echo(f"{spec}: ok ({len(loaded.rules)} rules, mapping {loaded.name} {loaded.version}, site {loaded.site}; "
+               f"ConceptMap/{cm['id']}: {len(cm.get('group', []))} groups, "
+               f"{sum(len(g['element']) for g in cm.get('group', []))} codes)")
+
+
+def _checked_concept_map(loaded: MappingSpec) -> dict[str, Any]:
+    """The mapping's ConceptMap, valid R4, or the problem at the mapping's header (a map's
+    unknown target is refused where it is written, when the spec loads)."""
+    from adapter.fhir.validation import validate
+    from adapter.mapping.concept_maps import concept_map
+    made = concept_map(loaded)
+    issues = validate(made)
+    if issues:
+        raise click.ClickException(f"{loaded.where_key(('mapping', 'name'))}: mapping.name: its ConceptMap is not "
+                                   f"valid R4: {issues[0].expression}: {issues[0].diagnostics}")
+    return made
+
+
+@mapping.command("concept-maps")
+@click.argument("specs", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+def concept_maps(specs: tuple[pathlib.Path, ...]) -> None:
+    """Print the ConceptMap of each mapping's code maps (a collection Bundle for several).
+
+    Built from the spec's `map:` tables, as every ingest writes them: a group per source column
+    and target system, the targets the codings the adapter writes.
+
+    \b
+    Example:
+      fhir-adapter mapping concept-maps mappings/sites/site-c.yaml
+      fhir-adapter mapping concept-maps mappings/sites/site-*.yaml > concept-maps.json
+    """
+    made = [_checked_concept_map(_load(spec)) for spec in specs]
+    out = made[0] if len(made) == 1 else {"resourceType": "Bundle", "type": "collection",
+                                          "entry": [{"fullUrl": m["url"], "resource": m} for m in made]}
+    click.echo(json.dumps(out, indent=1, ensure_ascii=False))
 
 
 @mapping.command("test")

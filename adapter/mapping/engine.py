@@ -407,8 +407,9 @@ def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targ
              "who": {"display": f"fhir-adapter mapping {spec.name} {spec.version}"}},
             {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                   "code": "author"}]},
-             "who": {"identifier": {"system": f"{base}/sid/site", "value": spec.site},
-                     "display": spec.data["mapping"].get("title", spec.site)}}],
+             # the site's Organization, from the protocol's sites (mapping check: it is one)
+             "who": {"reference": f"Organization/{spec.site}",
+                     "display": spec.catalogue.sites.get(spec.site) or spec.data["mapping"].get("title", spec.site)}}],
         "entity": [{"role": "source", "what": {
             "identifier": {"system": f"{base}/sid/source-record-hmac-sha256", "value": digest},
             "display": f"{spec.site} {file} line {row.line} (record {record})"}}]}

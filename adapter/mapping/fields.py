@@ -16,7 +16,7 @@ from adapter.mapping.arithmetic import combine, is_arithmetic, operation
 from adapter.mapping.values import parse_date, parse_decimal
 
 __all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "looked_up", "text_of", "decimal_of",
-           "date_of", "integer_of", "rounded"]
+           "date_of", "integer_of", "rounded", "map_target"]
 
 
 class Problem(Exception):
@@ -25,6 +25,15 @@ class Problem(Exception):
     def __init__(self, column: str, value: Any, reason: str) -> None:
         super().__init__(reason)
         self.column, self.value, self.reason = column, text_of(value), reason
+
+
+def map_target(entry: Any) -> str:
+    """The catalogue key a code map's entry maps to: the entry itself, or its `to`.
+
+    >>> map_target("male"), map_target({"to": "intravenous", "equivalence": "narrower"})
+    ('male', 'intravenous')
+    """
+    return str(entry["to"]) if isinstance(entry, dict) else str(entry)
 
 
 def text_of(value: Any) -> str:
@@ -120,7 +129,7 @@ def evaluate(expr: Any, scope: Scope) -> Value:
         if key not in expr["map"]:
             raise Problem(value.label, value.raw, f"unknown code {key!r} (expected "
                           f"{', '.join(map(repr, expr['map']))})")
-        value = Value(expr["map"][key], value.label)
+        value = Value(map_target(expr["map"][key]), value.label)
     return value
 
 

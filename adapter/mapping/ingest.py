@@ -15,6 +15,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.extract import Indexed, extract
 from adapter.fhir.validation import validate
 from adapter.mapping.catalogue import catalogue_resources
+from adapter.mapping.concept_maps import concept_map
 from adapter.mapping.engine import RecordResult
 from adapter.mapping.run import MappingReport, records, store_results, timed
 from adapter.mapping.sources import SourceError, SourceRow
@@ -165,12 +166,13 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
 
 
 def _write_catalogue(spec: MappingSpec, repo: Repository, report: MappingReport) -> None:
-    """The catalogue's own CodeSystem, which codes of the data may be in: written (or left
-    unchanged) with every ingest, validated like every resource."""
-    made = catalogue_resources(spec.catalogue)
+    """The catalogue's own CodeSystem, which codes of the data may be in, and the mapping's
+    ConceptMap (its code maps, concept_maps.py): written (or left unchanged) with every ingest,
+    validated like every resource, so that what the store serves is what mapped its data."""
+    made = [*catalogue_resources(spec.catalogue), concept_map(spec)]
     for resource in made:
         issues = validate(resource)
-        if issues:  # the catalogue is ours: a defect, not a site's bad row
+        if issues:  # the catalogue and the mapping are ours: a defect, not a site's bad row
             raise ValueError(f"catalogue {resource['resourceType']}: {issues[0].expression}: {issues[0].diagnostics}")
     outcomes: list[StoredResource] = []
     group: list[Loadable] = [Indexed(r, extract(r)) for r in made]

@@ -10,6 +10,7 @@ import decimal
 from collections.abc import Callable
 from typing import Any
 
+from adapter.mapping.catalogue import FIXED_SYSTEMS
 from adapter.mapping.context import (PQ_TRANSLATION, STUDY_EXTENSION, UCUM, Context, coded, keyed_hash,
                                      patient_id, safe_id, ucum_quantity)
 from adapter.mapping.fields import Problem, Value, integer_of, rounded, text_of
@@ -162,11 +163,11 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
                                             "code": entry["severity"]}]}
     serious = ctx.value(rule, "serious")
     if not serious.empty:
-        resource["seriousness"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness",
+        resource["seriousness"] = {"coding": [{"system": FIXED_SYSTEMS["seriousness"],
                                                "code": ctx.code(serious, "seriousness")}]}
     outcome = ctx.value(rule, "outcome")
     if not outcome.empty:
-        resource["outcome"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
+        resource["outcome"] = {"coding": [{"system": FIXED_SYSTEMS["outcome"],
                                            "code": ctx.code(outcome, "outcome")}]}
     after = ctx.value(rule, "after_injection")
     visit = f"injection-{integer_of(after, ctx.decimal_mark)}" if not after.empty else \
@@ -176,7 +177,7 @@ def adverse_event(ctx: Context, rule: Rule) -> dict[str, Any]:
         causality = ctx.value(rule, "causality")
         if not causality.empty:
             suspect["causality"] = [{"assessment": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/adverse-event-causality-assess",
+                "system": FIXED_SYSTEMS["causality"],
                 "code": ctx.code(causality, "causality")}]}}]
         resource["suspectEntity"] = [suspect]
     resource["id"] = ctx.id(visit or ctx.scope.visit or "no-visit", "ae", term_key, day or "")

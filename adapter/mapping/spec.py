@@ -17,12 +17,12 @@ from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.arithmetic import is_arithmetic, operation
-from adapter.mapping.fields import fields_of
+from adapter.mapping.fields import fields_of, map_target
 from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES", "map_target"]
 
 KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation", "instrument")
 _FLAT = ("observation", "instrument")  # kinds whose fields sit beside the kind's key, not under it
@@ -142,6 +142,11 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
     refused, warnings = check_identifiers(data, lines)
     problems += refused
     problems += _check_arms(data, lines, catalogue)
+    site = data["mapping"]["site"]
+    if catalogue.sites and site not in catalogue.sites:  # its data's Provenance would name no Organization
+        problems.append(lines.problem(("mapping", "site"), f"unknown site {site!r}: not one of the protocol's "
+                                      f"sites ({', '.join(catalogue.sites)}; add it under `sites:` in "
+                                      f"{catalogue.data['catalogue']['protocol']})"))
     if problems:
         raise SpecError(problems)
     return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits), looked, tuple(warnings))
@@ -190,7 +195,7 @@ def _check_arms(data: dict[str, Any], lines: Lines, catalogue: Catalogue) -> lis
                                           "`arm` here (e.g. {field: rand_arm, map: {\"1\": arm-1}})"))
         elif isinstance(expr, dict) and "map" in expr:
             for code, arm in expr["map"].items():
-                check(at + ("map", code), arm)
+                check(at + ("map", code), map_target(arm))
         elif isinstance(expr, dict) and "const" in expr:
             check(at + ("const",), expr["const"])
     return problems
@@ -210,8 +215,8 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
         expr = fields.get(field) if table_kind == kind else None
         if isinstance(expr, dict) and "map" in expr:
             known = catalogue.codes(table)
-            for source_code, target in expr["map"].items():
-                if target not in known:
+            for source_code, entry in expr["map"].items():
+                if (target := map_target(entry)) not in known:
                     problems.append(lines.problem(at + (kind, field, "map", source_code),
                                                   f"unknown {table} code {target!r} (the catalogue has: "
                                                   f"{', '.join(known)})"))

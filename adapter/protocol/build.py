@@ -3,7 +3,8 @@
 ResearchStudy -> protocol PlanDefinition per arm (type clinical-protocol; its actions are the
 visits, timed by relatedAction from the first injection or the last one, windows in the
 AcceptableOffsetRangeSoa extension) -> a PlanDefinition per visit -> ActivityDefinitions; plus
-the CodeSystem and ValueSet of the local codes; a Measure per outcome measure
+the CodeSystem and ValueSet of the local codes; the sponsor's and the sites' Organizations and
+the sites' Locations (organisations.py), which the ResearchStudy names; a Measure per outcome measure
 (adapter/outcomes/definitions.py). Ids and canonical URLs come from the spec and
 nothing depends on the clock, so building twice gives the same bytes.
 """
@@ -14,6 +15,8 @@ from typing import Any
 
 from adapter.outcomes.definitions import measure_resources
 from adapter.outcomes.measures import outcomes_of
+from adapter.protocol.organisations import (organisation_resources, site_code_system, site_location_references,
+                                            sponsor_reference)
 from adapter.protocol.schedule import INDEX, WINDOW_EXTENSION as WINDOW, Visit, visit_plan
 from adapter.protocol.spec import Spec
 
@@ -163,7 +166,13 @@ def build_resources(spec: Spec) -> list[dict[str, Any]]:
             f"\n\nEligibility: {c}" for c in p.get("eligibility", [])),
         "arm": [{"name": arm_id, "description": arm["title"]} for arm_id, arm in spec.data["arms"].items()],
     }
-    return [study, *protocols, *out, *activities.values(), cs, vs, *measure_resources(spec, outcomes_of(spec))]
+    if sponsor_reference(spec):
+        study["sponsor"] = sponsor_reference(spec)
+    if site_location_references(spec):
+        study["site"] = site_location_references(spec)
+    sites = [site_code_system(spec)] if spec.sites else []  # after the local codes: those come first
+    return [*organisation_resources(spec), study, *protocols, *out, *activities.values(), cs, vs, *sites,
+            *measure_resources(spec, outcomes_of(spec))]
 
 
 def build_bundle(spec: Spec) -> dict[str, Any]:

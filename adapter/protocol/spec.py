@@ -33,6 +33,11 @@ class Spec:
     def code_system_url(self) -> str:
         return f"{self.base}/CodeSystem/{self.protocol['id']}-local"
 
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The trial's site codes (an Organization and a Location each); none when not given."""
+        return tuple(self.data.get("sites", {}))
+
     def system(self, system: str) -> str:
         return self.code_system_url if system == LOCAL else system
 
@@ -64,6 +69,9 @@ def _cross_references(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
             if coding["system"] == LOCAL and coding["code"] not in local:
                 path = ("activities", name) + (key if isinstance(key, tuple) else (key,)) + ("code",)
                 found.append((path, f"local code {coding['code']!r} is not in local_codes"))
+    sponsor = data.get("sponsor", {}).get("id")
+    if sponsor in data.get("sites", {}):  # both are Organizations: one id would be one resource
+        found.append((("sponsor", "id"), f"the sponsor's id {sponsor!r} is also a site code"))
     known(("baseline", "activities"), data["baseline"]["activities"])
     low, high = data["baseline"]["window"]
     if not low <= data["baseline"]["day"] <= high:
