@@ -147,3 +147,29 @@ def test_an_entry_that_is_not_equivalent_says_so(tmp_path):
     line = next(i for i, t in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "equivalence: narrower" in t)
     problem = f"{path}:{line}: rules[3].injection.route.map.3: 'comment' is a required property"
     assert result.exit_code != 0 and problem in result.output, result.output
+
+
+def test_translate_answers_what_a_site_s_code_maps_to(live, http, store):
+    """The issue's question over HTTP: "what does site D's route 3 map to?" — answered by
+    $translate from the ConceptMap an ingest wrote, with the spec's equivalence and comment."""
+    spec = load_mapping(MAPPINGS / "site-d.yaml")
+    ingest(spec, [spec.relative(spec.data["golden"][0]["input"])], store, KEY)
+    route = source_system(spec, "adm_route")
+
+    def translate(code: str) -> dict:
+        response = http.get(f"{live}/ConceptMap/$translate", params={"system": route, "code": code}, timeout=30)
+        assert response.status_code == 200, response.text
+        return {p["name"]: p for p in response.json()["parameter"] if p["name"] != "match"} | {
+            "matches": [{q["name"]: q for q in p["part"]} for p in response.json()["parameter"] if p["name"] == "match"]}
+
+    combined = translate("3")
+    assert combined["result"]["valueBoolean"] is True
+    [match] = combined["matches"]
+    assert match["equivalence"]["valueCode"] == "narrower"
+    assert match["concept"]["valueCoding"]["code"] == "ucmsc-iv"
+    assert match["source"]["valueUri"] == f"http://ucmsc-cp.example.org/fhir/ConceptMap/{spec.name}"
+    [intrathecal] = translate("1")["matches"]
+    assert (intrathecal["concept"]["valueCoding"]["code"], intrathecal["equivalence"]["valueCode"]) == (
+        "ucmsc-it", "equivalent")
+    outside = translate("9")  # not in the spec's map: the mapping rejects such a cell
+    assert outside["result"]["valueBoolean"] is False and not outside["matches"]
