@@ -116,6 +116,22 @@ def test_missing_definitions_is_quiet_once_the_protocol_is_loaded(store):
     assert missing_definitions(spec, store) is None
 
 
+def test_missing_definitions_names_the_site_organisation_of_an_older_protocol_load(store):
+    """A store loaded before the sites were Organizations has the study but not the site's
+    Organization, which every row's Provenance names: the warning says to load again."""
+    from adapter.mapping.ingest import missing_definitions
+    from adapter.mapping.spec import load_mapping
+    from adapter.protocol.build import build_resources
+    from adapter.protocol.spec import load_spec
+    spec = load_mapping(MAPPINGS / "site-c.yaml")
+    older = [r for r in build_resources(load_spec(ROOT / "mappings/protocol/ucmsc-cp-v1.yaml"))
+             if r["resourceType"] not in ("Organization", "Location")]
+    store.load([{k: v for k, v in r.items() if k not in ("site", "sponsor")} for r in older])
+    warning = missing_definitions(spec, store) or ""
+    assert "no Organization/site-c" in warning and "ResearchStudy" not in warning.split(",")[0]
+    assert "protocol load" in warning and "again" in warning
+
+
 def test_translate_needs_a_pseudonym_key():
     result = CliRunner().invoke(main, ["translate", "--dry-run", "--mapping", str(MAPPINGS / "site-a.yaml"),
                                        str(SITES / "site-a/export.csv")], env={"UCMSC_SITE_A_KEY": ""})

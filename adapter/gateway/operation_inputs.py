@@ -39,7 +39,9 @@ def operation_inputs(req: FhirRequest) -> dict[str, str]:
 def operation_values(req: FhirRequest) -> list[tuple[str, Any]]:
     """Every input as (name, value), in order, repeats kept: a query-string value as its
     string; a Parameters body's value[x] as given (a Coding or CodeableConcept as its JSON
-    object) and a `resource` as the resource. Parameters given as parts only are left out."""
+    object) and a `resource` as the resource; a parameter given as parts only (R4's
+    `dependency`) as the parameter itself, so that an operation that takes no such input
+    refuses it by name rather than never seeing it."""
     values: list[tuple[str, Any]] = [(k, v) for k, v in req.params if not k.startswith("_")]
     if req.body:
         for param in parameters_of(jsonio.parse(req.body)):
@@ -52,4 +54,6 @@ def operation_values(req: FhirRequest) -> list[tuple[str, Any]]:
             value = next((v for k, v in param.items() if k.startswith("value")), None)
             if value is not None:
                 values.append((name, value))
+            elif "part" in param:
+                values.append((name, param))
     return values

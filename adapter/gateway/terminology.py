@@ -17,7 +17,7 @@ from adapter.terminology import (
     expand, lookup, subsumes, translate, validate_code_in_system, validate_code_in_value_set,
 )
 from adapter.terminology.parameters import validation
-from adapter.terminology.resolve import resolve
+from adapter.terminology.resolve import resolve, split_canonical
 from adapter.terminology.translate import concept_maps
 
 __all__ = ["TERMINOLOGY_ROUTES"]
@@ -44,6 +44,10 @@ def _code(inputs: Inputs, code: str, coding: str, system: str | None = "system",
     for key, name in (("system", system), ("version", version)):
         if name and (value := inputs.text(name)):
             found[key] = value
+    if "|" in found.get("system", ""):  # a canonical url|version (CodeSystem $validate-code's url)
+        found["system"], embedded = split_canonical(found["system"], None)
+        if embedded and "version" not in found:
+            found["version"] = embedded
     return found, code
 
 
@@ -104,7 +108,7 @@ def validate_code_system_operation(req: FhirRequest, repo: Repository) -> FhirRe
     else:
         url = inputs.text("url") or next((c.get("system") for c in codings if c.get("system")), None)
         code_system = resolve(repo, "CodeSystem", url=url, version=inputs.text("version"))
-    return _ok(validation(*validate_code_in_system(code_system, codings)))
+    return _ok(validation(*validate_code_in_system(code_system, codings, inputs.flag("abstract"))))
 
 
 def _value_set(req: FhirRequest, repo: Repository, inputs: Inputs) -> dict[str, Any]:
@@ -129,14 +133,16 @@ def validate_value_set_operation(req: FhirRequest, repo: Repository) -> FhirResp
 
 
 _EXPAND_ECHO = (("filter", "String"), ("offset", "Integer"), ("count", "Integer"),
-                ("includeDesignations", "Boolean"), ("activeOnly", "Boolean"), ("excludeNested", "Boolean"))
+                ("includeDesignations", "Boolean"), ("activeOnly", "Boolean"), ("excludeNested", "Boolean"),
+                ("excludeNotForUI", "Boolean"))
 
 
 def expand_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     inputs = Inputs(req, "expand", {"url", "valueSet", "valueSetVersion", *(n for n, _ in _EXPAND_ECHO)},
-                    _DISPLAY_ONLY | {"excludeNotForUI", "excludePostCoordinated"})
+                    _DISPLAY_ONLY | {"excludePostCoordinated"})  # no post-coordinated codes are held
     text, offset, count = inputs.text("filter"), inputs.count("offset"), inputs.count("count")
     designations, active = inputs.flag("includeDesignations"), inputs.flag("activeOnly")
+    selectable = inputs.flag("excludeNotForUI")
     inputs.flag("excludeNested")  # checked only: the expansion is always flat
     vs = _value_set(req, repo, inputs)
     echo = []
@@ -144,7 +150,7 @@ def expand_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
         value = inputs.count(name) if kind == "Integer" else inputs.flag(name) if kind == "Boolean" else inputs.text(name)
         if value is not None:
             echo.append({"name": name, f"value{kind}": value})
-    return _ok(expand(repo, vs, text, offset or 0, count, bool(designations), bool(active), echo))
+    return _ok(expand(repo, vs, text, offset or 0, count, bool(designations), bool(active), echo, bool(selectable)))
 
 
 def translate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -155,6 +161,11 @@ def translate_operation(req: FhirRequest, repo: Repository) -> FhirResponse:
     given = inputs.resource("conceptMap", "ConceptMap")
     url, version = inputs.text("url"), inputs.text("conceptMapVersion")
     source, target = inputs.text("source"), inputs.text("target")
+    # R4: reverse "reverses the meaning of the source and target parameters"; and a value set
+    # named url|version is compared by its url, as the maps' canonicals are
+    if reverse:
+        source, target = target, source
+    source, target = (split_canonical(v, None)[0] if v else None for v in (source, target))
 
     def maps_for(system: str | None) -> list[dict[str, Any]]:
         if given is not None and req.id is None:

@@ -183,17 +183,25 @@ def _write_catalogue(spec: MappingSpec, repo: Repository, report: MappingReport)
 
 def missing_definitions(spec: MappingSpec, repo: Repository) -> str | None:
     """Why the store lacks the protocol's definitions the mapped resources refer to (the
-    catalogue's ResearchStudy), with the command that loads them; None when they are there."""
+    catalogue's ResearchStudy, the site's Organization), with the command that loads them; None
+    when they are there."""
     from adapter.fhir.outcomes import FhirError
-    study = spec.catalogue.study
-    try:
-        if repo.read("ResearchStudy", study) is not None:
-            return None
-    except FhirError:
-        pass  # not known, or deleted
+    # The study and the site's Organization (each row's Provenance names it): a store loaded
+    # with an older protocol has the study but not the Organization.
+    missing = []
+    for rtype, rid in (("ResearchStudy", spec.catalogue.study), ("Organization", spec.site)):
+        try:
+            if repo.read(rtype, rid) is not None:
+                continue
+        except FhirError:
+            pass  # not known, or deleted
+        missing.append(f"{rtype}/{rid}")
+    if not missing:
+        return None
     protocol = os.path.normpath(pathlib.Path(spec.catalogue.path).parent / spec.catalogue.data["catalogue"]["protocol"])
-    return (f"the store has no ResearchStudy/{study}, which the mapped resources refer to (with reference "
-            f"checks on, their rows are rejected as unresolved): load the protocol's definitions first: "
+    return (f"the store has no {' and no '.join(missing)}, which the mapped resources refer to (with reference "
+            f"checks on, their rows are rejected as unresolved): load the protocol's definitions "
+            f"{'first' if len(missing) > 1 or missing[0].startswith('Research') else 'again'}: "
             f"fhir-adapter protocol load {protocol} --db ...")
 
 

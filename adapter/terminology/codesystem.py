@@ -84,21 +84,28 @@ def lookup(code_system: dict[str, Any], code: str, wanted: list[str], expression
     return parameters(items)
 
 
-def _validate_one(index: Concepts, coding: dict[str, Any]) -> tuple[bool, str | None, str | None]:
+def _validate_one(index: Concepts, coding: dict[str, Any], abstract: bool | None) -> tuple[bool, str | None, str | None]:
     if coding.get("system") not in (None, index.url):
         return False, f"{coding['system']}#{coding['code']} is not of the code system {index.url}", None
+    if coding.get("version") and index.version and coding["version"] != index.version:
+        return False, (f"the CodeSystem {index.url} held here is version {index.version}, "
+                       f"not {coding['version']}"), None
     concept = index.get(coding["code"])
     if concept is None:
         return False, f"unknown code {coding['code']!r} in the CodeSystem {index.url}{_held(index)}", None
+    if abstract is False and index.abstract(concept["code"]):
+        return False, f"{index.url}#{concept['code']} is abstract: not for use where abstract=false", _display(concept)
     problem = display_issue(concept, coding.get("display"), index.url)
     return problem is None, problem, _display(concept)
 
 
-def validate_code_in_system(code_system: dict[str, Any], codings: list[dict[str, Any]]) -> tuple[bool, str | None, str | None]:
+def validate_code_in_system(code_system: dict[str, Any], codings: list[dict[str, Any]],
+                            abstract: bool | None = None) -> tuple[bool, str | None, str | None]:
     """(result, message, display): whether the system defines the code of any of `codings` (a
-    CodeableConcept's), with a display that is one of it; the messages of the others are kept."""
+    CodeableConcept's), with a display that is one of it (and not abstract when `abstract` is
+    false); the messages of the others are kept."""
     index = Concepts.of(code_system)
-    results = [_validate_one(index, c) for c in codings]
+    results = [_validate_one(index, c, abstract) for c in codings]
     valid = next((r for r in results if r[0]), None)
     if valid is not None:
         return valid

@@ -8,9 +8,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Concepts", "value_of", "INACTIVE_STATUSES"]
+from adapter.fhir.outcomes import FhirError, Issue
+
+__all__ = ["Concepts", "value_of", "INACTIVE_STATUSES", "MAX_CONCEPTS"]
 
 INACTIVE_STATUSES = frozenset({"retired", "inactive"})  # values of the standard `status` property
+# A CodeSystem may come in a request body ($validate-code's codeSystem): no statement runs while
+# it is indexed, so the request deadline cannot stop the work; the size must.
+MAX_CONCEPTS = 100_000
 
 
 def value_of(holder: dict[str, Any]) -> tuple[str, Any] | None:
@@ -27,6 +32,7 @@ class Concepts:
     by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
     parents: dict[str, list[str]] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)
+    links: set[tuple[str, str]] = field(default_factory=set)  # (parent, child): a link made once, in O(1)
     folded: dict[str, str] = field(default_factory=dict)  # lower-case code -> code, when case-insensitive
 
     @classmethod
@@ -51,13 +57,17 @@ class Concepts:
             if not isinstance(concept, dict) or not isinstance(concept.get("code"), str):
                 continue
             code = concept["code"]
+            if len(self.by_code) >= MAX_CONCEPTS and code not in self.by_code:
+                raise FhirError(422, [Issue("too-costly", f"the CodeSystem {self.resource.get('url', '')} has more "
+                                            f"than {MAX_CONCEPTS} concepts: too many to index here", "CodeSystem.concept")])
             self.by_code.setdefault(code, {k: v for k, v in concept.items() if k != "concept"})
             if parent is not None:
                 self._link(parent, code)
             self._walk(concept.get("concept") or [], code)
 
     def _link(self, parent: str, child: str) -> None:
-        if child not in self.children.get(parent, []) and parent != child:
+        if parent != child and (parent, child) not in self.links:
+            self.links.add((parent, child))
             self.children.setdefault(parent, []).append(child)
             self.parents.setdefault(child, []).append(parent)
 

@@ -63,6 +63,8 @@ class _Expander:
         self.repo = repo
         self.systems: dict[tuple[str, str | None], Concepts | None] = {}
         self.used: dict[str, str | None] = {}  # code systems drawn on: url -> version
+        self.partial: set[str] = set()  # code systems drawn on whole that are held in part (fragment)
+        self.imports: dict[str, list[Member]] = {}  # imported value sets, expanded once a call
 
     def code_system(self, url: str, version: str | None) -> Concepts | None:
         if (url, version) not in self.systems:
@@ -97,11 +99,13 @@ class _Expander:
             if url.partition("|")[0] in seen:
                 raise _unexpandable("processing", f"the value set {url} includes itself (through {path})",
                                     f"{path}.valueSet[{j}]")
-            other = find(self.repo, "ValueSet", url)
-            if other is None:
-                raise _unexpandable("not-found", f"the value set {url} that {path} imports is not on this server",
-                                    f"{path}.valueSet[{j}]")
-            these = self.members(other, f"{path}.valueSet[{j}]", seen)
+            if url not in self.imports:
+                other = find(self.repo, "ValueSet", url)
+                if other is None:
+                    raise _unexpandable("not-found", f"the value set {url} that {path} imports is not on this "
+                                        "server", f"{path}.valueSet[{j}]")
+                self.imports[url] = self.members(other, f"{path}.valueSet[{j}]", seen)
+            these = self.imports[url]
             imported.append({m.key for m in these})
             first = first or these
         system = rule.get("system")
@@ -123,6 +127,8 @@ class _Expander:
             raise _unexpandable("not-supported", f"the code system {system} is {held}: a value set that "
                                 f"includes all of it (or filters it) cannot be expanded here; list its codes "
                                 f"in compose.include.concept instead", f"{path}.system")
+        if not index.complete:
+            self.partial.add(system)
         codes = list(index.all_codes())
         for k, f in enumerate(rule.get("filter") or []):
             keep = _filter(index, codes, f, f"{path}.filter[{k}]")
@@ -199,26 +205,34 @@ def _flatten(contains: list[Any]) -> Any:
         yield from _flatten(entry.get("contains") or [])
 
 
-def members(repo: Repository, vs: dict[str, Any]) -> list[Member]:
-    """Every code of the value set, in compose order, each once."""
-    return _Expander(repo).members(vs, "ValueSet", frozenset())
+def members(repo: Repository, vs: dict[str, Any]) -> tuple[list[Member], set[str]]:
+    """Every code of the value set, in compose order, each once; and the code systems it draws
+    on whole that are held here only in part (their other codes are unknown here)."""
+    expander = _Expander(repo)
+    return expander.members(vs, "ValueSet", frozenset()), expander.partial
 
 
 def expand(repo: Repository, vs: dict[str, Any], text: str | None = None, offset: int = 0,
            count: int | None = None, designations: bool = False, active_only: bool = False,
-           echo: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           echo: list[dict[str, Any]] | None = None, selectable_only: bool = False) -> dict[str, Any]:
     """The ValueSet with an expansion: codes matching `text` (case-insensitive, in the code or
-    the display), active ones only if asked, `count` of them from `offset`, the total of all."""
+    the display), active ones only if asked, selectable ones only if asked (excludeNotForUI:
+    abstract codes are for grouping, not for a pick list), `count` of them from `offset`, the
+    total of all. A code system drawn on whole that is held only in part is named in a
+    `fragment` parameter: its other codes are not in the expansion because they are unknown."""
     expander = _Expander(repo)
     found = expander.members(vs, "ValueSet", frozenset())
     if active_only:
         found = [m for m in found if not m.inactive]
+    if selectable_only:
+        found = [m for m in found if not m.abstract]
     if text:
         needle = text.casefold()
         found = [m for m in found if needle in m.code.casefold() or needle in (m.display or "").casefold()]
     page = found[offset:] if count is None else found[offset:offset + count]
     used = [{"name": "version", "valueUri": f"{url}|{version}" if version else url}
             for url, version in expander.used.items()]
+    used += [{"name": "fragment", "valueUri": url} for url in sorted(expander.partial)]
     expansion: dict[str, Any] = {"identifier": f"urn:uuid:{uuid.uuid4()}", "timestamp": now_instant(),
                                  "total": len(found), "offset": offset}
     if echo or used:

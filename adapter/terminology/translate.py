@@ -10,6 +10,8 @@ to what the named ConceptMap says, followed once per map (a cycle ends there). I
 map is read from target to source, equivalences turned round (wider/narrower,
 subsumes/specializes), and `unmapped` does not apply: it speaks of source codes only.
 `dependsOn` and `product` are not evaluated (the `dependency` input is refused as not supported).
+A `version` of the code's system leaves out the groups that map another version of it
+(sourceVersion; targetVersion in reverse); a group that names none maps every version.
 """
 from __future__ import annotations
 
@@ -54,13 +56,20 @@ def _match(equivalence: str, concept: dict[str, Any], map_url: str) -> dict[str,
                           param("source", "Uri", map_url)])
 
 
+def _other_version(group: dict[str, Any], side: str, version: str | None) -> bool:
+    """Whether the group maps another version of the code's system than the one given."""
+    held = group.get(f"{side}Version")
+    return bool(version and held and held != version)
+
+
 def _forward(repo: Repository, cmap: dict[str, Any], system: str | None, code: str, target_system: str | None,
-             seen: frozenset[str], notes: list[str]) -> list[dict[str, Any]]:
+             seen: frozenset[str], notes: list[str], version: str | None = None) -> list[dict[str, Any]]:
     url = str(cmap.get("url", ""))
     found: list[dict[str, Any]] = []
     for group in cmap.get("group") or []:
         source, target = group.get("source"), group.get("target")
-        if (system and source != system) or (target_system and target != target_system):
+        if (system and source != system) or (target_system and target != target_system) \
+                or _other_version(group, "source", version):
             continue
         elements = [e for e in group.get("element") or [] if e.get("code") == code]
         for element in elements:
@@ -86,16 +95,18 @@ def _forward(repo: Repository, cmap: dict[str, Any], system: str | None, code: s
             elif other is None:
                 notes.append(f"{url} sends unmapped codes to {other_url}, which is not on this server")
             else:
-                found += _forward(repo, other, system, code, target_system, seen | {other_url}, notes)
+                found += _forward(repo, other, system, code, target_system, seen | {other_url}, notes, version)
     return found
 
 
-def _backward(cmap: dict[str, Any], system: str | None, code: str, target_system: str | None) -> list[dict[str, Any]]:
+def _backward(cmap: dict[str, Any], system: str | None, code: str, target_system: str | None,
+              version: str | None = None) -> list[dict[str, Any]]:
     url = str(cmap.get("url", ""))
     found = []
     for group in cmap.get("group") or []:
         source, target = group.get("source"), group.get("target")
-        if (system and target != system) or (target_system and source != target_system):
+        if (system and target != system) or (target_system and source != target_system) \
+                or _other_version(group, "target", version):
             continue
         for element in group.get("element") or []:
             for t in element.get("target") or []:
@@ -113,15 +124,15 @@ def translate(repo: Repository, maps_for: Callable[[str | None], list[dict[str, 
     notes: list[str] = []
     found: list[dict[str, Any]] = []
     for given in codings:
-        system, code = given.get("system"), given["code"]
+        system, code, version = given.get("system"), given["code"], given.get("version")
         maps = maps_for(system)
         these: list[dict[str, Any]] = []
         for cmap in maps:
             if reverse:
-                these += _backward(cmap, system, code, target_system)
+                these += _backward(cmap, system, code, target_system, version)
             else:
                 these += _forward(repo, cmap, system, code, target_system,
-                                  frozenset({str(cmap.get("url", "")).partition("|")[0]}), notes)
+                                  frozenset({str(cmap.get("url", "")).partition("|")[0]}), notes, version)
         if not any(p["part"][0]["valueCode"] not in _NO_MATCH for p in these):
             where = f"{system}#{code}" if system else code
             notes.insert(0, f"no mapping of {where}" + (" (in reverse)" if reverse else "")
