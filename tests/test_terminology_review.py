@@ -38,7 +38,7 @@ def test_a_code_system_past_the_size_limit_is_refused(monkeypatch):
     assert Concepts.of(big | {"concept": big["concept"][:50]}).by_code  # at the limit: indexed
 
 
-def test_a_dependency_given_as_parts_is_refused_by_name(http, live, terminology):
+def test_a_dependency_given_as_parts_is_refused_by_name(http, live, terminology):  # noqa: F811
     body = params(("system", "Uri", GENDER), ("code", "Code", "male"))
     body["parameter"].append({"name": "dependency", "part": [{"name": "element", "valueUri": "x"}]})
     response = http.post(f"{live}/ConceptMap/$translate", data=json.dumps(body), headers=FHIR)
@@ -63,7 +63,7 @@ def test_translate_honours_the_source_version_and_reverse_turns_source_and_targe
                "result") is True
 
 
-def test_code_system_validate_code_takes_a_canonical_with_its_version_and_abstract(http, live, terminology):
+def test_code_system_validate_code_takes_a_canonical_with_its_version_and_abstract(http, live, terminology):  # noqa: F811
     url = f"{live}/CodeSystem/$validate-code"
     assert one(call(http, url, {"url": f"{GENDER}|4.0.1", "code": "male"}), "result") is True
     other = call(http, url, {"url": f"{GENDER}|3.0.2", "code": "male"}, status=404)
@@ -75,7 +75,7 @@ def test_code_system_validate_code_takes_a_canonical_with_its_version_and_abstra
         "expression"] == ["abstract"]
 
 
-def test_value_set_validate_code_holds_the_system_version(http, live, terminology):
+def test_value_set_validate_code_holds_the_system_version(http, live, terminology):  # noqa: F811
     url = f"{live}/ValueSet/$validate-code"
     same = {"url": CORE_STATUS, "system": STATUS, "code": "final"}
     assert one(call(http, url, same | {"systemVersion": "4.0.1"}), "result") is True
@@ -83,7 +83,7 @@ def test_value_set_validate_code_holds_the_system_version(http, live, terminolog
     assert one(older, "result") is False and "4.0.1" in one(older, "message")
 
 
-def test_expand_leaves_out_abstract_codes_when_not_for_a_user_interface(http, live, terminology):
+def test_expand_leaves_out_abstract_codes_when_not_for_a_user_interface(http, live, terminology):  # noqa: F811
     url = f"{live}/ValueSet/abstract-too/$expand"
     assert [c["code"] for c in call(http, url)["expansion"]["contains"]] == ["limb", "leg"]
     picked = call(http, url, {"excludeNotForUI": "true"})
