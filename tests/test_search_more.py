@@ -62,7 +62,7 @@ def test_chained_parameters(client, cohort):
     assert matches(client, "Observation?patient.gender=female&code=8310-5") == ["o2"]
     assert matches(client, "Observation?subject.gender=male") == ["o3"]  # of subject's types, only Patient has gender
     r = client.get("/fhir/Observation?subject.identifier=urn:mrn|M-1")  # Patient and Group both have it
-    assert r.status_code == 400 and "may point to Group, Patient; name one" in r.get_data(as_text=True)
+    assert r.status_code == 400 and "may point to Group, Location, Patient; name one" in r.get_data(as_text=True)
     assert client.get("/fhir/Observation?code.gender=male").status_code == 400  # not a reference
 
 
