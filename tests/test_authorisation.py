@@ -3,6 +3,7 @@ and PostgreSQL: FHIR clients read, search and page with a token; every refusal i
 OperationOutcome that changes nothing; a site's client never reaches another site's data."""
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import time
@@ -124,12 +125,16 @@ def test_no_token_malformed_or_foreign_token_is_401_and_metadata_stays_public(
 
 
 def test_an_expired_token_is_401(db_url: str, tmp_path: pathlib.Path) -> None:
-    served = Served(make_auth_app(db_url, tmp_path, ACCESS_TOKEN_LIFETIME=1))
+    # A lifetime of a few seconds and a wait to the token's own `exp`: with a lifetime of 1 s, a
+    # slow machine (CI, 2026-11-30) took that second between the token and the first request.
+    served = Served(make_auth_app(db_url, tmp_path, ACCESS_TOKEN_LIFETIME=4))
     try:
         served.store.add_client(ClientRecord("centre", "system/*.rs", json.dumps(public_jwks(RSA_KEY))))
         http = session(served, "centre", "system/*.rs")
         assert http.get(f"{fhir(served)}/Patient?_count=1", timeout=30).status_code == 200
-        time.sleep(2.1)
+        payload = str(http.headers["Authorization"]).split(".")[1]
+        expires = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+        time.sleep(max(0.0, expires - time.time()) + 1.1)
         refused(http.get(f"{fhir(served)}/Patient?_count=1", timeout=30), 401, "expired")
     finally:
         served.close()
