@@ -30,6 +30,7 @@ from adapter.gateway import audit_hooks, encoding, headers
 from adapter.gateway.base import service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.lean_read import lean_reads
+from adapter.gateway.negotiation import FHIR_JSON, content_type
 from adapter.gateway.rest import blueprint, error_response
 from adapter.gateway import authorise, token_endpoint
 from adapter.pages import PREFIX as PAGES_PREFIX, pages_blueprint
@@ -141,7 +142,7 @@ def _answer_aborts(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., It
                 "timeout", "the request was stopped before its answer was ready (server time limit "
                 "or shutdown); a write in it may or may not have been made")]))
             start_response("503 SERVICE UNAVAILABLE", [
-                ("Content-Type", "application/fhir+json; charset=utf-8"),
+                ("Content-Type", content_type(FHIR_JSON)),
                 ("Content-Length", str(len(body))), ("Retry-After", "10")])
             return [body]
     return guarded

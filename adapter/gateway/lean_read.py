@@ -23,7 +23,7 @@ from adapter.gateway import authorise, encoding
 from adapter.gateway.access import guarded
 from adapter.gateway.headers import DATA_HEADERS
 from adapter.gateway.interactions import FhirRequest, read
-from adapter.gateway.negotiation import response_type
+from adapter.gateway.negotiation import content_type, response_type
 from adapter.store.engines import request_deadline
 from adapter.store.repository import Repository
 
@@ -32,7 +32,6 @@ __all__ = ["lean_reads"]
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Headers that ask for more than a plain read: answered by Flask.
 _DECLINED = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_ORIGIN", "HTTP_PREFER")
-_CONTENT_TYPES = {media: f"{media}; charset=utf-8" for media in ("application/fhir+json", "application/json")}
 
 
 def lean_reads(app: Flask, flask_app: WsgiApp) -> WsgiApp:
@@ -67,7 +66,7 @@ def lean_reads(app: Flask, flask_app: WsgiApp) -> WsgiApp:
         if result.status != 200:
             return flask_app(environ, start_response)
         body = result.body or b"{}"
-        headers = [*result.headers.items(), ("Content-Type", _CONTENT_TYPES[media])]
+        headers = [*result.headers.items(), ("Content-Type", content_type(media))]
         packed = encoding.gzipped(body, environ.get("HTTP_ACCEPT_ENCODING"))
         if packed is not None:
             body = packed

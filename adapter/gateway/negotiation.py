@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from adapter.fhir.outcomes import not_acceptable, unsupported_media_type
 
-__all__ = ["response_type", "check_body_type", "FHIR_JSON"]
+__all__ = ["response_type", "check_body_type", "content_type", "FHIR_JSON"]
 
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {FHIR_JSON, "application/json", "application/json+fhir", "text/json"}
 _WILDCARDS = {"*/*", "application/*"}
+_CONTENT_TYPES = {media: f"{media}; charset=utf-8" for media in (FHIR_JSON, "application/json")}
 _FORMATS = {"json": FHIR_JSON, "application/json": "application/json",
             "application/fhir+json": FHIR_JSON, "application/json+fhir": FHIR_JSON}
 
@@ -33,6 +34,11 @@ def _media_types(header: str) -> list[tuple[str, float]]:
                     quality = 0.0
         types.append((pieces[0].lower(), quality))
     return types
+
+
+def content_type(media: str) -> str:
+    """The Content-Type header of an answer in `media` (one response_type chose)."""
+    return _CONTENT_TYPES[media]
 
 
 def response_type(accept: str | None, format_param: str | None) -> str:
@@ -60,8 +66,9 @@ def response_type(accept: str | None, format_param: str | None) -> str:
     raise not_acceptable(accept)
 
 
-def check_body_type(content_type: str | None) -> None:
-    """415 unless the body is FHIR JSON (charset and fhirVersion parameters allowed)."""
-    media = (content_type or "").split(";")[0].strip().lower()
+def check_body_type(header: str | None) -> None:
+    """415 unless the body (its Content-Type header) is FHIR JSON (charset and fhirVersion
+    parameters allowed)."""
+    media = (header or "").split(";")[0].strip().lower()
     if media not in _JSON_TYPES:
-        raise unsupported_media_type(content_type or "(none)")
+        raise unsupported_media_type(header or "(none)")

@@ -16,7 +16,7 @@ from adapter.gateway.access import repository
 from adapter.gateway.base import service_base
 from adapter.gateway.body import read_body
 from adapter.gateway.interactions import ROUTES, FhirRequest, Route
-from adapter.gateway.negotiation import check_body_type, response_type
+from adapter.gateway.negotiation import FHIR_JSON, check_body_type, content_type, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
 from adapter.gateway.transactions import BUNDLE_ROUTES
 
@@ -25,7 +25,6 @@ __all__ = ["blueprint", "service_base", "ENDPOINT_ROUTES"]
 blueprint = Blueprint("fhir", __name__)
 # Flask endpoint -> its route, for the hooks that ask what a request was (audit, read-only types).
 ENDPOINT_ROUTES: dict[str, Route] = {}
-_CONTENT_TYPES = {media: f"{media}; charset=utf-8" for media in ("application/fhir+json", "application/json")}
 
 
 def _params(http: Request, form: bool) -> list[tuple[str, str]]:
@@ -67,7 +66,7 @@ def _view(route: Route) -> Any:
         result = route.handler(req, repository())
         headers = list(result.headers.items())
         if result.body is not None:
-            headers.append(("Content-Type", _CONTENT_TYPES[media]))
+            headers.append(("Content-Type", content_type(media)))
         return Response(result.body, result.status, headers)
 
     view.__name__ = f"{route.operation or route.interaction}_{route.method.lower()}_{len(route.path)}"
@@ -89,13 +88,12 @@ bulk.register(blueprint)
 def metadata() -> Response:
     media = response_type(request.headers.get("Accept"), request.args.get("_format"))
     body = current_app.extensions["fhir_capabilities"](service_base())
-    return Response(body, 200, content_type=f"{media}; charset=utf-8")
+    return Response(body, 200, content_type=content_type(media))
 
 
 def error_response(error: FhirError) -> Response:
     try:
         media = response_type(request.headers.get("Accept"), request.args.get("_format"))
     except FhirError:
-        media = "application/fhir+json"
-    return Response(dumps(error.outcome()), error.status, error.headers,
-                    content_type=f"{media}; charset=utf-8")
+        media = FHIR_JSON
+    return Response(dumps(error.outcome()), error.status, error.headers, content_type=content_type(media))
