@@ -118,14 +118,17 @@ class TokenService:
         return usable
 
 
-def authenticate(authorization: str | None, now: float | None = None) -> AccessGrant:
-    """The request hook's entry: the current Flask app's TokenService.authenticate.
+def authenticate(authorization: str | None, now: float | None = None, app: Any = None) -> AccessGrant:
+    """The one token check of requests and pages: the Flask app's TokenService.authenticate
+    (`app`, else the current app: the lean read path runs outside Flask's app context).
 
     Flask is imported here only: the app, not this module, holds the service (each app has its
     own key and store, and tests run several in one process).
     """
-    from flask import current_app
-    service: TokenService | None = current_app.extensions.get("fhir_auth")
+    if app is None:
+        from flask import current_app
+        app = current_app
+    service: TokenService | None = app.extensions.get("fhir_auth")
     if service is None:
         raise Unauthenticated("authorisation is not set up on this server (config AUTH is off)")
     return service.authenticate(authorization, now)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from flask import Flask, Response, current_app, g, redirect, request
 
 from adapter.auth.guard import Access, access_of
-from adapter.auth.tokens import TokenService, Unauthenticated
+from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, Issue
 from adapter.pages import COOKIE, PREFIX as PAGES, is_page, is_public_page
 
@@ -52,10 +52,7 @@ def access_from(app: Flask, authorization: str | None) -> Access:
     """The grant of an `Authorization: Bearer` header, or Unauthenticated: the one check, for
     this hook and for the lean read path (adapter/gateway/lean_read.py), which runs outside
     Flask's app context."""
-    service: TokenService | None = app.extensions.get("fhir_auth")
-    if service is None:
-        raise Unauthenticated("authorisation is not set up on this server (config AUTH is off)")
-    grant = service.authenticate(authorization)
+    grant = authenticate(authorization, app=app)
     return access_of(grant.client, grant.site, grant.scope, grant.policy)
 
 
