@@ -93,3 +93,22 @@ def test_a_pull_s_provenance_names_the_site_organization_when_the_centre_has_it(
         assert author == {"reference": "Organization/site-b", "display": "Site B university hospital (synthetic)"}
     else:
         assert author == {"identifier": {"system": f"{BASE}/sid/site", "value": "site-b"}, "display": "site-b"}
+
+
+def test_a_protocol_without_sites_names_the_site_by_its_identifier(store):
+    """Found by a second review: with no `sites:` in the protocol no Organization is ever made,
+    so a Provenance naming one would leave every row dangling (reference checks on) and the
+    advice to load the protocol again could not help."""
+    import dataclasses
+
+    from adapter.mapping.engine import _site_agent
+    from adapter.mapping.ingest import missing_definitions
+    spec = load_mapping(ROOT / "mappings" / "sites" / "site-c.yaml")
+    assert _site_agent(spec) == {"reference": "Organization/site-c", "display": spec.catalogue.sites["site-c"]}
+    bare = dataclasses.replace(spec, catalogue=dataclasses.replace(spec.catalogue, sites={}))
+    assert _site_agent(bare)["identifier"] == {"system": "http://ucmsc-cp.example.org/fhir/sid/site", "value": "site-c"}
+    protocol = build_resources(load_spec(ROOT / "mappings/protocol/ucmsc-cp-v1.yaml"))
+    store.load([{k: v for k, v in r.items() if k not in ("site", "sponsor")}  # a protocol without sites
+                for r in protocol if r["resourceType"] not in ("Organization", "Location")])
+    assert missing_definitions(bare, store) is None  # the study is there; no Organization is wanted
+    assert "Organization/site-c" in (missing_definitions(spec, store) or "")

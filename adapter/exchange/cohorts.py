@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from adapter.fhir.outcomes import FhirError, invalid
+from adapter.fhir.outcomes import invalid
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
@@ -39,12 +39,9 @@ def _site_study(repo: Repository, study: str, site: str, title: str) -> dict[str
     made = {"resourceType": "ResearchStudy", "id": f"{site}-study", "status": "active",
             "title": f"{title}: its part of {study}", "partOf": [{"reference": f"ResearchStudy/{study}"}],
             "enrollment": [{"reference": f"Group/{site}-cohort"}]}
-    try:
-        location = repo.read("Location", site)
-    except FhirError:  # unknown (a site the protocol does not list), or deleted
-        location = None
-    if location is not None and location.data:
-        made["site"] = [{"reference": f"Location/{site}", "display": json.loads(location.data).get("name", site)}]
+    location = repo.current("Location", site)  # None: a site the protocol does not list
+    if location is not None:
+        made["site"] = [{"reference": f"Location/{site}", "display": location.get("name", site)}]
     return with_site(made, site)
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from adapter.fhir.dates import now_instant
-from adapter.fhir.outcomes import FhirError
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
@@ -36,12 +35,9 @@ def _site_agent(store: Repository, site: str) -> dict[str, Any]:
     """The site's Organization, as the mapping's Provenance names it, when the centre has it (the
     protocol's definitions loaded); else the site's identifier, so that a pull from a site the
     protocol does not list is still recorded rather than refused as a dangling reference."""
-    try:
-        found = store.read("Organization", site)
-    except FhirError:  # unknown, or deleted
-        found = None
-    if found is not None and found.data:
-        return {"reference": f"Organization/{site}", "display": json.loads(found.data).get("name", site)}
+    found = store.current("Organization", site)
+    if found is not None:
+        return {"reference": f"Organization/{site}", "display": found.get("name", site)}
     return {"identifier": {"system": _SITE_ID, "value": site}, "display": site}
 
 

@@ -33,6 +33,7 @@ from adapter.mapping.resources import BUILDERS, Context, intended, keyed_hash, s
 from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.spec import MappingSpec, Rule
 from adapter.mapping.visits import visit_encounter
+from adapter.protocol.organisations import SITE_SYSTEM_PATH
 
 __all__ = ["Rejection", "RecordResult", "read_source", "unique_key", "map_record"]
 
@@ -390,6 +391,15 @@ def _dropped(ctx: Context, rule: Rule) -> Problem | None:
                    f"{', '.join(filled)} hold{'s' if len(filled) == 1 else ''} values")
 
 
+def _site_agent(spec: MappingSpec) -> dict[str, Any]:
+    """The site's Organization when the protocol lists sites (mapping check: this one among
+    them); a protocol without `sites:` makes no Organization to name: the site's identifier."""
+    if spec.site in spec.catalogue.sites:
+        return {"reference": f"Organization/{spec.site}", "display": spec.catalogue.sites[spec.site]}
+    return {"identifier": {"system": f"{spec.catalogue.base}/{SITE_SYSTEM_PATH}", "value": spec.site},
+            "display": spec.data["mapping"].get("title", spec.site)}
+
+
 def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targets: list[dict[str, Any]],
                 recorded: str) -> dict[str, Any]:
     base = spec.catalogue.base
@@ -407,9 +417,7 @@ def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targ
              "who": {"display": f"fhir-adapter mapping {spec.name} {spec.version}"}},
             {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                   "code": "author"}]},
-             # the site's Organization, from the protocol's sites (mapping check: it is one)
-             "who": {"reference": f"Organization/{spec.site}",
-                     "display": spec.catalogue.sites.get(spec.site) or spec.data["mapping"].get("title", spec.site)}}],
+             "who": _site_agent(spec)}],
         "entity": [{"role": "source", "what": {
             "identifier": {"system": f"{base}/sid/source-record-hmac-sha256", "value": digest},
             "display": f"{spec.site} {file} line {row.line} (record {record})"}}]}

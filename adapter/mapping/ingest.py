@@ -185,24 +185,17 @@ def missing_definitions(spec: MappingSpec, repo: Repository) -> str | None:
     """Why the store lacks the protocol's definitions the mapped resources refer to (the
     catalogue's ResearchStudy, the site's Organization), with the command that loads them; None
     when they are there."""
-    from adapter.fhir.outcomes import FhirError
     # The study and the site's Organization (each row's Provenance names it): a store loaded
     # with an older protocol has the study but not the Organization.
-    missing = []
-    for rtype, rid in (("ResearchStudy", spec.catalogue.study), ("Organization", spec.site)):
-        try:
-            if repo.read(rtype, rid) is not None:
-                continue
-        except FhirError:
-            pass  # not known, or deleted
-        missing.append(f"{rtype}/{rid}")
+    wanted = [("ResearchStudy", spec.catalogue.study)] + (
+        [("Organization", spec.site)] if spec.site in spec.catalogue.sites else [])  # as engine._site_agent
+    missing = [f"{rtype}/{rid}" for rtype, rid in wanted if repo.current(rtype, rid) is None]
     if not missing:
         return None
     protocol = os.path.normpath(pathlib.Path(spec.catalogue.path).parent / spec.catalogue.data["catalogue"]["protocol"])
     return (f"the store has no {' and no '.join(missing)}, which the mapped resources refer to (with reference "
-            f"checks on, their rows are rejected as unresolved): load the protocol's definitions "
-            f"{'first' if len(missing) > 1 or missing[0].startswith('Research') else 'again'}: "
-            f"fhir-adapter protocol load {protocol} --db ...")
+            f"checks on, their rows are rejected as unresolved): load the protocol's definitions (again, if an "
+            f"older protocol was loaded): fhir-adapter protocol load {protocol} --db ...")
 
 
 def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Repository, key: bytes,

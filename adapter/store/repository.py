@@ -116,6 +116,17 @@ class Repository(abc.ABC):
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         """The current version: 404 if unknown, 410 if deleted."""
 
+    def current(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """The current version parsed, or None when there is none (unknown or deleted): for
+        callers to whom a missing resource is an answer, not an error."""
+        from adapter.fhir import jsonio
+        from adapter.fhir.outcomes import FhirError
+        try:
+            stored = self.read(resource_type, resource_id)
+        except FhirError:
+            return None
+        return jsonio.parse(stored.data) if stored is not None and stored.data else None
+
     @abc.abstractmethod
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         """One version: 404 if unknown, 410 if it is a tombstone."""
