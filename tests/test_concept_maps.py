@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from adapter.cli import main
 from adapter.fhir.validation import validate
-from adapter.mapping.concept_maps import code_maps, concept_map, source_system
+from adapter.mapping.concept_maps import code_maps, concept_map, source_system, target_coding
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
 from conftest import ROOT
@@ -42,25 +42,32 @@ def test_each_mapping_s_concept_map_is_valid_r4(site):
     assert "rejects its cell" in cm["description"]
 
 
+def _codings(node) -> list[tuple[str, str]]:
+    """Every (system, code) of the Codings in a resource, at any depth."""
+    if isinstance(node, list):
+        return [c for item in node for c in _codings(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [(node["system"], node["code"])] if isinstance(node.get("system"), str) and "code" in node else []
+    return own + [c for value in node.values() for c in _codings(value)]
+
+
 @pytest.mark.parametrize("site", SITES)
 def test_the_targets_are_the_codings_the_mapping_writes(site):
-    """Every coded value the golden output holds for a mapped field is a target of the map."""
+    """Every coding of a mapped table (cp type, GMFCS, route, AE term, grade, seriousness,
+    causality, outcome, gender) that the golden output holds is a target of the map."""
     spec = load_mapping(MAPPINGS / f"{site}.yaml")
     cm = concept_map(spec)
-    targeted = {(g["target"], e["target"][0]["code"]) for g in cm["group"] for e in g["element"]}
-    mapped = {table for _, table, _ in code_maps(spec)}
+    targeted = {(g["target"], t["code"]) for g in cm["group"] for e in g["element"] for t in e["target"]}
+    tables = {table for _, table, _ in code_maps(spec)}
+    of_tables = {(c["system"], c["code"]) for table in tables for key in spec.catalogue.codes(table)
+                 if (c := target_coding(spec.catalogue, table, key))}
     expected = [json.loads(line) for line in spec.relative(spec.data["golden"][0]["expected"]).open(encoding="utf-8")]
-    written = set()
-    for r in expected:
-        if r["resourceType"] == "Patient" and "gender" in r and "gender" in mapped:
-            written.add((GENDER, r["gender"]))
-        if r["resourceType"] == "AdverseEvent" and "adverse-event" in mapped:
-            written.add(tuple(r["event"]["coding"][0][k] for k in ("system", "code")))
-        if r["resourceType"] == "AdverseEvent" and "seriousness" in r and "seriousness" in mapped:
-            written.add(tuple(r["seriousness"]["coding"][0][k] for k in ("system", "code")))
-        if r["resourceType"] == "Procedure" and "route" in mapped:
-            written.add(tuple(r["code"]["coding"][0][k] for k in ("system", "code")))
+    written = {c for r in expected for c in _codings(r)} & of_tables
+    written |= {(GENDER, r["gender"]) for r in expected if r["resourceType"] == "Patient" and "gender" in r
+                and "gender" in tables}
     assert written and written <= targeted, written - targeted
+    assert len({system for system, _ in written}) >= 3  # several tables, not just one
 
 
 def test_site_c_s_男_is_male_in_the_stored_concept_map(live, http, store):
@@ -173,3 +180,21 @@ def test_translate_answers_what_a_site_s_code_maps_to(live, http, store):
         "ucmsc-it", "equivalent")
     outside = translate("9")  # not in the spec's map: the mapping rejects such a cell
     assert outside["result"]["valueBoolean"] is False and not outside["matches"]
+
+
+def test_a_code_two_rules_map_apart_keeps_both_targets(tmp_path):
+    """Found by a review: with a second rule mapping site D's route 3 otherwise (at another
+    visit), the ConceptMap kept the first rule's target only, though rows of that visit are
+    written with the second's."""
+    text = (MAPPINGS / "site-d.yaml").read_text(encoding="utf-8")
+    old = "    when: {present: [adm_route]}\n"
+    second = old.replace("{present: [adm_route]}", "{visit: injection-1, present: [adm_route]}") + (
+        "  - injection:\n      date: visit_date\n"
+        "      route: {field: adm_route, map: {\"3\": intrathecal}}\n"
+        "    when: {visit: injection-2, present: [adm_route]}\n")
+    spec = load_mapping(spec_with(tmp_path, old, second, text))
+    [element] = [e for g in concept_map(spec)["group"] if g["source"] == source_system(spec, "adm_route")
+                 for e in g["element"] if e["code"] == "3"]
+    assert [(t["code"], t["equivalence"]) for t in element["target"]] == [("ucmsc-iv", "narrower"),
+                                                                         ("ucmsc-it", "equivalent")]
+    assert validate(concept_map(spec)) == []

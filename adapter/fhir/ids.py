@@ -6,7 +6,7 @@ import re
 
 from adapter.fhir.outcomes import bad_request
 
-__all__ = ["id_problem", "check_id"]
+__all__ = ["id_problem", "check_id", "computable_name"]
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -33,3 +33,13 @@ def check_id(value: object, where: str) -> str:
     if problem:
         raise bad_request(problem, where)
     return value  # type: ignore[return-value]
+
+
+def computable_name(rid: str) -> str:
+    """A conformance resource's `name` from its id (R4: "a name usable by machine processing",
+    PascalCase by convention; inv-0 of CodeSystem, ValueSet, ConceptMap).
+
+    >>> computable_name("site-c-gb18030-csv"), computable_name("v3-ActCode")
+    ('SiteCGb18030Csv', 'V3ActCode')
+    """
+    return "".join(part[:1].upper() + part[1:] for part in rid.replace("_", "-").split("-") if part)

@@ -15,28 +15,17 @@ A value outside a map is rejected with its row today, so no group has `unmapped`
 """
 from __future__ import annotations
 
-import functools
-import json
 import pathlib
 import urllib.parse
 from typing import Any
 
+from adapter.fhir.ids import computable_name
 from adapter.mapping.catalogue import FIXED_SYSTEMS, Catalogue
 from adapter.mapping.fields import map_target
-from adapter.mapping.spec import _FLAT, CODE_TABLES, KINDS, MappingSpec
+from adapter.mapping.spec import CODE_TABLES, MappingSpec
+from adapter.terminology.core import core_code_system
 
 __all__ = ["concept_map", "code_maps", "source_system", "target_coding"]
-
-_REQUIRED = pathlib.Path(__file__).resolve().parent.parent / "fhir" / "data" / "required-valuesets.json"
-
-
-@functools.cache
-def _r4_displays() -> dict[tuple[str, str], str]:
-    """Displays of the R4 required-binding codes (gender, outcome), from the shipped expansions."""
-    sets = json.loads(_REQUIRED.read_text(encoding="utf-8"))
-    return {(c["system"], c["code"]): c["display"] for vs in sets.values() for c in vs.get("contains", [])
-            if c.get("display")}
-
 
 def source_system(spec: MappingSpec, column: str) -> str:
     """The canonical of a site column's codes (see the module's docstring)."""
@@ -48,7 +37,8 @@ def target_coding(catalogue: Catalogue, table: str, key: str) -> dict[str, str]:
     entry = catalogue.codes(table)[key]
     if table in FIXED_SYSTEMS:
         coding = {"system": FIXED_SYSTEMS[table], "code": str(entry)}
-        display = _r4_displays().get((coding["system"], coding["code"]))
+        known = core_code_system(coding["system"])  # R4's displays, from the shipped value sets
+        display = next((c.get("display") for c in (known or {}).get("concept", []) if c["code"] == coding["code"]), None)
         return {**coding, "display": display} if display else coding
     return catalogue.coding(entry["code"] if isinstance(entry, dict) and "code" in entry
                             and isinstance(entry["code"], dict) else entry)
@@ -58,42 +48,45 @@ def code_maps(spec: MappingSpec) -> list[tuple[str, str, dict[str, Any]]]:
     """(column, catalogue table, {site code: map entry}) of every code map, in rule order; an
     entry is the catalogue key, or {to: key, equivalence, comment}."""
     found = []
-    for rule in spec.data["rules"]:
-        kind = next(k for k in KINDS if k in rule)
-        body = rule if kind in _FLAT else rule[kind]
+    for rule in spec.rules:
         for (table_kind, field), table in CODE_TABLES.items():
-            expr = body.get(field) if table_kind == kind and isinstance(body, dict) else None
+            expr = rule.fields.get(field) if table_kind == rule.kind else None
             if isinstance(expr, dict) and "map" in expr:
                 found.append((str(expr["field"]), table, {str(k): v for k, v in expr["map"].items()}))
     return found
+
+
+def _element_target(target: dict[str, str], entry: Any) -> dict[str, Any]:
+    """A map entry's target: the coding, `equivalent` unless the entry says otherwise, and its
+    comment (R4 asks one of narrower and inexact)."""
+    said = entry if isinstance(entry, dict) else {}
+    made = {"code": target["code"], **({"display": target["display"]} if target.get("display") else {}),
+            "equivalence": said.get("equivalence", "equivalent")}
+    return made | ({"comment": said["comment"]} if said.get("comment") else {})
 
 
 def concept_map(spec: MappingSpec) -> dict[str, Any]:
     """The ConceptMap of a mapping's code maps (no group when it has none)."""
     base, name = spec.catalogue.base, spec.name
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    columns = []
+    columns: dict[str, None] = {}  # in order, each once (a column two rules map is one)
     for column, table, table_map in code_maps(spec):
-        columns.append(f"{column} ({table})")
+        columns[f"{column} ({table})"] = None
+        source = source_system(spec, column)
         for code, entry in table_map.items():
             target = target_coding(spec.catalogue, table, map_target(entry))
-            group = groups.setdefault((source_system(spec, column), target["system"]), {
-                "source": source_system(spec, column), "target": target["system"], "element": []})
-            if any(e["code"] == code for e in group["element"]):
-                continue  # the same column mapped by two rules: one element
-            element_target = {"code": target["code"]}
-            if target.get("display"):
-                element_target["display"] = target["display"]
-            # equivalent unless the spec says otherwise (a site code the catalogue has no key for)
-            element_target["equivalence"] = entry.get("equivalence", "equivalent") if isinstance(entry, dict) \
-                else "equivalent"
-            if isinstance(entry, dict) and entry.get("comment"):
-                element_target["comment"] = entry["comment"]
-            group["element"].append({"code": code, "target": [element_target]})
+            group = groups.setdefault((source, target["system"]), {"source": source, "target": target["system"],
+                                                                   "element": []})
+            mapped = _element_target(target, entry)
+            element = next((e for e in group["element"] if e["code"] == code), None)
+            if element is None:
+                group["element"].append({"code": code, "target": [mapped]})
+            elif mapped not in element["target"]:  # two rules (two visits, say) map the code apart: both
+                element["target"].append(mapped)
     title = spec.data["mapping"].get("title", name)
     made: dict[str, Any] = {
         "resourceType": "ConceptMap", "id": name, "url": f"{base}/ConceptMap/{name}", "version": spec.version,
-        "name": "".join(p[:1].upper() + p[1:] for p in name.replace("_", "-").split("-") if p),
+        "name": computable_name(name),
         "title": f"{title}: code maps", "status": "active", "publisher": "fhir-adapter",
         "description": (
             f"The code maps of the site mapping {name} {spec.version} ({pathlib.Path(spec.path).name}) for "

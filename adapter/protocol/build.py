@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from adapter.fhir.ids import computable_name
 from adapter.outcomes.definitions import measure_resources
 from adapter.outcomes.measures import outcomes_of
 from adapter.protocol.organisations import (organisation_resources, site_code_system, site_location_references,
@@ -47,22 +48,18 @@ def _common(spec: Spec, rtype: str, rid: str, name: str, title: str) -> dict[str
             "date": p["date"]}
 
 
-def _name(rid: str) -> str:
-    return "".join(part.capitalize() for part in rid.replace("_", "-").split("-"))
-
-
 def _canonical(resource: dict[str, Any]) -> str:
     return f"{resource['url']}|{resource['version']}"
 
 
 def _code_system(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
     pid = spec.protocol["id"]
-    cs = _common(spec, "CodeSystem", f"{pid}-local", _name(f"{pid}-local"),
+    cs = _common(spec, "CodeSystem", f"{pid}-local", computable_name(f"{pid}-local"),
                  f"Local codes of the {spec.protocol['title']} protocol")
     cs.update({"valueSet": f"{spec.base}/ValueSet/{pid}-local", "content": "complete",
                "caseSensitive": True,
                "concept": [{"code": c, "display": d} for c, d in spec.data["local_codes"].items()]})
-    vs = _common(spec, "ValueSet", f"{pid}-local", _name(f"{pid}-local"),
+    vs = _common(spec, "ValueSet", f"{pid}-local", computable_name(f"{pid}-local"),
                  f"All local codes of the {spec.protocol['title']} protocol")
     vs["compose"] = {"include": [{"system": cs["url"], "version": cs["version"]}]}
     return cs, vs
@@ -70,7 +67,7 @@ def _code_system(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _activity(spec: Spec, key: str, activity: dict[str, Any]) -> dict[str, Any]:
     pid = spec.protocol["id"]
-    ad = _common(spec, "ActivityDefinition", f"{pid}-{key}", _name(key), activity["title"])
+    ad = _common(spec, "ActivityDefinition", f"{pid}-{key}", computable_name(key), activity["title"])
     ad["kind"] = "ServiceRequest"
     ad["intent"] = "proposal"
     if activity["kind"] == "procedure":
@@ -93,7 +90,7 @@ def _activity(spec: Spec, key: str, activity: dict[str, Any]) -> dict[str, Any]:
 
 def _visit_definition(spec: Spec, arm: str, visit: Visit, activities: dict[str, dict[str, Any]]) -> dict[str, Any]:
     pid = spec.protocol["id"]
-    pd = _common(spec, "PlanDefinition", f"{pid}-{arm}-{visit.id}", _name(f"{arm}-{visit.id}"),
+    pd = _common(spec, "PlanDefinition", f"{pid}-{arm}-{visit.id}", computable_name(f"{arm}-{visit.id}"),
                  visit.title)
     pd["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
                               "code": "order-set"}]}
@@ -136,7 +133,7 @@ def build_resources(spec: Spec) -> list[dict[str, Any]]:
         plan = visit_plan(spec, arm_id)
         last_injection = [v.id for v in plan if v.injection][-1]
         visits = [_visit_definition(spec, arm_id, v, activities) for v in plan]
-        protocol = _common(spec, "PlanDefinition", f"{pid}-{arm_id}", _name(f"{pid}-{arm_id}"),
+        protocol = _common(spec, "PlanDefinition", f"{pid}-{arm_id}", computable_name(f"{pid}-{arm_id}"),
                            f"{p['title']}: {arm['title']}")
         protocol["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
                                         "code": "clinical-protocol"}]}

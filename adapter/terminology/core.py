@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from adapter.fhir.ids import computable_name
+
 __all__ = ["core_value_set", "core_code_system"]
 
 _DATA = pathlib.Path(__file__).resolve().parent.parent / "fhir" / "data" / "required-valuesets.json"
@@ -46,7 +48,7 @@ def _code_systems() -> dict[str, dict[str, Any]]:
     for system, by_code in concepts.items():
         rid = system.rstrip("/").rsplit("/", 1)[-1]
         found[system] = {"resourceType": "CodeSystem", "id": rid, "url": system, "version": versions[system],
-                         "name": "".join(p[:1].upper() + p[1:] for p in rid.replace("_", "-").split("-")),
+                         "name": computable_name(rid),
                          "status": "active", "content": "fragment", "caseSensitive": True,
                          "concept": list(by_code.values())}
     return found
