@@ -25,9 +25,6 @@ class Reference:
     def knows(self, system: str, code: str) -> bool:
         return code in self.data["systems"].get(system, {}).get("codes", {})
 
-    def has_system(self, system: str) -> bool:
-        return system in self.data["systems"]
-
     @property
     def units(self) -> tuple[str, ...]:
         return tuple(self.data["units"])

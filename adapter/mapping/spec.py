@@ -22,7 +22,7 @@ from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES", "map_target"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
 
 KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation", "instrument")
 _FLAT = ("observation", "instrument")  # kinds whose fields sit beside the kind's key, not under it

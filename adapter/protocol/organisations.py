@@ -12,21 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter.fhir.sites import SITE_SYSTEM
 from adapter.protocol.spec import Spec
 
-__all__ = ["organisation_resources", "site_code_system", "site_reference", "sponsor_reference", "site_location_references",
+__all__ = ["organisation_resources", "site_code_system", "sponsor_reference", "site_location_references",
            "SITE_SYSTEM_PATH"]
 
 SITE_SYSTEM_PATH = "sid/site"  # {base}/sid/site|site-a: the identifier sites had before they were resources
-
-
-def _address(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    address = {k: entry[k] for k in ("city", "country") if k in entry}
-    return [address] if address else []
-
-
-def site_reference(spec: Spec, site: str) -> dict[str, str]:
-    return {"reference": f"Organization/{site}", "display": spec.data["sites"][site]["name"]}
 
 
 def sponsor_reference(spec: Spec) -> dict[str, str] | None:
@@ -42,7 +34,7 @@ def site_location_references(spec: Spec) -> list[dict[str, str]]:
 def site_code_system(spec: Spec) -> dict[str, Any]:
     """The sites as codes: the system of the site security label (adapter/fhir/sites.py)."""
     p = spec.protocol
-    return {"resourceType": "CodeSystem", "id": "study-site", "url": f"{spec.base}/CodeSystem/study-site",
+    return {"resourceType": "CodeSystem", "id": "study-site", "url": SITE_SYSTEM,  # the label's system itself
             "version": p["version"], "name": "StudySite", "title": f"The sites of {p['title']}",
             "status": "active", "date": p["date"], "content": "complete", "caseSensitive": True,
             "concept": [{"code": site, "display": entry["name"]} for site, entry in spec.data["sites"].items()]}
@@ -62,15 +54,15 @@ def organisation_resources(spec: Spec) -> list[dict[str, Any]]:
             org["address"] = [{"country": sponsor["country"]}]
         out.append(org)
     for site, entry in spec.data.get("sites", {}).items():
-        org = {"resourceType": "Organization", "id": site, "active": True,
-               "identifier": [{"system": f"{spec.base}/{SITE_SYSTEM_PATH}", "value": site}],
+        identifier = [{"system": f"{spec.base}/{SITE_SYSTEM_PATH}", "value": site}]
+        org = {"resourceType": "Organization", "id": site, "active": True, "identifier": identifier,
                "name": entry["name"]}
         location = {"resourceType": "Location", "id": site, "status": "active", "mode": "instance",
-                    "identifier": [{"system": f"{spec.base}/{SITE_SYSTEM_PATH}", "value": site}],
-                    "name": entry["location"],
+                    "identifier": [dict(i) for i in identifier], "name": entry["location"],
                     "managingOrganization": {"reference": f"Organization/{site}", "display": entry["name"]}}
-        if _address(entry):
-            org["address"] = _address(entry)
-            location["address"] = _address(entry)[0]
+        address = {k: entry[k] for k in ("city", "country") if k in entry}
+        if address:
+            org["address"] = [address]
+            location["address"] = address
         out += [org, location]
     return out
