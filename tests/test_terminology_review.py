@@ -100,3 +100,13 @@ def test_a_code_system_held_in_part_is_said_so(http, live, store):
     unknown = call(http, f"{live}/ValueSet/$validate-code",
                    {"url": vs_url("over-part"), "system": "http://example.org/part", "code": "b"})
     assert one(unknown, "result") is False and "only part" in one(unknown, "message")
+
+
+@pytest.mark.parametrize("name", ["abstract", "date"])
+def test_a_post_parameter_with_a_name_alone_is_refused_by_name(http, live, terminology, name):  # noqa: F811
+    """Found by a second review: {"name": "abstract"} (no value) was dropped before the check."""
+    body = params(("url", "Uri", LIMBS), ("code", "Code", "limb"))
+    body["parameter"].append({"name": name})
+    response = http.post(f"{live}/CodeSystem/$validate-code", data=json.dumps(body), headers=FHIR)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == [name]

@@ -25,23 +25,22 @@ def parameters_of(body: Any) -> list[dict[str, Any]]:
 
 
 def operation_inputs(req: FhirRequest) -> dict[str, str]:
-    values = {k: v for k, v in req.params if not k.startswith("_")}
-    if req.body:
-        for param in parameters_of(jsonio.parse(req.body)):
-            value = next((v for k, v in param.items() if k.startswith("value")), None)
-            if isinstance(value, dict):
-                value = value.get("reference")
-            if value is not None:
-                values[param.get("name", "")] = str(value).lower() if isinstance(value, bool) else str(value)
+    """operation_values flattened: one string per name (the last given wins), a Reference as
+    its reference, a boolean as true/false; resources and parts left out."""
+    values: dict[str, str] = {}
+    for name, value in operation_values(req):
+        if isinstance(value, dict):
+            value = value.get("reference") if "resourceType" not in value and "part" not in value else None
+        if value is not None:
+            values[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return values
 
 
 def operation_values(req: FhirRequest) -> list[tuple[str, Any]]:
     """Every input as (name, value), in order, repeats kept: a query-string value as its
     string; a Parameters body's value[x] as given (a Coding or CodeableConcept as its JSON
-    object) and a `resource` as the resource; a parameter given as parts only (R4's
-    `dependency`) as the parameter itself, so that an operation that takes no such input
-    refuses it by name rather than never seeing it."""
+    object) and a `resource` as the resource; a parameter without a value (parts only, as
+    R4's `dependency`, or a name alone) as the parameter itself."""
     values: list[tuple[str, Any]] = [(k, v) for k, v in req.params if not k.startswith("_")]
     if req.body:
         for param in parameters_of(jsonio.parse(req.body)):
@@ -52,8 +51,7 @@ def operation_values(req: FhirRequest) -> list[tuple[str, Any]]:
                 values.append((name, param["resource"]))
                 continue
             value = next((v for k, v in param.items() if k.startswith("value")), None)
-            if value is not None:
-                values.append((name, value))
-            elif "part" in param:
-                values.append((name, param))
+            # a parameter of parts only (R4's `dependency`), or of a name and nothing: as itself,
+            # so that an operation refuses it by name rather than never seeing it
+            values.append((name, value if value is not None else param))
     return values

@@ -20,7 +20,7 @@ from adapter.fhir.dates import now_instant
 from adapter.fhir.outcomes import FhirError, Issue
 from adapter.store.repository import Repository
 from adapter.terminology.concepts import Concepts
-from adapter.terminology.resolve import find
+from adapter.terminology.resolve import find, split_canonical
 
 __all__ = ["Member", "members", "expand", "MAX_EXPANSION"]
 
@@ -96,7 +96,7 @@ class _Expander:
         imported: list[set[tuple[str | None, str]]] = []
         first: list[Member] = []
         for j, url in enumerate(rule.get("valueSet") or []):
-            if url.partition("|")[0] in seen:
+            if split_canonical(url, None)[0] in seen:
                 raise _unexpandable("processing", f"the value set {url} includes itself (through {path})",
                                     f"{path}.valueSet[{j}]")
             if url not in self.imports:

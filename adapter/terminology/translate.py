@@ -23,7 +23,7 @@ from adapter.fhir.outcomes import bad_request
 from adapter.fhir.search import parse_search
 from adapter.store.repository import Repository
 from adapter.terminology.parameters import coding, param, parameters, part
-from adapter.terminology.resolve import find, resolve
+from adapter.terminology.resolve import find, resolve, split_canonical
 
 __all__ = ["concept_maps", "translate"]
 
@@ -33,7 +33,7 @@ _NO_MATCH = ("unmatched", "disjoint")
 
 
 def _canonicals(cmap: dict[str, Any], side: str) -> set[str]:
-    return {cmap[k].partition("|")[0] for k in (f"{side}Uri", f"{side}Canonical") if isinstance(cmap.get(k), str)}
+    return {split_canonical(cmap[k], None)[0] for k in (f"{side}Uri", f"{side}Canonical") if isinstance(cmap.get(k), str)}
 
 
 def concept_maps(repo: Repository, rid: str | None, url: str | None, version: str | None, system: str | None,
@@ -88,7 +88,7 @@ def _forward(repo: Repository, cmap: dict[str, Any], system: str | None, code: s
         elif mode == "fixed" and unmapped.get("code"):
             found.append(_match("wider", coding(target, unmapped["code"], unmapped.get("display")), url))
         elif mode == "other-map" and unmapped.get("url"):
-            other_url = str(unmapped["url"]).partition("|")[0]
+            other_url = split_canonical(str(unmapped["url"]), None)[0]
             other = None if other_url in seen else find(repo, "ConceptMap", unmapped["url"])
             if other_url in seen:
                 notes.append(f"{url} sends unmapped codes to {other_url}, already followed: a cycle, not followed again")
@@ -132,7 +132,7 @@ def translate(repo: Repository, maps_for: Callable[[str | None], list[dict[str, 
                 these += _backward(cmap, system, code, target_system, version)
             else:
                 these += _forward(repo, cmap, system, code, target_system,
-                                  frozenset({str(cmap.get("url", "")).partition("|")[0]}), notes, version)
+                                  frozenset({split_canonical(str(cmap.get("url", "")), None)[0]}), notes, version)
         if not any(p["part"][0]["valueCode"] not in _NO_MATCH for p in these):
             where = f"{system}#{code}" if system else code
             notes.insert(0, f"no mapping of {where}" + (" (in reverse)" if reverse else "")
