@@ -25,12 +25,11 @@ _RESOURCE = "ResourceList"
 
 
 _MAX = 2 ** 31 - 1
-# The R4 schema tells the three integer types apart by their patterns only.
-_RANGES = {"^-?([0]|([1-9][0-9]*))$": (-_MAX - 1, "integer"), "^[0]|([1-9][0-9]*)$": (0, "unsignedInt"),
-           "^[1-9][0-9]*$": (1, "positiveInt")}
-
-
+# Each integer type's least value and name; the R4 schema tells them apart by their patterns only.
 _NAMED = {"integer": (-_MAX - 1, "integer"), "unsignedInt": (0, "unsignedInt"), "positiveInt": (1, "positiveInt")}
+_RANGES = {pattern: _NAMED[name] for pattern, name in (("^-?([0]|([1-9][0-9]*))$", "integer"),
+                                                       ("^[0]|([1-9][0-9]*)$", "unsignedInt"),
+                                                       ("^[1-9][0-9]*$", "positiveInt"))}
 
 
 def _is_integer(prop: dict[str, Any]) -> bool:
