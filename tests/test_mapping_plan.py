@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from adapter.mapping.engine import unique_key
+from adapter.mapping.engine import _root_scope, unique_key
 from adapter.mapping.fields import Scope, text_of
-from adapter.mapping.run import records
+from adapter.mapping.run import _Duplicates, records
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import load_mapping
 
@@ -83,4 +83,10 @@ def test_record_key_worked_out_once_is_the_same_key() -> None:
                                  "redcap_repeat_instrument": "", "redcap_repeat_instance": ""})
     key = unique_key(spec, row)
     assert key == ("A1", "screening_arm_1", "", "")
-    assert unique_key(spec, dataclasses.replace(row, key=key)) == key
+    # the column fast path of a tabular source reads what the scope path reads
+    names = spec.source.get("unique") or [spec.source["record_key"], spec.source["visit"]["field"]]
+    scope = _root_scope(spec, row)
+    assert key == tuple(text_of(scope.get(name).raw).strip() for name in names)
+    # the duplicate check hands the row on with that key, which the Provenance then reuses
+    checked = _Duplicates(spec).check(row)
+    assert isinstance(checked, SourceRow) and checked.key == key
