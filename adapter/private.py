@@ -31,8 +31,17 @@ def private_dir(path: str | os.PathLike[str]) -> pathlib.Path:
 
 def private_file(path: str | os.PathLike[str]) -> pathlib.Path:
     """`path` created empty 0600 unless it exists (e.g. before SQLite opens it: SQLite gives
-    its -wal and -shm files the database file's mode)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    its -wal and -shm files the database file's mode).
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, so opening and closing a live SQLite database beside the
+    process's own connections lets another process believe it is the last one and delete the
+    WAL under them (SQLite, "How To Corrupt An SQLite Database File", 2.2). O_EXCL opens only
+    a file it has just made, which no connection of ours can hold yet."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
     return pathlib.Path(path)
 
 
