@@ -197,11 +197,17 @@ class Throttle:
         self.slow = True
         self.hits: dict[str, int] = {}
         self.rewrite: tuple[bytes, bytes] | None = None  # (old, new) in the status answers (the manifest)
+        self.hold_deletes = False  # while True, a DELETE (the end of a pull) waits, unanswered
+        self.deletes_held = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _relay(self) -> None:
                 outer.hits[self.path.split("?")[0]] = outer.hits.get(self.path.split("?")[0], 0) + 1
+                if self.command == "DELETE" and outer.hold_deletes:
+                    outer.deletes_held += 1
+                    while outer.hold_deletes:
+                        time.sleep(0.05)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "accept-encoding")}

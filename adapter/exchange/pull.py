@@ -246,8 +246,15 @@ def _pull(store: Repository, options: PullOptions, site: _Site, state: _State, r
     finally:
         arrival.close()
     _load_all(store, state, arrival, fetched, report, say)
-    if report.ok:
-        record_provenance(store, report, sorted(arrival.policies_seen), options.base)
+    if report.ok and report.files:
+        # The policies of every file, as verified in this run or in a run that was killed after
+        # verifying some (a resumed run does not see those files' stamps again).
+        policies = set(arrival.policies_seen).union(*(set(done.get("policies", ()))
+                                                      for done in state.data["files"].values()))
+        record_provenance(store, report, sorted(policies or {f"{options.policy.name}|{options.policy.version}"}),
+                          options.base)
+    # A pull with nothing new (a quiet site's nightly run) writes nothing: `--since auto` asks
+    # from the same point again next time, and `exchange status` counts it as a success.
     # Done with this export either way: what passed is loaded, what did not is in quarantine; a
     # pull with refusals records no success, so the next one asks from the same point again.
     site.delete(state.data["status_url"])
@@ -342,6 +349,7 @@ def _fetch(site: _Site, state: _State, arrival: Arrival, item: dict[str, Any], d
         state.save()
         return None
     done["verified"] = True
+    done["policies"] = sorted(arrival.policies_seen)
     state.save()
     return name
 
