@@ -33,6 +33,10 @@ EXAMPLES = ROOT / "fixtures" / "r4-examples"
 DEMO = ROOT / "fixtures" / "demo"
 
 
+# The audit journal (adapter/audit/journal.py) of every gateway the tests start, in-process or
+# served, unless a test names its own: not the checkout's var/.
+os.environ.setdefault("FHIR_ADAPTER_AUDIT_JOURNAL", tempfile.mkdtemp(prefix="fhir-adapter-audit-journal-"))
+
 # PostgreSQL half of the suite: the server named here, one fresh schema per test.
 PG_URL = os.environ.get("FHIR_ADAPTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 # CI sets FHIR_ADAPTER_REQUIRE_PG=1: there an unreachable server fails the run, not skips it.

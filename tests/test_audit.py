@@ -260,32 +260,6 @@ def test_events_of_one_shape_are_validated_once_but_an_empty_text_is_another_sha
     assert _shape(audit_event(record._replace(status=404), "host")) != _shape(one)  # another outcome code
 
 
-def test_events_that_could_not_be_written_are_written_with_the_next(db_url, store, monkeypatch):
-    from adapter.audit.record import AccessRecord
-    from adapter.audit.writer import AuditWriter
-    writer = AuditWriter(db_url, "host")
-    real, calls = writer._load, []
-
-    def database_away_once(events: list[dict[str, Any]]) -> None:
-        calls.append(len(events))
-        if len(calls) == 1:
-            raise RuntimeError("the database is away")
-        real(events)
-
-    monkeypatch.setattr(writer, "_load", database_away_once)
-    record = AccessRecord("GET", "Patient/p1", "", 200, "read", None, "Patient", "p1", None, None, None, None,
-                          None, None, False, "127.0.0.1", 0.0, None)
-    try:
-        writer.record(record)
-        writer.record(record._replace(resource_id="p2"))
-        writer.flush()
-        assert calls[0] >= 1 and len(audit_events(db_url)) == 2 - calls[0]
-        writer.flush()  # the next batch (here none but the held ones) takes them along
-        assert len(audit_events(db_url)) == 2 and calls[1] >= calls[0]
-    finally:
-        writer.close()
-
-
 @pytest.mark.parametrize("env, expected", [
     ({}, False),
     ({"FHIR_ADAPTER_AUTH": "on"}, True),  # auth on: audited unless said otherwise

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -15,7 +16,7 @@ import orjson
 
 from adapter.audit.record import AccessRecord
 
-__all__ = ["audit_event", "patients_of", "CLIENT_SYSTEM", "OPERATION_SYSTEM", "SITE_SYSTEM"]
+__all__ = ["audit_event", "minimal_event", "patients_of", "CLIENT_SYSTEM", "OPERATION_SYSTEM", "SITE_SYSTEM"]
 
 _EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
                "display": "RESTful Operation"}
@@ -92,13 +93,17 @@ def _target(record: AccessRecord) -> str | None:
     return None
 
 
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def _patient_id(value: str, bare_ok: bool) -> str | None:
-    """The id in `Patient/x` or `http://.../Patient/x` (or a bare `x` where only a patient fits)."""
+    """The id in `Patient/x` or `http://.../Patient/x` (or a bare `x` where only a patient fits);
+    None for what is no FHIR id (the query itself is on the event, whole)."""
     value = value.strip()
     if "/" not in value:
-        return value or None if bare_ok else None
+        return value if bare_ok and _ID.fullmatch(value) else None
     parts = value.split("/")
-    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+    if len(parts) >= 2 and parts[-2] == "Patient" and _ID.fullmatch(parts[-1]):
         return parts[-1]
     return None
 
@@ -114,7 +119,7 @@ def patients_of(record: AccessRecord) -> list[str]:
         for name, value in parse_qsl(record.query, keep_blank_values=True):
             base, _, modifier = name.partition(":")
             if base == "_id" and record.resource_type == "Patient" and not record.resource_id:
-                found.extend(v.strip() for v in value.split(",") if v.strip())  # Patient?_id=a,b
+                found.extend(v.strip() for v in value.split(",") if _ID.fullmatch(v.strip()))  # Patient?_id=a,b
             elif base in ("patient", "subject") and modifier in ("", "Patient"):
                 for one in value.split(","):
                     pid = _patient_id(one, bare_ok=base == "patient" or modifier == "Patient")
@@ -182,11 +187,12 @@ def _entities(record: AccessRecord) -> list[dict[str, Any]]:
     return entities
 
 
-def audit_event(record: AccessRecord, observer: str) -> dict[str, Any]:
-    """The AuditEvent of one request; `observer` names this server (its base URL or host)."""
+def audit_event(record: AccessRecord, observer: str, event_id: str | None = None) -> dict[str, Any]:
+    """The AuditEvent of one request; `observer` names this server (its base URL or host).
+    The same record and id make the same event (a journal written again changes nothing)."""
     code, text = _outcome(record)
     event: dict[str, Any] = {
-        "resourceType": "AuditEvent", "id": str(uuid.uuid4()),
+        "resourceType": "AuditEvent", "id": event_id or str(uuid.uuid4()),
         "type": _EVENT_TYPE, "action": _action(record), "recorded": _instant(record.time),
         "outcome": code, "outcomeDesc": text, "agent": [_agent(record)],
         "source": {"site": observer, "observer": {"display": f"ucmsc-fhir-adapter at {observer}"},
@@ -195,4 +201,26 @@ def audit_event(record: AccessRecord, observer: str) -> dict[str, Any]:
     subtype = _subtype(record)
     if subtype:
         event["subtype"] = subtype
-    return event
+    return _sanitised(event)
+
+
+def minimal_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event without what the request supplied (what it named, the reason of its outcome):
+    stored when the whole event is refused, so that the access itself is still on the trail."""
+    kept = {k: v for k, v in event.items() if k not in ("entity", "outcomeDesc")}
+    return {**kept, "outcomeDesc": "the details of this request could not be stored"}
+
+
+# What a request may carry that no JSON store holds as text: NUL (PostgreSQL's jsonb and text
+# refuse it), the other C0 controls, and lone surrogates (not UTF-8 at all).
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def _sanitised(node: Any) -> Any:
+    if isinstance(node, str):
+        return _UNSTORABLE.sub("\ufffd", node) if _UNSTORABLE.search(node) else node
+    if isinstance(node, dict):
+        return {k: _sanitised(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_sanitised(v) for v in node]
+    return node

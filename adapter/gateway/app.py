@@ -19,6 +19,7 @@ from adapter.gateway.access import current_access, guarded, repository
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
 from adapter.private import beside_store
+from adapter.store.outages import is_outage, unavailable
 from adapter.fhir.references import service_base as reference_base
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.validation import validate
@@ -68,7 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     AUTH (SMART Backend Services: POST /auth/token, the SMART configuration; with it
     AUTH_KEY_FILE, ACCESS_TOKEN_LIFETIME, AUTH_CLIENT_CACHE_SECONDS, AUTH_JWKS_CACHE_SECONDS,
     AUTH_JWKS_REFETCH_SECONDS; see adapter/gateway/token_endpoint.py), AUDIT (an AuditEvent per
-    FHIR request; default: AUTH), CORS_ORIGINS (browser origins allowed; default none),
+    FHIR request; default: AUTH; AUDIT_JOURNAL_DIR, where events wait on disk until written,
+    default audit-journal/ beside the SQLite file, else var/audit-journal), CORS_ORIGINS (browser origins allowed; default none),
     EXCHANGE_POLICY_DIR (the exchange policies, default mappings/exchange) and EXCHANGE_KEY_FILE
     (the site's pseudonym key for them, made on first use; default beside the SQLite file),
     LEAN_READS (False: plain reads by id pass through Flask too; adapter/gateway/lean_read.py).
@@ -77,7 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
     FHIR_ADAPTER_REFERENTIAL_INTEGRITY=off, FHIR_ADAPTER_BASE_URL, FHIR_ADAPTER_AUTH=on,
     FHIR_ADAPTER_AUTH_KEY, FHIR_ADAPTER_AUDIT=on|off, FHIR_ADAPTER_CORS_ORIGINS=origin,origin,
-    FHIR_ADAPTER_POLICY_DIR, FHIR_ADAPTER_EXCHANGE_KEY) and
+    FHIR_ADAPTER_POLICY_DIR, FHIR_ADAPTER_EXCHANGE_KEY, FHIR_ADAPTER_AUDIT_JOURNAL) and
     then to the defaults: the SQLite file var/adapter.db, a 10 MB body limit, 20 s per statement
     and 25 s per request (0: unbounded), Bulk Data files in `exports/` beside the SQLite file
     (else var/exports). Relative paths are taken from the working directory the app starts in.
@@ -97,6 +99,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["FHIR_BASE_URL"] = os.environ["FHIR_ADAPTER_BASE_URL"]
     app.config.update(config or {})
     app.config.setdefault("AUDIT", _flag("FHIR_ADAPTER_AUDIT", bool(app.config["AUTH"])))
+    app.config.setdefault("AUDIT_JOURNAL_DIR", os.environ.get("FHIR_ADAPTER_AUDIT_JOURNAL"))
     app.config["DATABASE_URL"] = normalize_url(app.config["DATABASE_URL"])
     app.config.setdefault("EXPORT_DIR", os.environ.get("FHIR_ADAPTER_EXPORT_DIR")
                           or beside_store(app.config["DATABASE_URL"], "exports"))
@@ -203,5 +206,9 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
+        if is_outage(error):  # the database away or the disk full: a client may try again
+            log.warning("%s %s: %s", request.method, request.path, str(error).splitlines()[0] if str(error) else
+                        type(error).__name__)
+            return error_response(unavailable(error))
         log.exception("unhandled error")
         return error_response(internal_error())

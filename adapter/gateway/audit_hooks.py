@@ -71,7 +71,7 @@ def register(app: Flask) -> None:
     if not app.config["AUDIT"]:
         return
     observer = str(app.config.get("FHIR_BASE_URL") or socket.gethostname())
-    writer = AuditWriter(app.config["DATABASE_URL"], observer)
+    writer = AuditWriter(app.config["DATABASE_URL"], observer, app.config.get("AUDIT_JOURNAL_DIR"))
     app.extensions["audit_writer"] = writer
     auth_on = bool(app.config.get("AUTH"))
 
