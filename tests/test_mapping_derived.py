@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from fractions import Fraction
 
 import pytest
 
@@ -154,9 +155,9 @@ rules:
 SPANS = {"a": (1, 17), "b": (18, 37), "c": (38, 51), "d": (52, 64), "e": (65, 88)}
 
 
-def gmfm(tmp_path, items: dict[int, str]):
+def gmfm(tmp_path, items: dict[int, str], catalogue=CATALOGUE):
     path = tmp_path / "items.yaml"
-    path.write_text(GMFM_SPEC % {"catalogue": CATALOGUE}, encoding="utf-8")
+    path.write_text(GMFM_SPEC % {"catalogue": catalogue}, encoding="utf-8")
     source = tmp_path / "items.csv"
     source.write_text("id,visit,date," + ",".join(f"item_{n}" for n in range(1, 89)) + "\n"
                       + "C9,screening,2025-03-01," + ",".join(items.get(n, str(n % 4)) for n in range(1, 89)) + "\n",
@@ -180,7 +181,42 @@ def test_gmfm_88_items_give_the_dimensions_and_the_total_by_the_reference(tmp_pa
         assert panel["component"][0]["code"]["coding"][0]["code"] == f"gmfm-88-item-{first}"
         assert dimension["derivedFrom"] == [{"reference": f"Observation/{panel['id']}"}]
     total = made["site-d-C9-baseline-gmfm-88-total"]["valueQuantity"]["value"]
-    assert total == pytest.approx(sum(percent.values()) / 5, abs=0.051)
+    exact = sum(Fraction(sum(n % 4 for n in range(f, t + 1)) * 100, 3 * (t - f + 1)) for f, t in SPANS.values()) / 5
+    assert total == round(float(exact), 1)
+
+
+def _items_summing(raws: dict[str, int]) -> dict[int, str]:
+    """Item scores whose dimension raw sums are `raws`: 3s first, then the rest, then zeros."""
+    items = {}
+    for letter, (first, last) in SPANS.items():
+        left = raws[letter]
+        for n in range(first, last + 1):
+            items[n] = str(min(3, left))
+            left -= min(3, left)
+    return items
+
+
+def test_the_total_is_the_mean_of_the_unrounded_dimensions_rounded_once(tmp_path):
+    # dimension % 47.0588, 45, 90.4762, 0, 79.1667: their mean is 52.3403 (the manual's total,
+    # REFERENCE.md section 4), whereas the mean of the dimensions rounded first is 52.36 -> 52.4
+    raws = {"a": 24, "b": 27, "c": 38, "d": 0, "e": 57}
+    report, made = gmfm(tmp_path, _items_summing(raws))
+    assert report.rows_accepted == 1 and not report.rejections
+    stored = {letter: made[f"site-d-C9-baseline-gmfm-88-{letter}"]["valueQuantity"]["value"] for letter in SPANS}
+    assert stored == {"a": 47.1, "b": 45.0, "c": 90.5, "d": 0.0, "e": 79.2}  # each rounded once, where stored
+    assert made["site-d-C9-baseline-gmfm-88-total"]["valueQuantity"]["value"] == 52.3
+
+
+def test_the_stored_precision_is_the_one_the_catalogue_declares(tmp_path):
+    text = CATALOGUE.read_text(encoding="utf-8")
+    assert "    round: 1\n" in text  # the GMFM-88 instrument's declaration
+    for relative in ("../protocol/", "../reference/"):  # the copy's references stay the original's
+        text = text.replace(relative, f"{CATALOGUE.parent / relative}/")
+    copy = tmp_path / "catalogue.yaml"
+    copy.write_text(text.replace("    round: 1\n", "    round: 2\n"), encoding="utf-8")
+    _, made = gmfm(tmp_path, _items_summing({"a": 24, "b": 27, "c": 38, "d": 0, "e": 57}), copy)
+    assert made["site-d-C9-baseline-gmfm-88-a"]["valueQuantity"]["value"] == 47.06
+    assert made["site-d-C9-baseline-gmfm-88-total"]["valueQuantity"]["value"] == 52.34
 
 
 def test_a_bad_item_costs_its_dimension_and_the_total_and_not_tested_is_no_zero(tmp_path):

@@ -6,6 +6,7 @@ import csv
 import json
 from collections import Counter
 from datetime import date
+from fractions import Fraction
 
 import pytest
 from sqlalchemy import select
@@ -115,23 +116,24 @@ def assert_site_d_derived_values(everything: list[dict]) -> None:
             procedures += 1
         if not row["gmfm_1"]:
             continue
-        derived = {}
+        derived, exact = {}, {}
         for d, (first, last) in dimensions.items():
             items = [row[f"gmfm_{n}"] for n in range(first, last + 1)]
             if "NT" in items:
                 assert f"{prefix}-gmfm-88-{d}" not in by_id  # not derived: not tested is not a zero
                 not_derived += 1
                 continue
-            percent = Decimal(100 * sum(map(int, items))) / (3 * len(items))
-            derived[d] = percent.quantize(Decimal("0.1"), ROUND_HALF_UP)
+            exact[d] = Fraction(100 * sum(map(int, items)), 3 * len(items))
+            derived[d] = (Decimal(exact[d].numerator) / exact[d].denominator).quantize(Decimal("0.1"), ROUND_HALF_UP)
             assert Decimal(str(by_id[f"{prefix}-gmfm-88-{d}"]["valueQuantity"]["value"])) == derived[d], prefix
             percentages += 1
         total = by_id.get(f"{prefix}-gmfm-88-total")
         if len(derived) < 5:
             assert total is None
         else:
-            mean = (sum(derived.values(), Decimal(0)) / 5).quantize(Decimal("0.1"), ROUND_HALF_UP)
-            assert Decimal(str(total["valueQuantity"]["value"])) == mean, prefix
+            mean = sum(exact.values()) / 5  # of the unrounded dimensions (the manual), rounded once
+            mean_rounded = (Decimal(mean.numerator) / mean.denominator).quantize(Decimal("0.1"), ROUND_HALF_UP)
+            assert Decimal(str(total["valueQuantity"]["value"])) == mean_rounded, prefix
     assert (procedures, not_derived, percentages) == (47, 2, 12 * 5 * 5 - 2)  # 5 assessed visits a child
     # the arm of each child, read from its screening row (rand_arm) where the first dose's row enrols it
     randomised = {r["record_id"]: r["rand_arm"] for r in rows if r["redcap_event_name"].startswith("screening_")}

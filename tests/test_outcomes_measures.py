@@ -12,6 +12,7 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 import pytest
 from datetime import date
@@ -69,12 +70,13 @@ def _num(text: str | None) -> Decimal | None:
     return Decimal(text.replace(",", ".")) if text not in (None, "") else None
 
 
-def _site_d_dimension(row: dict, lost: str | None, letter: str) -> Decimal | None:
+def _site_d_dimension(row: dict, lost: str | None, letter: str) -> Fraction | None:
+    """The dimension % from its items, unrounded (the stored value is this to 0.1)."""
     first, last = DIMENSIONS[letter]
     items = [row.get(f"gmfm_{n}", "") for n in range(first, last + 1)]
     if lost in {f"gmfm_{n}" for n in range(first, last + 1)} or any(i not in ("0", "1", "2", "3") for i in items):
         return None  # not tested, empty or a bad item: not derived
-    return _tenth(Decimal(sum(int(i) for i in items)) * 100 / (3 * len(items)))
+    return Fraction(sum(int(i) for i in items) * 100, 3 * len(items))
 
 
 def gmfm_by_hand(which: str) -> dict[tuple[str, str], dict[str, Decimal]]:
@@ -86,8 +88,13 @@ def gmfm_by_hand(which: str) -> dict[tuple[str, str], dict[str, Decimal]]:
                 continue
             if site == "site-a":
                 dims = {d: None if lost == f"gmfm_{d}" else _num(row[f"gmfm_{d}"]) for d in DIMENSIONS}
-            elif site == "site-d":
-                dims = {d: _site_d_dimension(row, lost, d) for d in DIMENSIONS}
+            elif site == "site-d":  # the total from the unrounded dimensions, rounded once
+                exact = {d: _site_d_dimension(row, lost, d) for d in DIMENSIONS}
+                dims = {d: None if v is None else _tenth(Decimal(v.numerator) / v.denominator) for d, v in exact.items()}
+                if which == "total" and all(v is not None for v in exact.values()):
+                    mean = sum(exact.values()) / 5
+                    values[(site, record)].setdefault(visit, _tenth(Decimal(mean.numerator) / mean.denominator))
+                    continue
             else:
                 dims = {}
             if which == "total":

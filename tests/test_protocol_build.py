@@ -78,6 +78,8 @@ def test_visits_are_timed_with_related_actions_and_windows():
 
 def test_injections_carry_route_and_the_dose_parameter():
     it = resources()["ActivityDefinition/ucmsc-cp-intrathecal-injection"]
+    # a dose of the product by a route: a MedicationRequest's, which $apply can carry them in
+    assert it["kind"] == "MedicationRequest" and it["productCodeableConcept"]["coding"][0]["code"] == "ucmsc"
     dosage = it["dosage"][0]
     assert dosage["route"]["coding"][0]["code"] == "72607000"
     assert dosage["doseAndRate"][0]["doseQuantity"]["code"] == "10*6/kg"

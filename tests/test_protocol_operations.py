@@ -45,6 +45,12 @@ def protocol_store(store):
     return store
 
 
+def visits(care_plan: dict) -> dict[str, dict]:
+    """$apply's visits: the actions of the CarePlan's contained RequestGroup, by visit id."""
+    [group] = [r for r in care_plan["contained"] if r["resourceType"] == "RequestGroup"]
+    return {action["id"]: action for action in group["action"]}
+
+
 def statuses(parameters: dict) -> dict[tuple[str, str, str], dict]:
     found = {}
     for p in parameters["parameter"]:
@@ -83,8 +89,7 @@ def test_apply_returns_a_dated_care_plan_and_persists_on_request(http, live, pro
     assert r.status_code == 200, r.text
     plan = r.json()
     assert_r4(plan)
-    timing = {a["detail"]["instantiatesCanonical"][0].split("|")[0].rsplit("/", 1)[1]:
-              a["detail"]["scheduledTiming"] for a in plan["activity"]}
+    timing = {f"ucmsc-cp-arm-1-{a['id']}": a["timingTiming"] for a in visits(plan).values()}
     assert len(timing) == 12 and plan["subject"] == {"reference": "Patient/kid"}
     first_follow_up = timing["ucmsc-cp-arm-1-fu-m1"]
     assert first_follow_up["event"] == ["2024-03-21"]
@@ -250,11 +255,11 @@ def test_apply_without_start_takes_the_research_subjects_start_else_today(http, 
     assert r.status_code == 200, r.text
     care_plan = r.json()
     assert_r4(care_plan)
-    assert any(a["detail"]["scheduledTiming"]["event"] == ["2026-01-05"] for a in care_plan["activity"])
+    assert visits(care_plan)["c1-d0"]["timingTiming"]["event"] == ["2026-01-05"]
     assert "ResearchSubject/ucmsc-cp-kid" in care_plan["note"][0]["text"]
     protocol_store.load([{"resourceType": "Patient", "id": "newcomer"}])
     r = http.get(f"{live}/PlanDefinition/ucmsc-cp-arm-1/$apply", params={"subject": "Patient/newcomer"})
     assert r.status_code == 200, r.text
     today = date.today().isoformat()
-    assert any(a["detail"]["scheduledTiming"]["event"] == [today] for a in r.json()["activity"])
+    assert visits(r.json())["c1-d0"]["timingTiming"]["event"] == [today]
     assert "today" in r.json()["note"][0]["text"]

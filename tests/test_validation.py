@@ -54,6 +54,17 @@ BAD = [
     ({"resourceType": "PlanDefinition", "status": "active",
       "action": [{"relatedAction": [{"actionId": "a", "relationship": "later"}]}]},
      "PlanDefinition.action[0].relatedAction[0].relationship", "code-invalid"),
+    # contained resources against their own type's bindings ($apply's CarePlan holds its requests)
+    ({"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": {"reference": "Patient/1"},
+      "contained": [{"resourceType": "MedicationRequest", "id": "m", "status": "active", "intent": "wish",
+                     "medicationCodeableConcept": {"text": "x"}, "subject": {"reference": "Patient/1"}}],
+      "activity": [{"reference": {"reference": "#m"}}]}, "CarePlan.contained[0].intent", "code-invalid"),
+    ({"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": {"reference": "Patient/1"},
+      "contained": [{"resourceType": "RequestGroup", "id": "g", "status": "active", "intent": "plan",
+                     "action": [{"id": "a", "title": "a"},
+                                {"relatedAction": [{"actionId": "a", "relationship": "later"}]}]}],
+      "activity": [{"reference": {"reference": "#g"}}]},
+     "CarePlan.contained[0].action[1].relatedAction[0].relationship", "code-invalid"),
     ({"resourceType": "Patient", "id": "has space"}, "Patient.id", "value"),
     ({"resourceType": "Patient", "birthDate": "14/03/2019"}, "Patient.birthDate", "value"),
 ]

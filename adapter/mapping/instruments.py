@@ -1,11 +1,14 @@
 """Item-level instruments (the catalogue's `instruments`: GMFM-88): every item score checked,
 "not tested" kept as such (never a zero), each dimension % derived from its items and the total
 from the dimensions (REFERENCE.md section 4), with a bad item costing only its dimension and the
-total, not the other dimensions.
+total, not the other dimensions. The derivation is exact (fractions); each value is rounded once,
+where it is stored, to the instrument's declared `round` decimal places.
 """
 from __future__ import annotations
 
 import decimal
+import math
+from fractions import Fraction
 from typing import Any
 
 from adapter.mapping.catalogue import item_code, items_code
@@ -13,16 +16,25 @@ from adapter.mapping.context import Context, coded, observation_shell, ucum_quan
 from adapter.mapping.fields import Problem, text_of
 from adapter.mapping.spec import Rule
 
-__all__ = ["instrument", "instrument_keys"]
+__all__ = ["instrument", "instrument_keys", "stored"]
 
 NOT_TESTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
                           "code": "not-performed", "display": "Not Performed"}], "text": "not tested"}
 
 
+def stored(value: Fraction, places: int) -> decimal.Decimal:
+    """An exact non-negative value rounded half up to `places` decimals, as stored.
+
+    >>> stored(Fraction(2617017, 50000), 1), stored(Fraction(45), 1), stored(Fraction(1, 40), 2)
+    (Decimal('52.3'), Decimal('45.0'), Decimal('0.03'))
+    """
+    return decimal.Decimal(math.floor(value * 10 ** places + Fraction(1, 2))).scaleb(-places)
+
+
 def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
     """An item-level instrument (GMFM-88): per dimension, an Observation keeping its item scores
     (one component each; "not tested" as a data-absent reason, never a zero) and the dimension %
-    derived from them; the total % as the mean of the dimensions. A bad item costs its
+    derived from them; the total % as the mean of the unrounded dimensions. A bad item costs its
     dimension (and the total), not the other dimensions."""
     key = rule.data["instrument"]
     spec = ctx.spec.catalogue.instrument(key)
@@ -31,7 +43,8 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
     top = max(spec["scores"])
     visit = ctx.scope.visit or ""
     out: list[dict[str, Any]] = []
-    percentages: dict[str, decimal.Decimal] = {}
+    places = spec["round"]
+    percentages: dict[str, Fraction] = {}  # unrounded: the total is the mean of these
     failed: list[int] = []  # ctx.failures of this instrument's dimensions
     for dimension, (first, last) in spec["dimensions"].items():
         items = [(n, ctx.scope.get(template.replace("{n}", str(n)))) for n in range(first, last + 1)]
@@ -65,11 +78,9 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
                                      f"{dimension} {spec['not_tested_reason']}" if text_of(missing[0].raw).strip()
                                      else f"{dimension} not derived: an item is empty"))
             continue
-        percent = (decimal.Decimal(sum(scores)) * 100 / (top * len(items))).quantize(
-            decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
-        percentages[dimension] = percent
+        percentages[dimension] = Fraction(sum(scores) * 100, top * len(items))
         derived = observation_shell(ctx, ctx.id(visit, dimension), concept, concept["code"])
-        derived["valueQuantity"] = ucum_quantity(percent, concept["unit"])
+        derived["valueQuantity"] = ucum_quantity(stored(percentages[dimension], places), concept["unit"])
         derived["derivedFrom"] = [{"reference": f"Observation/{panel_id}"}]
         out.append(derived)
     if failed and len(percentages) + len(failed) == len(spec["dimensions"]):  # the total, lost to a bad item
@@ -77,9 +88,8 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
     elif percentages and len(percentages) == len(spec["dimensions"]):
         concept = ctx.spec.catalogue.observation(spec["total"])
         total = observation_shell(ctx, ctx.id(visit, spec["total"]), concept, concept["code"])
-        mean = sum(percentages.values(), decimal.Decimal(0)) / len(percentages)
-        total["valueQuantity"] = ucum_quantity(mean.quantize(decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP),
-                                           concept["unit"])
+        mean = sum(percentages.values(), Fraction(0)) / len(percentages)
+        total["valueQuantity"] = ucum_quantity(stored(mean, places), concept["unit"])
         total["derivedFrom"] = [{"reference": f"Observation/{ctx.id(visit, d)}"} for d in spec["dimensions"]]
         out.append(total)
     return out

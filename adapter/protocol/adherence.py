@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from adapter.fhir.outcomes import FhirError, Issue, bad_request
-from adapter.protocol.apply import arm_protocol, read_json, search_all
+from adapter.fhir.outcomes import FhirError, Issue
+from adapter.protocol.apply import arm_protocol, definition, read_json, search_all
 from adapter.mapping.visits import protocol_visit
 from adapter.protocol.schedule import DatedVisit, schedule
 from adapter.store.repository import Repository
@@ -70,16 +70,6 @@ def _day(resource: dict[str, Any], *fields: str) -> date | None:
 
 def _codes(resource: dict[str, Any]) -> set[tuple[str, str]]:
     return {(c.get("system", ""), c.get("code", "")) for c in (resource.get("code") or {}).get("coding", [])}
-
-
-def _definitions(repo: Repository, canonical: str, rtype: str, cache: dict[Any, Any]) -> dict[str, Any]:
-    url = canonical.split("|")[0]
-    if url not in cache:
-        found = next(search_all(repo, rtype, [("url", url)]), None)
-        if found is None:
-            raise bad_request(f"{rtype} {url} is not stored; load the protocol definitions first")
-        cache[url] = found
-    return cache[url]  # type: ignore[no-any-return]
 
 
 def _status(planned: _Planned, actual: date, right_route: bool) -> tuple[str, int]:
@@ -160,13 +150,13 @@ def adherence(repo: Repository, subject_id: str, as_of: date,
     assessments: list[_Planned] = []
     visits = schedule(plan, date.fromisoformat(start[:10]))
     for dated in visits:
-        visit_def = _definitions(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)
+        visit_def = definition(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)
         for i, action in enumerate(visit_def.get("action", [])):
             if not action.get("definitionCanonical"):
                 raise FhirError(422, [Issue("processing", f"PlanDefinition/{visit_def.get('id')}: a visit's "
                                             "activity needs a definitionCanonical",
                                             f"PlanDefinition.action[{i}]")])
-            activity = _definitions(repo, action["definitionCanonical"], "ActivityDefinition", cache)
+            activity = definition(repo, action["definitionCanonical"], "ActivityDefinition", cache)
             if activity.get("dosage"):
                 codings = (activity.get("code") or {}).get("coding") or [{}]
                 coding = codings[0]

@@ -1,11 +1,19 @@
-"""PlanDefinition/$apply for the protocol (https://hl7.org/fhir/R4/plandefinition-operation-apply.html).
+"""PlanDefinition/$apply for the protocol (https://hl7.org/fhir/R4/plandefinition-operation-apply.html
+and "Applying a PlanDefinition" in https://hl7.org/fhir/R4/plandefinition.html).
 
 Given a protocol PlanDefinition, a child (subject) and the date of the first injection (start),
-returns a CarePlan with one activity per visit: the target date in scheduledTiming.event and the
-acceptable window in scheduledTiming.repeat.boundsPeriod, each pointing at the visit's own
-PlanDefinition. R4 $apply creates nothing; with persist=true the CarePlan is stored (id
-`{plan}-{patient}`, so applying again updates it) and the child's ResearchSubject is created or
-updated (status on-study, the arm of this plan, period.start = start).
+each action's definition is applied, down to the ActivityDefinitions, so that the answer needs
+no definition resolved to be read. A CarePlan holds, contained:
+- a RequestGroup: one action per visit (the visit's title, its target day in timingTiming.event
+  and its window in timingTiming.repeat.boundsPeriod, the protocol's relatedAction), nesting one
+  action per activity of the visit's order set, whose resource is that activity's request;
+- the requests (activities.py): a MedicationRequest per injection (the product, the route and the
+  dose per kg in dosageInstruction) and a ServiceRequest per assessment, each dated.
+CarePlan.activity[0] references the RequestGroup, as R4's $apply makes it; each further activity
+references one request, in visit order, so a client that lists the activities sees every dated
+request without walking the group. R4 $apply creates nothing; with persist=true the CarePlan is
+stored (id `{plan}-{patient}`, so applying again updates it) and the child's ResearchSubject is
+created or updated (status on-study, the arm of this plan, period.start = start).
 """
 from __future__ import annotations
 
@@ -17,10 +25,14 @@ from typing import Any
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found
 from adapter.fhir.search import encode_cursor, parse_search
-from adapter.protocol.schedule import schedule
+from adapter.protocol.activities import activity_request
+from adapter.protocol.schedule import DatedVisit, schedule
 from adapter.store.repository import Repository
 
-__all__ = ["apply_plan", "read_json", "search_all", "study_and_arm", "arm_protocol", "resource_id"]
+__all__ = ["apply_plan", "read_json", "search_all", "study_and_arm", "arm_protocol", "resource_id", "definition",
+           "GROUP_ID"]
+
+GROUP_ID = "schedule"  # the contained RequestGroup's id
 
 
 def read_json(repo: Repository, resource_type: str, resource_id: str) -> dict[str, Any]:
@@ -39,6 +51,17 @@ def search_all(repo: Repository, resource_type: str, params: list[tuple[str, str
         cursor = page.next_cursor
         if cursor is None:
             return
+
+
+def definition(repo: Repository, canonical: str, rtype: str, cache: dict[Any, Any]) -> dict[str, Any]:
+    """The stored definition a canonical names (by its url; the protocol stores one version)."""
+    url = canonical.split("|")[0]
+    if url not in cache:
+        found = next(search_all(repo, rtype, [("url", url)]), None)
+        if found is None:
+            raise bad_request(f"{rtype} {url} is not stored; load the protocol definitions first")
+        cache[url] = found
+    return cache[url]  # type: ignore[no-any-return]
 
 
 def _reference_id(reference: str, expected: str) -> str:
@@ -96,6 +119,37 @@ def _default_start(repo: Repository, patient_id: str) -> tuple[date, str]:
     return date.today(), "today: the child has no ResearchSubject with a period.start"
 
 
+def _visit_action(repo: Repository, dated: DatedVisit, action: dict[str, Any], patient: dict[str, Any],
+                  cache: dict[Any, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The RequestGroup action of one dated visit and the requests it nests: the visit's order
+    set applied, each of its actions' ActivityDefinition made the request it defines."""
+    timing = {"event": [dated.target.isoformat()],
+              "repeat": {"boundsPeriod": {"start": dated.earliest.isoformat(), "end": dated.latest.isoformat()}}}
+    order_set = definition(repo, action["definitionCanonical"], "PlanDefinition", cache)
+    requests, nested = [], []
+    for i, step in enumerate(order_set.get("action", [])):
+        if not step.get("definitionCanonical"):
+            raise FhirError(422, [Issue("processing", f"PlanDefinition/{order_set.get('id')}: a visit's "
+                                        "activity needs a definitionCanonical", f"PlanDefinition.action[{i}]")])
+        activity = definition(repo, step["definitionCanonical"], "ActivityDefinition", cache)
+        request = activity_request(activity, resource_id(dated.visit.id, str(step.get("id") or i)), patient, timing)
+        requests.append(request)
+        nested.append({"id": request["id"], "title": step.get("title") or activity.get("title") or request["id"],
+                       "resource": {"reference": f"#{request['id']}"}})
+    if not nested:  # R4 rqg-1: a RequestGroup action has a resource or actions
+        raise FhirError(422, [Issue("processing", f"PlanDefinition/{order_set.get('id')}: a visit without "
+                                    "actions cannot be applied", "PlanDefinition.action")])
+    # the protocol's timing relations, without the window extension (its context is PlanDefinition):
+    # the window itself is in the timing
+    related = [{k: r[k] for k in ("actionId", "relationship", "offsetDuration") if k in r}
+               for r in action.get("relatedAction", [])]
+    grouped: dict[str, Any] = {"id": dated.visit.id, "title": dated.visit.title, "timingTiming": timing}
+    if related:
+        grouped["relatedAction"] = related
+    grouped["action"] = nested
+    return grouped, requests
+
+
 def apply_plan(repo: Repository, plan_id: str, subject: str, start: date | None,
                persist: bool = False) -> dict[str, Any]:
     plan = read_json(repo, "PlanDefinition", plan_id)
@@ -113,22 +167,26 @@ def apply_plan(repo: Repository, plan_id: str, subject: str, start: date | None,
     visits = schedule(plan, start)
     actions = {a["id"]: a for a in plan.get("action", [])}
     canonical = f"{plan['url']}|{plan['version']}" if plan.get("version") else plan["url"]
+    patient = {"reference": f"Patient/{patient_id}"}
+    cache: dict[Any, Any] = {}
+    grouped, requests, shown = [], [], []
+    for dated in visits:
+        action, made = _visit_action(repo, dated, actions[dated.visit.id], patient, cache)
+        grouped.append(action)
+        requests += made
+        shown += [f"{dated.visit.title}: {step['title']}" for step in action["action"]]
+    group = {"resourceType": "RequestGroup", "id": GROUP_ID, "instantiatesCanonical": [canonical],
+             "status": "active", "intent": "plan", "subject": patient, "action": grouped}
+    title = plan.get("title", plan_id)
     care_plan: dict[str, Any] = {
-        "resourceType": "CarePlan", "id": resource_id(plan_id, patient_id),
-        "instantiatesCanonical": [canonical], "status": "active", "intent": "plan",
-        "title": plan.get("title", plan_id),
-        "subject": {"reference": f"Patient/{patient_id}"},
+        "resourceType": "CarePlan", "id": resource_id(plan_id, patient_id), "contained": [group, *requests],
+        "instantiatesCanonical": [canonical], "status": "active", "intent": "plan", "title": title,
+        "subject": patient,
         "period": {"start": min(v.earliest for v in visits).isoformat(),
                    "end": max(v.latest for v in visits).isoformat()},
-        "activity": [{"detail": {
-            "kind": "ServiceRequest",
-            "instantiatesCanonical": [actions[v.visit.id]["definitionCanonical"]],
-            "code": {"text": v.visit.title},
-            "status": "scheduled",
-            "scheduledTiming": {"event": [v.target.isoformat()],
-                                "repeat": {"boundsPeriod": {"start": v.earliest.isoformat(),
-                                                            "end": v.latest.isoformat()}}},
-        }} for v in visits],
+        "activity": [{"reference": {"reference": f"#{GROUP_ID}", "display": title}}] + [
+            {"reference": {"reference": f"#{request['id']}", "display": display}}
+            for request, display in zip(requests, shown, strict=True)],
     }
     if source:  # whoever reads the plan must know where its dates come from
         care_plan["note"] = [{"text": f"No start was given: the first injection is planned on "

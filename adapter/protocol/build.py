@@ -80,6 +80,11 @@ def _activity(spec: Spec, key: str, activity: dict[str, Any]) -> dict[str, Any]:
                 "value": dose["value"], "unit": dose.get("display", dose["unit"]),
                 "system": UCUM, "code": dose["unit"]}}]
         ad["dosage"] = [dosage]
+        if activity.get("product"):
+            # a dose of a product by a route is what a MedicationRequest carries (dosageInstruction,
+            # medication); a ServiceRequest has no place for either, so $apply could not pass them on
+            ad["kind"] = "MedicationRequest"
+            ad["productCodeableConcept"] = {"coding": [_coding(spec, activity["product"])]}
         return ad
     codings = [_coding(spec, c) for c in activity["codes"]]
     ad["code"] = {"coding": codings[:1], "text": activity["title"]} if len(codings) == 1 \

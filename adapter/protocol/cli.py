@@ -12,7 +12,7 @@ from adapter.cli_options import DB_OPTION
 from adapter.fhir.outcomes import FhirError
 from adapter.fhir.validation import validate
 from adapter.protocol.adherence import adherence, as_parameters
-from adapter.protocol.apply import apply_plan
+from adapter.protocol.apply import GROUP_ID, apply_plan
 from adapter.protocol.build import build_resources, bundle_bytes
 from adapter.protocol.spec import SpecError, load_spec
 from adapter.store import open_store
@@ -77,10 +77,11 @@ def load(spec: pathlib.Path, db: str) -> None:
 @click.option("--subject", required=True, help="The child, as Patient/ID.")
 @click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Date of the first injection.")
 @click.option("--persist", is_flag=True, help="Store the CarePlan and create or update the ResearchSubject.")
-@click.option("--json", "as_json", is_flag=True, help="Print the CarePlan as FHIR JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the CarePlan as FHIR JSON (its RequestGroup and requests contained).")
 @DB_OPTION
 def apply_command(plan_id: str, subject: str, start, persist: bool, as_json: bool, db: str) -> None:  # type: ignore[no-untyped-def]
-    """PlanDefinition/$apply: the dated visits of one child's course."""
+    """PlanDefinition/$apply: the dated visits of one child's course, each injection's route and dose."""
     store = open_store(db)
     try:
         care_plan = apply_plan(store, plan_id, subject, start.date(), persist)
@@ -93,12 +94,18 @@ def apply_command(plan_id: str, subject: str, start, persist: bool, as_json: boo
         return
     click.echo(f"{care_plan['title']} for {subject}, first injection {start.date()}")
     click.echo(f"{'visit':<58}{'target':>12}{'window':>26}")
-    for activity in care_plan["activity"]:
-        detail = activity["detail"]
-        timing = detail["scheduledTiming"]
+    contained = {r["id"]: r for r in care_plan["contained"]}
+    for visit in contained[GROUP_ID]["action"]:
+        timing = visit["timingTiming"]
         bounds = timing["repeat"]["boundsPeriod"]
-        click.echo(f"{detail['code']['text']:<58}{timing['event'][0]:>12}"
+        click.echo(f"{visit['title']:<58}{timing['event'][0]:>12}"
                    f"{bounds['start'] + ' .. ' + bounds['end']:>26}")
+        for step in visit["action"]:  # an injection's route and dose, as its request carries them
+            for dosage in contained[step["resource"]["reference"][1:]].get("dosageInstruction", []):
+                route = ", ".join(c.get("display") or c["code"] for c in dosage.get("route", {}).get("coding", []))
+                doses = [d["doseQuantity"] for d in dosage.get("doseAndRate", []) if "doseQuantity" in d]
+                given = "; ".join(f"{d['value']} {d.get('code', d.get('unit', ''))}" for d in doses)
+                click.echo(f"  {step['title']}: {route}, {given}")
 
 
 @protocol.command("adherence")

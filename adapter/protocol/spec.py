@@ -63,7 +63,7 @@ def _cross_references(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
                               f"{', '.join(sorted(activities))})"))
 
     for name, activity in activities.items():
-        codings = ([("code", activity["code"])] if "code" in activity else []) + [
+        codings = [(key, activity[key]) for key in ("code", "product") if key in activity] + [
             (("codes", i), c) for i, c in enumerate(activity.get("codes", []))]
         for key, coding in codings:
             if coding["system"] == LOCAL and coding["code"] not in local:
