@@ -16,7 +16,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.ids import check_id
 from adapter.fhir.outcomes import (
-    FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed,
+    FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed, refused_resource,
 )
 from adapter.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from adapter.fhir.search import (
@@ -224,8 +224,7 @@ def _resource_body(req: FhirRequest, rtype: str) -> dict[str, Any]:
 def _validated(resource: dict[str, Any]) -> dict[str, Any]:
     issues = validate(resource)
     if issues:
-        status = 400 if any(i.code in ("structure", "required") for i in issues) else 422
-        raise FhirError(status, issues)
+        raise refused_resource(issues)
     return resource
 
 

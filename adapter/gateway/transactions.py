@@ -19,7 +19,7 @@ import orjson
 from adapter.fhir import jsonio
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed, refused_resource
 from adapter.fhir.search import parse_search
 from adapter.fhir.ids import check_id
 from adapter.fhir.validation import validate
@@ -103,9 +103,8 @@ def _validated(entry: _Entry) -> None:
     assert entry.resource is not None
     issues = validate(entry.resource)
     if issues:
-        status = 400 if any(i.code in ("structure", "required") for i in issues) else 422
-        raise FhirError(status, [Issue(i.code, i.diagnostics, f"{entry.where}.resource.{i.expression}"
-                                       if i.expression else f"{entry.where}.resource") for i in issues])
+        raise refused_resource([Issue(i.code, i.diagnostics, f"{entry.where}.resource.{i.expression}"
+                                      if i.expression else f"{entry.where}.resource") for i in issues])
 
 
 def _references(node: Any) -> Iterator[dict[str, Any]]:
@@ -307,7 +306,9 @@ def bundle(req: FhirRequest, repo: Repository) -> FhirResponse:
     if kind not in ("batch", "transaction"):
         raise bad_request(f"Bundle.type {kind!r}: only batch and transaction Bundles are processed here",
                           "Bundle.type")
-    if isinstance(body.get("entry"), list) and len(body["entry"]) > MAX_BUNDLE_ENTRIES:
+    if not isinstance(body.get("entry", []), list):
+        raise bad_request("Bundle.entry must be an array of entries", "Bundle.entry", code="structure")
+    if len(body.get("entry") or []) > MAX_BUNDLE_ENTRIES:
         raise FhirError(413, [Issue("too-costly", f"the Bundle has {len(body['entry'])} entries; at most "
                                     f"{MAX_BUNDLE_ENTRIES} are processed in one request", "Bundle.entry")])
     entries = list(_entries(body))
