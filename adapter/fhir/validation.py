@@ -18,6 +18,7 @@ import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from adapter.fhir.bounds import bound_problem
 from adapter.fhir.definitions import SERVED_TYPES, bindings, r4_schema, resource_types
 from adapter.fhir.ids import id_problem
 from adapter.fhir.integers import integer_issues
@@ -50,6 +51,8 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
                       f"{expected_type!r}", "resourceType")]
     if rtype not in SERVED_TYPES:
         return [Issue("not-supported", f"resource type {rtype!r} is not served here", "resourceType")]
+    if (bound := bound_problem(resource)) is not None:  # first: nothing below walks an oversized one
+        return [Issue("too-costly", bound[0], expression(rtype, bound[1]))]
     if contained := _contained_issues(rtype, resource):  # the R4B models fail on an unknown type
         return contained
     issues = [Issue("value", problem, f"{rtype}.id")] if "id" in resource and (
