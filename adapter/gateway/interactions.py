@@ -65,6 +65,7 @@ class FhirResponse:
     status: int
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    included: int = 0  # resources _include/_revinclude brought: a batch counts them (transactions.py)
 
 
 def check_type(resource_type: str | None) -> str:
@@ -151,7 +152,8 @@ def search(req: FhirRequest, repo: Repository) -> FhirResponse:
                       severity="warning") for name in request.ignored] + list(request.notes)
     return FhirResponse(200, searchset(req.base, page, page_url(req.base, path, request.used_params()),
                                        at(page.next_cursor), warnings, request.summary, request.elements,
-                                       at(page.previous_cursor, before=True), page_url(req.base, path, used)))
+                                       at(page.previous_cursor, before=True), page_url(req.base, path, used)),
+                        included=len(page.included))
 
 
 def check_compartment(req: FhirRequest, repo: Repository, rtype: str | None = None) -> str:
