@@ -273,6 +273,8 @@ def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str
         raise bad_request(f"the resource's id {entry.resource['id']!r} is not the entry's {rid!r}",
                           f"{entry.where}.resource.id")
     if_match = parse_if_match(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+    if entry.id is None and not exists and entry.resource.get("id") is None:  # matched nothing: the server's id
+        return _response(req.base, "201 Created", tx.create(entry.resource, rid))
     stored = tx.update({**entry.resource, "id": rid}, if_match)
     return _response(req.base, "201 Created" if stored.created else "200 OK", stored)
 
