@@ -2,9 +2,14 @@
 SQLite and PostgreSQL: each an RFC 6749 error (or an HTML redirect for the pages), no worker lost."""
 from __future__ import annotations
 
+import json
+import re
+
 import requests
 
-from auth_helpers import RSA_KEY, assertion, token_form
+from adapter.store.clients import ClientRecord
+from auth_helpers import RSA_KEY, assertion, public_jwks, token_form
+from conftest import ROOT
 from test_auth_token import Served, refused
 from test_auth_token import gateway  # noqa: F401  (a fixture, used by name)
 
@@ -44,3 +49,17 @@ def test_a_control_character_in_the_sign_ins_next_is_no_500(gateway: Served) -> 
                            timeout=30, allow_redirects=False)
     assert signed.status_code == 303 and signed.headers["Location"].endswith("/ui/"), signed.text[:300]
     assert "X-Evil" not in signed.headers
+
+
+def test_the_readmes_authlib_snippet_runs(gateway: Served, tmp_path, monkeypatch) -> None:
+    """It read the JWK file as text, which joserfc takes for PEM: a ValueError before any request."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "PrivateKeyJWT" in block]
+    assert "https://fhir.example.org/auth/token" in snippet
+    gateway.store.add_client(ClientRecord("ehr-site-a", "system/Observation.rs system/Patient.rs",
+                                          json.dumps(public_jwks(RSA_KEY)), site="site-a"))
+    (tmp_path / "ehr-private.jwk.json").write_text(json.dumps(RSA_KEY.as_dict(private=True)))
+    monkeypatch.chdir(tmp_path)
+    done: dict = {}
+    exec(snippet.replace("https://fhir.example.org/auth/token", gateway.token_url), done)  # noqa: S102
+    assert gateway.auth.authenticate(f"Bearer {done['token']['access_token']}").client == "ehr-site-a"
