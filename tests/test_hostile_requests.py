@@ -85,6 +85,14 @@ CASES = [
          "resource": observation(subject={"reference": "Patient?_id=%00"})}]}).encode(), 400),
     ("POST", "", json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "PUT", "url": "Patient?_id=%00"}, "resource": {"resourceType": "Patient"}}]}).encode(), 400),
+    # item 5: what one resource may hold (past the array bound, in 30 KB)
+    ("POST", "Patient", b'{"resourceType":"Patient","identifier":[' + b",".join([b"{}"] * 10_001) + b"]}", 400),
+    ("PUT", "Patient/p1", b'{"resourceType":"Patient","id":"p1","identifier":[' + b",".join([b"{}"] * 10_001) + b"]}",
+     400),
+    # item 7: a create with a search (fhirpy's conditional create), writes to the CapabilityStatement
+    ("POST", "Patient?identifier=urn:x|1", b'{"resourceType":"Patient"}', 400),
+    *[(method, "metadata", b'{"resourceType":"Patient"}' if method != "DELETE" else None, 405)
+      for method in ("DELETE", "POST", "PUT", "PATCH")],
 ]
 
 EXPORT_NESTED = b'{"resourceType":"Parameters","parameter":[' + b'{"name":"x","part":[' * 1000 + b"]}" * 1000 + b"]}"
@@ -131,6 +139,23 @@ def test_a_nul_in_a_batch_entrys_search_is_that_entrys_400(client):
     assert r.status_code == 200, r.get_data(as_text=True)[:400]
     assert [e["response"]["status"] for e in r.json["entry"]] == ["400", "200"]
     assert r.json["entry"][0]["response"]["outcome"]["issue"][0]["expression"] == ["_id"]
+
+
+def test_a_patch_cannot_nest_a_resource_deeper_than_a_body_may_be(client, app):
+    """Item 5: the patch and the stored resource each within 64 levels, the result past them."""
+    def nested(levels: int) -> dict:
+        node: dict = {"url": "u", "valueString": "x"}
+        for _ in range(levels - 1):
+            node = {"url": "u", "extension": [node]}
+        return node
+    store = app.extensions["fhir_store"]
+    assert client.put("/fhir/Patient/deep", json={"resourceType": "Patient", "id": "deep", "extension": [nested(31)]},
+                      content_type=FHIR).status_code == 201
+    before = table_counts(store)
+    patch = [{"op": "add", "path": "/extension/0" * 25 + "/extension/-", "value": nested(20)}]
+    r = client.patch("/fhir/Patient/deep", data=json.dumps(patch), content_type="application/json-patch+json")
+    assert r.status_code == 422 and r.json["issue"][0]["code"] == "too-costly", r.get_data(as_text=True)[:300]
+    assert table_counts(store) == before
 
 
 def test_like_wildcards_are_literal_in_text_and_above(client):
