@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the gateway fixture is imported and then named by the tests)
 """What probes of the token endpoint and the sign-in found answering 500 (issue 25, item 6), on
 SQLite and PostgreSQL: each an RFC 6749 error (or an HTML redirect for the pages), no worker lost."""
 from __future__ import annotations

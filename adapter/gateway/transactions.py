@@ -259,9 +259,9 @@ def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str
             return _response(req.base, "200 OK", current)
         request = parse_search(entry.rtype, parse_qsl(entry.query, keep_blank_values=True))
         page = tx.search(request)
-        found = searchset(req.base, page, page_url(req.base, entry.rtype, request.used_params()), None, [])
-        spent.add(found, len(page.included))
-        return {"response": {"status": "200 OK"}, "resource": orjson.Fragment(found)}
+        answer = searchset(req.base, page, page_url(req.base, entry.rtype, request.used_params()), None, [])
+        spent.add(answer, len(page.included))
+        return {"response": {"status": "200 OK"}, "resource": orjson.Fragment(answer)}
     assert entry.resource is not None and assigned is not None
     rid, exists = assigned
     if entry.method == "POST":
