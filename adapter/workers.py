@@ -8,11 +8,12 @@ import signal
 __all__ = ["die_with_parent"]
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, how: int = signal.SIGKILL) -> None:
     """The worker ends when its parent does, even by kill -9: left alone it would wait on its
-    queue for ever, holding its memory and its store connections (Linux's PR_SET_PDEATHSIG)."""
+    queue for ever, holding its memory and its store connections (Linux's PR_SET_PDEATHSIG; it
+    is kept across exec, so a server started this way goes too). `how`: the signal it gets."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, how)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: nothing to ask for
         return
     if os.getppid() != parent:  # the parent died before the request was made

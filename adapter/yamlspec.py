@@ -71,6 +71,46 @@ class Lines:
 # libyaml's safe loader where PyYAML has it (the same data and marks, ~10x faster), else PyYAML's own
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# YAML aliases share a node, so a few lines can stand for billions of values ("billion laughs":
+# 3.2 GB, then a MemoryError, in the line walk and the schema check). The specs here use 15 at
+# most and expand to under 1,400 values.
+MAX_ALIASES = 100
+MAX_VALUES = 100_000  # values once every alias is expanded
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _alias_problem(root: yaml.Node) -> str | None:
+    """Past MAX_ALIASES or MAX_VALUES, or an alias inside what it names, what to say; each node
+    visited once (its size summed from its children's, never by walking the expansion)."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are still being walked
+    aliases = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in _children(node))
+            if size[id(node)] > MAX_VALUES:
+                return f"expands to more than {MAX_VALUES:,} values through its aliases"
+        elif id(node) in open_:
+            return f"an alias at line {node.start_mark.line + 1} names a node that holds it (a cycle)"
+        elif id(node) in size:  # met again: an alias
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                return f"more than {MAX_ALIASES} aliases (*name)"
+        else:
+            size[id(node)] = 0
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return None
+
 
 def load_checked(path: str | pathlib.Path, schema: dict[str, Any]) -> tuple[Any, Lines]:
     """Parse a YAML spec and check it against `schema`; SpecError names every problem."""
@@ -83,6 +123,8 @@ def load_checked(path: str | pathlib.Path, schema: dict[str, Any]) -> tuple[Any,
     lines: dict[tuple[Any, ...], int] = {}
     try:
         node = loader.get_single_node()
+        if node is not None and (problem := _alias_problem(node)) is not None:
+            raise SpecError([f"{file}:{node.start_mark.line + 1}: (YAML): {problem}"])
         if node is not None:
             _collect(node, (), lines)  # before the data: building it merges `<<` keys into the nodes
         data = loader.construct_document(node) if node is not None else None

@@ -61,7 +61,8 @@ _IDS = st.sampled_from(["p1", "o1", "missing", ".", "..", "a%00b", "x" * 70, "%3
 _CURSORS = st.sampled_from([[True], 123, 1.5, None, [{"a": 1}], {"a": 1}, [], ["x", "y"], [1], [None],
                             [2 ** 70], ["p1"], {"before": ["p1"]}, {"before": [1]}, {"before": "x"},
                             {"before": []}, ["Patient"], ["Patient", "p1"], ["Foo", "p1"],
-                            {"before": ["Observation", None]}]).map(_cursor)
+                            {"before": ["Observation", None]}, ["a\u0000b", "p1"], ["p\u0000"],
+                            {"before": ["p\u0000"]}]).map(_cursor)
 _PARAM_NAMES = st.sampled_from([
     "_id", "_lastUpdated", "_count", "_sort", "_total", "_summary", "_elements", "_include",
     "_revinclude", "_has:Observation:subject:status", "_cursor", "_format", "_since", "name", "gender",
@@ -93,6 +94,14 @@ _RAW_BODIES = st.sampled_from([
     b'{"resourceType":"Patient","multipleBirthInteger":0e0}', b'{"resourceType":"Patient","name":[{"family":"\\ud800"}]}',
     b'{"resourceType":"Patient","name":[{"family":"a\\u0000b"}]}', b"", b"{", b"null", b"[1,2]", b'"x"',
     b'{"resourceType":"Patient","resourceType":"Patient"}', b"\xff\xfe",
+    # issue 25: a lone surrogate as a name, contained resources of no R4 type, an array past its
+    # bound, Bundle.entry that is no array, Parameters nested past the depth bound
+    b'{"resourceType":"Patient","\\ud800":1}', b'{"resourceType":"Patient","contained":[{"resourceType":"Foo"}]}',
+    b'{"resourceType":"Patient","contained":[{"resourceType":"MedicinalProduct"}]}',
+    b'{"resourceType":"Patient","identifier":[' + b",".join([b"{}"] * 10_001) + b"]}",
+    b'{"resourceType":"Bundle","type":"batch","entry":5}', b'{"resourceType":"Bundle","type":"transaction","entry":{}}',
+    b'{"resourceType":"Parameters","parameter":[' + b'{"name":"x","part":[' * 1000 + b"]}" * 1000 + b"]}",
+    b'{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":' + b"[" * 1000 + b"]" * 1000 + b"}]}",
 ])
 
 
@@ -125,7 +134,7 @@ def _bundle(draw: Any) -> bytes:
     for _ in range(draw(st.integers(0, 3))):
         method = draw(st.sampled_from(["POST", "PUT", "DELETE", "GET", "PATCH", ["PUT"]]))
         url = draw(st.sampled_from(["Patient", "Patient/p1", "Patient/d1", "Patient?_id=p1", "Foo/1",
-                                    "Patient/<x>", "", "Patient/p1/_history/1"]))
+                                    "Patient/<x>", "", "Patient/p1/_history/1", "Patient?_id=%00"]))
         entry: dict[str, Any] = {"request": {"method": method, "url": url}}
         if draw(st.booleans()):
             rid = url.split("/")[1] if url.count("/") == 1 else None
@@ -134,6 +143,9 @@ def _bundle(draw: Any) -> bytes:
             entry["fullUrl"] = draw(st.sampled_from(["urn:uuid:0c3b2b4e-6f1b-4a55-8c53-9a1f3b6f2a10", ["x"], 5]))
         if draw(st.booleans()):
             entry["request"]["ifMatch"] = draw(st.sampled_from(['W/"1"', 'W/"bogus"', 3]))
+        if draw(st.integers(0, 5)) == 0:  # a conditional reference that holds a NUL
+            entry.setdefault("resource", {"resourceType": "Patient"})["link"] = [
+                {"other": {"reference": "Patient?_id=%00"}, "type": "seealso"}]
         entries.append(entry)
     bundle = {"resourceType": "Bundle", "type": draw(st.sampled_from(["transaction", "batch", "collection", 1])),
               "entry": entries}
@@ -178,59 +190,6 @@ def _fhirpath_patch(draw: Any) -> bytes:
     return json.dumps({"resourceType": "Parameters", "parameter": operations}).encode()
 
 
-_TERMINOLOGY = {  # each operation with the inputs it takes, so that most calls get past the names
-    "CodeSystem/$lookup": ["system", "code", "coding", "version", "property"],
-    "CodeSystem/$validate-code": ["url", "code", "coding", "display", "codeSystem", "codeableConcept"],
-    "CodeSystem/$subsumes": ["system", "codeA", "codeB", "codingA", "codingB"],
-    "ValueSet/$expand": ["url", "filter", "count", "offset", "valueSet", "activeOnly", "includeDesignations"],
-    "ValueSet/$validate-code": ["url", "system", "code", "coding", "display", "codeableConcept", "abstract"],
-    "ConceptMap/$translate": ["url", "system", "code", "coding", "conceptMap", "reverse", "targetsystem"],
-}
-_GENDER = "http://hl7.org/fhir/administrative-gender"
-_TERMINOLOGY_SOUND = {
-    "CodeSystem/$lookup": {"system": _GENDER, "code": "male"},
-    "CodeSystem/$validate-code": {"url": _GENDER, "code": "female", "display": "Female"},
-    "CodeSystem/$subsumes": {"system": _GENDER, "codeA": "male", "codeB": "other"},
-    "ValueSet/$expand": {"url": "http://hl7.org/fhir/ValueSet/administrative-gender", "filter": "a", "count": "2"},
-    "ValueSet/$validate-code": {"url": "http://hl7.org/fhir/ValueSet/observation-status",
-                                "system": "http://hl7.org/fhir/observation-status", "code": "final"},
-    "ConceptMap/$translate": {"system": _GENDER, "code": "male"},
-}
-_TERMINOLOGY_VALUES = st.sampled_from([
-    "http://hl7.org/fhir/administrative-gender", "http://hl7.org/fhir/ValueSet/administrative-gender",
-    "male", "http://hl7.org/fhir/administrative-gender|male", "-1", "0", "99999999999999", "true", "maybe",
-    "http://loinc.org", "http://ucmsc-cp.example.org/fhir/ValueSet/ucmsc-cp-local",
-    "http://ucmsc-cp.example.org/fhir/CodeSystem/ucmsc-cp-local", "gmfcs-1", "ucmsc-it"]) | _WEIRD_TEXT
-_TERMINOLOGY_BODY_VALUES = st.sampled_from([
-    {"valueString": "male"}, {"valueCoding": {"code": 1}}, {"valueCoding": {"system": "x", "code": "y"}},
-    {"valueCodeableConcept": {"coding": []}}, {"valueCodeableConcept": {"coding": [{"code": "male"}]}},
-    {"valueInteger": -5}, {"valueBoolean": True}, {"resource": {"resourceType": "ValueSet", "status": "draft",
-                                                                "compose": {"include": [{"system": "http://loinc.org"}]}}},
-    {"resource": {"resourceType": "ConceptMap", "status": 3}}, {"resource": "x"}, {"part": []}, {}])
-
-
-def _terminology(draw: Any, rid: str, headers: dict[str, str]) -> Probe:
-    """A terminology operation ($lookup, $expand, $translate, ...) with odd inputs, either way."""
-    operation = draw(st.sampled_from(sorted(_TERMINOLOGY)))
-    names = st.sampled_from(_TERMINOLOGY[operation] + ["date"])
-    inputs = draw(st.lists(st.tuples(names, _TERMINOLOGY_VALUES), max_size=4))
-    path = operation
-    if draw(st.booleans()):
-        rtype, _, name = operation.partition("/")
-        path = f"{rtype}/{rid}/{name}"
-    elif draw(st.booleans()):  # a call that works on the core value sets, one input drawn anew
-        sound = dict(_TERMINOLOGY_SOUND[operation])
-        sound.update(inputs[:1])
-        inputs = list(sound.items())
-    if draw(st.booleans()):
-        query = "&".join(f"{k}={v}" for k, v in inputs)
-        return Probe("GET", f"{path}?{query}" if query else path, None, headers)
-    parameter = [{"name": k, "valueString": v} for k, v in inputs]
-    parameter += [{"name": draw(names), **draw(_TERMINOLOGY_BODY_VALUES)}
-                  for _ in range(draw(st.integers(0, 2)))]
-    return Probe("POST", path, json.dumps({"resourceType": "Parameters", "parameter": parameter}).encode(), headers)
-
-
 @st.composite
 def probes(draw: Any) -> Probe:
     """One request of the fuzzer."""
@@ -249,7 +208,8 @@ def probes(draw: Any) -> Probe:
                                       "If-Modified-Since", "Accept-Encoding"]))] = draw(st.sampled_from([
                                           'W/"1"', 'W/"bogus"', "*", "return=minimal", "respond-async",
                                           "application/xml", "identifier=s|1", "gender=%00", "garbage",
-                                          "Sun, 06 Nov 1994 08:49:37 GMT", "gzip;q=0", "handling=strict"]))
+                                          "Sun, 06 Nov 1994 08:49:37 GMT", "gzip;q=0", "handling=strict",
+                                          "identifier=%00"]))
     q = f"?{query}" if query else ""
     if shape == "search":
         return Probe("GET", f"{rtype}{q}", None, headers)
@@ -282,8 +242,8 @@ def probes(draw: Any) -> Probe:
             body = draw(_fhirpath_patch() | _RAW_BODIES)
         return Probe("PATCH", f"{rtype}/{draw(st.sampled_from(['p1', 'p1', rid]))}", body, headers)
     headers.setdefault("Content-Type", FHIR)
-    if shape == "create":
-        return Probe("POST", rtype, draw(_body(rtype, None)), headers)
+    if shape == "create":  # with a search now and then: fhirpy's conditional create
+        return Probe("POST", rtype + draw(st.sampled_from(["", "", q])), draw(_body(rtype, None)), headers)
     if shape == "update":
         return Probe("PUT", f"{rtype}/{rid}", draw(_body(rtype, rid)), headers)
     if shape == "conditional":
@@ -312,16 +272,21 @@ def probes(draw: Any) -> Probe:
                      draw(st.sampled_from([None, b"{}", b'{"resourceType":"Parameters","parameter":[1]}'])),
                      headers)
     if shape == "terminology":
-        return _terminology(draw, rid, headers)
+        from bench.fuzz_terminology import terminology
+        return terminology(draw, rid, headers)
     if shape == "export":
         headers["Prefer"] = "respond-async"
+        if draw(st.integers(0, 3)) == 0:  # a Parameters body, of the harness's kinds too
+            return Probe("POST", "$export", draw(_RAW_BODIES | st.just(
+                b'{"resourceType":"Parameters","parameter":[{"name":"_type","valueInteger":3}]}')), headers)
         return Probe("GET", draw(st.sampled_from(["$export", "Patient/$export", f"Group/{rid}/$export",
                                                   f"$export-status/{rid}", f"$export-file/{rid}/x.ndjson"]))
                      + q, None, headers)
     if shape == "bundle":
         return Probe("POST", "", draw(_bundle()), headers)
-    if shape == "metadata":
-        return Probe("GET", f"metadata{q}", None, headers)
+    if shape == "metadata":  # read only: any other method is a 405
+        return Probe(draw(st.sampled_from(["GET", "GET", "DELETE", "POST", "PUT", "PATCH"])), f"metadata{q}",
+                     None, headers)
     return Probe(draw(st.sampled_from(["GET", "PATCH", "OPTIONS", "POST"])),
                  draw(st.sampled_from(["nowhere", "Patient/p1/extra/parts", "%00", "_search"])), None, headers)
 

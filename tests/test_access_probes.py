@@ -21,11 +21,11 @@ def test_a_chain_does_not_tell_site_a_about_site_bs_resource_it_points_to(gatewa
     # id, a chained search on it must not match through B's resource.
     base = fhir(gateway)
     site_a, site_b = session(gateway, "site-a-ehr"), session(gateway, "site-b-ehr")
-    made = site_a.put(f"{base}/Observation/a-dangle", json={
-        "resourceType": "Observation", "id": "a-dangle", "status": "final", "code": {"text": "x"},
-        "subject": {"reference": "Patient/b2"}}, headers=WRITE, timeout=30)
+    made = site_a.put(f"{base}/Observation/site-a-dangle", json={
+        "resourceType": "Observation", "id": "site-a-dangle", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/site-b-2"}}, headers=WRITE, timeout=30)
     assert made.status_code == 201, made.text
-    assert site_b.put(f"{base}/Patient/b2", json={"resourceType": "Patient", "id": "b2", "birthDate": "1970-01-01"},
+    assert site_b.put(f"{base}/Patient/site-b-2", json={"resourceType": "Patient", "id": "site-b-2", "birthDate": "1970-01-01"},
                       headers=WRITE, timeout=30).status_code == 201
     found = site_a.get(f"{base}/Observation?subject:Patient.birthdate=1970-01-01", timeout=30).json()
     assert found["total"] == 0 and "entry" not in found, found
@@ -42,11 +42,11 @@ def test_a_chain_does_not_tell_site_a_about_site_bs_resource_it_points_to(gatewa
 def test_a_has_search_does_not_count_another_sites_referring_resources(gateway: Served) -> None:
     base = fhir(gateway)
     site_a, site_b = session(gateway, "site-a-ehr"), session(gateway, "site-b-ehr")
-    # B writes an Observation on an id (Patient/a9) that site A then creates
-    assert site_b.put(f"{base}/Observation/b-dangle", json={
-        "resourceType": "Observation", "id": "b-dangle", "status": "cancelled", "code": {"text": "secret"},
-        "subject": {"reference": "Patient/a9"}}, headers=WRITE, timeout=30).status_code == 201
-    assert site_a.put(f"{base}/Patient/a9", json={"resourceType": "Patient", "id": "a9"},
+    # B writes an Observation on an id (Patient/site-a-9) that site A then creates
+    assert site_b.put(f"{base}/Observation/site-b-dangle", json={
+        "resourceType": "Observation", "id": "site-b-dangle", "status": "cancelled", "code": {"text": "secret"},
+        "subject": {"reference": "Patient/site-a-9"}}, headers=WRITE, timeout=30).status_code == 201
+    assert site_a.put(f"{base}/Patient/site-a-9", json={"resourceType": "Patient", "id": "site-a-9"},
                       headers=WRITE, timeout=30).status_code == 201
     found = site_a.get(f"{base}/Patient?_has:Observation:subject:status=cancelled", timeout=30).json()
     assert found["total"] == 0, found
@@ -72,15 +72,15 @@ def test_chained_and_has_searches_need_the_search_scope_of_the_type_they_go_thro
 def test_notes_do_not_count_another_sites_resources_pointing_at_a_sites_patient(gateway: Served) -> None:
     base = fhir(gateway)
     site_a, site_b = session(gateway, "site-a-ehr"), session(gateway, "site-b-ehr")
-    # B writes two Observations on an id (Patient/a9) that site A then creates
+    # B writes two Observations on an id (Patient/site-a-9) that site A then creates
     for n in (1, 2):
-        assert site_b.put(f"{base}/Observation/b-dangle-{n}", json={
-            "resourceType": "Observation", "id": f"b-dangle-{n}", "status": "final", "code": {"text": "x"},
-            "subject": {"reference": "Patient/a9"}}, headers=WRITE, timeout=30).status_code == 201
-    assert site_a.put(f"{base}/Patient/a9", json={"resourceType": "Patient", "id": "a9"},
+        assert site_b.put(f"{base}/Observation/site-b-dangle-{n}", json={
+            "resourceType": "Observation", "id": f"site-b-dangle-{n}", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient/site-a-9"}}, headers=WRITE, timeout=30).status_code == 201
+    assert site_a.put(f"{base}/Patient/site-a-9", json={"resourceType": "Patient", "id": "site-a-9"},
                       headers=WRITE, timeout=30).status_code == 201
-    revincluded = site_a.get(f"{base}/Patient?_id=a9&_revinclude=Observation:subject", timeout=30).json()
-    everything = site_a.get(f"{base}/Patient/a9/$everything", timeout=30).json()
+    revincluded = site_a.get(f"{base}/Patient?_id=site-a-9&_revinclude=Observation:subject", timeout=30).json()
+    everything = site_a.get(f"{base}/Patient/site-a-9/$everything", timeout=30).json()
     for bundle in (revincluded, everything):
         assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Patient"], bundle  # no note
 
@@ -91,9 +91,10 @@ def test_probes_that_hold(gateway: Served) -> None:
     base = fhir(gateway)
     site_a = session(gateway, "site-a-ehr")
     before = table_counts(gateway.store)
-    for url in ("Patient/b1/Observation", "Patient/b1/*", "Patient/b1/_history", "Observation/b-obs-0/$validate",
-                "AuditEvent", "?_type=AuditEvent", "AuditEvent/_history"):
+    for url in ("AuditEvent", "?_type=AuditEvent", "AuditEvent/_history"):
         refused(site_a.get(f"{base}/{url}", timeout=30), 403)
+    for url in ("Patient/b1/Observation", "Patient/b1/*", "Patient/b1/_history", "Observation/b-obs-0/$validate"):
+        refused(site_a.get(f"{base}/{url}", timeout=30), 404, "is not known")  # as an unknown id
     for url in ("Observation/_history", "_history"):
         entries = site_a.get(f"{base}/{url}", timeout=30).json().get("entry", [])
         assert not any(e["resource"]["id"].startswith("b") for e in entries if "resource" in e)
@@ -103,7 +104,7 @@ def test_probes_that_hold(gateway: Served) -> None:
     assert site_a.delete(f"{base}/Observation?_id=b-obs-1", timeout=30).status_code == 204  # matches nothing
     patch = [{"op": "replace", "path": "/status", "value": "amended"}]
     refused(site_a.patch(f"{base}/Observation/b-obs-2", data=json.dumps(patch),
-                         headers={"Content-Type": "application/json-patch+json"}, timeout=30), 403)
+                         headers={"Content-Type": "application/json-patch+json"}, timeout=30), 404)
     relabel = [{"op": "replace", "path": "/meta/security/0/code", "value": "site-b"}]
     refused(site_a.patch(f"{base}/Observation/a-obs-2", data=json.dumps(relabel),
                          headers={"Content-Type": "application/json-patch+json"}, timeout=30), 403, "meta.security")
@@ -111,13 +112,13 @@ def test_probes_that_hold(gateway: Served) -> None:
         {"request": {"method": "GET", "url": "Patient/b1"}},
         {"request": {"method": "GET", "url": "Observation?subject=Patient/b1"}}]}
     answered = site_a.post(base, json=batch, headers=WRITE, timeout=30).json()["entry"]
-    assert answered[0]["response"]["status"] == "403"
+    assert answered[0]["response"]["status"] == "404"
     assert answered[1]["resource"]["total"] == 0
     assert table_counts(gateway.store) == before
-    g = {"resourceType": "Group", "id": "gb", "type": "person", "actual": True,
+    g = {"resourceType": "Group", "id": "site-b-gb", "type": "person", "actual": True,
          "member": [{"entity": {"reference": "Patient/b1"}}]}
-    assert session(gateway, "site-b-ehr").put(f"{base}/Group/gb", json=g, headers=WRITE, timeout=30).status_code == 201
-    refused(site_a.get(f"{base}/Group/gb/$export", headers={"Prefer": "respond-async"}, timeout=30), 403)
+    assert session(gateway, "site-b-ehr").put(f"{base}/Group/site-b-gb", json=g, headers=WRITE, timeout=30).status_code == 201
+    refused(site_a.get(f"{base}/Group/site-b-gb/$export", headers={"Prefer": "respond-async"}, timeout=30), 404)
 
 
 def test_an_export_file_is_not_served_to_a_token_of_the_same_client_without_its_types_scope(
@@ -140,8 +141,8 @@ def test_a_has_search_on_a_shared_definition_does_not_tell_about_another_sites_s
     centre, site_a, site_b = (session(gateway, c) for c in ("centre", "site-a-ehr", "site-b-ehr"))
     assert centre.put(f"{base}/ResearchStudy/study", json={"resourceType": "ResearchStudy", "id": "study",
                                                             "status": "active"}, headers=WRITE, timeout=30).ok
-    assert site_b.put(f"{base}/ResearchSubject/rs-b1", json={
-        "resourceType": "ResearchSubject", "id": "rs-b1", "status": "withdrawn",
+    assert site_b.put(f"{base}/ResearchSubject/site-b-rs1", json={
+        "resourceType": "ResearchSubject", "id": "site-b-rs1", "status": "withdrawn",
         "study": {"reference": "ResearchStudy/study"}, "individual": {"reference": "Patient/b1"}},
         headers=WRITE, timeout=30).status_code == 201
     for query in ("_has:ResearchSubject:study:status=withdrawn",
@@ -157,12 +158,19 @@ def test_site_a_does_not_learn_that_site_bs_resource_was_deleted_or_how_many_ver
     base = fhir(gateway)
     site_a = session(gateway, "site-a-ehr")
     assert session(gateway, "site-b-ehr").delete(f"{base}/Observation/b-obs-0", timeout=30).status_code == 204
-    refused(site_a.get(f"{base}/Observation/b-obs-0", timeout=30), 403, "site site-a")  # was 410 "deleted"
-    refused(site_a.get(f"{base}/Observation/b-obs-0/_history/2", timeout=30), 403)  # was 410
-    refused(site_a.get(f"{base}/Observation/b-obs-1/_history/9", timeout=30), 403)  # was 404 "no version 9"
+
+    def same(known: str, unknown: str) -> None:  # another site's answers as an id never stored, word for word
+        theirs, never = site_a.get(f"{base}/{known}", timeout=30), site_a.get(f"{base}/{unknown}", timeout=30)
+        assert (theirs.status_code, theirs.text.replace("b-obs-0", "X").replace("b-obs-1", "X")) == \
+            (never.status_code, never.text.replace("never", "X")) and never.status_code == 404, (theirs.text, never.text)
+
+    same("Observation/b-obs-0", "Observation/never")  # was 410 "deleted", then 403
+    same("Observation/b-obs-0/_history/2", "Observation/never/_history/2")  # was 410
+    same("Observation/b-obs-1/_history/9", "Observation/never/_history/9")
+    same("Observation/b-obs-1/_history", "Observation/never/_history")
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "GET", "url": "Observation/b-obs-0"}}]}
-    refused(site_a.post(base, json=transaction, headers=WRITE, timeout=30), 403)  # was 404 "not known"
+    refused(site_a.post(base, json=transaction, headers=WRITE, timeout=30), 404, "is not known")
     # Site A's own: 410 and 404 as before; an id never stored: 404
     assert site_a.delete(f"{base}/Observation/a-obs-0", timeout=30).status_code == 204
     assert site_a.get(f"{base}/Observation/a-obs-0", timeout=30).status_code == 410

@@ -109,3 +109,26 @@ def test_fifty_concurrent_conditional_creates_make_one_resource(db_url):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_a_create_with_search_parameters_is_refused_naming_if_none_exist(client, store, live):
+    """fhirpy's `create(identifier=...)` sends POST Patient?identifier=...: taken as a plain create
+    it made a new Patient every time; the condition belongs in If-None-Exist."""
+    from fhirpy import SyncFHIRClient
+    from fhirpy.base.exceptions import OperationOutcome
+    before = table_counts(store)
+    answer = client.post("/fhir/Patient?identifier=urn:site|P-9", data=json.dumps(patient("P-9")), headers=FHIR_JSON)
+    assert answer.status_code == 400
+    issue = answer.get_json()["issue"][0]
+    assert issue["expression"] == ["If-None-Exist"] and "identifier" in issue["diagnostics"]
+    fhir = SyncFHIRClient(live)
+    for _ in range(2):
+        try:
+            fhir.resource("Patient", **patient("P-9")).create(identifier="urn:site|P-9")
+        except OperationOutcome as error:
+            assert "If-None-Exist" in str(error)
+        else:
+            raise AssertionError("fhirpy's conditional create was taken as a plain create")
+    assert table_counts(store) == before
+    assert post(client, patient("P-9"), "identifier=urn:site|P-9").status_code == 201  # the header way
+    assert client.post("/fhir/Patient?_format=json", data=json.dumps(patient("P-10")), headers=FHIR_JSON).status_code == 201

@@ -326,3 +326,25 @@ def test_a_manifest_must_say_its_transaction_time_as_an_instant():
                 {**good, "transactionTime": "2026-11-30T01:02:03"}, {**good, "output": [{"type": "Patient"}]},
                 {**good, "deleted": "x"}, []):
         assert not _is_manifest(bad), bad
+
+
+def test_the_centres_key_may_be_a_pem_file(kind, tmp_path):
+    """`exchange pull --key` with a PEM file said "Expecting value: line 1 column 1"."""
+    from joserfc.jwk import import_key
+    with topology(kind, tmp_path, ("site-b",)) as t:
+        jwk = json.loads(t.key_file.read_text())
+        pem = tmp_path / "centre.pem"
+        pem.write_bytes(import_key(jwk.get("keys", [jwk])[0]).as_pem(private=True))
+        junk = tmp_path / "centre.txt"
+        junk.write_text("not a key\n")
+        runs = {}
+        for name, key in (("pem", pem), ("junk", junk)):
+            runs[name] = subprocess.run(
+                [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-b", "--from",
+                 t.fhir("site-b"), "--client-id", "centre", "--key", str(key), "--state", str(t.state),
+                 "--db", t.urls["centre"]], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert runs["pem"].returncode == 0, runs["pem"].stderr[-2000:]
+        assert t.at_centre("site-b") == t.shared("site-b")
+        assert runs["junk"].returncode == 1
+        assert "a JWK, a JWK Set or a PEM private key" in runs["junk"].stderr

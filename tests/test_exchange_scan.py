@@ -198,3 +198,18 @@ def test_declared_identifiers_are_found_without_an_mrn_rule(tmp_path) -> None:
     found = Needles.from_sources([(spec, [SITES / "site-c" / "export.csv"])]).findings(
         line(valueString="MRN94525539"), "Observation/o1")
     assert [(f.path, f.kind) for f in found] == [("Observation.valueString", "identifier")]
+
+
+def test_an_identifier_of_a_thousand_bytes_is_looked_for_without_recursion(tmp_path) -> None:
+    """`exchange check` died of RecursionError: the needles' trie was emitted a level a byte."""
+    rows = (SITES / "site-a" / "export.csv").read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    cells = rows[1].split(",")
+    long_mrn = "MRN" + "7" * 1000
+    cells[header.index("mrn")] = long_mrn
+    export = tmp_path / "export.csv"
+    export.write_text("\n".join([rows[0], ",".join(cells), *rows[2:]]) + "\n", encoding="utf-8")
+    needles = Needles.from_sources([(MAPPINGS / "site-a.yaml", [export])])
+    found = needles.findings(line(valueString=f"see {long_mrn}"), "Observation/o1")
+    assert [(f.path, f.kind) for f in found] == [("Observation.valueString", "mrn")]
+    assert needles.findings(line(valueString=long_mrn + "7"), "Observation/o1") == []  # a longer token

@@ -45,18 +45,22 @@ def _refused(call: Any, status: int = 403) -> FhirError:
     with pytest.raises(FhirError) as caught:
         call()
     assert caught.value.status == status, caught.value
-    assert caught.value.issues[0].code == "forbidden"
+    assert caught.value.issues[0].code == {403: "forbidden", 404: "not-found", 422: "not-found"}[status]
     return caught.value
+
+
+def _unknown(call: Any, what: str) -> None:
+    """Refused as an id the store does not hold: its 404, word for word."""
+    assert str(_refused(call, 404)) == f"{what} is not known"
 
 
 def test_a_site_reads_its_own_data_and_the_protocol_not_another_sites(two_sites: Any) -> None:
     repo = _site_a(two_sites)
     assert repo.read("Patient", "a1").id == "a1"
     assert repo.read("PlanDefinition", "plan").id == "plan"
-    error = _refused(lambda: repo.read("Patient", "b1"))
-    assert "site-a" in str(error)
-    _refused(lambda: repo.vread("Observation", "ob1", 1))
-    _refused(lambda: repo.history("Observation", "ob1"))
+    _unknown(lambda: repo.read("Patient", "b1"), "Patient/b1")
+    assert str(_refused(lambda: repo.vread("Observation", "ob1", 1), 404)) == "Observation/ob1 has no version 1"
+    _unknown(lambda: repo.history("Observation", "ob1"), "Observation/ob1")
 
 
 def test_searches_and_counts_hold_to_the_site(two_sites: Any) -> None:
@@ -99,10 +103,10 @@ def test_writes_are_labelled_and_never_reach_another_site(two_sites: Any) -> Non
     made = repo.create(_obs("x", "a1", None))
     assert sites_of(orjson.loads(made.data)) == {"site-a"}
     before = table_counts(two_sites)
-    _refused(lambda: repo.update(_obs("ob1", "b1", None)))  # B's resource
-    _refused(lambda: repo.create(_obs("y", "b1", None)))  # into B's patient
+    assert "namespace" in str(_refused(lambda: repo.update(_obs("ob1", "b1", None))))  # B's resource
+    _refused(lambda: repo.create(_obs("y", "b1", None)), 422)  # into B's patient: as into an unknown one
     _refused(lambda: repo.create(_obs("z", "a1", "site-b")))  # relabelled
-    _refused(lambda: repo.delete("Observation", "ob1"))
+    assert repo.delete("Observation", "ob1") is None  # as for an unknown id: nothing to delete
     _refused(lambda: repo.update({"resourceType": "PlanDefinition", "id": "plan", "status": "retired"}))
     assert table_counts(two_sites) == before
 
@@ -125,7 +129,7 @@ def test_history_and_everything_hold_to_the_site_and_scopes(two_sites: Any) -> N
     assert ids == {"oa1", "oa2"}  # B's deletion is B's too
     everything = repo.everything("a1", ("Patient", "Observation"), None, 50, None)
     assert {e.id for e in everything.entries} == {"a1", "oa1", "oa2"}
-    _refused(lambda: repo.everything("b1", ("Patient", "Observation"), None, 50, None))
+    _unknown(lambda: repo.everything("b1", ("Patient", "Observation"), None, 50, None), "Patient/b1")
     patients_only = _site_a(two_sites, "system/Patient.rs")
     _refused(lambda: patients_only.everything("a1", ("Patient", "Observation"), None, 50, None))
 
@@ -145,7 +149,7 @@ def test_what_the_centre_writes_about_a_sites_child_becomes_that_sites(two_sites
     unlabelled = two_sites.create({"resourceType": "CarePlan", "status": "active", "intent": "plan",
                                    "subject": {"reference": "Patient/nobody"}})
     assert sites_of(orjson.loads(unlabelled.data)) == set()
-    _refused(lambda: _site_a(two_sites).read("CarePlan", unlabelled.id))
+    _unknown(lambda: _site_a(two_sites).read("CarePlan", unlabelled.id), f"CarePlan/{unlabelled.id}")
 
 
 def test_validate_needs_a_write_scope_on_the_type(two_sites: Any) -> None:
@@ -167,4 +171,4 @@ def test_a_site_cannot_take_over_another_sites_deleted_id(two_sites: Any) -> Non
             tx.update(_obs("ob1", "a1", None))
     assert caught.value.status == 403
     assert table_counts(two_sites) == before
-    assert repo.update(_obs("brand-new", "a1", None)).created  # a new id is the site's to make
+    assert repo.update(_obs("site-a-new", "a1", None)).created  # a new id in its namespace is the site's to make

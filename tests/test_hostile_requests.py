@@ -72,6 +72,39 @@ CASES = [
     ("DELETE", "Patient/_history", None, 400),  # was a 204 "deleting" a resource with id _history
     ("PUT", "Patient/.", b'{"resourceType":"Patient","id":"."}', 400),
     ("PUT", "Patient/..", b'{"resourceType":"Patient","id":".."}', 400),
+    # issue 25, item 6: what still reached a 500
+    ("POST", "Patient", b'{"resourceType":"Patient","\\ud800":1}', 400),  # a lone surrogate as a name
+    *[("POST", "", b'{"resourceType":"Bundle","type":"%s","entry":%s}' % (kind, entry), 400)
+      for kind in (b"batch", b"transaction") for entry in (b"5", b'{"a":1}', b'"x"')],
+    ("POST", "Patient", b'{"resourceType":"Patient","contained":[{"resourceType":"Foo"}]}', 400),
+    ("POST", "Patient", b'{"resourceType":"Patient","contained":[{"resourceType":"MedicinalProduct"}]}', 400),
+    *[("GET", f"Patient?{sort}_cursor={cursor(v)}", None, 400)  # NUL through a cursor (PostgreSQL)
+      for v in (["a\u0000b", "p1"], ["p\u0000"]) for sort in ("", "_sort=family&")],
+    ("POST", "", json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [  # a NUL condition
+        {"request": {"method": "POST", "url": "Observation"},
+         "resource": observation(subject={"reference": "Patient?_id=%00"})}]}).encode(), 400),
+    ("POST", "", json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "PUT", "url": "Patient?_id=%00"}, "resource": {"resourceType": "Patient"}}]}).encode(), 400),
+    # item 5: what one resource may hold (past the array bound, in 30 KB)
+    ("POST", "Patient", b'{"resourceType":"Patient","identifier":[' + b",".join([b"{}"] * 10_001) + b"]}", 400),
+    ("PUT", "Patient/p1", b'{"resourceType":"Patient","id":"p1","identifier":[' + b",".join([b"{}"] * 10_001) + b"]}",
+     400),
+    # item 7: a create with a search (fhirpy's conditional create), writes to the CapabilityStatement
+    ("POST", "Patient?identifier=urn:x|1", b'{"resourceType":"Patient"}', 400),
+    *[(method, "metadata", b'{"resourceType":"Patient"}' if method != "DELETE" else None, 405)
+      for method in ("DELETE", "POST", "PUT", "PATCH")],
+]
+
+EXPORT_NESTED = b'{"resourceType":"Parameters","parameter":[' + b'{"name":"x","part":[' * 1000 + b"]}" * 1000 + b"]}"
+EXPORT_DEEP_VALUE = (b'{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":' + b"[" * 1000
+                     + b"]" * 1000 + b"}]}")
+# (method, path, body, headers, status): cases that need a header
+HEADER_CASES = [
+    ("POST", "Patient", b'{"resourceType":"Patient"}', {"If-None-Exist": "identifier=%00"}, 400),
+    ("POST", "$export", EXPORT_NESTED, {"Prefer": "respond-async"}, 400),
+    ("POST", "$export", EXPORT_DEEP_VALUE, {"Prefer": "respond-async"}, 400),
+    ("POST", "$export", b'{"resourceType":"Parameters","parameter":[{"name":"_type","valueInteger":3}]}',
+     {"Prefer": "respond-async"}, 400),
 ]
 
 
@@ -86,6 +119,43 @@ def test_hostile_request_is_answered_not_crashed(client, app, method, path, body
                                       "Bundle" if method == "GET" else path.split("/")[0])
     if status >= 400:
         assert table_counts(store) == before
+
+
+@pytest.mark.parametrize("method,path,body,headers,status", HEADER_CASES,
+                         ids=[f"{c[0]} {c[1]} {list(c[3].values())[0][:20]}" for c in HEADER_CASES])
+def test_hostile_request_with_headers_is_answered_not_crashed(client, app, method, path, body, headers, status):
+    store = app.extensions["fhir_store"]
+    before = table_counts(store)
+    r = client.open(f"/fhir/{path}", method=method, data=body, content_type=FHIR, headers=headers)
+    assert r.status_code == status, r.get_data(as_text=True)[:400]
+    assert r.json["resourceType"] == "OperationOutcome"
+    assert table_counts(store) == before
+
+
+def test_a_nul_in_a_batch_entrys_search_is_that_entrys_400(client):
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?_id=%00"}}, {"request": {"method": "GET", "url": "Patient"}}]}
+    r = client.post("/fhir", json=batch, content_type=FHIR)
+    assert r.status_code == 200, r.get_data(as_text=True)[:400]
+    assert [e["response"]["status"] for e in r.json["entry"]] == ["400", "200"]
+    assert r.json["entry"][0]["response"]["outcome"]["issue"][0]["expression"] == ["_id"]
+
+
+def test_a_patch_cannot_nest_a_resource_deeper_than_a_body_may_be(client, app):
+    """Item 5: the patch and the stored resource each within 64 levels, the result past them."""
+    def nested(levels: int) -> dict:
+        node: dict = {"url": "u", "valueString": "x"}
+        for _ in range(levels - 1):
+            node = {"url": "u", "extension": [node]}
+        return node
+    store = app.extensions["fhir_store"]
+    assert client.put("/fhir/Patient/deep", json={"resourceType": "Patient", "id": "deep", "extension": [nested(31)]},
+                      content_type=FHIR).status_code == 201
+    before = table_counts(store)
+    patch = [{"op": "add", "path": "/extension/0" * 25 + "/extension/-", "value": nested(20)}]
+    r = client.patch("/fhir/Patient/deep", data=json.dumps(patch), content_type="application/json-patch+json")
+    assert r.status_code == 422 and r.json["issue"][0]["code"] == "too-costly", r.get_data(as_text=True)[:300]
+    assert table_counts(store) == before
 
 
 def test_like_wildcards_are_literal_in_text_and_above(client):

@@ -204,3 +204,21 @@ def test_quarantine_files_are_the_owners_alone(tmp_path):
              for p in (tmp_path / "out", jail, *files, tmp_path / "store", tmp_path / "store/x.db")}
     assert modes == {"out": 0o700, "out/site-b": 0o700, "out/site-b/export.rejected.ndjson": 0o600,
                      "out/site-b/rejections.csv": 0o600, "store": 0o700, "store/x.db": 0o600}
+
+
+def test_translate_says_what_a_file_of_nul_bytes_is_and_fails(tmp_path):
+    """It read "0 rows read", exit 0: a file of NUL bytes parses as one empty header."""
+    export = tmp_path / "export.csv"
+    export.write_bytes(b"\x00" * 4096)
+    result = run("translate", "--dry-run", "--mapping", str(MAPPINGS / "site-a.yaml"), str(export))
+    assert result.exit_code == 1
+    assert "export.csv:1: the file holds NUL bytes" in result.stderr
+    assert "1 rows read: 0 accepted, 1 rejected" in result.stderr
+
+
+def test_a_truncated_export_rejects_its_cut_off_row(tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_bytes((SITES / "site-a" / "export.csv").read_bytes()[:20_000])  # cut in row 128
+    result = run("translate", "--dry-run", "--mapping", str(MAPPINGS / "site-a.yaml"), str(export))
+    assert result.exit_code == 1 and "partly accepted" not in result.stderr
+    assert "export.csv:128: the last row is cut off: 53 of 59 fields and no line end" in result.stderr

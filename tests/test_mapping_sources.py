@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import csv
 import decimal
+import tracemalloc
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_ndjson
+from adapter.mapping.sources import MAX_DOCUMENT, MAX_LINE, SourceError, SourceRow, read_csv, read_json, read_ndjson
 from adapter.mapping.values import parse_date, parse_decimal
 from conftest import ROOT
 
@@ -88,3 +89,57 @@ def test_impossible_dates_are_refused(text, formats):
 def test_decimals_keep_their_digits():
     assert str(parse_decimal("18,30", ",")) == "18.30"
     assert isinstance(parse_decimal("1"), decimal.Decimal)
+
+
+def test_a_cut_off_last_row_is_a_rejection_not_a_short_row(tmp_path):
+    """A file truncated mid-row stored its last row as partly accepted; a last line without its
+    line end and with fewer cells than the header is refused (one with them all, or a short row
+    that ends its line, is a row as before)."""
+    for text, last in (("a,b,c\n1,2,3\n4,5", "cut"), ("a,b,c\n1,2,3\n4,5\n", "row"), ("a,b,c\n1,2,3\n4,5,6", "row"),
+                       ('a,b,c\n1,2,3\n4,"5\nfive', "cut")):
+        path = tmp_path / "export.csv"
+        path.write_text(text)
+        *_, row = read_csv(path)
+        if last == "cut":
+            assert isinstance(row, SourceError) and row.line == 3 and "cut off: 2 of 3 fields" in row.reason, text
+        else:
+            assert isinstance(row, SourceRow) and row.values["a"] == "4", text
+
+
+def test_a_file_of_nul_bytes_says_what_it_is(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"\x00" * 4096)
+    assert [(r.line, r.reason[:30]) for r in read_csv(path)] == [(1, "the file holds NUL bytes: no t")]
+    path.write_bytes(b"a,b\n1,2\n3,\x00\n")
+    rows = list(read_csv(path))
+    assert isinstance(rows[0], SourceRow) and isinstance(rows[1], SourceError) and rows[1].line == 3
+
+
+@pytest.mark.parametrize("reader, line", [(read_csv, b"record,x\n1,"), (read_ndjson, b'{"a":"')])
+def test_a_long_line_is_refused_without_reading_it_whole(tmp_path, reader, line):
+    """A 1 GiB line was refused only once read whole (2.2 GB at the peak): now at MAX_LINE."""
+    path = tmp_path / "export"
+    with path.open("wb") as out:
+        out.write(line)
+        for _ in range(64):
+            out.write(b"x" * (1 << 20))
+        out.write(b'"}\n' if reader is read_ndjson else b"\n")
+        out.write(b'{"a":1}\n' if reader is read_ndjson else b"2,y\n")
+    tracemalloc.start()
+    try:
+        rows = list(reader(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MAX_LINE, peak  # the 64 MB line is never held
+    assert isinstance(rows[0], SourceError) and "longer than 1,048,576" in rows[0].reason
+    if reader is read_ndjson:  # NDJSON lines stand alone: the next one is read
+        assert isinstance(rows[1], SourceRow) and rows[1].line == 2
+
+
+def test_a_json_document_past_its_bound_is_refused_unread(tmp_path):
+    path = tmp_path / "export.json"
+    with path.open("wb") as out:
+        out.truncate(MAX_DOCUMENT + 1)
+    (error,) = read_json(path)
+    assert "at most" in error.reason

@@ -178,6 +178,9 @@ def test_persist_stores_the_report_by_post_only(four_sites_gateway):
         {"name": "persist", "valueBoolean": True}]}
     made = client.post(f"/fhir/{ADL}", json=body, content_type="application/fhir+json")
     assert made.status_code == 201, made.get_data(as_text=True)
+    # a create's headers (they were missing): Location with the version, ETag, Last-Modified
+    assert made.headers["Location"].endswith(f"/fhir/MeasureReport/{made.get_json()['id']}/_history/1")
+    assert made.headers["ETag"] == 'W/"1"' and made.headers["Last-Modified"].endswith(" GMT")
     stored = client.get(f"/fhir/MeasureReport/{made.get_json()['id']}").get_json()
     assert stored["group"] == made.get_json()["group"]
     found = client.get("/fhir/MeasureReport", query_string={

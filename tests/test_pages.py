@@ -265,7 +265,7 @@ def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
     assert sorted(patients) == sorted(s["individual"]["reference"].split("/")[1] for s in site_a)
     assert int(page.locator("#enrolled-total").inner_text()) == len(site_a)
     # Another site's child, and the workbench (ingest needs create), are refused as pages.
-    assert page.goto(f"{root}/ui/child/site-b-B0002").status == 403
+    assert page.goto(f"{root}/ui/child/site-b-B0002").status == 404  # as a child never enrolled
     assert page.goto(f"{root}/ui/workbench").status == 403
     # The cookie is for the pages only: the API wants the bearer token.
     api = requests.get(f"{root}/fhir/Patient?_count=1", cookies={"fhir_adapter_ui_token": token}, timeout=30)

@@ -113,3 +113,11 @@ def test_site_d_is_longitudinal_per_arm_with_items_doses_per_kg_and_no_mrn():
     assert len(children) == 12 and Counter(arms.values()) == {"1": 8, "2": 4}
     assert not_tested == 2 and len(bad) == 6
     assert Counter(e["outcome"] for e in bad.values()) == {"partly": 3, "rejected": 3}
+
+
+def test_the_generator_takes_help_as_help_not_as_a_folder(tmp_path):
+    """`generate.py --help` wrote the four sites into a folder named "--help" (one was committed)."""
+    shown = subprocess.run([sys.executable, str(SITES / "generate.py"), "--help"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True)
+    assert "usage:" in shown.stdout and list(tmp_path.iterdir()) == []
+    assert not (ROOT / "--help").exists()

@@ -24,10 +24,21 @@ from adapter.auth.scopes import ScopeError, granted
 from adapter.store.clients import ClientRecord, ClientRegistry
 
 __all__ = ["AuthClient", "ClientAssertion", "BackendServicesGrant", "query_client", "AUTH_METHOD",
-           "MAX_ASSERTION_LIFETIME"]
+           "MAX_ASSERTION_LIFETIME", "said"]
 
 AUTH_METHOD = "private_key_jwt"
 MAX_ASSERTION_LIFETIME = 300  # seconds: SMART says exp at most five minutes in the future
+
+
+def said(text: str) -> str:
+    r"""`text` as an RFC 6749 error_description may hold it (%x20-21 / %x23-5B / %x5D-7E): the
+    descriptions quote what the client sent (its name, a kid, a scope), and Authlib refuses a
+    description outside that set with a ValueError, which was a 500.
+
+    >>> said('kid "a\\b"\n')
+    "kid 'a/b'?"
+    """
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else {'"': "'", "\\": "/"}.get(c, "?") for c in text)
 
 
 class AuthClient(ClientMixin):  # type: ignore[misc]
@@ -59,9 +70,9 @@ def query_client(clients: ClientRegistry) -> Callable[[str], AuthClient]:
     def query(name: str) -> AuthClient:
         record = clients.get_client(name)
         if record is None:
-            raise InvalidClientError(description=f"no client {name!r} is registered here")
+            raise InvalidClientError(description=said(f"no client {name!r} is registered here"))
         if record.revoked:
-            raise InvalidClientError(description=f"client {name!r} is revoked")
+            raise InvalidClientError(description=said(f"client {name!r} is revoked"))
         return AuthClient(record)
     return query
 
@@ -82,7 +93,7 @@ class ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
             try:
                 return self.jwks.key_for(client.record, token.headers())
             except KeyNotFound as exc:
-                raise InvalidClientError(description=str(exc)) from None
+                raise InvalidClientError(description=said(str(exc))) from None
         return resolve
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
@@ -91,8 +102,8 @@ class ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
             # and every other algorithm are refused before any key is used.
             claims = jwt.decode(assertion, resolve_key, algorithms=list(ALGORITHM_KEYS)).claims
         except JoseError as exc:
-            raise InvalidClientError(description=f"the client assertion does not verify: "
-                                                 f"{exc.description or exc.error}") from None
+            raise InvalidClientError(description=said(f"the client assertion does not verify: "
+                                                      f"{exc.description or exc.error}")) from None
         exp = claims.get("exp")
         if isinstance(exp, (int, float)) and exp > time.time() + MAX_ASSERTION_LIFETIME + self.leeway:
             raise InvalidClientError(description="the client assertion's exp is more than "
@@ -122,10 +133,10 @@ class BackendServicesGrant(ClientCredentialsGrant):  # type: ignore[misc]
         try:
             scope = self.client.get_allowed_scope(requested)
         except ScopeError as exc:  # malformed, or a ?query the server cannot hold a read to
-            raise InvalidScopeError(str(exc)) from None
+            raise InvalidScopeError(said(str(exc))) from None
         if not scope:
-            raise InvalidScopeError(f"none of the requested scopes is granted to "
-                                    f"{self.client.get_client_id()!r}")
+            raise InvalidScopeError(said(f"none of the requested scopes is granted to "
+                                         f"{self.client.get_client_id()!r}"))
         self.request.granted_scope = scope
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

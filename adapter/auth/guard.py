@@ -9,8 +9,13 @@ Two rules, both checked here:
   and system history, exports and includes need `s` (includes: `r` on the included type),
   create `c`, update and patch `u`, delete `d`;
 - sites: a client registered for a site sees and writes only resources labelled with its site
-  (adapter/fhir/sites.py), plus the protocol definitions, which every client may read. What it
-  writes is labelled with its site; it cannot relabel, change or point into another site's data.
+  (adapter/fhir/sites.py), plus the protocol definitions, which every client may read (but not
+  a definition labelled with another site: that site's own ResearchStudy). What it writes is
+  labelled with its site; it cannot relabel, change or point into another site's data, and it
+  creates by PUT only ids in its own namespace (`<site>-...`), so it cannot take another site's.
+  Another site's resource is answered as an unknown one, everywhere (404 with the same text, a
+  delete that deletes nothing, the same refusal of a PUT): ids carry record numbers, and a site
+  must not be able to count another's enrolment by asking for them.
 The audit trail (AuditEvent) is the coordinating centre's: no site client reads it, nobody
 writes it through the API.
 """
@@ -18,200 +23,53 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from adapter.auth.checks import DEFINITION_TYPES, Access, Checks, access_of
 from adapter.fhir.definitions import AUDIT_TYPE, SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, forbidden
-from adapter.fhir.references import targets
-from adapter.fhir.search import Filter, SearchRequest
-from adapter.fhir.sites import SITE_SYSTEM, sites_of, with_site
-from adapter.auth.scopes import Scopes, parse_scopes
+from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
     HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
 )
 
 __all__ = ["Access", "GuardedRepository", "DEFINITION_TYPES", "forbidden", "access_of"]
 
-# The study's protocol, its terminology and its directory of sites: readable by every
-# authorised client, written by the centre only.
-DEFINITION_TYPES = frozenset({"ResearchStudy", "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet",
-                              "Measure", "ConceptMap", "Organization", "Location"})
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who asks: a client, its site (None: the coordinating centre) and its granted scopes."""
-
-    client: str
-    site: str | None
-    scopes: Scopes
-    policy: str | None = None  # an exchange policy everything it reads goes through
-
-    def as_json(self) -> dict[str, Any]:
-        return {"client": self.client, "site": self.site, "scope": str(self.scopes), "policy": self.policy}
-
-
-@functools.lru_cache(maxsize=256)
-def _scopes(text: str) -> Scopes:
-    return parse_scopes(text)
-
-
-def access_of(client: str, site: str | None, scope: str, policy: str | None = None) -> Access:
-    """An Access from a token's claims (its scope string parsed once per distinct string)."""
-    return Access(client, site or None, _scopes(scope), policy or None)
-
-
-class _Checks:
-    """The checks, shared by the repository and its transactions."""
-
-    def __init__(self, access: Access, repo: Repository) -> None:
-        self.access, self._repo = access, repo
-        self._site_filter = (Filter("_security", "token", None, ((SITE_SYSTEM, access.site),))
-                             if access.site else None)
-
-    def need(self, rtype: str, permission: str, what: str) -> None:
-        if rtype == AUDIT_TYPE and (self.access.site or permission in "cud"):
-            raise forbidden("the audit trail is read by the coordinating centre only and written by "
-                            "the server only")
-        if not self.access.scopes.allows(rtype, permission):
-            raise forbidden(f"{what} needs the scope system/{rtype}.{permission} (or system/*.{permission}); "
-                            f"this client has: {self.access.scopes or 'no scopes'}")
-
-    def visible(self, stored: StoredResource) -> bool:
-        site = self.access.site
-        if site is None or stored.resource_type in DEFINITION_TYPES or stored.data is None:
-            return True
-        return site in sites_of(orjson.loads(stored.data))
-
-    def check_visible(self, stored: StoredResource) -> StoredResource:
-        if not self.visible(stored):
-            raise forbidden(f"{stored.resource_type}/{stored.id} is not site {self.access.site}'s data; "
-                            f"client {self.access.client} may reach its own site's only")
-        return stored
-
-    def narrowed(self, request: SearchRequest) -> SearchRequest:
-        """The search, held to the client's scopes and site (definitions are everyone's): a
-        chain or _has searches its target type too, so it needs `s` on that type and matches
-        only the client's site's resources there (else a reference to an id another site later
-        fills, or another site's resources pointing in, would tell about them)."""
-        for f in request.filters:
-            self._check_chain(f)
-        filters = tuple(self._held(f) for f in request.filters)
-        if self._site_filter is not None and request.resource_type not in DEFINITION_TYPES:
-            filters = (*filters, self._site_filter)
-        return dataclasses.replace(request, filters=filters)
-
-    def _check_chain(self, f: Filter) -> None:
-        if f.chain is None or f.target is None:
-            return
-        self.need(f.target, "s", f"a chained or _has search through {f.target}")
-        self._check_chain(f.chain)
-
-    def _held(self, f: Filter) -> Filter:
-        if f.chain is None or f.target is None:
-            return f
-        also = f.also
-        if self._site_filter is not None and f.target not in DEFINITION_TYPES:
-            also = (*also, self._site_filter)
-        return dataclasses.replace(f, chain=self._held(f.chain), also=also)
-
-    def allowed_included(self, page: SearchPage) -> SearchPage:
-        """Included resources the client may read. Those outside its scopes are said (it knows
-        its scopes); another site's are left out unsaid, as a search never counts them."""
-        in_scope = [e for e in page.included if self.access.scopes.allows(e.resource_type, "r")]
-        kept = [e for e in in_scope if self.visible(e)]
-        if len(kept) == len(page.included):
-            return page
-        notes = page.notes
-        if len(in_scope) != len(page.included):
-            left_out = sorted({e.resource_type for e in page.included} - {e.resource_type for e in in_scope})
-            notes = (*notes, Issue("suppressed", f"included resources outside this client's scopes are left "
-                                   f"out ({', '.join(left_out)})", severity="information"))
-        return dataclasses.replace(page, included=kept, notes=notes)
-
-    def check_write(self, resource: dict[str, Any], permission: str, existing: StoredResource | None,
-                    read: Any) -> None:
-        """`resource` may be written (labelled with the client's site); `existing` is what it
-        replaces; `read(type, id)` finds what its references point to."""
-        rtype = str(resource.get("resourceType"))
-        self.need(rtype, permission, f"{'create' if permission == 'c' else 'update'} of {rtype}")
-        site = self.access.site
-        if site is None:
-            return
-        if rtype in DEFINITION_TYPES:
-            raise forbidden(f"{rtype} is a protocol definition: written by the coordinating centre only")
-        if existing is not None:
-            self.check_visible(existing)
-        others = sites_of(resource) - {site}
-        if others:
-            raise forbidden(f"the resource is labelled for site {', '.join(sorted(others))}; client "
-                            f"{self.access.client} writes site {site}'s data only", "meta.security")
-        with_site(resource, site)
-        found, _ = targets(resource)
-        for target in found:
-            if target.type in DEFINITION_TYPES:
-                continue
-            pointed = read(target.type, target.id)
-            if pointed is not None and not self.visible(pointed):
-                raise forbidden(f"{target.expression}: {target.reference} is another site's data", target.expression)
-
-    def existing(self, read: Any, rtype: str, rid: str) -> StoredResource | None:
-        """What an update or delete replaces, for the site check (None: a new resource). A
-        deleted resource is its last version: a site may not take over another site's id."""
-        if self.access.site is None:
-            return None
-        try:
-            current = read(rtype, rid)
-        except FhirError as error:
-            if error.status not in (404, 410):
-                raise
-            current = None
-        if current is not None:
-            return current  # type: ignore[no-any-return]
-        try:
-            versions = self._repo.history(rtype, rid, count=2).entries
-        except FhirError:
-            return None  # never stored
-        return next((v for v in versions if v.data is not None), None)
-
 
 class GuardedTransaction(Transaction):
-    def __init__(self, inner: Transaction, checks: _Checks) -> None:
+    def __init__(self, inner: Transaction, checks: Checks) -> None:
         self._inner, self._checks = inner, checks
 
     def lock(self, keys: Iterable[tuple[str, str]]) -> None:
         self._inner.lock(keys)
 
     def create(self, resource: dict[str, Any], resource_id: str | None = None) -> StoredResource:
-        self._checks.check_write(resource, "c", None, self._inner.read)
+        # an id in the body as well is the client's choice (a conditional update's); one given
+        # alone the server's (a transaction's POST)
+        chosen = resource_id if resource_id is not None and resource_id == resource.get("id") else None
+        existing = self._checks.existing(self._inner.read, str(resource.get("resourceType")), chosen) if chosen else None
+        self._checks.check_write(resource, "c", existing, self._inner.read, chosen)
         return self._inner.create(resource, resource_id)
 
     def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
-        existing = self._checks.existing(self._inner.read, str(resource.get("resourceType")), str(resource.get("id")))
-        self._checks.check_write(resource, "u", existing, self._inner.read)
+        rid = str(resource.get("id"))
+        existing = self._checks.existing(self._inner.read, str(resource.get("resourceType")), rid)
+        self._checks.check_write(resource, "u", existing, self._inner.read, rid)
         return self._inner.update(resource, if_match)
 
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         self._checks.need(resource_type, "d", f"delete of {resource_type}")
         existing = self._checks.existing(self._inner.read, resource_type, resource_id)
-        if existing is not None:
-            self._checks.check_visible(existing)
+        if existing is not None and not self._checks.visible(existing):
+            return None  # another site's: as for an unknown id, nothing to delete (204), and nothing is
         return self._inner.delete(resource_type, resource_id)
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         self._checks.need(resource_type, "r", f"read of {resource_type}")
         stored = self._inner.read(resource_type, resource_id)
-        if stored is None and self._checks.access.site is not None:  # deleted: whose was it?
-            last = self._checks.existing(self._inner.read, resource_type, resource_id)
-            if last is not None:
-                self._checks.check_visible(last)
-        return self._checks.check_visible(stored) if stored is not None else None
+        return stored if stored is not None and self._checks.visible(stored) else None
 
     def search(self, request: SearchRequest) -> SearchPage:
         self._checks.need(request.resource_type, "s", f"search of {request.resource_type}")
@@ -223,7 +81,7 @@ class GuardedRepository(Repository):
 
     def __init__(self, inner: Repository, access: Access) -> None:
         self.inner, self.access = inner, access
-        self._checks = _Checks(access, inner)
+        self._checks = Checks(access, inner)
 
     # Writes go through a guarded transaction: one set of write checks, made on what the
     # transaction sees (the store's own create/update/delete are one transaction each too).
@@ -242,27 +100,30 @@ class GuardedRepository(Repository):
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         self._checks.need(resource_type, "r", f"read of {resource_type}")
         try:
-            return self._checks.check_visible(self.inner.read(resource_type, resource_id))
+            stored = self.inner.read(resource_type, resource_id)
         except FhirError as error:
-            raise self._not_found_or_forbidden(error, resource_type, resource_id) from None
+            raise self._hidden(error, resource_type, resource_id) from None
+        if not self._checks.visible(stored):
+            raise self._checks.unknown(resource_type, resource_id)
+        return stored
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         self._checks.need(resource_type, "r", f"vread of {resource_type}")
         try:
-            return self._checks.check_visible(self.inner.vread(resource_type, resource_id, version_id))
+            stored = self.inner.vread(resource_type, resource_id, version_id)
         except FhirError as error:
-            raise self._not_found_or_forbidden(error, resource_type, resource_id) from None
+            raise self._hidden(error, resource_type, resource_id, version_id) from None
+        if not self._checks.visible(stored):
+            raise self._checks.unknown(resource_type, resource_id, version_id)
+        return stored
 
-    def _not_found_or_forbidden(self, error: FhirError, rtype: str, rid: str) -> FhirError:
-        """A 404 or 410 on another site's resource (deleted, or no such version) is a 403: that
-        it was deleted, or how many versions it has, is that site's to know."""
-        if error.status not in (404, 410) or self.access.site is None:
+    def _hidden(self, error: FhirError, rtype: str, rid: str, version: int | None = None) -> FhirError:
+        """A 410 on another site's resource (deleted, or a deletion's version) is the 404 of an
+        unknown one: that it was there, or when it went, is that site's to know."""
+        if error.status != 410 or self.access.site is None:
             return error
         last = self._checks.existing(self.inner.read, rtype, rid)
-        if last is not None and not self._checks.visible(last):
-            return forbidden(f"{rtype}/{rid} is not site {self.access.site}'s data; client "
-                             f"{self.access.client} may reach its own site's only")
-        return error
+        return self._checks.unknown(rtype, rid, version) if last is None or not self._checks.visible(last) else error
 
     def history(self, resource_type: str | None = None, resource_id: str | None = None,
                 since: str | None = None, count: int = 20, cursor: int | None = None) -> HistoryPage:
@@ -277,7 +138,7 @@ class GuardedRepository(Repository):
         kept = [e for e in page.entries if self.access.scopes.allows(e.resource_type, "s" if not resource_id else "r")
                 and self._was_visible(e)]
         if resource_id and len(kept) != len(page.entries):
-            raise forbidden(f"{resource_type}/{resource_id} is not site {self.access.site}'s data")
+            raise self._checks.unknown(str(resource_type), resource_id)
         if len(kept) == len(page.entries):
             return page
         return HistoryPage(kept, None, page.next_cursor)  # a total over what is left out would tell

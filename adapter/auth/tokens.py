@@ -70,7 +70,7 @@ class TokenService:
     def authenticate(self, authorization: str | None, now: float | None = None) -> AccessGrant:
         """The grant of the request's `Authorization: Bearer` token, or Unauthenticated."""
         if not authorization:
-            raise Unauthenticated("no access token: send Authorization: Bearer <token>")
+            raise Unauthenticated("no access token")
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:

@@ -103,7 +103,7 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
 @click.option("--from", "bases", multiple=True, required=True, help="The site's FHIR base URL (repeatable).")
 @click.option("--client-id", required=True, help="The centre's client id, as each site registered it.")
 @click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
-              help="The centre's private key: a JWK or JWK Set (RS384 or ES384).")
+              help="The centre's private key: a JWK, a JWK Set or a PEM file (RS384 or ES384).")
 @click.option("--since", default="auto", show_default=True,
               help="auto: what changed since the last successful pull of the site; all: everything; or an instant.")
 @click.option("--max-file-bytes", default=8 << 30, show_default=True,

@@ -30,6 +30,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -101,13 +102,31 @@ class PullReport:
 
 
 def load_client_key(path: pathlib.Path) -> Key:
-    """The client's private key: a JWK, or a JWK Set holding one private key (RS384 or ES384)."""
-    data = json.loads(path.read_text())
-    key = KeySet.import_key_set(data).keys[0] if "keys" in data else (
-        RSAKey.import_key(data) if data.get("kty") == "RSA" else ECKey.import_key(data))
+    """The client's private key (RS384 or ES384): a JWK, a JWK Set holding one private key, or a
+    PEM file (PKCS#8 or the traditional RSA/EC form, as openssl writes them; its assertions then
+    name no kid, so the client's registered set must hold one key of its algorithm)."""
+    raw = path.read_bytes()
+    try:
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            key = _pem_key(raw)
+        else:
+            data = json.loads(raw)
+            key = KeySet.import_key_set(data).keys[0] if "keys" in data else (
+                RSAKey.import_key(data) if data.get("kty") == "RSA" else ECKey.import_key(data))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, JoseError) as exc:
+        # a PEM file given to json.loads said only "Expecting value: line 1 column 1"
+        raise ValueError(f"{path}: not a private key this command reads (a JWK, a JWK Set or a PEM "
+                         f"private key, RSA or EC P-384): {exc}") from None
     if not key.is_private:
         raise ValueError(f"{path} holds no private key")
     return key
+
+
+def _pem_key(raw: bytes) -> Key:
+    try:
+        return RSAKey.import_key(raw)
+    except (ValueError, TypeError, JoseError):
+        return ECKey.import_key(raw)
 
 
 class _Site:
@@ -138,7 +157,9 @@ class _Site:
             url = self._token_url()
             key = self.options.key
             alg = "RS384" if isinstance(key, RSAKey) else "ES384"
-            auth = PrivateKeyJWT(url, alg=alg, headers={"kid": key.kid}, claims={"exp": int(time.time()) + 240})
+            # a PEM key has no kid: the site then takes the client's one key of that algorithm
+            auth = PrivateKeyJWT(url, alg=alg, headers={"kid": key.kid} if key.kid else None,
+                                 claims={"exp": int(time.time()) + 240})
             with OAuth2Session(self.options.client_id, key, token_endpoint_auth_method=auth,
                                scope=self.options.scope) as oauth:
                 oauth.mount("http://", HTTPAdapter(max_retries=self.retry))

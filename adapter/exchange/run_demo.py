@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,8 @@ from collections.abc import Callable, Iterator
 import requests
 
 from adapter.exchange.demo import centre_keys, prepare_centre, prepare_site, register_centre
+from adapter.private import open_private
+from adapter.workers import die_with_parent
 
 __all__ = ["run_demo"]
 
@@ -24,6 +28,10 @@ def _url(folder: pathlib.Path, name: str) -> str:
     return f"sqlite:///{folder / name / 'adapter.db'}"
 
 
+def _stop_on_sigterm(number: int, frame: object) -> None:
+    raise SystemExit(128 + number)  # through the `finally` that stops the gateways
+
+
 @contextlib.contextmanager
 def _gateways(folder: pathlib.Path, port: int) -> Iterator[dict[str, str]]:
     """`fhir-adapter serve --auth` for each site and the centre; stopped on the way out."""
@@ -31,11 +39,15 @@ def _gateways(folder: pathlib.Path, port: int) -> Iterator[dict[str, str]]:
     try:
         for offset, name in enumerate((*SITES, "centre")):
             base = f"http://127.0.0.1:{port + offset}/fhir"
-            log = (folder / name / "gateway.log").open("ab")
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "adapter.cli", "serve", "--auth", "--host", "127.0.0.1",
-                 "--port", str(port + offset), "--workers", "1", "--base-url", base, "--db", _url(folder, name)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FHIR_ADAPTER_AUDIT": "off"}))
+            # 0600: the log names clients and the paths they asked for
+            with open_private(folder / name / "gateway.log", "ab") as log:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "adapter.cli", "serve", "--auth", "--host", "127.0.0.1",
+                     "--port", str(port + offset), "--workers", "1", "--base-url", base, "--db", _url(folder, name)],
+                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FHIR_ADAPTER_AUDIT": "off"},
+                    # it ends (SIGTERM: gunicorn's clean stop) when the demo does, even by kill -9:
+                    # left alone, the three servers went on holding their ports
+                    preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM)))
             bases[name] = base
         for name, base in bases.items():
             deadline = time.monotonic() + 60
@@ -59,6 +71,7 @@ def _gateways(folder: pathlib.Path, port: int) -> Iterator[dict[str, str]]:
 
 
 def run_demo(folder: pathlib.Path, port: int, once: bool, say: Callable[[str], None]) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     folder = folder.resolve()
     if folder.exists() and any(folder.iterdir()) and not (folder / _MARKER).exists():
         say(f"{folder} is not empty and was not made by `exchange demo`: give another --folder")

@@ -280,11 +280,26 @@ class Needles:
         return list(dict.fromkeys(found))
 
 
+# Needles longer than this go into the pattern as plain alternatives, not into the trie: its
+# emit recursed a level a byte, and an identifier of ~1,000 bytes was a RecursionError (so would
+# be as many nested groups in the regex parser). Few values are that long.
+_TRIE_BYTES = 64
+
+
+def _end(date: bool) -> bytes:
+    """Where a needle may end: at a token's end (a birth date also where a dateTime goes on)."""
+    return rb"(?:(?![%s])|(?=T\d))" % _TOKEN if date else rb"(?![%s])" % _TOKEN
+
+
 def _trie(kinds: dict[bytes, set[str]]) -> bytes:
     """One pattern for all needles, shaped as a trie so that each position costs a few byte
     comparisons, not one per needle. A birth date may go on into a dateTime ("...-22T08:00")."""
     root: dict[int, Any] = {}
+    long: list[bytes] = []
     for needle, needle_kinds in kinds.items():
+        if len(needle) > _TRIE_BYTES:
+            long.append(re.escape(needle) + _end("birth-date" in needle_kinds))
+            continue
         node = root
         for byte in needle:
             node = node.setdefault(byte, {})
@@ -293,9 +308,10 @@ def _trie(kinds: dict[bytes, set[str]]) -> bytes:
     def emit(node: dict[int, Any]) -> bytes:
         branches = [re.escape(bytes([b])) + emit(child) for b, child in sorted(node.items()) if b >= 0]
         if -1 in node:
-            branches.append(rb"(?:(?![%s])|(?=T\d))" % _TOKEN if node[-1] else rb"(?![%s])" % _TOKEN)
+            branches.append(_end(node[-1]))
         return branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
-    return emit(root)
+    shown = [emit(root)] if root else []
+    return b"|".join(shown + sorted(long))
 
 
 def _leaves(line: bytes, kind: str) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from adapter.fhir.bounds import MAX_DEPTH, depth as _depth
 from adapter.fhir.outcomes import bad_request
 
 __all__ = ["parse", "dumps", "MAX_NUMBER_LENGTH", "MAX_NUMBER_EXPONENT"]
@@ -67,19 +68,6 @@ _decoder = json.JSONDecoder(
 )
 
 
-MAX_DEPTH = 64  # nesting levels of a body: FHIR resources need ~20; recursion past ~1,000 crashes
-
-
-def _depth(node: Any) -> int:
-    deepest, stack = 0, [(node, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
 def parse(body: bytes | str) -> Any:
     """Parse a JSON body; malformed JSON raises a 400 FhirError naming line and column.
 
@@ -113,8 +101,10 @@ def parse(body: bytes | str) -> Any:
     if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep", code="too-costly")
     if _ESCAPES.search(text) and (where := _unstorable(value, "")) is not None:
-        raise bad_request("a string holds NUL (U+0000) or a lone surrogate, which no store here keeps",
-                          where.lstrip(".") or None, code="structure")
+        rtype = value.get("resourceType") if isinstance(value, dict) else None
+        where = f"{rtype}{where}" if isinstance(rtype, str) and _storable(rtype) else where.lstrip(".")
+        raise bad_request("a string or name holds NUL (U+0000) or a lone surrogate, which no store here keeps",
+                          where or None, code="structure")
     return value
 
 
@@ -137,9 +127,10 @@ def _unstorable(node: Any, path: str) -> str | None:
         return None if _storable(node) else path
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, child in items:
-        here = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
         if isinstance(key, str) and not _storable(key):
-            return here
+            # escaped as JSON writes it: the path goes into the answer, which cannot hold the key itself
+            return f"{path}.{json.dumps(key)[1:-1]}"
+        here = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
         if (found := _unstorable(child, here)) is not None:
             return found
     return None

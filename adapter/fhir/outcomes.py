@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "Issue", "FhirError", "operation_outcome", "bad_request", "invalid", "not_found", "gone",
+    "Issue", "FhirError", "operation_outcome", "bad_request", "invalid", "refused_resource", "not_found", "gone",
     "conflict", "precondition_failed", "not_supported", "method_not_allowed", "too_large",
     "unsupported_media_type", "not_acceptable", "internal_error",
 ]
@@ -56,6 +56,12 @@ def bad_request(message: str, expression: str | None = None, code: str = "invali
 
 def invalid(issues: list[Issue], status: int = 422) -> FhirError:
     return FhirError(status, issues)
+
+
+def refused_resource(issues: list[Issue]) -> FhirError:
+    """A resource the validator refuses: 400 when it cannot be read as its type (structure,
+    a required element, past a size bound), else 422 (read, but against a rule)."""
+    return FhirError(400 if any(i.code in ("structure", "required", "too-costly") for i in issues) else 422, issues)
 
 
 def forbidden(message: str, expression: str | None = None) -> FhirError:

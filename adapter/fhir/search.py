@@ -246,6 +246,9 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     if len(params) > MAX_PARAMETERS:
         raise _too_many(params[MAX_PARAMETERS][0], "parameters", MAX_PARAMETERS)
     for name, raw in params:
+        if "\x00" in name or "\x00" in raw:  # PostgreSQL text cannot hold it: no value could match
+            raise bad_request(f"{name!r} holds the NUL character (%00), which no stored value holds",
+                              name.replace("\x00", "%00"))
         base, _, modifier = name.partition(":")
         if base == "_count":
             count = parse_count(raw)
@@ -452,7 +455,7 @@ def decode_cursor(raw: str) -> tuple[Any, ...]:
 
 def _checked(values: Any) -> tuple[Any, ...]:
     if not isinstance(values, list) or not values or not all(
-            v is None or isinstance(v, (str, float)) or (type(v) is int and -2 ** 63 <= v < 2 ** 63)
-            for v in values):
+            v is None or (isinstance(v, str) and "\x00" not in v) or isinstance(v, float)
+            or (type(v) is int and -2 ** 63 <= v < 2 ** 63) for v in values):
         raise bad_request("_cursor: not a cursor this server issued", "_cursor")
     return tuple(values)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SITE_SYSTEM", "site_label", "sites_of", "with_site"]
+__all__ = ["SITE_SYSTEM", "site_label", "sites_of", "with_site", "in_namespace"]
 
 SITE_SYSTEM = "http://ucmsc-cp.example.org/fhir/CodeSystem/study-site"
 
@@ -40,3 +40,15 @@ def with_site(resource: dict[str, Any], site: str) -> dict[str, Any]:
     if site not in sites_of(resource):
         labels.append(site_label(site))
     return resource
+
+
+def in_namespace(resource_id: str, site: str) -> bool:
+    """Whether an id is in a site's namespace: the site code as a whole run of its `-`-separated
+    parts, at its start (what the site's mapping makes: `site-a-A0001-baseline-weight`) or
+    inside it (what is made for one of its resources: `ucmsc-cp-arm-1-site-a-A0001`, the CarePlan
+    of $apply). A site client creates by PUT only ids in its own namespace (adapter/auth/guard.py).
+
+    >>> [in_namespace(i, "site-a") for i in ("site-a-A0001", "plan-site-a-A1", "site-ab-1", "site-a", "b1")]
+    [True, True, False, False, False]
+    """
+    return f"-{site}-" in f"-{resource_id}"

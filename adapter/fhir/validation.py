@@ -18,7 +18,8 @@ import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from adapter.fhir.definitions import CONTAINED_TYPES, SERVED_TYPES, bindings, r4_schema
+from adapter.fhir.bounds import bound_problem
+from adapter.fhir.definitions import CONTAINED_TYPES, SERVED_TYPES, bindings, r4_schema, resource_types
 from adapter.fhir.ids import id_problem
 from adapter.fhir.integers import integer_issues
 from adapter.fhir.outcomes import Issue
@@ -50,6 +51,10 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
                       f"{expected_type!r}", "resourceType")]
     if rtype not in SERVED_TYPES:
         return [Issue("not-supported", f"resource type {rtype!r} is not served here", "resourceType")]
+    if (bound := bound_problem(resource)) is not None:  # first: nothing below walks an oversized one
+        return [Issue("too-costly", bound[0], expression(rtype, bound[1]))]
+    if unknown := _contained_types(rtype, resource):  # the R4B models fail on an unknown type
+        return unknown
     issues = [Issue("value", problem, f"{rtype}.id")] if "id" in resource and (
         problem := id_problem(resource["id"])) else []
     issues.extend(i for i in _model_issues(rtype, resource) if not (issues and i.expression == f"{rtype}.id"))
@@ -180,12 +185,26 @@ def _empty_issues(rtype: str, node: Any, loc: tuple[Any, ...]) -> Iterator[Issue
                 yield from _empty_issues(rtype, value, (*loc, key))
 
 
+def _contained_types(rtype: str, resource: dict[str, Any]) -> list[Issue]:
+    contained = resource.get("contained")
+    issues = []
+    for i, item in enumerate(contained if isinstance(contained, list) else ()):
+        kind = item.get("resourceType") if isinstance(item, dict) else None
+        if isinstance(item, dict) and kind not in resource_types():
+            what = f"{kind!r} is no FHIR R4 resource type" if kind is not None else "a contained resource needs a resourceType"
+            issues.append(Issue("structure", what, expression(rtype, ("contained", i, "resourceType"))))
+    return issues
+
+
 _CHOICE = re.compile(r"\['(\w+?)[A-Z]")
 
 
 def _model_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
     try:
         get_fhir_model_class(rtype).model_validate(resource)
+    except (KeyError, TypeError, AttributeError) as exc:  # the models' own failures, e.g. an R4-only type
+        yield Issue("structure", f"the resource cannot be read as an R4 {rtype} ({type(exc).__name__}: "
+                    f"{str(exc)[:200]})", rtype)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p != "resource_type")

@@ -193,6 +193,8 @@ def _register_errors(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         if isinstance(error, MethodNotAllowed):
             allowed = sorted(error.valid_methods or [])
+            if request.path == f"{app.config['FHIR_PATH']}/metadata":  # not the type routes' methods
+                allowed = ["GET", "HEAD", "OPTIONS"]
             return error_response(method_not_allowed(
                 f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}", allowed))
         if isinstance(error, RequestEntityTooLarge):

@@ -16,12 +16,14 @@ from flask import Blueprint, Response, current_app, request, send_file
 from adapter.exchange.export import (
     ExportRequest, active_jobs, cancel_job, expire_jobs, expires_at, read_job, start_job,
 )
+from adapter.fhir import jsonio
 from adapter.fhir.definitions import DATA_TYPES, SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, forbidden, not_found
 from adapter.fhir.search import parse_search, parse_since
 from adapter.gateway.access import client_name, current_access, repository
 from adapter.gateway.base import service_base
 from adapter.gateway.body import read_body
+from adapter.gateway.operation_inputs import parameters_of
 from adapter.store.compartment import compartment_types
 
 __all__ = ["register", "EXPORT_OPERATIONS", "export_root"]
@@ -117,19 +119,17 @@ def _kick_off(level: str, group: str | None = None) -> Response:
 
 
 def _parameters(body: bytes) -> list[tuple[str, str]]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("the POST body must be a Parameters resource", "Parameters") from None
-    if not isinstance(parsed, dict) or parsed.get("resourceType") != "Parameters":
-        raise bad_request("the POST body must be a Parameters resource", "Parameters")
+    """The export's inputs from a Parameters body: each a name and a string value (a value of
+    any other kind is refused, never turned into text)."""
     out = []
-    for p in parsed.get("parameter") or []:
-        if not isinstance(p, dict):
-            raise bad_request("Parameters.parameter must be a list of parameters", "Parameters.parameter")
+    for p in parameters_of(jsonio.parse(body)):
         value = next((v for k, v in p.items() if k.startswith("value")), None)
-        if value is not None:
-            out.append((str(p.get("name")), str(value)))
+        if value is None:
+            continue
+        if not isinstance(value, str) or not isinstance(p.get("name"), str):
+            raise bad_request("an export parameter has a name and a string value (valueString, valueCode, "
+                              "valueInstant...)", "Parameters.parameter")
+        out.append((p["name"], value))
     return out
 
 

@@ -15,6 +15,8 @@ import orjson
 from adapter.fhir.dates import now_instant
 from adapter.fhir.outcomes import Issue, operation_outcome
 from adapter.fhir.subsetting import subset
+from adapter.store.budget import MAX_PAGE_BYTES
+from adapter.store.includes import MAX_INCLUDED
 from adapter.store.repository import HistoryPage, SearchPage, StoredResource
 
 __all__ = ["searchset", "history_bundle", "http_date", "page_url"]
@@ -67,8 +69,9 @@ def searchset(base: str, page: SearchPage, self_url: str, next_url: str | None,
     warnings = [*warnings, *page.notes]
     if page.included_left_out:
         warnings = [*warnings, Issue("too-costly", f"{page.included_left_out} more resources matched "
-                                     "_include/_revinclude than one page returns; they are left out: "
-                                     "ask for fewer matches per page (_count)", severity="warning")]
+                                     f"_include/_revinclude than one page returns ({MAX_INCLUDED:,} resources, "
+                                     f"{MAX_PAGE_BYTES >> 20} MB with its matches); they are left out: ask for "
+                                     "fewer matches per page (_count)", severity="warning")]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     links = [("self", self_url)] + [(rel, url) for rel, url in (

@@ -14,7 +14,7 @@ from datetime import date
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
-from adapter.gateway.interactions import FhirRequest, FhirResponse
+from adapter.gateway.interactions import FhirRequest, FhirResponse, written
 from adapter.gateway.operation_inputs import operation_inputs
 from adapter.outcomes.evaluate import evaluate_measure
 from adapter.store.repository import Repository
@@ -58,8 +58,10 @@ def _evaluate(req: FhirRequest, repo: Repository, may_persist: bool) -> FhirResp
     subject = values.get("subject") or None
     report_type = values.get("reportType") or ("subject" if subject else "population")
     period = (_day(values, "periodStart", last=False), _day(values, "periodEnd", last=True))
-    report = evaluate_measure(repo, req.id or "", report_type, subject, period, persist == "true")
-    return FhirResponse(201 if persist == "true" else 200, jsonio.dumps(report))
+    report = evaluate_measure(repo, req.id or "", report_type, subject, period)
+    if persist == "true":  # a create like any other: Location and ETag with it, Prefer honoured
+        return written(req, repo.create(report), 201)
+    return FhirResponse(200, jsonio.dumps(report))
 
 
 def evaluate_measure_get(req: FhirRequest, repo: Repository) -> FhirResponse:

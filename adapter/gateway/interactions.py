@@ -16,9 +16,8 @@ from adapter.fhir import jsonio
 from adapter.fhir.definitions import SERVED_TYPES
 from adapter.fhir.ids import check_id
 from adapter.fhir.outcomes import (
-    FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed,
+    FhirError, Issue, bad_request, not_found, operation_outcome, precondition_failed, refused_resource,
 )
-from adapter.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from adapter.fhir.search import (
     DEFAULT_COUNT, SearchRequest, decode_cursor, encode_cursor, parse_count, parse_search, parse_since,
 )
@@ -30,7 +29,7 @@ from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository, StoredResource, Transaction
 
 __all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
-           "SYSTEM_INTERACTIONS", "check_type", "parse_if_match"]
+           "SYSTEM_INTERACTIONS", "check_type", "parse_if_match", "validated", "written"]
 
 
 @dataclass(slots=True)  # built once per request: slots, not frozen, keep that cheap
@@ -65,6 +64,7 @@ class FhirResponse:
     status: int
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    included: int = 0  # resources _include/_revinclude brought: a batch counts them (transactions.py)
 
 
 def check_type(resource_type: str | None) -> str:
@@ -151,7 +151,8 @@ def search(req: FhirRequest, repo: Repository) -> FhirResponse:
                       severity="warning") for name in request.ignored] + list(request.notes)
     return FhirResponse(200, searchset(req.base, page, page_url(req.base, path, request.used_params()),
                                        at(page.next_cursor), warnings, request.summary, request.elements,
-                                       at(page.previous_cursor, before=True), page_url(req.base, path, used)))
+                                       at(page.previous_cursor, before=True), page_url(req.base, path, used)),
+                        included=len(page.included))
 
 
 def check_compartment(req: FhirRequest, repo: Repository, rtype: str | None = None) -> str:
@@ -221,15 +222,14 @@ def _resource_body(req: FhirRequest, rtype: str) -> dict[str, Any]:
     return resource
 
 
-def _validated(resource: dict[str, Any]) -> dict[str, Any]:
+def validated(resource: dict[str, Any]) -> dict[str, Any]:
     issues = validate(resource)
     if issues:
-        status = 400 if any(i.code in ("structure", "required") for i in issues) else 422
-        raise FhirError(status, issues)
+        raise refused_resource(issues)
     return resource
 
 
-def _written(req: FhirRequest, stored: StoredResource, status: int) -> FhirResponse:
+def written(req: FhirRequest, stored: StoredResource, status: int) -> FhirResponse:
     headers = _version_headers(stored, location_base=req.base)
     wanted = req.prefer("return")
     if wanted == "minimal":
@@ -268,25 +268,31 @@ def matches(tx: Transaction, request: SearchRequest, what: str) -> list[StoredRe
 
 def create(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
+    if asked := sorted({k for k, _ in req.params} - {"_format", "_pretty"}):
+        # how fhirpy sends a conditional create (POST Patient?identifier=...): taken as a plain
+        # create, it made a new resource each time
+        raise bad_request(f"POST {rtype} takes no search parameters ({', '.join(asked)}): a conditional create "
+                          "sends its search in the If-None-Exist header (If-None-Exist: identifier=...)",
+                          "If-None-Exist")
     resource = _resource_body(req, rtype)
     # The server assigns the id (http.html#create): a client-supplied one is ignored.
     resource.pop("id", None)
-    resource = _validated(resource)
+    resource = validated(resource)
     wanted = req.headers.get("If-None-Exist")
     if not wanted:
-        return _written(req, repo.create(resource), 201)
+        return written(req, repo.create(resource), 201)
     request = condition(rtype, wanted, "If-None-Exist")
     with repo.transaction() as tx:  # the search and the create under one lock: race-free
         tx.lock([condition_key(request)])
         found = matches(tx, request, "If-None-Exist")
         stored = found[0] if found else tx.create(resource)
-    return _written(req, stored, 200 if found else 201)
+    return written(req, stored, 200 if found else 201)
 
 
 def conditional_update(req: FhirRequest, repo: Repository) -> FhirResponse:
     """PUT [type]?[search]: update the one match, create when none, 412 when several."""
     rtype = check_type(req.resource_type)
-    resource = _validated(_resource_body(req, rtype))
+    resource = validated(_resource_body(req, rtype))
     request = condition(rtype, req.params, "conditional update")
     with repo.transaction() as tx:
         tx.lock([condition_key(request)])
@@ -298,7 +304,7 @@ def conditional_update(req: FhirRequest, repo: Repository) -> FhirResponse:
             stored = tx.update({**resource, "id": found[0].id})
         else:
             stored = tx.create(resource, resource.get("id"))
-    return _written(req, stored, 200 if found else 201)
+    return written(req, stored, 200 if found else 201)
 
 
 def conditional_delete(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -321,45 +327,14 @@ def update(req: FhirRequest, repo: Repository) -> FhirResponse:
                           f"{req.id!r}", f"{rtype}.id")
     if_match = req.headers.get("If-Match")
     version = parse_if_match(if_match) if if_match else None
-    stored = repo.update(_validated(resource), if_match=version)
-    return _written(req, stored, 201 if stored.created else 200)
-
-
-_PATCH_TYPES = {"application/json-patch+json": apply_json_patch, "application/fhir+json": apply_fhirpath_patch,
-                "application/json": apply_fhirpath_patch}
+    stored = repo.update(validated(resource), if_match=version)
+    return written(req, stored, 201 if stored.created else 200)
 
 
 def patch(req: FhirRequest, repo: Repository) -> FhirResponse:
-    """PATCH [type]/[id] (http.html#patch): a JSON Patch, or a FHIRPath Patch in a Parameters
-    body, applied to the current version; the result is validated and stored as a PUT would be."""
-    rtype = check_type(req.resource_type)
-    rid = check_id(req.id, f"{rtype}.id")
-    media = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    apply = _PATCH_TYPES.get(media)
-    if apply is None:
-        raise FhirError(415, [Issue("not-supported", f"a patch is sent as application/json-patch+json (JSON "
-                                    f"Patch) or application/fhir+json (FHIRPath Patch), not {media or '(none)'!r}")])
-    if not req.body:
-        raise bad_request("the request has no body; send a patch document", code="required")
-    document = jsonio.parse(req.body)
-    if_match = req.headers.get("If-Match")
-    version = parse_if_match(if_match) if if_match else None
-    repo.read(rtype, rid)  # 404, or 410 for a deleted resource
-    with repo.transaction() as tx:
-        tx.lock([(rtype, rid)])
-        current = tx.read(rtype, rid)
-        if current is None:
-            raise not_found(f"{rtype}/{rid} is not known (deleted meanwhile)")
-        if version is not None and version != current.version_id:
-            raise precondition_failed(f"If-Match names version {version} but the current version of "
-                                      f"{rtype}/{rid} is {current.version_id}")
-        patched = apply(jsonio.parse(current.data or b"{}"), document, rtype, rid)
-        try:
-            patched = _validated(patched)
-        except FhirError as exc:  # the document was well-formed; its result is not a valid resource
-            raise FhirError(422, exc.issues, exc.headers) from None
-        stored = tx.update(patched, if_match=current.version_id)
-    return _written(req, stored, 200)
+    from adapter.gateway import patching  # it builds on this module
+
+    return patching.patch(req, repo)
 
 
 def delete(req: FhirRequest, repo: Repository) -> FhirResponse:

@@ -10,7 +10,7 @@ from flask import Blueprint, Request, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from adapter.fhir.jsonio import dumps
-from adapter.fhir.outcomes import FhirError, bad_request, too_large, unsupported_media_type
+from adapter.fhir.outcomes import FhirError, bad_request, method_not_allowed, too_large, unsupported_media_type
 from adapter.gateway import bulk
 from adapter.gateway.access import repository
 from adapter.gateway.base import service_base
@@ -45,10 +45,14 @@ def _params(http: Request, form: bool) -> list[tuple[str, str]]:
 
 def _view(route: Route) -> Any:
     form = route.path.endswith("/_search")
+    on_type = route.path == "/<resource_type>"  # also matches /metadata, for the methods it has no rule of
     reads_body = route.method in ("POST", "PUT", "PATCH") and not form
 
     def view(**path: str) -> Response:
         http = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        if on_type and path.get("resource_type") == "metadata":  # DELETE /metadata is no type's delete
+            raise method_not_allowed(f"{route.method} is not allowed on {http.path}; allowed: GET, HEAD, OPTIONS",
+                                     ["GET", "HEAD", "OPTIONS"])
         # The query string is parsed only when there is one: reads by id usually have none.
         params = _params(http, form)
         media = response_type(http.environ.get("HTTP_ACCEPT"),

@@ -11,10 +11,11 @@ import os
 from typing import Any, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from adapter.auth.assertions import (
-    AUTH_METHOD, AuthClient, BackendServicesGrant, ClientAssertion, query_client,
+    AUTH_METHOD, AuthClient, BackendServicesGrant, ClientAssertion, query_client, said,
 )
 from adapter.auth.jwks import ALGORITHM_KEYS, JwksCache
 from adapter.auth.keys import default_key_file, load_or_create
@@ -83,7 +84,13 @@ def register(app: Flask) -> None:
 
     @blueprint.post(TOKEN_PATH)
     def token() -> Response:
-        return cast(Response, server.create_token_response())
+        try:
+            return cast(Response, server.create_token_response())
+        except InsecureTransportError:  # Authlib raises it before its own error handling: a 500
+            return cast(Response, server.handle_error_response(None, InvalidRequestError(description=said(
+                f"the token endpoint takes requests over https only (RFC 6749 section 3.2); this one came "
+                f"over plain http for {request.host}: serve with --certfile and --keyfile, or behind a TLS "
+                "proxy on this machine that sends X-Forwarded-Proto: https"))))
 
     @blueprint.get(f"{config['FHIR_PATH']}/.well-known/smart-configuration")
     def smart_configuration() -> Response:

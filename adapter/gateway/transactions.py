@@ -19,7 +19,7 @@ import orjson
 from adapter.fhir import jsonio
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES
-from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed
+from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed, refused_resource
 from adapter.fhir.search import parse_search
 from adapter.fhir.ids import check_id
 from adapter.fhir.validation import validate
@@ -36,6 +36,11 @@ __all__ = ["bundle", "BUNDLE_ROUTES", "BUNDLE_INTERACTIONS", "MAX_BUNDLE_ENTRIES
 # Entries of one batch or transaction: 1,000 take 1-3 s, well inside a request's time; 23,000
 # outlasted the worker. Larger loads go through `fhir-adapter load` or ingest.
 MAX_BUNDLE_ENTRIES = 1000
+# What the answers of one batch or transaction may add up to: each entry's search is bounded as a
+# request's is (store/budget.py, store/includes.py), but 40 of them built 226 MB in 10-21 s.
+# Past either, a batch's remaining reads are not run (413 each), a transaction fails (413).
+MAX_ANSWER_BYTES = 32 << 20
+MAX_ANSWER_INCLUDED = 10_000
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
@@ -103,9 +108,8 @@ def _validated(entry: _Entry) -> None:
     assert entry.resource is not None
     issues = validate(entry.resource)
     if issues:
-        status = 400 if any(i.code in ("structure", "required") for i in issues) else 422
-        raise FhirError(status, [Issue(i.code, i.diagnostics, f"{entry.where}.resource.{i.expression}"
-                                       if i.expression else f"{entry.where}.resource") for i in issues])
+        raise refused_resource([Issue(i.code, i.diagnostics, f"{entry.where}.resource.{i.expression}"
+                                      if i.expression else f"{entry.where}.resource") for i in issues])
 
 
 def _references(node: Any) -> Iterator[dict[str, Any]]:
@@ -159,8 +163,11 @@ def _transaction(req: FhirRequest, repo: Repository, entries: list[_Entry]) -> F
             for entry in entries:
                 if entry.resource is not None:
                     _rewrite(tx, entry, targets)
+            spent = _Spent()
             for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-                results[entry.index] = _apply(req, tx, entry, ids.get(entry.index))
+                results[entry.index] = _apply(req, tx, entry, ids.get(entry.index), spent)
+                if error := spent.over():
+                    raise error
     except DanglingReferences as error:  # checked at the commit: name the entries' elements
         raise error.located({(e.rtype, ids[e.index][0]): f"{e.where}.resource"
                              for e in entries if e.index in ids}) from None
@@ -234,7 +241,8 @@ def _rewrite(tx: Transaction, entry: _Entry, targets: dict[str, str]) -> None:
             ref["reference"] = f"{rtype}/{found[0].id}"
 
 
-def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str, bool] | None) -> dict[str, Any]:
+def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str, bool] | None,
+           spent: _Spent) -> dict[str, Any]:
     if entry.method == "DELETE":
         rid = entry.id
         if rid is None:
@@ -247,12 +255,13 @@ def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str
             current = tx.read(entry.rtype, entry.id)
             if current is None:  # in a transaction, a failing entry fails them all
                 raise not_found(f"{entry.where}: {entry.rtype}/{entry.id} is not known")
+            spent.add(current.data)
             return _response(req.base, "200 OK", current)
         request = parse_search(entry.rtype, parse_qsl(entry.query, keep_blank_values=True))
         page = tx.search(request)
-        body = orjson.Fragment(searchset(req.base, page, page_url(req.base, entry.rtype, request.used_params()),
-                                         None, []))
-        return {"response": {"status": "200 OK"}, "resource": body}
+        answer = searchset(req.base, page, page_url(req.base, entry.rtype, request.used_params()), None, [])
+        spent.add(answer, len(page.included))
+        return {"response": {"status": "200 OK"}, "resource": orjson.Fragment(answer)}
     assert entry.resource is not None and assigned is not None
     rid, exists = assigned
     if entry.method == "POST":
@@ -264,16 +273,39 @@ def _apply(req: FhirRequest, tx: Transaction, entry: _Entry, assigned: tuple[str
         raise bad_request(f"the resource's id {entry.resource['id']!r} is not the entry's {rid!r}",
                           f"{entry.where}.resource.id")
     if_match = parse_if_match(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+    if entry.id is None and not exists and entry.resource.get("id") is None:  # matched nothing: the server's id
+        return _response(req.base, "201 Created", tx.create(entry.resource, rid))
     stored = tx.update({**entry.resource, "id": rid}, if_match)
     return _response(req.base, "201 Created" if stored.created else "200 OK", stored)
+
+
+class _Spent:
+    """What a batch's or transaction's answers add up to so far, against MAX_ANSWER_*."""
+
+    def __init__(self) -> None:
+        self.bytes = self.included = 0
+
+    def add(self, body: bytes | None, included: int = 0) -> None:
+        self.bytes += len(body or b"")
+        self.included += included
+
+    def over(self) -> FhirError | None:
+        if self.bytes <= MAX_ANSWER_BYTES and self.included <= MAX_ANSWER_INCLUDED:
+            return None
+        return FhirError(413, [Issue("too-costly", f"the answers of this Bundle's reads pass {MAX_ANSWER_BYTES >> 20} "
+                                     f"MB or {MAX_ANSWER_INCLUDED:,} included resources: send the reads in "
+                                     "smaller Bundles, or on their own (each is paged)")])
 
 
 def _batch(req: FhirRequest, repo: Repository, entries: list[_Entry]) -> FhirResponse:
     handlers = {(r.method, r.path): r.handler for r in ROUTES}
     out = []
+    spent = _Spent()
     for entry in entries:
         try:
             _check(entry)
+            if entry.method == "GET" and (error := spent.over()):
+                raise error  # this read is not run: the batch's answer is big enough
             path = "/<resource_type>" + ("/<id>" if entry.id else "")
             method = entry.method
             headers = {k: v for k, v in (("If-None-Exist", entry.if_none_exist), ("If-Match", entry.if_match)) if v}
@@ -284,6 +316,7 @@ def _batch(req: FhirRequest, repo: Repository, entries: list[_Entry]) -> FhirRes
             sub = FhirRequest(req.base, entry.rtype, entry.id, None, parse_qsl(entry.query, keep_blank_values=True),
                               headers, jsonio.dumps(entry.resource) if entry.resource is not None else None)
             result = handler(sub, repo)
+            spent.add(result.body, result.included)
             response: dict[str, Any] = {"status": f"{result.status}"}
             for header, key in (("Location", "location"), ("ETag", "etag")):
                 if header in result.headers:
@@ -307,7 +340,9 @@ def bundle(req: FhirRequest, repo: Repository) -> FhirResponse:
     if kind not in ("batch", "transaction"):
         raise bad_request(f"Bundle.type {kind!r}: only batch and transaction Bundles are processed here",
                           "Bundle.type")
-    if isinstance(body.get("entry"), list) and len(body["entry"]) > MAX_BUNDLE_ENTRIES:
+    if not isinstance(body.get("entry", []), list):
+        raise bad_request("Bundle.entry must be an array of entries", "Bundle.entry", code="structure")
+    if len(body.get("entry") or []) > MAX_BUNDLE_ENTRIES:
         raise FhirError(413, [Issue("too-costly", f"the Bundle has {len(body['entry'])} entries; at most "
                                     f"{MAX_BUNDLE_ENTRIES} are processed in one request", "Bundle.entry")])
     entries = list(_entries(body))

@@ -99,7 +99,7 @@ def _timeline(findings: list[Finding]) -> dict[str, Any]:
 
 
 def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
-    """Raises the repository's FhirError (404 unknown, 403 another site's child)."""
+    """Raises the repository's FhirError (404 unknown, or another site's child: the same)."""
     patient = jsonio.parse(repo.read("Patient", patient_id).data or b"{}")
     notes: list[str] = []
     subject = next(search_all(repo, "ResearchSubject", [("individual", f"Patient/{patient_id}")]), None)

@@ -75,7 +75,10 @@ def _same_origin() -> bool:
 
 def _local(target: str | None) -> str:
     """Where to go after sign-in: a page of ours only (no open redirect)."""
-    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+    # no control character either: a CR or LF in the Location header was a 500 (and a header
+    # injection wherever a server lets one through)
+    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target \
+            and target.isprintable():
         return target
     return PREFIX + "/"
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, false, select
 
 from adapter.fhir.definitions import DATA_TYPES, search_params
+from adapter.store.budget import MAX_PAGE_BYTES, fitting
 from adapter.store.repository import SearchPage, StoredResource
 from adapter.store.schema import INDEX_TABLES, resources
 
@@ -68,6 +69,8 @@ def everything_page(conn: Connection, patient: str, types: tuple[str, ...], sinc
             more = True
             entries = entries[:count]
             break
+    if (fits := fitting(entries, MAX_PAGE_BYTES)) < len(entries):
+        entries, more = entries[:fits], True
     last = entries[-1] if entries else None
     return SearchPage(entries, None, (last.resource_type, last.id) if more and last else None)
 

@@ -1,8 +1,9 @@
 """_include and _revinclude (with :iterate) for one page of search results, in the same read
 snapshot as the page (https://hl7.org/fhir/R4/search.html#include).
 
-Nothing is dropped silently: past MAX_INCLUDED resources for one page the rest is counted and
-the Bundle says so in an OperationOutcome.
+Nothing is dropped silently: past MAX_INCLUDED resources for one page, or past the bytes left of
+the page's budget (budget.MAX_PAGE_BYTES), the rest is counted and the Bundle says so in an
+OperationOutcome.
 """
 from __future__ import annotations
 
@@ -49,24 +50,40 @@ def _reverse(conn: Connection, inc: Include, keys: set[tuple[str, str]]) -> set[
     return found
 
 
-def _fetch(conn: Connection, keys: list[tuple[str, str]]) -> list[StoredResource]:
+def _fetch(conn: Connection, keys: list[tuple[str, str]], budget: int) -> tuple[list[StoredResource], int]:
+    """The resources of `keys` until `budget` bytes are used (read a chunk of ids at a time, so
+    no more than one chunk past the budget is ever held), and how many did not fit."""
+    out: list[StoredResource] = []
+    used = 0
+    for n in range(0, len(keys), _CHUNK):
+        for rtype, ids in sorted(_by_type(keys[n:n + _CHUNK]).items()):
+            rows = conn.execute(select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
+                                       resources.c.data).where(resources.c.res_type == rtype,
+                                                               one_of(conn, resources.c.res_id, ids),
+                                                               resources.c.deleted == false())
+                                .order_by(resources.c.res_id))
+            for r in rows:
+                used += len(r.data or b"")
+                if used > budget:
+                    return out, len(keys) - len(out)
+                out.append(StoredResource(rtype, r.res_id, r.version_id, r.last_updated, False, r.data))
+    return out, 0
+
+
+_CHUNK = 500
+
+
+def _by_type(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
     by_type: dict[str, list[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
-    out = []
-    for rtype, ids in sorted(by_type.items()):
-        rows = conn.execute(select(resources.c.res_id, resources.c.version_id, resources.c.last_updated,
-                                   resources.c.data).where(resources.c.res_type == rtype,
-                                                           one_of(conn, resources.c.res_id, ids),
-                                                           resources.c.deleted == false())
-                            .order_by(resources.c.res_id))
-        out += [StoredResource(rtype, r.res_id, r.version_id, r.last_updated, False, r.data) for r in rows]
-    return out
+    return by_type
 
 
-def included_resources(conn: Connection, request: SearchRequest,
-                       page: list[StoredResource]) -> tuple[list[StoredResource], int]:
-    """The resources the page's _include/_revinclude bring, and how many were left out."""
+def included_resources(conn: Connection, request: SearchRequest, page: list[StoredResource],
+                       budget: int) -> tuple[list[StoredResource], int]:
+    """The resources the page's _include/_revinclude bring within `budget` bytes, and how many
+    were left out."""
     seen = {(e.resource_type, e.id) for e in page}
     frontier = set(seen)
     wanted: list[tuple[str, str]] = []
@@ -88,6 +105,7 @@ def included_resources(conn: Connection, request: SearchRequest,
         frontier = set(ordered[:max(room, 0)])
         if left_out:
             break
-    return _fetch(conn, wanted), left_out
+    fetched, over = _fetch(conn, wanted, budget)
+    return fetched, left_out + over
 
 

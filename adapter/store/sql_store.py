@@ -41,6 +41,7 @@ from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
 from adapter.store.includes import included_resources
 from adapter.store import statements
+from adapter.store.budget import MAX_PAGE_BYTES, fitting
 from adapter.store.paging import backward_queries, row_key
 from adapter.store.search_sql import (
     BROAD, ESTIMATE_BOUND, UCUM, Slots, breadth_query, build_queries, measures_breadth, ordered_driver,
@@ -402,10 +403,14 @@ class SqlStore(Repository, SqlClients):
             page = where + ([history.c.seq < cursor] if cursor is not None else [])
             rows = conn.execute(select(history).where(*page).order_by(history.c.seq.desc())
                                 .limit(count + 1)).all()
+        window = rows[:count]
+        more = len(rows) > count
+        if (fits := fitting(window, MAX_PAGE_BYTES)) < len(window):
+            window, more = window[:fits], True
         entries = [StoredResource(r.res_type, r.res_id, r.version_id, r.last_updated, r.deleted,
                                   r.data, created=r.version_id == 1, method=r.method)
-                   for r in rows[:count]]
-        next_cursor = rows[count - 1].seq if len(rows) > count and count > 0 else None
+                   for r in window]
+        next_cursor = window[-1].seq if more and window else None
         return HistoryPage(entries, total, next_cursor)
 
     def search(self, request: SearchRequest) -> SearchPage:
@@ -439,6 +444,9 @@ class SqlStore(Repository, SqlClients):
         rows = statements.run(conn, ("page", probe), slots, lambda: queries(probe)[0]).all() \
             if request.count > 0 else []
         more = len(rows) > request.count
+        window = rows[:request.count]  # nearest the cursor first, either way
+        if (fits := fitting(window, MAX_PAGE_BYTES)) < len(window):
+            window, more = window[:fits], True  # the rest on the next page
         total: int | None = None
         if request.total == "accurate" or (request.total == "estimate" and not broad):
             if (request.cursor is None and not request.before and request.count > 0 and not more
@@ -448,7 +456,7 @@ class SqlStore(Repository, SqlClients):
                 total = statements.run(conn, "count", slots, lambda: queries()[1]).scalar_one()
                 if request.total == "estimate" and not 0 <= total <= ESTIMATE_BOUND:
                     total = None  # an estimate is not worth counting further (-1: not counted)
-        page = rows[:request.count][::-1] if request.before else rows[:request.count]  # read last-first
+        page = window[::-1] if request.before else window  # read last-first
         entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
                                   False, r.data) for r in page]
         keys = len(request.sort)
@@ -460,7 +468,8 @@ class SqlStore(Repository, SqlClients):
             next_cursor = row_key(page[-1], keys) if more and page else None
             if request.cursor is not None:  # a page reached by `next` has one before it
                 previous_cursor = row_key(page[0], keys) if page else request.cursor
-        included, left_out = included_resources(conn, request, entries) if request.includes else ([], 0)
+        room = MAX_PAGE_BYTES - sum(len(e.data or b"") for e in entries)
+        included, left_out = included_resources(conn, request, entries, room) if request.includes else ([], 0)
         return SearchPage(entries, total, next_cursor, included, left_out, previous_cursor)
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
