@@ -54,7 +54,10 @@ def _site(children: int) -> pathlib.Path:
     if (folder / "ready").exists():
         return folder
     from adapter.exchange.cohorts import build_cohorts
-    from adapter.exchange.demo import _load_protocol, centre_keys
+    from adapter.demo_data import PROTOCOL_SPEC
+    from adapter.exchange.demo import centre_keys
+    from adapter.protocol.spec import load_spec
+    from adapter.study.load import store_definitions
     from adapter.mapping.ingest import ingest
     from adapter.mapping.spec import load_mapping
     from adapter.store import open_store
@@ -68,7 +71,7 @@ def _site(children: int) -> pathlib.Path:
     spec = load_mapping(SPEC)
     store = open_store(f"sqlite:///{folder / 'site.db'}")
     try:
-        _load_protocol(store)
+        store_definitions(store, load_spec(PROTOCOL_SPEC))
         report = ingest(spec, [export], store, KEY, workers=os.cpu_count() or 1)
         build_cohorts(store, spec.catalogue.base, [("site-a", "site A")])
         assert isinstance(store, ClientRegistry)

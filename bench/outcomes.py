@@ -32,7 +32,8 @@ import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from adapter.gateway.app import create_app
-from adapter.protocol.cli import SPECS, load_protocol
+from adapter.protocol.spec import SPECS
+from adapter.study.load import load_protocol
 from bench.site_ingest import end_to_end, write_export
 
 PERIOD = {"periodStart": "2000", "periodEnd": "2100"}

@@ -26,7 +26,8 @@ import tempfile
 import threading
 import time
 
-from adapter.protocol.cli import SPECS, load_protocol
+from adapter.protocol.spec import SPECS
+from adapter.study.load import load_protocol
 from adapter.fhir.validation import validate
 from adapter.mapping.ingest import translate
 from adapter.mapping.spec import load_mapping

@@ -347,8 +347,8 @@ def four_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
     the session (the outcomes tests and the pages' browser tests only read it); (store, URL)."""
     from adapter.mapping.ingest import ingest
     from adapter.mapping.spec import load_mapping
-    from adapter.protocol.build import build_resources
-    from adapter.protocol.cli import SPECS
+    from adapter.study.build import build_resources
+    from adapter.protocol.spec import SPECS
     from adapter.protocol.spec import load_spec
     from adapter.store import open_store
     path = tmp_path_factory.mktemp("outcomes") / "four.db"

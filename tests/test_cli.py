@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from adapter.protocol.build import build_resources
+from adapter.study.build import build_resources
 from adapter.protocol.spec import load_spec
 from conftest import ROOT, migrated_store, observation, wait_until_serving
 

@@ -17,8 +17,8 @@ from adapter.mapping.concept_maps import concept_map, target_coding
 from adapter.mapping.reference import load_reference
 from adapter.mapping.spec import load_mapping
 from adapter.outcomes.definitions import stratifier_system
-from adapter.protocol.build import build_resources
-from adapter.protocol.cli import SPECS
+from adapter.study.build import build_resources
+from adapter.protocol.spec import SPECS
 from adapter.protocol.schedule import visit_system
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import SpecError

@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
-from adapter.protocol.cli import SPECS, load_protocol
+from adapter.protocol.spec import SPECS
+from adapter.study.load import load_protocol
 from adapter.store.schema import resources
 from adapter.store.sql_store import SqlStore
 from bench.site_ingest import _family, write_export

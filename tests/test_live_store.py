@@ -26,7 +26,8 @@ from typing import Any
 import click
 import requests
 
-from adapter.cli import DEMO_KEY, main as cli_main
+from adapter.cli import main as cli_main
+from adapter.demo_data import DEMO_KEY
 from conftest import DEMO, ROOT, wait_until_serving
 
 CLI = str(pathlib.Path(sys.executable).parent / "fhir-adapter")

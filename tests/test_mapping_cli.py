@@ -108,7 +108,7 @@ def test_golden_test_without_expected_files_says_to_update(workspace):
 def test_missing_definitions_is_quiet_once_the_protocol_is_loaded(store):
     from adapter.mapping.ingest import missing_definitions
     from adapter.mapping.spec import load_mapping
-    from adapter.protocol.build import build_resources
+    from adapter.study.build import build_resources
     from adapter.protocol.spec import load_spec
     spec = load_mapping(MAPPINGS / "site-c.yaml")
     assert "protocol load" in (missing_definitions(spec, store) or "")
@@ -121,7 +121,7 @@ def test_missing_definitions_names_the_site_organisation_of_an_older_protocol_lo
     Organization, which every row's Provenance names: the warning says to load again."""
     from adapter.mapping.ingest import missing_definitions
     from adapter.mapping.spec import load_mapping
-    from adapter.protocol.build import build_resources
+    from adapter.study.build import build_resources
     from adapter.protocol.spec import load_spec
     spec = load_mapping(MAPPINGS / "site-c.yaml")
     older = [r for r in build_resources(load_spec(ROOT / "mappings/protocol/ucmsc-cp-v1.yaml"))

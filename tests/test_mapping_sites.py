@@ -15,7 +15,7 @@ from adapter.fhir.validation import validate
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
 from adapter.protocol.adherence import Finding, adherence
-from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import SPECS
 from adapter.store.schema import resources
 from conftest import ROOT, table_counts
 from r4schema import assert_r4
@@ -47,7 +47,7 @@ def stored(store) -> list[dict]:
 
 def _protocol(store) -> None:
     """The study the sites' ResearchSubjects belong to: with references checked, it must exist."""
-    from adapter.protocol.build import build_resources
+    from adapter.study.build import build_resources
     from adapter.protocol.spec import load_spec
     store.load([r for spec in SPECS.glob("*.yaml") for r in build_resources(load_spec(spec))])
 
@@ -221,7 +221,7 @@ def test_the_mrn_is_never_stored_in_clear_and_the_pseudonym_is_keyed(store, tmp_
 
 def test_ingested_injections_are_checked_against_the_protocol(store, tmp_path):
     """The mapped Procedures carry the protocol's codes: adherence finds arm 1's four injections."""
-    from adapter.protocol.build import build_resources
+    from adapter.study.build import build_resources
     from adapter.protocol.spec import load_spec
     store.load([r for spec in SPECS.glob("*.yaml") for r in build_resources(load_spec(spec))])
     ingest(load_mapping(MAPPINGS / "site-a.yaml"), exports("site-a"), store, KEY)

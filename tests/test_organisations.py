@@ -9,8 +9,8 @@ import pytest
 from adapter.exchange.cohorts import build_cohorts
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
-from adapter.protocol.build import build_resources
-from adapter.protocol.cli import SPECS
+from adapter.study.build import build_resources
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import load_spec
 from conftest import ROOT
 

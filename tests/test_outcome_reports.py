@@ -17,8 +17,8 @@ from adapter.fhir.validation import validate
 from adapter.gateway.app import create_app
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
-from adapter.protocol.build import build_resources
-from adapter.protocol.cli import SPECS
+from adapter.study.build import build_resources
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import load_spec
 from adapter.store import open_store
 from conftest import ROOT, migrated_store

@@ -14,7 +14,7 @@ from scipy.stats import t as student_t
 
 from adapter.cli import main
 from adapter.outcomes.measures import child_changes, outcomes_of, population
-from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import load_spec
 from conftest import ROOT
 

@@ -23,7 +23,7 @@ from adapter.outcomes.adverse_events import adverse_event_rows
 from adapter.outcomes.cohort import cohort
 from adapter.outcomes.measures import COLUMNS, child_changes, outcomes_of, population
 from adapter.outcomes.shifts import shift_rows
-from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import SpecError, load_spec
 from test_outcomes import SITES, _bad_rows, site_b_visits
 

@@ -27,7 +27,7 @@ from adapter.gateway.app import create_app
 from adapter.outcomes.measures import child_changes, outcomes_of, population
 from adapter.protocol.adherence import adherence
 from adapter.protocol.apply import search_all
-from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import load_spec
 from adapter.store.clients import ClientRecord
 from auth_helpers import RSA_KEY, assertion, public_jwks, token_form

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from adapter.fhir.sites import SITE_SYSTEM
 from adapter.fhir.validation import validate
-from adapter.protocol.build import build_resources, bundle_bytes
+from adapter.study.build import build_resources, bundle_bytes
 from adapter.protocol.schedule import WINDOW_EXTENSION
 from adapter.protocol.spec import load_spec
 from r4schema import assert_r4

@@ -10,7 +10,7 @@ import pytest
 
 from adapter.fhir.search import parse_search
 from conftest import table_counts
-from adapter.protocol.build import build_resources
+from adapter.study.build import build_resources
 from adapter.protocol.spec import load_spec
 from r4schema import assert_r4
 from test_protocol_spec import SPEC

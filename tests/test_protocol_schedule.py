@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from adapter.protocol.build import build_resources
+from adapter.study.build import build_resources
 from adapter.protocol.schedule import add_months, schedule, visit_plan
 from adapter.protocol.spec import Spec, load_spec
 from test_protocol_spec import SPEC

@@ -18,7 +18,7 @@ import requests
 
 from adapter.audit.trail import audit_events
 from adapter.gateway.app import create_app
-from adapter.serve_options import parse_host
+from adapter.cli.serve_options import parse_host
 from adapter.store.sql_store import SqlStore
 from conftest import observation, wait_until_serving
 

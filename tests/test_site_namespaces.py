@@ -17,8 +17,8 @@ import requests
 
 from adapter.fhir.sites import with_site
 from adapter.pages import COOKIE
-from adapter.protocol.build import build_resources
-from adapter.protocol.cli import SPECS
+from adapter.study.build import build_resources
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import load_spec
 from conftest import table_counts
 from adapter.store.clients import ClientRecord

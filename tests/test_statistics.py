@@ -63,8 +63,8 @@ def test_a_generated_small_arms_measure_report_gives_the_exact_t_interval(tmp_pa
     from adapter.mapping.ingest import ingest
     from adapter.mapping.spec import load_mapping
     from adapter.outcomes.measures import child_changes, outcomes_of
-    from adapter.protocol.build import build_resources
-    from adapter.protocol.cli import SPECS
+    from adapter.study.build import build_resources
+    from adapter.protocol.spec import SPECS
     from adapter.protocol.spec import load_spec
     from adapter.store import open_store
     from conftest import ROOT, SITES_KEY

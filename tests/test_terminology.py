@@ -7,7 +7,7 @@ import pytest
 
 from adapter.terminology.expand import MAX_EXPANSION
 from adapter.mapping.catalogue import catalogue_resources, load_catalogue
-from adapter.protocol.build import build_resources
+from adapter.study.build import build_resources
 from adapter.protocol.spec import load_spec
 from terminology_helpers import (
     GENDER, LIMBS, LIMBS_CS, LOCAL_CS, LOCAL_VS, VALUE_SETS, call, one, params, parts, value_set, values, vs_url,

@@ -18,7 +18,8 @@ from adapter.fhir.jsonio import parse
 from adapter.loading import load_files
 from adapter.mapping.ingest import ingest
 from adapter.mapping.spec import load_mapping
-from adapter.protocol.cli import SPECS, load_protocol
+from adapter.protocol.spec import SPECS
+from adapter.study.load import load_protocol
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, resources
 from conftest import DEMO, ROOT, observation, table_counts
 

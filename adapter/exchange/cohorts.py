@@ -15,9 +15,10 @@ from adapter.fhir.outcomes import invalid
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
+from adapter.mapping.spec import SITE_SPECS, load_mapping
 from adapter.store.repository import Repository
 
-__all__ = ["build_cohorts"]
+__all__ = ["build_cohorts", "build_shipped_site_cohorts"]
 
 
 def _all(repo: Repository, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -68,3 +69,10 @@ def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> 
             raise invalid(issues)
         repo.update(group)
     return groups
+
+
+def build_shipped_site_cohorts(repo: Repository) -> list[dict[str, Any]]:
+    """build_cohorts() for the sites of the site mappings this adapter ships."""
+    specs = [load_mapping(p) for p in sorted(SITE_SPECS.glob("site-*.yaml"))]
+    sites = [(s.site, str(s.data["mapping"].get("title", s.site))) for s in specs]
+    return build_cohorts(repo, specs[0].catalogue.base if specs else "", sites)

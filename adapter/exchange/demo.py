@@ -14,20 +14,16 @@ from typing import Any
 
 from joserfc.jwk import ECKey
 
+from adapter.demo_data import DEMO_KEY as DEMO_SITE_KEY, PROTOCOL_SPEC, ROOT
 from adapter.exchange.cohorts import build_cohorts
-from adapter.fhir.validation import validate
 from adapter.private import open_private, private_dir
-from adapter.protocol.build import build_resources
 from adapter.protocol.spec import load_spec
+from adapter.study.load import store_definitions
 from adapter.store import open_store
 from adapter.store.clients import ClientRecord, ClientRegistry
-from adapter.store.repository import Repository
 
 __all__ = ["ROOT", "centre_keys", "prepare_site", "prepare_centre", "register_centre", "DEMO_SITE_KEY"]
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
-DEMO_SITE_KEY = b"demo-pseudonym-key: synthetic data only, not a secret"
-_PROTOCOL = ROOT / "mappings" / "protocol" / "ucmsc-cp-v1.yaml"
 
 
 def centre_keys(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
@@ -41,19 +37,10 @@ def centre_keys(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     return private, public
 
 
-def _load_protocol(store: Repository) -> int:
-    resources = build_resources(load_spec(_PROTOCOL))
-    for resource in resources:
-        issues = validate(resource)
-        if issues:
-            raise ValueError(f"{resource['resourceType']}/{resource['id']}: {issues[0].diagnostics}")
-    return store.load(resources)
-
-
 def prepare_centre(db: str) -> None:
     store = open_store(db)
     try:
-        _load_protocol(store)
+        store_definitions(store, load_spec(PROTOCOL_SPEC))
     finally:
         store.close()
 
@@ -65,7 +52,7 @@ def prepare_site(db: str, site: str, key: bytes = DEMO_SITE_KEY) -> dict[str, An
     spec = load_mapping(ROOT / "mappings" / "sites" / f"{site}.yaml")
     store = open_store(db)
     try:
-        _load_protocol(store)
+        store_definitions(store, load_spec(PROTOCOL_SPEC))
         report = ingest(spec, sorted((ROOT / "fixtures" / "sites" / site).glob("export.*")), store, key, workers=1)
         build_cohorts(store, spec.catalogue.base, [(site, str(spec.data["mapping"].get("title", site)))])
     finally:

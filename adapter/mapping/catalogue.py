@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir.units import UnitError, check_unit
-from adapter.protocol.build import build_resources
+from adapter.study.build import build_resources
 from adapter.mapping.reference import load_reference
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema

@@ -22,7 +22,10 @@ from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES", "SITE_SPECS"]
+
+# The site mappings this adapter ships (mappings/sites/).
+SITE_SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "sites"
 
 KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation", "instrument")
 _FLAT = ("observation", "instrument")  # kinds whose fields sit beside the kind's key, not under it

@@ -20,7 +20,7 @@ from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.pages.figures import bar_figure, change_figure
 from adapter.protocol.adherence import adherence
-from adapter.protocol.cli import SPECS
+from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import Spec, load_spec
 from adapter.store.repository import Repository
 

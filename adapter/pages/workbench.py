@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir import jsonio
-from adapter.mapping.cli import SITE_SPECS
+from adapter.mapping.spec import SITE_SPECS
 from adapter.mapping.coverage import Coverage, coverage
 from adapter.mapping.fields import fields_of
 from adapter.mapping.identifiers import direct_identifiers

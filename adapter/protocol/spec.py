@@ -11,7 +11,10 @@ from typing import Any
 
 from adapter.yamlspec import SpecError, load_checked, package_schema
 
-__all__ = ["SpecError", "Spec", "load_spec", "LOCAL"]
+# The protocol specs this adapter ships (mappings/protocol/).
+SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "protocol"
+
+__all__ = ["SpecError", "Spec", "load_spec", "LOCAL", "SPECS"]
 
 LOCAL = "local"  # the system name that means "the project's own CodeSystem"
 

@@ -8,40 +8,24 @@ from datetime import date
 
 import click
 
-from adapter.cli_options import DB_OPTION
+from adapter.cli.options import DB_OPTION
 from adapter.fhir.outcomes import FhirError
-from adapter.fhir.validation import validate
 from adapter.protocol.adherence import adherence, as_parameters
 from adapter.protocol.apply import GROUP_ID, apply_plan
-from adapter.protocol.build import build_resources, bundle_bytes
-from adapter.protocol.spec import SpecError, load_spec
+from adapter.study.build import bundle_bytes
+from adapter.protocol.spec import Spec, SpecError, load_spec
+from adapter.study.load import store_definitions
 from adapter.store import open_store
 
-SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "protocol"
 
-
-def _spec(path: pathlib.Path):  # type: ignore[no-untyped-def]
+def checked_spec(path: pathlib.Path) -> Spec:
+    """The spec, or every problem of it on standard error and a non-zero exit."""
     try:
         return load_spec(path)
     except SpecError as error:
         for problem in error.problems:
             click.echo(problem, err=True)
         raise click.ClickException(f"{path}: {len(error.problems)} problem(s) in the spec") from None
-
-
-def load_protocol(db: str, spec_path: pathlib.Path) -> tuple[int, int]:
-    """Validate and store a spec's definitions; returns (resources, written): loading an
-    unchanged spec again writes nothing."""
-    resources = build_resources(_spec(spec_path))
-    for resource in resources:
-        issues = validate(resource)
-        if issues:
-            raise click.ClickException(f"{resource['resourceType']}/{resource['id']}: {issues[0].diagnostics}")
-    store = open_store(db)
-    try:
-        return len(resources), store.load(resources)
-    finally:
-        store.close()
 
 
 @click.group()
@@ -55,7 +39,7 @@ def protocol() -> None:
               help="Write the Bundle here instead of standard output.")
 def build(spec: pathlib.Path, output: pathlib.Path | None) -> None:
     """Build the FHIR Bundle of a protocol spec (the same bytes every time)."""
-    data = bundle_bytes(_spec(spec))
+    data = bundle_bytes(checked_spec(spec))
     if output:
         output.write_bytes(data)
         click.echo(f"wrote {output} ({len(data):,} bytes)", err=True)
@@ -68,7 +52,11 @@ def build(spec: pathlib.Path, output: pathlib.Path | None) -> None:
 @DB_OPTION
 def load(spec: pathlib.Path, db: str) -> None:
     """Validate a spec's definitions and store them (updates in place when loaded again)."""
-    total, written = load_protocol(db, spec)
+    store = open_store(db)
+    try:
+        total, written = store_definitions(store, checked_spec(spec))
+    finally:
+        store.close()
     click.echo(f"{total} protocol resources stored from {spec} ({total - written} unchanged)")
 
 

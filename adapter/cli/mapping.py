@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from adapter.cli_options import DB_OPTION, NO_CHECK_REFERENCES
+from adapter.cli.options import DB_OPTION, NO_CHECK_REFERENCES
 from adapter.mapping.engine import read_source
 from adapter.mapping.ingest import ingest, missing_definitions, translate
 from adapter.mapping.run import MappingReport
@@ -17,9 +17,8 @@ from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec, load_mapping
 from adapter.yamlspec import SpecError
 
-__all__ = ["mapping", "translate_command", "ingest_command", "pseudonym_key", "SITE_SPECS"]
+__all__ = ["mapping", "translate_command", "ingest_command", "pseudonym_key"]
 
-SITE_SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "sites"
 SPEC_ARG = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 FILES_ARG = click.argument("files", nargs=-1, required=True,
                            type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))

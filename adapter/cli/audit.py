@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from adapter.audit.trail import audit_events, describe
-from adapter.cli_options import DB_OPTION
+from adapter.cli.options import DB_OPTION
 from adapter.fhir.dates import date_range
 from adapter.fhir.outcomes import FhirError
 from adapter.store import open_store

@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 
-from adapter.cli_options import DB_OPTION
+from adapter.cli.options import DB_OPTION
 from adapter.outcomes.adverse_events import AE_COLUMNS, AdverseEventRow, adverse_event_rows
 from adapter.outcomes.cohort import cohort
 from adapter.outcomes.measures import COLUMNS, ChildChange, Outcome, Row, child_changes, outcomes_of, population
 from adapter.outcomes.shifts import SHIFT_COLUMNS, ShiftRow, child_shifts, shift_table
-from adapter.protocol.cli import SPECS, _spec
+from adapter.cli.protocol import checked_spec
+from adapter.protocol.spec import SPECS
 from adapter.private import open_private
 from adapter.store import open_store
 
@@ -53,7 +54,7 @@ def outcomes_command(measures: tuple[str, ...], by: str | None, csv_path: pathli
       fhir-adapter outcomes --measure adverse-events --by arm --csv ae.csv
       fhir-adapter outcomes --by site --csv results.csv --children changes.csv
     """
-    spec = _spec(spec_path)
+    spec = checked_spec(spec_path)
     known = outcomes_of(spec)
     unknown = [m for m in measures if m not in known]
     if unknown:

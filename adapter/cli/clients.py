@@ -12,7 +12,7 @@ import click
 
 from adapter.auth.jwks import parse_jwks
 from adapter.auth.scopes import ScopeError, parse_scope
-from adapter.cli_options import DB_OPTION
+from adapter.cli.options import DB_OPTION
 from adapter.exchange.policy import SpecError, load_policy, policy_path
 from adapter.exchange.view import POLICY_DIR
 from adapter.store import open_store

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from adapter.cli_options import DB_OPTION
+from adapter.cli.options import DB_OPTION
 from adapter.exchange.check import check_policy, store_needles
 from adapter.exchange.policy import SpecError, load_policy, policy_path
 from adapter.exchange.pull import PullFailed, PullOptions, load_client_key, pull_site
