@@ -12,4 +12,11 @@ __all__ = ["AdapterError"]
 
 
 class AdapterError(Exception):
-    """An error the adapter means: its message is for the person who reads it."""
+    """An error the adapter means: its message is for the person who reads it.
+
+    `status` and `code` are what the gateway answers when one reaches it (an OperationOutcome
+    issue code, http://hl7.org/fhir/R4/valueset-issue-type.html); 500 means the server, not the
+    request, is at fault. FhirError (adapter/fhir/outcomes.py) carries its own."""
+
+    status: int = 500
+    code: str = "exception"

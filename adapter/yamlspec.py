@@ -12,6 +12,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from adapter.errors import AdapterError
+
 __all__ = ["SpecError", "Lines", "load_checked", "key_of", "package_schema"]
 
 
@@ -21,8 +23,10 @@ def package_schema(package: str, name: str) -> dict[str, Any]:
     return json.loads(resources.files(package).joinpath(name).read_text("utf-8"))  # type: ignore[no-any-return]
 
 
-class SpecError(Exception):
+class SpecError(AdapterError):
     """A spec that cannot be used; `problems` are `file:line: key: message` lines."""
+
+    status, code = 422, "invalid"
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))

@@ -153,7 +153,7 @@ def test_what_the_centre_writes_about_a_sites_child_becomes_that_sites(two_sites
 
 
 def test_validate_needs_a_write_scope_on_the_type(two_sites: Any) -> None:
-    from adapter.gateway.interactions import FhirRequest
+    from adapter.gateway.core import FhirRequest
     from adapter.gateway.operations import validate_operation
     body = orjson.dumps(_obs("v", "a1", None))
     req = FhirRequest(base_url="http://x/fhir", resource_type="Observation", body=body)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapter.mapping.engine import _root_scope, unique_key
+from adapter.mapping.scopes import root_scope, unique_key
 from adapter.mapping.fields import Scope, text_of
 from adapter.mapping.run import _Duplicates, records
 from adapter.mapping.sources import SourceRow
@@ -85,7 +85,7 @@ def test_record_key_worked_out_once_is_the_same_key() -> None:
     assert key == ("A1", "screening_arm_1", "", "")
     # the column fast path of a tabular source reads what the scope path reads
     names = spec.source.get("unique") or [spec.source["record_key"], spec.source["visit"]["field"]]
-    scope = _root_scope(spec, row)
+    scope = root_scope(spec, row)
     assert key == tuple(text_of(scope.get(name).raw).strip() for name in names)
     # the duplicate check hands the row on with that key, which the Provenance then reuses
     checked = _Duplicates(spec).check(row)

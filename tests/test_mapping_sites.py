@@ -212,7 +212,8 @@ def test_the_mrn_is_never_stored_in_clear_and_the_pseudonym_is_keyed(store, tmp_
     hashed = {i["system"].rsplit("/", 1)[-1]: i["value"] for i in patient["identifier"]}
     assert len(hashed["site-a-mrn-hmac"]) == 64 and hashed["site-a-subject"] == "A0001"
     other = load_mapping(MAPPINGS / "site-a.yaml")
-    from adapter.mapping.engine import map_record, read_source
+    from adapter.mapping.engine import map_record
+    from adapter.mapping.scopes import read_source
     row = next(r for r in read_source(other, SITES / "site-a" / "export.csv"))
     again = map_record(other, b"another-key-0123456789", row, "2026-01-01T00:00:00Z")
     moved = next(r for r in again.resources if r["resourceType"] == "Patient")

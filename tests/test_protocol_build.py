@@ -94,3 +94,13 @@ def test_building_twice_gives_the_same_bytes(tmp_path):
     out = tmp_path / "bundle.json"
     subprocess.run([cli, "protocol", "build", str(SPEC), "-o", str(out)], check=True, capture_output=True)
     assert out.read_bytes() == first
+
+
+def test_the_specs_canonicals_are_the_ones_the_built_definitions_carry():
+    from adapter.protocol.spec import SPECS, load_spec
+    from adapter.study.build import build_resources
+    spec = load_spec(SPECS / "ucmsc-cp-v1.yaml")
+    built = {r["id"]: f"{r['url']}|{r['version']}" for r in build_resources(spec)
+             if r["resourceType"] == "ActivityDefinition"}
+    pid = spec.protocol["id"]
+    assert {f"{pid}-{key}": url for key, url in spec.activity_canonicals().items()} == built

@@ -15,6 +15,7 @@ import requests
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
+from adapter.errors import AdapterError
 from adapter.store.clients import ClientRecord
 
 __all__ = ["JwksCache", "KeyNotFound", "parse_jwks", "ALGORITHM_KEYS"]
@@ -25,7 +26,7 @@ FETCH_TIMEOUT = 5.0  # seconds, connect and read each
 ALGORITHM_KEYS: dict[str, tuple[type[Key], str | None]] = {"RS384": (RSAKey, None), "ES384": (ECKey, "P-384")}
 
 
-class KeyNotFound(Exception):
+class KeyNotFound(AdapterError):
     """No key of the client's set fits the assertion (unknown kid, wrong type, fetch failed)."""
 
 

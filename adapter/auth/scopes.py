@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from adapter.errors import AdapterError
 from adapter.fhir.definitions import SERVED_TYPES
 
 __all__ = ["Scope", "Scopes", "ScopeError", "parse_scope", "parse_scopes", "granted", "PERMISSIONS"]
@@ -22,7 +23,7 @@ _SCOPE = re.compile(r"(?P<context>system|patient|user)/(?P<type>\*|[A-Z][A-Za-z]
                     r"(?P<query>\?.*)?")
 
 
-class ScopeError(ValueError):
+class ScopeError(AdapterError, ValueError):
     """A scope that is not SMART syntax, or that this server cannot honour."""
 
 

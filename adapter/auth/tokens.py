@@ -14,6 +14,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from adapter.errors import AdapterError
 from adapter.auth.keys import ALGORITHM, ServerKey
 from adapter.store.clients import ClientRecord, ClientRegistry
 
@@ -36,7 +37,7 @@ class AccessGrant:
     policy: str | None = None
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(AdapterError):
     """No usable access token: answer 401 with WWW-Authenticate: Bearer."""
 
     def __init__(self, reason: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from adapter.cli.options import DB_OPTION, NO_CHECK_REFERENCES
-from adapter.mapping.engine import read_source
+from adapter.mapping.scopes import read_source
 from adapter.mapping.ingest import ingest, missing_definitions, translate
 from adapter.mapping.run import MappingReport
 from adapter.mapping.sources import SourceRow

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from adapter.errors import AdapterError
 from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy
 from adapter.exchange.pull_record import PULL_SYSTEM
 from adapter.exchange.scan import structural_findings
@@ -59,7 +60,7 @@ def _references(node: Any) -> Iterator[str]:
             yield from _references(item)
 
 
-class Refused(Exception):
+class Refused(AdapterError):
     """A file that failed verification; `problems` say where and why (no values)."""
 
     def __init__(self, file: str, problems: list[str], more: int) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from adapter.errors import AdapterError
 from adapter.auth.guard import Access, GuardedRepository, access_of
 from adapter.exchange.view import PolicyView
 from adapter.fhir.dates import now_instant
@@ -159,7 +160,7 @@ def cancel_job(root: pathlib.Path, job_id: str) -> bool:
     return True
 
 
-class _Cancelled(Exception):
+class _Cancelled(AdapterError):
     pass
 
 

@@ -9,7 +9,8 @@ import hashlib
 import json
 import pathlib
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -20,15 +21,31 @@ from adapter.fhir.validation import validate
 from adapter.private import open_private
 from adapter.store.repository import Repository
 
-if TYPE_CHECKING:
-    from adapter.exchange.pull import PullReport
 
-__all__ = ["PULL_SYSTEM", "record_provenance", "last_success", "log_attempt", "site_status", "SiteStatus"]
+__all__ = ["PullReport", "PULL_SYSTEM", "record_provenance", "last_success", "log_attempt", "site_status", "SiteStatus"]
 
 PULL_SYSTEM = "http://ucmsc-cp.example.org/fhir/CodeSystem/exchange-pull"
 _SITE_ID = "http://ucmsc-cp.example.org/fhir/sid/site"
 _SHA256 = "http://ucmsc-cp.example.org/fhir/sid/sha256"
 _POLICY_URL = "http://ucmsc-cp.example.org/fhir/exchange-policy"
+
+
+@dataclass
+class PullReport:
+    site: str
+    transaction_time: str = ""
+    since: str | None = None
+    received: dict[str, int] = field(default_factory=dict)  # resources by type, verified and loaded
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    refused: list[str] = field(default_factory=list)  # quarantined files with the first reason
+    files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
 
 
 def _site_agent(store: Repository, site: str) -> dict[str, Any]:

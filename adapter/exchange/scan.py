@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.mapping.engine import read_source
+from adapter.mapping.scopes import read_source
 from adapter.mapping.fields import Problem, Scope, evaluate, fields_of, text_of
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.spec import MappingSpec, load_mapping

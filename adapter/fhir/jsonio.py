@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from adapter.errors import AdapterError
 from adapter.fhir.bounds import MAX_DEPTH, depth as _depth
 from adapter.fhir.outcomes import bad_request
 
@@ -38,7 +39,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-class _NumberOutOfRange(ValueError):
+class _NumberOutOfRange(AdapterError, ValueError):
     pass
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.errors import AdapterError
+
 __all__ = [
     "Issue", "FhirError", "operation_outcome", "bad_request", "invalid", "refused_resource", "not_found", "gone",
     "conflict", "precondition_failed", "not_supported", "method_not_allowed", "too_large",
@@ -36,7 +38,7 @@ def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
 
 
 @dataclass
-class FhirError(Exception):
+class FhirError(AdapterError):
     """An error answered as an OperationOutcome with an HTTP status."""
 
     status: int

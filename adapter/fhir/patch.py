@@ -17,6 +17,7 @@ import jsonpatch
 import jsonpointer
 from fhirpathpy import evaluate
 
+from adapter.errors import AdapterError
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import r4_schema
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
@@ -183,7 +184,7 @@ _FUNCTION = re.compile(r"(where|first|last)\((.*)\)", re.S)
 Location = tuple[Any, Any, "str | None"]  # container, key in it, schema definition of the value
 
 
-class _Unsupported(Exception):
+class _Unsupported(AdapterError):
     pass
 
 
@@ -230,7 +231,7 @@ def _one(locations: list[Location], what: str) -> Location:
     return locations[0]
 
 
-class _Failed(Exception):
+class _Failed(AdapterError):
     pass
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from adapter.errors import AdapterError
 from adapter.fhir.dates import date_range
 from adapter.fhir.definitions import SERVED_TYPES, search_params
 from adapter.fhir.extract import parse_reference
@@ -301,7 +302,7 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
                          _raw=tuple(params))
 
 
-class _Unknown(Exception):
+class _Unknown(AdapterError):
     """A parameter this type does not have (ignored, or refused under strict handling)."""
 
 

@@ -21,11 +21,15 @@ import pathlib
 import stat
 from typing import Any
 
+from adapter.errors import AdapterError
+
 __all__ = ["UnitError", "factor", "check_unit", "cache_path"]
 
 
-class UnitError(ValueError):
+class UnitError(AdapterError, ValueError):
     """Not a UCUM unit, or two units UCUM cannot convert between (the reason says which)."""
+
+    status, code = 422, "value"
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from adapter.exchange.view import POLICY_DIR, default_exchange_key_file
 from adapter.gateway.access import current_access, guarded, repository
 from adapter.exchange.export import resume_jobs
 from adapter.fhir.dates import now_instant
+from adapter.errors import AdapterError
 from adapter.private import beside_store
 from adapter.store.outages import is_outage, unavailable
 from adapter.fhir.references import service_base as reference_base
@@ -185,9 +186,18 @@ def _register_errors(app: Flask) -> None:
         request_deadline.set(None)
         reference_base.set(None)
 
-    @app.errorhandler(FhirError)
-    def fhir_error(error: FhirError) -> Response:
-        return error_response(error)
+    @app.errorhandler(AdapterError)
+    def adapter_error(error: AdapterError) -> Response:
+        """The gateway's one boundary for the adapter's errors: a FhirError as it says, any
+        other as an OperationOutcome of its status (a 500 logged: ours to fix)."""
+        if isinstance(error, FhirError):
+            return error_response(error)
+        if is_outage(error):
+            return error_response(unavailable(error))
+        if error.status >= 500:
+            log.error("%s %s: %s", request.method, request.path, error, exc_info=error)
+            return error_response(internal_error())
+        return error_response(FhirError(error.status, [Issue(error.code, str(error))]))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -9,7 +9,7 @@ from typing import Any
 from adapter import __version__
 from adapter.fhir.dates import now_instant
 from adapter.fhir.definitions import SERVED_TYPES, search_params
-from adapter.gateway.interactions import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
+from adapter.gateway.routes import SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
 from adapter.gateway.bulk import EXPORT_DEFINITION, EXPORT_OPERATIONS
 from adapter.gateway.operations import operations_of
 from adapter.gateway.readonly import READ_ONLY_TYPES

@@ -14,7 +14,8 @@ from datetime import date
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
-from adapter.gateway.interactions import FhirRequest, FhirResponse, written
+from adapter.gateway.core import FhirRequest, FhirResponse
+from adapter.gateway.interactions import written
 from adapter.gateway.operation_inputs import operation_inputs
 from adapter.outcomes.evaluate import evaluate_measure
 from adapter.store.repository import Repository

@@ -7,8 +7,7 @@ CapabilityStatement is generated from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -23,48 +22,15 @@ from adapter.fhir.search import (
 )
 from adapter.fhir.subsetting import subset
 from adapter.fhir.validation import validate
+from adapter.gateway.core import FhirRequest, FhirResponse
 from adapter.gateway.bundles import history_bundle, http_date, page_url, searchset
 from adapter.gateway.conditional_read import modified_since, subsetting_params
 from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository, StoredResource, Transaction
 
-__all__ = ["FhirRequest", "FhirResponse", "Route", "ROUTES", "TYPE_INTERACTIONS",
-           "SYSTEM_INTERACTIONS", "check_type", "parse_if_match", "validated", "written"]
-
-
-@dataclass(slots=True)  # built once per request: slots, not frozen, keep that cheap
-class FhirRequest:
-    # The absolute service base (e.g. http://127.0.0.1:8080/fhir): a str, or a function that
-    # works it out, since reads never need it.
-    base_url: str | Callable[[], str]
-    resource_type: str | None = None
-    id: str | None = None
-    version: str | None = None
-    params: list[tuple[str, str]] = field(default_factory=list)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    compartment: str | None = None  # GET [compartment]/[compartment_id]/[type]: e.g. Patient
-    compartment_id: str | None = None
-
-    @property
-    def base(self) -> str:
-        return self.base_url if isinstance(self.base_url, str) else self.base_url()
-
-    def prefer(self, name: str) -> str | None:
-        """A token of the Prefer header (RFC 7240), e.g. prefer("return") -> "minimal"."""
-        for part in re.split(r"[;,]", self.headers.get("Prefer", "")):
-            key, _, value = part.strip().partition("=")
-            if key.strip().lower() == name:
-                return value.strip().strip('"').lower()
-        return None
-
-
-@dataclass(slots=True)
-class FhirResponse:
-    status: int
-    body: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    included: int = 0  # resources _include/_revinclude brought: a batch counts them (transactions.py)
+__all__ = ["FhirRequest", "FhirResponse", "check_type", "parse_if_match", "validated", "written", "read", "vread",
+           "search", "history", "create", "update", "conditional_update", "conditional_delete", "delete",
+           "check_compartment"]
 
 
 def check_type(resource_type: str | None) -> str:
@@ -131,8 +97,6 @@ def vread(req: FhirRequest, repo: Repository) -> FhirResponse:
 
 def search(req: FhirRequest, repo: Repository) -> FhirResponse:
     """GET [type]?..., and GET Patient/[id]/[type]?... (the search within a patient's compartment)."""
-    if req.resource_type == "*" and req.compartment:
-        return compartment_search_all(req, repo)
     rtype = check_type(req.resource_type)
     strict = req.prefer("handling") == "strict"
     request = parse_search(rtype, req.params, strict=strict)
@@ -167,18 +131,6 @@ def check_compartment(req: FhirRequest, repo: Repository, rtype: str | None = No
         raise bad_request(f"{rtype} is not in the Patient compartment: no {rtype} search parameter "
                           "refers to a Patient", code="not-supported")
     return patient
-
-
-def system_search(req: FhirRequest, repo: Repository) -> FhirResponse:
-    from adapter.gateway import system_search as across  # it builds on this module
-
-    return across.system_search(req, repo)
-
-
-def compartment_search_all(req: FhirRequest, repo: Repository) -> FhirResponse:
-    from adapter.gateway import system_search as across
-
-    return across.compartment_search_all(req, repo)
 
 
 def history(req: FhirRequest, repo: Repository) -> FhirResponse:
@@ -331,49 +283,8 @@ def update(req: FhirRequest, repo: Repository) -> FhirResponse:
     return written(req, stored, 201 if stored.created else 200)
 
 
-def patch(req: FhirRequest, repo: Repository) -> FhirResponse:
-    from adapter.gateway import patching  # it builds on this module
-
-    return patching.patch(req, repo)
-
-
 def delete(req: FhirRequest, repo: Repository) -> FhirResponse:
     rtype = check_type(req.resource_type)
     stored = repo.delete(rtype, check_id(req.id, f"{rtype}.id"))  # DELETE Patient/_history is no delete
     headers = {"ETag": f'W/"{stored.version_id}"'} if stored else {}
     return FhirResponse(204, None, headers)
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str  # Flask rule under the service base
-    interaction: str  # CapabilityStatement interaction code, or "operation"
-    handler: Callable[[FhirRequest, Repository], FhirResponse]
-    operation: str | None = None  # for operations: name, e.g. "apply"
-    definition: str | None = None  # for operations: the OperationDefinition's canonical URL
-
-
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "/_history", "history-system", history),
-    Route("GET", "/<resource_type>", "search-type", search),
-    Route("POST", "/<resource_type>/_search", "search-type", search),
-    Route("POST", "/<resource_type>", "create", create),
-    Route("PUT", "/<resource_type>", "update", conditional_update),
-    Route("DELETE", "/<resource_type>", "delete", conditional_delete),
-    Route("GET", "/<resource_type>/_history", "history-type", history),
-    Route("GET", "/<resource_type>/<id>", "read", read),
-    Route("PUT", "/<resource_type>/<id>", "update", update),
-    Route("PATCH", "/<resource_type>/<id>", "patch", patch),
-    Route("DELETE", "/<resource_type>/<id>", "delete", delete),
-    Route("GET", "/<resource_type>/<id>/_history", "history-instance", history),
-    Route("GET", "/<resource_type>/<id>/_history/<version>", "vread", vread),
-    Route("GET", "/<compartment>/<compartment_id>/<resource_type>", "search-type", search),
-    Route("GET", "/", "search-system", system_search),
-)
-# Interactions on every served type, in the order of the table above.
-TYPE_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
-    r.interaction for r in ROUTES if "<resource_type>" in r.path))
-SYSTEM_INTERACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
-    r.interaction for r in ROUTES if "<resource_type>" not in r.path and not r.operation))
-

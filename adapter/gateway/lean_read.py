@@ -22,7 +22,8 @@ from adapter.fhir.definitions import SERVED_TYPES
 from adapter.gateway import authorise, encoding
 from adapter.gateway.access import guarded
 from adapter.gateway.headers import DATA_HEADERS
-from adapter.gateway.interactions import FhirRequest, read
+from adapter.gateway.core import FhirRequest
+from adapter.gateway.interactions import read
 from adapter.gateway.negotiation import content_type, response_type
 from adapter.store.engines import request_deadline
 from adapter.store.repository import Repository

@@ -9,7 +9,7 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import bad_request
-from adapter.gateway.interactions import FhirRequest
+from adapter.gateway.core import FhirRequest
 
 __all__ = ["operation_inputs", "operation_values", "parameters_of"]
 

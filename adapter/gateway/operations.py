@@ -14,7 +14,8 @@ from adapter.fhir.search import DEFAULT_COUNT, decode_cursor, encode_cursor, par
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.evaluate_measure import DEFINITION as _EVALUATE_MEASURE, evaluate_measure_get, evaluate_measure_post
-from adapter.gateway.interactions import FhirRequest, FhirResponse, Route, check_type
+from adapter.gateway.core import FhirRequest, FhirResponse, Route
+from adapter.gateway.interactions import check_type
 from adapter.gateway.operation_inputs import operation_inputs, parameters_of
 from adapter.gateway.terminology import TERMINOLOGY_ROUTES
 from adapter.protocol.adherence import adherence, as_parameters

@@ -7,9 +7,8 @@ from adapter.fhir import jsonio
 from adapter.fhir.ids import check_id
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, not_found, precondition_failed
 from adapter.fhir.patch import apply_fhirpath_patch, apply_json_patch
-from adapter.gateway.interactions import (
-    FhirRequest, FhirResponse, check_type, parse_if_match, validated, written,
-)
+from adapter.gateway.core import FhirRequest, FhirResponse
+from adapter.gateway.interactions import check_type, parse_if_match, validated, written
 from adapter.store.repository import Repository
 
 __all__ = ["patch"]

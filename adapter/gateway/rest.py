@@ -15,7 +15,8 @@ from adapter.gateway import bulk
 from adapter.gateway.access import repository
 from adapter.gateway.base import service_base
 from adapter.gateway.body import read_body
-from adapter.gateway.interactions import ROUTES, FhirRequest, Route
+from adapter.gateway.core import FhirRequest, Route
+from adapter.gateway.routes import ROUTES
 from adapter.gateway.negotiation import FHIR_JSON, check_body_type, content_type, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
 from adapter.gateway.transactions import BUNDLE_ROUTES

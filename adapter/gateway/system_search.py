@@ -15,7 +15,8 @@ from adapter.fhir.definitions import DATA_TYPES, SERVED_TYPES
 from adapter.fhir.outcomes import Issue, bad_request, forbidden
 from adapter.fhir.search import SearchRequest, decode_search_cursor, encode_cursor, parse_search
 from adapter.gateway.bundles import page_url, searchset
-from adapter.gateway.interactions import FhirRequest, FhirResponse, check_compartment
+from adapter.gateway.core import FhirRequest, FhirResponse
+from adapter.gateway.interactions import check_compartment
 from adapter.store.compartment import compartment_types
 from adapter.store.repository import Repository, SearchPage, StoredResource
 

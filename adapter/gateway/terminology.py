@@ -10,7 +10,7 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import bad_request
-from adapter.gateway.interactions import FhirRequest, FhirResponse, Route
+from adapter.gateway.core import FhirRequest, FhirResponse, Route
 from adapter.gateway.terminology_inputs import Inputs
 from adapter.store.repository import Repository
 from adapter.terminology import (

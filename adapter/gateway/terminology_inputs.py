@@ -7,7 +7,7 @@ from typing import Any
 
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 from adapter.fhir.validation import validate
-from adapter.gateway.interactions import FhirRequest
+from adapter.gateway.core import FhirRequest
 from adapter.gateway.operation_inputs import operation_values
 
 __all__ = ["Inputs"]

@@ -25,9 +25,9 @@ from adapter.fhir.ids import check_id
 from adapter.fhir.validation import validate
 from adapter.gateway.bundles import page_url, searchset
 from adapter.gateway.readonly import refuse_write
-from adapter.gateway.interactions import (
-    ROUTES, FhirRequest, FhirResponse, Route, check_type, condition, condition_key, matches, parse_if_match,
-)
+from adapter.gateway.core import FhirRequest, FhirResponse, Route
+from adapter.gateway.interactions import check_type, condition, condition_key, matches, parse_if_match
+from adapter.gateway.routes import ROUTES
 from adapter.store.integrity import DanglingReferences
 from adapter.store.repository import Repository, StoredResource, Transaction
 

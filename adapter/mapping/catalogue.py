@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir.units import UnitError, check_unit
-from adapter.study.build import build_resources
 from adapter.mapping.reference import load_reference
 from adapter.protocol.spec import LOCAL, load_spec
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
@@ -161,8 +160,7 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
         raise SpecError([lines.problem(("catalogue", "protocol"), f"protocol spec {protocol_path}: "
                                        f"{exc.problems[0]}")]) from exc
     local = dict(spec.data["local_codes"])
-    activities = {r["id"].removeprefix(f"{spec.protocol['id']}-"): f"{r['url']}|{r['version']}"
-                  for r in build_resources(spec) if r["resourceType"] == "ActivityDefinition"}
+    activities = spec.activity_canonicals()
     own = _own_codes(data, local)
     problems = [lines.problem(where, f"local code {c['code']!r} is neither in the protocol's local_codes "
                               f"({protocol_path}) nor defined here (local_codes, or a display with the code)")

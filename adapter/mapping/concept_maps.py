@@ -22,7 +22,8 @@ from typing import Any
 from adapter.fhir.ids import computable_name
 from adapter.mapping.catalogue import FIXED_SYSTEMS, Catalogue
 from adapter.mapping.fields import map_target
-from adapter.mapping.spec import CODE_TABLES, MappingSpec
+from adapter.mapping.rules import CODE_TABLES
+from adapter.mapping.spec import MappingSpec
 from adapter.terminology.core import core_code_system
 
 __all__ = ["concept_map", "code_maps", "source_system", "target_coding"]

@@ -10,11 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from adapter.mapping.engine import read_source
+from adapter.mapping.scopes import read_source
 from adapter.mapping.ingest import translate
 from adapter.mapping.run import MappingReport
 from adapter.mapping.sources import SourceRow
-from adapter.mapping.spec import MappingSpec, Rule, referenced_fields
+from adapter.mapping.rules import referenced_fields
+from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["Coverage", "coverage", "DRY_RUN_KEY"]
 

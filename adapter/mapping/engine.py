@@ -19,8 +19,6 @@ from __future__ import annotations
 import itertools
 
 import pathlib
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,16 +26,16 @@ from adapter.fhir import jsonio
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.failures import Failures, Rejection, ref_of, references_in
-from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
+from adapter.mapping.fields import Problem, Scope, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, intended, keyed_hash, safe_id
-from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
+from adapter.mapping.sources import SourceRow
+from adapter.mapping.scopes import holds, idle, items_of, read_source, root_scope, unique_key, visit_of, visit_scopes
 from adapter.mapping.spec import MappingSpec, Rule
 from adapter.mapping.visits import visit_encounter
 from adapter.protocol.organisations import SITE_SYSTEM_PATH
 
 __all__ = ["Rejection", "RecordResult", "read_source", "unique_key", "map_record"]
 
-_PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 # Full validation once per resource shape, values on every resource (see ShapeValidator).
 _validate = ShapeValidator()
 
@@ -72,127 +70,12 @@ class RecordResult:
         return not self.rejections or self.partly
 
 
-def read_source(spec: MappingSpec, path: str | pathlib.Path) -> Iterator[SourceRow | SourceError]:
-    source = spec.source
-    if spec.tabular:
-        return read_csv(path, source["encoding"], source.get("delimiter", ","))
-    if source["format"] == "json":
-        return read_json(path, source["encoding"])
-    return read_ndjson(path, source["encoding"])
-
-
-def _root_scope(spec: MappingSpec, row: SourceRow) -> Scope:
-    return Scope(row.values, spec.tabular, spec.source.get("decimal_mark", "."), seen=set())
-
-
-def unique_key(spec: MappingSpec, row: SourceRow) -> tuple[str, ...]:
-    """What identifies the record: a second one with the same key is a duplicate."""
-    if row.key is not None:
-        return row.key  # worked out once per row, by the duplicate check (run.py)
-    names = spec.source.get("unique") or [spec.source["record_key"], spec.source["visit"]["field"]]
-    if spec.tabular:  # a column each: what Scope.get reads, without a scope
-        return tuple(text_of(row.values.get(name)).strip() for name in names)
-    scope = _root_scope(spec, row)
-    return tuple(text_of(scope.get(name).raw).strip() for name in names)
-
-
-def _fill(template: str, match: re.Match[str], scope: Scope) -> str:
-    """`injection-{1}` with a group of the match, `month-{month}` with a field of the scope."""
-    def value(name: str) -> str:
-        if name.isdigit():
-            return match.group(int(name)) or ""
-        got = scope.get(name)
-        if got.empty:
-            raise Problem(got.label, "", f"needed for visit {template!r}, but empty")
-        return text_of(got.raw).strip()
-    return _PLACEHOLDER.sub(lambda m: value(m.group(1)), template)
-
-
-def _visit(spec: MappingSpec, scope: Scope) -> str:
-    value = scope.get(spec.source["visit"]["field"])
-    text = text_of(value.raw).strip()
-    for pattern, template in spec.visits:
-        match = pattern.fullmatch(text)
-        if match:
-            return _fill(template, match, scope)
-    raise Problem(value.label, value.raw, "unknown visit (expected one of: "
-                  f"{', '.join(v['match'] for v in spec.source['visit']['values'])})")
-
-
-def _holds(rule: Rule, scope: Scope) -> bool:
-    return rule.when is None or rule.when.holds(scope)
-
-
-def _idle(rule: Rule, scope: Scope) -> bool:
-    """Every column the rule reads is empty in this row: it would make, reject and warn of
-    nothing (plan.idle_columns); what it would have read is recorded as read."""
-    if rule.idle is None:
-        return False
-    row = scope.root
-    for column in rule.idle:
-        value = row.get(column)
-        if value is not None and (not isinstance(value, str) or value.strip()):
-            return False
-    if scope.seen is not None:
-        scope.seen |= rule.idle_seen
-    return True
-
-
-def _items(rule: Rule, scope: Scope) -> Iterator[Scope]:
-    each = rule.data.get("for_each")
-    if each is None:
-        yield scope
-    elif "items" in each:
-        path = each["items"]
-        items = scope.get(path)
-        if isinstance(items.raw, list):
-            for i, item in enumerate(items.raw):
-                yield scope.child(item, f"{items.label}[{i}]")
-        elif not items.empty:
-            raise Problem(items.label, "", "expected a list")
-    elif "split" in each:
-        columns = [scope.get(name) for name in each["split"]]
-        lists = [text_of(c.raw).split(each["separator"]) if not c.empty else [] for c in columns]
-        if not lists[0]:
-            return
-        for column, parts in zip(columns[1:], lists[1:], strict=True):
-            if len(parts) != len(lists[0]):
-                raise Problem(column.label, column.raw, f"{len(parts)} values where {columns[0].label} "
-                              f"lists {len(lists[0])}")
-        for i in range(len(lists[0])):
-            yield scope.child(scope.item, scope.item_path, {
-                name: Value(values[i].strip(), value.label)
-                for name, value, values in zip(each["split"], columns, lists, strict=True)})
-    else:
-        group = each["checked"]
-        prefix = f"{group}___"
-        for box, ticked in scope.root.items():
-            if box.startswith(prefix) and scope.seen is not None:
-                scope.seen.add(box)  # every box of the group is read, ticked or not
-            if box.startswith(prefix) and text_of(ticked).strip() == "1":
-                yield scope.child(scope.item, scope.item_path, {group: Value(box[len(prefix):], box)})
-
-
-def _scopes(spec: MappingSpec, root: Scope) -> Iterator[Scope]:
-    """One scope per visit: the row itself (CSV), or each item of the document's visit list."""
-    if spec.tabular or "items" not in spec.source:
-        yield root
-        return
-    items = root.get(spec.source["items"])
-    if not isinstance(items.raw, list):
-        if not items.empty:
-            raise Problem(items.label, "", "expected a list of visits")
-        return
-    for i, item in enumerate(items.raw):
-        yield root.child(item, f"{items.label}[{i}]")
-
-
 def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                check: bool = True, histories: dict[str, list[Any]] | None = None) -> RecordResult:
     """Every rule over one record; with `check`, every resource through the validator too.
     `histories`: each record's visits with the fields rules look up (lookups.py)."""
     result = RecordResult(row.file, row.line)
-    root = _root_scope(spec, row)
+    root = root_scope(spec, row)
     key_value = root.get(spec.source["record_key"])
     record = text_of(key_value.raw).strip()
     if histories:
@@ -221,11 +104,11 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         """`lost`: the visit is rejected; only collect what its rules would have made."""
         context, number = Context(spec, key, record, scope), next(runs)
         try:
-            if not _holds(rule, scope) or _idle(rule, scope):
+            if not holds(rule, scope) or idle(rule, scope):
                 return
             read: set[str] = set()  # the cells its builder reads: a rejected one taints what it made
             scope.reads = read
-            for item in _items(rule, scope):
+            for item in items_of(rule, scope):
                 context = Context(spec, key, record, item)
                 built = BUILDERS[rule.kind](context, rule)
                 rule_made = built if isinstance(built, list) else [built] if built else []
@@ -266,14 +149,14 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
         reject(problem, where, [ref for ref in lost if "/" in ref])
 
     try:
-        visits = list(_scopes(spec, root))
+        visits = list(visit_scopes(spec, root))
     except Problem as problem:
         reject(problem, spec.where_key(("source", "items")))
         visits = []
     for scope in visits:
         scope.place = (row.file, row.line, scope.item_path)
         try:
-            scope.visit = _visit(spec, scope)
+            scope.visit = visit_of(spec, scope)
         except Problem as problem:
             reject(problem, spec.where_key(("source", "visit")))
             continue

@@ -12,14 +12,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.errors import AdapterError
 from adapter.mapping.arithmetic import combine, is_arithmetic, operation
 from adapter.mapping.values import parse_date, parse_decimal
 
-__all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "looked_up", "text_of", "decimal_of",
+__all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "looked_up", "text_of", "any_index", "decimal_of",
            "date_of", "integer_of", "rounded", "map_target"]
 
 
-class Problem(Exception):
+class Problem(AdapterError):
     """A source value the mapping cannot accept: where it is, what it is, and why."""
 
     def __init__(self, column: str, value: Any, reason: str) -> None:
@@ -87,7 +88,7 @@ class Scope:
         if self.reads is not None:
             self.reads.add(value.label)
         if self.seen is not None:
-            self.seen.add(_ANY_INDEX.sub("[*]", value.label))
+            self.seen.add(any_index(value.label))
         return value
 
     def child(self, item: Any, item_path: str, bound: dict[str, Value] | None = None) -> Scope:
@@ -97,6 +98,11 @@ class Scope:
 
 
 _ANY_INDEX = re.compile(r"\[\d+\]")
+
+
+def any_index(label: str) -> str:
+    """A field's label with its list positions as [*]: `visits[2].adl` -> `visits[*].adl`."""
+    return _ANY_INDEX.sub("[*]", label)
 
 
 def _walk(node: Any, path: str) -> Any:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from adapter.mapping.fields import fields_of
-from adapter.mapping.spec import _FLAT, KINDS, referenced_fields
+from adapter.mapping.rules import FLAT_KINDS, KINDS, referenced_fields
 from adapter.yamlspec import Lines
 
 __all__ = ["check_identifiers", "direct_identifiers"]
@@ -18,7 +18,7 @@ def _in_rule(data: dict[str, Any], where: tuple[Any, ...]) -> tuple[Any, ...]:
     if where[0] != "rules" or where[2] == "when":
         return where
     kind = next(k for k in KINDS if k in data["rules"][where[1]])
-    return where if kind in _FLAT else where[:2] + (kind,) + where[2:]
+    return where if kind in FLAT_KINDS else where[:2] + (kind,) + where[2:]
 
 
 # Column names that look like a direct identifier: read but not declared, `mapping check` warns.

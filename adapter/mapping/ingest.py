@@ -17,6 +17,7 @@ from adapter.fhir.validation import validate
 from adapter.mapping.catalogue import catalogue_resources
 from adapter.mapping.concept_maps import concept_map
 from adapter.mapping.engine import RecordResult
+from adapter.mapping.scopes import read_source
 from adapter.mapping.run import MappingReport, records, store_results, timed
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
@@ -94,7 +95,6 @@ class Quarantine:
     def _write_context(self) -> None:
         """The rows the quarantined ones looked values up in (a dose row's screening weight),
         appended as they are, so that the fixed file re-ingests alone (they re-ingest unchanged)."""
-        from adapter.mapping.engine import read_source
         wanted = self._context - self._written
         for file in sorted({file for file, _ in wanted}):
             for row in read_source(self.spec, file):

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.mapping.engine import _root_scope, _scopes, _visit, read_source, unique_key
+from adapter.mapping.scopes import read_source, root_scope, unique_key, visit_of, visit_scopes
 from adapter.mapping.context import Context
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import stored_number
@@ -50,17 +50,17 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
             if identity in seen:
                 continue  # a duplicate: the mapping pass rejects it
             seen.add(identity)
-            root = _root_scope(spec, row)
+            root = root_scope(spec, row)
             record = text_of(root.get(spec.source["record_key"]).raw).strip()
             if not record:
                 continue
             try:
-                scopes = list(_scopes(spec, root))
+                scopes = list(visit_scopes(spec, root))
             except Problem:
                 continue
             for scope in scopes:
                 try:
-                    visit = _visit(spec, scope)
+                    visit = visit_of(spec, scope)
                     day = scope.get(spec.source["visit_date"])
                     date = None if day.empty else date_of(day, spec.source["date_formats"])
                 except Problem:

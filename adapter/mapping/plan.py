@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.mapping.fields import _ANY_INDEX, fields_of, looked_up, text_of
+from adapter.mapping.fields import any_index, fields_of, looked_up, text_of
 
 __all__ = ["When", "compile_when", "idle_columns", "seen_labels"]
 
@@ -69,4 +69,4 @@ def idle_columns(kind: str, rule: dict[str, Any], fields: dict[str, Any], tabula
 
 def seen_labels(columns: tuple[str, ...] | None) -> frozenset[str]:
     """The labels coverage records for these columns (as Scope.get does)."""
-    return frozenset(_ANY_INDEX.sub("[*]", c) for c in columns or ())
+    return frozenset(any_index(c) for c in columns or ())

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir.extract import Indexed, extract
-from adapter.mapping.engine import RecordResult, Rejection, map_record, read_source, unique_key
+from adapter.mapping.engine import RecordResult, Rejection, map_record
+from adapter.mapping.scopes import read_source, unique_key
 from adapter.mapping.lookups import record_histories
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.errors import AdapterError
+
 __all__ = ["SourceRow", "SourceError", "read_csv", "read_ndjson", "read_json", "MAX_LINE", "MAX_DOCUMENT"]
 
 # One physical line of a CSV or NDJSON export, read at most this far: a 1 GiB line was refused
@@ -81,12 +83,12 @@ def read_csv(path: str | pathlib.Path, encoding: str = "utf-8", delimiter: str =
             start = reader.line_num + 1
 
 
-class _LineTooLong(ValueError):
+class _LineTooLong(AdapterError, ValueError):
     def __init__(self) -> None:
         super().__init__(f"a line longer than {MAX_LINE:,} characters: not read further")
 
 
-class _NotText(ValueError):
+class _NotText(AdapterError, ValueError):
     pass
 
 

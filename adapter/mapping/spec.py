@@ -17,24 +17,18 @@ from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.arithmetic import is_arithmetic, operation
-from adapter.mapping.fields import fields_of, map_target
+from adapter.mapping.fields import map_target
+from adapter.mapping.identifiers import check_identifiers
+from adapter.mapping.rules import CODE_TABLES, FLAT_KINDS, KINDS, body_of, referenced_fields
 from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "referenced_fields", "KINDS", "CODE_TABLES", "SITE_SPECS"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "SITE_SPECS"]
 
 # The site mappings this adapter ships (mappings/sites/).
 SITE_SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "sites"
 
-KINDS = ("patient", "condition", "research_subject", "injection", "adverse_event", "observation", "instrument")
-_FLAT = ("observation", "instrument")  # kinds whose fields sit beside the kind's key, not under it
-# Which catalogue table each coded field's values must be keys of.
-CODE_TABLES = {("patient", "gender"): "gender", ("condition", "cp_type"): "cp-type",
-               ("condition", "gmfcs"): "gmfcs", ("injection", "route"): "route",
-               ("adverse_event", "term"): "adverse-event", ("adverse_event", "grade"): "ctcae-grade",
-               ("adverse_event", "serious"): "seriousness", ("adverse_event", "causality"): "causality",
-               ("adverse_event", "outcome"): "outcome"}
 _VISIT = re.compile(r"^(baseline|injection-(\d+|\{[^}]+\})|month-(\d+|\{[^}]+\}))$")
 _REDCAP_SYSTEM = {"record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
                   "redcap_data_access_group"}
@@ -141,7 +135,6 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
                                               "(baseline, injection-N or month-N)"))
     problems += _check_fields(data, lines, path, header, catalogue)
     looked = _check_lookups(data, lines, problems)
-    from adapter.mapping.identifiers import check_identifiers  # it reads the spec's fields as spec.py does
     refused, warnings = check_identifiers(data, lines)
     problems += refused
     problems += _check_arms(data, lines, catalogue)
@@ -170,9 +163,9 @@ def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> f
                                               "(baseline, injection-N or month-N)"))
     for i, rule in enumerate(data["rules"]):
         kind = next(k for k in KINDS if k in rule)
-        body = rule if kind in _FLAT else rule[kind]
+        body = body_of(rule, kind)
         for name, expr in body.items():
-            walk(expr, ("rules", i) + (() if kind in _FLAT else (kind,)) + (name,))
+            walk(expr, ("rules", i) + (() if kind in FLAT_KINDS else (kind,)) + (name,))
     return frozenset(found)
 
 
@@ -213,7 +206,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
     kind = next(k for k in KINDS if k in rule)
     at = ("rules", index)
     fields = {k: v for k, v in rule.items() if k not in (kind, "name", "when", "per", "for_each")} \
-        if kind in _FLAT else rule[kind]
+        if kind in FLAT_KINDS else rule[kind]
     for (table_kind, field), table in CODE_TABLES.items():
         expr = fields.get(field) if table_kind == kind else None
         if isinstance(expr, dict) and "map" in expr:
@@ -249,8 +242,8 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
                                           f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
     fields = dict(fields)
-    problems += value_problems(kind, rule, fields, concept, lines, at if kind in _FLAT else at + (kind,))
-    derived = derived_factors(kind, fields, concept, lines, at if kind in _FLAT else at + (kind,), problems,
+    problems += value_problems(kind, rule, fields, concept, lines, at if kind in FLAT_KINDS else at + (kind,))
+    derived = derived_factors(kind, fields, concept, lines, at if kind in FLAT_KINDS else at + (kind,), problems,
                        "unit" in rule and kind == "observation")
     rounding = {}
     for key in derived:  # rounded in the unit the value is stored in, after the conversion
@@ -260,34 +253,6 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
     idle = idle_columns(kind, rule, fields, tabular)
     return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived, rounding,
                 compile_when(rule), idle, seen_labels(idle))
-
-
-def referenced_fields(data: dict[str, Any], catalogue: Catalogue | None = None) -> list[tuple[tuple[Any, ...], str]]:
-    """Every source field the spec reads, with where it is read (an instrument's items with the
-    catalogue)."""
-    source = data["source"]
-    found: list[tuple[tuple[Any, ...], str]] = [(("source", "record_key"), source["record_key"]),
-                                                (("source", "visit", "field"), source["visit"]["field"]),
-                                                (("source", "visit_date"), source["visit_date"])]
-    found += [(("source", "unique", i), f) for i, f in enumerate(source.get("unique", []))]
-    for i, rule in enumerate(data["rules"]):
-        kind = next(k for k in KINDS if k in rule)
-        body = rule if kind in _FLAT else rule[kind]
-        if kind == "instrument" and catalogue is not None:
-            found += [(("rules", i, "items"), rule["items"].replace("{n}", str(n)))
-                      for n in catalogue.item_numbers(rule["instrument"])]
-        for key, expr in body.items():
-            if key in ("observation", "body_site", "name", "when", "per", "for_each", "instrument", "items",
-                       "not_tested"):
-                continue
-            if key == "unit" and isinstance(expr, dict):
-                found.append((("rules", i, key, "field"), expr["field"]))
-            elif key != "unit":
-                found += [(("rules", i, key), f) for f in fields_of(expr)]
-        when = rule.get("when", {})
-        found += [(("rules", i, "when", "equals", f), f) for f in when.get("equals", {})]
-        found += [(("rules", i, "when", "present", j), f) for j, f in enumerate(when.get("present", []))]
-    return found
 
 
 def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
@@ -326,7 +291,7 @@ def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
             problems.append(lines.problem(where, f"unknown column {name!r}"))
     for i, rule in enumerate(data["rules"]):
         kind = next(k for k in KINDS if k in rule)
-        body = rule if kind in _FLAT else rule[kind]
+        body = body_of(rule, kind)
         for key, expr in body.items():
             if isinstance(expr, dict) and "map" in expr and choices.get(expr["field"]):
                 for code in set(expr["map"]) - choices[expr["field"]]:

@@ -16,12 +16,11 @@ and its workflow-instantiatesCanonical extension is not allowed on Encounter.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from adapter.mapping.fields import Scope
 from adapter.mapping.context import STUDY_EXTENSION, patient_id, safe_id
-from adapter.protocol.schedule import visit_system
+from adapter.protocol.schedule import protocol_visit, visit_system
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["visit_encounter", "visit_system", "protocol_visit", "ENCOUNTER_OF", "ACT_CODE"]
@@ -29,7 +28,6 @@ __all__ = ["visit_encounter", "visit_system", "protocol_visit", "ENCOUNTER_OF", 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 # The resource types of a visit that point to its Encounter (each has `encounter` in R4).
 ENCOUNTER_OF = ("Observation", "Procedure", "AdverseEvent")
-_VISIT = re.compile(r"^(baseline|injection-(\d+)|month-(\d+))$")
 
 
 def visit_encounter(spec: MappingSpec, key: bytes, record: str, scope: Scope,
@@ -51,19 +49,3 @@ def visit_encounter(spec: MappingSpec, key: bytes, record: str, scope: Scope,
         if resource["resourceType"] in ENCOUNTER_OF:
             resource["encounter"] = {"reference": f"Encounter/{encounter['id']}"}
     return [(made[0][0], encounter)]
-
-
-def protocol_visit(visit: str, injection_visits: list[str]) -> str | None:
-    """The protocol visit action a visit key names, given the ids of the arm's injection visits
-    in date order: baseline -> baseline, injection-N -> the N-th, month-N -> fu-mN.
-
-    >>> protocol_visit("injection-2", ["c1-d0", "c1-d7"]), protocol_visit("month-3", []), protocol_visit("x", [])
-    ('c1-d7', 'fu-m3', None)
-    """
-    match = _VISIT.match(visit)
-    if not match:
-        return None
-    if match.group(2):
-        n = int(match.group(2))
-        return injection_visits[n - 1] if 0 < n <= len(injection_visits) else None
-    return f"fu-m{match.group(3)}" if match.group(3) else "baseline"

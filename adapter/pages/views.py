@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from adapter.auth.guard import Access
 from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, bad_request
-from adapter.pages import COOKIE, PREFIX
+from adapter.pages.paths import COOKIE, PREFIX
 from adapter.pages.child import child_page
 from adapter.pages.study import adherence_matrix, adverse_events, enrolment, outcome_sections, spec
 from adapter.pages.workbench import dry_run, fixtures, mappings

@@ -19,8 +19,7 @@ from typing import Any
 
 from adapter.fhir.outcomes import FhirError, Issue
 from adapter.protocol.apply import arm_protocol, definition, read_json, search_all
-from adapter.mapping.visits import protocol_visit
-from adapter.protocol.schedule import DatedVisit, schedule
+from adapter.protocol.schedule import DatedVisit, protocol_visit, schedule
 from adapter.store.repository import Repository
 
 __all__ = ["Finding", "adherence", "as_parameters", "MATCH_DAYS", "STATUSES"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import decimal
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from adapter.fhir.outcomes import FhirError, Issue
 from adapter.protocol.spec import Spec
 
 __all__ = ["visit_system", "Visit", "DatedVisit", "visit_plan", "schedule", "protocol_actions", "add_months", "INDEX",
-           "WINDOW_EXTENSION", "MAX_PLAN_ACTIONS"]
+           "WINDOW_EXTENSION", "MAX_PLAN_ACTIONS", "protocol_visit"]
 
 WINDOW_EXTENSION = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/AcceptableOffsetRangeSoa"
 
@@ -183,3 +184,23 @@ def _window(related: dict[str, Any]) -> tuple[int, int]:
 def visit_system(base: str, study: str) -> str:
     """The system of the visit keys in Encounter.type (an open pattern, not a published CodeSystem)."""
     return f"{base}/CodeSystem/{study}-visit"
+
+
+# A mapping's visit keys (Encounter.type codes): baseline, injection-N, month-N.
+_VISIT_KEY = re.compile(r"^(baseline|injection-(\d+)|month-(\d+))$")
+
+
+def protocol_visit(visit: str, injection_visits: list[str]) -> str | None:
+    """The protocol visit action a visit key names, given the ids of the arm's injection visits
+    in date order: baseline -> baseline, injection-N -> the N-th, month-N -> fu-mN.
+
+    >>> protocol_visit("injection-2", ["c1-d0", "c1-d7"]), protocol_visit("month-3", []), protocol_visit("x", [])
+    ('c1-d7', 'fu-m3', None)
+    """
+    match = _VISIT_KEY.match(visit)
+    if not match:
+        return None
+    if match.group(2):
+        n = int(match.group(2))
+        return injection_visits[n - 1] if 0 < n <= len(injection_visits) else None
+    return f"fu-m{match.group(3)}" if match.group(3) else "baseline"

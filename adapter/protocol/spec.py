@@ -44,6 +44,15 @@ class Spec:
     def system(self, system: str) -> str:
         return self.code_system_url if system == LOCAL else system
 
+    def canonical(self, rtype: str, rid: str) -> str:
+        """`url|version` of a definition the spec makes (adapter/study/build.py names each so)."""
+        return f"{self.base}/{rtype}/{rid}|{self.protocol['version']}"
+
+    def activity_canonicals(self) -> dict[str, str]:
+        """Each activity's key -> the canonical of its ActivityDefinition."""
+        pid = self.protocol["id"]
+        return {key: self.canonical("ActivityDefinition", f"{pid}-{key}") for key in self.data["activities"]}
+
 
 def load_spec(path: str | pathlib.Path) -> Spec:
     """Read and check a spec; SpecError lists every problem with its line and key."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from adapter.errors import AdapterError
 from adapter.fhir.dates import now_instant
 from adapter.store.schema import auth_clients, auth_jti
 
@@ -23,7 +24,7 @@ __all__ = ["ClientRecord", "ClientRegistry", "SqlClients", "DuplicateClient"]
 _PURGE_EVERY = 64
 
 
-class DuplicateClient(ValueError):
+class DuplicateClient(AdapterError, ValueError):
     """A client of that name is registered already."""
 
 

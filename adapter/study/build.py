@@ -49,7 +49,7 @@ def _common(spec: Spec, rtype: str, rid: str, name: str, title: str) -> dict[str
 
 
 def _canonical(resource: dict[str, Any]) -> str:
-    return f"{resource['url']}|{resource['version']}"
+    return f"{resource['url']}|{resource['version']}"  # as Spec.canonical() names it
 
 
 def _code_system(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
