@@ -74,142 +74,172 @@ def map_record(spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
                check: bool = True, histories: dict[str, list[Any]] | None = None) -> RecordResult:
     """Every rule over one record; with `check`, every resource through the validator too.
     `histories`: each record's visits with the fields rules look up (lookups.py)."""
-    result = RecordResult(row.file, row.line)
-    root = root_scope(spec, row)
-    key_value = root.get(spec.source["record_key"])
-    record = text_of(key_value.raw).strip()
-    if histories:
-        root.history = histories.get(record, [])
-    made: list[tuple[Rule, dict[str, Any]]] = []
-    taken: set[str] = set()  # Type/id of what the row's rules made so far
-    # id() of a resource made -> (the run of the rule that made it, the cells that run read). A
-    # run is numbered, not named by id() of its set: a set freed by a rule that made nothing lends
-    # its id to the next rule's, which would then pass for the rule that rejected the cell.
-    reads: dict[int, tuple[int, set[str]]] = {}
-    runs = itertools.count()
-    failed = Failures()
+    return _Record(spec, key, row, recorded, histories).mapped(check)
 
-    def reject(problem: Problem, rule: Rule | str, lost: list[str] | None = None, origin: int | None = None) -> None:
-        failed.add(Rejection(row.file, row.line, problem.column, problem.value,
-                             spec.where(rule) if isinstance(rule, Rule) else rule, problem.reason), lost or [], origin)
 
-    for name in spec.source.get("unique", []):
-        root.get(name)  # read for the duplicate check: counted as used by coverage
-    if not record:
-        reject(Problem(key_value.label, "", "missing record key"), spec.where_key(("source", "record_key")))
-        result.rejections = failed.rejections()
-        return result
+class _Record:
+    """One record being mapped: what its rules made so far, what was rejected, and why."""
 
-    def run(rule: Rule, scope: Scope, lost: list[str] | None = None) -> None:
-        """`lost`: the visit is rejected; only collect what its rules would have made."""
-        context, number = Context(spec, key, record, scope), next(runs)
-        try:
-            if not holds(rule, scope) or idle(rule, scope):
-                return
-            read: set[str] = set()  # the cells its builder reads: a rejected one taints what it made
-            scope.reads = read
-            for item in items_of(rule, scope):
-                context = Context(spec, key, record, item)
-                built = BUILDERS[rule.kind](context, rule)
-                rule_made = built if isinstance(built, list) else [built] if built else []
-                if lost is not None:
-                    lost += [ref_of(resource) for resource in rule_made]
-                    lost += [ref for _, refs in context.failures for ref in refs]
-                    continue
-                for problem, refs in context.failures:  # the builder kept the rest
-                    reject(problem, rule, refs, number)
-                result.warnings += [Rejection(row.file, row.line, note.column, note.value, spec.where(rule),
-                                              note.reason) for note in context.notes]
-                for twice in _distinct(rule_made, taken, key):
-                    reject(Problem(_value_label(rule), _shown(twice), f"a second value for {ref_of(twice)} in "
-                                   "this row (one per visit and code: the first is kept)"), rule, [], number)
-                rule_made = [r for r in rule_made if not r.pop(_TWICE, False)]
-                made.extend((rule, resource) for resource in rule_made)
-                reads.update((id(resource), (number, read)) for resource in rule_made)
-                if rule_made:
-                    result.fired.add(rule.index)
-                dropped = None if built else _dropped(context, rule)
-                if dropped:
-                    result.warnings.append(Rejection(row.file, row.line, dropped.column, dropped.value,
-                                                     spec.where(rule), dropped.reason))
-        except Problem as problem:
-            if lost is None:
-                reject(problem, rule, intended(context, rule), number if scope.reads is not None else None)
-            else:
-                lost += intended(context, rule)
-        finally:
-            scope.reads = None
+    def __init__(self, spec: MappingSpec, key: bytes, row: SourceRow, recorded: str,
+                 histories: dict[str, list[Any]] | None) -> None:
+        self.spec, self.key, self.row, self.recorded = spec, key, row, recorded
+        self.result = RecordResult(row.file, row.line)
+        self.root = root_scope(spec, row)
+        self.key_value = self.root.get(spec.source["record_key"])
+        self.record = text_of(self.key_value.raw).strip()
+        if histories:
+            self.root.history = histories.get(self.record, [])
+        self.made: list[tuple[Rule, dict[str, Any]]] = []
+        self.taken: set[str] = set()  # Type/id of what the row's rules made so far
+        # id() of a resource made -> (the run of the rule that made it, the cells that run read).
+        # A run is numbered, not named by id() of its set: a set freed by a rule that made
+        # nothing lends its id to the next rule's, which would then pass for the rule that
+        # rejected the cell.
+        self.reads: dict[int, tuple[int, set[str]]] = {}
+        self.runs = itertools.count()
+        self.failed = Failures()
 
-    def rejected_visit(problem: Problem, where: str, scope: Scope) -> None:
-        lost: list[str] = []
-        if scope.visit is not None:
+    def reject(self, problem: Problem, rule: Rule | str, lost: list[str] | None = None,
+               origin: int | None = None) -> None:
+        self.failed.add(Rejection(self.row.file, self.row.line, problem.column, problem.value,
+                                  self.spec.where(rule) if isinstance(rule, Rule) else rule, problem.reason),
+                        lost or [], origin)
+
+    def warn(self, column: str, value: str, where: str, reason: str) -> None:
+        self.result.warnings.append(Rejection(self.row.file, self.row.line, column, value, where, reason))
+
+    def mapped(self, check: bool) -> RecordResult:
+        spec, root = self.spec, self.root
+        for name in spec.source.get("unique", []):
+            root.get(name)  # read for the duplicate check: counted as used by coverage
+        if not self.record:
+            self.reject(Problem(self.key_value.label, "", "missing record key"), spec.where_key(("source", "record_key")))
+            self.result.rejections = self.failed.rejections()
+            return self.result
+        for scope in self._visits():
+            self._visit(scope)
+        if not spec.tabular:
             for rule in spec.rules:
-                if spec.tabular or not rule.per_document:
-                    run(rule, scope, lost)
-        reject(problem, where, [ref for ref in lost if "/" in ref])
+                if rule.per_document:
+                    self.run(rule, root)
+        self.result.seen = root.seen or set()
+        if check:
+            self._validate()
+        return self._settled()
 
-    try:
-        visits = list(visit_scopes(spec, root))
-    except Problem as problem:
-        reject(problem, spec.where_key(("source", "items")))
-        visits = []
-    for scope in visits:
-        scope.place = (row.file, row.line, scope.item_path)
+    def _visits(self) -> list[Scope]:
+        try:
+            return list(visit_scopes(self.spec, self.root))
+        except Problem as problem:
+            self.reject(problem, self.spec.where_key(("source", "items")))
+            return []
+
+    def _visit(self, scope: Scope) -> None:
+        spec = self.spec
+        scope.place = (self.row.file, self.row.line, scope.item_path)
         try:
             scope.visit = visit_of(spec, scope)
         except Problem as problem:
-            reject(problem, spec.where_key(("source", "visit")))
-            continue
+            self.reject(problem, spec.where_key(("source", "visit")))
+            return
         day = scope.get(spec.source["visit_date"])
         if not day.empty:  # checked once here, not by every rule that dates its resource
             try:
                 scope.visit_date = date_of(day, spec.source["date_formats"])
             except Problem as problem:
                 scope.visit_date = "1900-01-01"  # only to name what the visit would have made
-                rejected_visit(problem, spec.where_key(("source", "visit_date")), scope)
-                continue
-        before, failures = len(made), len(failed)
+                self._rejected_visit(problem, spec.where_key(("source", "visit_date")), scope)
+                return
+        before, failures = len(self.made), len(self.failed)
         for rule in spec.rules:
             if spec.tabular or not rule.per_document:
-                run(rule, scope)
-        if len(made) == before and not spec.tabular and len(failed) == failures:
+                self.run(rule, scope)
+        if len(self.made) == before and not spec.tabular and len(self.failed) == failures:
             label = scope.get(spec.source["visit"]["field"]).label
-            result.warnings.append(Rejection(row.file, row.line, label, scope.visit or "",
-                                             spec.where_key(("source", "visit")), "this visit makes no resource"))
-        made += visit_encounter(spec, key, record, scope, made[before:])  # visits as data (visits.py)
-    if not spec.tabular:
-        for rule in spec.rules:
-            if rule.per_document:
-                run(rule, root)
-    result.seen = root.seen or set()
-    if check:
-        for rule, resource in made:
+            self.warn(label, scope.visit or "", spec.where_key(("source", "visit")), "this visit makes no resource")
+        self.made += visit_encounter(spec, self.key, self.record, scope, self.made[before:])  # visits.py
+
+    def _rejected_visit(self, problem: Problem, where: str, scope: Scope) -> None:
+        lost: list[str] = []
+        if scope.visit is not None:
+            for rule in self.spec.rules:
+                if self.spec.tabular or not rule.per_document:
+                    self.run(rule, scope, lost)
+        self.reject(problem, where, [ref for ref in lost if "/" in ref])
+
+    def run(self, rule: Rule, scope: Scope, lost: list[str] | None = None) -> None:
+        """One rule in one scope; `lost`: the visit is rejected, only collect what it would make."""
+        context, number = Context(self.spec, self.key, self.record, scope), next(self.runs)
+        try:
+            if not holds(rule, scope) or idle(rule, scope):
+                return
+            read: set[str] = set()  # the cells its builder reads: a rejected one taints what it made
+            scope.reads = read
+            for item in items_of(rule, scope):
+                context = Context(self.spec, self.key, self.record, item)
+                self._build(rule, context, number, read, lost)
+        except Problem as problem:
+            if lost is None:
+                self.reject(problem, rule, intended(context, rule), number if scope.reads is not None else None)
+            else:
+                lost += intended(context, rule)
+        finally:
+            scope.reads = None
+
+    def _build(self, rule: Rule, context: Context, number: int, read: set[str], lost: list[str] | None) -> None:
+        built = BUILDERS[rule.kind](context, rule)
+        rule_made = built if isinstance(built, list) else [built] if built else []
+        if lost is not None:
+            lost += [ref_of(resource) for resource in rule_made]
+            lost += [ref for _, refs in context.failures for ref in refs]
+            return
+        for problem, refs in context.failures:  # the builder kept the rest
+            self.reject(problem, rule, refs, number)
+        for note in context.notes:
+            self.warn(note.column, note.value, self.spec.where(rule), note.reason)
+        for twice in _distinct(rule_made, self.taken, self.key):
+            self.reject(Problem(_value_label(rule), _shown(twice), f"a second value for {ref_of(twice)} in "
+                                "this row (one per visit and code: the first is kept)"), rule, [], number)
+        rule_made = [r for r in rule_made if not r.pop(_TWICE, False)]
+        self.made.extend((rule, resource) for resource in rule_made)
+        self.reads.update((id(resource), (number, read)) for resource in rule_made)
+        if rule_made:
+            self.result.fired.add(rule.index)
+        dropped = None if built else _dropped(context, rule)
+        if dropped:
+            self.warn(dropped.column, dropped.value, self.spec.where(rule), dropped.reason)
+
+    def _validate(self) -> None:
+        for rule, resource in self.made:
             for issue in _validate(resource):
-                failed.add(Rejection(row.file, row.line, "", "", spec.where(rule),
-                                     f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
-                                     f"{issue.diagnostics}"), [ref_of(resource)])
-    kept = failed.settle(made, reads)
-    if failed:  # a visit whose resources were all rejected keeps no Encounter of its own
-        visited = {ref for _, resource in kept for ref in references_in(resource.get("encounter", {}))}
-        kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or ref_of(r) in visited]
-    if not kept and not failed:
-        cell = root.get(spec.source["visit"]["field"]) if spec.tabular else key_value  # what the row is
-        failed.add(Rejection(
-            row.file, row.line, cell.label, text_of(cell.raw), "",
-            "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"), [])
-    result.rejections = failed.rejections()
-    if result.rejections and root.history:  # quarantined with the rows it may read values from
-        result.looked = {v.place[:2] for v in root.history if v.values} - {(row.file, row.line)}
-    if not kept:
-        result.warnings = []  # the row is quarantined whole
+                self.failed.add(Rejection(self.row.file, self.row.line, "", "", self.spec.where(rule),
+                                          f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
+                                          f"{issue.diagnostics}"), [ref_of(resource)])
+
+    def _settled(self) -> RecordResult:
+        spec, row, result, failed = self.spec, self.row, self.result, self.failed
+        kept = failed.settle(self.made, self.reads)
+        if failed:  # a visit whose resources were all rejected keeps no Encounter of its own
+            visited = {ref for _, resource in kept for ref in references_in(resource.get("encounter", {}))}
+            kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or ref_of(r) in visited]
+        if not kept and not failed:
+            cell = self.root.get(spec.source["visit"]["field"]) if spec.tabular else self.key_value  # what the row is
+            failed.add(Rejection(
+                row.file, row.line, cell.label, text_of(cell.raw), "",
+                "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"), [])
+        result.rejections = failed.rejections()
+        if result.rejections and self.root.history:  # quarantined with the rows it may read values from
+            result.looked = {v.place[:2] for v in self.root.history if v.values} - {(row.file, row.line)}
+        if not kept:
+            result.warnings = []  # the row is quarantined whole
+            return result
+        result.partly = bool(result.rejections)
+        result.resources = [resource for _, resource in kept]
+        result.resources.append(_provenance(spec, self.key, row, self.record, result.resources, self.recorded))
+        for resource in result.resources:  # site segregation rests on this label (adapter/fhir/sites.py)
+            with_site(resource, spec.site)
+        result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
         return result
-    result.partly = bool(result.rejections)
-    result.resources = [resource for _, resource in kept]
-    result.resources.append(_provenance(spec, key, row, record, result.resources, recorded))
-    for resource in result.resources:  # site segregation rests on this label (adapter/fhir/sites.py)
-        with_site(resource, spec.site)
-    result.written = [(r["resourceType"], r["id"], "mapped") for r in result.resources]
-    return result
 
 
 _TWICE = "__made twice__"  # marks a resource whose id the row had made already (never stored)
