@@ -121,8 +121,9 @@ class SearchRequest:
 def _split_values(raw: str) -> list[str]:
     """Split on commas not escaped with a backslash, then drop the escapes (search.html#escaping).
 
-    >>> _split_values(r"a\\,b,c\\$d")
-    ['a,b', 'c$d']
+    Examples:
+        >>> _split_values(r"a\\,b,c\\$d")
+        ['a,b', 'c$d']
     """
     return [_UNESCAPE.sub(r"\1", part) for part in _split_escaped(raw, ",")]
 

@@ -57,8 +57,9 @@ def protocol_visit(visit: str, injection_visits: list[str]) -> str | None:
     """The protocol visit action a visit key names, given the ids of the arm's injection visits
     in date order: baseline -> baseline, injection-N -> the N-th, month-N -> fu-mN.
 
-    >>> protocol_visit("injection-2", ["c1-d0", "c1-d7"]), protocol_visit("month-3", []), protocol_visit("x", [])
-    ('c1-d7', 'fu-m3', None)
+    Examples:
+        >>> protocol_visit("injection-2", ["c1-d0", "c1-d7"]), protocol_visit("month-3", []), protocol_visit("x", [])
+        ('c1-d7', 'fu-m3', None)
     """
     match = _VISIT.match(visit)
     if not match:

@@ -52,8 +52,9 @@ class DatedVisit:
 def add_months(day: date, months: int) -> date:
     """Calendar months later, clamped to the month's end.
 
-    >>> add_months(date(2025, 1, 31), 1), add_months(date(2023, 11, 30), 3)
-    (datetime.date(2025, 2, 28), datetime.date(2024, 2, 29))
+    Examples:
+        >>> add_months(date(2025, 1, 31), 1), add_months(date(2023, 11, 30), 3)
+        (datetime.date(2025, 2, 28), datetime.date(2024, 2, 29))
     """
     index = day.month - 1 + months
     year, month = day.year + index // 12, index % 12 + 1

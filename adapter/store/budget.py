@@ -20,9 +20,10 @@ def fitting(rows: Sequence[Any], budget: int, size: Callable[[Any], int] = _stor
     """How many of `rows`, from the first, fit in `budget` bytes; at least one (a resource is
     never cut: the body limit bounds one).
 
-    >>> class R: data = b"x" * 10
-    >>> fitting([R(), R(), R()], 25), fitting([R()], 5), fitting([], 5)
-    (2, 1, 0)
+    Examples:
+        >>> class R: data = b"x" * 10
+        >>> fitting([R(), R(), R()], 25), fitting([R()], 5), fitting([], 5)
+        (2, 1, 0)
     """
     used = 0
     for n, row in enumerate(rows):
