@@ -4,7 +4,7 @@ One check, run by `validation.validate` before anything else, so that every writ
 PATCH, transaction and batch entries, `load`, `ingest`, the exchange's arrival) refuses the same
 resources the same way, and no validator or index extractor ever walks an oversized one (an
 Observation of 50,000 components held a worker for 22-30 s; the body limit alone allows it).
-README "Limits".
+docs/limits.md.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """How many bytes one page may carry: a page of 1,000 large resources (or its _includes) ends
 early, its `next` link continuing from its last entry, so that no answer grows past
 MAX_PAGE_BYTES however large the resources a search, a history or $everything matches
-(README "Limits"). Used where the store reads a page: search, includes, history, compartment."""
+(docs/limits.md). Used where the store reads a page: search, includes, history, compartment."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
