@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB ?= sqlite:///var/adapter.db
 
-.PHONY: install run test lint bench screenshots definitions clean
+.PHONY: install run test lint docs bench screenshots definitions clean
 
 $(BIN)/fhir-adapter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 lint: install
 	$(BIN)/ruff check adapter tests bench tools fixtures
 	$(BIN)/mypy adapter
+
+# The documentation site (mkdocs.yml, docs/) into var/site/; --strict: a broken link or anchor fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict -d var/site
 
 bench: install
 	$(BIN)/python -m bench.read

@@ -52,10 +52,10 @@ def test_a_control_character_in_the_sign_ins_next_is_no_500(gateway: Served) -> 
     assert "X-Evil" not in signed.headers
 
 
-def test_the_readmes_authlib_snippet_runs(gateway: Served, tmp_path, monkeypatch) -> None:
+def test_the_docs_authlib_snippet_runs(gateway: Served, tmp_path, monkeypatch) -> None:
     """It read the JWK file as text, which joserfc takes for PEM: a ValueError before any request."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "PrivateKeyJWT" in block]
+    page = (ROOT / "docs" / "authorisation.md").read_text(encoding="utf-8")
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", page, re.S) if "PrivateKeyJWT" in block]
     assert "https://fhir.example.org/auth/token" in snippet
     gateway.store.add_client(ClientRecord("ehr-site-a", "system/Observation.rs system/Patient.rs",
                                           json.dumps(public_jwks(RSA_KEY)), site="site-a"))

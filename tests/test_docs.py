@@ -1,5 +1,5 @@
 """The docs print what their commands print: every `$ fhir-adapter ...` example in README.md and
-docs/*.md that reads the demo store (outcomes, protocol apply, protocol adherence) is run against
+the site's pages (docs/**/*.md) that reads the demo store (outcomes, protocol apply, protocol adherence) is run against
 the demo (`fhir-adapter demo --no-serve`), and the output shown must be the output printed.
 
 In the shown output a line `...` stands for any number of printed lines and `...` inside a line
@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from adapter.cli import main
 from conftest import ROOT
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # The commands that only read the demo store, so that their output is the docs' to quote.
 RUNNABLE = (("outcomes",), ("protocol", "apply"), ("protocol", "adherence"))
 

@@ -35,8 +35,9 @@ def said(text: str) -> str:
     descriptions quote what the client sent (its name, a kid, a scope), and Authlib refuses a
     description outside that set with a ValueError, which was a 500.
 
-    >>> said('kid "a\\b"\n')
-    "kid 'a/b'?"
+    Examples:
+        >>> said('kid "a\\b"\n')
+        "kid 'a/b'?"
     """
     return "".join(c if " " <= c <= "~" and c not in '"\\' else {'"': "'", "\\": "/"}.get(c, "?") for c in text)
 

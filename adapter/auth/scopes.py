@@ -42,12 +42,13 @@ class Scope:
 def parse_scope(text: str) -> Scope | None:
     """One scope; None for one that grants a backend client nothing (openid, patient/...).
 
-    >>> str(parse_scope("system/Observation.read"))
-    'system/Observation.rs'
-    >>> parse_scope("system/*.cruds").permissions == frozenset("cruds")
-    True
-    >>> parse_scope("launch") is None
-    True
+    Examples:
+        >>> str(parse_scope("system/Observation.read"))
+        'system/Observation.rs'
+        >>> parse_scope("system/*.cruds").permissions == frozenset("cruds")
+        True
+        >>> parse_scope("launch") is None
+        True
     """
     match = _SCOPE.fullmatch(text)
     if match is None:
@@ -101,12 +102,13 @@ def granted(registered: str, requested: str) -> str:
     gets system/Observation.rs); requested scopes that grant nothing are left out. A malformed
     requested scope raises ScopeError (the token endpoint answers invalid_scope).
 
-    >>> granted("system/Observation.rs system/Patient.read", "system/*.rs system/Patient.c launch")
-    'system/Observation.rs system/Patient.rs'
-    >>> granted("system/*.cruds", "system/Observation.read")
-    'system/Observation.rs'
-    >>> granted("system/Patient.rs", "system/Observation.rs")
-    ''
+    Examples:
+        >>> granted("system/Observation.rs system/Patient.read", "system/*.rs system/Patient.c launch")
+        'system/Observation.rs system/Patient.rs'
+        >>> granted("system/*.cruds", "system/Observation.read")
+        'system/Observation.rs'
+        >>> granted("system/Patient.rs", "system/Observation.rs")
+        ''
     """
     allowed = parse_scopes(registered).scopes
     out: dict[Scope, None] = {}

@@ -357,8 +357,9 @@ class Deidentifier:
 def _generalize(value: str, to: str) -> str | None:
     """A date, dateTime or instant cut to its year or year-month (None when it is no date).
 
-    >>> _generalize("2019-05-22", "year-month"), _generalize("2019-05-22T10:00:00Z", "year")
-    ('2019-05', '2019')
+    Examples:
+        >>> _generalize("2019-05-22", "year-month"), _generalize("2019-05-22T10:00:00Z", "year")
+        ('2019-05', '2019')
     """
     match = re.match(r"(\d{4})(-\d{2})?", value)
     if not match:

@@ -99,7 +99,7 @@ def run_demo(folder: pathlib.Path, port: int, once: bool, say: Callable[[str], N
         subprocess.run([sys.executable, "-m", "adapter.cli", "exchange", "status", "--db", _url(folder, "centre")])
         if once or pulled:
             return pulled
-        say(f"\nTry: curl '{bases['centre']}/metadata' (every other request needs a token: see the README)."
+        say(f"\nTry: curl '{bases['centre']}/metadata' (every other request needs a token: see docs/authorisation.md)."
             "\nPull again (only what changed): the command above. Stop with Ctrl-C.")
         try:
             while True:

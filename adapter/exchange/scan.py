@@ -65,11 +65,12 @@ def structural_findings(resource: dict[str, Any], *, pseudonym_system: str | Non
                         policy: tuple[str, str] | None = None, other_systems: tuple[str, ...] = ()) -> list[Finding]:
     """Elements that hold direct identifiers, whoever the patient.
 
-    >>> [f.path for f in structural_findings({"resourceType": "Patient", "id": "p",
-    ...                                       "birthDate": "2019-05-22", "name": [{"family": "X"}]})]
-    ['Patient.birthDate', 'Patient.name']
-    >>> structural_findings({"resourceType": "Patient", "id": "p", "birthDate": "2019-05"})
-    []
+    Examples:
+        >>> [f.path for f in structural_findings({"resourceType": "Patient", "id": "p",
+        ...                                       "birthDate": "2019-05-22", "name": [{"family": "X"}]})]
+        ['Patient.birthDate', 'Patient.name']
+        >>> structural_findings({"resourceType": "Patient", "id": "p", "birthDate": "2019-05"})
+        []
 
     `other_systems`: fnmatch patterns of identifier systems that name no person (a cell lot, a
     site), which the policy lets out beside the pseudonyms.
@@ -183,12 +184,13 @@ _PATIENT_FIELDS = {"mrn": "mrn", "birth_date": "birth-date", "name": "name", "fa
 class Needles:
     """Known direct identifiers of this site's children, to look for literally in output bytes.
 
-    >>> needles = Needles()
-    >>> needles.add("mrn", "MRN96207802")
-    >>> [f.kind for f in needles.findings(b'{"note": [{"text": "MRN96207802"}]}', "Observation/o")]
-    ['mrn']
-    >>> needles.findings(b'{"lot": "XMRN96207802"}', "Observation/o")
-    []
+    Examples:
+        >>> needles = Needles()
+        >>> needles.add("mrn", "MRN96207802")
+        >>> [f.kind for f in needles.findings(b'{"note": [{"text": "MRN96207802"}]}', "Observation/o")]
+        ['mrn']
+        >>> needles.findings(b'{"lot": "XMRN96207802"}', "Observation/o")
+        []
     """
 
     def __init__(self) -> None:

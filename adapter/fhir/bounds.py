@@ -4,7 +4,7 @@ One check, run by `validation.validate` before anything else, so that every writ
 PATCH, transaction and batch entries, `load`, `ingest`, the exchange's arrival) refuses the same
 resources the same way, and no validator or index extractor ever walks an oversized one (an
 Observation of 50,000 components held a worker for 22-30 s; the body limit alone allows it).
-README "Limits".
+docs/limits.md.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ MAX_ELEMENTS = 100_000  # JSON values in one resource, objects, arrays and scala
 def depth(node: Any) -> int:
     """Nesting levels of a JSON value: a scalar 0, `{}` 1, `{"a": [1]}` 2.
 
-    >>> depth({"a": [{"b": 1}]}), depth(3)
-    (3, 0)
+    Examples:
+        >>> depth({"a": [{"b": 1}]}), depth(3)
+        (3, 0)
     """
     deepest, stack = 0, [(node, 1)]
     while stack:
@@ -37,8 +38,9 @@ def bound_problem(node: Any) -> tuple[str, tuple[Any, ...]] | None:
     the element (names and indices), for its FHIRPath. Iterative: a resource nested 10,000
     levels deep must not overflow the stack here either.
 
-    >>> bound_problem({"a": [[[1]]]}) is None
-    True
+    Examples:
+        >>> bound_problem({"a": [[[1]]]}) is None
+        True
     """
     count = 0
     stack: list[tuple[Any, tuple[Any, ...]]] = [(node, ())]

@@ -37,12 +37,13 @@ def _utc(moment: datetime, tz: str | None) -> datetime:
 def date_range(text: str) -> tuple[str, str]:
     """Inclusive UTC range of a FHIR date, dateTime or instant; ValueError if malformed.
 
-    >>> date_range("2020-02")
-    ('2020-02-01T00:00:00.000000', '2020-02-29T23:59:59.999999')
-    >>> date_range("2020-03-01T10:00+02:00")
-    ('2020-03-01T08:00:00.000000', '2020-03-01T08:00:59.999999')
-    >>> date_range("0001-01-01T00:00+14:00")[0]
-    '0001-01-01T00:00:00.000000'
+    Examples:
+        >>> date_range("2020-02")
+        ('2020-02-01T00:00:00.000000', '2020-02-29T23:59:59.999999')
+        >>> date_range("2020-03-01T10:00+02:00")
+        ('2020-03-01T08:00:00.000000', '2020-03-01T08:00:59.999999')
+        >>> date_range("0001-01-01T00:00+14:00")[0]
+        '0001-01-01T00:00:00.000000'
 
     """
     match = _DATE.match(text)
@@ -78,8 +79,9 @@ def date_range(text: str) -> tuple[str, str]:
 def format_instant(moment: datetime) -> str:
     """An R4 instant with microseconds, in UTC.
 
-    >>> format_instant(datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=timezone.utc))
-    '2026-01-02T03:04:05.000060Z'
+    Examples:
+        >>> format_instant(datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=timezone.utc))
+        '2026-01-02T03:04:05.000060Z'
     """
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -30,8 +30,9 @@ KEY_BYTES = 800
 def index_key(text: Any) -> Any:
     """`text` cut to KEY_BYTES of UTF-8 (None and short text as they are).
 
-    >>> len(index_key("é" * 1000).encode())
-    800
+    Examples:
+        >>> len(index_key("é" * 1000).encode())
+        800
     """
     if not isinstance(text, str) or len(text) <= KEY_BYTES // 4:
         return text
@@ -68,8 +69,9 @@ class Indexed:
 def normalize_string(text: str) -> str:
     """Case- and accent-insensitive form used by string search.
 
-    >>> normalize_string("Zoë  Müller")
-    'zoe  muller'
+    Examples:
+        >>> normalize_string("Zoë  Müller")
+        'zoe  muller'
     """
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
@@ -78,10 +80,11 @@ def normalize_string(text: str) -> str:
 def parse_reference(ref: str) -> tuple[str | None, str | None]:
     """(type, id) of a literal reference, relative or absolute; (None, None) otherwise.
 
-    >>> parse_reference("http://example.org/fhir/Patient/p1/_history/2")
-    ('Patient', 'p1')
-    >>> parse_reference("urn:uuid:1234")
-    (None, None)
+    Examples:
+        >>> parse_reference("http://example.org/fhir/Patient/p1/_history/2")
+        ('Patient', 'p1')
+        >>> parse_reference("urn:uuid:1234")
+        (None, None)
     """
     if ref.startswith(("#", "urn:")):
         return None, None

@@ -14,10 +14,11 @@ _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 def id_problem(value: object) -> str | None:
     """Why `value` is not a logical id, or None when it is one.
 
-    >>> id_problem("site-a.1") is None
-    True
-    >>> id_problem("..")
-    "'..' is not a valid id: '.' and '..' would name a path, not a resource"
+    Examples:
+        >>> id_problem("site-a.1") is None
+        True
+        >>> id_problem("..")
+        "'..' is not a valid id: '.' and '..' would name a path, not a resource"
     """
     if not isinstance(value, str) or not _ID.fullmatch(value):
         shown = value[:80] + "..." if isinstance(value, str) and len(value) > 80 else value
@@ -39,7 +40,8 @@ def computable_name(rid: str) -> str:
     """A conformance resource's `name` from its id (R4: "a name usable by machine processing",
     PascalCase by convention; inv-0 of CodeSystem, ValueSet, ConceptMap).
 
-    >>> computable_name("site-c-gb18030-csv"), computable_name("v3-ActCode")
-    ('SiteCGb18030Csv', 'V3ActCode')
+    Examples:
+        >>> computable_name("site-c-gb18030-csv"), computable_name("v3-ActCode")
+        ('SiteCGb18030Csv', 'V3ActCode')
     """
     return "".join(part[:1].upper() + part[1:] for part in rid.replace("_", "-").split("-") if part)

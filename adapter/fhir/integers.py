@@ -77,8 +77,9 @@ def _may_hold_integers(definition: str, _seen: frozenset[str] = frozenset()) -> 
 def integer_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
     """An issue per integer element written as a decimal.
 
-    >>> [i.expression for i in integer_issues("Patient", {"multipleBirthInteger": decimal.Decimal("1.0")})]
-    ['Patient.multipleBirthInteger']
+    Examples:
+        >>> [i.expression for i in integer_issues("Patient", {"multipleBirthInteger": decimal.Decimal("1.0")})]
+        ['Patient.multipleBirthInteger']
     """
     yield from _walk(rtype, resource, rtype)
 

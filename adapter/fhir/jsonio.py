@@ -76,8 +76,9 @@ def parse(body: bytes | str) -> Any:
     strings no store here keeps alike (NUL, which PostgreSQL cannot hold, and lone surrogates
     such as `"\\ud800"`, which are no UTF-8).
 
-    >>> parse(b'{"value": 6.30}')
-    {'value': Decimal('6.30')}
+    Examples:
+        >>> parse(b'{"value": 6.30}')
+        {'value': Decimal('6.30')}
     """
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
@@ -178,8 +179,9 @@ def dumps(value: Any, sort_keys: bool = False, indent: bool = False) -> bytes:
     """Serialise to compact JSON bytes (keys sorted on request, e.g. to hash a record; indented
     for _pretty).
 
-    >>> dumps({'value': decimal.Decimal('6.30')})
-    b'{"value":6.30}'
+    Examples:
+        >>> dumps({'value': decimal.Decimal('6.30')})
+        b'{"value":6.30}'
     """
     option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (orjson.OPT_INDENT_2 if indent else 0)
     return orjson.dumps(value, default=_default, option=option or None)

@@ -85,9 +85,10 @@ def _may_hold(definition: str) -> bool:
 def reference_elements(resource: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(FHIRPath, value) of every Reference.reference in a resource, contained ones included.
 
-    >>> sorted(reference_elements({"resourceType": "Observation", "subject": {"reference": "Patient/1"},
-    ...        "performer": [{"display": "x"}, {"reference": "Practitioner/2"}]}))
-    [('Observation.performer[1].reference', 'Practitioner/2'), ('Observation.subject.reference', 'Patient/1')]
+    Examples:
+        >>> sorted(reference_elements({"resourceType": "Observation", "subject": {"reference": "Patient/1"},
+        ...        "performer": [{"display": "x"}, {"reference": "Practitioner/2"}]}))
+        [('Observation.performer[1].reference', 'Practitioner/2'), ('Observation.subject.reference', 'Patient/1')]
     """
     yield from _walk(resource, str(resource.get("resourceType")), str(resource.get("resourceType")))
 

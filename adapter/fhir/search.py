@@ -41,7 +41,7 @@ DEFAULT_COUNT, MAX_COUNT = 20, 1000
 SUMMARY_MODES = ("true", "false", "text", "data", "count")
 # What one search may ask; past these the SQL grows until it takes seconds (200 `status:not`
 # took 28 s on PostgreSQL, 64 sort keys 19 s) or SQLite refuses it ("Expression tree is too
-# large" from about 500 ORed dates). Each is a 400 naming the parameter; README "Limits".
+# large" from about 500 ORed dates). Each is a 400 naming the parameter; docs/limits.md.
 MAX_PARAMETERS = 100  # query or form parameters of one search, unknown ones included
 MAX_FILTERS = 20  # filters ANDed: repeated and chained parameters each count
 MAX_VALUES = 100  # comma-separated values ORed in one parameter
@@ -122,8 +122,9 @@ class SearchRequest:
 def _split_values(raw: str) -> list[str]:
     """Split on commas not escaped with a backslash, then drop the escapes (search.html#escaping).
 
-    >>> _split_values(r"a\\,b,c\\$d")
-    ['a,b', 'c$d']
+    Examples:
+        >>> _split_values(r"a\\,b,c\\$d")
+        ['a,b', 'c$d']
     """
     return [_UNESCAPE.sub(r"\1", part) for part in _split_escaped(raw, ",")]
 

@@ -22,8 +22,9 @@ def site_label(site: str) -> dict[str, str]:
 def sites_of(resource: dict[str, Any]) -> set[str]:
     """The sites a resource is labelled with (normally none or one).
 
-    >>> sites_of({"meta": {"security": [{"system": SITE_SYSTEM, "code": "site-a"}]}})
-    {'site-a'}
+    Examples:
+        >>> sites_of({"meta": {"security": [{"system": SITE_SYSTEM, "code": "site-a"}]}})
+        {'site-a'}
     """
     meta = resource.get("meta")
     labels = meta.get("security") if isinstance(meta, dict) else None
@@ -48,7 +49,8 @@ def in_namespace(resource_id: str, site: str) -> bool:
     inside it (what is made for one of its resources: `ucmsc-cp-arm-1-site-a-A0001`, the CarePlan
     of $apply). A site client creates by PUT only ids in its own namespace (adapter/auth/guard.py).
 
-    >>> [in_namespace(i, "site-a") for i in ("site-a-A0001", "plan-site-a-A1", "site-ab-1", "site-a", "b1")]
-    [True, True, False, False, False]
+    Examples:
+        >>> [in_namespace(i, "site-a") for i in ("site-a-A0001", "plan-site-a-A1", "site-ab-1", "site-a", "b1")]
+        [True, True, False, False, False]
     """
     return f"-{site}-" in f"-{resource_id}"

@@ -137,8 +137,9 @@ def check_unit(code: str) -> None:
 def factor(source: str, target: str) -> decimal.Decimal:
     """Multiply a value in `source` by this to have it in `target` (both UCUM codes).
 
-    >>> factor("mg/dL", "g/L"), factor("10*9/L", "10*9/L"), factor("/100", "%")
-    (Decimal('0.01'), Decimal('1'), Decimal('1'))
+    Examples:
+        >>> factor("mg/dL", "g/L"), factor("10*9/L", "10*9/L"), factor("/100", "%")
+        (Decimal('0.01'), Decimal('1'), Decimal('1'))
     """
     if source == target:
         check_unit(source)

@@ -30,8 +30,9 @@ __all__ = ["validate", "expression", "ShapeValidator", "shape", "signature"]
 def expression(resource_type: str, loc: tuple[Any, ...] | list[Any]) -> str:
     """FHIRPath of an element from a location of names and list indices.
 
-    >>> expression("Observation", ("component", 0, "valueQuantity", "value"))
-    'Observation.component[0].valueQuantity.value'
+    Examples:
+        >>> expression("Observation", ("component", 0, "valueQuantity", "value"))
+        'Observation.component[0].valueQuantity.value'
     """
     out = resource_type
     for part in loc:
@@ -88,8 +89,9 @@ def _contained_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
 def shape(node: Any) -> str:
     """The structure of a JSON value: keys, list lengths and scalar types, not the values.
 
-    >>> shape({"a": [1, "x"], "b": {"c": True}})
-    '{a:[int,str],b:{c:bool}}'
+    Examples:
+        >>> shape({"a": [1, "x"], "b": {"c": True}})
+        '{a:[int,str],b:{c:bool}}'
     """
     if isinstance(node, dict):
         return "{" + ",".join(f"{k}:{shape(v)}" for k, v in node.items()) + "}"
@@ -131,8 +133,9 @@ def signature(node: Any) -> tuple[Any, ...]:
     to make and unambiguous: keys are strings and markers are not, so no key can pass for
     structure (a key such as "a:int" cannot make two shapes equal).
 
-    >>> signature({"a": [1, "x"]}) == signature({"a": [2, "y"]}), signature({"a": [1]}) == signature({"a": [True]})
-    (True, False)
+    Examples:
+        >>> signature({"a": [1, "x"]}) == signature({"a": [2, "y"]}), signature({"a": [1]}) == signature({"a": [True]})
+        (True, False)
     """
     out: list[Any] = []
     _signature(node, out.append)

@@ -25,8 +25,9 @@ __all__ = ["searchset", "history_bundle", "http_date", "page_url"]
 def http_date(instant: str) -> str:
     """An RFC 7231 date for Last-Modified from a stored instant (always UTC, `...Z`).
 
-    >>> http_date("2026-11-25T13:24:38.870187Z")
-    'Wed, 25 Nov 2026 13:24:38 GMT'
+    Examples:
+        >>> http_date("2026-11-25T13:24:38.870187Z")
+        'Wed, 25 Nov 2026 13:24:38 GMT'
     """
     day = date(int(instant[0:4]), int(instant[5:7]), int(instant[8:10]))
     return (f"{_DAYS[day.weekday()]}, {instant[8:10]} {_MONTHS[day.month - 1]} {instant[0:4]} "

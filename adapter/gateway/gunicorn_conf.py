@@ -47,10 +47,11 @@ def redacted(target: str) -> str:
     """A request target (or a Referer) as the access log keeps it: the path and the names of the
     query parameters.
 
-    >>> redacted("/fhir/Patient?identifier=urn:sid|A0001&birthdate=2019-01-01&_summary")
-    '/fhir/Patient?identifier&birthdate&_summary'
-    >>> redacted("/fhir/metadata")
-    '/fhir/metadata'
+    Examples:
+        >>> redacted("/fhir/Patient?identifier=urn:sid|A0001&birthdate=2019-01-01&_summary")
+        '/fhir/Patient?identifier&birthdate&_summary'
+        >>> redacted("/fhir/metadata")
+        '/fhir/metadata'
     """
     path, sep, query = target.partition("?")
     if not sep:

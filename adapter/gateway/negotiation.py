@@ -44,10 +44,11 @@ def content_type(media: str) -> str:
 def response_type(accept: str | None, format_param: str | None) -> str:
     """The media type to answer in, or a 406 FhirError.
 
-    >>> response_type("application/xml, application/json;q=0.5", None)
-    'application/json'
-    >>> response_type(None, "json")
-    'application/fhir+json'
+    Examples:
+        >>> response_type("application/xml, application/json;q=0.5", None)
+        'application/json'
+        >>> response_type(None, "json")
+        'application/fhir+json'
     """
     if format_param:
         chosen = _FORMATS.get(format_param.strip().lower())

@@ -31,10 +31,11 @@ def safe_id(key: bytes, *parts: str) -> str:
     """A FHIR id from parts; a keyed hash of them when a part has other characters or it
     passes 64.
 
-    >>> safe_id(b"k", "site-a", "A0001", "month-3", "barthel")
-    'site-a-A0001-month-3-barthel'
-    >>> safe_id(b"k", "site-c", "患者1") != safe_id(b"other key", "site-c", "患者1")
-    True
+    Examples:
+        >>> safe_id(b"k", "site-a", "A0001", "month-3", "barthel")
+        'site-a-A0001-month-3-barthel'
+        >>> safe_id(b"k", "site-c", "患者1") != safe_id(b"other key", "site-c", "患者1")
+        True
     """
     joined = "-".join(parts)
     if len(joined) <= 64 and _ID_SAFE.match(joined):
@@ -45,8 +46,9 @@ def safe_id(key: bytes, *parts: str) -> str:
 def keyed_hash(key: bytes, data: bytes) -> str:
     """HMAC-SHA256 (hex) with the site's pseudonym key.
 
-    >>> keyed_hash(b"k", b"x") == hmac.new(b"k", b"x", hashlib.sha256).hexdigest()
-    True
+    Examples:
+        >>> keyed_hash(b"k", b"x") == hmac.new(b"k", b"x", hashlib.sha256).hexdigest()
+        True
     """
     mac = _keyed(key).copy()  # the key's pads hashed once, not for every row and id
     mac.update(data)

@@ -31,8 +31,9 @@ class Problem(AdapterError):
 def map_target(entry: Any) -> str:
     """The catalogue key a code map's entry maps to: the entry itself, or its `to`.
 
-    >>> map_target("male"), map_target({"to": "intravenous", "equivalence": "narrower"})
-    ('male', 'intravenous')
+    Examples:
+        >>> map_target("male"), map_target({"to": "intravenous", "equivalence": "narrower"})
+        ('male', 'intravenous')
     """
     return str(entry["to"]) if isinstance(entry, dict) else str(entry)
 

@@ -25,8 +25,9 @@ NOT_TESTED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-
 def stored(value: Fraction, places: int) -> decimal.Decimal:
     """An exact non-negative value rounded half up to `places` decimals, as stored.
 
-    >>> stored(Fraction(2617017, 50000), 1), stored(Fraction(45), 1), stored(Fraction(1, 40), 2)
-    (Decimal('52.3'), Decimal('45.0'), Decimal('0.03'))
+    Examples:
+        >>> stored(Fraction(2617017, 50000), 1), stored(Fraction(45), 1), stored(Fraction(1, 40), 2)
+        (Decimal('52.3'), Decimal('45.0'), Decimal('0.03'))
     """
     return decimal.Decimal(math.floor(value * 10 ** places + Fraction(1, 2))).scaleb(-places)
 

@@ -16,8 +16,9 @@ _NUMBER = re.compile(r"^[+-]?(\d+([.]\d*)?|[.]\d+)([eE][+-]?\d+)?$")
 def parse_decimal(text: str, decimal_mark: str = ".") -> decimal.Decimal:
     """A number as written, digits kept; `decimal_mark` is "." or ",".
 
-    >>> parse_decimal("6,30", ","), parse_decimal(" 18.3 ")
-    (Decimal('6.30'), Decimal('18.3'))
+    Examples:
+        >>> parse_decimal("6,30", ","), parse_decimal(" 18.3 ")
+        (Decimal('6.30'), Decimal('18.3'))
     """
     raw = text.strip()
     if decimal_mark == ",":
@@ -35,8 +36,9 @@ def parse_decimal(text: str, decimal_mark: str = ".") -> decimal.Decimal:
 def parse_date(text: str, formats: list[str]) -> str:
     """A FHIR date (YYYY-MM-DD) from the first of the site's strptime formats that fits.
 
-    >>> parse_date("14/03/2019", ["%d/%m/%Y"])
-    '2019-03-14'
+    Examples:
+        >>> parse_date("14/03/2019", ["%d/%m/%Y"])
+        '2019-03-14'
     """
     raw = text.strip()
     for fmt in formats:

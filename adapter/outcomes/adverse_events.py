@@ -39,8 +39,9 @@ STANDARD = {"grade": ("1", "2", "3", "4", "5"), "seriousness": ("Serious", "Non-
 def wilson(k: int, n: int) -> tuple[float, float] | None:
     """The 95% Wilson score interval of a proportion k / n (None when n is 0).
 
-    >>> [round(x, 3) for x in wilson(2, 10)]
-    [0.057, 0.51]
+    Examples:
+        >>> [round(x, 3) for x in wilson(2, 10)]
+        [0.057, 0.51]
     """
     if n <= 0:
         return None

@@ -40,8 +40,9 @@ class Child:
 def day_of(value: Any) -> date | None:
     """The day of a FHIR date or dateTime (or a Period's start); None when it has none.
 
-    >>> day_of("2025-03-04T10:00:00+08:00"), day_of({"start": "2025-03-04"}), day_of("2025")
-    (datetime.date(2025, 3, 4), datetime.date(2025, 3, 4), None)
+    Examples:
+        >>> day_of("2025-03-04T10:00:00+08:00"), day_of({"start": "2025-03-04"}), day_of("2025")
+        (datetime.date(2025, 3, 4), datetime.date(2025, 3, 4), None)
     """
     if isinstance(value, dict):
         value = value.get("start")

@@ -125,8 +125,9 @@ class ChildChange:
 def missing_reason(no_base: bool, no_later: bool, base_gap: str, later_gap: str) -> str:
     """Why a pair has no change: the baseline's and the follow-up's reasons, "; "-joined.
 
-    >>> missing_reason(True, False, "", ""), missing_reason(False, True, "", "no CD8+ % value")
-    ('no baseline value', 'no follow-up value (no CD8+ % value)')
+    Examples:
+        >>> missing_reason(True, False, "", ""), missing_reason(False, True, "", "no CD8+ % value")
+        ('no baseline value', 'no follow-up value (no CD8+ % value)')
     """
     if no_base and no_later and not base_gap and not later_gap:
         return "no baseline and no follow-up value"

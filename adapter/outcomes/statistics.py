@@ -17,8 +17,9 @@ def t_975(df: int) -> float:
     (scipy's inverse of the regularised incomplete beta, within 1e-12 of the closed forms): the
     MeasureReport prints six decimals, and a printed table's three were 5e-4 off at df 3.
 
-    >>> round(t_975(3), 6), round(t_975(40), 6), round(t_975(120), 6)
-    (3.182446, 2.021075, 1.97993)
+    Examples:
+        >>> round(t_975(3), 6), round(t_975(40), 6), round(t_975(120), 6)
+        (3.182446, 2.021075, 1.97993)
     """
     if df < 1:
         raise ValueError(f"Student's t needs at least one degree of freedom, not {df}")
@@ -42,9 +43,10 @@ class Summary:
 def summarise(changes: list[Decimal]) -> Summary:
     """n, mean, SD, 95% CI, median and quartiles of the changes.
 
-    >>> s = summarise([Decimal(5), Decimal(10), Decimal(15)])
-    >>> (s.n, s.mean, s.sd, round(s.ci_low, 2), s.median, s.q1, s.q3)
-    (3, 10.0, 5.0, -2.42, 10.0, 7.5, 12.5)
+    Examples:
+        >>> s = summarise([Decimal(5), Decimal(10), Decimal(15)])
+        >>> (s.n, s.mean, s.sd, round(s.ci_low, 2), s.median, s.q1, s.q3)
+        (3, 10.0, 5.0, -2.42, 10.0, 7.5, 12.5)
     """
     values = [float(c) for c in changes]
     n = len(values)

@@ -99,10 +99,11 @@ def _first_rows(data: bytes, rows: int, header: int) -> tuple[bytes, tuple[int, 
     (rows kept, rows in all) when there were more. By line: a quoted newline in the last kept
     row may cut it short, and then that row is rejected like any malformed one.
 
-    >>> _first_rows(b"h\\n1\\n2\\n3\\n", 2, 1)
-    (b'h\\n1\\n2\\n', (2, 3))
-    >>> _first_rows(b"h\\n1\\n", 2, 1)
-    (b'h\\n1\\n', None)
+    Examples:
+        >>> _first_rows(b"h\\n1\\n2\\n3\\n", 2, 1)
+        (b'h\\n1\\n2\\n', (2, 3))
+        >>> _first_rows(b"h\\n1\\n", 2, 1)
+        (b'h\\n1\\n', None)
     """
     lines = header + rows
     kept = data.split(b"\n", lines)

@@ -87,8 +87,9 @@ def resource_id(*parts: str) -> str:
     """An id made of parts, hashed when it would pass FHIR's 64 characters (never cut: two
     children must not share a CarePlan).
 
-    >>> resource_id("ucmsc-cp-arm-1", "demo-child-01")
-    'ucmsc-cp-arm-1-demo-child-01'
+    Examples:
+        >>> resource_id("ucmsc-cp-arm-1", "demo-child-01")
+        'ucmsc-cp-arm-1-demo-child-01'
     """
     joined = "-".join(parts)
     if len(joined) <= 64:

@@ -53,8 +53,9 @@ class DatedVisit:
 def add_months(day: date, months: int) -> date:
     """Calendar months later, clamped to the month's end.
 
-    >>> add_months(date(2025, 1, 31), 1), add_months(date(2023, 11, 30), 3)
-    (datetime.date(2025, 2, 28), datetime.date(2024, 2, 29))
+    Examples:
+        >>> add_months(date(2025, 1, 31), 1), add_months(date(2023, 11, 30), 3)
+        (datetime.date(2025, 2, 28), datetime.date(2024, 2, 29))
     """
     index = day.month - 1 + months
     year, month = day.year + index // 12, index % 12 + 1
@@ -194,8 +195,9 @@ def protocol_visit(visit: str, injection_visits: list[str]) -> str | None:
     """The protocol visit action a visit key names, given the ids of the arm's injection visits
     in date order: baseline -> baseline, injection-N -> the N-th, month-N -> fu-mN.
 
-    >>> protocol_visit("injection-2", ["c1-d0", "c1-d7"]), protocol_visit("month-3", []), protocol_visit("x", [])
-    ('c1-d7', 'fu-m3', None)
+    Examples:
+        >>> protocol_visit("injection-2", ["c1-d0", "c1-d7"]), protocol_visit("month-3", []), protocol_visit("x", [])
+        ('c1-d7', 'fu-m3', None)
     """
     match = _VISIT_KEY.match(visit)
     if not match:

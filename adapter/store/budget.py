@@ -1,7 +1,7 @@
 """How many bytes one page may carry: a page of 1,000 large resources (or its _includes) ends
 early, its `next` link continuing from its last entry, so that no answer grows past
 MAX_PAGE_BYTES however large the resources a search, a history or $everything matches
-(README "Limits"). Used where the store reads a page: search, includes, history, compartment."""
+(docs/limits.md). Used where the store reads a page: search, includes, history, compartment."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -20,9 +20,10 @@ def fitting(rows: Sequence[Any], budget: int, size: Callable[[Any], int] = _stor
     """How many of `rows`, from the first, fit in `budget` bytes; at least one (a resource is
     never cut: the body limit bounds one).
 
-    >>> class R: data = b"x" * 10
-    >>> fitting([R(), R(), R()], 25), fitting([R()], 5), fitting([], 5)
-    (2, 1, 0)
+    Examples:
+        >>> class R: data = b"x" * 10
+        >>> fitting([R(), R(), R()], 25), fitting([R()], 5), fitting([], 5)
+        (2, 1, 0)
     """
     used = 0
     for n, row in enumerate(rows):

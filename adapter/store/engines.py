@@ -38,12 +38,13 @@ def normalize_url(url: str) -> str:
     later reader of the URL (gunicorn workers, the export directory beside the file, Flask's
     send_file, which resolves relative paths against the package folder) finds the same file.
 
-    >>> normalize_url("postgresql://root@127.0.0.1:5432/test")
-    'postgresql+psycopg://root@127.0.0.1:5432/test'
-    >>> normalize_url("sqlite:////srv/adapter.db")
-    'sqlite:////srv/adapter.db'
-    >>> normalize_url("sqlite:///var/adapter.db") == f"sqlite:///{os.getcwd()}/var/adapter.db"
-    True
+    Examples:
+        >>> normalize_url("postgresql://root@127.0.0.1:5432/test")
+        'postgresql+psycopg://root@127.0.0.1:5432/test'
+        >>> normalize_url("sqlite:////srv/adapter.db")
+        'sqlite:////srv/adapter.db'
+        >>> normalize_url("sqlite:///var/adapter.db") == f"sqlite:///{os.getcwd()}/var/adapter.db"
+        True
     """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
@@ -58,8 +59,9 @@ def normalize_url(url: str) -> str:
 def shown_url(url: str) -> str:
     """A database URL fit for a terminal or a log: its password masked.
 
-    >>> shown_url("postgresql://fhir:SECRET@db.example.org:5432/fhir?sslmode=require&password=SECRET")
-    'postgresql://fhir:***@db.example.org:5432/fhir?password=hidden&sslmode=require'
+    Examples:
+        >>> shown_url("postgresql://fhir:SECRET@db.example.org:5432/fhir?sslmode=require&password=SECRET")
+        'postgresql://fhir:***@db.example.org:5432/fhir?password=hidden&sslmode=require'
     """
     try:
         parsed = make_url(url)

@@ -26,8 +26,9 @@ _ESCAPE = "/"
 def _escaped(text: str) -> str:
     """`text` as a LIKE pattern matching itself: '%' and '_' no wildcards.
 
-    >>> _escaped("50%_a/b")
-    '50/%/_a//b'
+    Examples:
+        >>> _escaped("50%_a/b")
+        '50/%/_a//b'
     """
     return text.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
 

@@ -22,8 +22,9 @@ _CANDIDATES = 50  # versions of one url looked at; a store holds a handful at mo
 def split_canonical(url: str, version: str | None) -> tuple[str, str | None]:
     """`url|version` (a canonical reference) -> (url, version); an explicit version wins.
 
-    >>> split_canonical("http://x/ValueSet/a|1.0", None)
-    ('http://x/ValueSet/a', '1.0')
+    Examples:
+        >>> split_canonical("http://x/ValueSet/a|1.0", None)
+        ('http://x/ValueSet/a', '1.0')
     """
     base, bar, embedded = url.partition("|")
     return base, version or (embedded if bar and embedded else None)
