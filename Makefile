@@ -29,6 +29,7 @@ test: install
 lint: install
 	$(BIN)/ruff check adapter tests bench tools fixtures
 	$(BIN)/mypy adapter
+	$(BIN)/lint-imports  # the layers: pyproject.toml [tool.importlinter]
 
 # The documentation site (mkdocs.yml, docs/) into var/site/; --strict: a broken link or anchor fails.
 docs: install

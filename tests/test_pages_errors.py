@@ -37,7 +37,7 @@ def test_errors_are_html_pages(client, path, status, says):
 def test_an_unexpected_error_is_a_generic_page_and_goes_to_the_log(client, monkeypatch, caplog):
     def broken(*_args):
         raise RuntimeError("secret detail")
-    monkeypatch.setattr("adapter.pages.views.child_page", broken)
+    monkeypatch.setattr("adapter.pages.study_views.child_page", broken)
     answer = client.get("/ui/child/p1")
     text = answer.get_data(as_text=True)
     assert answer.status_code == 500 and answer.mimetype == "text/html"
