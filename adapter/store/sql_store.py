@@ -11,41 +11,34 @@ import queue
 import random
 import threading
 import time
-import uuid
 from dataclasses import replace
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from adapter.fhir.dates import date_range, now_instant
-from adapter.fhir.ids import check_id
 from adapter.fhir.definitions import AUDIT_TYPE
-from adapter.fhir.extract import Indexed, IndexRows, extract
-from adapter.fhir.jsonio import dumps, parse
-from adapter.fhir.outcomes import FhirError, conflict, gone, not_found, precondition_failed
+from adapter.fhir.extract import Indexed
+from adapter.fhir.outcomes import FhirError, conflict, gone, not_found
 from adapter.fhir.search import SearchRequest
 from adapter.store.repository import (
-    HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
+    HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource,
 )
 from adapter.store.clients import SqlClients
 from adapter.store.engines import (
-    ByIdReader, bulk_insert, is_postgresql, lock_everything, lock_resources, make_engine, normalize_url, one_of,
+    ByIdReader, is_postgresql, make_engine, normalize_url,
 )
 from adapter.store.integrity import Dangling, DanglingReferences, dangling, enabled_by_default
 from adapter.store.migrate import upgrade
-from adapter.store.site_labels import inherit_sites
-from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
+from adapter.store.sql_pages import search_page
+from adapter.store.sql_writes import SqlTransaction, write_batch
+from adapter.store.schema import INDEX_TABLES, history, resources
 from adapter.store.compartment import everything_page, in_compartment
-from adapter.store.includes import included_resources
-from adapter.store import statements
 from adapter.store.budget import MAX_PAGE_BYTES, fitting
-from adapter.store.paging import backward_queries, row_key
 from adapter.store.search_sql import (
-    BROAD, ESTIMATE_BOUND, UCUM, Slots, breadth_query, build_queries, measures_breadth, ordered_driver,
-    with_comparable_units,
+    build_queries,
 )
 
 __all__ = ["SqlStore"]
@@ -118,10 +111,14 @@ class SqlStore(Repository, SqlClients):
         with self.transaction() as tx:
             return tx.update(resource, if_match)
 
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        with self.transaction() as tx:
+            return tx.delete(resource_type, resource_id)
+
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
         with self._write() as conn:
-            tx = SqlTransaction(self, conn)
+            tx = SqlTransaction(conn, self.check_references, search_page)
             yield tx
             # At the end, so that a transaction's entries resolve among themselves first.
             if self.check_references and (found := dangling(conn, tx.written)):
@@ -218,7 +215,7 @@ class SqlStore(Repository, SqlClients):
             try:
                 with self._write() as conn:
                     written: list[dict[str, Any]] = []
-                    stored = self._write_batch(conn, batch, volatile=volatile, written=written)
+                    stored = write_batch(conn, batch, volatile=volatile, written=written)
                     if self.check_references and (found := dangling(conn, written)):
                         raise DanglingReferences(found)
                 break
@@ -250,109 +247,6 @@ class SqlStore(Repository, SqlClients):
             else:
                 kept.append((position, group))
         return kept
-
-    def _current(self, conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
-        found = {}
-        for rtype, ids in _by_type(keys).items():
-            rows = conn.execute(
-                select(resources.c.res_id, resources.c.version_id, resources.c.deleted,
-                       resources.c.last_updated, resources.c.data)
-                .where(resources.c.res_type == rtype, one_of(conn, resources.c.res_id, ids)))
-            for row in rows:
-                found[(rtype, row.res_id)] = row
-        return found
-
-    def _write_batch(self, conn: Connection, items: list[Loadable], method: str = "PUT",
-                     if_match: int | None = None,
-                     volatile: Mapping[str, tuple[str, ...]] | None = None,
-                     written: list[dict[str, Any]] | None = None) -> list[StoredResource]:
-        now = now_instant()
-        batch = [item.resource if isinstance(item, Indexed) else item for item in items]
-        given = {(item.resource["resourceType"], item.resource["id"]): item.rows
-                 for item in items if isinstance(item, Indexed)}
-        keys = {(r["resourceType"], check_id(r.get("id"), f"{r['resourceType']}.id")) for r in batch}
-        lock_resources(conn, keys)
-        # Pre-extracted index rows (ingest) come with their labels made; others may inherit one.
-        inherit_sites(conn, [item for item in items if not isinstance(item, Indexed)])
-        current = self._current(conn, keys)
-        versions = {key: row.version_id for key, row in current.items()}
-        live = {key for key, row in current.items() if not row.deleted}
-        stored, history_rows = [], []
-        # A batch may hold one resource twice: only its last version is current and indexed.
-        latest: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
-        for resource in batch:
-            key = (resource["resourceType"], resource["id"])
-            previous = versions.get(key)
-            if if_match is not None and previous != if_match:
-                raise precondition_failed(
-                    f"If-Match names version {if_match} but the current version of "
-                    f"{key[0]}/{key[1]} is {previous if previous is not None else 'none (no such resource)'}")
-            if key in live and key not in latest and (
-                    same := _unchanged(current[key], resource, (volatile or {}).get(key[0], ()))):
-                stored.append(same)  # nothing changed: no version, no history, same time
-                continue
-            version = (previous or 0) + 1
-            meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}
-            body = {"resourceType": key[0], "id": key[1], "meta": meta,
-                    **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}}
-            data = dumps(body)
-            row = {"res_type": key[0], "res_id": key[1], "version_id": version,
-                   "last_updated": now, "deleted": False, "data": data}
-            history_rows.append({**row, "method": method})
-            latest[key] = (row, body)
-            stored.append(StoredResource(key[0], key[1], version, now, False, data,
-                                         created=key not in live, method=method))
-            versions[key] = version
-            live.add(key)
-        if written is not None:  # for the reference check, which runs once all are written
-            written.extend(body for _, body in latest.values())
-        existing = [key for key in latest if key in current]
-        self._clear_index(conn, existing)
-        self._delete_current(conn, existing)
-        bulk_insert(conn, resources, _CURRENT_COLUMNS,
-                    [tuple(row[c] for c in _CURRENT_COLUMNS) for row, _ in latest.values()])
-        bulk_insert(conn, history, _HISTORY_COLUMNS,
-                    [tuple(row[c] for c in _HISTORY_COLUMNS) for row in history_rows])
-        index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
-        for (rtype, rid), (_, body) in latest.items():
-            extracted = _with_last_updated(given.get((rtype, rid)), body)
-            for kind, rows in vars(extracted).items():
-                index_rows[kind].extend((rtype, rid, *r) for r in rows)
-        for kind, rows in index_rows.items():
-            bulk_insert(conn, INDEX_TABLES[kind], ("res_type", "res_id", *INDEX_COLUMNS[kind]), rows)
-        return stored
-
-    def _delete_current(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
-        for rtype, ids in _by_type(keys).items():
-            conn.execute(delete(resources).where(resources.c.res_type == rtype,
-                                                 one_of(conn, resources.c.res_id, ids)))
-
-    def _clear_index(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
-        for rtype, ids in _by_type(keys).items():
-            for table in INDEX_TABLES.values():
-                conn.execute(delete(table).where(table.c.res_type == rtype,
-                                                 one_of(conn, table.c.res_id, ids)))
-
-    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        with self.transaction() as tx:
-            return tx.delete(resource_type, resource_id)
-
-    def _delete_on(self, conn: Connection, resource_type: str, resource_id: str) -> StoredResource | None:
-        now = now_instant()
-        lock_resources(conn, [(resource_type, resource_id)])
-        row = conn.execute(select(resources.c.version_id, resources.c.deleted).where(
-            resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
-        if row is None or row.deleted:
-            return None
-        version = row.version_id + 1
-        conn.execute(update(resources).where(
-            resources.c.res_type == resource_type, resources.c.res_id == resource_id,
-        ).values(version_id=version, last_updated=now, deleted=True, data=None))
-        conn.execute(insert(history).values(
-            res_type=resource_type, res_id=resource_id, version_id=version, last_updated=now,
-            deleted=True, method="DELETE", data=None))
-        self._clear_index(conn, [(resource_type, resource_id)])
-        return StoredResource(resource_type, resource_id, version, now, True, None, method="DELETE")
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -415,62 +309,7 @@ class SqlStore(Repository, SqlClients):
 
     def search(self, request: SearchRequest) -> SearchPage:
         with self._read() as conn:
-            return self._search_on(conn, request)
-
-    def _ucum_codes(self, conn: Connection, rtype: str, param: str, composite: bool = False) -> list[str]:
-        q = INDEX_TABLES["composite" if composite else "quantity"]
-        code, system = (q.c.value_code, q.c.value_system) if composite else (q.c.code, q.c.system)
-        return [str(c) for (c,) in conn.execute(select(code).where(
-            q.c.res_type == rtype, q.c.param == param, system == UCUM).distinct()) if c]
-
-    def _search_on(self, conn: Connection, request: SearchRequest) -> SearchPage:
-        if any((f.type == "quantity" and any(v[3] for v in f.values))
-               or (f.components[1:] == ("quantity",) and any(v[1][3] for v in f.values))
-               for f in request.filters if not f.modifier):
-            request = with_comparable_units(request, lambda code, composite: self._ucum_codes(
-                conn, request.resource_type, code, composite))
-        slots = Slots(request)  # its values; its statements by shape (statements.py)
-
-        def queries(probe: bool = False) -> tuple[Any, Any]:  # forward: an index walk in id order where it can
-            if request.before:
-                return backward_queries(request, probe, slots=slots)
-            return build_queries(request, probe, ordered=conn.dialect.name, slots=slots)
-
-        broad = False
-        if (measures_breadth(request) and statements.run(
-                conn, "breadth", slots, lambda: _present(breadth_query(request, slots=slots))).scalar_one() > BROAD):
-            broad = True
-        probe = broad and not request.sort and (request.before or ordered_driver(request) is None)
-        rows = statements.run(conn, ("page", probe), slots, lambda: queries(probe)[0]).all() \
-            if request.count > 0 else []
-        more = len(rows) > request.count
-        window = rows[:request.count]  # nearest the cursor first, either way
-        if (fits := fitting(window, MAX_PAGE_BYTES)) < len(window):
-            window, more = window[:fits], True  # the rest on the next page
-        total: int | None = None
-        if request.total == "accurate" or (request.total == "estimate" and not broad):
-            if (request.cursor is None and not request.before and request.count > 0 and not more
-                    and (request.total == "accurate" or len(rows) <= ESTIMATE_BOUND)):
-                total = len(rows)  # every match is on this first page: nothing to count
-            else:
-                total = statements.run(conn, "count", slots, lambda: queries()[1]).scalar_one()
-                if request.total == "estimate" and not 0 <= total <= ESTIMATE_BOUND:
-                    total = None  # an estimate is not worth counting further (-1: not counted)
-        page = window[::-1] if request.before else window  # read last-first
-        entries = [StoredResource(request.resource_type, r.res_id, r.version_id, r.last_updated,
-                                  False, r.data) for r in page]
-        keys = len(request.sort)
-        next_cursor = previous_cursor = None
-        if request.before:  # what follows is where the client came from; before, if there was more
-            next_cursor = row_key(page[-1], keys) if page else None
-            previous_cursor = row_key(page[0], keys) if page and more else None
-        else:
-            next_cursor = row_key(page[-1], keys) if more and page else None
-            if request.cursor is not None:  # a page reached by `next` has one before it
-                previous_cursor = row_key(page[0], keys) if page else request.cursor
-        room = MAX_PAGE_BYTES - sum(len(e.data or b"") for e in entries)
-        included, left_out = included_resources(conn, request, entries, room) if request.includes else ([], 0)
-        return SearchPage(entries, total, next_cursor, included, left_out, previous_cursor)
+            return search_page(conn, request)
 
     def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
              at_once: bool = False) -> Iterator[list[StoredResource]]:
@@ -512,95 +351,3 @@ class SqlStore(Repository, SqlClients):
     def close(self) -> None:
         self._by_id.close()
         self.engine.dispose()
-
-
-
-def _unchanged(current: Any, resource: dict[str, Any], volatile: tuple[str, ...]) -> StoredResource | None:
-    """The current version when `resource` says nothing new: equal to it ignoring the server's
-    meta (versionId, lastUpdated) and the `volatile` elements (e.g. a Provenance's `recorded`,
-    restamped by every re-ingest of an unchanged row), as HAPI keeps a no-op update's version."""
-    # Compared as sorted JSON text: the new body's key order and number types (int, Decimal,
-    # float) then cannot make a difference that the stored bytes would not show.
-    stored = parse(current.data)
-    if dumps(_content(stored, volatile), sort_keys=True) != dumps(_content(resource, volatile), sort_keys=True):
-        return None
-    return StoredResource(resource["resourceType"], resource["id"], current.version_id,
-                          current.last_updated, False, current.data, unchanged=True)
-
-
-def _content(resource: dict[str, Any], volatile: tuple[str, ...]) -> dict[str, Any]:
-    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-    body = {k: v for k, v in resource.items() if k != "meta" and k not in volatile}
-    return {**body, "meta": meta} if meta else body
-
-
-def _with_last_updated(given: IndexRows | None, body: dict[str, Any]) -> IndexRows:
-    """Index rows extracted ahead (by an ingest worker) predate `meta.lastUpdated`, which only
-    this write sets: the `_lastUpdated` rows always come from the stored body."""
-    if given is None:
-        return extract(body)
-    ahead = [row for row in given.date if row[0] != "_lastUpdated"]
-    # The row extract() makes for Resource.meta.lastUpdated, without a second extraction.
-    return replace(given, date=[*ahead, ("_lastUpdated", *date_range(body["meta"]["lastUpdated"]))])
-
-
-def _present(query: Any) -> Any:
-    assert query is not None
-    return query
-
-
-def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    by_type: dict[str, list[str]] = {}
-    for rtype, rid in keys:
-        by_type.setdefault(rtype, []).append(rid)
-    return by_type
-
-
-class SqlTransaction(Transaction):
-    """Reads and writes on one connection in one database transaction: all or nothing.
-
-    SQLite: the transaction holds the write lock from its start (BEGIN IMMEDIATE), so what a
-    search inside it sees cannot change before it commits. PostgreSQL: `lock` takes
-    transaction-scoped advisory locks (conditions, resources) in one sorted call.
-    """
-
-    def __init__(self, store: SqlStore, conn: Connection) -> None:
-        self._store, self._conn = store, conn
-        self.written: list[dict[str, Any]] = []  # checked for references before the commit
-
-    def lock(self, keys: Iterable[tuple[str, str]]) -> None:
-        lock_resources(self._conn, keys)
-
-    def create(self, resource: dict[str, Any], resource_id: str | None = None) -> StoredResource:
-        resource = {**resource, "id": resource_id or str(uuid.uuid4())}
-        return self._store._write_batch(self._conn, [resource], method="POST", written=self.written)[0]
-
-    def update(self, resource: dict[str, Any], if_match: int | None = None) -> StoredResource:
-        return self._store._write_batch(self._conn, [resource], if_match=if_match, written=self.written)[0]
-
-    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        return self._store._delete_on(self._conn, resource_type, resource_id)
-
-    def lock_all(self) -> None:
-        lock_everything(self._conn)
-
-    def update_many(self, batch: list[Loadable]) -> list[StoredResource]:
-        written: list[dict[str, Any]] = []
-        stored = self._store._write_batch(self._conn, batch, written=written)
-        if self._store.check_references:
-            # Checked now, so that a long transaction keeps only what does not resolve yet (a
-            # reference to a resource later in the file) for the check at its end.
-            late = {d.resource for d in dangling(self._conn, written)}
-            self.written.extend(b for b in written if (b["resourceType"], b["id"]) in late)
-        return stored
-
-    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        row = self._conn.execute(select(
-            resources.c.version_id, resources.c.last_updated, resources.c.deleted, resources.c.data)
-            .where(resources.c.res_type == resource_type, resources.c.res_id == resource_id)).first()
-        if row is None or row.deleted:
-            return None
-        return StoredResource(resource_type, resource_id, row.version_id, row.last_updated, False, row.data)
-
-    def search(self, request: SearchRequest) -> SearchPage:
-        return self._store._search_on(self._conn, request)
