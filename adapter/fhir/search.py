@@ -5,18 +5,15 @@ Neither Flask nor SQLAlchemy is imported here.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from adapter.errors import AdapterError
-from adapter.fhir.dates import date_range
+from adapter.fhir.cursors import decode_cursor, decode_search_cursor, encode_cursor
 from adapter.fhir.definitions import SERVED_TYPES, search_params
-from adapter.fhir.extract import parse_reference
+from adapter.fhir.search_values import (
+    DEFAULT_COUNT, MAX_COUNT, MAX_VALUES, PREFIXES, composite_value, parse_count, parse_since, too_many, value_of, values_of,
+)
 from adapter.fhir.outcomes import FhirError, Issue, bad_request
 
 __all__ = [
@@ -25,7 +22,6 @@ __all__ = [
     "MAX_PARAMETERS", "MAX_FILTERS", "MAX_VALUES", "MAX_SORT_KEYS", "MAX_INCLUDES", "MAX_ELEMENTS",
 ]
 
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {
     "token": {"missing", "not", "text", "of-type"},
     "string": {"missing", "exact", "contains"},
@@ -37,14 +33,12 @@ MODIFIERS = {
     "composite": {"missing"},  # search.html#composite: no other modifier applies
 }
 SORTABLE = {"token", "string", "date", "uri", "number", "quantity"}
-DEFAULT_COUNT, MAX_COUNT = 20, 1000
 SUMMARY_MODES = ("true", "false", "text", "data", "count")
 # What one search may ask; past these the SQL grows until it takes seconds (200 `status:not`
 # took 28 s on PostgreSQL, 64 sort keys 19 s) or SQLite refuses it ("Expression tree is too
 # large" from about 500 ORed dates). Each is a 400 naming the parameter; docs/limits.md.
 MAX_PARAMETERS = 100  # query or form parameters of one search, unknown ones included
 MAX_FILTERS = 20  # filters ANDed: repeated and chained parameters each count
-MAX_VALUES = 100  # comma-separated values ORed in one parameter
 MAX_SORT_KEYS = 8
 MAX_INCLUDES = 10  # _include and _revinclude together
 MAX_ELEMENTS = 100  # names in _elements
@@ -119,188 +113,103 @@ class SearchRequest:
     _raw: tuple[tuple[str, str], ...] = ()
 
 
-def _split_values(raw: str) -> list[str]:
-    """Split on commas not escaped with a backslash, then drop the escapes (search.html#escaping).
-
-    Examples:
-        >>> _split_values(r"a\\,b,c\\$d")
-        ['a,b', 'c$d']
-    """
-    return [_UNESCAPE.sub(r"\1", part) for part in _split_escaped(raw, ",")]
-
-
-_UNESCAPE = re.compile(r"\\([,$|\\])")
-
-
-def _split_escaped(raw: str, separator: str) -> list[str]:
-    """Split on `separator` where no backslash escapes it, keeping every escape for the next
-    split: a composite's `$` first, then each component's own commas and bars."""
-    out, current, i = [], "", 0
-    while i < len(raw):
-        if raw[i] == "\\" and i + 1 < len(raw):
-            current += raw[i:i + 2]
-            i += 2
-            continue
-        if raw[i] == separator:
-            out.append(current)
-            current = ""
-        else:
-            current += raw[i]
-        i += 1
-    out.append(current)
-    return out
-
-
-def _composite(raw: str, name: str, components: tuple[str, ...]) -> tuple[Any, ...]:
-    """`http://loinc.org|29463-7$gt50|http://unitsofmeasure.org|kg`: one value per component."""
-    parts = _split_escaped(raw, "$")
-    if len(parts) != len(components) or not all(parts):
-        raise bad_request(f"{name}: {raw!r} needs {len(components)} values joined by $ "
-                          f"({' $ '.join(components)})", name)
-    return tuple(_value(kind, _split_values(part)[0], name) for kind, part in zip(components, parts, strict=True))
-
-
-def _bounded_values(raw: str, name: str, keep_escapes: bool = False) -> list[str]:
-    """The ORed values of a parameter, at most MAX_VALUES (a composite's keep their escapes
-    for the split into components)."""
-    values = _split_escaped(raw, ",") if keep_escapes else _split_values(raw)
-    if len(values) > MAX_VALUES:
-        raise bad_request(f"{name}: {len(values)} values; at most {MAX_VALUES} may be ORed in one "
-                          "parameter", name, code="too-costly")
-    return values
-
-
-def _too_many(name: str, what: str, limit: int) -> FhirError:
-    return bad_request(f"{name}: more than {limit} {what} in one search", name, code="too-costly")
-
-
-def _prefix(raw: str) -> tuple[str, str]:
-    if raw[:2] in PREFIXES and len(raw) > 2 and not raw[2].isalpha():
-        return raw[:2], raw[2:]
-    return "eq", raw
-
-
-def _number(text: str, name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise bad_request(f"{name}: {text!r} is not a number", name) from None
-
-
-def _value(ptype: str, raw: str, name: str) -> tuple[Any, ...]:
-    if ptype == "token":
-        if "|" in raw:
-            system, code = raw.split("|", 1)
-            return system, code or None
-        return None, raw
-    if ptype in ("string", "uri"):
-        return (raw,)
-    if ptype == "date":
-        prefix, text = _prefix(raw)
-        try:
-            return (prefix, *date_range(text))
-        except ValueError:
-            raise bad_request(f"{name}: {text!r} is not a valid date (use YYYY, YYYY-MM, "
-                              "YYYY-MM-DD or a dateTime with a time zone)", name) from None
-    if ptype == "reference":
-        if raw.startswith(("http://", "https://")) or raw.count("/") != 1:
-            rtype, rid = parse_reference(raw) if "/" in raw else (None, raw)
-            return rtype, rid, raw
-        rtype, rid = raw.split("/")
-        return rtype, rid, raw
-    if ptype == "quantity":
-        prefix, text = _prefix(raw)
-        number, _, unit = text.partition("|")
-        system, _, code = unit.partition("|")
-        return prefix, _number(number, name), system or None, code or None
-    if ptype == "number":
-        prefix, text = _prefix(raw)
-        return prefix, _number(text, name)
-    raise bad_request(f"{name}: search parameters of type {ptype} are not supported", name)
-
-
-def parse_since(raw: str, name: str = "_since") -> str:
-    """`_since`: an instant (or a partial date), as the stored instants' text form of its start."""
-    try:
-        return date_range(raw)[0]
-    except ValueError:
-        raise bad_request(f"{name}: {raw!r} is not an instant", name) from None
-
-
-def parse_count(raw: str) -> int:
-    """`_count`: a non-negative integer, capped at MAX_COUNT."""
-    if not (raw.isascii() and raw.isdigit()):  # '²'.isdigit() is True, and int() refuses it
-        raise bad_request(f"_count: {raw!r} is not a non-negative integer", "_count")
-    return MAX_COUNT if len(raw) > 9 else min(int(raw), MAX_COUNT)  # int() refuses 4,300 digits
-
-
 def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool = False) -> SearchRequest:
     """Parse query parameters; unknown ones are ignored, or rejected under `strict` handling."""
-    filters: list[Filter] = []
-    sort: list[SortKey] = []
-    ignored: list[str] = []
-    includes: list[Include] = []
-    count, total, cursor, before = DEFAULT_COUNT, "estimate", None, False
-    summary: str | None = None
-    elements: tuple[str, ...] = ()
-    unknown: list[Issue] = []
-    notes: list[Issue] = []
     if len(params) > MAX_PARAMETERS:
-        raise _too_many(params[MAX_PARAMETERS][0], "parameters", MAX_PARAMETERS)
+        raise too_many(params[MAX_PARAMETERS][0], "parameters", MAX_PARAMETERS)
+    parsed = _Parsing(resource_type)
     for name, raw in params:
         if "\x00" in name or "\x00" in raw:  # PostgreSQL text cannot hold it: no value could match
             raise bad_request(f"{name!r} holds the NUL character (%00), which no stored value holds",
                               name.replace("\x00", "%00"))
-        base, _, modifier = name.partition(":")
-        if base == "_count":
-            count = parse_count(raw)
-            if count == MAX_COUNT and raw.lstrip("0") != str(MAX_COUNT):  # capped (no int(): any length)
-                notes.append(Issue("too-costly", f"_count {raw} is above the maximum; {MAX_COUNT} used",
-                                   "_count", severity="warning"))
-        elif base == "_total":
-            if raw not in ("none", "estimate", "accurate"):
-                raise bad_request(f"_total: {raw!r} is not none, estimate or accurate", "_total")
-            total = raw
-        elif base == "_sort":
-            sort = list(_parse_sort(resource_type, raw))
-        elif base == "_cursor":
-            cursor, before = decode_search_cursor(raw)
-        elif base in ("_format", "_pretty"):  # how the answer is written, not what it holds
-            continue
-        elif base in ("_include", "_revinclude"):
-            if modifier not in ("", "iterate", "recurse"):
-                raise bad_request(f"{name}: unknown modifier {modifier!r} (only :iterate)", name)
-            includes.append(_parse_include(resource_type, name, raw, base == "_revinclude", bool(modifier)))
-            if len(includes) > MAX_INCLUDES:
-                raise _too_many(base, "_include and _revinclude parameters", MAX_INCLUDES)
-        elif base == "_summary":
-            if raw not in SUMMARY_MODES:
-                raise bad_request(f"_summary: {raw!r} is not one of {', '.join(SUMMARY_MODES)}", "_summary")
-            summary = None if raw == "false" else raw
-        elif base == "_elements":
-            elements = tuple(e.strip() for e in raw.split(",") if e.strip())
-            if len(elements) > MAX_ELEMENTS:
-                raise _too_many("_elements", "element names", MAX_ELEMENTS)
-        else:
-            try:
-                filters.append(_parse_filter(resource_type, name, raw))
-                if len(filters) > MAX_FILTERS:
-                    raise _too_many(name, "filters (search parameters other than _sort, _count, ...)",
-                                    MAX_FILTERS)
-            except _Unknown as exc:
-                ignored.append(base)
-                unknown.append(Issue("not-supported", str(exc), base))
-    if strict and unknown:
-        raise FhirError(400, unknown)
-    if cursor is not None and not _fits(cursor, sort):
+        parsed.take(name, raw)
+    if strict and parsed.unknown:
+        raise FhirError(400, parsed.unknown)
+    if parsed.cursor is not None and not _fits(parsed.cursor, parsed.sort):
         raise bad_request("_cursor: not a cursor of this search (its _sort differs)", "_cursor")
-    if summary == "count":  # a count request always counts, whatever _total says
-        count, total = 0, "accurate"
-    if notes:  # the self link shows the count used
+    if parsed.summary == "count":  # a count request always counts, whatever _total says
+        parsed.count, parsed.total = 0, "accurate"
+    if parsed.notes:  # the self link shows the count used
         params = [(k, str(MAX_COUNT) if k.partition(":")[0] == "_count" else v) for k, v in params]
-    return SearchRequest(resource_type, tuple(filters), tuple(sort), count, total, cursor,
-                         tuple(ignored), tuple(includes), summary, elements, tuple(notes), before,
-                         _raw=tuple(params))
+    return SearchRequest(resource_type, tuple(parsed.filters), tuple(parsed.sort), parsed.count, parsed.total,
+                         parsed.cursor, tuple(parsed.ignored), tuple(parsed.includes), parsed.summary,
+                         parsed.elements, tuple(parsed.notes), parsed.before, _raw=tuple(params))
+
+
+class _Parsing:
+    """What a search's parameters said so far: each result parameter (_count, _sort, ...) by
+    its own method, every other one as a filter."""
+
+    def __init__(self, resource_type: str) -> None:
+        self.resource_type = resource_type
+        self.filters: list[Filter] = []
+        self.sort: list[SortKey] = []
+        self.ignored: list[str] = []
+        self.includes: list[Include] = []
+        self.count, self.total, self.before = DEFAULT_COUNT, "estimate", False
+        self.cursor: tuple[Any, ...] | None = None
+        self.summary: str | None = None
+        self.elements: tuple[str, ...] = ()
+        self.unknown: list[Issue] = []
+        self.notes: list[Issue] = []
+
+    def take(self, name: str, raw: str) -> None:
+        base, _, modifier = name.partition(":")
+        if base in ("_format", "_pretty"):  # how the answer is written, not what it holds
+            return
+        control = getattr(self, f"_{base.lstrip('_')}", None) if base in _CONTROLS else None
+        if control is not None:
+            control(name, modifier, raw)
+            return
+        try:
+            self.filters.append(_parse_filter(self.resource_type, name, raw))
+        except _Unknown as exc:
+            self.ignored.append(base)
+            self.unknown.append(Issue("not-supported", str(exc), base))
+            return
+        if len(self.filters) > MAX_FILTERS:
+            raise too_many(name, "filters (search parameters other than _sort, _count, ...)", MAX_FILTERS)
+
+    def _count(self, _name: str, _modifier: str, raw: str) -> None:
+        self.count = parse_count(raw)
+        if self.count == MAX_COUNT and raw.lstrip("0") != str(MAX_COUNT):  # capped (no int(): any length)
+            self.notes.append(Issue("too-costly", f"_count {raw} is above the maximum; {MAX_COUNT} used",
+                                    "_count", severity="warning"))
+
+    def _total(self, _name: str, _modifier: str, raw: str) -> None:
+        if raw not in ("none", "estimate", "accurate"):
+            raise bad_request(f"_total: {raw!r} is not none, estimate or accurate", "_total")
+        self.total = raw
+
+    def _sort(self, _name: str, _modifier: str, raw: str) -> None:
+        self.sort = list(_parse_sort(self.resource_type, raw))
+
+    def _cursor(self, _name: str, _modifier: str, raw: str) -> None:
+        self.cursor, self.before = decode_search_cursor(raw)
+
+    def _include(self, name: str, modifier: str, raw: str) -> None:
+        if modifier not in ("", "iterate", "recurse"):
+            raise bad_request(f"{name}: unknown modifier {modifier!r} (only :iterate)", name)
+        self.includes.append(_parse_include(self.resource_type, name, raw, name.startswith("_revinclude"),
+                                            bool(modifier)))
+        if len(self.includes) > MAX_INCLUDES:
+            raise too_many(name.partition(":")[0], "_include and _revinclude parameters", MAX_INCLUDES)
+
+    _revinclude = _include
+
+    def _summary(self, _name: str, _modifier: str, raw: str) -> None:
+        if raw not in SUMMARY_MODES:
+            raise bad_request(f"_summary: {raw!r} is not one of {', '.join(SUMMARY_MODES)}", "_summary")
+        self.summary = None if raw == "false" else raw
+
+    def _elements(self, _name: str, _modifier: str, raw: str) -> None:
+        self.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+        if len(self.elements) > MAX_ELEMENTS:
+            raise too_many("_elements", "element names", MAX_ELEMENTS)
+
+
+# The result parameters: what a search returns, not what it matches (each a _Parsing method).
+_CONTROLS = frozenset({"_count", "_total", "_sort", "_cursor", "_include", "_revinclude", "_summary", "_elements"})
 
 
 class _Unknown(AdapterError):
@@ -348,7 +257,7 @@ def _parse_filter(rtype: str, name: str, raw: str, depth: int = 0) -> Filter:
             raise bad_request(f"{name}: composite parameters take no modifier but :missing", name,
                               code="not-supported")
         kinds = tuple(c.type for c in param.components)
-        values = tuple(_composite(v, name, kinds) for v in _bounded_values(raw, name, keep_escapes=True))
+        values = tuple(composite_value(v, name, kinds) for v in values_of(raw, name, keep_escapes=True))
         return Filter(base, "composite", None, values, components=kinds)
     return _filter(base, param.type, modifier or None, raw, param.target)
 
@@ -381,9 +290,9 @@ def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tupl
     if modifier == "of-type":  # identifier:of-type=type-system|type-code|value, matched whole
         if raw.count("|") != 2:
             raise bad_request(f"{name}: expected type-system|type-code|value", name)
-        return Filter(code, ptype, modifier, tuple((None, v) for v in _bounded_values(raw, name)))
+        return Filter(code, ptype, modifier, tuple((None, v) for v in values_of(raw, name)))
     if modifier == "identifier":  # subject:identifier=system|value: Reference.identifier
-        return Filter(code, "token", modifier, tuple(_value("token", v, name) for v in _bounded_values(raw, name)))
+        return Filter(code, "token", modifier, tuple(value_of("token", v, name) for v in values_of(raw, name)))
     if modifier and modifier not in MODIFIERS.get(ptype, ()):
         if not (ptype == "reference" and modifier in targets):
             raise bad_request(f"{name}: modifier {modifier!r} is not supported for {ptype} "
@@ -391,8 +300,8 @@ def _filter(code: str, ptype: str, modifier: str | None, raw: str, targets: tupl
     if raw == "":
         raise bad_request(f"{name}: empty value", name)
     values = []
-    for part in _bounded_values(raw, name):
-        value = _value(ptype, part, name)
+    for part in values_of(raw, name):
+        value = value_of(ptype, part, name)
         if ptype == "reference" and modifier:  # subject:Patient=123
             value = (modifier, value[1], f"{modifier}/{value[1]}")
         values.append(value)
@@ -427,37 +336,3 @@ def _fits(cursor: tuple[Any, ...], sort: list[SortKey]) -> bool:
                for k, v in zip(sort, cursor, strict=False))
 
 
-def encode_cursor(values: tuple[Any, ...], before: bool = False) -> str:
-    """An opaque keyset cursor: the sort values and id of the last entry of a page (`before`:
-    of the first, for the page that precedes it)."""
-    shape: Any = {"before": list(values)} if before else list(values)
-    return base64.urlsafe_b64encode(orjson.dumps(shape)).decode().rstrip("=")
-
-
-def _cursor_json(raw: str) -> Any:
-    try:
-        return orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError):
-        return None
-
-
-def decode_search_cursor(raw: str) -> tuple[tuple[Any, ...], bool]:
-    """A search cursor's values, and whether it asks for the page before them."""
-    shape = _cursor_json(raw)
-    if isinstance(shape, dict) and list(shape) == ["before"]:
-        return _checked(shape["before"]), True
-    return _checked(shape), False
-
-
-def decode_cursor(raw: str) -> tuple[Any, ...]:
-    """A cursor's values: a list of strings, 64-bit integers, floats and nulls, as
-    `encode_cursor` writes them; anything else (a forged or damaged cursor) is a 400."""
-    return _checked(_cursor_json(raw))
-
-
-def _checked(values: Any) -> tuple[Any, ...]:
-    if not isinstance(values, list) or not values or not all(
-            v is None or (isinstance(v, str) and "\x00" not in v) or isinstance(v, float)
-            or (type(v) is int and -2 ** 63 <= v < 2 ** 63) for v in values):
-        raise bad_request("_cursor: not a cursor this server issued", "_cursor")
-    return tuple(values)
