@@ -150,7 +150,7 @@ def test_history_is_not_in_record_order(site):
     assert got != in_record_order and got != in_record_order[::-1]
 
 
-@pytest.mark.xfail(strict=True, reason="pages are cut in stored-id order (adapter/store/sql_store.py): "
+@pytest.mark.xfail(strict=True, reason="pages are cut in stored-id order (adapter/store/sql_pages.py): "
                    "a page is sorted, the sequence of small pages is not; not fixed here")
 def test_small_pages_do_not_give_the_record_numbers(site):
     t, base, headers = site

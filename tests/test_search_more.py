@@ -129,13 +129,13 @@ def test_total_modes(client, cohort, monkeypatch):
     assert client.get("/fhir/Observation?_total=accurate").get_json()["total"] == 3
     assert "total" not in client.get("/fhir/Observation?_total=none").get_json()
     assert client.get("/fhir/Observation?_total=estimate").get_json()["total"] == 3
-    from adapter.store import search_sql, sql_store
+    from adapter.store import search_sql, sql_pages
     monkeypatch.setattr(search_sql, "ESTIMATE_BOUND", 2)
-    monkeypatch.setattr(sql_store, "ESTIMATE_BOUND", 2)
+    monkeypatch.setattr(sql_pages, "ESTIMATE_BOUND", 2)
     assert "total" not in client.get("/fhir/Observation?_total=estimate").get_json()
     # A count request always counts: beyond the estimate bound, broad, or with _total=none.
     monkeypatch.setattr(search_sql, "BROAD", 1)
-    monkeypatch.setattr(sql_store, "BROAD", 1)
+    monkeypatch.setattr(sql_pages, "BROAD", 1)
     for url in ("/fhir/Observation?value-quantity=gt10&_summary=count",
                 "/fhir/Observation?_summary=count&_total=none", "/fhir/Observation?_summary=count"):
         assert client.get(url).get_json()["total"] == 3, url
