@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from adapter.fhir.search import parse_search
-from adapter.store import search_sql, sql_store
+from adapter.store import search_sql, sql_pages
 
 LOINC = "http://loinc.org"
 HEAVY = 3000
@@ -74,7 +74,7 @@ def test_heavy_page_walks_the_index_in_id_order(store, heavy):
 
 def test_estimate_not_counted_for_a_patient_with_many_entries(client, heavy, monkeypatch):
     monkeypatch.setattr(search_sql, "BROAD", 100)
-    monkeypatch.setattr(sql_store, "BROAD", 100)
+    monkeypatch.setattr(sql_pages, "BROAD", 100)
     url = f"/fhir/Observation?subject=Patient/heavy&code={LOINC}|29463-7&_count=10"
     assert "total" not in client.get(url).get_json()
     assert client.get(url + "&_total=accurate").get_json()["total"] == len(heavy)
