@@ -124,3 +124,18 @@ def test_every_exception_of_the_adapter_is_under_one_root(module):
     own = [c for _, c in inspect.getmembers(loaded, inspect.isclass)
            if c.__module__ == module and issubclass(c, BaseException)]
     assert [c.__name__ for c in own if not issubclass(c, AdapterError)] == []
+
+
+def test_files_and_functions_stay_small():
+    """No module over 400 lines, no function over 80: past them, a module holds several things
+    and a function several steps, each better named on its own."""
+    long_files, long_functions = [], []
+    for module, path in _modules().items():
+        text = path.read_text()
+        if text.count("\n") > 400:
+            long_files.append(f"{module}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None \
+                    and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert (long_files, long_functions) == ([], [])

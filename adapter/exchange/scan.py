@@ -58,7 +58,6 @@ _ADDRESS_KEYS = ("line", "city", "postalCode", "district")
 _CONTACT_SYSTEMS = {"phone", "fax", "email", "sms", "pager", "url"}
 _URI = re.compile(r"^(https?://|urn:)[\x21-\x7e]{1,200}$")
 _NAMED = _PERSONS | {"Patient.contact"}  # whose `name` is a HumanName
-_RULED = {"name", "birthDate", "address", "telecom", "text", "comment", "note", "identifier"}
 
 
 def structural_findings(resource: dict[str, Any], *, pseudonym_system: str | None = None,
@@ -103,55 +102,94 @@ class _Allowed:
 def _walk(node: dict[str, Any], path: str, owner: str, where: str, pseudonym: _Allowed | None,
           found: list[Finding]) -> None:
     """`owner`: the type of the resource (or Patient.contact) whose element `node` is."""
-    def add(at: str, kind: str, reason: str) -> None:
-        found.append(Finding(where, at, kind, reason))
-
-    if "family" in node or "given" in node:
-        add(path, "name", "a human name survives")
-        return
-    if any(k in node for k in _ADDRESS_KEYS):
-        add(path, "address", "an address survives")
-        return
-    system = node.get("system")
-    if isinstance(system, str) and system in _CONTACT_SYSTEMS and node.get("value") not in (None, ""):
-        add(path, "telephone", f"a contact point ({node['system']}) survives")
+    whole = _whole_node(node)
+    if whole is not None:  # a name, an address or a contact point, whatever its key
+        found.append(Finding(where, path, *whole))
         return
     reference = node.get("reference")
     if node.get("display") and isinstance(reference, str) and _PERSONS & set(reference.split("/")):
-        add(f"{path}.display", "name", "a person's reference keeps its display (usually the name)")
+        found.append(Finding(where, f"{path}.display", "name",
+                             "a person's reference keeps its display (usually the name)"))
     for key, value in node.items():
         if key not in _RULED:
             if isinstance(value, (dict, list)):  # most keys: skipped without building a path
                 _descend(value, f"{path}.{key}", key, owner, where, pseudonym, found)
             continue
         at = f"{path}.{key}"
-        if key == "name" and owner in _NAMED and value:
-            add(at, "name", "a human name survives")
-        elif key == "birthDate" and isinstance(value, str) and _DAY.match(value):
-            add(at, "birth-date", "a full birth date (day precision) survives")
-        elif key == "address" and value:
-            add(at, "address", "an address survives")
-        elif key == "telecom" and value:
-            add(at, "telephone", "contact details (telecom) survive")
-        elif key == "text" and isinstance(value, dict) and value.get("div"):
-            add(f"{at}.div", "free-text", f"narrative text survives ({len(str(value['div']))} characters)")
-        elif key == "comment" and isinstance(value, str) and value:
-            add(at, "free-text", f"a free-text comment survives ({len(value)} characters)")
-        elif key == "note" and isinstance(value, list):
-            for i, note in enumerate(value):
-                if isinstance(note, dict) and note.get("text"):
-                    add(f"{at}[{i}].text", "free-text",
-                        f"an annotation's free text survives ({len(str(note['text']))} characters)")
-        elif key == "identifier":
-            for i, ident in enumerate(value if isinstance(value, list) else [value]):
-                of = ident.get("system") if isinstance(ident, dict) else None
-                if pseudonym is None or not pseudonym.allows(of):
-                    # the system is named only when it is a plain URI: a site may have put anything there
-                    named = f"of system {of}" if isinstance(of, str) and _URI.match(of) else "(system not a URI)"
-                    add(f"{at}[{i}]" if isinstance(value, list) else at, "identifier",
-                        f"an identifier {named} is not the study pseudonym")
-        else:
+        said = _KEYS[key](value, at, owner, pseudonym)
+        if said is None:
             _descend(value, at, key, owner, where, pseudonym, found)
+        else:
+            found.extend(Finding(where, place, kind, reason) for place, kind, reason in said)
+
+
+def _whole_node(node: dict[str, Any]) -> tuple[str, str] | None:
+    if "family" in node or "given" in node:
+        return "name", "a human name survives"
+    if any(k in node for k in _ADDRESS_KEYS):
+        return "address", "an address survives"
+    system = node.get("system")
+    if isinstance(system, str) and system in _CONTACT_SYSTEMS and node.get("value") not in (None, ""):
+        return "telephone", f"a contact point ({node['system']}) survives"
+    return None
+
+
+Said = list[tuple[str, str, str]] | None  # (where, kind, reason) of each finding; None: look inside
+
+
+def _name(value: Any, at: str, owner: str, _p: _Allowed | None) -> Said:
+    return [(at, "name", "a human name survives")] if owner in _NAMED and value else None
+
+
+def _birth_date(value: Any, at: str, _o: str, _p: _Allowed | None) -> Said:
+    if isinstance(value, str) and _DAY.match(value):
+        return [(at, "birth-date", "a full birth date (day precision) survives")]
+    return None
+
+
+def _address(value: Any, at: str, _o: str, _p: _Allowed | None) -> Said:
+    return [(at, "address", "an address survives")] if value else None
+
+
+def _telecom(value: Any, at: str, _o: str, _p: _Allowed | None) -> Said:
+    return [(at, "telephone", "contact details (telecom) survive")] if value else None
+
+
+def _text(value: Any, at: str, _o: str, _p: _Allowed | None) -> Said:
+    if isinstance(value, dict) and value.get("div"):
+        return [(f"{at}.div", "free-text", f"narrative text survives ({len(str(value['div']))} characters)")]
+    return None
+
+
+def _comment(value: Any, at: str, _o: str, _p: _Allowed | None) -> Said:
+    if isinstance(value, str) and value:
+        return [(at, "free-text", f"a free-text comment survives ({len(value)} characters)")]
+    return None
+
+
+def _note(value: Any, at: str, _o: str, _p: _Allowed | None) -> Said:
+    if not isinstance(value, list):
+        return None
+    return [(f"{at}[{i}].text", "free-text", f"an annotation's free text survives ({len(str(note['text']))} characters)")
+            for i, note in enumerate(value) if isinstance(note, dict) and note.get("text")]
+
+
+def _identifier(value: Any, at: str, _o: str, pseudonym: _Allowed | None) -> Said:
+    said = []
+    for i, ident in enumerate(value if isinstance(value, list) else [value]):
+        of = ident.get("system") if isinstance(ident, dict) else None
+        if pseudonym is None or not pseudonym.allows(of):
+            # the system is named only when it is a plain URI: a site may have put anything there
+            named = f"of system {of}" if isinstance(of, str) and _URI.match(of) else "(system not a URI)"
+            said.append((f"{at}[{i}]" if isinstance(value, list) else at, "identifier",
+                         f"an identifier {named} is not the study pseudonym"))
+    return said
+
+
+# What each ruled element may hold that identifies a person (checked by its key, at any depth).
+_KEYS = {"name": _name, "birthDate": _birth_date, "address": _address, "telecom": _telecom, "text": _text,
+         "comment": _comment, "note": _note, "identifier": _identifier}
+_RULED = frozenset(_KEYS)
 
 
 def _descend(value: Any, at: str, key: str, owner: str, where: str, pseudonym: _Allowed | None,

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 from adapter.exchange.export import (
     ExportRequest, active_jobs, cancel_job, expire_jobs, expires_at, read_job, start_job,
 )
+from adapter.store.repository import Repository
 from adapter.fhir import jsonio
 from adapter.fhir.definitions import DATA_TYPES, SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, bad_request, forbidden, not_found
@@ -62,46 +63,13 @@ def export_root() -> pathlib.Path:
 def _kick_off(level: str, group: str | None = None) -> Response:
     if "respond-async" not in request.headers.get("Prefer", ""):
         raise bad_request("a Bulk Data export runs asynchronously: send Prefer: respond-async", "Prefer")
-    params = list(request.args.items(multi=True))
-    if request.method == "POST" and (request.content_length or "chunked" in request.headers.get(
-            "Transfer-Encoding", "").lower()):
-        params += _parameters(read_body(request))
-    unknown = sorted({k for k, _ in params} - _KNOWN)
-    if unknown:
-        raise bad_request(f"export parameters not supported here: {', '.join(unknown)}", unknown[0],
-                          code="not-supported")
-    values: dict[str, list[str]] = {}
-    for key, value in params:
-        if key == "_typeFilter":  # a search may hold commas: one filter per parameter
-            values.setdefault(key, []).append(value)
-        else:
-            values.setdefault(key, []).extend(v for v in value.split(",") if v)
-    fmt = (values.get("_outputFormat") or ["application/fhir+ndjson"])[0]
-    if fmt not in _FORMATS:
-        raise bad_request(f"_outputFormat {fmt!r}: only {', '.join(_FORMATS)}", "_outputFormat")
+    params = _export_params()
+    values = _values(params)
     store = repository()
     allowed = SERVED_TYPES if level == "system" else compartment_types()
-    # Without _type, what the client may export (the audit trail only when named); a _type
-    # outside its scopes is refused below. 300 repeats: one file.
-    types = tuple(dict.fromkeys(values.get("_type") or store.permitted(
-        DATA_TYPES if level == "system" else allowed, "s")))
-    wrong = [t for t in types if t not in allowed]
-    if wrong:
-        raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")
+    types = _types(store, values, level, allowed)
     since = parse_since(values["_since"][0]) if values.get("_since") else None
-    filters = []
-    for raw in values.get("_typeFilter", []):
-        rtype, _, query = raw.partition("?")
-        if rtype not in types or not query:
-            raise bad_request(f"_typeFilter {raw!r}: expected Type?search for one of the exported types",
-                              "_typeFilter")
-        # refused now, not when the job runs
-        store.screen(parse_search(rtype, parse_qsl(query, keep_blank_values=True), strict=True))
-        filters.append((rtype, query))
-    refused = [t for t in types if t in allowed and t not in store.permitted((t,), "s")]
-    if refused or not types:
-        raise forbidden(f"_type: {', '.join(refused) or 'nothing'} outside this client's scopes: an export "
-                        "needs system/[type].s (or .read) for each type", "_type")
+    filters = _type_filters(store, values, types)
     if group is not None:
         store.read("Group", group)  # 404 for an unknown group
     base = service_base()
@@ -116,6 +84,60 @@ def _kick_off(level: str, group: str | None = None) -> Response:
                         {"Retry-After": "10"})
     job = start_job(root, store, ExportRequest(level, types, since, tuple(filters), url, group), client)
     return Response(status=202, headers={"Content-Location": f"{base}/$export-status/{job}"})
+
+
+def _export_params() -> list[tuple[str, str]]:
+    """The kick-off's parameters, from the URL and (POST) a Parameters body; unknown ones refused."""
+    params = list(request.args.items(multi=True))
+    if request.method == "POST" and (request.content_length or "chunked" in request.headers.get(
+            "Transfer-Encoding", "").lower()):
+        params += _parameters(read_body(request))
+    unknown = sorted({k for k, _ in params} - _KNOWN)
+    if unknown:
+        raise bad_request(f"export parameters not supported here: {', '.join(unknown)}", unknown[0],
+                          code="not-supported")
+    return params
+
+
+def _values(params: list[tuple[str, str]]) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for key, value in params:
+        if key == "_typeFilter":  # a search may hold commas: one filter per parameter
+            values.setdefault(key, []).append(value)
+        else:
+            values.setdefault(key, []).extend(v for v in value.split(",") if v)
+    fmt = (values.get("_outputFormat") or ["application/fhir+ndjson"])[0]
+    if fmt not in _FORMATS:
+        raise bad_request(f"_outputFormat {fmt!r}: only {', '.join(_FORMATS)}", "_outputFormat")
+    return values
+
+
+def _types(store: Repository, values: dict[str, list[str]], level: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The types exported: without _type, what the client may export (the audit trail only when
+    named); a _type outside its scopes is refused. 300 repeats: one file."""
+    types = tuple(dict.fromkeys(values.get("_type") or store.permitted(
+        DATA_TYPES if level == "system" else allowed, "s")))
+    wrong = [t for t in types if t not in allowed]
+    if wrong:
+        raise bad_request(f"_type: {', '.join(wrong)} cannot be exported at this level", "_type")
+    refused = [t for t in types if t in allowed and t not in store.permitted((t,), "s")]
+    if refused or not types:
+        raise forbidden(f"_type: {', '.join(refused) or 'nothing'} outside this client's scopes: an export "
+                        "needs system/[type].s (or .read) for each type", "_type")
+    return types
+
+
+def _type_filters(store: Repository, values: dict[str, list[str]], types: tuple[str, ...]) -> list[tuple[str, str]]:
+    filters = []
+    for raw in values.get("_typeFilter", []):
+        rtype, _, query = raw.partition("?")
+        if rtype not in types or not query:
+            raise bad_request(f"_typeFilter {raw!r}: expected Type?search for one of the exported types",
+                              "_typeFilter")
+        # refused now, not when the job runs
+        store.screen(parse_search(rtype, parse_qsl(query, keep_blank_values=True), strict=True))
+        filters.append((rtype, query))
+    return filters
 
 
 def _parameters(body: bytes) -> list[tuple[str, str]]:

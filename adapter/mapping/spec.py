@@ -207,15 +207,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
     at = ("rules", index)
     fields = {k: v for k, v in rule.items() if k not in (kind, "name", "when", "per", "for_each")} \
         if kind in FLAT_KINDS else rule[kind]
-    for (table_kind, field), table in CODE_TABLES.items():
-        expr = fields.get(field) if table_kind == kind else None
-        if isinstance(expr, dict) and "map" in expr:
-            known = catalogue.codes(table)
-            for source_code, entry in expr["map"].items():
-                if (target := map_target(entry)) not in known:
-                    problems.append(lines.problem(at + (kind, field, "map", source_code),
-                                                  f"unknown {table} code {target!r} (the catalogue has: "
-                                                  f"{', '.join(known)})"))
+    problems += _unknown_codes(kind, fields, at, lines, catalogue)
     concept = factors = None
     name = rule.get("name") or kind.replace("_", "-")
     if kind == "instrument":
@@ -224,27 +216,12 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             problems.append(lines.problem(at + ("instrument",), f"unknown instrument {rule['instrument']!r} (the "
                                           f"catalogue has: {', '.join(catalogue.data.get('instruments', {}))})"))
     if kind == "observation":
-        key = rule["observation"]
-        name = rule.get("name") or "-".join(filter(None, [key, rule.get("body_site")]))
-        if key not in catalogue.data["observations"]:
-            problems.append(lines.problem(at + ("observation",), f"unknown observation {key!r} (the catalogue "
-                                          f"has: {', '.join(catalogue.data['observations'])})"))
-        else:
-            concept = catalogue.observation(key)
-            factors = source_factors(rule, concept, lines, at, problems)
-            needs = list(concept["components"]) if concept["value"] == "components" else ["value"]
-            missing = [n for n in needs if n not in rule]
-            unwanted = [n for n in ("value", "systolic", "diastolic") if n in rule and n not in needs]
-            if missing or unwanted:
-                problems.append(lines.problem(at, f"{key} needs {' and '.join(map(repr, needs))}"
-                                              + (f", not {' or '.join(map(repr, unwanted))}" if unwanted else "")))
-        if "body_site" in rule and rule["body_site"] not in catalogue.data["body_sites"]:
-            problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
-                                          f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
+        name = rule.get("name") or "-".join(filter(None, [rule["observation"], rule.get("body_site")]))
+        concept, factors = _observation(rule, at, lines, catalogue, problems)
     fields = dict(fields)
-    problems += value_problems(kind, rule, fields, concept, lines, at if kind in FLAT_KINDS else at + (kind,))
-    derived = derived_factors(kind, fields, concept, lines, at if kind in FLAT_KINDS else at + (kind,), problems,
-                       "unit" in rule and kind == "observation")
+    where = at if kind in FLAT_KINDS else at + (kind,)
+    problems += value_problems(kind, rule, fields, concept, lines, where)
+    derived = derived_factors(kind, fields, concept, lines, where, problems, "unit" in rule and kind == "observation")
     rounding = {}
     for key in derived:  # rounded in the unit the value is stored in, after the conversion
         if is_arithmetic(fields[key]) and "round" in fields[key]:
@@ -255,44 +232,100 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
                 compile_when(rule), idle, seen_labels(idle))
 
 
+def _unknown_codes(kind: str, fields: dict[str, Any], at: tuple[Any, ...], lines: Lines,
+                   catalogue: Catalogue) -> list[str]:
+    """A code map's targets that the catalogue's table for that field does not have."""
+    problems = []
+    for (table_kind, field), table in CODE_TABLES.items():
+        expr = fields.get(field) if table_kind == kind else None
+        if isinstance(expr, dict) and "map" in expr:
+            known = catalogue.codes(table)
+            for source_code, entry in expr["map"].items():
+                if (target := map_target(entry)) not in known:
+                    problems.append(lines.problem(at + (kind, field, "map", source_code),
+                                                  f"unknown {table} code {target!r} (the catalogue has: "
+                                                  f"{', '.join(known)})"))
+    return problems
+
+
+def _observation(rule: dict[str, Any], at: tuple[Any, ...], lines: Lines, catalogue: Catalogue,
+                 problems: list[str]) -> tuple[dict[str, Any] | None, dict[str, decimal.Decimal] | None]:
+    """An observation rule's catalogue concept and its source units' factors (None when unknown)."""
+    key = rule["observation"]
+    concept = factors = None
+    if key not in catalogue.data["observations"]:
+        problems.append(lines.problem(at + ("observation",), f"unknown observation {key!r} (the catalogue "
+                                      f"has: {', '.join(catalogue.data['observations'])})"))
+    else:
+        concept = catalogue.observation(key)
+        factors = source_factors(rule, concept, lines, at, problems)
+        needs = list(concept["components"]) if concept["value"] == "components" else ["value"]
+        missing = [n for n in needs if n not in rule]
+        unwanted = [n for n in ("value", "systolic", "diastolic") if n in rule and n not in needs]
+        if missing or unwanted:
+            problems.append(lines.problem(at, f"{key} needs {' and '.join(map(repr, needs))}"
+                                          + (f", not {' or '.join(map(repr, unwanted))}" if unwanted else "")))
+    if "body_site" in rule and rule["body_site"] not in catalogue.data["body_sites"]:
+        problems.append(lines.problem(at + ("body_site",), f"unknown body site {rule['body_site']!r} "
+                                      f"(the catalogue has: {', '.join(catalogue.data['body_sites'])})"))
+    return concept, factors
+
+
 def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
                   header: list[str] | None, catalogue: Catalogue | None = None) -> list[str]:
     source = data["source"]
     if source["format"] not in ("csv", "redcap"):
         return []
-    checkboxes = {r["for_each"]["checked"] for r in data["rules"] if "checked" in r.get("for_each", {})}
-    problems = []
     choices: dict[str, set[str]] = {}
     if "dictionary" in source:
         dictionary = pathlib.Path(path).parent / source["dictionary"]
         try:
-            with dictionary.open(encoding="utf-8-sig", newline="") as handle:
-                rows = list(csv.DictReader(handle))
+            choices = _dictionary_choices(dictionary)
         except OSError as exc:
             return [lines.problem(("source", "dictionary"), f"cannot read {dictionary}: {exc.strerror}")]
-        for row in rows:
-            name = row.get("Variable / Field Name", "")
-            text = row.get("Choices, Calculations, OR Slider Labels", "")
-            if row.get("Field Type") == "yesno":
-                choices[name] = {"0", "1"}
-            elif text and row.get("Field Type") in ("radio", "dropdown", "checkbox"):
-                choices[name] = {part.split(",", 1)[0].strip() for part in text.split("|")}
-            else:
-                choices.setdefault(name, set())
     known = set(header) if header is not None else set(choices) if choices else None
     if known is None:
         return []
+    return _unknown_columns(data, lines, header, known, catalogue) + _unknown_choices(data, lines, choices)
+
+
+def _dictionary_choices(dictionary: pathlib.Path) -> dict[str, set[str]]:
+    """A REDCap data dictionary's fields, each with its coded choices (empty: free)."""
+    with dictionary.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    choices: dict[str, set[str]] = {}
+    for row in rows:
+        name = row.get("Variable / Field Name", "")
+        text = row.get("Choices, Calculations, OR Slider Labels", "")
+        if row.get("Field Type") == "yesno":
+            choices[name] = {"0", "1"}
+        elif text and row.get("Field Type") in ("radio", "dropdown", "checkbox"):
+            choices[name] = {part.split(",", 1)[0].strip() for part in text.split("|")}
+        else:
+            choices.setdefault(name, set())
+    return choices
+
+
+def _unknown_columns(data: dict[str, Any], lines: Lines, header: list[str] | None, known: set[str],
+                     catalogue: Catalogue | None) -> list[str]:
+    source = data["source"]
+    checkboxes = {r["for_each"]["checked"] for r in data["rules"] if "checked" in r.get("for_each", {})}
     declared = [(("source", "identifiers", i), f) for i, f in enumerate(source.get("identifiers", []))]
+    problems = []
     for where, name in referenced_fields(data, catalogue) + declared:
         base = name.rsplit("___", 1)[0] if header is None else name
         if name in checkboxes and (header is None or any(h.startswith(name + "___") for h in header)):
             continue
         if base not in known and not (header is None and base in _REDCAP_SYSTEM):
             problems.append(lines.problem(where, f"unknown column {name!r}"))
+    return problems
+
+
+def _unknown_choices(data: dict[str, Any], lines: Lines, choices: dict[str, set[str]]) -> list[str]:
+    problems = []
     for i, rule in enumerate(data["rules"]):
         kind = next(k for k in KINDS if k in rule)
-        body = body_of(rule, kind)
-        for key, expr in body.items():
+        for key, expr in body_of(rule, kind).items():
             if isinstance(expr, dict) and "map" in expr and choices.get(expr["field"]):
                 for code in set(expr["map"]) - choices[expr["field"]]:
                     problems.append(lines.problem(("rules", i, kind, key, "map", code),

@@ -96,23 +96,20 @@ def shift_table(outcome: Outcome, shifts: list[ChildShift], by: str | None = Non
     groups: dict[tuple[str, str], list[ChildShift]] = collections.defaultdict(list)
     for s in shifts:
         groups[(s.visit, "all" if by is None else s.arm if by == "arm" else s.site)].append(s)
-    rows = []
-    for visit in outcome.follow_up:
-        for (at, group), members in sorted(groups.items()):
-            if at != visit:
-                continue
-            inside = collections.Counter((m.baseline, m.follow_up) for m in members
-                                         if m.baseline and m.follow_up and not m.out_of_window)
-            outside = collections.Counter((m.baseline, m.follow_up) for m in members
-                                          if m.baseline and m.follow_up and m.out_of_window)
-            missing = collections.Counter(m.missing for m in members if not (m.baseline and m.follow_up))
-            rows.append(ShiftRow(
-                outcome.key, visit, group, labels, {(b, f): inside[(b, f)] for b in labels for f in labels},
-                {(b, f): outside[(b, f)] for b in labels for f in labels}, dict(missing),
-                len({m.patient for m in members if m.baseline and m.follow_up and not m.out_of_window}),
-                sum(1 for m in members if m.baseline and m.follow_up and not m.out_of_window
-                    and (m.baseline_days_outside is None or m.follow_up_days_outside is None))))
-    return rows
+    return [_row(outcome.key, visit, group, labels, members)
+            for visit in outcome.follow_up for (at, group), members in sorted(groups.items()) if at == visit]
+
+
+def _row(outcome: str, visit: str, group: str, labels: tuple[str, ...], members: list[ChildShift]) -> ShiftRow:
+    paired = [m for m in members if m.baseline and m.follow_up]
+    inside = collections.Counter((m.baseline, m.follow_up) for m in paired if not m.out_of_window)
+    outside = collections.Counter((m.baseline, m.follow_up) for m in paired if m.out_of_window)
+    missing = collections.Counter(m.missing for m in members if not (m.baseline and m.follow_up))
+    in_window = [m for m in paired if not m.out_of_window]
+    return ShiftRow(outcome, visit, group, labels, {(b, f): inside[(b, f)] for b in labels for f in labels},
+                    {(b, f): outside[(b, f)] for b in labels for f in labels}, dict(missing),
+                    len({m.patient for m in in_window}),
+                    sum(1 for m in in_window if m.baseline_days_outside is None or m.follow_up_days_outside is None))
 
 
 def shift_rows(store: Repository, outcome: Outcome, study: str, by: str | None = None,

@@ -127,47 +127,11 @@ def adherence(repo: Repository, subject_id: str, as_of: date,
               definitions: dict[Any, Any] | None = None) -> list[Finding]:
     """The findings of one child. `definitions`: the study's definitions read so far (shared by a
     caller checking many children, e.g. the study page's matrix: 81 searches a child otherwise)."""
-    subject = read_json(repo, "ResearchSubject", subject_id)
-    start = (subject.get("period") or {}).get("start")
-    arm = subject.get("assignedArm")
-    if not start or not arm or len(start) < 10:
-        raise FhirError(422, [Issue("processing", f"ResearchSubject/{subject_id} needs period.start (the "
-                                    "day of the first injection, a full date) and assignedArm to be "
-                                    "checked against the protocol", "ResearchSubject.period.start")])
     cache: dict[Any, Any] = {} if definitions is None else definitions
-    study_id = subject["study"]["reference"].split("/")[-1]
-    if ("ResearchStudy", study_id) not in cache:
-        cache[("ResearchStudy", study_id)] = read_json(repo, "ResearchStudy", study_id)
-    study = cache[("ResearchStudy", study_id)]
-    plan_id = arm_protocol(study, arm)
-    if ("PlanDefinition", plan_id) not in cache:
-        cache[("PlanDefinition", plan_id)] = read_json(repo, "PlanDefinition", plan_id)
-    plan = cache[("PlanDefinition", plan_id)]
+    subject, study, plan, start = _subject_plan(repo, subject_id, cache)
     patient = subject["individual"]["reference"]
-    actions = {a["id"]: a for a in plan.get("action", [])}
-    injections: list[_Planned] = []
-    assessments: list[_Planned] = []
-    visits = schedule(plan, date.fromisoformat(start[:10]))
-    for dated in visits:
-        visit_def = definition(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)
-        for i, action in enumerate(visit_def.get("action", [])):
-            if not action.get("definitionCanonical"):
-                raise FhirError(422, [Issue("processing", f"PlanDefinition/{visit_def.get('id')}: a visit's "
-                                            "activity needs a definitionCanonical",
-                                            f"PlanDefinition.action[{i}]")])
-            activity = definition(repo, action["definitionCanonical"], "ActivityDefinition", cache)
-            if activity.get("dosage"):
-                codings = (activity.get("code") or {}).get("coding") or [{}]
-                coding = codings[0]
-                if not coding.get("code"):
-                    raise FhirError(422, [Issue("processing", f"ActivityDefinition/{activity.get('id')} "
-                                                "has a dosage but no coded code: its injections cannot "
-                                                "be checked", "ActivityDefinition.code")])
-                injections.append(_Planned(dated, activity["id"], (coding["system"], coding["code"])))
-            for ext in activity.get("extension", []):
-                if ext["url"].endswith("/produces-observation-code"):
-                    c = ext["valueCoding"]
-                    assessments.append(_Planned(dated, activity["id"], (c["system"], c["code"])))
+    visits = schedule(plan, start)
+    injections, assessments = _planned(repo, plan, visits, cache)
     procedures = [(p, d, _codes(p)) for p in search_all(repo, "Procedure", [("subject", patient)])
                   if (d := _day(p, "performedDateTime", "performedPeriod")) and p.get("status") != "entered-in-error"]
     extra = _match(injections, procedures, {p.code for p in injections}, "Procedure")
@@ -194,6 +158,58 @@ def adherence(repo: Repository, subject_id: str, as_of: date,
     order = {v.visit.id: i for i, v in enumerate(visits)}
     findings.sort(key=lambda f: (order.get(f.visit, len(order)), f.activity, f.code or ("", "")))
     return findings
+
+
+def _subject_plan(repo: Repository, subject_id: str, cache: dict[Any, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], date]:
+    """(the ResearchSubject, its study, its arm's protocol PlanDefinition, its first injection day)."""
+    subject = read_json(repo, "ResearchSubject", subject_id)
+    start = (subject.get("period") or {}).get("start")
+    arm = subject.get("assignedArm")
+    if not start or not arm or len(start) < 10:
+        raise FhirError(422, [Issue("processing", f"ResearchSubject/{subject_id} needs period.start (the "
+                                    "day of the first injection, a full date) and assignedArm to be "
+                                    "checked against the protocol", "ResearchSubject.period.start")])
+    study_id = subject["study"]["reference"].split("/")[-1]
+    if ("ResearchStudy", study_id) not in cache:
+        cache[("ResearchStudy", study_id)] = read_json(repo, "ResearchStudy", study_id)
+    study = cache[("ResearchStudy", study_id)]
+    plan_id = arm_protocol(study, arm)
+    if ("PlanDefinition", plan_id) not in cache:
+        cache[("PlanDefinition", plan_id)] = read_json(repo, "PlanDefinition", plan_id)
+    return subject, study, cache[("PlanDefinition", plan_id)], date.fromisoformat(start[:10])
+
+
+def _planned(repo: Repository, plan: dict[str, Any], visits: list[DatedVisit], cache: dict[Any, Any]
+             ) -> tuple[list[_Planned], list[_Planned]]:
+    """The planned injections and assessments of the dated visits, from their definitions."""
+    actions = {a["id"]: a for a in plan.get("action", [])}
+    injections: list[_Planned] = []
+    assessments: list[_Planned] = []
+    for dated in visits:
+        visit_def = definition(repo, actions[dated.visit.id]["definitionCanonical"], "PlanDefinition", cache)
+        for i, action in enumerate(visit_def.get("action", [])):
+            if not action.get("definitionCanonical"):
+                raise FhirError(422, [Issue("processing", f"PlanDefinition/{visit_def.get('id')}: a visit's "
+                                            "activity needs a definitionCanonical",
+                                            f"PlanDefinition.action[{i}]")])
+            activity = definition(repo, action["definitionCanonical"], "ActivityDefinition", cache)
+            if activity.get("dosage"):
+                injections.append(_Planned(dated, activity["id"], _injection_code(activity)))
+            for ext in activity.get("extension", []):
+                if ext["url"].endswith("/produces-observation-code"):
+                    c = ext["valueCoding"]
+                    assessments.append(_Planned(dated, activity["id"], (c["system"], c["code"])))
+    return injections, assessments
+
+
+def _injection_code(activity: dict[str, Any]) -> tuple[str, str]:
+    coding = ((activity.get("code") or {}).get("coding") or [{}])[0]
+    if not coding.get("code"):
+        raise FhirError(422, [Issue("processing", f"ActivityDefinition/{activity.get('id')} "
+                                    "has a dosage but no coded code: its injections cannot "
+                                    "be checked", "ActivityDefinition.code")])
+    return coding["system"], coding["code"]
 
 
 def _reviews(repo: Repository, patient: str, encounters: dict[str, dict[str, Any]],
