@@ -139,3 +139,18 @@ def test_files_and_functions_stay_small():
                     and node.end_lineno - node.lineno + 1 > 80:
                 long_functions.append(f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert (long_files, long_functions) == ([], [])
+
+
+@pytest.mark.parametrize("narrowing", ["adapter.auth.guard:GuardedRepository", "adapter.exchange.view:PolicyView"])
+def test_a_narrowing_handle_decides_every_read_and_write(narrowing):
+    """The guard and the policy view forward what they leave alone (adapter/store/forwarding.py);
+    every method that reads or writes resources is theirs to check. A method added to those
+    interfaces fails here until each of them says what it does with it."""
+    from adapter.store.forwarding import Forwarding
+    from adapter.store.repository import BulkLoading, Resources
+    module, name = narrowing.split(":")
+    handle = getattr(importlib.import_module(module), name)
+    data_methods = {n for base in (Resources, BulkLoading) for n, v in vars(base).items()
+                    if callable(v) and not n.startswith("_")} - {"current", "analyze"}  # read; no resource
+    assert issubclass(handle, Forwarding)
+    assert sorted(n for n in data_methods if n not in vars(handle)) == []

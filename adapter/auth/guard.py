@@ -31,6 +31,7 @@ from adapter.auth.checks import DEFINITION_TYPES, Access, Checks, access_of
 from adapter.fhir.definitions import AUDIT_TYPE, SERVED_TYPES
 from adapter.fhir.outcomes import FhirError, Issue, forbidden
 from adapter.fhir.search import SearchRequest
+from adapter.store.forwarding import Forwarding
 from adapter.store.repository import (
     HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource, Transaction,
 )
@@ -76,11 +77,13 @@ class GuardedTransaction(Transaction):
         return self._checks.allowed_included(self._inner.search(self._checks.narrowed(request)))
 
 
-class GuardedRepository(Repository):
-    """`inner` as `access` may use it."""
+class GuardedRepository(Forwarding):
+    """`inner` as `access` may use it: every call that reads or writes resources is checked
+    here; the rest (generation, derived, analyze, close) goes on unchanged."""
 
     def __init__(self, inner: Repository, access: Access) -> None:
-        self.inner, self.access = inner, access
+        super().__init__(inner)
+        self.access = access
         self._checks = Checks(access, inner)
 
     # Writes go through a guarded transaction: one set of write checks, made on what the
@@ -204,15 +207,3 @@ class GuardedRepository(Repository):
 
     def view(self) -> Hashable:
         return (self.inner.view(), self.access.site, str(self.access.scopes), self.access.policy)
-
-    def generation(self) -> Hashable:
-        return self.inner.generation()
-
-    def derived(self) -> dict[Any, Any]:
-        return self.inner.derived()
-
-    def analyze(self) -> None:
-        self.inner.analyze()
-
-    def close(self) -> None:
-        self.inner.close()

@@ -23,6 +23,7 @@ from adapter.exchange.policy import Deidentifier, SpecError, load_policy, policy
 from adapter.fhir.outcomes import FhirError, bad_request, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import beside_store, open_private, private_dir
+from adapter.store.forwarding import Forwarding
 from adapter.store.repository import HistoryPage, Repository, SearchPage, StoredResource
 
 __all__ = ["PolicyView", "deidentifier", "exchange_key", "default_exchange_key_file", "POLICY_DIR"]
@@ -85,11 +86,12 @@ def _enrolment_in(store: Repository) -> Any:
     return enrolment
 
 
-class PolicyView(Repository):
+class PolicyView(Forwarding):
     """`inner` (the guarded repository) through a policy: reads only."""
 
     def __init__(self, inner: Repository, policy: Deidentifier) -> None:
-        self.inner, self.policy = inner, policy
+        super().__init__(inner)
+        self.policy = policy
         # _lastUpdated: what Bulk Data's _since is made of; the labels, when the policy keeps them.
         kept = {r.path for r in policy.policy.rules if r.action == "keep"}
         self._filters = {"_lastUpdated"} | {f"_{e}" for e in ("security", "tag") if f"Resource.meta.{e}" in kept}
@@ -244,9 +246,6 @@ class PolicyView(Repository):
             return ()
         return tuple(t for t in self.inner.permitted(types, permission) if self.policy.policy.tree(t) is not None)
 
-    def require(self, resource_type: str, permissions: str, what: str) -> None:
-        self.inner.require(resource_type, permissions, what)
-
     def reopen(self) -> Repository:
         return PolicyView(self.inner.reopen(), self.policy)
 
@@ -254,16 +253,3 @@ class PolicyView(Repository):
         # The policy as it is now and the site's key (a digest of both, never the key): an edited
         # policy file or a new key must not serve what was derived under the old ones.
         return ("policy", self.policy.keyed(f"view:{self.policy.policy!r}"), self.inner.view())
-
-    def generation(self) -> Hashable:
-        return self.inner.generation()
-
-    def derived(self) -> dict[Any, Any]:
-        return self.inner.derived()
-
-    def analyze(self) -> None:
-        self.inner.analyze()
-
-    def close(self) -> None:
-        self.inner.close()
-

@@ -12,10 +12,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.fhir import jsonio
 from adapter.fhir.extract import Indexed
+from adapter.fhir.outcomes import FhirError
 from adapter.fhir.search import SearchRequest
 
-__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Transaction", "Loadable", "Refused"]
+__all__ = ["StoredResource", "SearchPage", "HistoryPage", "Repository", "Resources", "BulkLoading", "Handle",
+           "Transaction", "Loadable", "Refused"]
 
 Loadable = dict[str, Any] | Indexed  # a resource, or one with its index rows already extracted
 # Told, by `load`, of each item (its position among the items, the item as a group, why) left out
@@ -94,8 +97,8 @@ class Transaction(abc.ABC):
         """A search as this transaction sees the store."""
 
 
-class Repository(abc.ABC):
-    """Versioned FHIR resources with history and search."""
+class Resources(abc.ABC):
+    """Reading and writing resources: versions, history, search, transactions."""
 
     @abc.abstractmethod
     def create(self, resource: dict[str, Any]) -> StoredResource:
@@ -119,8 +122,6 @@ class Repository(abc.ABC):
     def current(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         """The current version parsed, or None when there is none (unknown or deleted): for
         callers to whom a missing resource is an answer, not an error."""
-        from adapter.fhir import jsonio
-        from adapter.fhir.outcomes import FhirError
         try:
             stored = self.read(resource_type, resource_id)
         except FhirError:
@@ -139,6 +140,29 @@ class Repository(abc.ABC):
     @abc.abstractmethod
     def search(self, request: SearchRequest) -> SearchPage:
         """Current, not-deleted resources matching every filter, in sort order, one page."""
+
+    @abc.abstractmethod
+    def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
+             at_once: bool = False) -> Iterator[list[StoredResource]]:
+        """Every match of a search, page by page (`request.count` each), for exports; with
+        `patients`, only their compartments ("*": every patient's). `at_once`: read in one
+        statement (one snapshot, one pass over the index) for a caller that uses the pages as
+        they come, rather than page by page (an export writes files between pages and should
+        not hold a snapshot that long)."""
+
+    @abc.abstractmethod
+    def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
+                   cursor: tuple[Any, ...] | None) -> SearchPage:
+        """One page of a patient's compartment (the patient and what references it), in (type,
+        id) order; 404 for an unknown patient."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A unit of work: everything done through it commits at the end, or nothing does."""
+
+
+class BulkLoading(abc.ABC):
+    """Loading many validated resources at once (the command line's load, ingest and pull)."""
 
     @abc.abstractmethod
     def load(self, resources: Iterable[Loadable | list[Loadable]], batch_size: int = 1000,
@@ -160,25 +184,31 @@ class Repository(abc.ABC):
         with a 422), so that the caller can report it, or offer it again once the rest is in."""
 
     @abc.abstractmethod
-    def scan(self, request: SearchRequest, patients: list[str] | str | None = None,
-             at_once: bool = False) -> Iterator[list[StoredResource]]:
-        """Every match of a search, page by page (`request.count` each), for exports; with
-        `patients`, only their compartments ("*": every patient's). `at_once`: read in one
-        statement (one snapshot, one pass over the index) for a caller that uses the pages as
-        they come, rather than page by page (an export writes files between pages and should
-        not hold a snapshot that long)."""
+    def analyze(self) -> None:
+        """Refresh the database's query-planning statistics (after large loads)."""
 
-    @abc.abstractmethod
-    def everything(self, patient_id: str, types: tuple[str, ...], since: str | None, count: int,
-                   cursor: tuple[Any, ...] | None) -> SearchPage:
-        """One page of a patient's compartment (the patient and what references it), in (type,
-        id) order; 404 for an unknown patient."""
+
+class Handle(abc.ABC):
+    """A handle's own part: what it lets its user do and see (access hooks, which a handle held
+    to a client's scopes, site or exchange policy narrows), what may be cached under it, and
+    its connections. The bare store sees and may do everything."""
 
     def permitted(self, types: tuple[str, ...], permission: str) -> tuple[str, ...]:
         """Which of `types` this handle may use for `permission` (a letter of "cruds"): all of
         them here; a handle held to a client's scopes (adapter/auth/guard.py) says fewer. What a
         request that names no type (a system search, an export) goes over."""
         return types
+
+    def require(self, resource_type: str, permissions: str, what: str) -> None:
+        """For an operation that reads and writes nothing (e.g. $validate): 403 unless this
+        handle may do one of `permissions` (letters of "cruds") to the type. Nothing here."""
+        return None
+
+    def screen(self, request: SearchRequest) -> None:
+        """403 unless this handle may search this way (a search checked before it runs later,
+        e.g. an export's _typeFilter). Any search here; a policy's client may filter by less
+        (adapter/exchange/view.py)."""
+        return None
 
     def view(self) -> Hashable:
         """What this handle lets its user see, as a hashable value: two handles on the same store
@@ -198,30 +228,16 @@ class Repository(abc.ABC):
         new dict each time, so nothing is kept."""
         return {}
 
-    def require(self, resource_type: str, permissions: str, what: str) -> None:
-        """For an operation that reads and writes nothing (e.g. $validate): 403 unless this
-        handle may do one of `permissions` (letters of "cruds") to the type. Nothing here."""
-        return None
-
-    def screen(self, request: SearchRequest) -> None:
-        """403 unless this handle may search this way (a search checked before it runs later,
-        e.g. an export's _typeFilter). Any search here; a policy's client may filter by less
-        (adapter/exchange/view.py)."""
-        return None
-
-    @abc.abstractmethod
-    def transaction(self) -> AbstractContextManager[Transaction]:
-        """A unit of work: everything done through it commits at the end, or nothing does."""
-
     @abc.abstractmethod
     def reopen(self) -> Repository:
         """Another handle on the same store, with its own connections: for a worker process
         (connections must never be shared across a fork)."""
 
     @abc.abstractmethod
-    def analyze(self) -> None:
-        """Refresh the database's query-planning statistics (after large loads)."""
-
-    @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+
+class Repository(Resources, BulkLoading, Handle):
+    """Versioned FHIR resources with history and search: a whole store, or a handle on one
+    (adapter/store/forwarding.py) that changes some of what it does."""
