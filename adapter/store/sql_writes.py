@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from adapter.fhir.dates import date_range, now_instant
-from adapter.fhir.extract import Indexed, IndexRows, extract
+from adapter.fhir.dates import now_instant
+from adapter.fhir.extract import Indexed, IndexRows
 from adapter.fhir.ids import check_id
-from adapter.fhir.jsonio import dumps, parse
+from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import precondition_failed
 from adapter.fhir.search import SearchRequest
 from adapter.store.engines import bulk_insert, lock_everything, lock_resources, one_of
@@ -22,6 +21,7 @@ from adapter.store.integrity import dangling
 from adapter.store.repository import Loadable, SearchPage, StoredResource, Transaction
 from adapter.store.schema import INDEX_COLUMNS, INDEX_TABLES, history, resources
 from adapter.store.site_labels import inherit_sites
+from adapter.store.versions import new_version, unchanged_version, with_last_updated
 
 __all__ = ["write_batch", "delete_on", "clear_index", "SqlTransaction"]
 
@@ -71,13 +71,11 @@ class _Versions:
                 f"If-Match names version {if_match} but the current version of "
                 f"{key[0]}/{key[1]} is {previous if previous is not None else 'none (no such resource)'}")
         if key in self.live and key not in self.latest and (
-                same := _unchanged(self.current[key], resource, volatile)):
+                same := unchanged_version(self.current[key], resource, volatile)):
             self.stored.append(same)  # nothing changed: no version, no history, same time
             return
         version, now = (previous or 0) + 1, self.now
-        meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}
-        body = {"resourceType": key[0], "id": key[1], "meta": meta,
-                **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}}
+        body = new_version(resource, version, now)
         data = dumps(body)
         row = {"res_type": key[0], "res_id": key[1], "version_id": version,
                "last_updated": now, "deleted": False, "data": data}
@@ -100,7 +98,7 @@ def _store_rows(conn: Connection, versions: _Versions, existing: list[tuple[str,
                 [tuple(row[c] for c in _HISTORY_COLUMNS) for row in versions.history_rows])
     index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
     for (rtype, rid), (_, body) in versions.latest.items():
-        extracted = _with_last_updated(given.get((rtype, rid)), body)
+        extracted = with_last_updated(given.get((rtype, rid)), body)
         for kind, rows in vars(extracted).items():
             index_rows[kind].extend((rtype, rid, *r) for r in rows)
     for kind, rows in index_rows.items():
@@ -148,35 +146,6 @@ def delete_on(conn: Connection, resource_type: str, resource_id: str) -> StoredR
         deleted=True, method="DELETE", data=None))
     clear_index(conn, [(resource_type, resource_id)])
     return StoredResource(resource_type, resource_id, version, now, True, None, method="DELETE")
-
-
-def _unchanged(current: Any, resource: dict[str, Any], volatile: tuple[str, ...]) -> StoredResource | None:
-    """The current version when `resource` says nothing new: equal to it ignoring the server's
-    meta (versionId, lastUpdated) and the `volatile` elements (e.g. a Provenance's `recorded`,
-    restamped by every re-ingest of an unchanged row), as HAPI keeps a no-op update's version."""
-    # Compared as sorted JSON text: the new body's key order and number types (int, Decimal,
-    # float) then cannot make a difference that the stored bytes would not show.
-    stored = parse(current.data)
-    if dumps(_content(stored, volatile), sort_keys=True) != dumps(_content(resource, volatile), sort_keys=True):
-        return None
-    return StoredResource(resource["resourceType"], resource["id"], current.version_id,
-                          current.last_updated, False, current.data, unchanged=True)
-
-
-def _content(resource: dict[str, Any], volatile: tuple[str, ...]) -> dict[str, Any]:
-    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-    body = {k: v for k, v in resource.items() if k != "meta" and k not in volatile}
-    return {**body, "meta": meta} if meta else body
-
-
-def _with_last_updated(given: IndexRows | None, body: dict[str, Any]) -> IndexRows:
-    """Index rows extracted ahead (by an ingest worker) predate `meta.lastUpdated`, which only
-    this write sets: the `_lastUpdated` rows always come from the stored body."""
-    if given is None:
-        return extract(body)
-    ahead = [row for row in given.date if row[0] != "_lastUpdated"]
-    # The row extract() makes for Resource.meta.lastUpdated, without a second extraction.
-    return replace(given, date=[*ahead, ("_lastUpdated", *date_range(body["meta"]["lastUpdated"]))])
 
 
 def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
