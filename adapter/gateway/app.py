@@ -29,7 +29,7 @@ from adapter.fhir.outcomes import (
     FhirError, Issue, internal_error, method_not_allowed, operation_outcome, too_large,
 )
 from adapter.gateway import audit_hooks, encoding, headers
-from adapter.gateway.base import service_base
+from adapter.gateway.base import lean_read_safe, service_base
 from adapter.gateway.capability import capability_statement
 from adapter.gateway.lean_read import lean_reads
 from adapter.gateway.negotiation import FHIR_JSON, content_type
@@ -166,6 +166,7 @@ def _warm_up() -> None:
 
 def _register_errors(app: Flask) -> None:
     @app.before_request
+    @lean_read_safe("the lean path sets the deadline itself; a read's URL is its id, no query, no NUL")
     def begin_request() -> None:
         """One hook for what every request gets: its time bound, the base for absolute
         references, and a URL check (its length; %00, which PostgreSQL cannot hold)."""
@@ -182,6 +183,7 @@ def _register_errors(app: Flask) -> None:
             raise FhirError(400, [Issue("invalid", "the URL holds the NUL character (%00)")])
 
     @app.teardown_request
+    @lean_read_safe("the lean path clears its deadline itself")
     def end_request(_error: BaseException | None) -> None:
         request_deadline.set(None)
         reference_base.set(None)

@@ -14,7 +14,7 @@ from flask import Flask, Response, g, request
 
 from adapter.audit.record import AccessRecord
 from adapter.audit.writer import AuditWriter
-from adapter.gateway.base import is_public
+from adapter.gateway.base import is_public, lean_read_safe
 from adapter.gateway.readonly import refuse_write
 from adapter.pages import is_page, is_public_page
 from adapter.gateway.rest import ENDPOINT_ROUTES
@@ -63,6 +63,7 @@ def register(app: Flask) -> None:
     fhir_path = app.config["FHIR_PATH"]
 
     @app.before_request
+    @lean_read_safe("a read is no write")
     def refuse_read_only_writes() -> None:
         route = ENDPOINT_ROUTES.get(request.endpoint or "")
         if route is not None and route.interaction in _WRITES:

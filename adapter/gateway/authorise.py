@@ -19,6 +19,7 @@ from flask import Flask, Response, current_app, g, redirect, request
 from adapter.auth.guard import Access, access_of
 from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, Issue
+from adapter.gateway.base import lean_read_safe
 from adapter.pages import COOKIE, PREFIX as PAGES, is_page, is_public_page
 
 __all__ = ["register", "unauthorised", "access_from"]
@@ -31,6 +32,7 @@ def register(app: Flask) -> None:
     public = {fhir + p for p in _PUBLIC} | {fhir + p + "/" for p in _PUBLIC}
 
     @app.before_request
+    @lean_read_safe("the lean path checks the same token with access_from")
     def authorise() -> Response | None:
         g.access = None
         if app.config.get("AUTH") and is_page(request.path):

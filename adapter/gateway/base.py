@@ -2,10 +2,26 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import current_app, request
 
-__all__ = ["service_base", "is_public"]
+H = TypeVar("H", bound=Callable[..., object])
+
+__all__ = ["service_base", "is_public", "lean_read_safe", "LEAN_READ_SAFE"]
+
+LEAN_READ_SAFE = "lean_read_safe"  # the attribute lean_read_safe() sets on a hook
+
+
+def lean_read_safe(why: str) -> Callable[[H], H]:
+    """Marks a Flask hook that a plain read by id needs nothing more of than the lean read path
+    (lean_read.py) does itself, and says why. A hook without the mark makes every read go
+    through Flask, so a hook added later applies to every read until someone decides otherwise."""
+    def mark(hook: H) -> H:
+        setattr(hook, LEAN_READ_SAFE, why)
+        return hook
+    return mark
 
 
 def service_base() -> str:

@@ -13,6 +13,7 @@ from werkzeug.http import parse_accept_header
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError, bad_request
+from adapter.gateway.base import lean_read_safe
 
 __all__ = ["register", "GZIP_MIN_SIZE", "gzipped"]
 
@@ -27,12 +28,14 @@ def register(app: Flask) -> None:
     app.after_request(_finish)
 
 
+@lean_read_safe("a read with a query string (_pretty) goes through Flask")
 def _check_pretty() -> None:
     value = request.args.get("_pretty") if request.environ.get("QUERY_STRING") else None
     if value not in (None, "true", "false"):
         raise bad_request(f"_pretty: {value!r} is not true or false", "_pretty")
 
 
+@lean_read_safe("the lean path gzips with gzipped(); _pretty needs a query string")
 def _finish(response: Response) -> Response:
     if response.direct_passthrough or response.is_streamed:
         return response  # files sent as they are (Bulk Data NDJSON)

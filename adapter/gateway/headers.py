@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from adapter.gateway.base import is_public
+from adapter.gateway.base import is_public, lean_read_safe
 from adapter.pages import is_asset
 
 __all__ = ["register", "cors_origins", "DATA_HEADERS"]
@@ -49,6 +49,8 @@ def register(app: Flask) -> None:
             return response
 
     @app.after_request
+    @lean_read_safe("the lean path adds DATA_HEADERS; with CORS origins this hook is joined by the preflight, "
+                    "which is not marked, and an Origin header sends a read to Flask anyway")
     def security_headers(response: Response) -> Response:
         headers = response.headers
         nosniff, no_store = DATA_HEADERS

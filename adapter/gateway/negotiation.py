@@ -6,9 +6,10 @@ another type is a 415.
 """
 from __future__ import annotations
 
-from adapter.fhir.outcomes import not_acceptable, unsupported_media_type
+from adapter.fhir.jsonio import dumps
+from adapter.fhir.outcomes import FhirError, not_acceptable, unsupported_media_type
 
-__all__ = ["response_type", "check_body_type", "content_type", "FHIR_JSON"]
+__all__ = ["response_type", "check_body_type", "content_type", "error_answer", "FHIR_JSON"]
 
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {FHIR_JSON, "application/json", "application/json+fhir", "text/json"}
@@ -73,3 +74,14 @@ def check_body_type(header: str | None) -> None:
     media = (header or "").split(";")[0].strip().lower()
     if media not in _JSON_TYPES:
         raise unsupported_media_type(header or "(none)")
+
+
+def error_answer(error: FhirError, accept: str | None, fmt: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of an error: its OperationOutcome in the negotiated format (JSON
+    when nothing acceptable is), with the error's own headers. The one way errors are written,
+    by Flask's error path (rest.error_response) and the lean read path alike."""
+    try:
+        media = response_type(accept, fmt)
+    except FhirError:
+        media = FHIR_JSON
+    return error.status, [*error.headers.items(), ("Content-Type", content_type(media))], dumps(error.outcome())

@@ -9,7 +9,6 @@ from typing import Any
 from flask import Blueprint, Request, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from adapter.fhir.jsonio import dumps
 from adapter.fhir.outcomes import FhirError, bad_request, method_not_allowed, too_large, unsupported_media_type
 from adapter.gateway import bulk
 from adapter.gateway.access import repository
@@ -17,7 +16,7 @@ from adapter.gateway.base import service_base
 from adapter.gateway.body import read_body
 from adapter.gateway.core import FhirRequest, Route
 from adapter.gateway.routes import ROUTES
-from adapter.gateway.negotiation import FHIR_JSON, check_body_type, content_type, response_type
+from adapter.gateway.negotiation import check_body_type, content_type, error_answer, response_type
 from adapter.gateway.operations import OPERATION_ROUTES
 from adapter.gateway.transactions import BUNDLE_ROUTES
 
@@ -97,8 +96,5 @@ def metadata() -> Response:
 
 
 def error_response(error: FhirError) -> Response:
-    try:
-        media = response_type(request.headers.get("Accept"), request.args.get("_format"))
-    except FhirError:
-        media = FHIR_JSON
-    return Response(dumps(error.outcome()), error.status, error.headers, content_type=content_type(media))
+    status, headers, body = error_answer(error, request.headers.get("Accept"), request.args.get("_format"))
+    return Response(body, status, headers)
