@@ -113,7 +113,7 @@ def end_to_end(export: pathlib.Path, db: str, workers: int, site: str = "a") -> 
     out, err = process.communicate()
     seconds = time.perf_counter() - started
     sampler.join()
-    summary = next((line for line in err.splitlines() if "rows read" in line), err.strip()[-300:])
+    summary = next((line for line in (out + err).splitlines() if "rows read" in line), err.strip()[-300:])
     used = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers are waited for by the ingest
     return seconds, peak, summary, used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
 

@@ -55,7 +55,7 @@ def _count(store: SqlStore) -> int:
 
 def test_a_killed_ingest_run_again_ends_equal_to_a_clean_one(db_url, store, tmp_path):
     export = tmp_path / "export.csv"
-    write_export(25, export)
+    write_export(60, export)  # more rows than the write stage takes at once: its workers live on
     cli = [str(Path(sys.executable).parent / "fhir-adapter"), "ingest", "--site", "site-a",
            "--mapping", str(SPEC), "--db", db_url, "--workers", "2", str(export)]
     env = {**os.environ, "UCMSC_SITE_A_KEY": KEY}

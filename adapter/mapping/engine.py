@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.fhir import jsonio
+from adapter.fhir.extract import Indexed
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.failures import Failures, Rejection, ref_of, references_in
@@ -56,6 +57,7 @@ class RecordResult:
     # rows (file, line) of its record holding values its rules look up: quarantined with it
     looked: set[tuple[str, int]] = field(default_factory=set)
     seen: set[str] = field(default_factory=set)  # fields read
+    prepared: list[Indexed] = field(default_factory=list)  # its resources with their index rows (run.py)
 
     partly: bool = False  # some resources made, some rejected
 

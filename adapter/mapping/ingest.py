@@ -18,7 +18,8 @@ from adapter.mapping.catalogue import catalogue_resources
 from adapter.mapping.concept_maps import concept_map
 from adapter.mapping.engine import RecordResult
 from adapter.mapping.scopes import read_source
-from adapter.mapping.run import MappingReport, records, store_results, timed
+from adapter.mapping.run import MappingReport, records, timed
+from adapter.mapping.write_stage import WriteStage
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.private import open_private, private_dir
@@ -123,7 +124,6 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
          store: Repository | None = None, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
     jail = Quarantine(spec, quarantine) if quarantine else None
     bar = _progress(progress)
-    deferred: list[tuple[SourceRow | None, RecordResult]] = []
 
     def done(row: SourceRow | None, result: RecordResult) -> Iterator[list[dict[str, Any]]]:
         report.add(result)
@@ -136,28 +136,12 @@ def _run(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, rec
             jail.add(row, result)
 
     try:
-        for row, result in records(spec, files, key, recorded, workers, store=store, batch_size=batch_size):
+        mapped = records(spec, files, key, recorded, workers, prepare=store is not None)
+        pairs = WriteStage(store, batch_size).run(mapped) if store is not None else mapped
+        for row, result in pairs:
             if bar is not None:
                 bar.update()
-            if result.dangling:
-                deferred.append((row, result))
-                continue
             yield from done(row, result)
-        while deferred and store is not None:  # the rest is written: offer them again
-            offered = [result for _, result in deferred]
-            store_results(store, offered, batch_size)
-            still = [(row, result) for row, result in deferred if result.dangling]
-            for row, result in deferred:
-                if not result.dangling:
-                    yield from done(row, result)
-            if len(still) == len(deferred):
-                for row, result in still:  # rejected: a row whose references never resolved
-                    result.rejections, result.dangling, result.resources = \
-                        result.rejections + result.dangling, [], []
-                    result.partly = False
-                    yield from done(row, result)
-                break
-            deferred = still
     finally:
         if bar is not None:
             bar.close()

@@ -4,16 +4,15 @@ Rows are read one at a time, checked for duplicates, then mapped, validated and 
 is given) written in batches; results come back in file order, a bounded number in flight, so
 memory does not grow with the file. Every row read ends accepted or rejected.
 
-With worker processes, each worker writes the rows it mapped through its own store handle:
-shipping a million resources back to one writing process cost more than writing them (the
-unpickling alone ~40 us a resource), and SQLite serialises the writers' transactions anyway.
+Mapping is pure: the workers map, validate and extract each resource's index rows (`prepare`,
+the writer's costliest part, done where there are cores), and hand the results back; the one
+write stage (write_stage.py) writes them and owns what comes back unresolved.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import hashlib
-import itertools
 import multiprocessing
 import os
 import pathlib
@@ -30,10 +29,9 @@ from adapter.mapping.lookups import record_histories
 from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec
 from adapter.mapping.tally import STATUSES, Tally
-from adapter.store.repository import Loadable, Repository, StoredResource
 from adapter.workers import die_with_parent
 
-__all__ = ["MappingReport", "records", "store_results", "CHUNK"]
+__all__ = ["MappingReport", "records", "CHUNK"]
 
 CHUNK = 200  # rows per task sent to a worker process
 KEEP_REJECTIONS = 10_000  # kept in memory for the report; all are counted (and quarantined)
@@ -163,44 +161,16 @@ class _Job:
     key: bytes
     recorded: str
     check: bool
-    store: Repository | None  # write accepted rows here (and return them without resources)
-    batch_size: int = 1000
+    prepare: bool  # extract each resource's index rows here, for the write stage
     histories: dict[str, list[Any]] | None = None  # lookups.record_histories, when the spec looks up
 
 
 def _map_rows(job: _Job, rows: list[SourceRow]) -> list[RecordResult]:
     results = [map_record(job.spec, job.key, row, job.recorded, job.check, job.histories) for row in rows]
-    if job.store is not None:
-        store_results(job.store, results, job.batch_size)
+    if job.prepare:
+        for result in results:
+            result.prepared = [Indexed(r, extract(r)) for r in result.resources]
     return results
-
-
-def store_results(store: Repository, results: list[RecordResult], batch_size: int = 1000) -> None:
-    """Write each accepted result's resources (one group each). A result whose references do not
-    resolve keeps its resources and gets `dangling`: the target may be another worker's row,
-    not written yet, so the ingest offers it again at its end (ingest.py)."""
-    writing = [result for result in results if result.resources]
-    groups: list[Loadable | list[Loadable]] = [
-        [Indexed(r, extract(r)) for r in result.resources] for result in writing]
-    outcomes: list[StoredResource] = []
-    refused: dict[int, list[Any]] = {}
-    store.load(iter(groups), batch_size=batch_size, analyze=False,  # analysed once, at the end
-               volatile={"Provenance": ("recorded",)}, outcomes=outcomes,
-               refused=lambda position, _group, why: refused.__setitem__(position, why))
-    done = iter(outcomes)
-    for position, result in enumerate(writing):
-        if position in refused:
-            lost = tuple(f"{r['resourceType']}/{r['id']}" for r in result.resources)  # the row's group, whole
-            result.dangling = [Rejection(result.file, result.line, d.expression, d.reference, "", d.reason, lost)
-                               for d in refused[position]]
-            continue
-        result.dangling = []
-        result.written = [(s.resource_type, s.id, _status(s)) for s in itertools.islice(done, len(result.resources))]
-        result.resources = []
-
-
-def _status(stored: StoredResource) -> str:
-    return "created" if stored.created else "unchanged" if stored.unchanged else "updated"
 
 
 _WORKER: dict[str, Any] = {}
@@ -209,24 +179,18 @@ _WORKER: dict[str, Any] = {}
 
 
 def _map_chunk(rows: list[SourceRow]) -> list[RecordResult]:
-    job: _Job = _WORKER["job"]
-    if job.store is not None and "store" not in _WORKER:
-        _WORKER["store"] = job.store = job.store.reopen()  # this process's own connections
-    return _map_rows(job, rows)
+    return _map_rows(_WORKER["job"], rows)
 
 
 def records(spec: MappingSpec, files: Iterable[str | pathlib.Path], key: bytes, recorded: str,
-            workers: int = 1, check: bool = True, store: Repository | None = None,
-            batch_size: int = 1000) -> Iterator[tuple[SourceRow | None, RecordResult]]:
+            workers: int = 1, check: bool = True, prepare: bool = False) -> Iterator[tuple[SourceRow | None, RecordResult]]:
     """(row, result) for every row of the files, in file order; `workers` > 1 maps in processes.
-
-    With a `store`, accepted rows are written (a row's resources in one transaction) before
-    their result is yielded, and results carry no resources."""
+    `prepare`: each result's resources also come with their index rows (`result.prepared`)."""
     histories = None
     if spec.looked_up:  # a first pass: each record's visits, with the fields rules look up
         files = list(files)
         histories = record_histories(spec, files)
-    job = _Job(spec, key, recorded, check, store, batch_size, histories)
+    job = _Job(spec, key, recorded, check, prepare, histories)
     if workers <= 1:
         pending: list[SourceRow | RecordResult] = []
 
