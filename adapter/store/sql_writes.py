@@ -1,7 +1,7 @@
 """The store's one write path on SQL: a batch of resources versioned, stored as bytes with
 their history rows, and indexed, inside the caller's transaction; deletions as tombstones; and
-the Transaction handle over one connection. SqlStore (sql_store.py) runs them, as do its loads
-(sql_load.py)."""
+the Transaction handle over one connection. SqlStore (sql_store.py) runs them for every write:
+REST, transaction Bundles and loads."""
 from __future__ import annotations
 
 import uuid
