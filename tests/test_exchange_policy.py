@@ -8,7 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from adapter.cli import main
-from adapter.exchange.policy import AGE_AT_ENROLMENT, EXCHANGE_POLICY_SYSTEM, Deidentifier, SpecError, load_policy
+from adapter.exchange.anonymity import AGE_AT_ENROLMENT
+from adapter.exchange.deidentify import Deidentifier
+from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, SpecError, load_policy
 from adapter.exchange.view import POLICY_DIR
 from adapter.fhir.sites import SITE_SYSTEM
 from adapter.fhir.validation import validate
@@ -31,13 +33,13 @@ def test_the_policy_keeps_generalizes_pseudonymizes_and_redacts_the_rest():
                                 text={"status": "generated", "div": "<div>Jo Doe</div>"},
                                 _birthDate={"extension": [{"url": "x", "valueString": "22 May"}]},
                                 newElementAddedLater="whatever"))
-    assert out["birthDate"] == "2019-05" and "_birthDate" not in out
+    assert out["birthDate"] == "2019" and "_birthDate" not in out  # the year, at most
     assert not {"name", "telecom", "text", "newElementAddedLater"} & set(out)  # nothing named: redacted
     assert out["gender"] == "female"
     assert out["identifier"] == [{"system": POLICY.pseudonym_system, "value": out["identifier"][0]["value"]}]
     assert "A0001" not in json.dumps(out) and out["id"].startswith("site-a-")
-    assert {"url": AGE_AT_ENROLMENT, "valueAge": {"value": 72, "unit": "mo", "system": "http://unitsofmeasure.org",
-                                                  "code": "mo"}} in out["extension"]
+    assert {"url": AGE_AT_ENROLMENT, "valueAge": {"value": 6, "unit": "a", "system": "http://unitsofmeasure.org",
+                                                  "code": "a"}} in out["extension"]  # 72 completed months
     assert {"system": EXCHANGE_POLICY_SYSTEM, "code": "centre-v1", "version": "1.0.0"} in out["meta"]["security"]
     assert SITE in out["meta"]["security"] and validate(out) == []
     # the same child, the same pseudonym and id, every time; another key, others
@@ -114,8 +116,13 @@ def test_exchange_check_passes_the_policy_and_fails_one_that_keeps_birth_dates(t
     (loose / "centre-v1.yaml").write_text(text[:start] + "  - {path: Patient.birthDate, action: keep}\n" + text[end:])
     failed = runner.invoke(main, ["exchange", "check", "centre-v1", "--policy-dir", str(loose), *args])
     assert failed.exit_code == 1
-    assert "Patient.birthDate: a full birth date (day precision) survives (birth-date)" in failed.output
+    assert "Patient.birthDate (keep, line" in failed.output and "finer than its year" in failed.output
     assert "2019-05-22" not in failed.output  # findings never show the value
+    month = text[:start] + ("  - {path: Patient.birthDate, action: generalize, to: year-month, "
+                            "age_at_enrolment: true}\n") + text[end:]
+    (loose / "centre-v1.yaml").write_text(month)
+    refused = runner.invoke(main, ["exchange", "check", "centre-v1", "--policy-dir", str(loose), *args])
+    assert refused.exit_code == 1 and "(generalize to year-month, line" in refused.output
 
 
 def test_clients_add_policy_names_a_policy_that_exists(tmp_path):

@@ -115,7 +115,8 @@ def test_a_site_shares_the_plan_with_its_requests_under_the_centres_policy(proto
     references in it re-keyed like every other: no activity of a shared plan points nowhere."""
     from datetime import date
 
-    from adapter.exchange.policy import Deidentifier, load_policy, policy_path
+    from adapter.exchange.deidentify import Deidentifier
+    from adapter.exchange.policy import load_policy, policy_path
     from adapter.fhir.sites import with_site
     from adapter.protocol.apply import apply_plan
     from conftest import ROOT

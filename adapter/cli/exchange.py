@@ -11,6 +11,7 @@ import click
 
 from adapter.cli.options import DB_OPTION
 from adapter.exchange.check import check_policy, store_needles
+from adapter.exchange.anonymity import Release
 from adapter.exchange.policy import SpecError, load_policy, policy_path
 from adapter.exchange.pull import PullFailed, PullOptions, load_client_key, pull_site
 from adapter.exchange.pull_record import log_attempt, site_status
@@ -88,6 +89,8 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
         store.close()
     for rtype in sorted(set(report.shared) | set(report.withheld)):
         click.echo(f"{rtype}: {report.shared[rtype]} shared, {report.withheld[rtype]} kept at the site")
+    if report.release is not None:
+        _print_release(report.release)
     for problem in report.problems:
         click.echo(problem, err=True)
     if not report.ok:
@@ -95,6 +98,20 @@ def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: 
         raise click.ClickException(f"{report.problem_count} problem(s) in what {policy_name} lets out"
                                    + (f" ({shown} shown)" if shown < report.problem_count else ""))
     click.echo(f"{policy_name}: nothing identifying survives ({sum(report.shared.values())} resources checked)")
+
+
+def _print_release(release: Release) -> None:
+    """The k-anonymity of what the policy lets out: levels, class sizes, loss, suppression."""
+    levels = ", ".join(f"{qi} level {n}" for qi, n in release.levels.items())
+    click.echo(f"k-anonymity (k = {release.k}): {release.children} children; generalised to {levels}")
+    sizes = ", ".join(f"{size}: {n}" for size, n in sorted(release.distribution().items()))
+    click.echo(f"  children by the size of their class (size: children): {sizes or 'none'}")
+    smallest = min(release.classes.values(), default=0)
+    click.echo(f"  smallest class {smallest}; {len(release.classes)} classes; {len(release.suppressed)} children "
+               f"suppressed ({len(release.suppressed) / max(release.children, 1):.1%}, at most "
+               f"{release.max_suppressed:.0%} allowed)")
+    loss = ", ".join(f"{qi} {share:.0%}" for qi, share in release.loss.items())
+    click.echo(f"  information lost (0%: exact, 100%: withheld), per quasi-identifier: {loss}")
 
 
 @exchange.command("pull")

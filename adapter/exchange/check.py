@@ -17,7 +17,10 @@ from typing import Any
 
 import orjson
 
-from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Deidentifier
+from adapter.exchange.anonymity import Release
+from adapter.exchange.deidentify import Deidentifier
+from adapter.exchange.free_text import free_text_findings
+from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM
 from adapter.exchange.scan import Needles, structural_findings
 from adapter.fhir.definitions import DATA_TYPES
 from adapter.fhir.search import parse_search
@@ -35,6 +38,7 @@ class CheckReport:
     withheld: Counter[str] = field(default_factory=Counter)  # resources it keeps in, by type
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
+    release: Release | None = None  # the policy's k-anonymity on this store (None: it declares none)
 
     @property
     def ok(self) -> bool:
@@ -100,4 +104,16 @@ def check_policy(repo: Repository, policy: Deidentifier, needles: Needles) -> Ch
                 report.add(f"{where}: {finding.path}: {finding.reason} ({finding.kind})")
             for finding in needles.findings(orjson.dumps(out), where):
                 report.add(f"{where}: {finding.path}: {finding.reason} ({finding.kind})")
+            for path, what in free_text_findings(out, policy.policy.extensions, policy.policy.free_text_kept):
+                report.add(f"{where}: {path}: {what} survives (free-text)")
+    for problem in policy.policy.release_problems():
+        report.add(f"the policy: {problem}")
+    release = policy.release
+    if release is not None and not release.ok:
+        report.add(f"k-anonymity: the policy does not reach k = {release.k}: {len(release.suppressed)} of "
+                   f"{release.children} children would have their quasi-identifiers withheld, more than "
+                   f"{release.max_suppressed:.0%}" if all(n >= release.k for n in release.classes.values()) else
+                   f"k-anonymity: classes below k = {release.k} remain: "
+                   f"{sorted(n for n in release.classes.values() if n < release.k)}")
+    report.release = release
     return report

@@ -19,7 +19,10 @@ from typing import Any
 
 import orjson
 
-from adapter.exchange.policy import Deidentifier, SpecError, load_policy, policy_path
+from adapter.exchange.deidentify import Deidentifier
+from adapter.exchange.displays import known_displays
+from adapter.exchange.policy import SpecError, load_policy, policy_path
+from adapter.exchange.site_release import enrolments, site_release
 from adapter.fhir.outcomes import FhirError, bad_request, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import beside_store, open_private, private_dir
@@ -74,16 +77,8 @@ def deidentifier(store: Repository, name: str, directory: str | os.PathLike[str]
         raise forbidden(f"this client is registered with the exchange policy {name!r}, which is not usable "
                         f"here ({len(error.problems)} problem(s): see `fhir-adapter exchange check {name}`): "
                         "nothing is served under it until it is fixed") from None
-    return Deidentifier(policy, exchange_key(key_file), _enrolment_in(store))
-
-
-def _enrolment_in(store: Repository) -> Any:
-    def enrolment(patient_id: str) -> str | None:
-        found = store.search(parse_search("ResearchSubject", [("individual", f"Patient/{patient_id}"),
-                                                              ("_count", "50"), ("_total", "none")]))
-        starts = [(orjson.loads(e.data or b"{}").get("period") or {}).get("start") for e in found.entries]
-        return min((s for s in starts if s), default=None)
-    return enrolment
+    return Deidentifier(policy, exchange_key(key_file), lambda patient_id: enrolments(store).get(patient_id),
+                        known_displays(store), lambda deid: site_release(store, deid))
 
 
 class PolicyView(Forwarding):
@@ -92,6 +87,15 @@ class PolicyView(Forwarding):
     def __init__(self, inner: Repository, policy: Deidentifier) -> None:
         super().__init__(inner)
         self.policy = policy
+        if policy.policy.release_problems():
+            raise forbidden(f"the exchange policy {policy.policy.name} is refused by its check: "
+                            f"{policy.policy.release_problems()[0]}; nothing is served under it")
+        release = policy.release
+        if release is not None and not release.ok:  # never a release below the policy's k
+            raise forbidden(f"the exchange policy {policy.policy.name} does not reach k = {release.k} on this "
+                            f"site's data ({len(release.suppressed)} of {release.children} children would have to "
+                            f"be suppressed; see `fhir-adapter exchange check {policy.policy.name}`): nothing is "
+                            "served under it")
         # _lastUpdated: what Bulk Data's _since is made of; the labels, when the policy keeps them.
         kept = {r.path for r in policy.policy.rules if r.action == "keep"}
         self._filters = {"_lastUpdated"} | {f"_{e}" for e in ("security", "tag") if f"Resource.meta.{e}" in kept}

@@ -1,0 +1,65 @@
+"""The release a site's data get under a policy with k-anonymity: worked out on the whole store
+(each child's Patient and cerebral palsy Conditions, as the policy lets them out), kept while
+the store is unchanged (a write makes the next request work it out again), and the same for
+`exchange check`, every export and every read of the policy's client."""
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from adapter.exchange.anonymity import Child, Release, release
+from adapter.exchange.deidentify import Deidentifier
+from adapter.fhir.search import parse_search
+from adapter.fhir.sites import sites_of
+from adapter.outcomes.memo import remember
+from adapter.store.repository import Repository
+
+__all__ = ["site_release", "enrolments"]
+
+_ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+def site_release(store: Repository, deidentifier: Deidentifier) -> Release | None:
+    config = deidentifier.policy.k_anonymity
+    if config is None:
+        return None
+    key = (deidentifier.policy.name, deidentifier.policy.version, repr(config),
+           deidentifier.keyed("release"))  # the key's digest: a new key is another release
+    return remember(store, "exchange release", key, lambda: release(config, _children(store), deidentifier.share))
+
+
+def enrolments(store: Repository) -> dict[str, str]:
+    """Patient id -> the first day of its ResearchSubject's period (the first injection)."""
+    def read() -> dict[str, str]:
+        found: dict[str, str] = {}
+        for subject in _every(store, "ResearchSubject"):
+            who = ((subject.get("individual") or {}).get("reference") or "").removeprefix("Patient/")
+            start = (subject.get("period") or {}).get("start")
+            if who and isinstance(start, str) and (who not in found or start < found[who]):
+                found[who] = start
+        return found
+    return remember(store, "exchange enrolments", "all", read)
+
+
+def _children(store: Repository) -> list[Child]:
+    conditions: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for condition in _every(store, "Condition"):
+        if _cerebral_palsy(condition):
+            who = ((condition.get("subject") or {}).get("reference") or "").removeprefix("Patient/")
+            conditions[who].append(condition)
+    return [(patient["id"], patient, conditions.get(patient["id"], [])) for patient in _every(store, "Patient")
+            if len(sites_of(patient)) == 1]
+
+
+def _cerebral_palsy(condition: dict[str, Any]) -> bool:
+    codings = (condition.get("code") or {}).get("coding") or []
+    return any(c.get("system") == _ICD10 and str(c.get("code", "")).startswith("G80") for c in codings)
+
+
+def _every(store: Repository, rtype: str) -> Iterator[dict[str, Any]]:
+    for page in store.scan(parse_search(rtype, [("_count", "1000"), ("_total", "none")])):
+        for entry in page:
+            yield orjson.loads(entry.data or b"{}")
