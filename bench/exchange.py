@@ -135,18 +135,18 @@ def plain_export(base: str, folder: pathlib.Path, out: pathlib.Path) -> tuple[in
     """(resources, seconds) of a system-level $export by the client without policy, every file
     downloaded (streamed to disk, as the pull does)."""
     from adapter.exchange.policy import load_policy
-    from adapter.exchange.pull import PullOptions, _download, _kick_off, _Site, _wait, load_client_key
+    from adapter.exchange.site_client import PullOptions, SiteClient, download, kick_off, load_client_key, wait_for_manifest
     out.mkdir(parents=True, exist_ok=True)
     options = PullOptions("site-a", base, "plain", load_client_key(folder / "plain" / "centre-private.jwk.json"),
                           load_policy(ROOT / "mappings" / "exchange" / "centre-v1.yaml"), out, since=None)
     started = time.perf_counter()
-    site = _Site(options)
-    status_url = _kick_off(site, None)
-    manifest = _wait(site, status_url, lambda _: None)
+    site = SiteClient(options)
+    status_url = kick_off(site, None)
+    manifest = wait_for_manifest(site, status_url, lambda _: None)
     count = 0
     for n, item in enumerate(manifest["output"]):
         path = out / f"{n}.ndjson"
-        _download(site, item["url"], path)
+        download(site, item["url"], path)
         with path.open("rb") as handle:
             count += sum(1 for line in handle if line.strip())
         path.unlink()

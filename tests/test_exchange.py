@@ -322,13 +322,13 @@ def test_a_file_that_fails_verification_is_refused_whole_and_quarantined(tmp_pat
 
 
 def test_a_manifest_must_say_its_transaction_time_as_an_instant():
-    from adapter.exchange.pull import _is_manifest
+    from adapter.exchange.site_client import is_manifest
     good = {"transactionTime": "2026-11-30T01:02:03.456Z", "output": [{"type": "Patient", "url": "https://s/x"}]}
-    assert _is_manifest(good)
+    assert is_manifest(good)
     for bad in ({**good, "transactionTime": "2026"}, {**good, "transactionTime": "garbage"},
                 {**good, "transactionTime": "2026-11-30T01:02:03"}, {**good, "output": [{"type": "Patient"}]},
                 {**good, "deleted": "x"}, []):
-        assert not _is_manifest(bad), bad
+        assert not is_manifest(bad), bad
 
 
 def test_the_centres_key_may_be_a_pem_file(kind, tmp_path):

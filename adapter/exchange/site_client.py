@@ -29,7 +29,7 @@ from adapter.errors import AdapterError
 from adapter.exchange.policy import Policy
 from adapter.private import open_private
 
-__all__ = ["PullOptions", "PullFailed", "JobGone", "SiteClient", "load_client_key", "kick_off", "wait_for_manifest",
+__all__ = ["PullOptions", "PullFailed", "JobGone", "SiteClient", "load_client_key", "kick_off", "wait_for_manifest", "is_manifest",
            "download"]
 
 log = logging.getLogger("adapter.exchange.pull")
@@ -173,7 +173,7 @@ def _check(answer: requests.Response, what: str, *expected: int) -> requests.Res
     return answer
 
 
-def _is_manifest(manifest: Any) -> bool:
+def is_manifest(manifest: Any) -> bool:
     """A Bulk Data manifest as the pull relies on it: a transactionTime that is a full instant,
     output and deleted as lists of {type, url}."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("transactionTime"), str):
@@ -211,7 +211,7 @@ def wait_for_manifest(site: SiteClient, status_url: str, say: Callable[[str], No
         if answer.status_code == 200:
             try:
                 manifest = answer.json()
-                if _is_manifest(manifest):
+                if is_manifest(manifest):
                     return manifest
             except ValueError:
                 pass
