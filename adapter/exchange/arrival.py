@@ -29,6 +29,7 @@ import orjson
 from adapter.errors import AdapterError
 from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy
 from adapter.exchange.pull_record import PULL_SYSTEM
+from adapter.exchange.free_text import free_text_findings
 from adapter.exchange.scan import structural_findings
 from adapter.fhir.extract import Indexed, IndexRows, extract, parse_reference
 from adapter.fhir.sites import sites_of
@@ -220,6 +221,8 @@ class Arrival:
         except RecursionError:
             return resource, [*problems, "nested too deeply to be checked"]
         problems.extend(f"{f.path}: {f.reason} ({f.kind})" for f in findings)
+        problems.extend(f"{path}: {what} arrived (free-text)" for path, what in free_text_findings(
+            resource, self.policy.extensions, self.policy.free_text_kept))
         for coding in (resource.get("meta") or {}).get("security", []):
             if isinstance(coding, dict) and coding.get("system") == EXCHANGE_POLICY_SYSTEM:
                 self.policies_seen.add(f"{coding.get('code')}|{coding.get('version')}")

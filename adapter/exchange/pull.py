@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapter.exchange.arrival import Arrival, Refused, prepared_path
+from adapter.exchange.arrival_anonymity import k_problem
 from adapter.exchange.pull_record import PullReport, last_success, record_provenance
 from adapter.exchange.site_client import (
     JobGone, PullFailed, PullOptions, SiteClient, download, kick_off, load_client_key, wait_for_manifest,
@@ -101,6 +102,12 @@ def _pull(store: Repository, options: PullOptions, site: SiteClient, state: _Sta
                                       f"{'.deleted' if deleted else ''}.ndjson")) is not None]
     finally:
         arrival.close()
+    problem = k_problem(store, options.site, options.policy, [
+        (item["type"], state.folder / name) for item, deleted, name in fetched
+        if not deleted and not state.data["files"][name].get("loaded")])
+    if problem is not None:
+        _refuse_all(state, arrival, fetched, report, say, problem)
+        fetched = []
     _load_all(store, state, arrival, fetched, report, say)
     if report.ok and report.files:
         # The policies of every file, as verified in this run or in a run that was killed after
@@ -117,6 +124,19 @@ def _pull(store: Repository, options: PullOptions, site: SiteClient, state: _Sta
     state.finish()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _refuse_all(state: _State, arrival: Arrival, fetched: list[tuple[dict[str, Any], bool, str]],
+                report: PullReport, say: Callable[[str], None], why: str) -> None:
+    """Every file of the pull not loaded yet, into quarantine: nothing of it is loaded."""
+    say(f"{arrival.site}: REFUSED the whole pull: {why}")
+    for _, _, name in fetched:
+        path = state.folder / name
+        if not state.data["files"][name].get("loaded") and path.exists():
+            where = arrival.refuse(path, Refused(name, [why], 0))
+            report.refused.append(f"{name}: {why} (quarantined: {where})")
+        state.data["files"].pop(name, None)
+    state.save()
 
 
 def _earlier(instant: str | None, seconds: float) -> str | None:
