@@ -96,7 +96,7 @@ def test_a_value_whose_keys_name_its_form_gets_that_forms_problem(tmp_path):
     path = spec_with(tmp_path, "{observation: barthel, value: barthel}",
                      "{observation: barthel, value: {field: barthel, mapp: {a: b}}}")
     assert [p.split(": ", 1)[1] for p in problems_of(path)] == [
-        "rules[10].value.mapp: unknown key (expected one of: field, from_visit, latest, map, part, split, unit)"]
+        "rules[10].value.mapp: unknown key (expected one of: field, from_visit, latest, map, part, pattern, split, table, unit, units)"]
 
 
 SITE_B = (MAPPINGS / "site-b.yaml").read_text(encoding="utf-8")
