@@ -325,6 +325,8 @@ def _site_agent(spec: MappingSpec) -> dict[str, Any]:
     them); a protocol without `sites:` makes no Organization to name: the site's identifier."""
     if spec.site in spec.catalogue.sites:
         return {"reference": f"Organization/{spec.site}", "display": spec.catalogue.sites[spec.site]}
+    if spec.site_entry is not None:  # declared beside the mapping: each ingest writes its Organization
+        return {"reference": f"Organization/{spec.site}", "display": spec.site_entry["name"]}
     return {"identifier": {"system": f"{spec.catalogue.base}/{SITE_SYSTEM_PATH}", "value": spec.site},
             "display": spec.data["mapping"].get("title", spec.site)}
 

@@ -16,6 +16,7 @@ from adapter.fhir.extract import Indexed, extract
 from adapter.fhir.validation import validate
 from adapter.mapping.catalogue import catalogue_resources
 from adapter.mapping.concept_maps import concept_map
+from adapter.mapping.site_local import site_definitions
 from adapter.mapping.engine import RecordResult
 from adapter.mapping.reading import check_files
 from adapter.mapping.scopes import read_source
@@ -157,6 +158,8 @@ def _write_catalogue(spec: MappingSpec, repo: Repository, report: MappingReport)
     ConceptMap (its code maps, concept_maps.py): written (or left unchanged) with every ingest,
     validated like every resource, so that what the store serves is what mapped its data."""
     made = [*catalogue_resources(spec.catalogue), concept_map(spec)]
+    if spec.site_entry is not None:  # a site declared beside its mapping: its Organization and Location
+        made += site_definitions(spec.catalogue, spec.site_entry)
     for resource in made:
         issues = validate(resource)
         if issues:  # the catalogue and the mapping are ours: a defect, not a site's bad row

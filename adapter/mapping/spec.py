@@ -20,6 +20,7 @@ from adapter.mapping.fields import map_targets
 from adapter.mapping.identifiers import check_identifiers
 from adapter.mapping.rules import CODE_TABLES, FLAT_KINDS, KINDS, body_of, referenced_fields, table_fields
 from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
+from adapter.mapping.site_local import extend_catalogue, load_site
 from adapter.mapping.tables import VISIT_KEY, Table, compile_tables
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
@@ -71,6 +72,7 @@ class MappingSpec:
     looked_up: frozenset[str] = frozenset()  # fields rules read from other rows of the record
     warnings: tuple[str, ...] = ()  # `file:line: key: message`, printed by `mapping check`
     table_fields: dict[str, tuple[str, ...]] = default(default_factory=dict)  # the fields read, per table
+    site_entry: dict[str, Any] | None = None  # the site declared beside the mapping (mapping.site_file)
 
     def table(self, name: str) -> Table:
         """A table by name ("": the one table of a source without `tables:`)."""
@@ -117,6 +119,7 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
         catalogue = load_catalogue(pathlib.Path(path).parent / data["mapping"]["catalogue"])
     except SpecError as exc:
         raise SpecError([lines.problem(("mapping", "catalogue"), p) for p in exc.problems]) from exc
+    catalogue, site_entry = _site_local(data, lines, path, catalogue)
     problems: list[str] = []
     tabular = data["source"]["format"] in TABULAR
     tables = compile_tables(data["source"], lines, problems)
@@ -139,14 +142,33 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
     problems += refused
     problems += _check_arms(data, lines, catalogue)
     site = data["mapping"]["site"]
-    if catalogue.sites and site not in catalogue.sites:  # its data's Provenance would name no Organization
+    if catalogue.sites and site not in catalogue.sites and site_entry is None:  # its Provenance would name no Organization
         problems.append(lines.problem(("mapping", "site"), f"unknown site {site!r}: not one of the protocol's "
-                                      f"sites ({', '.join(catalogue.sites)}; add it under `sites:` in "
+                                      f"sites ({', '.join(catalogue.sites)}; declare it in a file of its own, "
+                                      "mapping.site_file, or add it under `sites:` in "
                                       f"{catalogue.data['catalogue']['protocol']})"))
     if problems:
         raise SpecError(problems)
     return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tables, looked, tuple(warnings),
-                       table_fields(data, tables, catalogue))
+                       table_fields(data, tables, catalogue), site_entry)
+
+
+def _site_local(data: dict[str, Any], lines: Lines, path: str | pathlib.Path, catalogue: Catalogue
+                ) -> tuple[Catalogue, dict[str, Any] | None]:
+    """The site file and the catalogue extension the mapping names, beside it (site_local.py)."""
+    folder, mapping = pathlib.Path(path).parent, data["mapping"]
+    site = None
+    for key in ("site_file", "catalogue_extension"):
+        if key not in mapping:
+            continue
+        try:
+            if key == "site_file":
+                site = load_site(folder / mapping[key], mapping["site"], catalogue)
+            else:
+                catalogue = extend_catalogue(catalogue, folder / mapping[key], mapping["site"])
+        except SpecError as exc:
+            raise SpecError([lines.problem(("mapping", key), p) for p in exc.problems]) from exc
+    return catalogue, site
 
 
 def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str], tables: list[str]) -> frozenset[str]:
