@@ -25,7 +25,7 @@ from adapter.mapping.tables import VISIT_KEY, Table, compile_tables
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "SITE_SPECS", "TABULAR"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "SITE_SPECS", "TABULAR", "shipped_mappings"]
 
 # The site mappings this adapter ships (mappings/sites/).
 SITE_SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "sites"
@@ -34,6 +34,12 @@ _VISIT = VISIT_KEY
 TABULAR = ("csv", "redcap", "xlsx", "xls")
 _REDCAP_SYSTEM = {"record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
                   "redcap_data_access_group"}
+
+
+def shipped_mappings() -> list[pathlib.Path]:
+    """The site mappings this adapter ships (mappings/sites/site-*.yaml), not the files beside
+    them (site-e.site.yaml, site-e.catalogue.yaml: a site's file and its catalogue extension)."""
+    return sorted(p for p in SITE_SPECS.glob("site-*.yaml") if "." not in p.stem)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from adapter.mapping.spec import SITE_SPECS
 from adapter.mapping.coverage import Coverage, coverage
 from adapter.mapping.fields import fields_of
 from adapter.mapping.identifiers import direct_identifiers
-from adapter.mapping.spec import load_mapping
+from adapter.mapping.spec import load_mapping, shipped_mappings
 from adapter.yamlspec import SpecError
 
 __all__ = ["mappings", "fixtures", "DryRun", "dry_run", "GRID_ROWS"]
@@ -35,7 +35,7 @@ _SUFFIX = {"csv": ".csv", "json": ".json", "ndjson": ".ndjson"}
 
 def mappings() -> list[str]:
     """The site mappings, by name (site-a, ...): the only ones the page accepts."""
-    return sorted(p.stem for p in SITE_SPECS.glob("site-*.yaml"))
+    return [p.stem for p in shipped_mappings()]
 
 
 def fixtures() -> dict[str, pathlib.Path]:
