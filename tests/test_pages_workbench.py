@@ -13,7 +13,7 @@ from conftest import ROOT
 SITES = ROOT / "fixtures" / "sites"
 
 
-@pytest.mark.parametrize("site", ["site-a", "site-b", "site-c", "site-d"])
+@pytest.mark.parametrize("site", ["site-a", "site-b", "site-c", "site-d", "site-e"])
 def test_each_fixture_shows_its_expected_rejections(site):
     name = next(n for n in fixtures() if n.startswith(f"{site}/"))
     run = dry_run(site, name, path=fixtures()[name])
@@ -27,7 +27,7 @@ def test_each_fixture_shows_its_expected_rejections(site):
 
 
 def test_a_file_of_another_shape_or_an_unknown_mapping_is_said_not_raised():
-    assert mappings() == ["site-a", "site-b", "site-c", "site-d"]
+    assert mappings() == ["site-a", "site-b", "site-c", "site-d", "site-e"]
     wrong = dry_run("site-b", "site-a/export.csv", path=fixtures()["site-a/export.csv"])  # CSV to a JSON mapping
     assert wrong.error or (wrong.found is not None and wrong.found.report.rows_rejected)
     assert "unknown mapping" in dry_run("../site-a", "x", upload=b"").error
