@@ -72,15 +72,16 @@ def extend_catalogue(catalogue: Catalogue, path: pathlib.Path, site: str) -> Cat
         raise SpecError(problems)
     own = dict(data.get("local_codes", {}))
     own.update(data.get("body_sites", {}))
-    codings = []
+    codings: list[tuple[tuple[Any, ...], Any]] = []
     for key, concept in data.get("observations", {}).items():
         codings.append((("observations", key, "code"), concept["code"]))
         codings += [(("observations", key, "codes", k), c) for k, c in concept.get("codes", {}).items()]
         if concept["code"]["system"] == LOCAL and "display" in concept["code"]:
             own.setdefault(concept["code"]["code"], concept["code"]["display"])
-        for where, unit in [(("observations", key, "unit"), concept.get("unit"))] + [
-                (("observations", key, "components", c, "unit"), comp["unit"])
-                for c, comp in concept.get("components", {}).items()]:
+        units: list[tuple[tuple[Any, ...], Any]] = [(("observations", key, "unit"), concept.get("unit"))]
+        units += [(("observations", key, "components", c, "unit"), comp["unit"])
+                  for c, comp in concept.get("components", {}).items()]
+        for where, unit in units:
             try:
                 if unit is not None:
                     check_unit(unit)

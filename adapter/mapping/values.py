@@ -18,7 +18,8 @@ _NUMBER = re.compile(r"^[+-]?(\d+([.]\d*)?|[.]\d+)([eE][+-]?\d+)?$")
 def parse_decimal(text: str, decimal_mark: str = ".") -> decimal.Decimal:
     """A number as written, digits kept; `decimal_mark` is ".", "," or "either": a site whose
     typed cells have decimal commas and whose numeric cells print points. Either is taken where
-    the text says which: one mark, once, not followed by exactly three digits (12,5 and 36.5);
+    the text says which: one mark, once, not after 1-3 digits and before exactly three (12,5,
+    36.5 and 0,125);
     both marks, a mark twice, or "1,250" (a thousands separator, or 1.25?) are refused.
 
     Examples:
@@ -32,7 +33,7 @@ def parse_decimal(text: str, decimal_mark: str = ".") -> decimal.Decimal:
             raise ValueError("not a number: both decimal marks ('.' and ','), or a thousands separator")
         if len(marks) > 1:
             raise ValueError(f"not a number: {marks[0]!r} twice (thousands separators?)")
-        if marks and re.fullmatch(r"[+-]?\d{1,3}[.,]\d{3}", raw):
+        if marks and re.fullmatch(r"[+-]?[1-9]\d{0,2}[.,]\d{3}", raw):  # 0,125 says which; 1,250 does not
             raise ValueError(f"ambiguous: {marks[0]!r} before three digits may be a thousands separator or a "
                              "decimal mark (write it without separators)")
         raw = raw.replace(",", ".")
@@ -60,7 +61,7 @@ def parse_date(text: Any, formats: list[str], serials: bool = False) -> str:
 
     Examples:
         >>> parse_date("14/03/2019", ["%d/%m/%Y"]), parse_date(45720, [], serials=True)
-        ('2019-03-14', '2025-03-03')
+        ('2019-03-14', '2025-03-04')
     """
     if isinstance(text, datetime):
         return text.date().isoformat()

@@ -30,7 +30,7 @@ GRID_ROWS = 200  # children shown in the grid; the counts above it cover every r
 # seconds, well inside the worker's time limit, whatever the file (10 MB of site A is 66,000
 # rows, ~2 minutes); the whole file: `fhir-adapter translate --dry-run`.
 MAX_ROWS = 3000
-_SUFFIX = {"csv": ".csv", "json": ".json", "ndjson": ".ndjson"}
+_SUFFIX = {"csv": ".csv", "json": ".json", "ndjson": ".ndjson", "xlsx": ".xlsx", "xls": ".xls"}
 
 
 def mappings() -> list[str]:
@@ -76,7 +76,9 @@ def dry_run(mapping: str, source: str, path: pathlib.Path | None = None, upload:
     try:
         with tempfile.TemporaryDirectory(prefix="workbench-") as folder:
             if upload is not None:  # the engine reads files: the upload goes to a private temp file
-                if spec.tabular or spec.source.get("format") == "ndjson":
+                # a workbook is not cut (its rows are not lines): the upload limit and the
+                # workbook's own bounds (cells, sheets, bytes: workbooks.py) hold it
+                if spec.source.get("format") in ("csv", "redcap", "ndjson"):
                     upload, run.cut = _first_rows(upload, MAX_ROWS, 1 if spec.tabular else 0)
                 path = pathlib.Path(folder) / f"upload{_SUFFIX.get(spec.source.get('format', 'csv'), '.csv')}"
                 path.write_bytes(upload)
