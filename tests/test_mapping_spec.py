@@ -63,7 +63,8 @@ def line_of(path, needle: str) -> int:
      "unknown arm 'arm-3'"),
     ("  arm: arm-1\n", "", "research_subject", "no arm: give mapping.arm, or `arm` here"),
     ("  site: site-a", "  site: site-e", "site: site-e",
-     "unknown site 'site-e': not one of the protocol's sites (site-a, site-b, site-c, site-d; add it under `sites:`"),
+     "unknown site 'site-e': not one of the protocol's sites (site-a, site-b, site-c, site-d; declare it in a file "
+     "of its own, mapping.site_file, or add it under `sites:`"),
 ])
 def test_each_problem_names_its_line(tmp_path, old, new, needle, message):
     path = spec_with(tmp_path, old, new)

@@ -129,3 +129,35 @@ def test_cohorts_come_from_the_sites_the_store_knows(store):
     assert groups["site-e-cohort"]["quantity"] == 10  # a site no shipped protocol lists: its own file
     assert groups["site-e-cohort"]["name"].startswith("Site E children's rehabilitation hospital")
     assert "site-a-cohort" not in groups  # a site of the protocol with no children here has none
+
+
+def test_a_site_file_and_a_catalogue_extension_are_checked_at_their_lines(tmp_path):
+    import shutil
+    for name in ("site-e.yaml", "site-e.site.yaml", "site-e.catalogue.yaml"):
+        shutil.copy(MAPPINGS / name, tmp_path / name)
+    spec = tmp_path / "site-e.yaml"
+    spec.write_text(spec.read_text(encoding="utf-8").replace("catalogue: catalogue.yaml", f"catalogue: {CATALOGUE}")
+                    .replace("../../fixtures", str(ROOT / "fixtures")), encoding="utf-8")
+    assert load_mapping(spec).site_entry["code"] == "site-e"
+    extension = tmp_path / "site-e.catalogue.yaml"
+    original = extension.read_text(encoding="utf-8")
+
+    def problems(text: str) -> str:
+        extension.write_text(text, encoding="utf-8")
+        with pytest.raises(SpecError) as caught:
+            load_mapping(spec)
+        return "\n".join(caught.value.problems)
+
+    found = problems(original.replace("knee-extensors-right:", "hamstrings-left:"))
+    assert "mapping.catalogue_extension: " in found and "'hamstrings-left' is in the catalogue already" in found
+    found = problems(original.replace("display: Months of rehabilitation before enrolment}", "}"))
+    assert "local code 'rehabilitation-months' is defined neither here" in found
+    found = problems(original.replace("unit: mo", "unit: months"))
+    assert "'months' is not a UCUM unit" in found
+    extension.write_text(original, encoding="utf-8")
+    site = tmp_path / "site-e.site.yaml"
+    site.write_text(site.read_text(encoding="utf-8").replace("code: site-e", "code: site-a"), encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        load_mapping(spec)
+    assert "'site-a', but the mapping's site is 'site-e'" in caught.value.problems[0]
+    assert "'site-a' is a site of the protocol already" in caught.value.problems[1]
