@@ -1,5 +1,5 @@
 """The demo store (`fhir-adapter demo`, `make run`): the protocol's definitions, the demo
-children, the four synthetic sites' exports through their mappings, a stored CarePlan for
+children, the five synthetic sites' exports through their mappings, a stored CarePlan for
 every child on study, and the cohort Groups."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from adapter.demo_data import DEMO_DIR, DEMO_KEY, SITES_DIR
-from adapter.exchange.cohorts import build_shipped_site_cohorts
+from adapter.exchange.cohorts import build_site_cohorts
 from adapter.loading import LoadReport, load_files
 from adapter.mapping.ingest import ingest
-from adapter.mapping.spec import SITE_SPECS, load_mapping
+from adapter.mapping.spec import load_mapping, shipped_mappings
 from adapter.protocol.apply import apply_plan, arm_protocol, read_json, search_all
 from adapter.protocol.spec import SPECS, load_spec
 from adapter.store import open_store
@@ -38,7 +38,7 @@ def load_demo(db: str) -> DemoReport:
         report.demo = load_files(store, [DEMO_DIR])
         report.sites = _ingest_demo_sites(store)
         report.plans = _plan_demo_children(store)
-        report.cohorts = [f"Group/{g['id']} ({g['quantity']})" for g in build_shipped_site_cohorts(store)
+        report.cohorts = [f"Group/{g['id']} ({g['quantity']})" for g in build_site_cohorts(store)
                           if g["resourceType"] == "Group"]
     finally:
         store.close()
@@ -49,7 +49,7 @@ def _ingest_demo_sites(store: Repository) -> list[tuple[str, str]]:
     """Every synthetic site's export through its mapping (their bad rows are rejected,
     as fixtures/sites/*/expected-rejections.csv says)."""
     done = []
-    for spec_path in sorted(SITE_SPECS.glob("site-*.yaml")):
+    for spec_path in shipped_mappings():
         spec = load_mapping(spec_path)
         exports = sorted((SITES_DIR / spec.site).glob("export.*"))
         report = ingest(spec, exports, store, DEMO_KEY, workers=1)

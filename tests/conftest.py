@@ -344,7 +344,9 @@ def served(db_url: str, store: SqlStore) -> str:
 @pytest.fixture(scope="session")
 def four_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     """The protocol and the four sites' exports through their mappings, in one SQLite store for
-    the session (the outcomes tests and the pages' browser tests only read it); (store, URL)."""
+    the session (the outcomes tests and the pages' browser tests only read it); (store, URL).
+    Four, not five: their by-hand calculations read the CSV and NDJSON exports; site E's
+    workbook has its own store and by-hand test (tests/test_site_e.py)."""
     from adapter.mapping.ingest import ingest
     from adapter.mapping.spec import load_mapping
     from adapter.study.build import build_resources

@@ -59,8 +59,8 @@ def test_demo_no_serve_loads_the_demo_data(demo_db):
     assert result.returncode == 0, result.stderr
     built = build_resources(load_spec(ROOT / "mappings" / "protocol" / "ucmsc-cp-v1.yaml"))
     assert f"protocol: {len(built)} resources from ucmsc-cp-v1.yaml" in result.stdout
-    # a care plan for every child on study: 3 demo children, and sites A-D's 20 + 17 + 15 + 12
-    assert "37 read, 37 loaded, 0 rejected" in result.stdout and "67 care plans" in result.stdout
+    # a care plan for every child on study: 3 demo children, and sites A-E's 20 + 17 + 15 + 12 + 9
+    assert "37 read, 37 loaded, 0 rejected" in result.stdout and "76 care plans" in result.stdout
     assert "site site-d: 120 rows read: 114 accepted, 2 with warnings, 3 partly accepted, 3 rejected" in result.stdout
 
 

@@ -63,7 +63,8 @@ def line_of(path, needle: str) -> int:
      "unknown arm 'arm-3'"),
     ("  arm: arm-1\n", "", "research_subject", "no arm: give mapping.arm, or `arm` here"),
     ("  site: site-a", "  site: site-e", "site: site-e",
-     "unknown site 'site-e': not one of the protocol's sites (site-a, site-b, site-c, site-d; add it under `sites:`"),
+     "unknown site 'site-e': not one of the protocol's sites (site-a, site-b, site-c, site-d; declare it in a file "
+     "of its own, mapping.site_file, or add it under `sites:`"),
 ])
 def test_each_problem_names_its_line(tmp_path, old, new, needle, message):
     path = spec_with(tmp_path, old, new)
@@ -96,7 +97,7 @@ def test_a_value_whose_keys_name_its_form_gets_that_forms_problem(tmp_path):
     path = spec_with(tmp_path, "{observation: barthel, value: barthel}",
                      "{observation: barthel, value: {field: barthel, mapp: {a: b}}}")
     assert [p.split(": ", 1)[1] for p in problems_of(path)] == [
-        "rules[10].value.mapp: unknown key (expected one of: field, from_visit, latest, map, part, split, unit)"]
+        "rules[10].value.mapp: unknown key (expected one of: field, from_visit, latest, map, part, pattern, split, table, unit, units)"]
 
 
 SITE_B = (MAPPINGS / "site-b.yaml").read_text(encoding="utf-8")

@@ -84,7 +84,10 @@ def test_injections_carry_route_and_the_dose_parameter():
     assert dosage["route"]["coding"][0]["code"] == "72607000"
     assert dosage["doseAndRate"][0]["doseQuantity"]["code"] == "10*6/kg"
     immune = resources()["ActivityDefinition/ucmsc-cp-immune-panel"]
-    assert len(immune["extension"]) == 8  # the Observation codes the panel produces
+    produces = [e for e in immune["extension"] if e["url"].endswith("/produces-observation-code")]
+    assert len(produces) == 8  # the Observation codes the panel produces
+    # and per lymphocyte subset, its absolute count as an alternative ($adherence counts either)
+    assert len(immune["extension"]) == 8 + 5
 
 
 def test_building_twice_gives_the_same_bytes(tmp_path):

@@ -7,7 +7,7 @@ import sys
 import click
 
 from adapter.cli.options import DB_OPTION, NO_CHECK_REFERENCES
-from adapter.exchange.cohorts import build_shipped_site_cohorts
+from adapter.exchange.cohorts import build_site_cohorts
 from adapter.loading import load_files
 from adapter.store import open_store
 from adapter.store.engines import make_engine, shown_url
@@ -70,10 +70,19 @@ def load(db: str, batch_size: int, no_check_references: bool, paths: tuple[pathl
 @click.command()
 @DB_OPTION
 def cohorts(db: str) -> None:
-    """(Re)build the cohort Groups: one per study arm, one per site (for Group/{id}/$export)."""
+    """(Re)build the cohort Groups: one per study arm, one per site (for Group/{id}/$export).
+
+    The sites are those the store knows (their Organizations: the protocol's, loaded by
+    `protocol load`, and those declared beside their mappings, written by their ingests), each
+    with its children (its Patients' subject identifiers) and its own ResearchStudy.
+
+    \b
+    Example:
+      fhir-adapter cohorts --db sqlite:///var/adapter.db
+    """
     store = open_store(db)
     try:
-        for made in build_shipped_site_cohorts(store):
+        for made in build_site_cohorts(store):
             click.echo(f"Group/{made['id']}: {made['quantity']} members ({made['name']})" if "quantity" in made
                        else f"ResearchStudy/{made['id']}: {made['title']}")
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from adapter.cli.options import DB_OPTION, NO_CHECK_REFERENCES
+from adapter.mapping.reading import WORKBOOKS, check_files
 from adapter.mapping.scopes import read_source
 from adapter.mapping.ingest import ingest, missing_definitions, translate
 from adapter.mapping.run import MappingReport
@@ -84,14 +85,23 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
     """Check a mapping: schema, catalogue concepts and codes, UCUM conversions, columns.
 
     Columns are checked against the REDCap data dictionary the mapping names, or the header
-    of --sample (CSV); without either they are not checked, and a note says so. Every problem
-    is printed as file:line: key: message; warnings (a field that looks like an undeclared
-    direct identifier) too, without failing.
+    of --sample (CSV); without either they are not checked, and a note says so. A workbook
+    given as --sample is read as an ingest reads it: its kind, bounds, sheets and each table's
+    header (the first problem is the error). Every problem is printed as file:line: key:
+    message; warnings (a field that looks like an undeclared direct identifier) too, without
+    failing.
+
+    \b
+    Examples:
+      fhir-adapter mapping check mappings/sites/site-c.yaml --sample export.csv
+      fhir-adapter mapping check mappings/sites/site-e.yaml --sample fixtures/sites/site-e/export.xlsx
     """
     header = None
     if sample is not None:
         loaded = _load(spec)
-        if loaded.tabular:
+        if loaded.source["format"] in WORKBOOKS:  # its sheets and headers, as an ingest reads them
+            check_files(loaded, [sample])
+        elif loaded.tabular:
             first = next(iter(read_source(loaded, sample)), None)
             header = list(first.values) if isinstance(first, SourceRow) else []
     loaded = _load(spec, header)
@@ -100,7 +110,10 @@ def check(spec: pathlib.Path, sample: pathlib.Path | None) -> None:
     if not loaded.tabular:
         click.echo("note: JSON field paths were not checked: run `fhir-adapter mapping coverage` on an export",
                    err=True)
-    elif header is None and "dictionary" not in loaded.source:
+    elif loaded.source["format"] in WORKBOOKS and sample is None:
+        click.echo("note: a workbook's sheets and headers are checked when it is read: pass --sample WORKBOOK",
+                   err=True)
+    elif header is None and "dictionary" not in loaded.source and loaded.source["format"] not in WORKBOOKS:
         click.echo("note: columns were not checked (no REDCap dictionary in the mapping): pass --sample EXPORT",
                    err=True)
     cm = _checked_concept_map(loaded)
@@ -192,6 +205,11 @@ def translate_command(spec: pathlib.Path, dry_run: bool, out: pathlib.Path | Non
     """Map and validate site exports to FHIR without storing anything.
 
     Rejections and the summary go to stderr. Exits 1 when anything (a row, or a cell) was rejected.
+
+    \b
+    Examples:
+      fhir-adapter translate --dry-run --mapping mappings/sites/site-d.yaml export.csv | head
+      fhir-adapter translate --out site-e.ndjson --mapping mappings/sites/site-e.yaml export.xlsx
     """
     if not dry_run and out is None:  # translate never stores: --dry-run says so, --out says where
         raise click.UsageError("give --dry-run (FHIR on stdout) or --out FILE (or both: FHIR to FILE)")
@@ -231,6 +249,18 @@ def ingest_command(site: str, spec: pathlib.Path, db: str, key_file: pathlib.Pat
     rejected, and distinct resources created, updated and unchanged, by type. A row whose
     references do not resolve once the rest is written is rejected whole. Exits 1 when anything
     was rejected.
+
+    FILES are CSV, REDCap, JSON or NDJSON exports, or Excel workbooks (format: xlsx or xls):
+    a workbook's rejections name their cell (随访!W6) in rejections.csv, where the site fixes
+    them and sends the workbook again (its rows are not quarantined: a wide row is several
+    records). A workbook that cannot be read as the mapping says (a CSV renamed, password-
+    protected, corrupted, past the bounds, a sheet or header missing) is one error, and
+    nothing is stored.
+
+    \b
+    Examples:
+      fhir-adapter ingest --site site-c --mapping mappings/sites/site-c.yaml --quarantine out/ export.csv
+      fhir-adapter ingest --site site-e --mapping mappings/sites/site-e.yaml --quarantine out/ export.xlsx
     """
     from adapter.store import open_store
     loaded = _load(spec)

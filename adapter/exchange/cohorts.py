@@ -15,10 +15,10 @@ from adapter.fhir.outcomes import invalid
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import with_site
 from adapter.fhir.validation import validate
-from adapter.mapping.spec import SITE_SPECS, load_mapping
+from adapter.protocol.organisations import SITE_SYSTEM_PATH
 from adapter.store.repository import Repository
 
-__all__ = ["build_cohorts", "build_shipped_site_cohorts"]
+__all__ = ["build_cohorts", "build_site_cohorts", "stored_sites"]
 
 
 def _all(repo: Repository, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -71,8 +71,21 @@ def build_cohorts(repo: Repository, base: str, sites: list[tuple[str, str]]) -> 
     return groups
 
 
-def build_shipped_site_cohorts(repo: Repository) -> list[dict[str, Any]]:
-    """build_cohorts() for the sites of the site mappings this adapter ships."""
-    specs = [load_mapping(p) for p in sorted(SITE_SPECS.glob("site-*.yaml"))]
-    sites = [(s.site, str(s.data["mapping"].get("title", s.site))) for s in specs]
-    return build_cohorts(repo, specs[0].catalogue.base if specs else "", sites)
+def stored_sites(repo: Repository) -> tuple[str, list[tuple[str, str]]]:
+    """The sites the store knows, as their Organizations say (site code, name), and the base of
+    their identifiers: the protocol's sites (`protocol load`) and those declared beside their
+    mappings (written by their ingests), whatever mappings this checkout ships."""
+    base, sites = "", []
+    for org in _all(repo, "Organization", []):
+        for identifier in org.get("identifier", []):
+            system = str(identifier.get("system", ""))
+            if system.endswith(f"/{SITE_SYSTEM_PATH}") and identifier.get("value") == org["id"]:
+                base = system.removesuffix(f"/{SITE_SYSTEM_PATH}")
+                sites.append((org["id"], str(org.get("name", org["id"]))))
+    return base, sorted(sites)
+
+
+def build_site_cohorts(repo: Repository) -> list[dict[str, Any]]:
+    """build_cohorts() for the sites of the store (stored_sites)."""
+    base, sites = stored_sites(repo)
+    return build_cohorts(repo, base, sites)

@@ -42,6 +42,13 @@ class Catalogue:
         return f"{self.base}/CodeSystem/{self.study}-catalogue"
     arms: tuple[str, ...] = ()  # the protocol's arm keys (ResearchSubject.assignedArm)
     sites: dict[str, str] = field(default_factory=dict)  # the protocol's site codes -> Organization name
+    # one site's own local codes (its mapping's catalogue_extension, site_local.py), and the site
+    site_codes: dict[str, str] = field(default_factory=dict)
+    site: str = ""
+
+    @property
+    def site_system(self) -> str:
+        return f"{self.base}/CodeSystem/{self.study}-{self.site}-local"
 
     @property
     def base(self) -> str:
@@ -65,6 +72,8 @@ class Catalogue:
         code = coding["code"]
         if code in self.local_codes:
             return {"system": self.local_system, "code": code, "display": coding.get("display") or self.local_codes[code]}
+        if code not in self.own_codes and code in self.site_codes:  # a site's own concept (site_local.py)
+            return {"system": self.site_system, "code": code, "display": coding.get("display") or self.site_codes[code]}
         return {"system": self.own_system, "code": code, "display": coding.get("display") or self.own_codes[code]}
 
     def instrument(self, key: str) -> dict[str, Any]:
@@ -108,7 +117,15 @@ def catalogue_resources(catalogue: Catalogue) -> list[dict[str, Any]]:
     cid = f"{catalogue.study}-catalogue"
     common = {"version": catalogue.version, "status": "active", "name": "".join(
         part.capitalize() for part in cid.split("-")), "publisher": "fhir-adapter"}
-    return [
+    site: list[dict[str, Any]] = []
+    if catalogue.site_codes:  # one site's own concepts: a CodeSystem of the site, not the shared one
+        sid = f"{catalogue.study}-{catalogue.site}-local"
+        site = [{"resourceType": "CodeSystem", "id": sid, "url": catalogue.site_system, **common,
+                 "name": "".join(part.capitalize() for part in sid.split("-")),
+                 "title": f"Local codes of site {catalogue.site}'s mapping", "content": "complete",
+                 "caseSensitive": True, "concept": [{"code": code, "display": display}
+                                                    for code, display in catalogue.site_codes.items()]}]
+    return [*site,
         {"resourceType": "CodeSystem", "id": cid, "url": catalogue.own_system, **common,
          "title": "Local codes of the site mapping catalogue", "content": "complete", "caseSensitive": True,
          "valueSet": f"{catalogue.base}/ValueSet/{cid}",

@@ -21,7 +21,7 @@ from typing import Any
 
 from adapter.fhir.ids import computable_name
 from adapter.mapping.catalogue import FIXED_SYSTEMS, Catalogue
-from adapter.mapping.fields import map_target
+from adapter.mapping.fields import map_targets
 from adapter.mapping.rules import CODE_TABLES
 from adapter.mapping.spec import MappingSpec
 from adapter.terminology.core import core_code_system
@@ -60,7 +60,9 @@ def code_maps(spec: MappingSpec) -> list[tuple[str, str, dict[str, Any]]]:
 def _element_target(target: dict[str, str], entry: Any) -> dict[str, Any]:
     """A map entry's target: the coding, `equivalent` unless the entry says otherwise, and its
     comment (R4 asks one of narrower and inexact)."""
-    said = entry if isinstance(entry, dict) else {}
+    said = entry if isinstance(entry, dict) else {
+        "equivalence": "narrower", "comment": f"one of the {len(entry)} routes of a combined session: one "
+        f"Procedure each ({' + '.join(entry)})"} if isinstance(entry, list) else {}
     made = {"code": target["code"], **({"display": target["display"]} if target.get("display") else {}),
             "equivalence": said.get("equivalence", "equivalent")}
     return made | ({"comment": said["comment"]} if said.get("comment") else {})
@@ -75,15 +77,16 @@ def concept_map(spec: MappingSpec) -> dict[str, Any]:
         columns[f"{column} ({table})"] = None
         source = source_system(spec, column)
         for code, entry in table_map.items():
-            target = target_coding(spec.catalogue, table, map_target(entry))
-            group = groups.setdefault((source, target["system"]), {"source": source, "target": target["system"],
-                                                                   "element": []})
-            mapped = _element_target(target, entry)
-            element = next((e for e in group["element"] if e["code"] == code), None)
-            if element is None:
-                group["element"].append({"code": code, "target": [mapped]})
-            elif mapped not in element["target"]:  # two rules (two visits, say) map the code apart: both
-                element["target"].append(mapped)
+            for key in map_targets(entry):  # several: one resource each (a combined session's routes)
+                target = target_coding(spec.catalogue, table, key)
+                group = groups.setdefault((source, target["system"]), {"source": source, "target": target["system"],
+                                                                       "element": []})
+                mapped = _element_target(target, entry)
+                element = next((e for e in group["element"] if e["code"] == code), None)
+                if element is None:
+                    group["element"].append({"code": code, "target": [mapped]})
+                elif mapped not in element["target"]:  # two rules (two visits, say) map the code apart: both
+                    element["target"].append(mapped)
     title = spec.data["mapping"].get("title", name)
     made: dict[str, Any] = {
         "resourceType": "ConceptMap", "id": name, "url": f"{base}/ConceptMap/{name}", "version": spec.version,

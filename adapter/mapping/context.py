@@ -116,7 +116,7 @@ class Context:
         return True
 
     def date(self, value: Value) -> str:
-        return date_of(value, self.spec.source["date_formats"])
+        return date_of(value, self.spec.source["date_formats"], self.spec.source["format"] in ("xlsx", "xls"))
 
     @property
     def decimal_mark(self) -> str:
@@ -134,7 +134,10 @@ class Context:
 
     def visit_date(self) -> str:
         if self.scope.visit_date is None:
-            raise Problem(self.scope.get(self.spec.source["visit_date"]).label, "", "missing visit date")
+            table = self.scope.table or self.spec.tables[0]
+            raise Problem(self.scope.get(table.visit_date).label if table.visit_date else table.visit_field, "",
+                          "missing visit date" if table.visit_date else
+                          f"no visit date: table {table.name or 'the source'} has none (`visit_date:`)")
         return self.scope.visit_date
 
     def id(self, *parts: str) -> str:

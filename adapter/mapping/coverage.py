@@ -16,6 +16,7 @@ from adapter.mapping.run import MappingReport
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.rules import referenced_fields
 from adapter.mapping.spec import MappingSpec, Rule
+from adapter.mapping.tables import WIDE_VISIT
 
 __all__ = ["Coverage", "coverage", "DRY_RUN_KEY"]
 
@@ -53,8 +54,8 @@ def coverage(spec: MappingSpec, files: Iterable[str | pathlib.Path], out: Binary
     for path in files:
         for row in read_source(spec, path):
             if isinstance(row, SourceRow):
-                if spec.tabular:
-                    present |= set(row.values)
+                if spec.tabular:  # a wide record's fields by their names (ADL), and no visit label
+                    present |= set(row.values) - {WIDE_VISIT}
                 else:
                     _leaves(row.values, "$", present)
     report = translate(spec, files, out if out is not None else io.BytesIO(), DRY_RUN_KEY, "2000-01-01T00:00:00Z")

@@ -16,6 +16,7 @@ candidate MRNs, every other column being rebuilt from the served resources).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pathlib
@@ -29,6 +30,7 @@ from adapter.fhir.validation import ShapeValidator
 from adapter.mapping.failures import Failures, Rejection, ref_of, references_in
 from adapter.mapping.fields import Problem, Scope, date_of, text_of
 from adapter.mapping.resources import BUILDERS, Context, intended, keyed_hash, safe_id
+from adapter.mapping.reading import WORKBOOKS
 from adapter.mapping.sources import SourceRow
 from adapter.mapping.scopes import holds, idle, items_of, read_source, root_scope, unique_key, visit_of, visit_scopes
 from adapter.mapping.spec import MappingSpec, Rule
@@ -87,7 +89,8 @@ class _Record:
         self.spec, self.key, self.row, self.recorded = spec, key, row, recorded
         self.result = RecordResult(row.file, row.line)
         self.root = root_scope(spec, row)
-        self.key_value = self.root.get(spec.source["record_key"])
+        self.table = self.root.table
+        self.key_value = self.root.get(self.table.record_key)
         self.record = text_of(self.key_value.raw).strip()
         if histories:
             self.root.history = histories.get(self.record, [])
@@ -112,11 +115,12 @@ class _Record:
 
     def mapped(self, check: bool) -> RecordResult:
         spec, root = self.spec, self.root
-        for name in spec.source.get("unique", []):
+        for name in self.table.unique:
             root.get(name)  # read for the duplicate check: counted as used by coverage
         if not self.record:
-            self.reject(Problem(self.key_value.label, "", "missing record key"), spec.where_key(("source", "record_key")))
-            self.result.rejections = self.failed.rejections()
+            self.reject(Problem(self.key_value.label, "", "missing record key"),
+                        spec.where_key(self.table.at + ("record_key",)))
+            self.result.rejections = self._placed(self.failed.rejections())
             return self.result
         for scope in self._visits():
             self._visit(scope)
@@ -142,23 +146,23 @@ class _Record:
         try:
             scope.visit = visit_of(spec, scope)
         except Problem as problem:
-            self.reject(problem, spec.where_key(("source", "visit")))
+            self.reject(problem, spec.where_key(self.table.at + ("visit",)))
             return
-        day = scope.get(spec.source["visit_date"])
-        if not day.empty:  # checked once here, not by every rule that dates its resource
+        day = scope.get(self.table.visit_date) if self.table.visit_date else None
+        if day is not None and not day.empty:  # checked once here, not by every rule that dates its resource
             try:
-                scope.visit_date = date_of(day, spec.source["date_formats"])
+                scope.visit_date = date_of(day, spec.source["date_formats"], spec.source["format"] in WORKBOOKS)
             except Problem as problem:
                 scope.visit_date = "1900-01-01"  # only to name what the visit would have made
-                self._rejected_visit(problem, spec.where_key(("source", "visit_date")), scope)
+                self._rejected_visit(problem, spec.where_key(self.table.at + ("visit_date",)), scope)
                 return
         before, failures = len(self.made), len(self.failed)
         for rule in spec.rules:
             if spec.tabular or not rule.per_document:
                 self.run(rule, scope)
         if len(self.made) == before and not spec.tabular and len(self.failed) == failures:
-            label = scope.get(spec.source["visit"]["field"]).label
-            self.warn(label, scope.visit or "", spec.where_key(("source", "visit")), "this visit makes no resource")
+            label = scope.get(self.table.visit_field).label
+            self.warn(label, scope.visit or "", spec.where_key(self.table.at + ("visit",)), "this visit makes no resource")
         self.made += visit_encounter(spec, self.key, self.record, scope, self.made[before:])  # visits.py
 
     def _rejected_visit(self, problem: Problem, where: str, scope: Scope) -> None:
@@ -218,6 +222,15 @@ class _Record:
                                           f"invalid FHIR {resource['resourceType']}: {issue.expression or '-'}: "
                                           f"{issue.diagnostics}"), [ref_of(resource)])
 
+    def _placed(self, found: list[Rejection]) -> list[Rejection]:
+        """A workbook's rejections and warnings at the cell the site wrote (`随访!AB5`, under the
+        header as written, before any reshaping); a problem of no one cell, at the row."""
+        if not self.row.sheet:
+            return found
+        cells = self.root.cells
+        return [dataclasses.replace(r, column=cells[r.column][0], cell=cells[r.column][1]) if r.column in cells
+                else dataclasses.replace(r, cell=f"{self.row.sheet}!{self.row.line}:{self.row.line}") for r in found]
+
     def _settled(self) -> RecordResult:
         spec, row, result, failed = self.spec, self.row, self.result, self.failed
         kept = failed.settle(self.made, self.reads)
@@ -225,16 +238,17 @@ class _Record:
             visited = {ref for _, resource in kept for ref in references_in(resource.get("encounter", {}))}
             kept = [(rule, r) for rule, r in kept if r["resourceType"] != "Encounter" or ref_of(r) in visited]
         if not kept and not failed:
-            cell = self.root.get(spec.source["visit"]["field"]) if spec.tabular else self.key_value  # what the row is
+            cell = self.root.get(self.table.visit_field) if spec.tabular else self.key_value  # what the row is
             failed.add(Rejection(
                 row.file, row.line, cell.label, text_of(cell.raw), "",
                 "the row makes no resource: no rule's `when` holds, or the fields its rules read are empty"), [])
-        result.rejections = failed.rejections()
+        result.rejections = self._placed(failed.rejections())
         if result.rejections and self.root.history:  # quarantined with the rows it may read values from
             result.looked = {v.place[:2] for v in self.root.history if v.values} - {(row.file, row.line)}
         if not kept:
             result.warnings = []  # the row is quarantined whole
             return result
+        result.warnings = self._placed(result.warnings)
         result.partly = bool(result.rejections)
         result.resources = [resource for _, resource in kept]
         result.resources.append(_provenance(spec, self.key, row, self.record, result.resources, self.recorded))
@@ -311,6 +325,8 @@ def _site_agent(spec: MappingSpec) -> dict[str, Any]:
     them); a protocol without `sites:` makes no Organization to name: the site's identifier."""
     if spec.site in spec.catalogue.sites:
         return {"reference": f"Organization/{spec.site}", "display": spec.catalogue.sites[spec.site]}
+    if spec.site_entry is not None:  # declared beside the mapping: each ingest writes its Organization
+        return {"reference": f"Organization/{spec.site}", "display": spec.site_entry["name"]}
     return {"identifier": {"system": f"{spec.catalogue.base}/{SITE_SYSTEM_PATH}", "value": spec.site},
             "display": spec.data["mapping"].get("title", spec.site)}
 
@@ -320,7 +336,7 @@ def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targ
     base = spec.catalogue.base
     digest = keyed_hash(key, jsonio.dumps(row.values, sort_keys=True))
     identity = keyed_hash(key, "\x1f".join(unique_key(spec, row)).encode())[:16]
-    file = pathlib.Path(row.file).name
+    file = pathlib.Path(row.file).name + (f" sheet {row.sheet} row" if row.sheet else " line")
     return {
         "resourceType": "Provenance", "id": safe_id(key, spec.site, "provenance", identity),
         "target": [{"reference": f"{r['resourceType']}/{r['id']}"} for r in targets],
@@ -335,4 +351,4 @@ def _provenance(spec: MappingSpec, key: bytes, row: SourceRow, record: str, targ
              "who": _site_agent(spec)}],
         "entity": [{"role": "source", "what": {
             "identifier": {"system": f"{base}/sid/source-record-hmac-sha256", "value": digest},
-            "display": f"{spec.site} {file} line {row.line} (record {record})"}}]}
+            "display": f"{spec.site} {file} {row.line} (record {record})"}}]}

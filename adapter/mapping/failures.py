@@ -24,9 +24,10 @@ class Rejection:
     # "Type/id" of each resource this cell kept from being made (ids as they would have been);
     # empty when the record made nothing at all
     not_made: tuple[str, ...] = ()
+    cell: str = ""  # a workbook's: the cell (`随访!AB5`), or the row (`随访!5:5`) it is of
 
     def __str__(self) -> str:
-        where = f"{pathlib.Path(self.file).name}:{self.row}"
+        where = f"{pathlib.Path(self.file).name} {self.cell}" if self.cell else f"{pathlib.Path(self.file).name}:{self.row}"
         rule = f" [{self.rule}]" if self.rule else ""
         column = f" {self.column}={self.value!r}" if self.column else ""
         shown = list(self.not_made[:3]) + ([f"and {len(self.not_made) - 3} more"] if len(self.not_made) > 3 else [])

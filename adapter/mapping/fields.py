@@ -7,17 +7,20 @@ remembers where it came from (`label`: the column, or the concrete JSON path suc
 """
 from __future__ import annotations
 
+import datetime
 import decimal
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.errors import AdapterError
+from adapter.fhir import units
 from adapter.mapping.arithmetic import combine, is_arithmetic, operation
 from adapter.mapping.values import parse_date, parse_decimal
 
 __all__ = ["Problem", "Value", "Scope", "evaluate", "fields_of", "looked_up", "text_of", "any_index", "decimal_of",
-           "date_of", "integer_of", "rounded", "map_target"]
+           "date_of", "integer_of", "rounded", "map_target", "map_targets"]
 
 
 class Problem(AdapterError):
@@ -26,6 +29,16 @@ class Problem(AdapterError):
     def __init__(self, column: str, value: Any, reason: str) -> None:
         super().__init__(reason)
         self.column, self.value, self.reason = column, text_of(value), reason
+
+
+def map_targets(entry: Any) -> list[str]:
+    """The catalogue keys a code map's entry maps to: one, or several (a list).
+
+    Examples:
+        >>> map_targets("male"), map_targets(["intravenous", "intrathecal"])
+        (['male'], ['intravenous', 'intrathecal'])
+    """
+    return [str(k) for k in entry] if isinstance(entry, list) else [map_target(entry)]
 
 
 def map_target(entry: Any) -> str:
@@ -75,6 +88,9 @@ class Scope:
     history: list[Any] = field(default_factory=list)
     reads: set[str] | None = None  # the cells (exact labels) one rule's builder read, when tracked
     place: tuple[str, int, str] | None = None  # file, line, item path of this visit (lookups' "here")
+    table: Any = None  # the source's table the row is of (tables.Table)
+    # a workbook's: label -> (the header as written, `sheet!A1`): what a rejection names
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def get(self, name: str) -> Value:
         if name in self.bound:
@@ -95,7 +111,7 @@ class Scope:
     def child(self, item: Any, item_path: str, bound: dict[str, Value] | None = None) -> Scope:
         return Scope(self.root, self.tabular, self.decimal_mark, item, item_path,
                      {**self.bound, **(bound or {})}, self.visit, self.visit_date, self.seen, self.history,
-                     self.reads, self.place)
+                     self.reads, self.place, self.table, self.cells)
 
 
 _ANY_INDEX = re.compile(r"\[\d+\]")
@@ -131,13 +147,41 @@ def evaluate(expr: Any, scope: Scope) -> Value:
             raise Problem(value.label, value.raw, f"expected {expr['part'] + 1} parts separated by "
                           f"{expr['split']!r}")
         value = Value(parts[expr["part"]].strip(), value.label)
+    if "pattern" in expr:
+        value = _patterned(expr, value, scope.decimal_mark)
     if "map" in expr:
         key = text_of(value.raw).strip()
         if key not in expr["map"]:
             raise Problem(value.label, value.raw, f"unknown code {key!r} (expected "
                           f"{', '.join(map(repr, expr['map']))})")
-        value = Value(map_target(expr["map"][key]), value.label)
+        entry = expr["map"][key]
+        value = Value([str(k) for k in entry] if isinstance(entry, list) else map_target(entry), value.label)
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _patterned(expr: dict[str, Any], value: Value, decimal_mark: str) -> Value:
+    """A number written with its unit in one cell ("35×10^6", "18 x10^6"): the declared
+    pattern's `value` group as a number; its `unit` group, through `units`, converted into the
+    expression's `unit`. A cell that does not match is rejected, naming the pattern."""
+    text = text_of(value.raw).strip()
+    match = _compiled(expr["pattern"]).fullmatch(text)
+    if match is None:
+        raise Problem(value.label, value.raw, f"not in the declared form (pattern {expr['pattern']})")
+    try:
+        number = parse_decimal(match["value"], decimal_mark)
+    except ValueError as exc:
+        raise Problem(value.label, value.raw, str(exc)) from None
+    if "units" in expr:
+        spelling = (match["unit"] or "").strip()
+        if spelling not in expr["units"]:
+            raise Problem(value.label, value.raw, f"unknown unit {spelling!r} (expected {' or '.join(expr['units'])})")
+        number *= units.factor(expr["units"][spelling], expr["unit"])
+    return Value(number, value.label)
 
 
 def _arithmetic(expr: dict[str, Any], scope: Scope) -> Value:
@@ -174,8 +218,10 @@ def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
     """A field from another row (or visit) of the same record: the `from_visit` one's, or the
     latest at or before this visit's date (this row included, and preferred on the same day)."""
     name = expr["field"]
-    scope.get(name)  # read: counted as used by coverage
-    found = [v for v in scope.history if name in v.values]
+    table = expr.get("table", scope.table.name if scope.table is not None else "")
+    if "table" not in expr:
+        scope.get(name)  # read: counted as used by coverage (a joined table's field is read there)
+    found = [v for v in scope.history if name in v.values and v.table == table]
     if "from_visit" in expr:
         found = [v for v in found if v.visit == expr["from_visit"]]
         where = f"at {expr['from_visit']}"
@@ -184,8 +230,14 @@ def _look_up(expr: dict[str, Any], scope: Scope) -> Value:
         found = [v for v in found if day is not None and v.date is not None and v.date <= day]
         where = f"latest at or before {day or 'the visit date'}"
     if not found:
-        return Value(None, name, f"{where}: none in the record")
+        shown = name if "table" not in expr else f"{name} ({table})"
+        return Value(None, shown, f"{where}: none in the record")
     visit = max(found, key=lambda v: (v.date or "", v.place == scope.place, v.order))
+    if visit.cells and name in visit.cells:  # a workbook's: a rejection names the joined cell itself
+        header, cell = visit.cells[name]
+        label = f"{header} ({cell})"
+        scope.cells.setdefault(label, (header, cell))
+        return Value(visit.values[name], label)
     return Value(visit.values[name], f"{name} (line {visit.place[1]}, {visit.visit})")
 
 
@@ -202,9 +254,11 @@ def decimal_of(value: Value, decimal_mark: str) -> decimal.Decimal:
         raise Problem(value.label, value.raw, str(exc)) from None
 
 
-def date_of(value: Value, formats: list[str]) -> str:
+def date_of(value: Value, formats: list[str], serials: bool = False) -> str:
+    """`serials`: a workbook's, where a number in a date field is Excel's serial day."""
     try:
-        return parse_date(text_of(value.raw), formats)
+        return parse_date(value.raw if isinstance(value.raw, (datetime.date, int, decimal.Decimal)) else
+                          text_of(value.raw), formats, serials)
     except ValueError as exc:
         raise Problem(value.label, value.raw, str(exc)) from None
 

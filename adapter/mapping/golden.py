@@ -60,8 +60,8 @@ def run_golden(spec: MappingSpec, update: bool = False) -> list[GoldenResult]:
         out = io.BytesIO()
         report = translate(spec, [source], out, GOLDEN_KEY, GOLDEN_RECORDED)
         got = out.getvalue().decode()
-        rejected = _rejections_csv(spec, [[pathlib.Path(r.file).name, str(r.row), r.column, r.value, r.rule, r.reason, " ".join(r.not_made)]
-                                          for r in report.rejections])
+        rejected = _rejections_csv(spec, [[pathlib.Path(r.file).name, str(r.row), r.column, r.value, r.rule,
+                                           r.reason, " ".join(r.not_made), r.cell] for r in report.rejections])
         files: list[tuple[pathlib.Path, str, Callable[[str], list[str]]]] = [
             (spec.relative(case["expected"]), got, _pretty)]
         if "rejections" in case:

@@ -8,6 +8,7 @@ from typing import Any
 
 from adapter.mapping.fields import fields_of
 from adapter.mapping.rules import FLAT_KINDS, KINDS, referenced_fields
+from adapter.mapping.tables import table_sources
 from adapter.yamlspec import Lines
 
 __all__ = ["check_identifiers", "direct_identifiers"]
@@ -45,11 +46,12 @@ def check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], li
     declared = list(source.get("identifiers", []))
     identifiers = direct_identifiers(data)
     read = [(_in_rule(data, where), name) for where, name in referenced_fields(data)
-            if where[0] == "rules" or where[1] in ("record_key", "visit", "visit_date")]
+            if where[0] == "rules" or where[-1] in ("record_key", "visit_date") or where[-2:] == ("visit", "field")]
     read += [(("source", "items"), source["items"])] if "items" in source else []
-    for i, value in enumerate(source["visit"]["values"]):
-        read += [(("source", "visit", "values", i, "visit"), name)
-                 for name in re.findall(r"\{([^}]+)\}", value["visit"]) if not name.isdigit()]
+    for at, table in table_sources(source):
+        for i, value in enumerate(table.get("visit", {}).get("values", [])):
+            read += [(at + ("visit", "values", i, "visit"), name)
+                     for name in re.findall(r"\{([^}]+)\}", value["visit"]) if not name.isdigit()]
     for i, rule in enumerate(data["rules"]):
         each = rule.get("for_each", {})
         for key in ("items", "checked"):
@@ -70,9 +72,10 @@ def check_identifiers(data: dict[str, Any], lines: Lines) -> tuple[list[str], li
             continue  # the patient's MRN: a keyed hash
         hit = next((ident for ident in identifiers if same(name, ident)), None)
         if hit is not None:
+            part = where[-2] if where[-2:] == ("visit", "field") else where[-1]
             into = {"record_key": "every id, the Patient's subject identifier and every Provenance",
                     "visit": "ids", "visit_date": "every Observation's date", "items": "ids"}.get(
-                where[1], "a resource") if where[0] == "source" else "a resource"
+                part if not str(part).isdigit() else "visit", "a resource") if where[0] == "source" else "a resource"
             what = "the patient rule's mrn" if hit not in declared else "declared in source.identifiers"
             named = f"{name!r} is" if name == hit else f"{name!r} overlaps {hit!r},"
             problems.append(lines.problem(where, f"{named} a direct identifier ({what}): it would be copied "

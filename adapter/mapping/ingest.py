@@ -16,7 +16,9 @@ from adapter.fhir.extract import Indexed, extract
 from adapter.fhir.validation import validate
 from adapter.mapping.catalogue import catalogue_resources
 from adapter.mapping.concept_maps import concept_map
+from adapter.mapping.site_local import site_definitions
 from adapter.mapping.engine import RecordResult
+from adapter.mapping.reading import check_files
 from adapter.mapping.scopes import read_source
 from adapter.mapping.run import MappingReport, records, timed
 from adapter.mapping.write_stage import WriteStage
@@ -27,7 +29,7 @@ from adapter.store.repository import Loadable, Repository, StoredResource
 
 __all__ = ["ingest", "translate", "Quarantine", "now_recorded", "REJECTION_COLUMNS", "missing_definitions"]
 
-REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason", "not_made"]
+REJECTION_COLUMNS = ["file", "row", "column", "value", "rule", "reason", "not_made", "cell"]
 
 
 def now_recorded() -> str:
@@ -36,7 +38,7 @@ def now_recorded() -> str:
 
 def _cells(r: Any) -> list[Any]:
     """A rejection's (or warning's) line in rejections.csv and warnings.csv."""
-    return [pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason, " ".join(r.not_made)]
+    return [pathlib.Path(r.file).name, r.row, r.column, r.value, r.rule, r.reason, " ".join(r.not_made), r.cell]
 
 
 class Quarantine:
@@ -75,13 +77,15 @@ class Quarantine:
         self._warnings.writerows(_cells(w) for w in result.warnings)
 
     def _write_row(self, row: SourceRow) -> None:
+        if row.sheet:  # a workbook's row, maybe one visit of a wide one: rejections.csv names its cells,
+            return  # which the site fixes in its workbook and sends again (it re-ingests in place)
         source = pathlib.Path(row.file)
         if row.file not in self._rows:
             path = self.directory / f"{source.stem}.rejected{source.suffix}"
             self.files.append(path)
             handle: Any
             if self.spec.tabular:
-                handle = open_private(path, encoding=self.spec.source["encoding"], newline="")
+                handle = open_private(path, encoding=self.spec.source.get("encoding", "utf-8"), newline="")
                 writer = csv.writer(handle, delimiter=self.spec.source.get("delimiter", ","), lineterminator="\n")
                 writer.writerow(list(row.values))
             else:
@@ -154,6 +158,8 @@ def _write_catalogue(spec: MappingSpec, repo: Repository, report: MappingReport)
     ConceptMap (its code maps, concept_maps.py): written (or left unchanged) with every ingest,
     validated like every resource, so that what the store serves is what mapped its data."""
     made = [*catalogue_resources(spec.catalogue), concept_map(spec)]
+    if spec.site_entry is not None:  # a site declared beside its mapping: its Organization and Location
+        made += site_definitions(spec.catalogue, spec.site_entry)
     for resource in made:
         issues = validate(resource)
         if issues:  # the catalogue and the mapping are ours: a defect, not a site's bad row
@@ -185,7 +191,11 @@ def missing_definitions(spec: MappingSpec, repo: Repository) -> str | None:
 def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Repository, key: bytes,
            recorded: str | None = None, workers: int = 1, quarantine: pathlib.Path | None = None,
            progress: bool = False, batch_size: int = 1000) -> MappingReport:
-    """Map, validate and store; a row's resources are written in one transaction, or not at all."""
+    """Map, validate and store; a row's resources are written in one transaction, or not at all.
+    A file that cannot be read as the mapping says (a workbook that is none) is one
+    SourceFileError, before anything is stored."""
+    files = list(files)
+    check_files(spec, files)
     report, started = MappingReport(), time.perf_counter()
     _write_catalogue(spec, repo, report)
     for _ in _run(spec, files, key, recorded or now_recorded(), workers, quarantine, progress, report,
@@ -199,6 +209,8 @@ def ingest(spec: MappingSpec, files: Iterable[str | pathlib.Path], repo: Reposit
 def translate(spec: MappingSpec, files: Iterable[str | pathlib.Path], out: BinaryIO | io.BytesIO, key: bytes,
               recorded: str | None = None, workers: int = 1, quarantine: pathlib.Path | None = None) -> MappingReport:
     """Map and validate, write the FHIR as NDJSON to `out`; nothing is stored (a dry run)."""
+    files = list(files)
+    check_files(spec, files)
     report, started = MappingReport(), time.perf_counter()
     for group in _run(spec, files, key, recorded or now_recorded(), workers, quarantine, False, report):
         for resource in group:

@@ -14,6 +14,7 @@ from typing import Any
 from adapter.mapping.catalogue import item_code, items_code
 from adapter.mapping.context import Context, coded, observation_shell, ucum_quantity
 from adapter.mapping.fields import Problem, text_of
+from adapter.mapping.rules import item_field
 from adapter.mapping.spec import Rule
 
 __all__ = ["instrument", "instrument_keys", "stored"]
@@ -48,7 +49,7 @@ def instrument(ctx: Context, rule: Rule) -> list[dict[str, Any]]:
     percentages: dict[str, Fraction] = {}  # unrounded: the total is the mean of these
     failed: list[int] = []  # ctx.failures of this instrument's dimensions
     for dimension, (first, last) in spec["dimensions"].items():
-        items = [(n, ctx.scope.get(template.replace("{n}", str(n)))) for n in range(first, last + 1)]
+        items = [(n, ctx.scope.get(item_field(template, n))) for n in range(first, last + 1)]
         if all(value.empty for _, value in items):
             continue
         panel_id = ctx.id(visit, items_code(dimension))

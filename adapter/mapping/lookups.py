@@ -18,6 +18,7 @@ from adapter.mapping.scopes import read_source, root_scope, unique_key, visit_of
 from adapter.mapping.context import Context
 from adapter.mapping.fields import Problem, Scope, Value, date_of, text_of
 from adapter.mapping.resources import stored_number
+from adapter.mapping.reading import WORKBOOKS
 from adapter.mapping.sources import SourceError
 from adapter.mapping.spec import MappingSpec, Rule
 
@@ -31,6 +32,8 @@ class Visit:
     order: int  # place in the export(s), for ties on a date
     place: tuple[str, int, str]  # file, line, JSON item path: which row (and visit) it is
     values: dict[str, Any]  # the looked-up fields this visit has an accepted value for
+    table: str = ""  # the source's table the row is of: a lookup reads its own table's, or the one it names
+    cells: dict[str, tuple[str, str]] | None = None  # a workbook's: field -> (header, `sheet!A1`)
 
 
 def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> dict[str, list[Visit]]:
@@ -51,7 +54,8 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
                 continue  # a duplicate: the mapping pass rejects it
             seen.add(identity)
             root = root_scope(spec, row)
-            record = text_of(root.get(spec.source["record_key"]).raw).strip()
+            table = root.table
+            record = text_of(root.get(table.record_key).raw).strip()
             if not record:
                 continue
             try:
@@ -61,18 +65,21 @@ def record_histories(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> 
             for scope in scopes:
                 try:
                     visit = visit_of(spec, scope)
-                    day = scope.get(spec.source["visit_date"])
-                    date = None if day.empty else date_of(day, spec.source["date_formats"])
+                    day = scope.get(table.visit_date) if table.visit_date else Value(None, "")
+                    date = None if day.empty else date_of(day, spec.source["date_formats"],
+                                                          spec.source["format"] in WORKBOOKS)
                 except Problem:
                     continue  # an unknown visit or a bad date: the visit is rejected
-                values = {}
+                values, cells = {}, {}
                 for name in spec.looked_up:
                     got = scope.get(name)
                     if not got.empty and all(check(got, scope) for check in checks.get(name, [])):
                         values[name] = got.raw
+                        if got.label in root.cells:
+                            cells[name] = root.cells[got.label]
                 order += 1
                 histories.setdefault(record, []).append(
-                    Visit(visit, date, order, (row.file, row.line, scope.item_path), values))
+                    Visit(visit, date, order, (row.file, row.line, scope.item_path), values, table.name, cells))
     return histories
 
 

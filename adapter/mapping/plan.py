@@ -26,8 +26,11 @@ class When:
     visits: frozenset[str] | None
     equals: tuple[tuple[str, str], ...]
     present: tuple[str, ...]
+    tables: frozenset[str] | None = None  # the source's tables the rule reads (None: its only one)
 
     def holds(self, scope: Any) -> bool:
+        if self.tables is not None and (scope.table.name if scope.table is not None else "") not in self.tables:
+            return False
         if self.visits is not None and scope.visit not in self.visits:
             return False
         for name, expected in self.equals:
@@ -39,14 +42,19 @@ class When:
         return True
 
 
-def compile_when(rule: dict[str, Any]) -> When | None:
-    when = rule.get("when")
-    if not when:
+def compile_when(rule: dict[str, Any], table: str | None = None) -> When | None:
+    """`table`: the table a rule without `when: {table: ...}` reads (None: the source has one)."""
+    when = rule.get("when") or {}
+    if not when and table is None:
         return None
-    visits = None
+    visits = tables = None
     if "visit" in when:
         visits = frozenset(when["visit"] if isinstance(when["visit"], list) else [when["visit"]])
-    return When(visits, tuple(when.get("equals", {}).items()), tuple(when.get("present", [])))
+    if "table" in when:
+        tables = frozenset(when["table"] if isinstance(when["table"], list) else [when["table"]])
+    elif table is not None:
+        tables = frozenset([table])
+    return When(visits, tuple(when.get("equals", {}).items()), tuple(when.get("present", [])), tables)
 
 
 def idle_columns(kind: str, rule: dict[str, Any], fields: dict[str, Any], tabular: bool) -> tuple[str, ...] | None:

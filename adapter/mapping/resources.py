@@ -85,14 +85,20 @@ def injection(ctx: Context, rule: Rule) -> list[dict[str, Any]] | None:
     if given.empty:  # no injection recorded at this visit
         return None
     day = ctx.date(given)
-    route = ctx.code(ctx.required(rule, "route", "route"), "route")
-    procedure: dict[str, Any] = {
-        "resourceType": "Procedure", "id": ctx.id(ctx.scope.visit or "injection"),
+    said = ctx.required(rule, "route", "route")
+    keys = said.raw if isinstance(said.raw, list) else [said.raw]  # a combined session: a Procedure per route
+    routes = [ctx.code(Value(key, said.label), "route") for key in keys]
+    procedures: list[dict[str, Any]] = [{
+        "resourceType": "Procedure", "id": ctx.id(ctx.scope.visit or "injection", *([key] if i else [])),
         "extension": [{"url": STUDY_EXTENSION, "valueReference": ctx.study}],
         "instantiatesCanonical": [ctx.spec.catalogue.activities[route["activity"]]],
         "status": "completed", "code": coded(ctx, route["code"]), "subject": ctx.subject,
-        "performedDateTime": day}
-    out = [procedure]
+        "performedDateTime": day} for i, (key, route) in enumerate(zip(keys, routes, strict=True))]
+    procedure = procedures[0]  # the session's: its dose and lot (the others say where they are)
+    for other in procedures[1:]:
+        other["note"] = [{"text": f"one session with Procedure/{procedure['id']} ({' + '.join(map(str, keys))}): "
+                                  "the session's cells given and lot are recorded there"}]
+    out = list(procedures)
     cells = ctx.value(rule, "cells_million")
     if not cells.empty:
         number = ctx.decimal(cells) * rule.derived.get("cells_million", 1)

@@ -136,11 +136,16 @@ class _Duplicates:
         if (file, line) == (row.file, row.line):
             return row
         where = f"line {line}" if file == row.file else f"{pathlib.Path(file).name} line {line}"
-        column = self.spec.source.get("unique", [self.spec.source["record_key"]])[0]
+        if row.sheet:
+            where = f"row {line}" if file == row.file else f"{pathlib.Path(file).name} row {line}"
+        table = self.spec.table(row.table)
+        column = table.unique[0] if "unique" in self.spec.source or len(self.spec.tables) > 1 \
+            else table.record_key
         label = column if self.spec.tabular or column.startswith("$.") else f"$.{column}"
+        header, cell = (row.places or {}).get(label, (label, ""))
         return RecordResult(row.file, row.line, rejections=[Rejection(
-            row.file, row.line, label, key[0], self.spec.where_key(("source", "unique")),
-            f"duplicate of {where}")])
+            row.file, row.line, header, key[0], self.spec.where_key(table.at + ("unique",)),
+            f"duplicate of {where}", cell=cell)])
 
 
 def _rows(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> Iterator[SourceRow | RecordResult]:
@@ -150,7 +155,8 @@ def _rows(spec: MappingSpec, files: Iterable[str | pathlib.Path]) -> Iterator[So
         for row in read_source(spec, path):
             if isinstance(row, SourceError):
                 yield RecordResult(row.file, row.line, rejections=[
-                    Rejection(row.file, row.line, "", "", "", row.reason)])
+                    Rejection(row.file, row.line, "", "", "", row.reason,
+                              cell=f"{row.sheet}!{row.line}:{row.line}" if row.sheet else "")])
                 continue
             yield duplicates.check(row)
 

@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterator
 
 from adapter.mapping.fields import Problem, Scope, Value, text_of
-from adapter.mapping.sources import SourceError, SourceRow, read_csv, read_json, read_ndjson
+from adapter.mapping.reading import read_rows
+from adapter.mapping.sources import SourceError, SourceRow
 from adapter.mapping.spec import MappingSpec, Rule
 
 __all__ = ["read_source", "root_scope", "unique_key", "visit_of", "holds", "idle", "items_of", "visit_scopes"]
@@ -17,27 +18,29 @@ _PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 
 
 def read_source(spec: MappingSpec, path: str | pathlib.Path) -> Iterator[SourceRow | SourceError]:
-    source = spec.source
-    if spec.tabular:
-        return read_csv(path, source["encoding"], source.get("delimiter", ","))
-    if source["format"] == "json":
-        return read_json(path, source["encoding"])
-    return read_ndjson(path, source["encoding"])
+    """The rows of one file, each of its table (reading.py)."""
+    return read_rows(spec, path)
 
 
 def root_scope(spec: MappingSpec, row: SourceRow) -> Scope:
-    return Scope(row.values, spec.tabular, spec.source.get("decimal_mark", "."), seen=set())
+    scope = Scope(row.values, spec.tabular, spec.source.get("decimal_mark", "."), seen=set(), table=spec.table(row.table))
+    if row.places:
+        scope.cells.update(row.places)
+    return scope
 
 
 def unique_key(spec: MappingSpec, row: SourceRow) -> tuple[str, ...]:
-    """What identifies the record: a second one with the same key is a duplicate."""
+    """What identifies the record: a second one with the same key is a duplicate (within its
+    table: a source of several tables adds the table's name)."""
     if row.key is not None:
         return row.key  # worked out once per row, by the duplicate check (run.py)
-    names = spec.source.get("unique") or [spec.source["record_key"], spec.source["visit"]["field"]]
+    names = spec.table(row.table).unique
     if spec.tabular:  # a column each: what Scope.get reads, without a scope
-        return tuple(text_of(row.values.get(name)).strip() for name in names)
-    scope = root_scope(spec, row)
-    return tuple(text_of(scope.get(name).raw).strip() for name in names)
+        key = tuple(text_of(row.values.get(name)).strip() for name in names)
+    else:
+        scope = root_scope(spec, row)
+        key = tuple(text_of(scope.get(name).raw).strip() for name in names)
+    return key + (row.table,) if len(spec.tables) > 1 else key
 
 
 def _fill(template: str, match: re.Match[str], scope: Scope) -> str:
@@ -53,14 +56,14 @@ def _fill(template: str, match: re.Match[str], scope: Scope) -> str:
 
 
 def visit_of(spec: MappingSpec, scope: Scope) -> str:
-    value = scope.get(spec.source["visit"]["field"])
+    table = scope.table or spec.tables[0]
+    value = scope.get(table.visit_field)
     text = text_of(value.raw).strip()
-    for pattern, template in spec.visits:
+    for pattern, template in table.visits:
         match = pattern.fullmatch(text)
         if match:
             return _fill(template, match, scope)
-    raise Problem(value.label, value.raw, "unknown visit (expected one of: "
-                  f"{', '.join(v['match'] for v in spec.source['visit']['values'])})")
+    raise Problem(value.label, value.raw, f"unknown visit (expected one of: {', '.join(table.visit_matches)})")
 
 
 def holds(rule: Rule, scope: Scope) -> bool:

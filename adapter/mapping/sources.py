@@ -16,7 +16,7 @@ from typing import Any
 
 from adapter.errors import AdapterError
 
-__all__ = ["SourceRow", "SourceError", "read_csv", "read_ndjson", "read_json", "MAX_LINE", "MAX_DOCUMENT"]
+__all__ = ["SourceRow", "SourceError", "SourceFileError", "read_csv", "read_ndjson", "read_json", "MAX_LINE", "MAX_DOCUMENT"]
 
 # One physical line of a CSV or NDJSON export, read at most this far: a 1 GiB line was refused
 # (by csv's field limit) only once it had been read whole, 2.2 GB at the peak. A row of a site's
@@ -33,6 +33,17 @@ class SourceRow:
     # what identifies the record (engine.unique_key), once the run has worked it out for the
     # duplicate check: the Provenance reuses it rather than reading the row a second time
     key: tuple[str, ...] | None = None
+    table: str = ""  # the mapping's table it belongs to (tables.py): "" for a source of one table
+    # a workbook's: field -> (the header as the site wrote it, `sheet!A1`), before any reshaping
+    places: dict[str, tuple[str, str]] | None = None
+    sheet: str = ""  # a workbook's: the sheet it is a row of (`line` is the sheet's row number)
+
+
+class SourceFileError(AdapterError):
+    """A source file that cannot be read as the mapping says (a workbook that is none, a sheet or
+    a header that is not there): one error, before anything of the ingest is stored."""
+
+    status, code = 422, "invalid"
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class SourceError:
     file: str
     line: int
     reason: str
+    sheet: str = ""
 
 
 def read_csv(path: str | pathlib.Path, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[SourceRow | SourceError]:

@@ -10,28 +10,36 @@ from __future__ import annotations
 import csv
 import decimal
 import pathlib
-import re
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Any
 
 from adapter.mapping.catalogue import Catalogue, load_catalogue
 from adapter.mapping.arithmetic import is_arithmetic, operation
-from adapter.mapping.fields import map_target
+from adapter.mapping.fields import map_targets
 from adapter.mapping.identifiers import check_identifiers
-from adapter.mapping.rules import CODE_TABLES, FLAT_KINDS, KINDS, body_of, referenced_fields
+from adapter.mapping.rules import CODE_TABLES, FLAT_KINDS, KINDS, body_of, referenced_fields, table_fields
 from adapter.mapping.plan import When, compile_when, idle_columns, seen_labels
+from adapter.mapping.site_local import extend_catalogue, load_site
+from adapter.mapping.tables import VISIT_KEY, Table, compile_tables
 from adapter.mapping.spec_units import derived_factors, source_factors, value_problems
 from adapter.yamlspec import Lines, SpecError, load_checked, package_schema
 
-__all__ = ["Rule", "MappingSpec", "load_mapping", "SITE_SPECS"]
+__all__ = ["Rule", "MappingSpec", "load_mapping", "SITE_SPECS", "TABULAR", "shipped_mappings"]
 
 # The site mappings this adapter ships (mappings/sites/).
 SITE_SPECS = pathlib.Path(__file__).resolve().parent.parent.parent / "mappings" / "sites"
 
-_VISIT = re.compile(r"^(baseline|injection-(\d+|\{[^}]+\})|month-(\d+|\{[^}]+\}))$")
+_VISIT = VISIT_KEY
+TABULAR = ("csv", "redcap", "xlsx", "xls")
 _REDCAP_SYSTEM = {"record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
                   "redcap_data_access_group"}
+
+
+def shipped_mappings() -> list[pathlib.Path]:
+    """The site mappings this adapter ships (mappings/sites/site-*.yaml), not the files beside
+    them (site-e.site.yaml, site-e.catalogue.yaml: a site's file and its catalogue extension)."""
+    return sorted(p for p in SITE_SPECS.glob("site-*.yaml") if "." not in p.stem)
 
 
 @dataclass(frozen=True)
@@ -66,9 +74,15 @@ class MappingSpec:
     lines: Lines
     catalogue: Catalogue
     rules: tuple[Rule, ...]
-    visits: tuple[tuple[re.Pattern[str], str], ...]
+    tables: tuple[Table, ...]  # what the source's rows are (tables.py): one, unless `tables:` lists more
     looked_up: frozenset[str] = frozenset()  # fields rules read from other rows of the record
     warnings: tuple[str, ...] = ()  # `file:line: key: message`, printed by `mapping check`
+    table_fields: dict[str, tuple[str, ...]] = default(default_factory=dict)  # the fields read, per table
+    site_entry: dict[str, Any] | None = None  # the site declared beside the mapping (mapping.site_file)
+
+    def table(self, name: str) -> Table:
+        """A table by name ("": the one table of a source without `tables:`)."""
+        return next((t for t in self.tables if t.name == name), self.tables[0])
 
     @property
     def site(self) -> str:
@@ -88,7 +102,8 @@ class MappingSpec:
 
     @property
     def tabular(self) -> bool:
-        return self.source["format"] in ("csv", "redcap")
+        """Rows of named columns (CSV, REDCap, workbooks), not JSON documents."""
+        return self.source["format"] in TABULAR
 
     def where(self, rule: Rule) -> str:
         return f"{pathlib.Path(self.path).name}:{rule.line}"
@@ -110,45 +125,59 @@ def load_mapping(path: str | pathlib.Path, header: list[str] | None = None) -> M
         catalogue = load_catalogue(pathlib.Path(path).parent / data["mapping"]["catalogue"])
     except SpecError as exc:
         raise SpecError([lines.problem(("mapping", "catalogue"), p) for p in exc.problems]) from exc
+    catalogue, site_entry = _site_local(data, lines, path, catalogue)
     problems: list[str] = []
-    tabular = data["source"]["format"] in ("csv", "redcap")
-    rules = [_compile(i, rule, lines, catalogue, problems, tabular) for i, rule in enumerate(data["rules"])]
-    visits = []
-    for i, value in enumerate(data["source"]["visit"]["values"]):
-        try:
-            pattern = re.compile(value["match"])
-        except re.error as exc:
-            problems.append(lines.problem(("source", "visit", "values", i, "match"), f"not a regular expression: {exc}"))
-        else:
-            visits.append((pattern, value["visit"]))
-            missing = [g for g in re.findall(r"\{(\d+)\}", value["visit"]) if int(g) > pattern.groups]
-            if missing:
-                problems.append(lines.problem(("source", "visit", "values", i, "visit"),
-                                              f"{{{missing[0]}}}: the match has {pattern.groups} group(s)"))
-        if not _VISIT.match(value["visit"]):
-            problems.append(lines.problem(("source", "visit", "values", i, "visit"),
-                                          "a visit is baseline, injection-N or month-N (N may be {1} or {field})"))
+    tabular = data["source"]["format"] in TABULAR
+    tables = compile_tables(data["source"], lines, problems)
+    default = tables[0].name if len(tables) > 1 else None  # a rule without `when: {table:}` reads the first
+    rules = [_compile(i, rule, lines, catalogue, problems, tabular, default) for i, rule in enumerate(data["rules"])]
+    names = [t.name for t in tables]
+    for i, rule in enumerate(data["rules"]):
+        for j, name in enumerate(_listed(rule.get("when", {}).get("table"))):
+            if name not in names:
+                problems.append(lines.problem(("rules", i, "when", "table", j), f"unknown table {name!r} (the "
+                                              f"source's: {', '.join(names)})"))
     for i, rule in enumerate(data["rules"]):
         for j, name in enumerate(_listed(rule.get("when", {}).get("visit"))):
             if not _VISIT.match(name):
                 problems.append(lines.problem(("rules", i, "when", "visit", j), f"{name!r} is not a visit "
                                               "(baseline, injection-N or month-N)"))
     problems += _check_fields(data, lines, path, header, catalogue)
-    looked = _check_lookups(data, lines, problems)
+    looked = _check_lookups(data, lines, problems, names)
     refused, warnings = check_identifiers(data, lines)
     problems += refused
     problems += _check_arms(data, lines, catalogue)
     site = data["mapping"]["site"]
-    if catalogue.sites and site not in catalogue.sites:  # its data's Provenance would name no Organization
+    if catalogue.sites and site not in catalogue.sites and site_entry is None:  # its Provenance would name no Organization
         problems.append(lines.problem(("mapping", "site"), f"unknown site {site!r}: not one of the protocol's "
-                                      f"sites ({', '.join(catalogue.sites)}; add it under `sites:` in "
+                                      f"sites ({', '.join(catalogue.sites)}; declare it in a file of its own, "
+                                      "mapping.site_file, or add it under `sites:` in "
                                       f"{catalogue.data['catalogue']['protocol']})"))
     if problems:
         raise SpecError(problems)
-    return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tuple(visits), looked, tuple(warnings))
+    return MappingSpec(str(path), data, lines, catalogue, tuple(rules), tables, looked, tuple(warnings),
+                       table_fields(data, tables, catalogue), site_entry)
 
 
-def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> frozenset[str]:
+def _site_local(data: dict[str, Any], lines: Lines, path: str | pathlib.Path, catalogue: Catalogue
+                ) -> tuple[Catalogue, dict[str, Any] | None]:
+    """The site file and the catalogue extension the mapping names, beside it (site_local.py)."""
+    folder, mapping = pathlib.Path(path).parent, data["mapping"]
+    site = None
+    for key in ("site_file", "catalogue_extension"):
+        if key not in mapping:
+            continue
+        try:
+            if key == "site_file":
+                site = load_site(folder / mapping[key], mapping["site"], catalogue)
+            else:
+                catalogue = extend_catalogue(catalogue, folder / mapping[key], mapping["site"])
+        except SpecError as exc:
+            raise SpecError([lines.problem(("mapping", key), p) for p in exc.problems]) from exc
+    return catalogue, site
+
+
+def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str], tables: list[str]) -> frozenset[str]:
     found: set[str] = set()
 
     def walk(expr: Any, at: tuple[Any, ...]) -> None:
@@ -158,6 +187,9 @@ def _check_lookups(data: dict[str, Any], lines: Lines, problems: list[str]) -> f
                 walk(part, at + (op, j))
         elif isinstance(expr, dict) and ("from_visit" in expr or "latest" in expr):
             found.add(expr["field"])
+            if "table" in expr and expr["table"] not in tables:
+                problems.append(lines.problem(at + ("table",), f"unknown table {expr['table']!r} (the source's: "
+                                              f"{', '.join(tables)})"))
             if "from_visit" in expr and not _VISIT.match(expr["from_visit"]):
                 problems.append(lines.problem(at + ("from_visit",), f"{expr['from_visit']!r} is not a visit "
                                               "(baseline, injection-N or month-N)"))
@@ -191,7 +223,8 @@ def _check_arms(data: dict[str, Any], lines: Lines, catalogue: Catalogue) -> lis
                                           "`arm` here (e.g. {field: rand_arm, map: {\"1\": arm-1}})"))
         elif isinstance(expr, dict) and "map" in expr:
             for code, arm in expr["map"].items():
-                check(at + ("map", code), map_target(arm))
+                for target in map_targets(arm):
+                    check(at + ("map", code), target)
         elif isinstance(expr, dict) and "const" in expr:
             check(at + ("const",), expr["const"])
     return problems
@@ -202,7 +235,7 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogue,
-             problems: list[str], tabular: bool = True) -> Rule:
+             problems: list[str], tabular: bool = True, table: str | None = None) -> Rule:
     kind = next(k for k in KINDS if k in rule)
     at = ("rules", index)
     fields = {k: v for k, v in rule.items() if k not in (kind, "name", "when", "per", "for_each")} \
@@ -229,7 +262,7 @@ def _compile(index: int, rule: dict[str, Any], lines: Lines, catalogue: Catalogu
             fields[key] = {k: v for k, v in fields[key].items() if k != "round"}
     idle = idle_columns(kind, rule, fields, tabular)
     return Rule(index, kind, fields, rule, lines.line(at), name, concept, factors, derived, rounding,
-                compile_when(rule), idle, seen_labels(idle))
+                compile_when(rule, table), idle, seen_labels(idle))
 
 
 def _unknown_codes(kind: str, fields: dict[str, Any], at: tuple[Any, ...], lines: Lines,
@@ -241,10 +274,14 @@ def _unknown_codes(kind: str, fields: dict[str, Any], at: tuple[Any, ...], lines
         if isinstance(expr, dict) and "map" in expr:
             known = catalogue.codes(table)
             for source_code, entry in expr["map"].items():
-                if (target := map_target(entry)) not in known:
-                    problems.append(lines.problem(at + (kind, field, "map", source_code),
-                                                  f"unknown {table} code {target!r} (the catalogue has: "
-                                                  f"{', '.join(known)})"))
+                if isinstance(entry, list) and (kind, field) != ("injection", "route"):
+                    problems.append(lines.problem(at + (kind, field, "map", source_code), "several keys: only an "
+                                                  "injection's route maps to several (one Procedure per route)"))
+                for target in map_targets(entry):
+                    if target not in known:
+                        problems.append(lines.problem(at + (kind, field, "map", source_code),
+                                                      f"unknown {table} code {target!r} (the catalogue has: "
+                                                      f"{', '.join(known)})"))
     return problems
 
 
@@ -275,7 +312,7 @@ def _check_fields(data: dict[str, Any], lines: Lines, path: str | pathlib.Path,
                   header: list[str] | None, catalogue: Catalogue | None = None) -> list[str]:
     source = data["source"]
     if source["format"] not in ("csv", "redcap"):
-        return []
+        return []  # a workbook's header is checked when it is read (reading.py), JSON paths by coverage
     choices: dict[str, set[str]] = {}
     if "dictionary" in source:
         dictionary = pathlib.Path(path).parent / source["dictionary"]

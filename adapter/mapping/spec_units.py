@@ -5,6 +5,7 @@ of the spec, never of a row."""
 from __future__ import annotations
 
 import decimal
+import re
 from typing import Any
 
 from adapter.fhir.units import UnitError, factor
@@ -86,6 +87,29 @@ def value_problems(kind: str, rule: dict[str, Any], fields: dict[str, Any], conc
         if kind == "observation" and concept is not None and concept.get("value") == "coded" and is_arithmetic(expr):
             found.append(lines.problem(where, "a coded concept takes a code, not arithmetic"))
         found += [lines.problem(where, message) for message in _constant_problems(expr)]
+        found += [lines.problem(where + ("pattern",), message) for message in _pattern_problems(expr)]
+    return found
+
+
+def _pattern_problems(expr: Any) -> list[str]:
+    """A unit-bearing pattern must compile, hold the number in (?P<value>...), and its unit group
+    go with `units` (whose spellings UCUM must convert into the expression's `unit`)."""
+    if not isinstance(expr, dict) or "pattern" not in expr:
+        return []
+    try:
+        pattern = re.compile(expr["pattern"])
+    except re.error as exc:
+        return [f"not a regular expression: {exc}"]
+    found = []
+    if "value" not in pattern.groupindex:
+        found.append("no group (?P<value>...) for the number")
+    if ("unit" in pattern.groupindex) != ("units" in expr):
+        found.append("a (?P<unit>...) group and `units:` go together")
+    for spelling, ucum in expr.get("units", {}).items():
+        try:
+            factor(ucum, expr["unit"])
+        except UnitError as exc:
+            found.append(f"units.{spelling}: {exc}")
     return found
 
 

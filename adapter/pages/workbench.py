@@ -18,7 +18,7 @@ from adapter.mapping.spec import SITE_SPECS
 from adapter.mapping.coverage import Coverage, coverage
 from adapter.mapping.fields import fields_of
 from adapter.mapping.identifiers import direct_identifiers
-from adapter.mapping.spec import load_mapping
+from adapter.mapping.spec import load_mapping, shipped_mappings
 from adapter.yamlspec import SpecError
 
 __all__ = ["mappings", "fixtures", "DryRun", "dry_run", "GRID_ROWS"]
@@ -30,12 +30,12 @@ GRID_ROWS = 200  # children shown in the grid; the counts above it cover every r
 # seconds, well inside the worker's time limit, whatever the file (10 MB of site A is 66,000
 # rows, ~2 minutes); the whole file: `fhir-adapter translate --dry-run`.
 MAX_ROWS = 3000
-_SUFFIX = {"csv": ".csv", "json": ".json", "ndjson": ".ndjson"}
+_SUFFIX = {"csv": ".csv", "json": ".json", "ndjson": ".ndjson", "xlsx": ".xlsx", "xls": ".xls"}
 
 
 def mappings() -> list[str]:
     """The site mappings, by name (site-a, ...): the only ones the page accepts."""
-    return sorted(p.stem for p in SITE_SPECS.glob("site-*.yaml"))
+    return [p.stem for p in shipped_mappings()]
 
 
 def fixtures() -> dict[str, pathlib.Path]:
@@ -76,7 +76,9 @@ def dry_run(mapping: str, source: str, path: pathlib.Path | None = None, upload:
     try:
         with tempfile.TemporaryDirectory(prefix="workbench-") as folder:
             if upload is not None:  # the engine reads files: the upload goes to a private temp file
-                if spec.tabular or spec.source.get("format") == "ndjson":
+                # a workbook is not cut (its rows are not lines): the upload limit and the
+                # workbook's own bounds (cells, sheets, bytes: workbooks.py) hold it
+                if spec.source.get("format") in ("csv", "redcap", "ndjson"):
                     upload, run.cut = _first_rows(upload, MAX_ROWS, 1 if spec.tabular else 0)
                 path = pathlib.Path(folder) / f"upload{_SUFFIX.get(spec.source.get('format', 'csv'), '.csv')}"
                 path.write_bytes(upload)

@@ -55,6 +55,12 @@ class _Planned:
     activity: str
     code: tuple[str, str]
     finding: Finding | None = None
+    # the codes that do it: its own, and those the protocol gives as alternatives (an absolute
+    # lymphocyte count for the percentage)
+    accepts: frozenset[tuple[str, str]] = frozenset()
+
+    def done_by(self, codes: set[tuple[str, str]]) -> bool:
+        return self.code in codes or bool(self.accepts & codes)
 
 
 def _day(resource: dict[str, Any], *fields: str) -> date | None:
@@ -103,7 +109,7 @@ def _match(planned: list[_Planned], records: list[tuple[dict[str, Any], date, se
     while i > 0 and j > 0:
         p, r = planned[plan[i - 1]], records[recs[j - 1]]
         if cost[i][j] == cost[i - 1][j - 1] + _pair_cost(p, r) and _pair_cost(p, r) < 2 * skip:
-            status, outside = _status(p, r[1], p.code in r[2])
+            status, outside = _status(p, r[1], p.done_by(r[2]))
             v = p.visit
             p.finding = Finding(v.visit.id, p.activity, status, v.target, v.earliest, v.latest,
                                 r[1], outside, f"{r[0].get('resourceType') or rtype}/{r[0]['id']}", p.code)
@@ -120,7 +126,7 @@ def _pair_cost(planned: _Planned, record: tuple[dict[str, Any], date, set[tuple[
     distance = abs((record[1] - planned.visit.target).days)
     if distance > MATCH_DAYS:
         return float("inf")
-    return distance + (0 if planned.code in record[2] else WRONG_ROUTE_DAYS)
+    return distance + (0 if planned.done_by(record[2]) else WRONG_ROUTE_DAYS)
 
 
 def adherence(repo: Repository, subject_id: str, as_of: date,
@@ -135,15 +141,16 @@ def adherence(repo: Repository, subject_id: str, as_of: date,
     procedures = [(p, d, _codes(p)) for p in search_all(repo, "Procedure", [("subject", patient)])
                   if (d := _day(p, "performedDateTime", "performedPeriod")) and p.get("status") != "entered-in-error"]
     extra = _match(injections, procedures, {p.code for p in injections}, "Procedure")
-    wanted = {p.code for p in assessments}
+    wanted = {p.code for p in assessments} | {c for p in assessments for c in p.accepts}
     observations = [(o, d, _codes(o)) for o in search_all(repo, "Observation", [("subject", patient)])
                     if (d := _day(o, "effectiveDateTime", "effectivePeriod", "effectiveInstant"))
                     and o.get("status") not in ("entered-in-error", "cancelled") and _codes(o) & wanted]
     encounters = {e["id"]: e for e in search_all(repo, "Encounter", [("subject", patient)])
                   if e.get("status") not in ("entered-in-error", "cancelled")}
     observations += _reviews(repo, patient, encounters, {p.code for p in assessments if p.code[1] == REVIEW_CODE})
-    for code in sorted(wanted):
-        _match([p for p in assessments if p.code == code], observations, {code}, "Observation")
+    for code in sorted({p.code for p in assessments}):
+        mine = [p for p in assessments if p.code == code]
+        _match(mine, observations, {code, *(c for p in mine for c in p.accepts)}, "Observation")
     findings = []
     for p in injections + assessments:
         if p.finding is None:
@@ -196,11 +203,25 @@ def _planned(repo: Repository, plan: dict[str, Any], visits: list[DatedVisit], c
             activity = definition(repo, action["definitionCanonical"], "ActivityDefinition", cache)
             if activity.get("dosage"):
                 injections.append(_Planned(dated, activity["id"], _injection_code(activity)))
+            others = _alternatives(activity)
             for ext in activity.get("extension", []):
                 if ext["url"].endswith("/produces-observation-code"):
                     c = ext["valueCoding"]
-                    assessments.append(_Planned(dated, activity["id"], (c["system"], c["code"])))
+                    code = (c["system"], c["code"])
+                    assessments.append(_Planned(dated, activity["id"], code, accepts=others.get(code, frozenset())))
     return injections, assessments
+
+
+def _alternatives(activity: dict[str, Any]) -> dict[tuple[str, str], frozenset[tuple[str, str]]]:
+    """Per code the activity produces, the codes its `-alternative` extensions say do the same."""
+    found: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for ext in activity.get("extension", []):
+        if ext["url"].endswith("/produces-observation-code-alternative"):
+            parts = {p["url"]: p["valueCoding"] for p in ext.get("extension", [])}
+            if "for" in parts and "code" in parts:
+                found.setdefault((parts["for"]["system"], parts["for"]["code"]), set()).add(
+                    (parts["code"]["system"], parts["code"]["code"]))
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def _injection_code(activity: dict[str, Any]) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from adapter.fhir.sites import SITE_SYSTEM
 from adapter.protocol.spec import Spec
 
 __all__ = ["organisation_resources", "site_code_system", "sponsor_reference", "site_location_references",
-           "SITE_SYSTEM_PATH"]
+           "SITE_SYSTEM_PATH", "site_resources"]
 
 SITE_SYSTEM_PATH = "sid/site"  # {base}/sid/site|site-a: the identifier sites had before they were resources
 
@@ -54,15 +54,28 @@ def organisation_resources(spec: Spec) -> list[dict[str, Any]]:
             org["address"] = [{"country": sponsor["country"]}]
         out.append(org)
     for site, entry in spec.data.get("sites", {}).items():
-        identifier = [{"system": f"{spec.base}/{SITE_SYSTEM_PATH}", "value": site}]
-        org = {"resourceType": "Organization", "id": site, "active": True, "identifier": identifier,
-               "name": entry["name"]}
-        location = {"resourceType": "Location", "id": site, "status": "active", "mode": "instance",
-                    "identifier": [dict(i) for i in identifier], "name": entry["location"],
-                    "managingOrganization": {"reference": f"Organization/{site}", "display": entry["name"]}}
-        address = {k: entry[k] for k in ("city", "country") if k in entry}
-        if address:
-            org["address"] = [address]
-            location["address"] = address
-        out += [org, location]
+        out += site_resources(spec.base, site, entry)
     return out
+
+
+def site_resources(base: str, site: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A site's Organization and Location: a site of the protocol spec, or one declared by its
+    own file beside its mapping (adapter/mapping/site_local.py), with its other identifiers, its
+    aliases and the organisation it is part of."""
+    identifier = [{"system": f"{base}/{SITE_SYSTEM_PATH}", "value": site}]
+    org: dict[str, Any] = {"resourceType": "Organization", "id": site, "active": True,
+                           "identifier": identifier + [dict(i) for i in entry.get("identifiers", [])],
+                           "name": entry["name"]}
+    if entry.get("alias"):
+        org["alias"] = list(entry["alias"])
+    if entry.get("part_of"):
+        org["partOf"] = {"display": entry["part_of"]}
+    location: dict[str, Any] = {
+        "resourceType": "Location", "id": site, "status": "active", "mode": "instance",
+        "identifier": [dict(i) for i in identifier], "name": entry["location"],
+        "managingOrganization": {"reference": f"Organization/{site}", "display": entry["name"]}}
+    address = {k: entry[k] for k in ("city", "country") if k in entry}
+    if address:
+        org["address"] = [address]
+        location["address"] = address
+    return [org, location]

@@ -90,6 +90,10 @@ def _activity(spec: Spec, key: str, activity: dict[str, Any]) -> dict[str, Any]:
     ad["code"] = {"coding": codings[:1], "text": activity["title"]} if len(codings) == 1 \
         else {"text": activity["title"]}
     ad["extension"] = [{"url": produces_url(spec), "valueCoding": c} for c in codings]
+    for primary in activity["codes"]:  # codes that do the same: $adherence counts either
+        for other in activity.get("alternatives", {}).get(str(primary["code"]), []):
+            ad["extension"].append({"url": f"{produces_url(spec)}-alternative", "extension": [
+                {"url": "for", "valueCoding": _coding(spec, primary)}, {"url": "code", "valueCoding": _coding(spec, other)}]})
     return ad
 
 
