@@ -145,8 +145,8 @@ EHR_KEY = _ehr_key()
 
 
 @contextlib.contextmanager
-def topology(kind: str, folder: pathlib.Path, sites: tuple[str, ...], base_urls: dict[str, str] | None = None
-             ) -> Iterator[Topology]:
+def topology(kind: str, folder: pathlib.Path, sites: tuple[str, ...], base_urls: dict[str, str] | None = None,
+             policy_dirs: dict[str, pathlib.Path] | None = None) -> Iterator[Topology]:
     """Each site and the centre: store, keys, gateway (auth on). The centre is registered at each
     site under the policy; `ehr` is a site's own client (no policy) at each site."""
     from adapter.store.clients import ClientRecord
@@ -182,6 +182,8 @@ def topology(kind: str, folder: pathlib.Path, sites: tuple[str, ...], base_urls:
                       "AUTH_CLIENT_CACHE_SECONDS": 0}
             if base_urls and name in base_urls:
                 config["FHIR_BASE_URL"] = base_urls[name]
+            if policy_dirs and name in policy_dirs:  # a site whose policy files differ from the centre's
+                config["EXCHANGE_POLICY_DIR"] = str(policy_dirs[name])
             served = Served(create_app(config))
             stack.callback(served.close)
             t.gateways[name] = served

@@ -102,7 +102,9 @@ def test_the_centre_follows_each_site_and_nothing_identifying_leaves(kind, tmp_p
 
         second = t.pull("site-a", overlap=0)  # _since exactly the last transactionTime: just the changes
         assert second.ok and second.since == first["site-a"].transaction_time
-        assert second.received == {"Observation": 2} and second.deleted == 1 and second.written == 2
+        # (and the quasi-identifier types whole, as every pull under a k-anonymous policy: unchanged)
+        assert second.received == {"Observation": 2, "Patient": 20, "Condition": 20}
+        assert second.deleted == 1 and second.written == 2 and second.unchanged == 40
         assert t.at_centre("site-a") == t.shared("site-a")
         assert any(r.get("valueQuantity", {}).get("value") == 99.5 for r in t.at_centre("site-a").values())
 
@@ -238,7 +240,7 @@ def test_a_failing_site_is_retried_reported_and_the_others_still_pull(kind, tmp_
         run = subprocess.run(
             [sys.executable, "-m", "adapter.cli", "exchange", "pull", "--site", "site-x", "--from", f"{broken.root}/fhir",
              "--site", "site-y", "--from", f"{silent.root}/fhir", "--site", "site-b", "--from", t.fhir("site-b"),
-             "--client-id", "centre", "--key", str(t.key_file), "--retries", "2", "--timeout", "0.5",
+             "--client-id", "centre", "--key", str(t.key_file), "--retries", "2", "--timeout", "2",
              "--state", str(t.state), "--db", t.urls["centre"]],
             cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert run.returncode == 1

@@ -6,9 +6,13 @@ datatype (scrub.py), ids re-keyed, then two things no rule could say:
 - Dates shifted per child. Every date, dateTime and instant of a child's resources moves by one
   offset: whole days, within +/- the policy's `shift_days` and never 0, a keyed function of the
   child's pseudonym and the site's key, the same at every pull. Every interval within a child is
-  kept to the day (change from baseline, visit windows, adherence), and no date of the child's
-  is the date it was. A resource of no child (a cell lot, a row's Provenance) moves by the site's
-  own offset. `meta.lastUpdated` stays true (Bulk Data's `_since`).
+  kept to the day, and no date of the child's is the date it was. The protocol counts follow-up
+  visits in calendar months, which a shift of days would stretch or shrink by up to three days
+  (February): the offset is the first, in a keyed order, under which the child's whole schedule
+  (every visit's target day and window) moves by exactly the offset too, so visit windows,
+  adherence and change from baseline come out the same at the centre. A resource of no child (a
+  cell lot, a row's Provenance) moves by the site's own offset. `meta.lastUpdated` stays true
+  (Bulk Data's `_since`).
 - The release (anonymity.py): the quasi-identifiers of every child at the levels that give k,
   those of the suppressed children withheld.
 """
@@ -85,12 +89,15 @@ class Deidentifier:
 
     def __init__(self, policy: Policy, key: bytes, enrolment: Callable[[str], str | None] | None = None,
                  displays: Callable[[str, str], str | None] | None = None,
-                 release: Callable[[Deidentifier], Release | None] | None = None) -> None:
+                 release: Callable[[Deidentifier], Release | None] | None = None,
+                 schedules: Callable[[str], Any] | None = None) -> None:
         self.policy, self._key = policy, key
         self._enrolment = enrolment or (lambda patient_id: None)
         self._displays = displays or (lambda system, code: None)
         self._release_of = release
+        self._schedules = schedules or (lambda child: None)
         self._ids: dict[tuple[str, str, str], str] = {}
+        self._offsets: dict[tuple[str, str | None], int] = {}
 
     def keyed(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
@@ -138,13 +145,32 @@ class Deidentifier:
 
     def offset(self, site: str, child: str | None) -> int:
         """The days every date of this child's resources moves (of the site's, with no child):
-        within +/- shift_days, never 0."""
+        within +/- shift_days, never 0, and one under which the child's schedule moves whole."""
+        key = (site, child)
+        found = self._offsets.get(key)
+        if found is None:
+            if len(self._offsets) > 200_000:
+                self._offsets.clear()
+            found = self._offsets[key] = self._first_offset(site, child)
+        return found
+
+    def _first_offset(self, site: str, child: str | None) -> int:
         span = self.policy.shift_days
         if span <= 0:
             return 0
         whose = self.new_id(site, "Patient", child) if child else "the site"
-        n = int(self.keyed(f"date shift|{site}|{whose}")[:12], 16) % (2 * span)
-        return n - span if n < span else n - span + 1
+        order = sorted((d for d in range(-span, span + 1) if d),
+                       key=lambda d: self.keyed(f"date shift|{site}|{whose}|{d}"))
+        planned = self._schedules(child) if child else None
+        if planned is None:
+            return order[0]
+        start, dates_of = planned
+        before = dates_of(start)
+        for days in order:
+            moved = dates_of(start + timedelta(days=days))
+            if all(m == tuple(b + timedelta(days=days) for b in was) for m, was in zip(moved, before, strict=True)):
+                return days
+        return order[0]  # no such offset within the span (cannot happen: one in the same month moves it whole)
 
     # -- applying the policy --------------------------------------------------------------------
 

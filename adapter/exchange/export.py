@@ -164,10 +164,10 @@ class _Cancelled(AdapterError):
     pass
 
 
-def _requests(request: ExportRequest, rtype: str) -> list[SearchRequest]:
+def _requests(request: ExportRequest, rtype: str, whole: frozenset[str] = frozenset()) -> list[SearchRequest]:
     filters = [q for t, q in request.type_filters if t == rtype]
     params: list[tuple[str, str]] = [("_count", str(PAGE)), ("_total", "none")]
-    if request.since:
+    if request.since and rtype not in whole:
         params.append(("_lastUpdated", f"ge{request.since}"))
     queries = [[*params, *_query(q)] for q in filters] or [params]
     return [parse_search(rtype, q, strict=True) for q in queries]
@@ -229,6 +229,10 @@ def _run(repo: Repository, directory: pathlib.Path, job: dict[str, Any]) -> None
     job.update(status="running", output=[])
     _write_json(directory / "job.json", job)
     patients = _patients(repo, request)
+    # Under a policy with k-anonymity, the types that carry the quasi-identifiers go whole at every
+    # export: their shared form changes with the release (more children, other levels) though
+    # nothing of them changed at the site, and the centre must never hold two releases at once.
+    whole: frozenset[str] = getattr(repo, "sent_whole", frozenset())
     written_total = 0
     for rtype in dict.fromkeys(request.types):  # each type once, however often it was asked for
         if patients is not None and rtype not in compartment_types():
@@ -236,7 +240,7 @@ def _run(repo: Repository, directory: pathlib.Path, job: dict[str, Any]) -> None
         count, path = 0, directory / f"{rtype}.ndjson"
         seen: set[str] | None = set() if len([1 for t, _ in request.type_filters if t == rtype]) > 1 else None
         with open_private(path.with_suffix(".ndjson.part"), "wb") as out:
-            for search in _requests(request, rtype):
+            for search in _requests(request, rtype, whole):
                 for page in repo.scan(search, patients):
                     for entry in page:
                         if seen is not None:

@@ -109,15 +109,16 @@ def _pull(store: Repository, options: PullOptions, site: SiteClient, state: _Sta
         _refuse_all(state, arrival, fetched, report, say, problem)
         fetched = []
     _load_all(store, state, arrival, fetched, report, say)
-    if report.ok and report.files:
+    if report.ok and (report.written or report.deleted):
         # The policies of every file, as verified in this run or in a run that was killed after
         # verifying some (a resumed run does not see those files' stamps again).
         policies = set(arrival.policies_seen).union(*(set(done.get("policies", ()))
                                                       for done in state.data["files"].values()))
         record_provenance(store, report, sorted(policies or {f"{options.policy.name}|{options.policy.version}"}),
                           options.base)
-    # A pull with nothing new (a quiet site's nightly run) writes nothing: `--since auto` asks
-    # from the same point again next time, and `exchange status` counts it as a success.
+    # A pull that changed nothing (a quiet site's nightly run: nothing, or only the quasi-identifier
+    # types a k-anonymous policy sends whole, unchanged) writes nothing: `--since auto` asks from
+    # the same point again next time, and `exchange status` counts it as a success.
     # Done with this export either way: what passed is loaded, what did not is in quarantine; a
     # pull with refusals records no success, so the next one asks from the same point again.
     site.delete(state.data["status_url"])

@@ -5,19 +5,26 @@ the store is unchanged (a write makes the next request work it out again), and t
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Any
 
 import orjson
 
 from adapter.exchange.anonymity import Child, Release, release
 from adapter.exchange.deidentify import Deidentifier
+from adapter.fhir.outcomes import FhirError
 from adapter.fhir.search import parse_search
 from adapter.fhir.sites import sites_of
 from adapter.outcomes.memo import remember
+from adapter.protocol.apply import arm_protocol
+from adapter.protocol.schedule import schedule
 from adapter.store.repository import Repository
 
-__all__ = ["site_release", "enrolments"]
+__all__ = ["site_release", "enrolments", "schedules", "Schedule"]
+
+# (a child's first injection day, the dates of its planned visits from any first day)
+Schedule = tuple[date, Callable[[date], list[tuple[date, date, date]]]]
 
 _ICD10 = "http://hl7.org/fhir/sid/icd-10"
 
@@ -33,15 +40,52 @@ def site_release(store: Repository, deidentifier: Deidentifier) -> Release | Non
 
 def enrolments(store: Repository) -> dict[str, str]:
     """Patient id -> the first day of its ResearchSubject's period (the first injection)."""
-    def read() -> dict[str, str]:
-        found: dict[str, str] = {}
+    return {who: subject[0] for who, subject in _subjects(store).items()}
+
+
+def schedules(store: Repository) -> Callable[[str], Schedule | None]:
+    """Patient id -> (its first injection day, its protocol's schedule from any day), for the
+    children on an arm of a study the store holds: what a date shift must leave unchanged."""
+    subjects = _subjects(store)
+    plans: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def of(child: str) -> Schedule | None:
+        found = subjects.get(child)
+        if found is None:
+            return None
+        start, study_id, arm = found
+        if study_id is None or arm is None or len(start) < 10:
+            return None
+        if (study_id, arm) not in plans:
+            plans[(study_id, arm)] = _plan(store, study_id, arm)
+        plan = plans[(study_id, arm)]
+        if plan is None:
+            return None
+        return date.fromisoformat(start[:10]), lambda day: [(v.target, v.earliest, v.latest)
+                                                            for v in schedule(plan, day)]
+    return of
+
+
+def _plan(store: Repository, study_id: str, arm: str) -> dict[str, Any] | None:
+    study = store.current("ResearchStudy", study_id)
+    try:
+        return store.current("PlanDefinition", arm_protocol(study, arm)) if study else None
+    except FhirError:
+        return None
+
+
+def _subjects(store: Repository) -> dict[str, tuple[str, str | None, str | None]]:
+    """Patient id -> (first injection day, study id, arm) of its earliest ResearchSubject."""
+    def read() -> dict[str, tuple[str, str | None, str | None]]:
+        found: dict[str, tuple[str, str | None, str | None]] = {}
         for subject in _every(store, "ResearchSubject"):
             who = ((subject.get("individual") or {}).get("reference") or "").removeprefix("Patient/")
             start = (subject.get("period") or {}).get("start")
-            if who and isinstance(start, str) and (who not in found or start < found[who]):
-                found[who] = start
+            study = ((subject.get("study") or {}).get("reference") or "").removeprefix("ResearchStudy/") or None
+            if who and isinstance(start, str) and (who not in found or start < found[who][0]):
+                found[who] = (start, study, subject.get("assignedArm"))
         return found
-    return remember(store, "exchange enrolments", "all", read)
+    return remember(store, "exchange subjects", "all", read)
 
 
 def _children(store: Repository) -> list[Child]:

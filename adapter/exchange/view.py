@@ -22,7 +22,7 @@ import orjson
 from adapter.exchange.deidentify import Deidentifier
 from adapter.exchange.displays import known_displays
 from adapter.exchange.policy import SpecError, load_policy, policy_path
-from adapter.exchange.site_release import enrolments, site_release
+from adapter.exchange.site_release import enrolments, schedules, site_release
 from adapter.fhir.outcomes import FhirError, bad_request, forbidden, not_found
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.private import beside_store, open_private, private_dir
@@ -78,7 +78,7 @@ def deidentifier(store: Repository, name: str, directory: str | os.PathLike[str]
                         f"here ({len(error.problems)} problem(s): see `fhir-adapter exchange check {name}`): "
                         "nothing is served under it until it is fixed") from None
     return Deidentifier(policy, exchange_key(key_file), lambda patient_id: enrolments(store).get(patient_id),
-                        known_displays(store), lambda deid: site_release(store, deid))
+                        known_displays(store), lambda deid: site_release(store, deid), schedules(store))
 
 
 class PolicyView(Forwarding):
@@ -99,6 +99,12 @@ class PolicyView(Forwarding):
         # _lastUpdated: what Bulk Data's _since is made of; the labels, when the policy keeps them.
         kept = {r.path for r in policy.policy.rules if r.action == "keep"}
         self._filters = {"_lastUpdated"} | {f"_{e}" for e in ("security", "tag") if f"Resource.meta.{e}" in kept}
+
+    @property
+    def sent_whole(self) -> frozenset[str]:
+        """Types every export sends whole, whatever its `_since` (export.py): those that carry
+        the policy's quasi-identifiers, whose shared form follows the release."""
+        return frozenset({"Patient", "Condition"}) if self.policy.policy.k_anonymity is not None else frozenset()
 
     @property
     def unshared(self) -> Repository:
