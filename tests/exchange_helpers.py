@@ -55,7 +55,7 @@ def _prepared_resources(name: str) -> list[dict[str, Any]]:
         store = open_store(f"sqlite:///{path}")
         try:
             out = []
-            for rtype in sorted({*DATA, "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet",
+            for rtype in sorted({*DATA, "PlanDefinition", "ActivityDefinition", "CodeSystem", "ValueSet", "Measure",
                                  "Organization", "Location", "ConceptMap"}):
                 for page in store.scan(parse_search(rtype, [("_count", "1000"), ("_total", "none")])):
                     out.extend(json.loads(e.data) for e in page)
