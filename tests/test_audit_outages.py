@@ -124,6 +124,7 @@ def _check_trail(load: Load, events: list[dict[str, Any]]) -> None:
     assert set(load.acknowledged) <= created
 
 
+@pytest.mark.slow
 def test_a_database_restart_of_20_s_under_load_loses_no_event(tmp_path):
     postgres = OwnPostgres()
     postgres.start()
@@ -146,6 +147,7 @@ def test_a_database_restart_of_20_s_under_load_loses_no_event(tmp_path):
         postgres.close()
 
 
+@pytest.mark.slow
 def test_a_full_disk_answers_503_and_the_trail_is_whole_once_there_is_room(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
