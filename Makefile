@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB ?= sqlite:///var/adapter.db
 
-.PHONY: install run test lint docs bench screenshots definitions clean
+.PHONY: install run test test-fast lint docs bench screenshots definitions clean
 
 $(BIN)/fhir-adapter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ install: $(BIN)/fhir-adapter $(NODE_CLIENT)
 run: install
 	$(BIN)/fhir-adapter demo --db $(DB)
 
+# The suite over the machine's cores (pytest-xdist; each worker its own PostgreSQL database):
+# WORKERS=0 runs it in one process. `make test` runs everything; `make test-fast`, the inner
+# loop, leaves out the tests marked slow (the end-to-end ones of 3 s or more).
+WORKERS ?= auto
+
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check adapter tests bench tools fixtures

@@ -22,6 +22,17 @@ OTHER_KEY = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})  # same kid, 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
+class Clock:
+    """A gateway's CLOCK (epoch seconds for issuing and expiring tokens) that a test moves
+    forward, instead of sleeping until a token expires."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def public_jwks(*keys: Any) -> dict[str, Any]:
     return {"keys": [k.as_dict(private=False) for k in keys]}
 

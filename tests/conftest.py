@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import requests
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from adapter.gateway.app import create_app
@@ -39,19 +40,40 @@ os.environ.setdefault("FHIR_ADAPTER_AUDIT_JOURNAL", tempfile.mkdtemp(prefix="fhi
 
 # PostgreSQL half of the suite: the server named here, one fresh schema per test.
 PG_URL = os.environ.get("FHIR_ADAPTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+FIRST_PG_URL = PG_URL
 # CI sets FHIR_ADAPTER_REQUIRE_PG=1: there an unreachable server fails the run, not skips it.
 REQUIRE_PG = os.environ.get("FHIR_ADAPTER_REQUIRE_PG") == "1"
 
 
+# Under pytest-xdist each worker has a database of its own, made from PG_URL's and dropped at
+# the end: PostgreSQL's advisory locks (the store's write locks, adapter/store/engines.py) are
+# per database, not per schema, so workers sharing one would wait on each other's writes.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_WORKER_DATABASE: list[str] = []
+
+
 @functools.cache
 def postgres_unavailable() -> str | None:
-    """Why PostgreSQL cannot be used for tests, or None when it can."""
+    """Why PostgreSQL cannot be used for tests, or None when it can (under xdist, once this
+    worker's database is made: PG_URL names it from then on)."""
+    global PG_URL
     try:
-        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3,
+                             autocommit=True) as conn:
+            if XDIST_WORKER:
+                url = make_url(PG_URL)
+                name = f"{url.database}_{XDIST_WORKER}_{uuid.uuid4().hex[:8]}"
+                try:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                except psycopg.errors.InsufficientPrivilege:
+                    return None  # schemas in the shared database: correct, only more waiting
+                _WORKER_DATABASE.append(name)
+                PG_URL = url.set(database=name).render_as_string(hide_password=False)
             return None
     except psycopg.Error as exc:
         return f"PostgreSQL at {PG_URL} is not reachable ({str(exc).strip().splitlines()[0]}); " \
-               "set FHIR_ADAPTER_TEST_PG to a server where the test user may create schemas"
+               "set FHIR_ADAPTER_TEST_PG to a server where the test user may create schemas " \
+               "(and, for pytest -n, databases)"
 
 
 @contextlib.contextmanager
@@ -154,6 +176,11 @@ def _drop_reused_schemas() -> Iterator[None]:
     _SERVED_STACK.close()  # the `served` servers, then their stores
     while _ADMIN:
         _ADMIN.pop().close()
+    if _WORKER_DATABASE:  # the worker's own database, its schemas with it
+        with contextlib.suppress(psycopg.Error), psycopg.connect(
+                FIRST_PG_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{_WORKER_DATABASE[0]}" WITH (FORCE)')
+        return
     if _ALL_SCHEMAS:
         with contextlib.suppress(psycopg.Error), psycopg.connect(
                 PG_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:

@@ -80,6 +80,7 @@ def _subtype(event: dict[str, Any]) -> str:
     return event["subtype"][0]["code"] if event.get("subtype") else "-"
 
 
+@pytest.mark.slow
 def test_every_request_over_http_has_exactly_one_audit_event(db_url, tmp_path):
     with serving(db_url, tmp_path, "--audit") as (base, proc):
         s = requests.Session()
@@ -146,6 +147,7 @@ def test_every_request_over_http_has_exactly_one_audit_event(db_url, tmp_path):
     assert all("Patient/p1" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_audit_off_writes_none(db_url, tmp_path):
     with serving(db_url, tmp_path, "--no-audit") as (base, proc):
         assert requests.put(f"{base}/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=FHIR,

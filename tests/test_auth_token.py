@@ -325,6 +325,7 @@ def test_without_auth_nothing_is_advertised_and_no_key_is_made(db_url: str, tmp_
         app.extensions["fhir_store"].close()
 
 
+@pytest.mark.slow
 def test_gunicorn_workers_share_one_key_and_one_replay_cache(db_url: str, tmp_path: pathlib.Path) -> None:
     """`fhir-adapter serve` with auth on: two workers start at once and make the key on first
     use; every token verifies with the one key file, and a replay fails whichever worker gets it."""

@@ -48,6 +48,21 @@ def test_expired_token_is_refused_even_when_cached(tokens: TokenService, store: 
         tokens.authenticate(f"Bearer {token}", NOW + 300)
 
 
+def test_the_services_clock_issues_and_expires_tokens(store: SqlStore, tmp_path: pathlib.Path) -> None:
+    store.add_client(ClientRecord("ehr", "system/*.rs", '{"keys": []}'))
+    now = [NOW]
+    tokens = TokenService(load_or_create(tmp_path / "key.json"), store, lifetime=300, clock=lambda: now[0])
+    record = store.get_client("ehr")
+    assert record is not None
+    token = tokens.issue(record, "system/*.rs", "x")[0]  # no `now`: the clock's
+    assert tokens.authenticate(f"Bearer {token}").expires == int(NOW) + 300
+    now[0] = NOW + 299
+    assert tokens.authenticate(f"Bearer {token}").client == "ehr"
+    now[0] = NOW + 300
+    with pytest.raises(Unauthenticated, match="expired"):
+        tokens.authenticate(f"Bearer {token}")
+
+
 def test_token_signed_by_another_servers_key_is_refused(tokens: TokenService, store: SqlStore,
                                                          tmp_path: pathlib.Path) -> None:
     other = TokenService(load_or_create(tmp_path / "other-key.json"), store)

@@ -20,7 +20,7 @@ from fhirpy import SyncFHIRClient
 
 from adapter.fhir.sites import with_site
 from adapter.store.clients import ClientRecord
-from auth_helpers import RSA_KEY, public_jwks
+from auth_helpers import RSA_KEY, Clock, assertion, public_jwks, token_form
 from conftest import table_counts
 from test_auth_token import Served, make_auth_app
 from test_node_client import check_what_fhir_kit_client_saw
@@ -125,19 +125,48 @@ def test_no_token_malformed_or_foreign_token_is_401_and_metadata_stays_public(
 
 
 def test_an_expired_token_is_401(db_url: str, tmp_path: pathlib.Path) -> None:
-    # A lifetime of a few seconds and a wait to the token's own `exp`: with a lifetime of 1 s, a
-    # slow machine (CI, 2026-11-30) took that second between the token and the first request.
-    served = Served(make_auth_app(db_url, tmp_path, ACCESS_TOKEN_LIFETIME=4))
+    # The gateway's clock is moved to the token's own `exp`, not slept to: a token is good for
+    # its whole lifetime and refused from its `exp` on.
+    clock = Clock()
+    served = Served(make_auth_app(db_url, tmp_path, CLOCK=clock))
     try:
         served.store.add_client(ClientRecord("centre", "system/*.rs", json.dumps(public_jwks(RSA_KEY))))
         http = session(served, "centre", "system/*.rs")
         assert http.get(f"{fhir(served)}/Patient?_count=1", timeout=30).status_code == 200
         payload = str(http.headers["Authorization"]).split(".")[1]
         expires = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
-        time.sleep(max(0.0, expires - time.time()) + 1.1)
+        assert expires == int(clock.now) + 300  # the default lifetime, issued by the clock
+        clock.now = expires - 1
+        assert http.get(f"{fhir(served)}/Patient?_count=1", timeout=30).status_code == 200
+        clock.now = expires
         refused(http.get(f"{fhir(served)}/Patient?_count=1", timeout=30), 401, "expired")
     finally:
         served.close()
+
+
+def test_the_pages_cookie_lasts_as_long_as_the_token_by_the_same_clock(db_url: str, tmp_path: pathlib.Path) -> None:
+    clock = Clock()
+    app = make_auth_app(db_url, tmp_path, CLOCK=clock)
+    try:
+        app.extensions["fhir_store"].add_client(
+            ClientRecord("centre", "system/*.rs", json.dumps(public_jwks(RSA_KEY))))
+        client = app.test_client()
+        issued = client.post("/auth/token", data=token_form(
+            assertion(RSA_KEY, "centre", "http://localhost/auth/token"), "system/*.rs"))
+        assert issued.status_code == 200, issued.text
+        access = issued.json["access_token"]
+        clock.now += 100
+        signed_in = client.post("/ui/sign-in", data={"token": access})
+        assert signed_in.status_code == 303
+        assert "Max-Age=200;" in signed_in.headers["Set-Cookie"]  # 300 s issued, 100 s gone
+        clock.now += 200
+        refused_in = client.post("/ui/sign-in", data={"token": access})
+        assert refused_in.status_code == 401 and "expired" in refused_in.text
+        assert "Set-Cookie" not in refused_in.headers
+    finally:
+        if "audit_writer" in app.extensions:
+            app.extensions["audit_writer"].close()
+        app.extensions["fhir_store"].close()
 
 
 def test_a_revoked_clients_token_stops_working(gateway: Served) -> None:

@@ -28,6 +28,7 @@ def test_help_lists_the_commands():
         assert command in out
 
 
+@pytest.mark.slow
 def test_init_db_then_load_reports_rejections(tmp_path, db_url):
     assert run("init-db", "--db", db_url).returncode == 0
     good = tmp_path / "good.ndjson"
@@ -54,6 +55,7 @@ def demo_db(request, tmp_path_factory):
         yield url, run("demo", "--db", url, "--no-serve")
 
 
+@pytest.mark.slow
 def test_demo_no_serve_loads_the_demo_data(demo_db):
     _, result = demo_db
     assert result.returncode == 0, result.stderr
@@ -76,6 +78,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_serve_runs_gunicorn_workers(demo_db, tmp_path):
     db_url, _ = demo_db  # the demo's data, loaded by `demo --no-serve`
     port = _free_port()
@@ -103,6 +106,7 @@ def test_database_failures_are_one_line_not_a_traceback(url, words):
     assert words in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_database_url_is_shown_without_its_password():
     from sqlalchemy.engine import make_url
 

@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from conftest import table_counts
@@ -81,6 +82,7 @@ def test_conditional_delete(client):
     assert client.get("/fhir/Patient?identifier=urn:site|D-2").get_json()["total"] == 2
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_conditional_creates_make_one_resource(db_url):
     """Through 4 gunicorn workers, bursts of 50 simultaneous POSTs with the same If-None-Exist
     (5 bursts: without the lock, PostgreSQL made duplicates in 8 bursts of 10 here)."""

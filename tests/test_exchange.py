@@ -47,6 +47,7 @@ def _centre_bytes(url: str) -> list[bytes]:
         store.close()
 
 
+@pytest.mark.slow
 def test_the_centre_follows_each_site_and_nothing_identifying_leaves(kind, tmp_path):
     with topology(kind, tmp_path, ("site-a", "site-b")) as t:
         first = {site: t.pull(site) for site in ("site-a", "site-b")}
@@ -162,6 +163,7 @@ def _security(t) -> None:
                         timeout=30).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_pull_killed_mid_download_ends_as_a_clean_pull(kind, tmp_path):
     proxy = Throttle()
     try:
@@ -234,6 +236,7 @@ class _Broken:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+@pytest.mark.slow
 def test_a_failing_site_is_retried_reported_and_the_others_still_pull(kind, tmp_path):
     broken, silent = _Broken(), _Broken(silent=True)
     with topology(kind, tmp_path, ("site-b",)) as t:

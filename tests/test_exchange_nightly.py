@@ -46,6 +46,7 @@ def _pull_provenances(url: str) -> list[dict]:
         store.close()
 
 
+@pytest.mark.slow
 def test_a_quiet_site_pulled_again_exits_0_writes_nothing_and_is_not_overdue(kind, tmp_path):
     proxy = Throttle()
     proxy.slow = False

@@ -96,6 +96,7 @@ def test_a_bad_policy_is_refused_with_its_file_and_line(tmp_path, change, messag
     assert message in shown
 
 
+@pytest.mark.slow
 def test_exchange_check_passes_the_policy_and_fails_one_that_keeps_birth_dates(tmp_path):
     db = tmp_path / "site-a.db"
     db.write_bytes(_prepared("site-a"))

@@ -180,6 +180,7 @@ def test_a_site_cannot_point_into_another_sites_data(site, tmp_path, spelling):
         Arrival("site-a", POLICY, tmp_path / "quarantine").verify(tmp_path / "Observation.ndjson", "Observation")
 
 
+@pytest.mark.slow
 def test_a_site_cannot_set_another_sites_since(site):
     """Site A's store holds a Provenance tagged as the centre's record of a pull of site B, made in
     2999; the policy lets it out (meta.tag is kept) and the centre loads it: `--since auto` for

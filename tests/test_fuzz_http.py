@@ -4,6 +4,7 @@ error an OperationOutcome, no answer over 5 s, and a refused request writes noth
 `python -m bench.fuzz --minutes N` runs the same draws for longer."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from bench.fuzz import Probe, check, probes, send
@@ -12,6 +13,7 @@ from conftest import table_counts
 EXAMPLES = 900  # per store: about 12 s each on this machine (`python -m bench.fuzz` runs longer)
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(probe=probes())

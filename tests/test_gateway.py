@@ -183,6 +183,7 @@ def test_metadata_is_a_truthful_r4_capability_statement(http, live):
                                             {"code": "search-system"}]
 
 
+@pytest.mark.slow
 def test_every_advertised_search_parameter_answers(http, live, store):
     """The CapabilityStatement tells the truth: each search parameter it lists works."""
     from adapter.fhir.definitions import search_param

@@ -6,6 +6,7 @@ import csv
 import io
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from adapter.mapping.ingest import ingest, translate
@@ -23,6 +24,7 @@ def stored_types(store) -> Counter[str]:
         return Counter(dict(conn.execute(select(resources.c.res_type, func.count()).group_by(resources.c.res_type)).all()))
 
 
+@pytest.mark.slow
 def test_the_summary_counts_distinct_resources_created_then_updated_or_unchanged(store):
     spec = load_mapping(SPEC)
     first = ingest(spec, [EXPORT], store, KEY)

@@ -12,6 +12,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from adapter.mapping.ingest import ingest
@@ -53,6 +54,7 @@ def _count(store: SqlStore) -> int:
         return conn.execute(select(func.count()).select_from(resources)).scalar_one()
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_run_again_ends_equal_to_a_clean_one(db_url, store, tmp_path):
     export = tmp_path / "export.csv"
     write_export(60, export)  # more rows than the write stage takes at once: its workers live on

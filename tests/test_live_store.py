@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
+import pytest
 import requests
 
 from adapter.cli import main as cli_main
@@ -190,6 +191,7 @@ def _write_events(db: str) -> Counter[str]:
         store.close()
 
 
+@pytest.mark.slow
 def test_every_cli_command_on_a_live_store_loses_no_acknowledged_write(db_url, tmp_path):
     runs = _runs(tmp_path, tmp_path / "operator.jwks.json")
     assert _commands_with_db() - NOT_RUN == set(runs), "a command that takes --db is missing from this test"

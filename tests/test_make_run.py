@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from conftest import ROOT, wait_until_serving
@@ -40,6 +41,7 @@ def _mode(path: pathlib.Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_make_run_serves_bulk_export_files(tmp_path):
     port = _free_port()
     env = {**os.environ, "HOME": str(tmp_path)}

@@ -53,6 +53,7 @@ def _protocol(store) -> None:
 
 
 @pytest.mark.parametrize("site", sorted(CHILDREN))
+@pytest.mark.slow
 def test_each_site_loads_with_exactly_the_expected_rejections(checked_store, site):
     store = checked_store  # every reference of every accepted row resolves
     _protocol(store)
@@ -171,6 +172,7 @@ def _assert_visits_are_encounters(site: str, everything: list[dict]) -> None:
             assert resource["id"].startswith(encounter["id"] + "-")
 
 
+@pytest.mark.slow
 def test_site_b_bad_cells_cost_only_what_they_feed(store):
     """A bad unit loses that lab's Observation, a bad visit date that visit: the rest of each
     document is stored, and the fixed documents re-ingest in place from the quarantine."""
@@ -188,6 +190,7 @@ def test_site_b_bad_cells_cost_only_what_they_feed(store):
     assert day.column == "$.visits[2].date" and any(i.startswith("Patient/") for i in ids)
 
 
+@pytest.mark.slow
 def test_reingesting_the_same_export_updates_in_place(store):
     spec = load_mapping(MAPPINGS / "site-c.yaml")
     first = ingest(spec, exports("site-c"), store, KEY)
@@ -201,6 +204,7 @@ def test_reingesting_the_same_export_updates_in_place(store):
     assert versions == {"1"}
 
 
+@pytest.mark.slow
 def test_the_mrn_is_never_stored_in_clear_and_the_pseudonym_is_keyed(store, tmp_path):
     spec = load_mapping(MAPPINGS / "site-a.yaml")
     ingest(spec, exports("site-a"), store, KEY)
@@ -220,6 +224,7 @@ def test_the_mrn_is_never_stored_in_clear_and_the_pseudonym_is_keyed(store, tmp_
     assert moved["identifier"][0]["value"] != hashed["site-a-mrn-hmac"]  # a different key, another pseudonym
 
 
+@pytest.mark.slow
 def test_ingested_injections_are_checked_against_the_protocol(store, tmp_path):
     """The mapped Procedures carry the protocol's codes: adherence finds arm 1's four injections."""
     from adapter.study.build import build_resources
@@ -293,6 +298,7 @@ def test_workers_give_the_same_result_as_one_process(monkeypatch):
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_store_as_one_process(db_url, monkeypatch, tmp_path):
     """Each worker writes through its own connection; the store ends the same, rows in order."""
     from adapter.mapping import run

@@ -111,6 +111,7 @@ def _subjects(store: Any) -> list[dict[str, Any]]:
     return list(search_all(store, "ResearchSubject", [("study", f"ResearchStudy/{STUDY}")]))
 
 
+@pytest.mark.slow
 def test_study_and_child_pages_show_the_stores_numbers_and_draw_their_plots(
         browser: Any, open_server: Server, four_sites: tuple[Any, str]) -> None:
     store = four_sites[0]
@@ -243,6 +244,7 @@ def _token(root: str, client: str, scope: str) -> str:
     return str(answer.json()["access_token"])
 
 
+@pytest.mark.slow
 def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
         browser: Any, auth_server: Server, four_sites: tuple[Any, str]) -> None:
     root = auth_server.root

@@ -133,6 +133,7 @@ def test_capability_statement_lists_the_operations(http, live):
     assert ops["Observation"] == ["validate"]
 
 
+@pytest.mark.slow
 def test_cli_load_apply_and_adherence(db_url, protocol_store):
     def run(*args):
         return subprocess.run([CLI, "protocol", *args, "--db", db_url], capture_output=True, text=True, timeout=120)

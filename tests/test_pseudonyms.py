@@ -61,6 +61,7 @@ def _digests(data: bytes) -> set[str]:
 
 
 @pytest.mark.parametrize("site", sorted(SITES))
+@pytest.mark.slow
 def test_no_served_value_is_a_function_of_the_mrn_without_the_key(site, tmp_path):
     spec = load_mapping(ROOT / "mappings" / "sites" / f"{site}.yaml")
     export = ROOT / "fixtures" / "sites" / site / SITES[site]

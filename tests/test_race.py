@@ -17,6 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from adapter.fhir.search import parse_search
@@ -66,6 +67,7 @@ def _write(session: requests.Session, base: str, rng: random.Random, n: int) -> 
     return r.json().get("id", "?"), kind, r.status_code
 
 
+@pytest.mark.slow
 def test_concurrent_workers_lose_and_double_no_version(db_url, store, tmp_path):
     store.update({"resourceType": "Patient", "id": "p1"})  # the observations' subject: checked on write
     proc, base = _start(db_url, tmp_path)

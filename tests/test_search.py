@@ -149,6 +149,7 @@ def _all_pages(store, params, count):
 @given(dates=st.lists(st.one_of(st.none(), st.dates().map(lambda d: d.isoformat())), max_size=25),
        count=st.integers(min_value=1, max_value=7),
        sort=st.sampled_from(["", "date", "-date", "_lastUpdated", "-_id", "status,-date"]))
+@pytest.mark.slow
 def test_paging_visits_every_match_exactly_once(store, dates, count, sort):
     store.engine.dispose()
     with store.engine.begin() as conn:

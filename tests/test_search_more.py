@@ -141,6 +141,7 @@ def test_total_modes(client, cohort, monkeypatch):
         assert client.get(url).get_json()["total"] == 3, url
 
 
+@pytest.mark.slow
 def test_paging_to_the_end_returns_every_match_once_while_writes_happen(client, store):
     store.load([obs(f"w{i:03d}", "p1", value=float(i)) for i in range(120)])
     url, seen, n = "/fhir/Observation?_count=7&_sort=-value-quantity", [], 0

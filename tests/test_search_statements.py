@@ -69,6 +69,7 @@ def _ids(client, url):
     return seen, total
 
 
+@pytest.mark.slow
 def test_searches_of_one_shape_never_share_values(client, data):
     expected = {}
     for pair in PAIRS:

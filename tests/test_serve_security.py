@@ -179,6 +179,7 @@ def _free_port(family: socket.AddressFamily = socket.AF_INET, host: str = "127.0
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_serve_with_tls(tmp_path):
     cert, key = _self_signed(tmp_path)
     port = _free_port()
@@ -202,6 +203,7 @@ def test_serve_with_tls(tmp_path):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_serve_binds_ipv6_loopback_only(tmp_path):
     try:
         port = _free_port(socket.AF_INET6, "::1")
@@ -217,6 +219,7 @@ def test_serve_binds_ipv6_loopback_only(tmp_path):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_serve_auth_turns_on_authorisation_and_with_it_the_audit(tmp_path):
     port = _free_port()
     proc = _serve(tmp_path, "--port", str(port), "--auth")

@@ -100,6 +100,7 @@ def test_a_request_past_its_deadline_starts_no_more_statements(timed_app, store)
     assert table_counts(store) == before
 
 
+@pytest.mark.slow
 def test_gunicorns_worker_timeout_answers_an_outcome(db_url, tmp_path):
     if db_url.startswith("sqlite"):
         # A write waiting for SQLite's lock waits inside the C library, where no signal handler

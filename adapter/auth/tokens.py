@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +47,13 @@ class Unauthenticated(AdapterError):
 
 
 class TokenService:
+    """Issues and verifies access tokens. `clock` (epoch seconds; default time.time) is when a
+    token is issued and whether it has expired: tests move it forward instead of sleeping."""
+
     def __init__(self, key: ServerKey, clients: ClientRegistry, lifetime: int = DEFAULT_LIFETIME,
                  client_cache_seconds: float = DEFAULT_CLIENT_CACHE_SECONDS,
-                 cache_size: int = _CACHE_SIZE) -> None:
-        self.key, self.clients, self.lifetime = key, clients, lifetime
+                 cache_size: int = _CACHE_SIZE, clock: Callable[[], float] = time.time) -> None:
+        self.key, self.clients, self.lifetime, self.clock = key, clients, lifetime, clock
         self.client_cache_seconds = client_cache_seconds
         self._verified: dict[str, AccessGrant] = {}
         self._cache_size = cache_size
@@ -58,7 +62,7 @@ class TokenService:
     def issue(self, client: ClientRecord, scope: str, issuer: str,
               now: float | None = None) -> tuple[str, int]:
         """A signed access token for `client` with the granted `scope`, and its lifetime."""
-        issued = int(time.time() if now is None else now)
+        issued = int(self.clock() if now is None else now)
         claims: dict[str, Any] = {
             "iss": issuer, "sub": client.name, "iat": issued, "exp": issued + self.lifetime,
             "jti": uuid.uuid4().hex, "scope": scope, "site": client.site,
@@ -79,7 +83,7 @@ class TokenService:
         return self.verify(token, now)
 
     def verify(self, token: str, now: float | None = None) -> AccessGrant:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         grant = self._verified.get(token)
         if grant is None:
             grant = self._verify_signed(token)

@@ -69,7 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     REFERENTIAL_INTEGRITY (False: writes may hold references that do not resolve),
     AUTH (SMART Backend Services: POST /auth/token, the SMART configuration; with it
     AUTH_KEY_FILE, ACCESS_TOKEN_LIFETIME, AUTH_CLIENT_CACHE_SECONDS, AUTH_JWKS_CACHE_SECONDS,
-    AUTH_JWKS_REFETCH_SECONDS; see adapter/gateway/token_endpoint.py), AUDIT (an AuditEvent per
+    AUTH_JWKS_REFETCH_SECONDS, CLOCK: a callable giving the epoch seconds that tokens are
+    issued and expire by, default time.time; see adapter/gateway/token_endpoint.py), AUDIT (an AuditEvent per
     FHIR request; default: AUTH; AUDIT_JOURNAL_DIR, where events wait on disk until written,
     default audit-journal/ beside the SQLite file, else var/audit-journal), CORS_ORIGINS (browser origins allowed; default none),
     EXCHANGE_POLICY_DIR (the exchange policies, default mappings/exchange) and EXCHANGE_KEY_FILE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -63,7 +64,8 @@ def register(app: Flask) -> None:
     key = load_or_create(config.get("AUTH_KEY_FILE") or os.environ.get("FHIR_ADAPTER_AUTH_KEY")
                          or default_key_file(config["DATABASE_URL"]))
     tokens = TokenService(key, clients, int(config.get("ACCESS_TOKEN_LIFETIME", DEFAULT_LIFETIME)),
-                          float(config.get("AUTH_CLIENT_CACHE_SECONDS", DEFAULT_CLIENT_CACHE_SECONDS)))
+                          float(config.get("AUTH_CLIENT_CACHE_SECONDS", DEFAULT_CLIENT_CACHE_SECONDS)),
+                          clock=config.get("CLOCK") or time.time)
     app.extensions["fhir_auth"] = tokens
     jwks = JwksCache(float(config.get("AUTH_JWKS_CACHE_SECONDS", 300)),
                      float(config.get("AUTH_JWKS_REFETCH_SECONDS", 10)))

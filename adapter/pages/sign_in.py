@@ -2,7 +2,6 @@
 pages' paths only) and out."""
 from __future__ import annotations
 
-import time
 
 from flask import current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -36,8 +35,9 @@ def sign_in() -> ResponseReturnValue:
         return render_template("sign_in.html", target=target, problem=error.reason), 401
     response = redirect(target, 303)
     base = str(current_app.config.get("FHIR_BASE_URL") or "")
-    # The cookie lives as long as the token; only the pages' paths ever send it.
-    response.set_cookie(COOKIE, token, max_age=max(1, grant.expires - int(time.time())), path=PREFIX,
+    # The cookie lives as long as the token (by the tokens' clock); only the pages' paths send it.
+    now = current_app.extensions["fhir_auth"].clock()
+    response.set_cookie(COOKIE, token, max_age=max(1, grant.expires - int(now)), path=PREFIX,
                         httponly=True, samesite="Strict", secure=request.is_secure or base.startswith("https:"))
     return response
 
