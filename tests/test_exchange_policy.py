@@ -82,6 +82,8 @@ def test_references_follow_the_re_keyed_ids_and_only_a_sites_data_leaves():
     ({"path": "Observation.value[x]", "action": "generalize"}, "'to' is a required property"),
     ({"path": "Patient.gender", "action": "keep", "to": "year"}, "rules["),
     ({"path": "Patient.gender", "action": "shred"}, "action"),
+    ({"path": "Condition.note", "action": "keep"}, "holds free text (Annotation), needs its reason (why:)"),
+    ({"path": "Observation.code.text", "action": "keep"}, "holds free text (string), needs its reason (why:)"),
 ])
 def test_a_bad_policy_is_refused_with_its_file_and_line(tmp_path, change, message):
     text = (POLICY_DIR / "centre-v1.yaml").read_text()

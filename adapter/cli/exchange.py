@@ -66,12 +66,21 @@ def exchange() -> None:
 @DB_OPTION
 def check_command(policy_name: str, mapping_path: pathlib.Path | None, sources: tuple[pathlib.Path, ...],
                   key_file: str | None, policy_dir: pathlib.Path, db: str) -> None:
-    """Run POLICY over this site's store and fail if any direct identifier survives it.
+    """Run POLICY over this site's store: fail if any direct identifier survives it or its k fails.
 
     Every resource the policy lets out is validated and scanned for names, full birth dates,
     addresses, telecoms, free text and identifiers other than the study pseudonyms, and for the
     MRNs and birth dates of --source (by --mapping) and what the store holds of each child.
-    Exit status 1 when anything is found (each finding: resource, element, rule; never the value).
+    Then the policy's k-anonymity over the children: the generalisation levels reached, the
+    children by class size, those suppressed and the information lost (what the export will
+    apply). Exit status 1 when anything is found (each finding: resource, element, rule; never
+    the value) or when k cannot be reached.
+
+    \b
+    Examples:
+      fhir-adapter exchange check centre-v1
+      fhir-adapter exchange check centre-v1 --mapping mappings/sites/site-a.yaml \\
+          --source fixtures/sites/site-a/export.csv
     """
     if sources and mapping_path is None:
         raise click.UsageError("--source needs --mapping (which says which columns hold the MRN)")
