@@ -66,6 +66,7 @@ def _leaky() -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.slow
 def test_free_text_written_by_a_site_user_never_reaches_the_centre(kind, tmp_path):
     with topology(kind, tmp_path, ("site-a",)) as t:
         site = t.fhir("site-a")
@@ -87,6 +88,7 @@ def test_free_text_written_by_a_site_user_never_reaches_the_centre(kind, tmp_pat
         assert set(leaked_lot["collection"]) == {"collectedDateTime"}  # the date, shifted; the collector gone
 
 
+@pytest.mark.slow
 def test_a_childs_dates_move_by_one_offset_the_same_at_every_pull(kind, tmp_path):
     with topology(kind, tmp_path, ("site-a",)) as t:
         first = t.pull("site-a")
@@ -145,6 +147,7 @@ def _shared(store: Any, policy: Any, rtype: str) -> list[dict[str, Any]]:
             for entry in page if (out := policy.apply(orjson.loads(entry.data))) is not None]
 
 
+@pytest.mark.slow
 def test_the_centre_refuses_a_pull_that_breaks_k(kind, tmp_path):
     """A site whose policy file lost its k-anonymity section sends each child's quasi-identifiers
     as they are: the centre, which holds the real policy, refuses the pull whole."""
@@ -168,6 +171,7 @@ def _figures(report: dict[str, Any]) -> Any:
     return json.loads(json.dumps(report["group"], sort_keys=True))
 
 
+@pytest.mark.slow
 def test_the_centres_outcome_reports_are_exactly_the_sites_own(kind, tmp_path):
     with topology(kind, tmp_path, ("site-a", "site-b")) as t:
         assert t.pull("site-a").ok
