@@ -42,6 +42,8 @@ def date_range(text: str) -> tuple[str, str]:
         ('2020-02-01T00:00:00.000000', '2020-02-29T23:59:59.999999')
         >>> date_range("2020-03-01T10:00+02:00")
         ('2020-03-01T08:00:00.000000', '2020-03-01T08:00:59.999999')
+        >>> date_range("2016-12-31T23:59:60Z")
+        ('2016-12-31T23:59:59.000000', '2016-12-31T23:59:59.999999')
         >>> date_range("0001-01-01T00:00+14:00")[0]
         '0001-01-01T00:00:00.000000'
 
@@ -61,16 +63,18 @@ def date_range(text: str) -> tuple[str, str]:
         low = datetime(year, month, day)
         high = low + timedelta(days=1, microseconds=-1)
     else:
-        hour, minute = int(g["H"]), int(g["M"])
+        # A leap second (`23:59:60`, valid FHIR) falls in the minute's last second: Python's
+        # datetime has no second 60.
+        hour, minute, second = int(g["H"]), int(g["M"]), min(int(g["S"] or 0), 59)
         if g["S"] is None:
             low = datetime(year, month, day, hour, minute)
             high = low + timedelta(minutes=1, microseconds=-1)
         elif g["f"] is None:
-            low = datetime(year, month, day, hour, minute, int(g["S"]))
+            low = datetime(year, month, day, hour, minute, second)
             high = low + timedelta(seconds=1, microseconds=-1)
         else:
             digits = g["f"][:6]
-            low = datetime(year, month, day, hour, minute, int(g["S"]), int(digits.ljust(6, "0")))
+            low = datetime(year, month, day, hour, minute, second, int(digits.ljust(6, "0")))
             high = low + timedelta(microseconds=10 ** (6 - len(digits)) - 1)
         low, high = _utc(low, g["tz"]), _utc(high, g["tz"])
     return low.strftime(_FMT).rjust(26, "0"), high.strftime(_FMT).rjust(26, "0")
