@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from adapter.exchange.anonymity import AGE_AT_ENROLMENT, Release, generalise, withhold
-from adapter.exchange.datatypes import DATES, FREE_TEXT
+from adapter.fhir.datatypes import DATES, FREE_TEXT
 from adapter.exchange.policy import EXCHANGE_POLICY_SYSTEM, Policy, Rule, RuleNode
 from adapter.exchange.scrub import Scrubbing, fill_required, scrub, typed
 from adapter.fhir.extract import parse_reference

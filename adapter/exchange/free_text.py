@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from adapter.exchange.anonymity import AGE_AT_ENROLMENT
-from adapter.exchange.datatypes import FREE_TEXT, QUANTITIES
+from adapter.fhir.datatypes import FREE_TEXT, QUANTITIES
 from adapter.exchange.scrub import WITHHELD, typed
 
 __all__ = ["free_text_findings"]

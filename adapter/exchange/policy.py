@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.exchange.anonymity import KAnonymity
-from adapter.exchange.datatypes import FREE_TEXT, element_type
+from adapter.fhir.datatypes import FREE_TEXT, element_type
 from adapter.fhir.definitions import r4_schema, resource_types
 from adapter.yamlspec import SpecError, load_checked, package_schema
 

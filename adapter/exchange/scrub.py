@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.exchange.datatypes import DATES, FREE_TEXT, PRIMITIVES, QUANTITIES, element_type, required
+from adapter.fhir.datatypes import DATES, FREE_TEXT, PRIMITIVES, QUANTITIES, element_type, required
 
 __all__ = ["Scrubbing", "scrub", "typed", "fill_required", "WITHHELD"]
 

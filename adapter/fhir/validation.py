@@ -23,6 +23,7 @@ from adapter.fhir.definitions import CONTAINED_TYPES, SERVED_TYPES, bindings, r4
 from adapter.fhir.ids import id_problem
 from adapter.fhir.integers import integer_issues
 from adapter.fhir.outcomes import Issue
+from adapter.fhir.value_checks import Location, value_issues, value_locations
 
 __all__ = ["validate", "expression", "ShapeValidator", "shape", "signature"]
 
@@ -112,6 +113,8 @@ def _signature(node: Any, append: Any) -> None:
             kind = type(value)
             if kind is dict or kind is list:
                 _signature(value, append)
+            elif key == "resourceType" and kind is str:
+                append(value)  # a type is structure: a Basic must not pass as a Patient's shape
             else:
                 append(kind)  # a scalar's type, inline: most nodes are leaves
         append(_END)
@@ -143,34 +146,53 @@ def signature(node: Any) -> tuple[Any, ...]:
 
 
 class ShapeValidator:
-    """`validate` for many resources made from the same templates (a site mapping's output).
+    """`validate` for many resources made from the same templates (a site mapping's output, a
+    site's files at the centre), with the same verdict as `validate` on every resource.
 
     The R4B model layer checks structure: element names, datatypes, cardinality, required
-    elements, one value[x]. For two resources of the same shape (same keys, list lengths and
-    scalar types) it cannot answer differently, so it runs once per shape (`signature`); the
-    layers that look at values (the R4 schema's primitive patterns, required bindings) run on
-    every resource.
-    The model costs ~165 us a resource, the other two ~15 us. One validator per process.
+    elements, one value[x]. For two resources of the same shape (same keys, list lengths, scalar
+    types and resource types) it cannot answer differently, so it runs once per shape
+    (`signature`); on every resource run the layers that look at values (the id, the R4
+    schema's primitive patterns, required bindings, integer ranges, contained resources) and
+    the two value checks only the models make (calendar dates, base64: value_checks.py). A
+    resource containing a type the other layers cannot check is validated whole every time.
+    The model costs ~165 us a resource, the rest ~15-25 us. One validator per process.
     (Empty arrays and objects are shape too: a shape holding one is never valid, never kept.)
     """
 
     def __init__(self) -> None:
-        self._valid: set[tuple[Any, ...]] = set()
+        self._valid: dict[tuple[Any, ...], tuple[Location, ...]] = {}
 
     def __call__(self, resource: dict[str, Any]) -> list[Issue]:
-        shaped = signature(resource)
-        if shaped not in self._valid:
+        try:
+            shaped = signature(resource)
+        except RecursionError:  # nested past the stack: validate's iterative bound refuses it
+            return validate(resource)
+        locations = self._valid.get(shaped)
+        if locations is None:
             issues = validate(resource)
-            if not issues:
+            if not issues and _checkable(resource):
                 if len(self._valid) >= 10_000:  # a source with endless shapes: stay bounded
                     self._valid.clear()
-                self._valid.add(shaped)
+                self._valid[shaped] = value_locations(resource["resourceType"], resource)
             return issues
         rtype = resource["resourceType"]
-        issues = list(_binding_issues(rtype, resource))
-        issues.extend(integer_issues(rtype, resource))  # a range: values, not shape
-        issues.extend(_schema_issues(rtype, resource))
+        issues = [Issue("value", problem, f"{rtype}.id")] if "id" in resource and (
+            problem := id_problem(resource["id"])) else []
+        for found in (_binding_issues(rtype, resource), integer_issues(rtype, resource),
+                      _schema_issues(rtype, resource), _contained_issues(rtype, resource),
+                      value_issues(rtype, resource, locations, expression)):
+            seen = {i.expression for i in issues}
+            issues.extend(i for i in found if i.expression not in seen)
         return issues
+
+
+def _checkable(resource: dict[str, Any]) -> bool:
+    """Whether every contained resource is of a type the value layers check (the others are
+    checked by the models alone, so a resource holding one is never taken from the cache)."""
+    contained = resource.get("contained") or ()
+    return all(isinstance(c, dict) and (c.get("resourceType") in SERVED_TYPES or c.get("resourceType") in
+                                        CONTAINED_TYPES) for c in contained)
 
 
 def _empty_issues(rtype: str, node: Any, loc: tuple[Any, ...]) -> Iterator[Issue]:
