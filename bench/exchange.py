@@ -21,6 +21,11 @@ Measured, in the same run, for each size (N, then N/4 unless --sizes says otherw
   resources/s when others share the cores), the puller's peak RSS (VmHWM sampled from /proc,
   and the kernel's ru_maxrss at exit) and the peak PSS summed over it and its workers.
 Targets: the pull >= 20,000 resources/s; its RSS < 200 MB whatever the size.
+
+A lever, before and after: `--versus REV` (a git revision, e.g. `--versus HEAD~1`) runs the
+pull of that revision's code too (its tree exported to var/bench/rev-<sha>/), against the same
+site server, alternating with this tree's pull over `--rounds` rounds; the table then has a
+row per code and size (the median round) and the ratio of the two.
 """
 from __future__ import annotations
 
@@ -165,7 +170,19 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path) -> dict[str, Any]:
+def revision_tree(rev: str) -> pathlib.Path:
+    """`rev`'s files (git archive), cached in var/bench/rev-<sha>/: the code of a pull to compare."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    tree = CACHE / f"rev-{sha[:12]}"
+    if not (tree / "adapter" / "cli").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path, code: pathlib.Path = ROOT) -> dict[str, Any]:
     """Of `fhir-adapter exchange pull` run as a child process: resources received, seconds, CPU
     seconds (it and its verifying workers), the peak RSS (kB: VmHWM sampled, ru_maxrss at exit),
     the peak summed PSS of it and its workers, and its summary line."""
@@ -175,7 +192,7 @@ def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path) -> dict[
     errors = state.parent / "pull.err"
     started = time.perf_counter()
     with errors.open("wb") as err:
-        process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(code)}, cwd=code, stdout=subprocess.PIPE,
                                    stderr=err)
     peak = [0, 0]  # the puller's VmHWM; the summed PSS of the puller and its verifying workers
     done = threading.Event()
@@ -229,21 +246,32 @@ def _drop(kind: str, schema: str) -> None:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def measure(children: int, kind: str, tmp: pathlib.Path) -> dict[str, Any]:
+def measure(children: int, kind: str, tmp: pathlib.Path, codes: dict[str, pathlib.Path],
+            rounds: int) -> list[dict[str, Any]]:
+    """A row per code: the plain export's figures and the median round of that code's pull (the
+    codes take turns, the first one first in odd rounds, last in even ones)."""
     folder = _site(children)
     server = _Server(folder, tmp)
-    schema = ""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in codes}
     try:
         plain_n, plain_s = plain_export(server.base, folder, tmp / f"plain-{children}")
-        db, schema = _centre_db(kind, tmp, str(children))
-        state = tmp / f"state-{children}"
-        state.mkdir()
-        pulled = pull(server.base, folder, db, state)
-        print(f"{children:,} children: {pulled['summary']}", flush=True)
+        for turn in range(rounds):
+            for label in (list(codes) if turn % 2 == 0 else list(reversed(codes))):
+                schema = ""
+                try:
+                    db, schema = _centre_db(kind, tmp, f"{children}-{label}-{turn}")
+                    state = tmp / f"state-{children}-{label}-{turn}"
+                    state.mkdir()
+                    pulled = pull(server.base, folder, db, state, codes[label])
+                finally:
+                    _drop(kind, schema)
+                runs[label].append(pulled)
+                print(f"{children:,} children, {label}, round {turn + 1}: {pulled['summary']} "
+                      f"({pulled['pull_s']:.1f} s)", flush=True)
     finally:
         server.stop()
-        _drop(kind, schema)
-    return {"children": children, "plain": plain_n, "plain_s": plain_s, **pulled}
+    return [{"children": children, "code": label, "plain": plain_n, "plain_s": plain_s,
+             **sorted(found, key=lambda r: r["pull_s"])[len(found) // 2]} for label, found in runs.items()]
 
 
 def main() -> None:
@@ -253,25 +281,36 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite", help="the centre's store: sqlite (a temporary file), "
                                                      "postgresql (a schema of its own at FHIR_ADAPTER_BENCH_PG) "
                                                      "or a postgresql:// URL")
+    parser.add_argument("--versus", metavar="REV", help="also pull with this git revision's code, in turns")
+    parser.add_argument("--rounds", type=int, default=1, help="pulls per code and size (the median is shown)")
     args = parser.parse_args()
+    codes = {"this tree": ROOT}
+    if args.versus:
+        codes = {args.versus: revision_tree(args.versus), **codes}
     sizes = sorted({int(s) for s in args.sizes.split(",")} if args.sizes
                    else {max(1, args.children // 4), args.children})
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-exchange-") as tmp:
         for children in sizes:
-            rows.append(measure(children, args.db, pathlib.Path(tmp)))
+            rows.extend(measure(children, args.db, pathlib.Path(tmp), codes, args.rounds))
     print(f"\ncentre store: {args.db}; site: SQLite, `fhir-adapter serve --auth` (gunicorn, 2 workers); "
           f"2 cores shared")
-    print("| children | plain $export: resources, s, resources/s | pull: resources, s, resources/s "
+    print("| children | code | plain $export: resources, s, resources/s | pull: resources, s, resources/s "
           "(target >= 20,000) | pull / plain | pull CPU s (with its workers), resources per CPU s "
           "| pull peak RSS, VmHWM / ru_maxrss (target < 200 MB) | peak PSS, pull + workers |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         plain_rate, pull_rate = r["plain"] / r["plain_s"], r["pulled"] / r["pull_s"]
-        print(f"| {r['children']:,} | {r['plain']:,.0f}, {r['plain_s']:.1f}, {plain_rate:,.0f} | "
+        print(f"| {r['children']:,} | {r['code']} | {r['plain']:,.0f}, {r['plain_s']:.1f}, {plain_rate:,.0f} | "
               f"{r['pulled']:,.0f}, {r['pull_s']:.1f}, {pull_rate:,.0f} | {pull_rate / plain_rate:.2f}x | "
               f"{r['cpu']:.1f}, {r['pulled'] / r['cpu']:,.0f} | {r['hwm']:,.0f} / {r['maxrss']:,.0f} MB | "
               f"{r['pss']:,.0f} MB |")
+    if args.versus:
+        for children in sizes:
+            before, after = (next(r for r in rows if r["children"] == children and r["code"] == c) for c in codes)
+            print(f"{children:,} children, this tree / {args.versus}: pull resources/s "
+                  f"{(after['pulled'] / after['pull_s']) / (before['pulled'] / before['pull_s']):.2f}x, "
+                  f"resources per CPU s {(after['pulled'] / after['cpu']) / (before['pulled'] / before['cpu']):.2f}x")
     load = pathlib.Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average at the end (2 cores, shared): {' '.join(load)}")
 

@@ -2,8 +2,8 @@
 in one transaction, or refuse it whole and put it in quarantine.
 
 Verified, line by line and without keeping the file in memory: JSON, the manifest's type, R4
-validity (the same `validate` as every write path), the site's label and nothing else, an id in
-the site's namespace (`<site>-...`) and references to the policy's re-keyed types in it too (a
+validity (`validate`'s verdict; the models run once per resource shape, _VALIDATE), the site's
+label and nothing else, an id in the site's namespace (`<site>-...`) and references to the policy's re-keyed types in it too (a
 site cannot write over, or point into, another site's data), the policy's stamp, and the
 identifier scan (adapter/exchange/scan.py): no name, full birth date, address, telecom, free
 text or identifier other than a study pseudonym. Findings name the line, the element and the
@@ -33,7 +33,7 @@ from adapter.exchange.free_text import free_text_findings
 from adapter.exchange.scan import structural_findings
 from adapter.fhir.extract import Indexed, IndexRows, extract, parse_reference
 from adapter.fhir.sites import sites_of
-from adapter.fhir.validation import validate
+from adapter.fhir.validation import ShapeValidator
 from adapter.private import open_private, private_dir
 from adapter.store.repository import Repository
 from adapter.workers import die_with_parent
@@ -95,6 +95,10 @@ def _lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
 
 
 _WORKER: dict[str, Arrival] = {}
+# `validate`'s verdict on every resource, the R4B models once per shape: a site's files are
+# made of a few hundred shapes (tests/test_shape_validation.py holds it to validate's answers
+# on mutants, the broken set and hostile shapes). One per process: forked workers carry their own.
+_VALIDATE = ShapeValidator()
 
 
 def _init_worker(parent: int, arrival: Arrival) -> None:
@@ -189,7 +193,7 @@ class Arrival:
         if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
             return None, [f"not a {rtype} (the manifest's type for this file)"]
         try:
-            problems = [f"{i.expression or rtype}: {i.diagnostics}" for i in validate(resource)]
+            problems = [f"{i.expression or rtype}: {i.diagnostics}" for i in _VALIDATE(resource)]
         except (ValueError, RecursionError):  # nested beyond what the validators walk
             return resource, ["nested too deeply to be checked"]
         rid = resource.get("id")
