@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -43,6 +44,7 @@ import time
 import uuid
 from typing import Any
 
+from bench.revisions import revision_tree, turns
 from bench.site_ingest import _family, _memory_kb
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -170,18 +172,6 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def revision_tree(rev: str) -> pathlib.Path:
-    """`rev`'s files (git archive), cached in var/bench/rev-<sha>/: the code of a pull to compare."""
-    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    tree = CACHE / f"rev-{sha[:12]}"
-    if not (tree / "adapter" / "cli").exists():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
-
-
 def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path, code: pathlib.Path = ROOT) -> dict[str, Any]:
     """Of `fhir-adapter exchange pull` run as a child process: resources received, seconds, CPU
     seconds (it and its verifying workers), the peak RSS (kB: VmHWM sampled, ru_maxrss at exit),
@@ -255,19 +245,18 @@ def measure(children: int, kind: str, tmp: pathlib.Path, codes: dict[str, pathli
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in codes}
     try:
         plain_n, plain_s = plain_export(server.base, folder, tmp / f"plain-{children}")
-        for turn in range(rounds):
-            for label in (list(codes) if turn % 2 == 0 else list(reversed(codes))):
-                schema = ""
-                try:
-                    db, schema = _centre_db(kind, tmp, f"{children}-{label}-{turn}")
-                    state = tmp / f"state-{children}-{label}-{turn}"
-                    state.mkdir()
-                    pulled = pull(server.base, folder, db, state, codes[label])
-                finally:
-                    _drop(kind, schema)
-                runs[label].append(pulled)
-                print(f"{children:,} children, {label}, round {turn + 1}: {pulled['summary']} "
-                      f"({pulled['pull_s']:.1f} s)", flush=True)
+        for turn, label in turns(list(codes), rounds):
+            schema, name = "", f"{children}-{turn}-{re.sub('[^A-Za-z0-9]', '_', label)}"
+            try:
+                db, schema = _centre_db(kind, tmp, name)
+                state = tmp / f"state-{name}"
+                state.mkdir()
+                pulled = pull(server.base, folder, db, state, codes[label])
+            finally:
+                _drop(kind, schema)
+            runs[label].append(pulled)
+            print(f"{children:,} children, {label}, round {turn + 1}: {pulled['summary']} "
+                  f"({pulled['pull_s']:.1f} s)", flush=True)
     finally:
         server.stop()
     return [{"children": children, "code": label, "plain": plain_n, "plain_s": plain_s,
