@@ -12,6 +12,10 @@ child process whose peak memory (RSS, summed over it and its worker processes) i
 In the same run, the baseline: validating the same resources alone, in one process.
 Printed: rows/s and resources/s end to end, the ratio to validation alone, peak RSS.
 Targets: >= 10,000 resources/s on 2 cores; RSS < 300 MB whatever the file size.
+
+A lever, before and after: `--versus REV` (a git revision) ingests the same export with that
+revision's code too, into a fresh store each time, in turns with this tree's over `--rounds`
+rounds; a row per code (its median round) and the ratio of the two are printed.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from adapter.study.load import load_protocol
 from adapter.fhir.validation import validate
 from adapter.mapping.ingest import translate
 from adapter.mapping.spec import load_mapping
+from bench.revisions import revision_tree, turns
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SITES = ROOT / "fixtures" / "sites"
@@ -89,15 +94,16 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
 
 
-def end_to_end(export: pathlib.Path, db: str, workers: int, site: str = "a") -> tuple[float, dict[str, int], str, float]:
+def end_to_end(export: pathlib.Path, db: str, workers: int, site: str = "a",
+               code: pathlib.Path = ROOT) -> tuple[float, dict[str, int], str, float]:
     """Seconds, peak memory (kB: the largest process's RSS, the family's summed RSS and PSS),
     the ingest's summary line, and the CPU seconds of the ingest and its workers (user + system:
     what a busy machine does not inflate, unlike the seconds)."""
     command = [sys.executable, "-m", "adapter.cli", "ingest", "--site", f"site-{site}", "--mapping",
                str(SPECS_OF[site]), "--db", db, "--workers", str(workers), str(export)]
     started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    process = subprocess.Popen(command, env={**os.environ, f"UCMSC_SITE_{site.upper()}_KEY": KEY},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env={**os.environ, f"UCMSC_SITE_{site.upper()}_KEY": KEY,
+                                             "PYTHONPATH": str(code)}, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = {"largest RSS": 0, "summed RSS": 0, "summed PSS": 0}
 
     def sample() -> None:
@@ -143,6 +149,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
     parser.add_argument("--site", choices=sorted(SPECS_OF), default="a", help="whose export layout (default: a)")
+    parser.add_argument("--versus", metavar="REV", help="also ingest with this git revision's code, in turns")
+    parser.add_argument("--rounds", type=int, default=1, help="ingests per code (the median is shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         export = pathlib.Path(tmp) / "export.csv"
@@ -151,19 +159,37 @@ def main() -> None:
         print(f"export: {args.children:,} children, {rows:,} rows, {export.stat().st_size / 1e6:.1f} MB "
               f"(generated in {time.perf_counter() - started:.0f} s)")
         baseline = validation_alone(export, 2000, args.site)
-        db = args.db or f"sqlite:///{tmp}/bench.db"
-        load_protocol(db, SPECS / "ucmsc-cp-v1.yaml")  # what the rows refer to (references are checked)
-        seconds, memory, summary, cpu = end_to_end(export, db, args.workers, args.site)
-        resources = int(summary.split(";")[1].split()[0]) if "resources" in summary else 0
-        print(f"ingest --workers {args.workers}: {summary}")
-        print("| measure | value |\n|---|---|")
-        print(f"| rows/s end to end (the command, start to exit) | {rows / seconds:,.0f} |")
-        print(f"| resources/s end to end (target >= 10,000) | {resources / seconds:,.0f} |")
-        print(f"| resources per CPU second, ingest + workers ({cpu:,.0f} CPU s) | {resources / cpu:,.0f} |")
-        print(f"| resources/s validation alone, 1 process (baseline) | {baseline:,.0f} |")
-        print(f"| end to end / validation alone | {resources / seconds / baseline:.2f}x |")
-        for name, kb in memory.items():
-            print(f"| peak {name}, ingest + {args.workers} workers (target < 300 MB) | {kb / 1024:,.0f} MB |")
+        codes = {"this tree": ROOT}
+        if args.versus:
+            codes = {args.versus: revision_tree(args.versus), **codes}
+        runs: dict[str, list[tuple[float, dict[str, int], str, float]]] = {label: [] for label in codes}
+        for turn, label in turns(list(codes), args.rounds):
+            db = args.db or f"sqlite:///{tmp}/bench-{turn}-{len(runs[label])}-{label.replace('/', '_')}.db"
+            if args.db and db.startswith("sqlite:///"):
+                pathlib.Path(db.removeprefix("sqlite:///")).unlink(missing_ok=True)
+            load_protocol(db, SPECS / "ucmsc-cp-v1.yaml")  # what the rows refer to (references are checked)
+            runs[label].append(end_to_end(export, db, args.workers, args.site, codes[label]))
+            print(f"{label}, round {turn + 1}: {runs[label][-1][2]} ({runs[label][-1][0]:.1f} s)", flush=True)
+        rates = {}
+        for label, found in runs.items():
+            seconds, memory, summary, cpu = sorted(found)[len(found) // 2]
+            resources = int(summary.split(";")[1].split()[0]) if "resources" in summary else 0
+            rates[label] = (resources / seconds, resources / cpu)
+            print(f"\n{label}: ingest --workers {args.workers}: {summary}")
+            print("| measure | value |\n|---|---|")
+            print(f"| rows/s end to end (the command, start to exit) | {rows / seconds:,.0f} |")
+            print(f"| resources/s end to end (target >= 10,000) | {resources / seconds:,.0f} |")
+            print(f"| resources per CPU second, ingest + workers ({cpu:,.0f} CPU s) | {resources / cpu:,.0f} |")
+            print(f"| resources/s validation alone, 1 process (baseline) | {baseline:,.0f} |")
+            print(f"| end to end / validation alone | {resources / seconds / baseline:.2f}x |")
+            for name, kb in memory.items():
+                print(f"| peak {name}, ingest + {args.workers} workers (target < 300 MB) | {kb / 1024:,.0f} MB |")
+        if args.versus:
+            (before, before_cpu), (after, after_cpu) = rates.values()
+            print(f"\nthis tree / {args.versus}: resources/s {after / before:.2f}x, "
+                  f"resources per CPU s {after_cpu / before_cpu:.2f}x")
+        load = pathlib.Path("/proc/loadavg").read_text().split()[:3]
+        print(f"load average at the end (2 cores, shared): {' '.join(load)}")
 
 
 if __name__ == "__main__":

@@ -56,8 +56,13 @@ class DanglingReferences(FhirError):
         return DanglingReferences(self.found, where)
 
 
-def dangling(conn: Connection, written: Iterable[dict[str, Any]]) -> list[Dangling]:
-    """What does not resolve among the references of the resources just written on `conn`."""
+def dangling(conn: Connection, written: list[dict[str, Any]], just_written: bool = False) -> list[Dangling]:
+    """What does not resolve among the references of the resources just written on `conn`.
+
+    `just_written`: `written` were all written by this very call's statements and nothing of
+    the transaction deleted since (a load's batch), so they resolve without asking the database
+    (an ingest's batch holds most of its own targets). Not for a transaction's end, where an
+    entry may have deleted what another wrote."""
     found: list[Dangling] = []
     wanted: list[tuple[tuple[str, str], Target]] = []
     for resource in written:
@@ -67,9 +72,10 @@ def dangling(conn: Connection, written: Iterable[dict[str, Any]]) -> list[Dangli
         wanted.extend((key, t) for t in refs if (t.type, t.id) != key or t.version is not None)
     if not wanted:
         return found
-    keys = {(t.type, t.id) for _, t in wanted}
+    just = {(r["resourceType"], r["id"]) for r in written} if just_written else set()
+    keys = {(t.type, t.id) for _, t in wanted} - just
     lock_resources(conn, keys, shared=True)
-    present = _present(conn, keys)
+    present = _present(conn, keys) | just
     versions = _versions(conn, {(t.type, t.id, t.version) for _, t in wanted if t.version is not None})
     for key, t in wanted:
         if (t.type, t.id) not in present if t.version is None else (t.type, t.id, t.version) not in versions:

@@ -216,7 +216,7 @@ class SqlStore(Repository, SqlClients):
                 with self._write() as conn:
                     written: list[dict[str, Any]] = []
                     stored = write_batch(conn, batch, volatile=volatile, written=written)
-                    if self.check_references and (found := dangling(conn, written)):
+                    if self.check_references and (found := dangling(conn, written, just_written=True)):
                         raise DanglingReferences(found)
                 break
             except DanglingReferences as error:
