@@ -152,6 +152,23 @@ def test_shape_validator_checks_integer_ranges_on_every_resource():
     assert [i.expression for i in validate(plan)] == ["PlanDefinition.action[0].timingTiming.repeat.count"]
 
 
+def test_a_decimal_choice_element_is_no_integer(client):
+    """`valueDecimal` (an Extension's, a Parameters') is written out in the R4 schema with the
+    decimal's pattern: it was taken for an integer, so 12.5 was refused as "not a FHIR integer"
+    and 3e9 as out of range (found by the shape validator's differential test)."""
+    body = b'{"resourceType": "Observation", "status": "final", "code": {"text": "weight"}, "extension": [' \
+           b'{"url": "http://x.org/dose-per-kg", "valueDecimal": 12.5}, {"url": "http://x.org/cells", ' \
+           b'"valueDecimal": 3000000000}]}'
+    assert validate(parse(body)) == []
+    created = client.post("/fhir/Observation", data=body, content_type="application/fhir+json")
+    assert created.status_code == 201, created.get_json()
+    assert [e["valueDecimal"] for e in client.get(created.headers["Location"]).get_json()["extension"]] \
+        == [12.5, 3000000000]
+    # the integers written out keep their check
+    assert [i.expression for i in validate(parse(body.replace(b'"valueDecimal": 12.5', b'"valueInteger": 12.5')))] \
+        == ["Observation.extension[0].valueInteger"]
+
+
 def test_an_empty_array_sent_over_rest_is_a_4xx_naming_the_element(client):
     answer = client.post("/fhir/Observation", json={**observation(), "identifier": []},
                          content_type="application/fhir+json")

@@ -36,7 +36,7 @@ def _is_integer(prop: dict[str, Any]) -> bool:
     """An integer element, written out (a pattern: decimals have none inline) or by reference
     to one of the three integer types (Timing.repeat.count is a `$ref` to positiveInt)."""
     if prop.get("type") == "number" and "pattern" in prop:
-        return True
+        return prop["pattern"] in _RANGES  # a decimal written out has a pattern too (valueDecimal)
     return _ref(prop) in _NAMED
 
 

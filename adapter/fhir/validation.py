@@ -153,9 +153,10 @@ class ShapeValidator:
     elements, one value[x]. For two resources of the same shape (same keys, list lengths, scalar
     types and resource types) it cannot answer differently, so it runs once per shape
     (`signature`); on every resource run the layers that look at values (the id, the R4
-    schema's primitive patterns, required bindings, integer ranges, contained resources) and
-    the two value checks only the models make (calendar dates, base64: value_checks.py). A
-    resource containing a type the other layers cannot check is validated whole every time.
+    schema's primitive patterns, required bindings, contained resources) and, at the places
+    found once per shape, the value checks only the models make (calendar dates, base64) and
+    the integer ranges (value_checks.py). A resource containing a type the other layers cannot
+    check is validated whole every time.
     The model costs ~165 us a resource, the rest ~15-25 us. One validator per process.
     (Empty arrays and objects are shape too: a shape holding one is never valid, never kept.)
     """
@@ -179,8 +180,8 @@ class ShapeValidator:
         rtype = resource["resourceType"]
         issues = [Issue("value", problem, f"{rtype}.id")] if "id" in resource and (
             problem := id_problem(resource["id"])) else []
-        for found in (_binding_issues(rtype, resource), integer_issues(rtype, resource),
-                      _schema_issues(rtype, resource), _contained_issues(rtype, resource),
+        for found in (_binding_issues(rtype, resource), _schema_issues(rtype, resource),
+                      _contained_issues(rtype, resource),
                       value_issues(rtype, resource, locations, expression)):
             seen = {i.expression for i in issues}
             issues.extend(i for i in found if i.expression not in seen)

@@ -9,7 +9,6 @@ SQLite's single write lock already excludes it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
