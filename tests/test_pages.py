@@ -165,7 +165,7 @@ def test_study_and_child_pages_show_the_stores_numbers_and_draw_their_plots(
             assert arm_2 and all(r.summary.n == 4 for r in arm_2)  # as tests/test_outcomes.py
     # Adherence: one row per child, a page of them, each linking to the child's page.
     assert page.locator("tr.child").count() == min(len(subjects), MATRIX_ROWS)
-    assert page.locator("tr.child td.cell.done-in-window").count() > 0
+    assert page.locator("tr.child td.cell.state-done").count() > 0
     # Adverse events: the study's children's, as stored.
     children = {s["individual"]["reference"] for s in subjects}
     events = [e for e in search_all(store, "AdverseEvent", []) if e["subject"]["reference"] in children]

@@ -19,9 +19,11 @@ from adapter.outcomes.measures import Outcome, Row, outcomes_of, population
 from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.pages.figures import bar_figure, change_figure
+from adapter.pages.states import describe
 from adapter.protocol.adherence import adherence
 from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import Spec, load_spec
+from adapter.protocol.visit_states import visit_states
 from adapter.store.repository import Repository
 
 __all__ = ["spec", "enrolment", "outcome_sections", "adherence_matrix", "adverse_events", "grade_of", "causality_of",
@@ -31,9 +33,6 @@ PLOTTED = ("adl", "gmfm-88-total", "gmfm-66")  # the protocol's primary and key 
 # Children per page of the adherence matrix: each child is four searches (~8 ms with the protocol's
 # definitions read once a page), so a page costs about 0.4 s whatever the study's size.
 MATRIX_ROWS = 50
-# Worst first: a visit with any activity by the wrong route is shown as that.
-_ORDER = ("wrong-route", "missing", "done-out-of-window", "not-yet-due", "done-in-window")
-EXTRA = "extra"
 
 
 @functools.cache
@@ -100,7 +99,7 @@ class MatrixRow:
     patient: str  # Patient id
     site: str
     arm: str
-    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # visit -> (status, what the cell says on hover)
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # visit -> (state, what was done and not)
     problem: str = ""  # why the child could not be checked
 
 
@@ -116,7 +115,8 @@ class Matrix:
 
 
 def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: date, page: int) -> Matrix:
-    """A page of children x visits; each cell the visit's worst status (see _ORDER)."""
+    """A page of children x visits; each cell the visit's state (adapter/protocol/visit_states.py)
+    from the findings `$adherence` reports, so the grid says what the operation says."""
     pages = max(1, -(-len(subjects) // MATRIX_ROWS))
     page = min(max(page, 1), pages)
     rows: list[MatrixRow] = []
@@ -133,15 +133,9 @@ def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: da
             row.problem = str(error)  # e.g. no start date: this child cannot be checked
             rows.append(row)
             continue
-        by_visit: dict[str, list[str]] = collections.defaultdict(list)
-        for finding in findings:
-            if finding.status != EXTRA:
-                visits.setdefault(finding.visit, None)
-                by_visit[finding.visit].append(finding.status)
-        for visit, statuses in by_visit.items():
-            worst = min(statuses, key=_ORDER.index)
-            counted = collections.Counter(statuses)
-            row.cells[visit] = (worst, ", ".join(f"{n} {s}" for s, n in sorted(counted.items())))
+        for visit, state in visit_states(findings).items():
+            visits.setdefault(visit, None)
+            row.cells[visit] = (state.state, describe(state))
         rows.append(row)
     return Matrix(list(visits), rows, len(subjects), page, pages, as_of)
 
