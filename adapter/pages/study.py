@@ -20,6 +20,7 @@ from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.pages.figures import bar_figure, change_figure
 from adapter.pages.states import describe
+from adapter.pages.units import outcome_unit
 from adapter.protocol.adherence import adherence
 from adapter.protocol.spec import SPECS
 from adapter.protocol.spec import Spec, load_spec
@@ -27,12 +28,17 @@ from adapter.protocol.visit_states import visit_states
 from adapter.store.repository import Repository
 
 __all__ = ["spec", "enrolment", "outcome_sections", "adherence_matrix", "adverse_events", "grade_of", "causality_of",
-           "PLOTTED", "MATRIX_ROWS"]
+           "PLOTTED", "MATRIX_ROWS", "IN_PLACE_CHILDREN"]
 
 PLOTTED = ("adl", "gmfm-88-total", "gmfm-66")  # the protocol's primary and key secondary outcomes
 # Children per page of the adherence matrix: each child is four searches (~8 ms with the protocol's
 # definitions read once a page), so a page costs about 0.4 s whatever the study's size.
 MATRIX_ROWS = 50
+# Up to this many children the outcomes and adverse events are part of the study page itself
+# (0.4 s with nothing cached at the demo's 76, then kept per store generation): fetched after
+# the page, they waited for plotly.min.js and a second request, 11.7 s on a busy machine.
+# Beyond it they follow as fragments (3 s of reading at 10,000 children).
+IN_PLACE_CHILDREN = 1000
 
 
 @functools.cache
@@ -78,6 +84,7 @@ class OutcomeSection:
     outcome: Outcome
     rows: list[Row]
     figure: dict[str, Any]
+    unit: str = ""
 
 
 def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
@@ -90,7 +97,8 @@ def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
         outcome = known[key]
         rows = population(outcome, changes(repo, outcome, study), "arm")
         sections.append(OutcomeSection(outcome, rows, change_figure(
-            "Mean change from baseline and 95% CI, by arm", outcome.follow_up, rows)))
+            "Mean change from baseline and 95% CI, by arm", outcome.follow_up, rows, outcome_unit(outcome.code)),
+            outcome_unit(outcome.code)))
     return sections
 
 

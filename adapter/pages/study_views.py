@@ -13,7 +13,8 @@ from flask.typing import ResponseReturnValue
 from adapter.fhir.outcomes import FhirError, bad_request
 from adapter.pages.child import child_page
 from adapter.pages.context import repository
-from adapter.pages.study import adherence_matrix, adverse_events, enrolment, outcome_sections, spec
+from adapter.pages.study import (IN_PLACE_CHILDREN, adherence_matrix, adverse_events, enrolment, outcome_sections,
+                                 spec)
 
 __all__ = ["study", "study_outcomes", "study_adverse_events", "child"]
 
@@ -48,9 +49,9 @@ def study() -> str:
     notes: list[str] = []
     as_of, number = _as_of(), int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
     # The outcomes and adverse events read the whole study once after a write (3 s at 10,000
-    # children): by default the page comes first and they follow as fragments (pages.js);
+    # children): for a large study the page comes first and they follow as fragments (pages.js);
     # ?whole=1 renders them in place (no script).
-    lazy = request.args.get("whole") != "1"
+    lazy = request.args.get("whole") != "1" and len(enrolled.subjects) > IN_PLACE_CHILDREN
     sections = None if lazy else _allowed(notes, "Change from baseline",
                                           lambda: outcome_sections(repo, study_id)) or []
     matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
