@@ -51,15 +51,17 @@ def activity_name(finding: Finding) -> str:
     return name
 
 
-def describe(state: VisitState) -> str:
+def describe(state: VisitState, short: bool = False) -> str:
     """What a cell says on hover and in its note: what was done, out of window, missing. An
     activity of several codes is named whole when all its codes share a status, else by code
-    ("Vital signs: Body temperature" when only the temperature is missing)."""
+    ("Vital signs: Body temperature" when only the temperature is missing). `short` (the study
+    grid, 50 children x 12 visits a page) leaves out what was done in window."""
     titles, displays, _ = _names()
     if state.state == "done":
         return f"all {len(state.findings)} activities done in their windows"
     parts = []
-    for label, status in (("done in window", "done-in-window"), ("out of window", "done-out-of-window"),
+    for label, status in ((("done in window", "done-in-window"),) if not short else ()) + (
+                          ("out of window", "done-out-of-window"),
                           ("wrong route", "wrong-route"), ("missing", "missing"), ("not yet due", "not-yet-due")):
         names: dict[str, None] = {}
         for f in state.having(status):

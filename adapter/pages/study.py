@@ -127,10 +127,17 @@ def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: da
     from the findings `$adherence` reports, so the grid says what the operation says."""
     pages = max(1, -(-len(subjects) // MATRIX_ROWS))
     page = min(max(page, 1), pages)
+    shown = subjects[(page - 1) * MATRIX_ROWS:page * MATRIX_ROWS]
+    # kept per store generation like the outcomes: the page read again costs no 200 searches
+    return remember(repo, "study-page-matrix", (tuple(s["id"] for s in shown), as_of, page),
+                    lambda: _matrix(repo, shown, len(subjects), as_of, page, pages))
+
+
+def _matrix(repo: Repository, shown: list[dict[str, Any]], total: int, as_of: date, page: int, pages: int) -> Matrix:
     rows: list[MatrixRow] = []
     visits: dict[str, None] = {}  # in the order the plans list them
     definitions: dict[Any, Any] = {}  # the protocol's, read once for the page
-    for subject in subjects[(page - 1) * MATRIX_ROWS:page * MATRIX_ROWS]:
+    for subject in shown:
         patient = subject["individual"]["reference"].split("/")[-1]
         row = MatrixRow(patient, _site(subject), subject.get("assignedArm") or "")
         try:
@@ -143,9 +150,9 @@ def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: da
             continue
         for visit, state in visit_states(findings).items():
             visits.setdefault(visit, None)
-            row.cells[visit] = (state.state, describe(state))
+            row.cells[visit] = (state.state, describe(state, short=True))
         rows.append(row)
-    return Matrix(list(visits), rows, len(subjects), page, pages, as_of)
+    return Matrix(list(visits), rows, total, page, pages, as_of)
 
 
 def _coding_label(concept: dict[str, Any] | None) -> str:
