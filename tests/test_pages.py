@@ -187,7 +187,8 @@ def test_study_and_child_pages_show_the_stores_numbers_and_draw_their_plots(
     values = page.locator("tr.value")
     assert values.count() > 20
     assert page.locator("tr.value .source.none").count() == 0
-    assert "export.csv line" in values.first.inner_text() and "site-a-redcap" in values.first.inner_text()
+    first = values.first.text_content() or ""  # folded (<details>): no innerText until opened
+    assert "export.csv line" in first and "site-a-redcap" in first
     assert errors == []
     # The vendored plotly.min.js is served by us and cached; pages are not.
     src = page.locator("script[src*='plotly']").first.get_attribute("src")
