@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+from adapter.pages.protocol import spec
 from adapter.protocol.adherence import Finding
 from adapter.protocol.visit_states import STATES, VisitState
 
@@ -27,7 +28,6 @@ COLOURS = {state: colour for state, (_, colour) in LEGEND.items()}
 @functools.cache
 def _names() -> tuple[dict[str, str], dict[tuple[str, str], str], frozenset[str]]:
     """(ActivityDefinition id -> title, code -> display, activities of more than one code)."""
-    from adapter.pages.study import spec  # the pages' one protocol
     protocol = spec()
     pid = protocol.protocol["id"]
     titles, displays, several = {}, {}, set()

@@ -5,7 +5,6 @@ adverse events by grade, seriousness and causality."""
 from __future__ import annotations
 
 import collections
-import functools
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,11 +18,10 @@ from adapter.outcomes.measures import Outcome, Row, outcomes_of, population
 from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.pages.figures import bar_figure, change_figure
+from adapter.pages.protocol import spec
 from adapter.pages.states import describe
 from adapter.pages.units import outcome_unit
 from adapter.protocol.adherence import adherence
-from adapter.protocol.spec import SPECS
-from adapter.protocol.spec import Spec, load_spec
 from adapter.protocol.visit_states import visit_states
 from adapter.store.repository import Repository
 
@@ -39,11 +37,6 @@ MATRIX_ROWS = 50
 # the page, they waited for plotly.min.js and a second request, 11.7 s on a busy machine.
 # Beyond it they follow as fragments (3 s of reading at 10,000 children).
 IN_PLACE_CHILDREN = 1000
-
-
-@functools.cache
-def spec() -> Spec:
-    return load_spec(SPECS / "ucmsc-cp-v1.yaml")
 
 
 def _site(subject: dict[str, Any]) -> str:

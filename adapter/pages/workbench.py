@@ -20,7 +20,7 @@ from adapter.mapping.coverage import Coverage, coverage
 from adapter.mapping.fields import fields_of
 from adapter.mapping.identifiers import direct_identifiers
 from adapter.mapping.spec import load_mapping, shipped_mappings
-from adapter.pages.study import spec as protocol_spec
+from adapter.pages.protocol import spec as protocol_spec
 from adapter.protocol.schedule import protocol_visit, visit_plan
 from adapter.yamlspec import SpecError
 
