@@ -60,7 +60,8 @@ def shoot(base: str, out: pathlib.Path) -> list[str]:
             # the study page's sections that follow it (pages.js fetches them), and their plots
             page.wait_for_function("() => !document.querySelector('[data-fragment]')", timeout=60_000)
             page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(out / f"{name}.png"), full_page=name == "workbench")  # the others: their top
+            # the child page whole (outcomes, visits, folded tables: ~2,900 px); the study page's top
+            page.screenshot(path=str(out / f"{name}.png"), full_page=name != "study")
         browser.close()
     return errors
 
