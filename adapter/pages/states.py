@@ -55,11 +55,12 @@ def describe(state: VisitState, short: bool = False) -> str:
     """What a cell says on hover and in its note: what was done, out of window, missing. An
     activity of several codes is named whole when all its codes share a status, else by code
     ("Vital signs: Body temperature" when only the temperature is missing). `short` (the study
-    grid, 50 children x 12 visits a page) leaves out what was done in window."""
+    grid, 50 children x 12 visits a page) counts what was done in window rather than naming it."""
     titles, displays, _ = _names()
     if state.state == "done":
         return f"all {len(state.findings)} activities done in their windows"
-    parts = []
+    in_window = len(state.having("done-in-window"))
+    parts = [f"{in_window} of {len(state.findings)} done in window"] if short and in_window else []
     for label, status in ((("done in window", "done-in-window"),) if not short else ()) + (
                           ("out of window", "done-out-of-window"),
                           ("wrong route", "wrong-route"), ("missing", "missing"), ("not yet due", "not-yet-due")):
