@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from adapter.protocol.apply import search_all
-from test_pages import AS_OF, STUDY, Server, browser, open_server, visit  # noqa: F401 (fixtures)
+from test_pages import AS_OF, STUDY, Server, open_server, visit  # noqa: F401 (a fixture)
 
 CHILD = "site-a-A0004"
 
