@@ -8,7 +8,8 @@ Without --db the demo is loaded into a temporary SQLite store (`fhir-adapter dem
 loopback ports, one request at a time (werkzeug's threaded server for both). Timed per round:
 the page with nothing cached (`cold`: a write to the store first, which is what invalidates the
 outcomes' cache), again (`warm`), and bare Flask's answer of the same bytes; the ratio is the
-gateway's time over bare Flask's. With Debian's Chromium (/usr/bin/chromium), also the time from
+gateway's time over bare Flask's; and the adherence matrix that follows the page (pages.js fetches
+it), cold and warm. With Debian's Chromium (/usr/bin/chromium), also the time from
 navigation until the outcome section's first table is shown and its chart drawn (after the
 4.8 MB plotly.min.js has run; cached, as after a first visit), cold and warm: what a clinician
 waits for. Printed with the load average, as a busy machine's figures mean little.
@@ -33,6 +34,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from adapter.gateway.app import create_app
 
 PAGE = "/ui/?as-of=2026-06-01"
+MATRIX = "/ui/?as-of=2026-06-01&section=adherence&page=1"  # the adherence matrix, fetched after the page
 CHROMIUM = "/usr/bin/chromium"
 TARGET = 2.0  # seconds until the outcome section is there
 
@@ -63,9 +65,9 @@ def _write(session: requests.Session, base: str) -> None:
                                                   "content": "not-present"}, timeout=60).raise_for_status()
 
 
-def _timed(session: requests.Session, url: str) -> tuple[float, bytes]:
+def _timed(session: requests.Session, url: str, fragment: bool = False) -> tuple[float, bytes]:
     started = time.perf_counter()
-    answer = session.get(url, timeout=120)
+    answer = session.get(url, timeout=120, headers={"X-Fragment": "1"} if fragment else {})
     seconds = time.perf_counter() - started
     answer.raise_for_status()
     return seconds, answer.content
@@ -116,8 +118,8 @@ def main() -> None:
             _, body = _timed(session, base + PAGE)
             bare, bare_base = _serve(_bare(body))
             print(f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {len(body):,} bytes a page")
-            print("| round | cold page (s) | warm page (s) | bare Flask (s) | warm / bare |")
-            print("|---|---|---|---|---|")
+            print("| round | cold page (s) | warm page (s) | bare Flask (s) | warm / bare | matrix cold (s) | warm (s) |")
+            print("|---|---|---|---|---|---|---|")
             colds, warms = [], []
             for n in range(1, args.rounds + 1):
                 _write(session, base)
@@ -125,9 +127,12 @@ def main() -> None:
                 warm, _ = _timed(session, base + PAGE)
                 floor, same = _timed(session, bare_base + PAGE)
                 assert same == body
+                matrix_cold, _ = _timed(session, base + MATRIX, fragment=True)
+                matrix_warm, _ = _timed(session, base + MATRIX, fragment=True)
                 colds.append(cold)
                 warms.append(warm)
-                print(f"| {n} | {cold:.3f} | {warm:.3f} | {floor:.4f} | {warm / floor:.1f}x |")
+                print(f"| {n} | {cold:.3f} | {warm:.3f} | {floor:.4f} | {warm / floor:.1f}x | {matrix_cold:.2f} "
+                      f"| {matrix_warm:.3f} |")
             print(f"median: cold {statistics.median(colds):.3f} s, warm {statistics.median(warms):.3f} s")
             if not args.no_browser and os.path.exists(CHROMIUM):
                 drawn = _browser_rounds(base, args.rounds, session)

@@ -244,6 +244,7 @@ def test_with_auth_pages_need_sign_in_and_show_only_the_tokens_site(
     assert page.url.startswith(f"{root}/ui/")
     cookie = next(c for c in context.cookies() if c["name"] == "fhir_adapter_ui_token")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
+    page.wait_for_function("() => !document.querySelector('[data-fragment]')")  # the matrix follows the page
     patients = page.locator("tr.child").evaluate_all("rows => rows.map(r => r.dataset.patient)")
     site_a = [s for s in _subjects(four_sites[0]) if "site-a" in sites_of(s)]
     assert sorted(patients) == sorted(s["individual"]["reference"].split("/")[1] for s in site_a)
