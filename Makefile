@@ -46,7 +46,7 @@ docs: install
 bench: install
 	$(BIN)/python -m bench.read
 
-# docs/screenshots/{study,child,workbench}.png: the pages on the demo store, in Debian's Chromium
+# docs/screenshots/{study,adherence,child,workbench}.png: the pages on the demo store, in Debian's Chromium
 # (apt-get install chromium; Playwright never downloads a browser here).
 screenshots: install
 	$(BIN)/python tools/screenshots.py

@@ -69,9 +69,10 @@ def test_a_rejected_identifier_is_withheld_from_the_page(client):
     assert "(withheld: a direct identifier)" in text
 
 
-def test_a_fragment_opened_as_a_page_is_the_whole_study_page(client):
+def test_a_fragment_opened_as_a_page_is_the_whole_study_page(client, monkeypatch):
     """Without the page's script (no X-Fragment header) a section's URL leads to the study page
-    with every section in place."""
+    with every section in place. (Fragments are for a study past IN_PLACE_CHILDREN: made one here.)"""
+    monkeypatch.setattr("adapter.pages.study_views.IN_PLACE_CHILDREN", -1)
     answer = client.get("/ui/study/outcomes")
     assert answer.status_code == 302 and answer.headers["Location"].endswith("/ui/study?whole=1#outcomes")
     whole = client.get("/ui/study?whole=1").get_data(as_text=True)

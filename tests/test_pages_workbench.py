@@ -47,7 +47,7 @@ def test_a_workbook_upload_is_dry_run_with_each_rejection_at_its_cell():
     with (SITES / "site-e" / "expected-rejections.csv").open(encoding="utf-8") as handle:
         expected = [e["cell"] for e in csv.DictReader(handle)]
     assert [r.cell for r in run.found.report.rejections] == expected
-    assert run.children == 10 and run.visits[:2] == ["baseline", "injection-1"]
-    assert "month-12" in run.grid["site-e-E0001"]
+    assert run.children == 10 and run.visits[:2] == ["baseline", "c1-d0"]  # as the study grid
+    assert "fu-m12" in run.grid["site-e-E0001"]
     renamed = dry_run("site-e", "export.xlsx", upload=(SITES / "site-c" / "export.csv").read_bytes())
     assert "not an Excel workbook (.xlsx)" in renamed.error  # one clear error, said on the page

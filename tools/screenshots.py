@@ -1,4 +1,4 @@
-"""`make screenshots`: docs/screenshots/{study,child,workbench}.png of the pages, made in
+"""`make screenshots`: docs/screenshots/{study,adherence,child,workbench}.png of the pages, made in
 Debian's Chromium (never a downloaded browser) against the gateway serving the demo store.
 
     python tools/screenshots.py [--base http://127.0.0.1:8080] [--out docs/screenshots]
@@ -60,7 +60,10 @@ def shoot(base: str, out: pathlib.Path) -> list[str]:
             # the study page's sections that follow it (pages.js fetches them), and their plots
             page.wait_for_function("() => !document.querySelector('[data-fragment]')", timeout=60_000)
             page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(out / f"{name}.png"), full_page=name == "workbench")  # the others: their top
+            # the child page whole (outcomes, visits, folded tables: ~2,900 px); the study page's top
+            page.screenshot(path=str(out / f"{name}.png"), full_page=name != "study")
+            if name == "study":  # and its adherence grid, below the outcomes: the visit states' legend at work
+                page.locator("#adherence").screenshot(path=str(out / "adherence.png"))
         browser.close()
     return errors
 
@@ -82,7 +85,7 @@ def main() -> None:
                 proc.wait(timeout=30)
     for error in errors:
         print(f"console error: {error}", file=sys.stderr)
-    print(f"screenshots in {args.out}: {', '.join(PAGES)}")
+    print(f"screenshots in {args.out}: {', '.join(PAGES)}, adherence")
     if errors:
         sys.exit(1)
 

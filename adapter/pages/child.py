@@ -1,5 +1,6 @@
-"""What the child page shows: planned and actual visits, each outcome score over time, adverse
-events, and for every value the Provenance that targets it (site file, row, record, mapping)."""
+"""What the child page shows: each outcome's change from baseline, planned and actual visits
+(one state a visit, as the study grid), adverse events, and for every value the Provenance that
+targets it (site file, row, record, mapping)."""
 from __future__ import annotations
 
 import collections
@@ -12,8 +13,11 @@ from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError
 from adapter.outcomes.measures import outcomes_of
 from adapter.pages.figures import series_figure, timeline_figure
+from adapter.pages.states import activity_name, describe
 from adapter.pages.study import causality_of, grade_of, spec
+from adapter.pages.units import display_unit
 from adapter.protocol.adherence import Finding, adherence
+from adapter.protocol.visit_states import VisitState, visit_states
 from adapter.protocol.apply import search_all
 from adapter.store.repository import Repository
 
@@ -45,6 +49,10 @@ class ChildPage:
     events: list[dict[str, Any]]
     sources: dict[str, Source]
     notes: list[str] = field(default_factory=list)
+    states: list[tuple[VisitState, str]] = field(default_factory=list)  # (state, what was done and not)
+
+    def activity(self, finding: Finding) -> str:
+        return activity_name(finding)
 
 
 def _provenance(repo: Repository, targets: list[str], notes: list[str]) -> dict[str, Source]:
@@ -69,9 +77,11 @@ def _provenance(repo: Repository, targets: list[str], notes: list[str]) -> dict[
 
 
 def _value(observation: dict[str, Any]) -> tuple[Any, str]:
+    """(value, unit as people write it)."""
     for name, value in observation.items():
         if name == "valueQuantity":
-            return value.get("value"), value.get("unit") or value.get("code") or ""
+            code = str((((observation.get("code") or {}).get("coding") or [{}])[0]).get("code", ""))
+            return value.get("value"), display_unit(str(value.get("code") or value.get("unit") or ""), code)
         if name.startswith("value") and name != "valueQuantity":
             if isinstance(value, dict):
                 return (value.get("text") or (value.get("coding") or [{}])[0].get("display")
@@ -87,15 +97,49 @@ def _label(concept: dict[str, Any] | None) -> str:
     return str((concept or {}).get("text") or coding.get("display") or coding.get("code") or "")
 
 
-def _timeline(findings: list[Finding]) -> dict[str, Any]:
-    planned, seen = [], set()
-    for f in findings:
-        if f.planned is not None and f.earliest is not None and f.latest is not None and f.visit not in seen:
-            seen.add(f.visit)
-            planned.append({"visit": f.visit, "target": f.planned, "earliest": f.earliest, "latest": f.latest})
-    actual = [{"visit": f.visit, "date": f.actual, "status": f.status, "label": f.activity}
-              for f in findings if f.actual is not None]
+def _timeline(states: list[VisitState]) -> dict[str, Any]:
+    planned = [{"visit": v.visit, "target": v.planned, "earliest": v.findings[0].earliest,
+                "latest": v.findings[0].latest} for v in states
+               if v.planned is not None and v.findings[0].earliest is not None and v.findings[0].latest is not None]
+    # each visit once, at the day it was first done (else its planned day), in its state's colour
+    actual = [{"visit": v.visit, "date": v.first_done or v.planned, "state": v.state, "label": describe(v)}
+              for v in states if v.planned is not None]
     return timeline_figure("Planned visits (window) and what was done", planned, actual)
+
+
+Point = tuple[str, float, str, str, str]  # (date, value, visit, Observation id, body site or "")
+
+
+def _scores(by_code: dict[tuple[str, str], list[Point]], base: set[str],
+            units: dict[tuple[str, str], str]) -> list[tuple[str, dict[str, Any]]]:
+    """Each outcome's change from its baseline value (the value `$adherence` matched to the
+    baseline visit, or recorded at it), one line per body site for a per-muscle outcome; an
+    outcome without a baseline value is drawn as its scores, and titled so."""
+    scores = []
+    for key, outcome in outcomes_of(spec()).items():
+        code = (outcome.system, outcome.code)
+        if not by_code.get(code):
+            continue
+        unit, name = units.get(code, ""), outcome.title.replace(", change from baseline", "")
+        lines: dict[str, list[Point]] = collections.defaultdict(list)
+        for point in by_code[code]:
+            lines[point[4]].append(point)
+        changes, kept = {}, {}
+        for site, points in lines.items():
+            baseline = next((p[1] for p in points if p[3] in base or p[2] == "baseline"), None)
+            if baseline is not None:
+                changes[site] = [(p[0], p[1] - baseline, p[2], p[3], p[4]) for p in points]
+                kept[site] = [p[1] for p in points]
+        if changes:
+            scores.append((key, series_figure(name, _axis("change from baseline", unit), changes, unit, kept)))
+        else:
+            scores.append((key, series_figure(f"{name}: scores (no baseline value)", _axis("score", unit),
+                                              dict(lines), unit)))
+    return scores
+
+
+def _axis(text: str, unit: str) -> str:
+    return f"{text} ({unit})" if unit else text
 
 
 def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
@@ -110,11 +154,17 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
             findings = adherence(repo, subject["id"], as_of)
         except FhirError as error:
             problem = str(error)
+    states = list(visit_states(findings).values())
     observations = sorted(search_all(repo, "Observation", [("subject", f"Patient/{patient_id}")]),
                           key=lambda o: (str(o.get("effectiveDateTime", "")), o["id"]))
-    visits = {f"Encounter/{e['id']}": _label((e.get("type") or [{}])[0])
+    # a visit by the protocol's name (c1-d0, fu-m3: as the study grid), else as the site named it
+    planned_visit = {f.encounter: f.visit for f in findings if f.encounter}
+    visits = {f"Encounter/{e['id']}": planned_visit.get(f"Encounter/{e['id']}") or _label((e.get("type") or [{}])[0])
               for e in search_all(repo, "Encounter", [("subject", f"Patient/{patient_id}")])}
-    by_code: dict[tuple[str, str], list[tuple[str, float, str]]] = collections.defaultdict(list)
+    base = {f.resource.removeprefix("Observation/") for f in findings
+            if f.visit == "baseline" and f.resource and f.resource.startswith("Observation/")}
+    by_code: dict[tuple[str, str], list[Point]] = collections.defaultdict(list)
+    units: dict[tuple[str, str], str] = {}
     values = []
     for o in observations:
         value, unit = _value(o)
@@ -124,12 +174,10 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
                        "visit": visit})
         if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
             for c in (o.get("code") or {}).get("coding", []):
-                by_code[(c.get("system", ""), str(c.get("code", "")))].append((when, float(value), visit))
-    scores = []
-    for key, outcome in outcomes_of(spec()).items():
-        points = by_code.get((outcome.system, outcome.code))
-        if points:
-            scores.append((key, series_figure(outcome.title, "score", points)))
+                code = (c.get("system", ""), str(c.get("code", "")))
+                by_code[code].append((when, float(value), visit, o["id"], _label(o.get("bodySite"))))
+                units.setdefault(code, unit)
+    scores = _scores(by_code, base, units)
     events = []
     for e in sorted(search_all(repo, "AdverseEvent", [("subject", f"Patient/{patient_id}")]),
                     key=lambda e: (str(e.get("date", "")), e["id"])):
@@ -138,6 +186,6 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
                        "causality": ", ".join(causality_of(e)), "outcome": _label(e.get("outcome"))})
     shown = [f"Patient/{patient_id}", *(f"Observation/{v['id']}" for v in values[:MAX_VALUES]),
              *(f"AdverseEvent/{e['id']}" for e in events), *(f.resource for f in findings if f.resource)]
-    return ChildPage(patient, subject, _timeline(findings) if findings else None, findings, problem, scores,
+    return ChildPage(patient, subject, _timeline(states) if states else None, findings, problem, scores,
                      values[:MAX_VALUES], len(values), events, _provenance(repo, list(dict.fromkeys(shown)), notes),
-                     notes)
+                     notes, [(v, describe(v)) for v in states])

@@ -5,7 +5,6 @@ adverse events by grade, seriousness and causality."""
 from __future__ import annotations
 
 import collections
-import functools
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,26 +18,25 @@ from adapter.outcomes.measures import Outcome, Row, outcomes_of, population
 from adapter.outcomes.memo import remember
 from adapter.outcomes.reading import matches
 from adapter.pages.figures import bar_figure, change_figure
+from adapter.pages.protocol import spec
+from adapter.pages.states import describe
+from adapter.pages.units import outcome_unit
 from adapter.protocol.adherence import adherence
-from adapter.protocol.spec import SPECS
-from adapter.protocol.spec import Spec, load_spec
+from adapter.protocol.visit_states import visit_states
 from adapter.store.repository import Repository
 
 __all__ = ["spec", "enrolment", "outcome_sections", "adherence_matrix", "adverse_events", "grade_of", "causality_of",
-           "PLOTTED", "MATRIX_ROWS"]
+           "PLOTTED", "MATRIX_ROWS", "IN_PLACE_CHILDREN"]
 
 PLOTTED = ("adl", "gmfm-88-total", "gmfm-66")  # the protocol's primary and key secondary outcomes
 # Children per page of the adherence matrix: each child is four searches (~8 ms with the protocol's
 # definitions read once a page), so a page costs about 0.4 s whatever the study's size.
 MATRIX_ROWS = 50
-# Worst first: a visit with any activity by the wrong route is shown as that.
-_ORDER = ("wrong-route", "missing", "done-out-of-window", "not-yet-due", "done-in-window")
-EXTRA = "extra"
-
-
-@functools.cache
-def spec() -> Spec:
-    return load_spec(SPECS / "ucmsc-cp-v1.yaml")
+# Up to this many children the outcomes and adverse events are part of the study page itself
+# (0.4 s with nothing cached at the demo's 76, then kept per store generation): fetched after
+# the page, they waited for plotly.min.js and a second request, 11.7 s on a busy machine.
+# Beyond it they follow as fragments (3 s of reading at 10,000 children).
+IN_PLACE_CHILDREN = 1000
 
 
 def _site(subject: dict[str, Any]) -> str:
@@ -79,6 +77,7 @@ class OutcomeSection:
     outcome: Outcome
     rows: list[Row]
     figure: dict[str, Any]
+    unit: str = ""
 
 
 def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
@@ -91,7 +90,8 @@ def outcome_sections(repo: Repository, study: str) -> list[OutcomeSection]:
         outcome = known[key]
         rows = population(outcome, changes(repo, outcome, study), "arm")
         sections.append(OutcomeSection(outcome, rows, change_figure(
-            "Mean change from baseline and 95% CI, by arm", outcome.follow_up, rows)))
+            "Mean change from baseline and 95% CI, by arm", outcome.follow_up, rows, outcome_unit(outcome.code)),
+            outcome_unit(outcome.code)))
     return sections
 
 
@@ -100,7 +100,7 @@ class MatrixRow:
     patient: str  # Patient id
     site: str
     arm: str
-    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # visit -> (status, what the cell says on hover)
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # visit -> (state, what was done and not)
     problem: str = ""  # why the child could not be checked
 
 
@@ -116,13 +116,21 @@ class Matrix:
 
 
 def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: date, page: int) -> Matrix:
-    """A page of children x visits; each cell the visit's worst status (see _ORDER)."""
+    """A page of children x visits; each cell the visit's state (adapter/protocol/visit_states.py)
+    from the findings `$adherence` reports, so the grid says what the operation says."""
     pages = max(1, -(-len(subjects) // MATRIX_ROWS))
     page = min(max(page, 1), pages)
+    shown = subjects[(page - 1) * MATRIX_ROWS:page * MATRIX_ROWS]
+    # kept per store generation like the outcomes: the page read again costs no 200 searches
+    return remember(repo, "study-page-matrix", (tuple(s["id"] for s in shown), as_of, page),
+                    lambda: _matrix(repo, shown, len(subjects), as_of, page, pages))
+
+
+def _matrix(repo: Repository, shown: list[dict[str, Any]], total: int, as_of: date, page: int, pages: int) -> Matrix:
     rows: list[MatrixRow] = []
     visits: dict[str, None] = {}  # in the order the plans list them
     definitions: dict[Any, Any] = {}  # the protocol's, read once for the page
-    for subject in subjects[(page - 1) * MATRIX_ROWS:page * MATRIX_ROWS]:
+    for subject in shown:
         patient = subject["individual"]["reference"].split("/")[-1]
         row = MatrixRow(patient, _site(subject), subject.get("assignedArm") or "")
         try:
@@ -133,17 +141,11 @@ def adherence_matrix(repo: Repository, subjects: list[dict[str, Any]], as_of: da
             row.problem = str(error)  # e.g. no start date: this child cannot be checked
             rows.append(row)
             continue
-        by_visit: dict[str, list[str]] = collections.defaultdict(list)
-        for finding in findings:
-            if finding.status != EXTRA:
-                visits.setdefault(finding.visit, None)
-                by_visit[finding.visit].append(finding.status)
-        for visit, statuses in by_visit.items():
-            worst = min(statuses, key=_ORDER.index)
-            counted = collections.Counter(statuses)
-            row.cells[visit] = (worst, ", ".join(f"{n} {s}" for s, n in sorted(counted.items())))
+        for visit, state in visit_states(findings).items():
+            visits.setdefault(visit, None)
+            row.cells[visit] = (state.state, describe(state, short=True))
         rows.append(row)
-    return Matrix(list(visits), rows, len(subjects), page, pages, as_of)
+    return Matrix(list(visits), rows, total, page, pages, as_of)
 
 
 def _coding_label(concept: dict[str, Any] | None) -> str:

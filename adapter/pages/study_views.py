@@ -13,7 +13,8 @@ from flask.typing import ResponseReturnValue
 from adapter.fhir.outcomes import FhirError, bad_request
 from adapter.pages.child import child_page
 from adapter.pages.context import repository
-from adapter.pages.study import adherence_matrix, adverse_events, enrolment, outcome_sections, spec
+from adapter.pages.study import (IN_PLACE_CHILDREN, adherence_matrix, adverse_events, enrolment, outcome_sections,
+                                 spec)
 
 __all__ = ["study", "study_outcomes", "study_adverse_events", "child"]
 
@@ -44,19 +45,27 @@ def study() -> str:
     repo, study_id = repository(), spec().protocol["id"]
     page = request.args.get("page", "1")
     started = time.perf_counter()
-    enrolled = enrolment(repo, study_id)
     notes: list[str] = []
     as_of, number = _as_of(), int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
+    whole = request.args.get("whole") == "1"
+    if request.args.get("section") == "adherence" and request.headers.get("X-Fragment") == "1":
+        enrolled = enrolment(repo, study_id)
+        matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+        return render_template("study_adherence.html", matrix=matrix, section_notes=notes)
+    enrolled = enrolment(repo, study_id)
     # The outcomes and adverse events read the whole study once after a write (3 s at 10,000
-    # children): by default the page comes first and they follow as fragments (pages.js);
-    # ?whole=1 renders them in place (no script).
-    lazy = request.args.get("whole") != "1"
+    # children): for a large study the page comes first and they follow as fragments (pages.js);
+    # ?whole=1 renders them in place (no script). The adherence matrix (50 children's $adherence,
+    # 0.4-1 s after a write) always follows, so that the outcomes above it need not wait for it.
+    lazy = not whole and len(enrolled.subjects) > IN_PLACE_CHILDREN
     sections = None if lazy else _allowed(notes, "Change from baseline",
                                           lambda: outcome_sections(repo, study_id)) or []
-    matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+    matrix = None if not whole else _allowed(
+        notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
     events = None if lazy else _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))
     return render_template("study.html", enrolled=enrolled, sections=sections, matrix=matrix, lazy=lazy,
-                           events=events, study=study_id, notes=notes, seconds=time.perf_counter() - started)
+                           lazy_matrix=not whole, page=number, as_of=as_of, events=events, study=study_id,
+                           notes=notes, seconds=time.perf_counter() - started)
 
 
 def study_outcomes() -> ResponseReturnValue:

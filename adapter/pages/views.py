@@ -24,6 +24,7 @@ from adapter.fhir.outcomes import FhirError
 from adapter.pages import sign_in as signing, study_views as views, workbench_views
 from adapter.pages.context import HOOKS, error_page
 from adapter.pages.paths import PREFIX
+from adapter.pages.states import LEGEND
 from adapter.store.repository import Repository
 
 __all__ = ["pages_blueprint"]
@@ -124,7 +125,7 @@ def _plotly_js() -> Response:
 
 def _page_globals() -> dict[str, object]:
     return {"plotly_js": f"{PREFIX}/assets/plotly-{plotly.__version__}.min.js",
-            "auth_on": bool(current_app.config.get("AUTH"))}
+            "auth_on": bool(current_app.config.get("AUTH")), "visit_legend": LEGEND}
 
 
 def _not_found(unknown: str) -> tuple[str, int]:

@@ -9,6 +9,7 @@ import collections
 import io
 import logging
 import pathlib
+import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from adapter.mapping.coverage import Coverage, coverage
 from adapter.mapping.fields import fields_of
 from adapter.mapping.identifiers import direct_identifiers
 from adapter.mapping.spec import load_mapping, shipped_mappings
+from adapter.pages.protocol import spec as protocol_spec
+from adapter.protocol.schedule import protocol_visit, visit_plan
 from adapter.yamlspec import SpecError
 
 __all__ = ["mappings", "fixtures", "DryRun", "dry_run", "GRID_ROWS"]
@@ -116,8 +119,13 @@ def _first_rows(data: bytes, rows: int, header: int) -> tuple[bytes, tuple[int, 
 
 
 def _grid(run: DryRun, ndjson: bytes) -> None:
-    made = [jsonio.parse(line) for line in ndjson.splitlines() if line.strip()]
+    # Distinct resources, as an ingest stores them: one cell-product lot given on two rows is one
+    # BiologicallyDerivedProduct written twice (80 rows of site A's export, 73 products).
+    made = list({(r["resourceType"], r["id"]): r for r in
+                 (jsonio.parse(line) for line in ndjson.splitlines() if line.strip())}.values())
     run.types = dict(sorted(collections.Counter(r["resourceType"] for r in made).items()))
+    arms = {(r.get("individual") or {}).get("reference", ""): r.get("assignedArm", "")
+            for r in made if r["resourceType"] == "ResearchSubject"}
     visit_of = {f"Encounter/{r['id']}": ((r.get("type") or [{}])[0].get("coding") or [{}])[0].get("code", "")
                 for r in made if r["resourceType"] == "Encounter"}
     grid: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -127,8 +135,9 @@ def _grid(run: DryRun, ndjson: bytes) -> None:
         if r["resourceType"] == "Patient":
             grid[f"Patient/{r['id']}"]
             continue
-        visit = visit_of.get((r.get("encounter") or {}).get("reference", "")) or visit_of.get(f"Encounter/{r['id']}")
-        if subject.startswith("Patient/") and visit:
+        key = visit_of.get((r.get("encounter") or {}).get("reference", "")) or visit_of.get(f"Encounter/{r['id']}")
+        if subject.startswith("Patient/") and key:
+            visit = _protocol_visit(key, arms.get(subject, ""))
             order.setdefault(visit, None)
             grid[subject][visit] += 1
     run.visits = sorted(order, key=_visit_key)
@@ -136,7 +145,31 @@ def _grid(run: DryRun, ndjson: bytes) -> None:
     run.grid = {p.split("/", 1)[1]: dict(c) for p, c in sorted(grid.items())[:GRID_ROWS]}
 
 
+def _protocol_visit(key: str, arm: str) -> str:
+    """The visit as the study grid and `$adherence` name it (injection-2 of arm 1: c1-d7); the
+    mapping's key when the child's arm is not known (its row rejected)."""
+    plans = protocol_spec().data["arms"]
+    if arm not in plans:
+        return key
+    injected = [v.id for v in visit_plan(protocol_spec(), arm) if v.injection]
+    return protocol_visit(key, injected) or key
+
+
 def _visit_key(visit: str) -> tuple[int, Any]:
-    """baseline, then injection-N and month-N by their number."""
-    head, _, number = visit.rpartition("-")
-    return (0, 0) if visit == "baseline" else (1, (head, int(number))) if number.isdigit() else (2, (visit, 0))
+    """baseline, the injection visits (c1-d0, ... by course and day), the follow-ups by month,
+    then any the protocol does not know.
+
+    Examples:
+        >>> sorted(["fu-m12", "c2-d28", "fu-m3", "c1-d7", "baseline", "injection-5"], key=_visit_key)
+        ['baseline', 'c1-d7', 'c2-d28', 'fu-m3', 'fu-m12', 'injection-5']
+    """
+    course = re.fullmatch(r"c(\d+)-d(\d+)", visit)
+    month = re.fullmatch(r"fu-m(\d+)", visit)
+    if visit == "baseline":
+        return (0, 0)
+    if course:
+        return (1, (int(course.group(1)), int(course.group(2))))
+    if month:
+        return (2, int(month.group(1)))
+    head, _, number = visit.rpartition("-")  # a mapping's key: injection-N, month-N by N
+    return (3, (head, int(number))) if number.isdigit() else (4, (visit, 0))
