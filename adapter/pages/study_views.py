@@ -44,8 +44,10 @@ def study() -> str:
     repo, study_id = repository(), spec().protocol["id"]
     page = request.args.get("page", "1")
     started = time.perf_counter()
-    enrolled = enrolment(repo, study_id)
     notes: list[str] = []
+    # Without ResearchSubject read, no enrolment and no matrix (its rows are the enrolled
+    # children): each said in a note, the rest of the page still shown (issue 29, item 7).
+    enrolled = _allowed(notes, "Enrolment", lambda: enrolment(repo, study_id))
     as_of, number = _as_of(), int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
     # The outcomes and adverse events read the whole study once after a write (3 s at 10,000
     # children): by default the page comes first and they follow as fragments (pages.js);
@@ -53,7 +55,10 @@ def study() -> str:
     lazy = request.args.get("whole") != "1"
     sections = None if lazy else _allowed(notes, "Change from baseline",
                                           lambda: outcome_sections(repo, study_id)) or []
-    matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+    matrix = None if enrolled is None else \
+        _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+    if enrolled is None:
+        notes.append("Adherence: not shown with your access (its rows are the enrolled children)")
     events = None if lazy else _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))
     return render_template("study.html", enrolled=enrolled, sections=sections, matrix=matrix, lazy=lazy,
                            events=events, study=study_id, notes=notes, seconds=time.perf_counter() - started)

@@ -1,0 +1,38 @@
+// A real OpenID Connect provider (npm oidc-provider) for the pages' sign-in tests
+// (tests/test_pages_oidc.py): node oidc_provider.mjs PORT REDIRECT_URI [ISSUER]
+// One client for the gateway (ucmsc-pages), another one (other-app) for the audience tests,
+// and three users signed in through the provider's own development login form (any password):
+// the centre, site A's staff, and one whose groups the gateway's mapping does not know.
+import Provider from 'oidc-provider';
+
+const [port, redirectUri, issuerArg] = process.argv.slice(2);
+const issuer = issuerArg || `http://127.0.0.1:${port}`;
+const users = {
+  centre: { preferred_username: 'carla.centre', name: 'Carla Centre', groups: ['ucmsc-centre', 'staff'] },
+  'site-a': { preferred_username: 'anna.site-a', name: 'Anna Site A', groups: ['ucmsc-site-a', 'staff'] },
+  nobody: { preferred_username: 'nora.nobody', name: 'Nora Nobody', groups: ['staff'] },
+};
+const client = (id, secret) => ({
+  client_id: id, client_secret: secret, redirect_uris: [redirectUri],
+  grant_types: ['authorization_code'], response_types: ['code'],
+});
+
+const provider = new Provider(issuer, {
+  clients: [client('ucmsc-pages', 'pages-test-secret'), client('other-app', 'other-test-secret')],
+  claims: { openid: ['sub'], profile: ['name', 'preferred_username', 'groups'] },
+  conformIdTokenClaims: false, // the groups in the ID token, as Keycloak's and Entra's group claims are
+  findAccount: async (ctx, id) => (users[id]
+    ? { accountId: id, claims: async () => ({ sub: id, ...users[id] }) } : undefined),
+  // The hospital's own application: no consent screen after the login form.
+  loadExistingGrant: async (ctx) => {
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId,
+                                                accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope('openid profile');
+    await grant.save();
+    return grant;
+  },
+  features: { devInteractions: { enabled: true } },
+  pkce: { required: () => true },
+  cookies: { keys: ['oidc-test-cookie-key'] },
+});
+provider.listen(Number(port), '127.0.0.1', () => console.log(`ready ${issuer}`));
