@@ -1,11 +1,11 @@
 // A real OpenID Connect provider (npm oidc-provider) for the pages' sign-in tests
-// (tests/test_pages_oidc.py): node oidc_provider.mjs PORT REDIRECT_URI [ISSUER]
+// (tests/test_pages_oidc.py): node oidc_provider.mjs PORT REDIRECT_URI[,REDIRECT_URI...] [ISSUER]
 // One client for the gateway (ucmsc-pages), another one (other-app) for the audience tests,
 // and three users signed in through the provider's own development login form (any password):
 // the centre, site A's staff, and one whose groups the gateway's mapping does not know.
 import Provider from 'oidc-provider';
 
-const [port, redirectUri, issuerArg] = process.argv.slice(2);
+const [port, redirects, issuerArg] = process.argv.slice(2);
 const issuer = issuerArg || `http://127.0.0.1:${port}`;
 const users = {
   centre: { preferred_username: 'carla.centre', name: 'Carla Centre', groups: ['ucmsc-centre', 'staff'] },
@@ -13,7 +13,7 @@ const users = {
   nobody: { preferred_username: 'nora.nobody', name: 'Nora Nobody', groups: ['staff'] },
 };
 const client = (id, secret) => ({
-  client_id: id, client_secret: secret, redirect_uris: [redirectUri],
+  client_id: id, client_secret: secret, redirect_uris: redirects.split(','),
   grant_types: ['authorization_code'], response_types: ['code'],
 });
 
