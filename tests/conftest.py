@@ -411,3 +411,25 @@ def wait_until_serving(url: str, seconds: float = 90) -> requests.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium (never a downloaded one); skipped without it unless CI requires it.
+    Here, not in a test module: Playwright's sync API runs one instance per process, so every
+    module with browser tests (tests/test_pages*.py) must share this one."""
+    if not os.path.exists(CHROMIUM):
+        reason = f"{CHROMIUM} is missing (apt-get install chromium); the pages' browser tests need it"
+        if os.environ.get("FHIR_ADAPTER_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import csv
 import json
-import os
 import pathlib
 import threading
 from collections.abc import Iterator
@@ -33,26 +32,8 @@ from adapter.store.clients import ClientRecord
 from auth_helpers import RSA_KEY, assertion, public_jwks, token_form
 from conftest import ROOT, table_counts
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 AS_OF = "2026-06-01"
 STUDY = "ucmsc-cp"
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium (never a downloaded one); skipped without it unless CI requires it."""
-    if not os.path.exists(CHROMIUM):
-        reason = f"{CHROMIUM} is missing (apt-get install chromium); the pages' browser tests need it"
-        if os.environ.get("FHIR_ADAPTER_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Server:

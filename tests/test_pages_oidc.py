@@ -21,26 +21,27 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
+import click
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from adapter.audit.writer import flush_all
 from adapter.auth.oidc import SignInFailed
+from adapter.cli.sign_in_options import SignInOptions
 from adapter.fhir.sites import sites_of
 from adapter.protocol.apply import search_all
 from conftest import ROOT
-import test_pages
 from test_pages import AS_OF, Server, _app, _subjects, visit
 
 NODE_DIR = ROOT / "tests" / "node"
-browser = test_pages.browser  # the same Debian Chromium fixture (a module's fixtures are its own names)
 CLIENT, SECRET = "ucmsc-pages", "pages-test-secret"  # as registered in oidc_provider.mjs
 SESSION, SIGN_IN = "fhir_adapter_ui_session", "fhir_adapter_ui_sign_in"
 ROLES = """claim: groups
 groups:
   ucmsc-centre: {scope: "system/*.rs"}
   ucmsc-site-a: {site: site-a, scope: "system/*.rs"}
+  ucmsc-readers: {scope: "system/Patient.rs system/Observation.rs"}
 """
 
 
@@ -281,6 +282,7 @@ def test_id_tokens_of_another_issuer_or_audience_are_refused(oidc: Setup) -> Non
         client.verify(tampered, "the-nonce")
 
 
+@pytest.mark.slow  # three gateways and a 1 s wait: 2.6 s on a quiet machine
 def test_a_provider_down_or_speaking_for_another_issuer_is_a_clear_page_within_the_bound(
         oidc: Setup, tmp_path_factory: pytest.TempPathFactory) -> None:
     silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
@@ -319,3 +321,37 @@ def test_a_signed_in_person_is_the_agent_of_the_audit_events(oidc: Setup) -> Non
                             "display": "anna.site-a"}
     assert agent["type"]["coding"][0]["code"] == "humanuser"
     assert agent["role"][0]["coding"][0]["code"] == "site-a" and agent["name"] == "anna.site-a (site site-a)"
+
+
+def test_without_research_subject_access_the_study_page_says_so_per_section(oidc: Setup) -> None:
+    """Issue 29 item 7: no whole-page 403 where the sections can say what is not shown, and the
+    error pages' "Back to the study" leads to a page, not to the same 403."""
+    browser_ = requests.Session()
+    answer = provider_login(browser_, start(browser_, oidc.pages), "reader")
+    assert browser_.get(answer, allow_redirects=False, timeout=10).status_code == 303
+    study = browser_.get(f"{oidc.pages.root}/ui/", params={"whole": "1", "as-of": AS_OF}, timeout=60)
+    assert study.status_code == 200 and 'id="enrolment"' not in study.text
+    for section in ("Enrolment", "Adherence", "Change from baseline", "Adverse events"):
+        assert f"{section}: not shown with your access" in study.text, section
+    refused = browser_.get(f"{oidc.pages.root}/ui/workbench", timeout=10)
+    assert refused.status_code == 403
+    back = re.search(r'<a href="([^"]+)">Back to the study</a>', refused.text)
+    assert back and browser_.get(urljoin(refused.url, back[1]), timeout=60).status_code == 200
+
+
+def test_serve_keeps_the_token_sign_in_to_loopback_and_checks_the_oidc_options(tmp_path: Any) -> None:
+    assert SignInOptions().worker_env(loopback=True, auth=True) == {"FHIR_ADAPTER_TOKEN_SIGN_IN": "on"}
+    assert SignInOptions().worker_env(loopback=False, auth=True) == {"FHIR_ADAPTER_TOKEN_SIGN_IN": "off"}
+    assert SignInOptions(token_sign_in=True).worker_env(False, True)["FHIR_ADAPTER_TOKEN_SIGN_IN"] == "on"
+    roles, secret = tmp_path / "roles.yaml", tmp_path / "secret"
+    roles.write_text(ROLES, encoding="utf-8")
+    secret.write_text(SECRET, encoding="utf-8")
+    options = SignInOptions("https://login.example/realms/staff", CLIENT, str(secret), str(roles))
+    env = options.worker_env(False, True)
+    assert env["FHIR_ADAPTER_OIDC_ISSUER"] == "https://login.example/realms/staff"
+    assert env["FHIR_ADAPTER_OIDC_CLIENT_SECRET_FILE"] == str(secret) and SECRET not in env.values()
+    with pytest.raises(click.UsageError, match="needs --auth"):
+        options.worker_env(False, False)
+    roles.write_text("groups: {centre: {scope: 'system/Nothing.rs'}}", encoding="utf-8")
+    with pytest.raises(click.UsageError, match="Nothing is not a resource type"):
+        options.worker_env(False, True)

@@ -1,8 +1,9 @@
 // A real OpenID Connect provider (npm oidc-provider) for the pages' sign-in tests
 // (tests/test_pages_oidc.py): node oidc_provider.mjs PORT REDIRECT_URI[,REDIRECT_URI...] [ISSUER]
 // One client for the gateway (ucmsc-pages), another one (other-app) for the audience tests,
-// and three users signed in through the provider's own development login form (any password):
-// the centre, site A's staff, and one whose groups the gateway's mapping does not know.
+// and four users signed in through the provider's own development login form (any password):
+// the centre, site A's staff, one whose groups the gateway's mapping does not know, and a reader
+// of a few types only.
 import Provider from 'oidc-provider';
 
 const [port, redirects, issuerArg] = process.argv.slice(2);
@@ -11,6 +12,7 @@ const users = {
   centre: { preferred_username: 'carla.centre', name: 'Carla Centre', groups: ['ucmsc-centre', 'staff'] },
   'site-a': { preferred_username: 'anna.site-a', name: 'Anna Site A', groups: ['ucmsc-site-a', 'staff'] },
   nobody: { preferred_username: 'nora.nobody', name: 'Nora Nobody', groups: ['staff'] },
+  reader: { preferred_username: 'rita.reader', name: 'Rita Reader', groups: ['ucmsc-readers'] },
 };
 const client = (id, secret) => ({
   client_id: id, client_secret: secret, redirect_uris: redirects.split(','),
