@@ -243,6 +243,9 @@ def test_sign_in_failures_are_pages_without_a_session(oidc: Setup) -> None:
     state = parse_qs(urlsplit(start(browser_, oidc.pages)).query)["state"][0]
     refused(browser_.get(f"{root}/ui/sign-in/callback", params={"state": state, "error": "access_denied"},
                          allow_redirects=False, timeout=10), 400, "did not sign you in: access_denied")
+    # The pasted-token sign-in is off on this gateway: its form is refused, not just hidden.
+    forced = requests.post(f"{root}/ui/sign-in", data={"token": "x"}, timeout=10)
+    assert forced.status_code == 403 and "off on this server" in forced.text
     # A callback without any sign-in started: nothing to finish.
     refused(requests.get(f"{root}/ui/sign-in/callback?code=x&state=y", allow_redirects=False, timeout=10),
             400, "no sign-in is under way")
@@ -355,3 +358,20 @@ def test_serve_keeps_the_token_sign_in_to_loopback_and_checks_the_oidc_options(t
     roles.write_text("groups: {centre: {scope: 'system/Nothing.rs'}}", encoding="utf-8")
     with pytest.raises(click.UsageError, match="Nothing is not a resource type"):
         options.worker_env(False, True)
+
+
+def test_behind_https_the_cookies_are_secure_and_the_callback_is_the_public_one(
+        oidc: Setup, tmp_path: Any) -> None:
+    roles = tmp_path / "roles.yaml"
+    roles.write_text(ROLES, encoding="utf-8")
+    app = _app(f"sqlite:///{tmp_path / 'https.db'}", tmp_path, AUTH=True, AUTH_KEY_FILE=str(tmp_path / "key.json"),
+               FHIR_BASE_URL="https://fhir.hospital.example/fhir", OIDC_ISSUER=oidc.provider.issuer,
+               OIDC_CLIENT_ID=CLIENT, OIDC_CLIENT_SECRET=SECRET, OIDC_ROLES=str(roles))
+    answer = app.test_client().get("/ui/sign-in/start?next=/ui/child/x")
+    assert answer.status_code == 303
+    query = parse_qs(urlsplit(answer.headers["Location"]).query)
+    assert query["redirect_uri"] == ["https://fhir.hospital.example/ui/sign-in/callback"]
+    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"] and query["nonce"]
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith(f"{SIGN_IN}=") and "; Secure" in cookie and "; HttpOnly" in cookie
+    assert "; SameSite=Lax" in cookie and "; Path=/ui/sign-in" in cookie
