@@ -71,7 +71,7 @@ def _authorise_page() -> Response | None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     session = request.cookies.get(SESSION_COOKIE)
     sessions = app.extensions.get(SESSIONS)
-    data = sessions.get_session(SESSION, session, int(time.time())) if session and sessions else None
+    data = sessions.get_session(SESSION, session, int(time.time())) if session and sessions is not None else None
     if data is not None:
         g.access = access_of(data["name"], data["site"], data["scope"], user=(data["iss"], data["sub"]))
         g.page_user = SignedIn(data["name"], data["why"])
