@@ -54,7 +54,7 @@ def _free_port() -> int:
 class Provider:
     """oidc-provider in a node process on `port`, for the gateways' callbacks `redirects`."""
 
-    def __init__(self, port: int, redirects: list[str], issuer: str | None = None) -> None:
+    def __init__(self, port: int, redirects: list[str], issuer: str | None = None, code_ttl: int = 0) -> None:
         node = shutil.which("node")
         if node is None or not (NODE_DIR / "node_modules" / "oidc-provider").exists():
             reason = "node or oidc-provider is missing: npm ci --prefix tests/node (make install)"
@@ -63,7 +63,8 @@ class Provider:
             pytest.skip(reason)
         self.issuer = issuer or f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen([node, str(NODE_DIR / "oidc_provider.mjs"), str(port), ",".join(redirects),
-                                         self.issuer], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                         self.issuer, *([str(code_ttl)] if code_ttl else [])],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # "ready <issuer>" once it listens
         assert line.startswith("ready"), f"oidc-provider did not start: {line!r}"
@@ -375,3 +376,19 @@ def test_behind_https_the_cookies_are_secure_and_the_callback_is_the_public_one(
     cookie = answer.headers["Set-Cookie"]
     assert cookie.startswith(f"{SIGN_IN}=") and "; Secure" in cookie and "; HttpOnly" in cookie
     assert "; SameSite=Lax" in cookie and "; Path=/ui/sign-in" in cookie
+
+
+@pytest.mark.slow  # waits for a code to expire
+def test_an_expired_code_is_refused_by_the_provider_and_signs_nobody_in(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    port, folder = _free_port(), tmp_path_factory.mktemp("oidc-expiry")
+    server = _gateway(f"sqlite:///{folder / 'expiry.db'}", folder, f"http://127.0.0.1:{port}")
+    provider = Provider(port, [f"{server.root}/ui/sign-in/callback"], code_ttl=1)
+    try:
+        browser_ = requests.Session()
+        answer = provider_login(browser_, start(browser_, server), "site-a")
+        time.sleep(2.5)  # past the code's 1 s (the provider's clock has whole seconds)
+        refused(browser_.get(answer, allow_redirects=False, timeout=10), 400, "refused the code (invalid_grant")
+    finally:
+        provider.close()
+        server.close()

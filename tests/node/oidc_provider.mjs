@@ -1,12 +1,13 @@
 // A real OpenID Connect provider (npm oidc-provider) for the pages' sign-in tests
-// (tests/test_pages_oidc.py): node oidc_provider.mjs PORT REDIRECT_URI[,REDIRECT_URI...] [ISSUER]
+// (tests/test_pages_oidc.py): node oidc_provider.mjs PORT REDIRECT_URI[,REDIRECT_URI...] [ISSUER [CODE_TTL]]
+// (CODE_TTL: seconds an authorization code lasts; the provider's default, 60, when not given).
 // One client for the gateway (ucmsc-pages), another one (other-app) for the audience tests,
 // and four users signed in through the provider's own development login form (any password):
 // the centre, site A's staff, one whose groups the gateway's mapping does not know, and a reader
 // of a few types only.
 import Provider from 'oidc-provider';
 
-const [port, redirects, issuerArg] = process.argv.slice(2);
+const [port, redirects, issuerArg, codeTtl] = process.argv.slice(2);
 const issuer = issuerArg || `http://127.0.0.1:${port}`;
 const users = {
   centre: { preferred_username: 'carla.centre', name: 'Carla Centre', groups: ['ucmsc-centre', 'staff'] },
@@ -36,5 +37,6 @@ const provider = new Provider(issuer, {
   features: { devInteractions: { enabled: true } },
   pkce: { required: () => true },
   cookies: { keys: ['oidc-test-cookie-key'] },
+  ...(codeTtl ? { ttl: { AuthorizationCode: Number(codeTtl) } } : {}),
 });
 provider.listen(Number(port), '127.0.0.1', () => console.log(`ready ${issuer}`));
