@@ -420,8 +420,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium (never a downloaded one); skipped without it unless CI requires it. One
-    for the session, here for every pages test module: Playwright's sync API runs one at a time."""
+    """Debian's Chromium (never a downloaded one); skipped without it unless CI requires it.
+    Here, not in a test module: Playwright's sync API runs one instance per process, so every
+    module with browser tests (tests/test_pages*.py) must share this one."""
     if not os.path.exists(CHROMIUM):
         reason = f"{CHROMIUM} is missing (apt-get install chromium); the pages' browser tests need it"
         if os.environ.get("FHIR_ADAPTER_REQUIRE_CHROMIUM") == "1":

@@ -30,6 +30,7 @@ _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 _SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+_ROLE_TYPE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
 # BALP: a search (query) and an operation are executions; a read is R.
 _ACTION = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D"}
 _PATIENT_KEYS = ("subject", "patient", "individual")  # elements naming a resource's patient
@@ -148,9 +149,16 @@ def _agent(record: AccessRecord) -> dict[str, Any]:
         why = "no valid access token" if record.auth_on else "auth off"
         agent["who"] = {"display": f"unauthenticated ({why})"}
         agent["name"] = f"unauthenticated ({why})"
+    elif record.user is not None:
+        # A person: named by their provider (issuer as the system, their subject as the value),
+        # typed as a human user (BALP's user agent), and their site as a client's.
+        agent["type"] = {"coding": [{"system": _ROLE_TYPE, "code": "humanuser", "display": "human user"}]}
+        agent["who"] = {"identifier": {"system": record.user[0], "value": record.user[1]},
+                        "display": record.client}
     else:
         agent["who"] = {"identifier": {"system": CLIENT_SYSTEM, "value": record.client},
                         "display": record.client}
+    if record.client is not None:
         agent["name"] = f"{record.client} ({'site ' + record.site if record.site else 'all sites'})"
         if record.site:
             agent["role"] = [{"coding": [{"system": SITE_SYSTEM, "code": record.site}], "text": f"site {record.site}"}]

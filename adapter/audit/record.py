@@ -29,3 +29,6 @@ class AccessRecord(NamedTuple):
     remote: str | None
     time: float  # seconds since the epoch
     body: bytes | None  # the answer, only where it names the patient (single reads) or the error
+    # A person signed in to the pages (OpenID Connect): (issuer, subject); `client` is their name.
+    # Last, with a default: records journaled before it still load.
+    user: tuple[str, str] | None = None

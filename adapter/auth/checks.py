@@ -35,6 +35,9 @@ class Access:
     site: str | None
     scopes: Scopes
     policy: str | None = None  # an exchange policy everything it reads goes through
+    # A person signed in to the pages through OpenID Connect: (issuer, subject); `client` is
+    # then their name. What they may see is the site and scopes, as for a client.
+    user: tuple[str, str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"client": self.client, "site": self.site, "scope": str(self.scopes), "policy": self.policy}
@@ -45,9 +48,11 @@ def _scopes(text: str) -> Scopes:
     return parse_scopes(text)
 
 
-def access_of(client: str, site: str | None, scope: str, policy: str | None = None) -> Access:
-    """An Access from a token's claims (its scope string parsed once per distinct string)."""
-    return Access(client, site or None, _scopes(scope), policy or None)
+def access_of(client: str, site: str | None, scope: str, policy: str | None = None,
+              user: tuple[str, str] | None = None) -> Access:
+    """An Access from a token's claims, or a signed-in person's session (its scope string
+    parsed once per distinct string)."""
+    return Access(client, site or None, _scopes(scope), policy or None, user)
 
 
 class Checks:

@@ -11,6 +11,7 @@ import click
 from adapter.cli.database import migrate
 from adapter.cli.options import DB_OPTION
 from adapter.cli.serve_options import check_base_url, gunicorn_args, parse_host, worker_env
+from adapter.cli.sign_in_options import SignInOptions, sign_in_options
 from adapter.demo import load_demo
 from adapter.demo_data import DEMO_DIR
 from adapter.store import open_store
@@ -40,6 +41,7 @@ class ServeOptions:
     certfile: str | None = None
     keyfile: str | None = None
     cors_origins: tuple[str, ...] = ()
+    sign_in: SignInOptions = SignInOptions()
 
 
 def _serve(host: str, port: int, db: str, workers: int, options: ServeOptions) -> None:
@@ -62,6 +64,7 @@ def _serve(host: str, port: int, db: str, workers: int, options: ServeOptions) -
     if os.environ.get("FHIR_ADAPTER_EXPORT_DIR"):
         os.environ["FHIR_ADAPTER_EXPORT_DIR"] = os.path.abspath(os.environ["FHIR_ADAPTER_EXPORT_DIR"])
     os.environ.update(worker_env(options.auth, options.audit, base_url, options.cors_origins))
+    os.environ.update(options.sign_in.worker_env(listen.loopback, options.auth))
     # The database and request bounds (adapter.gateway.app) answer first; this one is the last resort.
     timeout = os.environ.get("FHIR_ADAPTER_WORKER_TIMEOUT", str(WORKER_TIMEOUT))
     args = gunicorn_args(gunicorn, listen, workers, timeout, options.certfile, options.keyfile)
@@ -85,19 +88,29 @@ def _serve(host: str, port: int, db: str, workers: int, options: ServeOptions) -
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="A browser origin allowed by CORS, "
               "e.g. https://app.example.org (repeatable; env FHIR_ADAPTER_CORS_ORIGINS; default none).")
+@sign_in_options
 def serve(host: str, port: int, db: str, workers: int, auth: bool, insecure_no_auth: bool,
           audit: bool | None, base_url: str | None, certfile: str | None, keyfile: str | None,
-          cors_origins: tuple[str, ...]) -> None:
-    """Serve the FHIR R4 gateway at http://HOST:PORT/fhir with gunicorn.
+          cors_origins: tuple[str, ...], sign_in: SignInOptions) -> None:
+    """Serve the FHIR R4 gateway at http://HOST:PORT/fhir with gunicorn, and its pages at /ui/.
 
     \b
     Examples:
       fhir-adapter serve                                   # loopback, no auth (development)
       fhir-adapter serve --host ::1 --port 8443 --certfile cert.pem --keyfile key.pem
       fhir-adapter serve --host 0.0.0.0 --auth --base-url https://fhir.example.org/fhir
+    \b
+    The pages signed in through the hospital's OpenID Connect provider (its secret in
+    FHIR_ADAPTER_OIDC_CLIENT_SECRET or a file; register the redirect URI
+    https://fhir.example.org/ui/sign-in/callback with the provider):
+      fhir-adapter serve --host 0.0.0.0 --auth --base-url https://fhir.example.org/fhir \\
+        --certfile cert.pem --keyfile key.pem \\
+        --oidc-issuer https://login.hospital.example/realms/staff --oidc-client-id ucmsc-pages \\
+        --oidc-client-secret-file /etc/fhir-adapter/oidc-secret \\
+        --oidc-roles mappings/sign-in/example-roles.yaml
     """
     _serve(host, port, db, workers, ServeOptions(auth, insecure_no_auth, audit, base_url, certfile, keyfile,
-                                                 cors_origins))
+                                                 cors_origins, sign_in))
 
 
 @click.command()

@@ -34,7 +34,7 @@ from adapter.gateway.capability import capability_statement
 from adapter.gateway.lean_read import lean_reads
 from adapter.gateway.negotiation import FHIR_JSON, content_type
 from adapter.gateway.rest import blueprint, error_response
-from adapter.gateway import authorise, token_endpoint
+from adapter.gateway import authorise, sign_in_setup, token_endpoint
 from adapter.pages import PREFIX as PAGES_PREFIX, pages_blueprint
 from adapter.store import DEFAULT_DB, open_store
 from adapter.store.engines import normalize_url, request_deadline
@@ -75,7 +75,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     default audit-journal/ beside the SQLite file, else var/audit-journal), CORS_ORIGINS (browser origins allowed; default none),
     EXCHANGE_POLICY_DIR (the exchange policies, default mappings/exchange) and EXCHANGE_KEY_FILE
     (the site's pseudonym key for them, made on first use; default beside the SQLite file),
-    LEAN_READS (False: plain reads by id pass through Flask too; adapter/gateway/lean_read.py).
+    LEAN_READS (False: plain reads by id pass through Flask too; adapter/gateway/lean_read.py),
+    the pages' sign-in: OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_ROLES, OIDC_SCOPE,
+    OIDC_TIMEOUT, PAGES_SESSION_SECONDS, PAGES_TOKEN_SIGN_IN (adapter/gateway/sign_in_setup.py).
 
     Unset keys fall back to the environment (FHIR_ADAPTER_DB, FHIR_ADAPTER_MAX_BODY,
     FHIR_ADAPTER_STATEMENT_TIMEOUT, FHIR_ADAPTER_REQUEST_TIMEOUT, FHIR_ADAPTER_EXPORT_DIR,
@@ -124,6 +126,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # The web pages read through the same per-request repository as the API (issue 14).
     app.register_blueprint(pages_blueprint(repository, current_access), url_prefix=PAGES_PREFIX)
     token_endpoint.register(app)
+    sign_in_setup.register(app)  # the pages' sign-in: OpenID Connect, the pasted token
     _register_errors(app)
     authorise.register(app)  # after begin_request: a request too long to serve is refused unread
     audit_hooks.register(app)

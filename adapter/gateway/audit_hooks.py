@@ -56,7 +56,7 @@ def _page_record(response: Response, auth_on: bool) -> AccessRecord:
         request.method, request.path.lstrip("/"), request.environ.get("QUERY_STRING", ""), response.status_code,
         interaction, operation, "Patient" if patient else None, patient, None, None, None, None,
         getattr(access, "client", None), getattr(access, "site", None), auth_on, request.remote_addr,
-        time.time(), None)
+        time.time(), None, getattr(access, "user", None))
 
 
 def register(app: Flask) -> None:

@@ -5,13 +5,15 @@ the SMART configuration; the token endpoint lives outside the FHIR base) must ca
 access token; its grant becomes `g.access`, and from it the guarded repository
 (adapter/gateway/access.py) that every handler is given.
 
-The web pages (/ui/) take the token from the cookie a person's sign-in set instead (a browser
-cannot do SMART Backend Services itself), and send a page request without a valid one to the
-sign-in page. The cookie counts on /ui/ paths only: the API never acts on it, so a cross-site
-request cannot use it there.
+The web pages (/ui/) take a person's session instead (OpenID Connect sign-in, its access the
+groups -> access mapping's: adapter/auth/roles.py), or the token a development sign-in pasted
+(a browser cannot do SMART Backend Services itself), and send a page request without either to
+the sign-in page. These cookies count on /ui/ paths only: the API never acts on them, so a
+cross-site request cannot use them there.
 """
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 from flask import Flask, Response, current_app, g, redirect, request
@@ -20,7 +22,9 @@ from adapter.auth.guard import Access, access_of
 from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.fhir.outcomes import FhirError, Issue
 from adapter.gateway.base import lean_read_safe
-from adapter.pages import COOKIE, PREFIX as PAGES, is_page, is_public_page
+from adapter.pages import COOKIE, PREFIX as PAGES, SESSION_COOKIE, SignedIn, is_page, is_public_page
+from adapter.pages.context import SESSIONS
+from adapter.store.page_sessions import SESSION
 
 __all__ = ["register", "unauthorised", "access_from"]
 
@@ -59,12 +63,23 @@ def access_from(app: Flask, authorization: str | None) -> Access:
 
 
 def _authorise_page() -> Response | None:
-    """A page: its grant from the sign-in cookie, or (HTML, not a FHIR 401) to the sign-in page."""
+    """A page: its grant from the person's session (OpenID Connect) or, where the pasted-token
+    sign-in is on, from the token cookie; else (HTML, not a FHIR 401) to the sign-in page. A
+    session becomes an Access like a client's, so the same guard holds it."""
     if is_public_page(request.path):
         return None
-    token = request.cookies.get(COOKIE)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    session = request.cookies.get(SESSION_COOKIE)
+    sessions = app.extensions.get(SESSIONS)
+    data = sessions.get_session(SESSION, session, int(time.time())) if session and sessions is not None else None
+    if data is not None:
+        g.access = access_of(data["name"], data["site"], data["scope"], user=(data["iss"], data["sub"]))
+        g.page_user = SignedIn(data["name"], data["why"])
+        return None
+    token = request.cookies.get(COOKIE) if app.config.get("PAGES_TOKEN_SIGN_IN") else None
     try:
-        g.access = access_from(current_app._get_current_object(), f"Bearer {token}" if token else None)  # type: ignore[attr-defined]
+        g.access = access_from(app, f"Bearer {token}" if token else None)
+        g.page_user = SignedIn(g.access.client)
     except Unauthenticated:
         back = request.full_path if request.method == "GET" else PAGES + "/"
         return redirect(f"{PAGES}/sign-in?next={quote(back.rstrip('?'), safe='/')}", 303)  # type: ignore[return-value]

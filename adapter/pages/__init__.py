@@ -10,7 +10,8 @@ pages -> services -> store -> fhir).
 """
 from __future__ import annotations
 
-from adapter.pages.paths import COOKIE, PREFIX, is_asset, is_page, is_public_page
+from adapter.pages.paths import COOKIE, PREFIX, SESSION_COOKIE, SignedIn, is_asset, is_page, is_public_page
 from adapter.pages.views import pages_blueprint
 
-__all__ = ["PREFIX", "COOKIE", "is_page", "is_public_page", "is_asset", "pages_blueprint"]
+__all__ = ["PREFIX", "COOKIE", "SESSION_COOKIE", "SignedIn", "is_page", "is_public_page", "is_asset",
+           "pages_blueprint"]

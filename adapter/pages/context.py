@@ -7,9 +7,11 @@ from flask import current_app, render_template
 from adapter.auth.guard import Access
 from adapter.store.repository import Repository
 
-__all__ = ["repository", "access", "error_page", "HOOKS"]
+__all__ = ["repository", "access", "error_page", "HOOKS", "OIDC", "SESSIONS"]
 
 HOOKS = "adapter.pages"  # app.extensions key: (repository(), access()) given to pages_blueprint
+OIDC = "fhir_oidc"  # app.extensions key: the OidcClient (adapter/auth/oidc.py), when configured
+SESSIONS = "fhir_page_sessions"  # app.extensions key: the PageSessions (the store's)
 
 
 def repository() -> Repository:

@@ -46,25 +46,31 @@ def study() -> str:
     page = request.args.get("page", "1")
     started = time.perf_counter()
     notes: list[str] = []
+    # Without ResearchSubject read, no enrolment and no matrix (its rows are the enrolled
+    # children): each said in a note, the rest of the page still shown (issue 29, item 7).
+    enrolled = _allowed(notes, "Enrolment", lambda: enrolment(repo, study_id))
     as_of, number = _as_of(), int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
     whole = request.args.get("whole") == "1"
     if request.args.get("section") == "adherence" and request.headers.get("X-Fragment") == "1":
-        enrolled = enrolment(repo, study_id)
-        matrix = _allowed(notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+        matrix = None if enrolled is None else _allowed(
+            notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+        if enrolled is None:
+            notes.append("Adherence: not shown with your access (its rows are the enrolled children)")
         return render_template("study_adherence.html", matrix=matrix, section_notes=notes)
-    enrolled = enrolment(repo, study_id)
     # The outcomes and adverse events read the whole study once after a write (3 s at 10,000
     # children): for a large study the page comes first and they follow as fragments (pages.js);
     # ?whole=1 renders them in place (no script). The adherence matrix (50 children's $adherence,
     # 0.4-1 s after a write) always follows, so that the outcomes above it need not wait for it.
-    lazy = not whole and len(enrolled.subjects) > IN_PLACE_CHILDREN
+    lazy = not whole and enrolled is not None and len(enrolled.subjects) > IN_PLACE_CHILDREN
     sections = None if lazy else _allowed(notes, "Change from baseline",
                                           lambda: outcome_sections(repo, study_id)) or []
-    matrix = None if not whole else _allowed(
+    matrix = None if not whole or enrolled is None else _allowed(
         notes, "Adherence", lambda: adherence_matrix(repo, enrolled.subjects, as_of, number))
+    if enrolled is None:
+        notes.append("Adherence: not shown with your access (its rows are the enrolled children)")
     events = None if lazy else _allowed(notes, "Adverse events", lambda: adverse_events(repo, study_id))
     return render_template("study.html", enrolled=enrolled, sections=sections, matrix=matrix, lazy=lazy,
-                           lazy_matrix=not whole, page=number, as_of=as_of, events=events, study=study_id,
+                           lazy_matrix=not whole and enrolled is not None, page=number, as_of=as_of, events=events, study=study_id,
                            notes=notes, seconds=time.perf_counter() - started)
 
 

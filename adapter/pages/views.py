@@ -15,7 +15,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import plotly
-from flask import Blueprint, Response, current_app, request, send_file
+from flask import Blueprint, Response, current_app, g, request, send_file
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -68,6 +68,8 @@ _ROUTES = (("/study", "study", views.study, ["GET"]), ("/", "study", views.study
            ("/child/<patient_id>", "child", views.child, ["GET"]),
            ("/workbench", "workbench", workbench_views.workbench, ["GET", "POST"]),
            ("/sign-in", "sign_in", signing.sign_in, ["GET", "POST"]),
+           ("/sign-in/start", "sign_in_start", signing.sign_in_start, ["GET"]),
+           ("/sign-in/callback", "sign_in_callback", signing.sign_in_callback, ["GET"]),
            ("/sign-out", "sign_out", signing.sign_out, ["POST"]))
 
 
@@ -125,7 +127,8 @@ def _plotly_js() -> Response:
 
 def _page_globals() -> dict[str, object]:
     return {"plotly_js": f"{PREFIX}/assets/plotly-{plotly.__version__}.min.js",
-            "auth_on": bool(current_app.config.get("AUTH")), "visit_legend": LEGEND}
+            "auth_on": bool(current_app.config.get("AUTH")), "visit_legend": LEGEND,
+            "signed_in": g.get("page_user")}
 
 
 def _not_found(unknown: str) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine
 
 __all__ = ["metadata", "resources", "history", "INDEX_TABLES", "INDEX_COLUMNS", "key_text",
-           "auth_clients", "auth_jti"]
+           "auth_clients", "auth_jti", "page_sessions"]
 
 metadata = MetaData()
 
@@ -127,3 +127,15 @@ auth_jti = Table(
     PrimaryKeyConstraint("client", "jti", name="pk_auth_jti"),
 )
 Index("ix_auth_jti_expires", auth_jti.c.expires)
+
+# The pages' server-side sessions (adapter/store/page_sessions.py): a person signed in through
+# OpenID Connect, and the sign-ins under way (their state, nonce and PKCE verifier). The key is
+# a hash of the cookie's value, so the table alone cannot be used to take a session over.
+page_sessions = Table(
+    "page_sessions", metadata,
+    Column("key", key_text(64), primary_key=True),  # sha256 hex of the cookie's random value
+    Column("kind", key_text(16), nullable=False),  # "session" or "sign-in"
+    Column("data", Text, nullable=False),  # JSON
+    Column("expires", BigInteger, nullable=False),  # seconds since the epoch
+)
+Index("ix_page_sessions_expires", page_sessions.c.expires)

@@ -27,6 +27,7 @@ from adapter.store.repository import (
     HistoryPage, Loadable, Refused, Repository, SearchPage, StoredResource,
 )
 from adapter.store.clients import SqlClients
+from adapter.store.page_sessions import SqlPageSessions
 from adapter.store.engines import (
     ByIdReader, is_postgresql, make_engine, normalize_url,
 )
@@ -58,7 +59,7 @@ class WriteDeadlock(FhirError):
     """PostgreSQL ended the transaction to break a cycle of lock waits: nothing was written."""
 
 
-class SqlStore(Repository, SqlClients):
+class SqlStore(Repository, SqlClients, SqlPageSessions):
     """Versioned resources in SQL. `url` is a SQLAlchemy URL, e.g. sqlite:///var/adapter.db."""
 
     def __init__(self, url: str, migrate: bool = True, check_references: bool | None = None) -> None:
