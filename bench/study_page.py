@@ -11,7 +11,7 @@ outcomes' cache), again (`warm`), and bare Flask's answer of the same bytes; the
 gateway's time over bare Flask's; and the adherence matrix that follows the page (pages.js fetches
 it), cold and warm. With Debian's Chromium (/usr/bin/chromium), also the time from
 navigation until the outcome section's first table is shown and its chart drawn (after the
-4.8 MB plotly.min.js has run; cached, as after a first visit), cold and warm: what a clinician
+1.1 MB basic Plotly bundle has run; cached, as after a first visit), cold and warm: what a clinician
 waits for. Printed with the load average, as a busy machine's figures mean little.
 """
 from __future__ import annotations

@@ -170,3 +170,25 @@ def test_the_workbench_counts_distinct_products_and_names_visits_as_the_study_gr
     assert visits[:5] == ["baseline", "c1-d0", "c1-d7", "c1-d14", "c1-d21"] and set(visits) <= set(grid)
     assert errors == []
     context.close()
+
+
+def test_every_figure_is_drawn_by_the_vendored_basic_bundle(open_server: Server) -> None:  # noqa: F811
+    """The pages load Plotly's basic bundle (scatter, bar, pie), not the full one: every figure
+    of the study page and of a child's page must be of those trace types, and the bundle must be
+    the plotly.js version whose reference figures.py is written against (the wheel's)."""
+    import re
+
+    from plotly.offline import get_plotlyjs_version
+
+    from adapter.pages.views import PLOTLY_JS_VERSION, PLOTLY_TRACES
+    assert PLOTLY_JS_VERSION == get_plotlyjs_version()
+    traces = collections.Counter()
+    for path in ("/ui/?whole=1", "/ui/child/site-a-A0004"):
+        html = requests.get(open_server.root + path, timeout=60).text
+        figures = re.findall(r'<script type="application/json" id="[^"]+-json">(.*?)</script>', html, re.S)
+        assert figures, path
+        for figure in figures:
+            traces.update(trace.get("type", "scatter") for trace in json.loads(figure)["data"])
+    assert set(traces) <= PLOTLY_TRACES and traces["scatter"] > 0, traces
+    script = requests.get(f"{open_server.root}/ui/assets/plotly-basic-{PLOTLY_JS_VERSION}.min.js", timeout=30)
+    assert f"plotly.js (basic - minified) v{PLOTLY_JS_VERSION}".encode() in script.content[:200]

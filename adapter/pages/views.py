@@ -14,7 +14,6 @@ import pathlib
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-import plotly
 from flask import Blueprint, Response, current_app, g, request, send_file
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -30,7 +29,14 @@ from adapter.store.repository import Repository
 __all__ = ["pages_blueprint"]
 
 log = logging.getLogger("adapter.pages")
-_PLOTLY_JS = plotly.__file__.rsplit("/", 1)[0] + "/package_data/plotly.min.js"
+# Plotly's basic bundle (scatter, bar and pie: all that figures.py draws), vendored from npm's
+# plotly.js-basic-dist-min at the plotly.js version the `plotly` wheel ships: 1.1 MB for the
+# browser to run where the full bundle is 4.8 MB (the study page's first chart 1.6-3.0 s with
+# the full bundle on a busy machine, 1.0-1.4 s with this one). tests/test_pages_views.py holds
+# the figures to these trace types and the versions to each other.
+PLOTLY_JS_VERSION = "3.7.0"
+PLOTLY_TRACES = frozenset({"scatter", "bar", "pie"})
+_PLOTLY_JS = pathlib.Path(__file__).parent / "static" / "vendor" / f"plotly-basic-{PLOTLY_JS_VERSION}.min.js"
 _YEAR = 365 * 24 * 3600
 # Scripts and styles from this server only; Plotly sets inline styles on the SVG it draws.
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -39,7 +45,7 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'
 
 @functools.cache
 def _plotly_gzipped() -> bytes:
-    return gzip.compress(pathlib.Path(_PLOTLY_JS).read_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(_PLOTLY_JS.read_bytes(), compresslevel=6, mtime=0)
 
 
 def _same_origin() -> bool:
@@ -87,7 +93,7 @@ def pages_blueprint(repository: Callable[[], Repository],
     pages.record_once(remember)
     for rule, endpoint, view, methods in _ROUTES:
         pages.add_url_rule(rule, endpoint, view, methods=methods)
-    pages.add_url_rule(f"/assets/plotly-{plotly.__version__}.min.js", "plotly_js", _plotly_js)
+    pages.add_url_rule(f"/assets/plotly-basic-{PLOTLY_JS_VERSION}.min.js", "plotly_js", _plotly_js)
     pages.add_url_rule("/<path:unknown>", "not_found", _not_found)
     pages.before_request(_refuse_cross_site_posts)
     pages.after_request(_page_headers)
@@ -113,8 +119,8 @@ def _page_headers(response: Response) -> Response:
 
 
 def _plotly_js() -> Response:
-    # The version is in the name, so the file may be cached for a year; gzipped (4.8 MB
-    # -> 1.4 MB) once per process for the browsers that take it, as nearly all do.
+    # The version is in the name, so the file may be cached for a year; gzipped (1.1 MB
+    # -> 0.35 MB) once per process for the browsers that take it, as nearly all do.
     if request.accept_encodings.quality("gzip") > 0:
         response = Response(_plotly_gzipped(), mimetype="text/javascript")
         response.headers["Content-Encoding"] = "gzip"
@@ -126,7 +132,7 @@ def _plotly_js() -> Response:
 
 
 def _page_globals() -> dict[str, object]:
-    return {"plotly_js": f"{PREFIX}/assets/plotly-{plotly.__version__}.min.js",
+    return {"plotly_js": f"{PREFIX}/assets/plotly-basic-{PLOTLY_JS_VERSION}.min.js",
             "auth_on": bool(current_app.config.get("AUTH")), "visit_legend": LEGEND,
             "signed_in": g.get("page_user")}
 
