@@ -211,9 +211,9 @@ def pull(base: str, folder: pathlib.Path, db: str, state: pathlib.Path, code: pa
             "pss": peak[1] / 1024}
 
 
-def _centre_db(kind: str, tmp: pathlib.Path, label: str) -> tuple[str, str]:
-    """(URL, PostgreSQL schema or '') of an empty centre store holding the protocol only."""
-    from adapter.exchange.demo import prepare_centre
+def _centre_db(kind: str, tmp: pathlib.Path, label: str, code: pathlib.Path = ROOT) -> tuple[str, str]:
+    """(URL, PostgreSQL schema or '') of an empty centre store holding the protocol only, made
+    by `code` (another revision's schema may differ: its migrations)."""
     schema = ""
     if kind == "sqlite":
         url = f"sqlite:///{tmp / f'centre-{label}.db'}"
@@ -224,7 +224,9 @@ def _centre_db(kind: str, tmp: pathlib.Path, label: str) -> tuple[str, str]:
         with psycopg.connect(base.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    prepare_centre(url)
+    subprocess.run([sys.executable, "-c", "import sys; from adapter.exchange.demo import prepare_centre; "
+                    "prepare_centre(sys.argv[1])", url], env={**os.environ, "PYTHONPATH": str(code)}, cwd=code,
+                   check=True)
     return url, schema
 
 
@@ -248,7 +250,7 @@ def measure(children: int, kind: str, tmp: pathlib.Path, codes: dict[str, pathli
         for turn, label in turns(list(codes), rounds):
             schema, name = "", f"{children}-{turn}-{re.sub('[^A-Za-z0-9]', '_', label)}"
             try:
-                db, schema = _centre_db(kind, tmp, name)
+                db, schema = _centre_db(kind, tmp, name, codes[label])
                 state = tmp / f"state-{name}"
                 state.mkdir()
                 pulled = pull(server.base, folder, db, state, codes[label])
