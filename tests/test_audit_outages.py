@@ -163,16 +163,19 @@ def test_a_full_disk_answers_503_and_the_trail_is_whole_once_there_is_room(tmp_p
             with Load(base) as load:
                 time.sleep(2)
                 filler = disk / "filler"
-                with open(filler, "wb") as out:  # the disk full, as another program would leave it
-                    with contextlib.suppress(OSError):
-                        while True:
-                            out.write(b"\0" * (1 << 16))
-                            out.flush()
+                # The disk full, as another program would leave it. Seen once in a full run on a
+                # busy machine: the open itself found the 64 MB already full, so it is tolerated
+                # and what was on the disk said, should the trail then not be whole.
+                with contextlib.suppress(OSError), open(filler, "wb") as out:
+                    while True:
+                        out.write(b"\0" * (1 << 16))
+                        out.flush()
+                on_disk = {str(p.relative_to(disk)): p.stat().st_size for p in disk.rglob("*") if p.is_file()}
                 time.sleep(4)
                 during = dict(load.statuses)
-                filler.unlink()
+                filler.unlink(missing_ok=True)
                 time.sleep(4)
-            assert during.get(503, 0) > 0, during
+            assert during.get(503, 0) > 0, (during, on_disk)
             assert not load.bad, load.bad[:5]
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=90) == 0
