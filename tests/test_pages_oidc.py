@@ -392,3 +392,110 @@ def test_an_expired_code_is_refused_by_the_provider_and_signs_nobody_in(
     finally:
         provider.close()
         server.close()
+
+
+# -- from a review of the sign-in (each failed before its fix) ------------------------------------
+
+def test_a_nonce_the_browser_edited_to_non_ascii_is_a_page_not_a_500(oidc: Setup) -> None:
+    """The provider echoes the nonce of the authorization URL into the ID token; comparing str
+    holding non-ASCII raised TypeError in compare_digest."""
+    browser = requests.Session()
+    url = _with(start(browser, oidc.pages), nonce="n\u00e9")
+    refused(browser.get(provider_login(browser, url, "site-a"), allow_redirects=False, timeout=10), 400,
+            "nonce is not this sign-in's")
+
+
+def test_an_answer_without_iss_from_a_provider_that_always_sends_it_is_refused(oidc: Setup) -> None:
+    """RFC 9207 2.4: oidc-provider's discovery says authorization_response_iss_parameter_supported."""
+    browser = requests.Session()
+    answer = urlsplit(provider_login(browser, start(browser, oidc.pages), "site-a"))
+    query = {k: v[0] for k, v in parse_qs(answer.query).items() if k != "iss"}
+    refused(browser.get(answer._replace(query=urlencode(query)).geturl(), allow_redirects=False, timeout=10),
+            400, "does not name its provider (iss)")
+
+
+def test_a_group_claim_is_read_as_the_provider_writes_it() -> None:
+    from adapter.auth.roles import resolve, role_map
+    roles = role_map({"groups": {"centre": {"scope": "system/*.rs"}}})
+    # a single-valued claim is one group: "not centre" must not become the centre's access
+    assert resolve(roles, {"groups": "not centre"})[0] is None
+    assert resolve(role_map({"groups": {"ucmsc centre": {"scope": "system/*.rs"}}}),
+                   {"groups": "ucmsc centre"})[0] is not None
+    # a namespaced claim name holds dots (Auth0): the whole name first, then a path (Keycloak)
+    dotted = role_map({"claim": "https://hospital.example/groups", "groups": {"centre": {"scope": "system/*.rs"}}})
+    assert resolve(dotted, {"https://hospital.example/groups": ["centre"]})[0] is not None
+    nested = role_map({"claim": "realm_access.roles", "groups": {"centre": {"scope": "system/*.rs"}}})
+    assert resolve(nested, {"realm_access": {"roles": ["centre"]}})[0] is not None
+
+
+def test_a_provider_dripping_its_answer_is_cut_at_the_bound_in_all() -> None:
+    """requests' timeout bounds each socket read: a byte every half second held the worker ~16 s
+    with a 1 s bound. Now the whole call is bounded."""
+    import threading
+
+    from adapter.auth.oidc import OidcClient, OidcSettings
+    from adapter.auth.roles import role_map
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.5)
+    threading.Thread(target=drip, daemon=True).start()
+    client = OidcClient(OidcSettings(f"http://127.0.0.1:{listener.getsockname()[1]}", "c", "s",
+                                     role_map({"groups": {"x": {"scope": "system/*.rs"}}}), timeout=1))
+    started = time.monotonic()
+    with pytest.raises(SignInFailed, match="did not answer within 1 s"):
+        client.metadata()
+    assert time.monotonic() - started < 2.5
+    listener.close()
+
+
+def test_id_token_claims_openid_connect_requires_are_checked() -> None:
+    """azp of another client with one audience, no iat, a not-before an hour ahead: each refused
+    (OpenID Connect Core 3.1.3.7; the review's tokens were accepted)."""
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import KeySet, RSAKey
+
+    from adapter.auth.oidc import OidcClient, OidcSettings
+    from adapter.auth.roles import role_map
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"}, private=True)
+    client = OidcClient(OidcSettings("http://127.0.0.1:9", CLIENT, SECRET,
+                                     role_map({"groups": {"x": {"scope": "system/*.rs"}}})))
+    client._keys = KeySet([key])  # as fetched from the provider's jwks_uri
+    now = int(time.time())
+    base = {"iss": "http://127.0.0.1:9", "aud": CLIENT, "sub": "u1", "nonce": "n", "iat": now, "exp": now + 300}
+
+    def signed(claims: dict[str, Any]) -> str:
+        return jose_jwt.encode({"alg": "RS256", "kid": "k1"}, claims, key)
+    assert client.verify(signed(base), "n")["sub"] == "u1"
+    assert client.verify(signed({**base, "azp": CLIENT}), "n")["sub"] == "u1"
+    for claims, says in (({**base, "azp": "another-app"}, "azp 'another-app'"),
+                         ({k: v for k, v in base.items() if k != "iat"}, "when it was issued"),
+                         ({**base, "nbf": now + 3600}, "not valid yet"),
+                         ({**base, "iat": True}, "when it was issued")):
+        with pytest.raises(SignInFailed, match=re.escape(says)):
+            client.verify(signed(claims), "n")
+
+
+def test_sign_ins_under_way_are_bounded(oidc: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone may start a sign-in (a GET), and each was a row for 10 minutes: 200 anonymous
+    starts left 200 rows. Past the bound (expired ones purged first), a 503 with Retry-After."""
+    import adapter.store.page_sessions as page_sessions
+    store = oidc.audited.app.extensions["fhir_store"]
+    with store._autocommit.connect() as conn:
+        under_way = store._under_way(conn, int(time.time()))
+    monkeypatch.setattr(page_sessions, "MAX_SIGN_INS", under_way + 2)
+    for _ in range(2):
+        start(requests.Session(), oidc.audited)
+    answer = requests.get(f"{oidc.audited.root}/ui/sign-in/start", allow_redirects=False, timeout=10)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "60", answer.text[:300]
+    assert "too many sign-ins" in html.unescape(answer.text) and SIGN_IN not in answer.cookies

@@ -4,19 +4,24 @@ the authorization code flow with PKCE, by Authlib's client, for the pages (adapt
 https://openid.net/specs/openid-connect-core-1_0.html#CodeFlowAuth. The provider is found by
 its discovery document (OpenID Connect Discovery 1.0, section 4), whose `issuer` must be the one
 configured, word for word (section 4.3: otherwise a provider could speak for another). Every
-call to the provider waits `timeout` seconds at most: a provider that is down is a clear page
-within that bound, not a hung worker. The ID token is checked here, each check with its own
-sentence: signature (the provider's JWKS, fetched again once for a key id not seen), issuer,
-audience (and `azp` when there are several), nonce, expiry.
+call to the provider is bounded as a whole, not per socket read (a provider dripping a byte at
+a time would otherwise hold the worker): the request waits `timeout` seconds for the whole
+answer (`_bounded`), whose body is read as it comes, with a cap of 1 MiB. A provider that is down is a clear page within that bound, not a hung worker. The
+ID token is checked here, each check with its own sentence: signature (the provider's JWKS,
+fetched again once for a key id not seen), issuer, audience, `azp` when present, nonce, expiry,
+issued-at (required), not-before.
 
 Everything that goes wrong is a SignInFailed: its message is for the person at the browser.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,58 @@ DEFAULT_TIMEOUT = 5.0  # seconds: each call to the provider
 _DISCOVERY_SECONDS = 3600  # the discovery document, kept per process
 _LEEWAY = 60  # seconds of clock difference allowed on exp and iat
 _ALGORITHMS = ["RS256", "PS256", "ES256", "EdDSA"]  # public-key signatures only: never `none` or HMAC
+_MAX_ANSWER = 1 << 20  # bytes of one answer of the provider (a discovery document or a JWKS is a few kB)
+
+
+def _read_bounded(answer: requests.Response, deadline: float) -> None:
+    """The answer's body, read as it arrives (read1: whatever the socket has, not a full
+    chunk), until the deadline or the cap; kept as the response's content."""
+    body = bytearray()
+    try:
+        while chunk := answer.raw.read1(65536, decode_content=True):
+            body += chunk
+            if len(body) > _MAX_ANSWER:
+                raise requests.RequestException(f"an answer of more than {_MAX_ANSWER} bytes")
+            if time.monotonic() > deadline:
+                raise requests.Timeout("the answer did not end in time")
+    finally:
+        answer.close()
+    answer._content, answer._content_consumed = bytes(body), True  # what .json() and Authlib read
+
+
+_CALLS: tuple[int, ThreadPoolExecutor] | None = None  # (pid, executor): a forked worker makes its own
+
+
+def _bounded(call: Callable[[], requests.Response], bound: float) -> requests.Response:
+    """`call()` (one request to the provider, its body read by _read_bounded) within `bound`
+    seconds in all: the status line and headers are read per socket read by http.client, so the
+    call runs on one of four threads and the request's own thread stops waiting at the bound.
+    A call still dripping then ends at its own read deadline; one not started is cancelled."""
+    global _CALLS
+    if _CALLS is None or _CALLS[0] != os.getpid():
+        _CALLS = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="oidc-call"))
+    future = _CALLS[1].submit(call)
+    try:
+        return future.result(timeout=bound)
+    except FutureTimeout:
+        future.cancel()
+        raise requests.Timeout(f"no whole answer within {bound:g} s") from None
+
+
+class _BoundedSession(OAuth2Session):
+    """Authlib's client whose every call (the token request) is bounded as a whole."""
+
+    bound: float = DEFAULT_TIMEOUT
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        deadline = time.monotonic() + self.bound
+
+        def call() -> requests.Response:
+            answer = super(_BoundedSession, self).request(
+                method, url, *args, **{**kwargs, "stream": True, "timeout": self.bound})
+            _read_bounded(answer, deadline)
+            return answer
+        return _bounded(call, self.bound)
 
 
 class SignInFailed(AdapterError):
@@ -71,7 +128,13 @@ class OidcClient:
 
     def _get(self, url: str, what: str) -> dict[str, Any]:
         try:
-            answer = requests.get(url, timeout=self.settings.timeout, headers={"Accept": "application/json"})
+            deadline, bound = time.monotonic() + self.settings.timeout, self.settings.timeout
+
+            def call() -> requests.Response:
+                got = requests.get(url, timeout=bound, headers={"Accept": "application/json"}, stream=True)
+                _read_bounded(got, deadline)
+                return got
+            answer = _bounded(call, bound)
             answer.raise_for_status()
             data = answer.json()
         except requests.Timeout:
@@ -103,9 +166,11 @@ class OidcClient:
         return data
 
     def _session(self, redirect_uri: str) -> OAuth2Session:
-        return OAuth2Session(self.settings.client_id, self.settings.client_secret, scope=self.settings.scope,
-                             redirect_uri=redirect_uri, code_challenge_method="S256",
-                             default_timeout=self.settings.timeout)
+        session = _BoundedSession(self.settings.client_id, self.settings.client_secret, scope=self.settings.scope,
+                                  redirect_uri=redirect_uri, code_challenge_method="S256",
+                                  default_timeout=self.settings.timeout)
+        session.bound = self.settings.timeout
+        return session
 
     def begin(self, redirect_uri: str) -> tuple[str, dict[str, str]]:
         """The provider's authorization URL to send the browser to, and what the callback needs
@@ -125,14 +190,18 @@ class OidcClient:
         if answer.get("error"):
             raise SignInFailed(f"the sign-in service did not sign you in: {answer['error']}"
                                + (f" ({answer['error_description']})" if answer.get("error_description") else ""))
-        # RFC 9207: which provider answered; an answer from another one is a mix-up attack.
+        # RFC 9207: which provider answered; an answer from another one is a mix-up attack, and
+        # a provider that says it always names itself (section 3) must have (section 2.4).
+        metadata = self.metadata()
         if answer.get("iss") is not None and answer.get("iss") != self.settings.issuer:
             raise SignInFailed(f"the answer came from another provider ({answer.get('iss')}), not "
                                f"{self.settings.issuer}; refused")
+        if answer.get("iss") is None and metadata.get("authorization_response_iss_parameter_supported") is True:
+            raise SignInFailed("the answer does not name its provider (iss), which this provider always does "
+                               "(RFC 9207); refused")
         code = answer.get("code")
         if not code:
             raise SignInFailed("the sign-in service's answer has no code")
-        metadata = self.metadata()
         try:
             token = self._session(pending["redirect_uri"]).fetch_token(
                 metadata["token_endpoint"], grant_type="authorization_code", code=code,
@@ -180,15 +249,27 @@ class OidcClient:
             raise SignInFailed(f"the ID token was issued by {claims.get('iss')!r}, not by {issuer}; refused")
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
-        if client not in audiences or (len(audiences) > 1 and claims.get("azp") != client):
-            raise SignInFailed(f"the ID token is meant for {audience!r}, not for this server ({client}); refused")
-        if not isinstance(claims.get("nonce"), str) or not secrets.compare_digest(claims["nonce"], nonce):
+        if client not in audiences or ((len(audiences) > 1 or "azp" in claims) and claims.get("azp") != client):
+            raise SignInFailed(f"the ID token is meant for {audience!r}"
+                               + (f" (azp {claims.get('azp')!r})" if "azp" in claims else "")
+                               + f", not for this server ({client}); refused")
+        # Bytes: compare_digest refuses str holding anything but ASCII (a nonce the browser edited).
+        if not isinstance(claims.get("nonce"), str) or not secrets.compare_digest(
+                claims["nonce"].encode("utf-8", "surrogatepass"), nonce.encode("utf-8")):
             raise SignInFailed("the ID token's nonce is not this sign-in's (a replayed or mixed-up token); refused")
         now = self.clock()
-        if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] + _LEEWAY < now:
+        if not _number(claims.get("exp")) or claims["exp"] + _LEEWAY < now:
             raise SignInFailed("the ID token has expired; sign in again")
-        if isinstance(claims.get("iat"), (int, float)) and claims["iat"] - _LEEWAY > now:
+        if not _number(claims.get("iat")):
+            raise SignInFailed("the ID token does not say when it was issued (iat, required by OpenID Connect)")
+        if claims["iat"] - _LEEWAY > now:
             raise SignInFailed("the ID token was issued in the future (a clock is wrong); refused")
+        if "nbf" in claims and (not _number(claims["nbf"]) or claims["nbf"] - _LEEWAY > now):
+            raise SignInFailed("the ID token is not valid yet (nbf); refused")
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise SignInFailed("the ID token names no subject (sub)")
         return claims
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

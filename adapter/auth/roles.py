@@ -82,11 +82,19 @@ def load_roles(path: str | pathlib.Path) -> RoleMap:
 
 
 def _claim(claims: dict[str, Any], path: str) -> list[str]:
-    node: Any = claims
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+    """The groups in a claim: the name whole first (Auth0's `https://hospital.example/groups`
+    holds dots), then as a path into objects (Keycloak's `realm_access.roles`). A string is one
+    group, never split: a single-valued claim `not centre` is not the groups `not` and `centre`.
+
+    >>> _claim({"https://h.example/groups": ["a"]}, "https://h.example/groups"), _claim({"groups": "not centre"}, "groups")
+    (['a'], ['not centre'])
+    """
+    node: Any = claims.get(path) if path in claims else claims
+    if path not in claims:
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, str):
-        return node.split()
+        return [node]
     return [str(v) for v in node] if isinstance(node, list) else []
 
 

@@ -24,7 +24,7 @@ from adapter.auth.roles import resolve
 from adapter.auth.tokens import Unauthenticated, authenticate
 from adapter.pages.context import OIDC, SESSIONS
 from adapter.pages.paths import COOKIE, PREFIX, SESSION_COOKIE, SIGN_IN_COOKIE, SIGN_IN_PATH
-from adapter.store.page_sessions import SESSION, SIGN_IN
+from adapter.store.page_sessions import SESSION, SIGN_IN, TooManySignIns
 
 __all__ = ["sign_in", "sign_in_start", "sign_in_callback", "sign_out", "local_target"]
 
@@ -102,8 +102,13 @@ def sign_in_start() -> ResponseReturnValue:
     except SignInFailed as error:
         return _failed(str(error), error.status)
     now = int(time.time())
-    value = current_app.extensions[SESSIONS].open_session(
-        SIGN_IN, {**pending, "next": local_target(request.args.get("next"))}, now + SIGN_IN_SECONDS, now)
+    try:
+        value = current_app.extensions[SESSIONS].open_session(
+            SIGN_IN, {**pending, "next": local_target(request.args.get("next"))}, now + SIGN_IN_SECONDS, now)
+    except TooManySignIns:
+        busy = _failed("too many sign-ins are under way on this server; try again in a minute", 503)
+        busy.headers["Retry-After"] = "60"
+        return busy
     response = redirect(url, 303)
     # Lax, not Strict: the provider's redirect back is a cross-site navigation, and must bring it.
     response.set_cookie(SIGN_IN_COOKIE, value, max_age=SIGN_IN_SECONDS, path=SIGN_IN_PATH, httponly=True,

@@ -14,14 +14,21 @@ import json
 import secrets
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from adapter.store.schema import page_sessions
 
-__all__ = ["PageSessions", "SqlPageSessions", "SESSION", "SIGN_IN"]
+__all__ = ["PageSessions", "SqlPageSessions", "SESSION", "SIGN_IN", "TooManySignIns", "MAX_SIGN_INS"]
 
 SESSION, SIGN_IN = "session", "sign-in"
 _PURGE_EVERY = 32  # one new session in this many also deletes the expired ones
+# Sign-ins under way at once: anyone may start one (a GET), so they are bounded, or a script
+# could fill the table (and, on SQLite, queue for the write lock FHIR writes take).
+MAX_SIGN_INS = 2_000
+
+
+class TooManySignIns(Exception):
+    """More sign-ins under way than MAX_SIGN_INS, even with the expired ones gone."""
 
 
 def _key(value: str) -> str:
@@ -55,11 +62,20 @@ class SqlPageSessions(PageSessions):
     def open_session(self, kind: str, data: dict[str, Any], expires: int, now: int) -> str:
         value = secrets.token_urlsafe(32)
         with self._autocommit.connect() as conn:
+            if kind == SIGN_IN and self._under_way(conn, now) >= MAX_SIGN_INS:
+                conn.execute(delete(page_sessions).where(page_sessions.c.expires < now))
+                if self._under_way(conn, now) >= MAX_SIGN_INS:
+                    raise TooManySignIns(f"{MAX_SIGN_INS} sign-ins are under way")
             conn.execute(insert(page_sessions).values(key=_key(value), kind=kind, data=json.dumps(data),
                                                       expires=expires))
             if next(self._purge_counter) % _PURGE_EVERY == 0:
                 conn.execute(delete(page_sessions).where(page_sessions.c.expires < now))
         return value
+
+    @staticmethod
+    def _under_way(conn: Any, now: int) -> int:
+        return int(conn.execute(select(func.count()).select_from(page_sessions).where(
+            page_sessions.c.kind == SIGN_IN, page_sessions.c.expires > now)).scalar_one())
 
     def get_session(self, kind: str, value: str, now: int) -> dict[str, Any] | None:
         with self._autocommit.connect() as conn:
