@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
+from adapter.errors import AdapterError
 from adapter.store.schema import page_sessions
 
 __all__ = ["PageSessions", "SqlPageSessions", "SESSION", "SIGN_IN", "TooManySignIns", "MAX_SIGN_INS"]
@@ -27,7 +28,7 @@ _PURGE_EVERY = 32  # one new session in this many also deletes the expired ones
 MAX_SIGN_INS = 2_000
 
 
-class TooManySignIns(Exception):
+class TooManySignIns(AdapterError):
     """More sign-ins under way than MAX_SIGN_INS, even with the expired ones gone."""
 
 
