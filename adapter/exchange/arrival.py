@@ -3,8 +3,9 @@ in one transaction, or refuse it whole and put it in quarantine.
 
 Verified, line by line and without keeping the file in memory: JSON, the manifest's type, R4
 validity (`validate`'s verdict; the models run once per resource shape, _VALIDATE), the site's
-label and nothing else, an id in the site's namespace (`<site>-...`) and references to the policy's re-keyed types in it too (a
-site cannot write over, or point into, another site's data), the policy's stamp, and the
+label and nothing else, an id in the site's namespace (`<site>-...`) and references to the
+policy's re-keyed types in it too (a site cannot write over, or point into, another site's
+data), the policy's stamp, and the
 identifier scan (adapter/exchange/scan.py): no name, full birth date, address, telecom, free
 text or identifier other than a study pseudonym. Findings name the line, the element and the
 rule, never the value.

@@ -19,7 +19,7 @@ from typing import Any
 from adapter.fhir.definitions import r4_schema
 from adapter.fhir.outcomes import Issue
 
-__all__ = ["integer_issues"]
+__all__ = ["integer_issues", "range_problem"]
 
 _RESOURCE = "ResourceList"
 
@@ -74,6 +74,17 @@ def _may_hold_integers(definition: str, _seen: frozenset[str] = frozenset()) -> 
                ((ref := _ref(p)) is not None and _may_hold_integers(ref, seen)) for p in props.values())
 
 
+def range_problem(kind: str, value: int) -> str | None:
+    """Why `value` cannot be a FHIR `kind` (integer, unsignedInt, positiveInt), or None.
+
+    Examples:
+        >>> range_problem("positiveInt", 0)
+        '0 is outside the range of a FHIR positiveInt (1 to 2147483647)'
+    """
+    low = _NAMED[kind][0]
+    return None if low <= value <= _MAX else f"{value} is outside the range of a FHIR {kind} ({low} to {_MAX})"
+
+
 def integer_issues(rtype: str, resource: dict[str, Any]) -> Iterator[Issue]:
     """An issue per integer element written as a decimal.
 
@@ -95,9 +106,8 @@ def _walk(definition: str, node: dict[str, Any], path: str) -> Iterator[Issue]:
                 yield Issue("value", f"{item} is not a FHIR integer: write it without a decimal point "
                             "or exponent", where)
             elif name in integers and isinstance(item, int) and not isinstance(item, bool) and \
-                    not integers[name][0] <= item <= _MAX:
-                low, kind = integers[name]
-                yield Issue("value", f"{item} is outside the range of a FHIR {kind} ({low} to {_MAX})", where)
+                    (problem := range_problem(integers[name][1], item)):
+                yield Issue("value", problem, where)
             elif name in children and isinstance(item, dict):
                 child = children[name]
                 if child == _RESOURCE:

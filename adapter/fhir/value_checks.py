@@ -1,13 +1,14 @@
 """The checks of values that only the R4B models make: a date that is no calendar day
 (`2026-02-30`, which the R4 schema's pattern lets pass) and a base64Binary that does not decode;
-and the integer ranges (integer.py's check, at known places).
+and the integer ranges (integers.range_problem, at known places).
 
 The shape-cached validator skips the models for a shape it has seen valid, so it makes these
 checks itself, at the places `value_locations` found (once per shape) in the resource: the
 elements whose R4 type is date, dateTime, instant, base64Binary or one of the three integers,
 at any depth, contained resources included (the integers found once per shape, not walked for
-on every resource: that walk was 6% of a pull's CPU). Found by a differential test of the cached path against `validate` on
-every primitive of the R4 examples (tests/test_shape_validation.py).
+on every resource: that walk was 6% of a pull's CPU). Found by a differential test of the
+cached path against `validate` on every primitive of the R4 examples
+(tests/test_shape_validation.py).
 """
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ import re
 from typing import Any
 
 from adapter.fhir.datatypes import element_type
+from adapter.fhir.integers import range_problem
 from adapter.fhir.outcomes import Issue
 
 __all__ = ["value_locations", "value_issues", "Location"]
 
 Location = tuple[tuple[Any, ...], str]  # (names and indices, the element's R4 type)
 _DATES = frozenset({"date", "dateTime", "instant"})
-_MAX = 2 ** 31 - 1
-_INTEGERS = {"integer": -_MAX - 1, "unsignedInt": 0, "positiveInt": 1}  # each one's least value
+_INTEGERS = frozenset({"integer", "unsignedInt", "positiveInt"})
 _CONTAINED = "ResourceList"
 _DAY = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?")
 
@@ -68,13 +69,9 @@ def value_issues(rtype: str, resource: dict[str, Any], locations: tuple[Location
         for part in loc:
             value = value[part]
         if kind in _INTEGERS:
-            if not _INTEGERS[kind] <= value <= _MAX:
-                where = expression(rtype, loc)
-                issues.append(Issue("value", f"{value} is outside the range of a FHIR {kind} "
-                                    f"({_INTEGERS[kind]} to {_MAX})", where))
-            continue
-        problem = _date_problem(value) if kind in _DATES else _base64_problem(value)
-        if problem:
+            if problem := range_problem(kind, value):
+                issues.append(Issue("value", problem, expression(rtype, loc)))
+        elif problem := _date_problem(value) if kind in _DATES else _base64_problem(value):
             where = expression(rtype, loc)
             issues.append(Issue("value", f"{where}: {problem} (value {value!r})", where))
     return issues

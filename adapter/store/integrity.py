@@ -9,6 +9,7 @@ SQLite's single write lock already excludes it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +56,8 @@ class DanglingReferences(FhirError):
         return DanglingReferences(self.found, where)
 
 
-def dangling(conn: Connection, written: list[dict[str, Any]], just_written: bool = False) -> list[Dangling]:
-    """What does not resolve among the references of the resources just written on `conn`.
-
-    `just_written`: `written` were all written by this very call's statements and nothing of
-    the transaction deleted since (a load's batch), so they resolve without asking the database
-    (an ingest's batch holds most of its own targets). Not for a transaction's end, where an
-    entry may have deleted what another wrote."""
+def dangling(conn: Connection, written: Iterable[dict[str, Any]]) -> list[Dangling]:
+    """What does not resolve among the references of the resources just written on `conn`."""
     found: list[Dangling] = []
     wanted: list[tuple[tuple[str, str], Target]] = []
     for resource in written:
@@ -71,10 +67,9 @@ def dangling(conn: Connection, written: list[dict[str, Any]], just_written: bool
         wanted.extend((key, t) for t in refs if (t.type, t.id) != key or t.version is not None)
     if not wanted:
         return found
-    just = {(r["resourceType"], r["id"]) for r in written} if just_written else set()
-    keys = {(t.type, t.id) for _, t in wanted} - just
+    keys = {(t.type, t.id) for _, t in wanted}
     lock_resources(conn, keys, shared=True)
-    present = _present(conn, keys) | just
+    present = _present(conn, keys)
     versions = _versions(conn, {(t.type, t.id, t.version) for _, t in wanted if t.version is not None})
     for key, t in wanted:
         if (t.type, t.id) not in present if t.version is None else (t.type, t.id, t.version) not in versions:

@@ -217,7 +217,7 @@ class SqlStore(Repository, SqlClients, SqlPageSessions):
                 with self._write() as conn:
                     written: list[dict[str, Any]] = []
                     stored = write_batch(conn, batch, volatile=volatile, written=written)
-                    if self.check_references and (found := dangling(conn, written, just_written=True)):
+                    if self.check_references and (found := dangling(conn, written)):
                         raise DanglingReferences(found)
                 break
             except DanglingReferences as error:

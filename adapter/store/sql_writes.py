@@ -190,7 +190,7 @@ class SqlTransaction(Transaction):
         if self._check_references:
             # Checked now, so that a long transaction keeps only what does not resolve yet (a
             # reference to a resource later in the file) for the check at its end.
-            late = {d.resource for d in dangling(self._conn, written, just_written=True)}
+            late = {d.resource for d in dangling(self._conn, written)}
             self.written.extend(b for b in written if (b["resourceType"], b["id"]) in late)
         return stored
 
