@@ -6,6 +6,7 @@ the workbench counts distinct products and names visits as the study grid does."
 from __future__ import annotations
 
 import collections
+from datetime import date
 import json
 from typing import Any
 
@@ -192,3 +193,34 @@ def test_every_figure_is_drawn_by_the_vendored_basic_bundle(open_server: Server)
     assert set(traces) <= PLOTLY_TRACES and traces["scatter"] > 0, traces
     script = requests.get(f"{open_server.root}/ui/assets/plotly-basic-{PLOTLY_JS_VERSION}.min.js", timeout=30)
     assert f"plotly.js (basic - minified) v{PLOTLY_JS_VERSION}".encode() in script.content[:200]
+
+
+def test_the_child_page_takes_the_baseline_the_study_takes(tmp_path: Any) -> None:
+    """A review found the child page choosing its own baseline: a baseline Barthel entered in
+    error and recorded again was still drawn and used, so the page said another change than the
+    study's tables. Now the page's baseline is the outcome reports' (child_changes)."""
+    from adapter.mapping.ingest import ingest
+    from adapter.mapping.spec import load_mapping
+    from adapter.outcomes.measures import child_changes, outcomes_of
+    from adapter.pages.child import child_page
+    from adapter.pages.protocol import spec
+    from adapter.store import open_store
+    from adapter.study.build import build_resources
+    from conftest import ROOT, SITES_KEY
+    store = open_store(f"sqlite:///{tmp_path / 'one.db'}")
+    store.load(build_resources(spec()))
+    ingest(load_mapping(ROOT / "mappings" / "sites" / "site-a.yaml"),
+           sorted((ROOT / "fixtures" / "sites" / "site-a").glob("export.*")), store, SITES_KEY)
+    adl, study = outcomes_of(spec())["adl"], spec().protocol["id"]
+    before = [c for c in child_changes(store, adl, study) if c.patient == f"Patient/{CHILD}"]
+    wrong = json.loads(store.read("Observation", before[0].baseline_observation.split("/")[1]).data or b"{}")
+    store.update({**wrong, "status": "entered-in-error"})
+    again = {k: v for k, v in wrong.items() if k not in ("id", "meta")}
+    store.create({**again, "valueQuantity": {**wrong["valueQuantity"], "value": 30}})
+    after = [c for c in child_changes(store, adl, study) if c.patient == f"Patient/{CHILD}"]
+    assert after[0].baseline == 30 != before[0].baseline
+    trace = dict(child_page(store, CHILD, date.fromisoformat(AS_OF)).scores)["adl"]["data"][0]
+    expected = sorted([0.0, *(float(c.follow_up - c.baseline) for c in after if c.follow_up is not None)])
+    assert sorted(trace["y"]) == expected  # the voided value is not drawn; the changes are the study's
+    assert list(trace["text"]).count("baseline") == 1
+    store.close()

@@ -28,13 +28,13 @@ from adapter.outcomes.statistics import Summary, summarise
 from adapter.protocol.spec import Spec
 from adapter.store.repository import Repository
 
-__all__ = ["Outcome", "Category", "RatioPart", "ChildChange", "outcomes_of", "child_changes", "population", "Row",
+__all__ = ["VOID", "Outcome", "Category", "RatioPart", "ChildChange", "outcomes_of", "child_changes", "population", "Row",
            "COLUMNS", "SUMMARIES", "readings", "Reading",
            "paired", "missing_reason", "PER_BODY_SITE"]
 
 SUMMARIES = ("change", "shift", "adverse-events")
 PER_BODY_SITE = "child-and-body-site"
-_VOID = ("entered-in-error", "cancelled")
+VOID = ("entered-in-error", "cancelled")  # statuses of an Observation that counts for nothing
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _observations(store: Repository, system: str, code: str, cohort: Cohort,
     of children. With a period (first and last day, YYYY-MM-DD), a value taken on another day is
     left out, as if it had not been taken."""
     for observation in matches(store, "Observation", [("code", f"{system}|{code}")]):
-        if observation.get("status") in _VOID:
+        if observation.get("status") in VOID:
             continue
         visit = visits.get(observation.get("encounter", {}).get("reference", ""))
         patient = (observation.get("subject") or {}).get("reference", "")

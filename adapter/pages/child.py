@@ -11,8 +11,9 @@ from typing import Any
 
 from adapter.fhir import jsonio
 from adapter.fhir.outcomes import FhirError
-from adapter.outcomes.measures import outcomes_of
-from adapter.pages.figures import series_figure, timeline_figure
+from adapter.outcomes.cache import changes
+from adapter.outcomes.measures import VOID, outcomes_of
+from adapter.pages.figures import series_figure, timeline_figure, with_unit
 from adapter.pages.states import activity_name, describe
 from adapter.pages.study import causality_of, grade_of, spec
 from adapter.pages.units import display_unit
@@ -97,24 +98,26 @@ def _label(concept: dict[str, Any] | None) -> str:
     return str((concept or {}).get("text") or coding.get("display") or coding.get("code") or "")
 
 
-def _timeline(states: list[VisitState]) -> dict[str, Any]:
+def _timeline(described: list[tuple[VisitState, str]]) -> dict[str, Any]:
     planned = [{"visit": v.visit, "target": v.planned, "earliest": v.findings[0].earliest,
-                "latest": v.findings[0].latest} for v in states
+                "latest": v.findings[0].latest} for v, _ in described
                if v.planned is not None and v.findings[0].earliest is not None and v.findings[0].latest is not None]
     # each visit once, at the day it was first done (else its planned day), in its state's colour
-    actual = [{"visit": v.visit, "date": v.first_done or v.planned, "state": v.state, "label": describe(v)}
-              for v in states if v.planned is not None]
+    actual = [{"visit": v.visit, "date": v.first_done or v.planned, "state": v.state, "label": label}
+              for v, label in described if v.planned is not None]
     return timeline_figure("Planned visits (window) and what was done", planned, actual)
 
 
 Point = tuple[str, float, str, str, str]  # (date, value, visit, Observation id, body site or "")
 
 
-def _scores(by_code: dict[tuple[str, str], list[Point]], base: set[str],
+def _scores(by_code: dict[tuple[str, str], list[Point]], baselines: dict[str, set[str]],
             units: dict[tuple[str, str], str]) -> list[tuple[str, dict[str, Any]]]:
-    """Each outcome's change from its baseline value (the value `$adherence` matched to the
-    baseline visit, or recorded at it), one line per body site for a per-muscle outcome; an
-    outcome without a baseline value is drawn as its scores, and titled so."""
+    """Each outcome's change from its baseline value, one line per body site for a per-muscle
+    outcome. The baseline is the study's own (`baselines`: the Observations the outcome reports
+    took as this child's baseline, adapter/outcomes/measures.py), so the page and the study's
+    tables say the same change. A muscle without a baseline value is named in the title; an
+    outcome without any is drawn as its values, and titled so."""
     scores = []
     for key, outcome in outcomes_of(spec()).items():
         code = (outcome.system, outcome.code)
@@ -124,22 +127,21 @@ def _scores(by_code: dict[tuple[str, str], list[Point]], base: set[str],
         lines: dict[str, list[Point]] = collections.defaultdict(list)
         for point in by_code[code]:
             lines[point[4]].append(point)
-        changes, kept = {}, {}
+        changes, kept, without = {}, {}, []
         for site, points in lines.items():
-            baseline = next((p[1] for p in points if p[3] in base or p[2] == "baseline"), None)
-            if baseline is not None:
-                changes[site] = [(p[0], p[1] - baseline, p[2], p[3], p[4]) for p in points]
-                kept[site] = [p[1] for p in points]
+            baseline = next((p[1] for p in points if p[3] in baselines.get(key, ())), None)
+            if baseline is None:
+                without.append(site)
+                continue
+            changes[site] = [(p[0], p[1] - baseline, p[2], p[3], p[4]) for p in points]
+            kept[site] = [p[1] for p in points]
         if changes:
-            scores.append((key, series_figure(name, _axis("change from baseline", unit), changes, unit, kept)))
+            title = name + (f" (no baseline value: {', '.join(without)})" if without else "")
+            scores.append((key, series_figure(title, with_unit("change from baseline", unit), changes, unit, kept)))
         else:
-            scores.append((key, series_figure(f"{name}: scores (no baseline value)", _axis("score", unit),
+            scores.append((key, series_figure(f"{name}: values (no baseline value)", with_unit("value", unit),
                                               dict(lines), unit)))
     return scores
-
-
-def _axis(text: str, unit: str) -> str:
-    return f"{text} ({unit})" if unit else text
 
 
 def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
@@ -154,15 +156,17 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
             findings = adherence(repo, subject["id"], as_of)
         except FhirError as error:
             problem = str(error)
-    states = list(visit_states(findings).values())
+    described = [(v, describe(v)) for v in visit_states(findings).values()]
     observations = sorted(search_all(repo, "Observation", [("subject", f"Patient/{patient_id}")]),
                           key=lambda o: (str(o.get("effectiveDateTime", "")), o["id"]))
     # a visit by the protocol's name (c1-d0, fu-m3: as the study grid), else as the site named it
     planned_visit = {f.encounter: f.visit for f in findings if f.encounter}
     visits = {f"Encounter/{e['id']}": planned_visit.get(f"Encounter/{e['id']}") or _label((e.get("type") or [{}])[0])
               for e in search_all(repo, "Encounter", [("subject", f"Patient/{patient_id}")])}
-    base = {f.resource.removeprefix("Observation/") for f in findings
-            if f.visit == "baseline" and f.resource and f.resource.startswith("Observation/")}
+    study, patient_ref = spec().protocol["id"], f"Patient/{patient_id}"
+    baselines = {key: {c.baseline_observation.removeprefix("Observation/") for c in changes(repo, outcome, study)
+                       if c.patient == patient_ref and c.baseline_observation}
+                 for key, outcome in outcomes_of(spec()).items()} if subject is not None else {}
     by_code: dict[tuple[str, str], list[Point]] = collections.defaultdict(list)
     units: dict[tuple[str, str], str] = {}
     values = []
@@ -172,12 +176,12 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
         when = str(o.get("effectiveDateTime") or (o.get("effectivePeriod") or {}).get("start") or "")
         values.append({"id": o["id"], "code": _label(o.get("code")), "date": when, "value": value, "unit": unit,
                        "visit": visit})
-        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) and o.get("status") not in VOID:
             for c in (o.get("code") or {}).get("coding", []):
                 code = (c.get("system", ""), str(c.get("code", "")))
                 by_code[code].append((when, float(value), visit, o["id"], _label(o.get("bodySite"))))
                 units.setdefault(code, unit)
-    scores = _scores(by_code, base, units)
+    scores = _scores(by_code, baselines, units)
     events = []
     for e in sorted(search_all(repo, "AdverseEvent", [("subject", f"Patient/{patient_id}")]),
                     key=lambda e: (str(e.get("date", "")), e["id"])):
@@ -186,6 +190,6 @@ def child_page(repo: Repository, patient_id: str, as_of: date) -> ChildPage:
                        "causality": ", ".join(causality_of(e)), "outcome": _label(e.get("outcome"))})
     shown = [f"Patient/{patient_id}", *(f"Observation/{v['id']}" for v in values[:MAX_VALUES]),
              *(f"AdverseEvent/{e['id']}" for e in events), *(f.resource for f in findings if f.resource)]
-    return ChildPage(patient, subject, _timeline(states) if states else None, findings, problem, scores,
+    return ChildPage(patient, subject, _timeline(described) if described else None, findings, problem, scores,
                      values[:MAX_VALUES], len(values), events, _provenance(repo, list(dict.fromkeys(shown)), notes),
-                     notes, [(v, describe(v)) for v in states])
+                     notes, described)

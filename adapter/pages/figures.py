@@ -9,7 +9,7 @@ from typing import Any
 from adapter.outcomes.measures import Row
 from adapter.pages.states import COLOURS, LEGEND
 
-__all__ = ["change_figure", "bar_figure", "timeline_figure", "series_figure"]
+__all__ = ["change_figure", "bar_figure", "timeline_figure", "series_figure", "with_unit"]
 
 _LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 60}, "height": 340,
            "font": {"family": "system-ui, sans-serif", "size": 12}, "legend": {"orientation": "h"}}
@@ -43,11 +43,11 @@ def change_figure(title: str, visits: Sequence[str], rows: Sequence[Row], unit: 
         })
     return {"data": data, "layout": _layout(title, xaxis={"type": "category", "categoryorder": "array",
                                                           "categoryarray": list(visits)},
-                                            yaxis={"title": {"text": _with_unit("change from baseline", unit)},
+                                            yaxis={"title": {"text": with_unit("change from baseline", unit)},
                                                    "zeroline": True})}
 
 
-def _with_unit(text: str, unit: str) -> str:
+def with_unit(text: str, unit: str) -> str:
     return f"{text} ({unit})" if unit else text
 
 
@@ -99,7 +99,7 @@ def series_figure(title: str, axis: str, lines: dict[str, list[tuple[str, float,
     data = []
     for name, points in lines.items():
         if scores is not None:
-            hover = [f"{p[2]}: {p[1]:+g} (score {s:g}{' ' + unit if unit else ''})"
+            hover = [f"{p[2]}: {p[1]:+g} (value {s:g}{' ' + unit if unit else ''})"
                      for p, s in zip(points, scores[name], strict=True)]
         else:
             hover = [f"{p[2]}: {p[1]:g}{' ' + unit if unit else ''}" for p in points]
